@@ -1,0 +1,61 @@
+"""streamcheck's reference implementation of resumable generation streams.
+
+Start with :func:`open_replica` over a :class:`MemoryBackend` (one process) or a
+:class:`~impl.redis.RedisLike` (many processes), then use the
+:class:`GenerationJobManager` it yields.
+"""
+
+from impl._errors import (
+    BackendUnavailable,
+    EventTooLarge,
+    IllegalTransition,
+    StreamAccessDenied,
+    StreamcheckError,
+)
+from impl._manager import GenerationJob, GenerationJobManager, ManagerSettings
+from impl._seams import CountingIds, ManualWallClock, RandomIds, SystemWallClock
+from impl._service import MemoryBackend, ReplicaSettings, open_replica
+from impl._types import (
+    AbortOutcome,
+    AbortResult,
+    JobStatus,
+    JobUpdate,
+    ResumeState,
+    SerializableJobData,
+    UsageMetadata,
+    UserMessage,
+    read_usage,
+)
+from impl.redis import Keys, RedisLike
+from impl.transport._transport import EventTransport, Subscription
+
+__all__ = [
+    "AbortOutcome",
+    "AbortResult",
+    "BackendUnavailable",
+    "CountingIds",
+    "EventTooLarge",
+    "EventTransport",
+    "GenerationJob",
+    "GenerationJobManager",
+    "IllegalTransition",
+    "JobStatus",
+    "JobUpdate",
+    "Keys",
+    "ManagerSettings",
+    "ManualWallClock",
+    "MemoryBackend",
+    "RandomIds",
+    "RedisLike",
+    "ReplicaSettings",
+    "ResumeState",
+    "SerializableJobData",
+    "StreamAccessDenied",
+    "StreamcheckError",
+    "Subscription",
+    "SystemWallClock",
+    "UsageMetadata",
+    "UserMessage",
+    "open_replica",
+    "read_usage",
+]

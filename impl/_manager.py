@@ -1,0 +1,391 @@
+"""``GenerationJobManager``: the public face of one replica (LibreChat's manager).
+
+A generator calls ``create_job``, then ``emit_chunk`` ... and one of ``emit_done`` /
+``emit_error``, then ``complete_job``. Clients call ``subscribe`` or ``resume`` on any
+replica and ``abort_job`` on any replica. Example::
+
+    job = await manager.create_job("conv-1", "user-1")
+    await manager.emit_chunk("conv-1", {"event": "on_message_delta", "data": ...})
+    await manager.emit_done("conv-1", {"final": True})
+    await manager.complete_job("conv-1")
+
+Differences from the seed, each fixing a bug of spec §5: subscribers are marked only
+after SUBSCRIBE is acknowledged (#2); state survives disconnects and abort listeners
+keep the channel (#3, #17); errors and final events are kept for late subscribers
+(#4); any replica can serve and abort any stream (#5, #7); resume is a snapshot *up to
+a seq* plus everything after it, so nothing is replayed twice (#6); one shared,
+monotonic counter with a floor (#8, #9, #10); catch-up is deferred until the frontier
+is known (#11); only attached subscribers run reorder buffers (#12); the early
+buffer is bounded (#13); every turn has a generation id that fences the previous
+turn's traffic and cleanup (#16, #20).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import trio
+
+from impl._content import aggregate_content, collect_run_steps, content_text
+from impl._early_buffer import EarlyBuffer
+from impl._errors import StreamAccessDenied
+from impl._ids import validate_stream_id, validate_user_id
+from impl._seams import IdSource, WallClock
+from impl._types import (
+    AbortOutcome,
+    AbortResult,
+    JobStatus,
+    JobUpdate,
+    ResumeState,
+    SerializableJobData,
+    UserMessage,
+)
+from impl.jobstore._protocol import JobStore
+from impl.transport._actor import LOG_PAGE
+from impl.transport._bus import Bus, Published, PublishRefused
+from impl.transport._transport import EventTransport, Subscription
+from model import Chunk, JSONValue
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerSettings:
+    cleanup_interval_s: float = 60.0
+    #: How often a live generation refreshes ``last_active_at`` (producer liveness).
+    heartbeat_interval_s: float = 10.0
+    early_buffer_max_events: int = 5_000
+    early_buffer_max_bytes: int = 8 * 1024 * 1024
+
+
+@dataclass(eq=False, slots=True)
+class GenerationJob:
+    """The generator's handle on its job. ``aborted`` fires on an abort from anywhere."""
+
+    stream_id: str
+    user_id: str
+    generation: str
+    start_seq: int
+    aborted: trio.Event = field(default_factory=trio.Event)
+    final_event: JSONValue = None
+    error: str | None = None
+
+    @property
+    def is_aborted(self) -> bool:
+        return self.aborted.is_set()
+
+
+class GenerationJobManager:
+    def __init__(
+        self,
+        *,
+        job_store: JobStore,
+        transport: EventTransport,
+        bus: Bus,
+        wall_clock: WallClock,
+        ids: IdSource,
+        settings: ManagerSettings | None = None,
+    ) -> None:
+        self.job_store = job_store
+        self.transport = transport
+        self._bus = bus
+        self._wall = wall_clock
+        self._ids = ids
+        self._settings = settings if settings is not None else ManagerSettings()
+        self._runtimes: dict[str, GenerationJob] = {}
+
+    # -- generator side -----------------------------------------------------------
+
+    async def create_job(
+        self, stream_id: str, user_id: str, conversation_id: str | None = None
+    ) -> GenerationJob:
+        """Start a new turn on ``stream_id``; a previous turn on it is superseded."""
+        validate_stream_id(stream_id)
+        validate_user_id(user_id)
+        previous = self._runtimes.pop(stream_id, None)
+        if previous is not None:
+            await self._retire(previous)
+        generation = self._ids.new_id()
+        data = await self.job_store.create_job(
+            stream_id, user_id, conversation_id, generation_id=generation
+        )
+        job = GenerationJob(stream_id, user_id, generation, data.start_seq)
+        self._runtimes[stream_id] = job
+        self.transport.start_producing(
+            stream_id,
+            generation,
+            EarlyBuffer(
+                max_events=self._settings.early_buffer_max_events,
+                max_bytes=self._settings.early_buffer_max_bytes,
+            ),
+        )
+        await self.transport.on_abort(stream_id, generation, job.aborted.set)
+        return job
+
+    async def emit_chunk(self, stream_id: str, event: JSONValue) -> bool:
+        """Publish one chunk; False if it was dropped (aborted, ended or superseded)."""
+        job = self._runtimes.get(stream_id)
+        if job is None or job.is_aborted:
+            return False
+        if isinstance(event, Mapping) and event.get("created") is True:
+            await self._record_created(job, event)
+        outcome = await self.transport.emit_chunk(stream_id, job.generation, event)
+        return self._published(job, outcome)
+
+    async def emit_done(self, stream_id: str, final_event: JSONValue) -> bool:
+        job = self._runtimes.get(stream_id)
+        if job is None:
+            return False
+        job.final_event = final_event
+        await self.job_store.update_job(
+            stream_id,
+            JobUpdate(final_event=json.dumps(final_event)),
+            expected_generation=job.generation,
+        )
+        outcome = await self.transport.emit_done(stream_id, job.generation, final_event)
+        return self._published(job, outcome)
+
+    async def emit_error(self, stream_id: str, message: str) -> bool:
+        job = self._runtimes.get(stream_id)
+        if job is None:
+            return False
+        job.error = message
+        await self.job_store.update_job(
+            stream_id, JobUpdate(error=message), expected_generation=job.generation
+        )
+        outcome = await self.transport.emit_error(stream_id, job.generation, message)
+        return self._published(job, outcome)
+
+    async def complete_job(self, stream_id: str, error: str | None = None) -> None:
+        """Record the end of the turn. The job stays until its TTL for late subscribers."""
+        job = self._runtimes.pop(stream_id, None)
+        if job is None:
+            return
+        status = JobStatus.ERROR if (error or job.error) else JobStatus.COMPLETE
+        if job.is_aborted:
+            status = JobStatus.ABORTED
+        await self.job_store.update_job(
+            stream_id,
+            JobUpdate(
+                status=status,
+                completed_at=self._wall.now_ms(),
+                error=error if error is not None else None,
+            ),
+            expected_generation=job.generation,
+        )
+        await self._retire(job)
+
+    def _published(self, job: GenerationJob, outcome: Published | PublishRefused) -> bool:
+        if isinstance(outcome, Published):
+            return True
+        if outcome in (PublishRefused.OTHER_GENERATION, PublishRefused.NO_JOB):
+            # The turn was replaced or its job vanished: stop the generator.
+            job.aborted.set()
+        elif outcome is PublishRefused.JOB_ENDED:
+            job.aborted.set()
+        return False
+
+    async def _record_created(self, job: GenerationJob, event: Mapping[str, JSONValue]) -> None:
+        # Awaited before the publish so a replica that sees `created` also sees the
+        # user message in the job (spec §5 #7).
+        message = event.get("message")
+        if not isinstance(message, Mapping) or not isinstance(message.get("messageId"), str):
+            return
+        parent = message.get("parentMessageId")
+        conversation = message.get("conversationId")
+        text = message.get("text")
+        user_message = UserMessage(
+            message_id=str(message["messageId"]),
+            parent_message_id=parent if isinstance(parent, str) else None,
+            conversation_id=conversation if isinstance(conversation, str) else None,
+            text=text if isinstance(text, str) else None,
+        )
+        await self.job_store.update_job(
+            job.stream_id,
+            JobUpdate(user_message=user_message),
+            expected_generation=job.generation,
+        )
+
+    async def _retire(self, job: GenerationJob) -> None:
+        self.transport.stop_producing(job.stream_id, job.generation)
+        with trio.CancelScope(shield=True):
+            await self.transport.remove_abort(job.stream_id, job.generation)
+
+    # -- client side ----------------------------------------------------------------
+
+    async def _owned_job(self, stream_id: str, user_id: str) -> SerializableJobData:
+        validate_stream_id(stream_id)
+        validate_user_id(user_id)
+        job = await self.job_store.get_job(stream_id)
+        if job is None or job.user_id != user_id:
+            raise StreamAccessDenied()
+        return job
+
+    async def subscribe(self, stream_id: str, user_id: str) -> Subscription:
+        """Attach to the current turn from its first event (or its stored end)."""
+        job = await self._owned_job(stream_id, user_id)
+        return await self.transport.subscribe(
+            stream_id,
+            generation=job.generation_id,
+            start_seq=job.start_seq,
+            job_ended=job.status.is_terminal,
+        )
+
+    async def resume(self, stream_id: str, user_id: str) -> tuple[ResumeState, Subscription]:
+        """A snapshot of the turn so far plus a subscription to everything after it."""
+        job = await self._owned_job(stream_id, user_id)
+        chunks = await self._logged_chunks(job)
+        through = chunks[-1].seq if chunks else None
+        state = ResumeState(
+            stream_id=stream_id,
+            generation_id=job.generation_id,
+            through_seq=through,
+            aggregated_content=aggregate_content(c.data for c in chunks),
+            run_steps=collect_run_steps(c.data for c in chunks),
+            user_message=job.user_message,
+            response_message_id=job.response_message_id,
+            conversation_id=job.conversation_id,
+            sender=job.sender,
+        )
+        subscription = await self.transport.subscribe(
+            stream_id,
+            generation=job.generation_id,
+            start_seq=through + 1 if through is not None else job.start_seq,
+            job_ended=job.status.is_terminal,
+        )
+        return state, subscription
+
+    async def _logged_chunks(self, job: SerializableJobData) -> list[Chunk]:
+        """The turn's chunks from the log, in order, up to (not including) its terminal."""
+        chunks: list[Chunk] = []
+        cursor = job.start_seq
+        while True:
+            rows = await self._bus.read_log(job.stream_id, from_seq=cursor, count=LOG_PAGE)
+            for row in rows:
+                if row.generation != job.generation_id:
+                    continue
+                if not isinstance(row, Chunk):
+                    return chunks  # the terminal is delivered live, never folded
+                chunks.append(row)
+            if len(rows) < LOG_PAGE:
+                return chunks
+            cursor = rows[-1].seq + 1
+
+    async def abort_job(self, stream_id: str, user_id: str) -> AbortResult:
+        """Stop the turn wherever it runs and publish its aborted final event.
+
+        The answer says what happened: ``ABORTED``, ``ALREADY_TERMINAL`` (it ended
+        first) or ``NO_SUCH_STREAM`` (it vanished while we aborted). A stream that does
+        not exist or is not the caller's raises :class:`StreamAccessDenied`.
+        """
+        job = await self._owned_job(stream_id, user_id)
+        usage = self.job_store.get_collected_usage(stream_id)
+        if job.status.is_terminal:
+            return AbortResult(outcome=AbortOutcome.ALREADY_TERMINAL, job=job)
+        await self.transport.emit_abort(stream_id, job.generation_id)
+        local = self._runtimes.get(stream_id)
+        if local is not None and local.generation == job.generation_id:
+            local.aborted.set()
+        content = await self.job_store.get_content_parts(stream_id)
+        if not content:
+            content = aggregate_content(c.data for c in await self._logged_chunks(job))
+        final_event = _abort_final_event(job, content)
+        outcome = await self.transport.emit_done(stream_id, job.generation_id, final_event)
+        if outcome is PublishRefused.TERMINAL_ALREADY_SENT:
+            current = await self.job_store.get_job(stream_id)
+            return AbortResult(outcome=AbortOutcome.ALREADY_TERMINAL, job=current)
+        if outcome in (PublishRefused.NO_JOB, PublishRefused.OTHER_GENERATION):
+            return AbortResult(outcome=AbortOutcome.NO_SUCH_STREAM)
+        await self.job_store.update_job(
+            stream_id,
+            JobUpdate(
+                status=JobStatus.ABORTED,
+                completed_at=self._wall.now_ms(),
+                final_event=json.dumps(final_event),
+            ),
+            expected_generation=job.generation_id,
+        )
+        return AbortResult(
+            outcome=AbortOutcome.ABORTED,
+            job=job,
+            content=content,
+            text=content_text(content),
+            final_event=final_event,
+            collected_usage=usage,
+        )
+
+    async def get_job(self, stream_id: str) -> SerializableJobData | None:
+        return await self.job_store.get_job(validate_stream_id(stream_id))
+
+    def local_job(self, stream_id: str) -> GenerationJob | None:
+        return self._runtimes.get(stream_id)
+
+    # -- housekeeping ------------------------------------------------------------------
+
+    async def cleanup(self) -> int:
+        """Expire jobs, retire runtimes whose job is gone, stop orphaned actors."""
+        removed = await self.job_store.cleanup()
+        for stream_id, job in list(self._runtimes.items()):
+            current = await self.job_store.get_job(stream_id)
+            if current is None or current.generation_id != job.generation:
+                # Identity check: never retire a replacement turn (spec §5 #20).
+                if self._runtimes.get(stream_id) is job:
+                    del self._runtimes[stream_id]
+                job.aborted.set()
+                await self._retire(job)
+        for stream_id in self.transport.get_tracked_stream_ids():
+            if stream_id in self._runtimes or not self.transport.is_idle(stream_id):
+                continue
+            # Idle on this replica: a later subscribe or emit starts a fresh actor.
+            self.transport.cleanup(stream_id)
+        return removed
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Periodic cleanup and producer heartbeats, until cancelled."""
+        task_status.started()
+        next_cleanup = trio.current_time() + self._settings.cleanup_interval_s
+        while True:
+            await trio.sleep(self._settings.heartbeat_interval_s)
+            for stream_id, job in list(self._runtimes.items()):
+                try:
+                    await self.job_store.record_activity(stream_id, job.generation)
+                except ConnectionError as exc:
+                    logger.warning("heartbeat for %s failed: %s", stream_id, exc)
+            if trio.current_time() >= next_cleanup:
+                next_cleanup = trio.current_time() + self._settings.cleanup_interval_s
+                try:
+                    await self.cleanup()
+                except ConnectionError as exc:
+                    logger.warning("cleanup failed: %s", exc)
+
+
+def _abort_final_event(job: SerializableJobData, content: list[JSONValue]) -> JSONValue:
+    """LibreChat's abort final event (spec §1.4 step 6)."""
+    early = not content and job.response_message_id is None
+    request: JSONValue = None
+    if job.user_message is not None:
+        request = {
+            "messageId": job.user_message.message_id,
+            "parentMessageId": job.user_message.parent_message_id,
+            "conversationId": job.user_message.conversation_id,
+            "text": job.user_message.text,
+        }
+    response_id = job.response_message_id or (
+        f"{job.user_message.message_id}_" if job.user_message is not None else None
+    )
+    return {
+        "final": True,
+        "aborted": True,
+        "earlyAbort": early,
+        "conversation": None if early else {"conversationId": job.conversation_id},
+        "requestMessage": request,
+        "responseMessage": {
+            "messageId": response_id,
+            "content": content,
+            "sender": job.sender or "AI",
+            "unfinished": True,
+        },
+    }

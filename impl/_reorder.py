@@ -1,0 +1,337 @@
+"""Per-subscriber ordering, de-duplication and gap repair (sans-IO).
+
+A :class:`ReorderBuffer` turns the stream's sequenced traffic, as it arrives from
+pub/sub (``offer``) and from the chunk log (``apply_log``), into the exact event
+sequence one subscriber must see. Rules:
+
+1. Delivery is in seq order, each seq at most once; anything below the frontier
+   (``next_seq``) is a duplicate and is dropped.
+2. Seqs belong to the whole stream (all turns share one counter). A seq carrying
+   another generation fills its slot silently; once a *newer* generation shows up,
+   this generation can publish nothing more, so the subscriber ends with
+   :data:`SUPERSEDED`.
+3. A gap is never skipped silently. When it does not fill within ``timeout`` of the
+   first parked message (or ``capacity`` messages park) the core asks for the chunk
+   log from the frontier (:attr:`Step.fetch_from`). Only a seq that the log proves
+   missing becomes a :class:`model.Gap`.
+4. While ``deferred`` (a fresh attachment catching up from the log) live traffic
+   parks and neither the timer nor the capacity limit fires.
+5. The first terminal of this generation ends the subscription; nothing follows it.
+
+Time comes in as ``now``; the core asks to be woken (``Step.wake_at``) and never
+reads a clock. The shell performs ``fetch_from`` and feeds the rows to
+``apply_log``; if the read fails it calls ``fetch_failed`` so the core retries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from model import Chunk, Done, Failure, Gap, GapReason, StreamEvent, is_terminal
+
+SequencedEvent = Chunk | Done | Failure
+
+#: Message delivered when a newer turn took over the stream id before this
+#: generation's terminal was seen (it can never arrive: the publish fence refuses it).
+SUPERSEDED: Final = "generation superseded by a newer turn on this stream"
+
+
+@dataclass(slots=True)
+class Step:
+    """What the shell must do after one input."""
+
+    deliver: list[StreamEvent] = field(default_factory=list)
+    #: Read the chunk log from this seq (inclusive), then call ``apply_log``.
+    fetch_from: int | None = None
+    #: Call ``on_timer`` at this time (``None``: no timer needed).
+    wake_at: float | None = None
+    #: The subscription delivered its terminal and must be detached.
+    finished: bool = False
+    #: An idle probe read the log and found nothing new: the shell should check
+    #: whether the generation is still alive.
+    idle_and_empty: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReorderStats:
+    next_seq: int
+    pending: int
+    delivered: int
+    duplicates_dropped: int
+    foreign_skipped: int
+    repairs: int
+    gaps: int
+    deferred: bool
+    finished: bool
+
+
+class ReorderBuffer:
+    def __init__(
+        self,
+        *,
+        generation: str,
+        start_seq: int,
+        now: float,
+        timeout: float,
+        capacity: int,
+        idle_probe: float,
+        newer_generation: frozenset[str] = frozenset(),
+    ) -> None:
+        self.generation = generation
+        self.next_seq = start_seq
+        self._timeout = timeout
+        self._capacity = capacity
+        self._idle_probe = idle_probe
+        self._pending: dict[int, SequencedEvent] = {}
+        self._first_parked_at: float | None = None
+        self._last_progress_at = now
+        self._deferred = True
+        self._fetch_in_flight = False
+        #: Highest parked seq at the moment the in-flight fetch was issued: every
+        #: seq below it was in the log before the read started.
+        self._proven_upto: int | None = None
+        self._idle_fetch = False
+        self._finished = False
+        self._delivered = 0
+        self._duplicates = 0
+        self._foreign = 0
+        self._repairs = 0
+        self._gaps = 0
+
+    # -- inputs ---------------------------------------------------------------
+
+    def begin(self, now: float) -> Step:
+        """First step of a fresh attachment: catch up from the log at the frontier."""
+        step = Step()
+        self._request_fetch(step)
+        return self._finish(step, now)
+
+    def preload(self, events: list[SequencedEvent], now: float) -> Step:
+        """Replay events held locally (the early buffer) before reading the log."""
+        step = Step()
+        for event in events:
+            if event.seq > self.next_seq:
+                break  # not contiguous: the log read that follows settles the rest
+            self._accept_in_order(event, step)
+        return self._finish(step, now)
+
+    def offer(self, event: SequencedEvent, now: float) -> Step:
+        step = Step()
+        if self._finished:
+            return step
+        if event.seq < self.next_seq:
+            self._duplicates += 1
+            return step
+        if event.seq in self._pending:
+            self._duplicates += 1
+            return step
+        self._pending[event.seq] = event
+        if self._first_parked_at is None:
+            self._first_parked_at = now
+        if not self._deferred:
+            self._drain(step)
+            if self._pending and len(self._pending) >= self._capacity and not self._fetch_in_flight:
+                self._request_fetch(step)
+        return self._finish(step, now)
+
+    def apply_log(self, entries: list[SequencedEvent], *, exhausted: bool, now: float) -> Step:
+        """Rows read from the log starting at the requested seq, ascending.
+
+        ``exhausted`` is true when the read returned fewer rows than asked for, i.e.
+        the log holds nothing beyond the last row.
+        """
+        step = Step()
+        self._fetch_in_flight = False
+        proven_upto = self._proven_upto
+        self._proven_upto = None
+        was_idle_fetch = self._idle_fetch
+        self._idle_fetch = False
+        if self._finished:
+            return step
+        before = self.next_seq
+        for entry in entries:
+            if self._finished:
+                break
+            if entry.seq < self.next_seq:
+                continue
+            if entry.seq > self.next_seq:
+                self._emit_gap(self.next_seq, entry.seq - 1, step)
+            self._pending.pop(entry.seq, None)
+            self._accept_in_order(entry, step)
+        if self._finished:
+            return self._finish(step, now)
+        self._drop_below_frontier()
+        self._drain(step)
+        if not exhausted:
+            self._request_fetch(step)
+            return self._finish(step, now)
+        if self._pending and proven_upto is not None:
+            lowest = min(self._pending)
+            if self.next_seq < lowest <= proven_upto:
+                # The log was read after `lowest` had been published, so the seqs in
+                # between would be in the log unless they are lost for good.
+                self._emit_gap(self.next_seq, lowest - 1, step)
+                self._drain(step)
+        if self._deferred:
+            self._deferred = False
+            self._drain(step)
+        if self._pending and not self._finished:
+            # Parked entries arrived after the read started: the log may have them now.
+            if proven_upto is None or max(self._pending) > proven_upto:
+                self._first_parked_at = now
+        elif not self._pending:
+            self._first_parked_at = None
+        if was_idle_fetch and self.next_seq == before and not step.deliver:
+            step.idle_and_empty = True
+        return self._finish(step, now)
+
+    def fetch_failed(self, now: float) -> Step:
+        """The log read raised; retry after the timeout (the core never assumes success)."""
+        self._fetch_in_flight = False
+        self._proven_upto = None
+        self._idle_fetch = False
+        self._first_parked_at = now
+        return self._finish(Step(), now, force_timer=True)
+
+    def resync(self, now: float) -> Step:
+        """The connection was restored: whatever pub/sub lost must come from the log."""
+        step = Step()
+        if not self._finished and not self._fetch_in_flight:
+            self._request_fetch(step)
+        return self._finish(step, now)
+
+    def on_timer(self, now: float) -> Step:
+        step = Step()
+        if self._finished or self._fetch_in_flight:
+            return self._finish(step, now)
+        if self._deferred:
+            self._request_fetch(step)
+        elif self._pending and self._first_parked_at is not None:
+            if now >= self._first_parked_at + self._timeout:
+                self._repairs += 1
+                self._request_fetch(step)
+        elif now >= self._last_progress_at + self._idle_probe:
+            # Count the probe as progress so an empty answer re-arms a full interval.
+            self._last_progress_at = now
+            self._idle_fetch = True
+            self._request_fetch(step)
+        return self._finish(step, now)
+
+    def end_with(self, terminal: Done | Failure, now: float) -> Step:
+        """Deliver a terminal decided outside the seq stream (job found ended or lost)."""
+        step = Step()
+        if not self._finished:
+            self._deliver(terminal, step)
+        return self._finish(step, now)
+
+    def close(self) -> None:
+        self._finished = True
+        self._pending.clear()
+
+    # -- inspection -------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    @property
+    def deferred(self) -> bool:
+        return self._deferred
+
+    def statistics(self) -> ReorderStats:
+        return ReorderStats(
+            next_seq=self.next_seq,
+            pending=len(self._pending),
+            delivered=self._delivered,
+            duplicates_dropped=self._duplicates,
+            foreign_skipped=self._foreign,
+            repairs=self._repairs,
+            gaps=self._gaps,
+            deferred=self._deferred,
+            finished=self._finished,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<ReorderBuffer gen={self.generation} next_seq={self.next_seq} "
+            f"pending={len(self._pending)} deferred={self._deferred} finished={self._finished}>"
+        )
+
+    # -- internals ----------------------------------------------------------------
+
+    def _request_fetch(self, step: Step) -> None:
+        self._fetch_in_flight = True
+        self._proven_upto = max(self._pending) if self._pending else None
+        step.fetch_from = self.next_seq
+
+    def _accept_in_order(self, event: SequencedEvent, step: Step) -> None:
+        """``event.seq`` is at or above the frontier and everything before it is settled."""
+        if self._finished or event.seq < self.next_seq:
+            if not self._finished:
+                self._duplicates += 1
+            return
+        self.next_seq = event.seq + 1
+        if event.generation == self.generation:
+            self._deliver(event, step)
+        elif self._is_newer(event):
+            self._deliver(
+                Failure(seq=event.seq, generation=self.generation, message=SUPERSEDED), step
+            )
+        else:
+            self._foreign += 1
+
+    def _is_newer(self, event: SequencedEvent) -> bool:
+        # A different generation at a seq we had not passed yet can only be a later
+        # turn: earlier turns' publishes are fenced once this one was created.
+        return event.generation != self.generation
+
+    def _deliver(self, event: StreamEvent, step: Step) -> None:
+        step.deliver.append(event)
+        self._delivered += 1
+        if is_terminal(event):
+            self._finished = True
+            self._pending.clear()
+            step.finished = True
+
+    def _drain(self, step: Step) -> None:
+        if self._deferred:
+            return
+        while not self._finished and self.next_seq in self._pending:
+            self._accept_in_order(self._pending.pop(self.next_seq), step)
+        if not self._pending:
+            self._first_parked_at = None
+
+    def _drop_below_frontier(self) -> None:
+        for seq in [s for s in self._pending if s < self.next_seq]:
+            del self._pending[seq]
+            self._duplicates += 1
+
+    def _emit_gap(self, first: int, last: int, step: Step) -> None:
+        self._gaps += 1
+        step.deliver.append(
+            Gap(
+                first_seq=first,
+                last_seq=last,
+                generation=self.generation,
+                reason=GapReason.NOT_IN_LOG,
+            )
+        )
+        self.next_seq = last + 1
+
+    def _finish(self, step: Step, now: float, *, force_timer: bool = False) -> Step:
+        if step.deliver:
+            self._last_progress_at = now
+        if self._finished:
+            step.finished = True
+            step.wake_at = None
+            return step
+        if step.fetch_from is not None or self._fetch_in_flight:
+            step.wake_at = None
+            return step
+        if (self._pending and not self._deferred) or force_timer:
+            base = self._first_parked_at if self._first_parked_at is not None else now
+            step.wake_at = base + self._timeout
+        else:
+            step.wake_at = self._last_progress_at + self._idle_probe
+        return step

@@ -1,0 +1,29 @@
+"""The Redis surface impl/ uses (a Protocol the simulation implements) and its real
+adapter over coredis."""
+
+from impl.redis._coredis import CoredisRedis, CoredisStatistics, open_coredis
+from impl.redis._coredis_subscriber import CoredisSubscriber, SubscriberStatistics
+from impl.redis._keys import Keys
+from impl.redis._protocol import (
+    LuaScript,
+    PubSubMessage,
+    RedisConnectionError,
+    RedisLike,
+    Subscriber,
+    SubscriptionsRestored,
+)
+
+__all__ = [
+    "CoredisRedis",
+    "CoredisStatistics",
+    "CoredisSubscriber",
+    "Keys",
+    "LuaScript",
+    "PubSubMessage",
+    "RedisConnectionError",
+    "RedisLike",
+    "Subscriber",
+    "SubscriberStatistics",
+    "SubscriptionsRestored",
+    "open_coredis",
+]

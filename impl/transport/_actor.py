@@ -1,0 +1,433 @@
+"""One stream on one replica: a trio task that alone owns the stream's local state.
+
+The actor holds the producer's early buffer, every local subscriber's reorder buffer
+and the abort callbacks, and nothing else touches them: callers send commands through
+its inbox and wait for a reply. Every interleaving is therefore a message order,
+which is what the simulation enumerates.
+
+The actor makes no decisions of its own. It feeds inputs to the sans-IO cores
+(:class:`~impl._reorder.ReorderBuffer`, :class:`~impl._early_buffer.EarlyBuffer`),
+performs the I/O they ask for (publish, log reads, job lookups) and reports failures
+back to them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import trio
+
+from impl._early_buffer import EarlyBuffer
+from impl._reorder import ReorderBuffer, Step
+from impl._seams import WallClock
+from impl._types import SerializableJobData
+from impl.redis import RedisConnectionError
+from impl.transport._bus import Bus, EventKind, Published, PublishOutcome
+from impl.transport._envelope import AbortSignal, SequencedEvent
+from impl.transport._verdict import silent_subscriber_verdict
+from model import Chunk, Done, Failure, JSONValue, StreamEvent
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Rows per chunk-log read during catch-up and repair.
+LOG_PAGE = 500
+
+JobLookup = Callable[[str], Awaitable[SerializableJobData | None]]
+AbortCallback = Callable[[], None]
+
+
+class _Reply(Generic[T]):
+    """A one-shot answer from the actor to a waiting caller."""
+
+    __slots__ = ("_done", "_error", "_value")
+
+    def __init__(self) -> None:
+        self._done = trio.Event()
+        self._value: T | None = None
+        self._error: BaseException | None = None
+
+    def set(self, value: T) -> None:
+        self._value = value
+        self._done.set()
+
+    def fail(self, error: BaseException) -> None:
+        self._error = error
+        self._done.set()
+
+    async def wait(self) -> T:
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class ActorTimings:
+    reorder_timeout: float
+    reorder_capacity: int
+    idle_probe: float
+    producer_timeout_ms: int
+
+
+@dataclass(slots=True)
+class _Subscriber:
+    sub_id: int
+    buffer: ReorderBuffer
+    out: trio.MemorySendChannel[StreamEvent]
+    wake_at: float | None = None
+    #: The job had ended when this subscriber attached: if the log cannot supply the
+    #: terminal, take it from the job record right after catch-up.
+    job_ended_at_attach: bool = False
+
+
+@dataclass(slots=True)
+class _Producer:
+    generation: str
+    early: EarlyBuffer
+
+
+@dataclass(frozen=True, slots=True)
+class _Emit:
+    generation: str
+    kind: EventKind
+    body: JSONValue
+    size: int
+    reply: _Reply[PublishOutcome]
+
+
+@dataclass(frozen=True, slots=True)
+class _Attach:
+    sub_id: int
+    generation: str
+    start_seq: int
+    out: trio.MemorySendChannel[StreamEvent]
+    job_ended: bool
+    reply: _Reply[None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Detach:
+    sub_id: int
+    reply: _Reply[int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Incoming:
+    message: SequencedEvent | AbortSignal
+
+
+@dataclass(frozen=True, slots=True)
+class _Restored:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Produce:
+    generation: str
+    early: EarlyBuffer
+
+
+@dataclass(frozen=True, slots=True)
+class _StopProducing:
+    generation: str
+
+
+@dataclass(frozen=True, slots=True)
+class _OnAbort:
+    generation: str
+    callback: AbortCallback | None
+
+
+_Command = _Emit | _Attach | _Detach | _Incoming | _Restored | _Produce | _StopProducing | _OnAbort
+
+
+@dataclass(frozen=True, slots=True)
+class ActorStats:
+    stream_id: str
+    subscribers: int
+    producing: str | None
+    high_water: int
+    malformed: int
+    abort_signals: int
+
+
+@dataclass(slots=True)
+class _Counts:
+    malformed: int = 0
+    abort_signals: int = 0
+
+
+class StreamActor:
+    def __init__(
+        self,
+        stream_id: str,
+        *,
+        bus: Bus,
+        job_lookup: JobLookup,
+        wall_clock: WallClock,
+        timings: ActorTimings,
+    ) -> None:
+        self.stream_id = stream_id
+        self._bus = bus
+        self._job_lookup = job_lookup
+        self._wall = wall_clock
+        self._timings = timings
+        self._send, self._inbox = trio.open_memory_channel[_Command](math.inf)
+        self._subscribers: dict[int, _Subscriber] = {}
+        self._producer: _Producer | None = None
+        self._abort_callbacks: dict[str, AbortCallback] = {}
+        #: Highest seq this replica has seen on the stream: the publish floor.
+        self._high_water = -1
+        self._counts = _Counts()
+
+    # -- API used by the transport (each call is one command) --------------------
+
+    async def emit(
+        self, generation: str, kind: EventKind, body: JSONValue, size: int
+    ) -> PublishOutcome:
+        reply: _Reply[PublishOutcome] = _Reply()
+        self._send.send_nowait(_Emit(generation, kind, body, size, reply))
+        return await reply.wait()
+
+    async def attach(
+        self,
+        sub_id: int,
+        *,
+        generation: str,
+        start_seq: int,
+        out: trio.MemorySendChannel[StreamEvent],
+        job_ended: bool,
+    ) -> None:
+        reply: _Reply[None] = _Reply()
+        self._send.send_nowait(_Attach(sub_id, generation, start_seq, out, job_ended, reply))
+        await reply.wait()
+
+    async def detach(self, sub_id: int) -> int:
+        """Remove a subscriber; returns how many remain."""
+        reply: _Reply[int] = _Reply()
+        self._send.send_nowait(_Detach(sub_id, reply))
+        return await reply.wait()
+
+    def incoming(self, message: SequencedEvent | AbortSignal) -> None:
+        self._send.send_nowait(_Incoming(message))
+
+    def restored(self) -> None:
+        self._send.send_nowait(_Restored())
+
+    def produce(self, generation: str, early: EarlyBuffer) -> None:
+        self._send.send_nowait(_Produce(generation, early))
+
+    def stop_producing(self, generation: str) -> None:
+        self._send.send_nowait(_StopProducing(generation))
+
+    def on_abort(self, generation: str, callback: AbortCallback | None) -> None:
+        """Register (or with ``None`` remove) the abort callback of ``generation``."""
+        self._send.send_nowait(_OnAbort(generation, callback))
+
+    def malformed(self) -> None:
+        self._counts.malformed += 1
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    @property
+    def has_abort_callbacks(self) -> bool:
+        return bool(self._abort_callbacks)
+
+    def statistics(self) -> ActorStats:
+        return ActorStats(
+            stream_id=self.stream_id,
+            subscribers=len(self._subscribers),
+            producing=self._producer.generation if self._producer else None,
+            high_water=self._high_water,
+            malformed=self._counts.malformed,
+            abort_signals=self._counts.abort_signals,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<StreamActor {self.stream_id!r} subscribers={len(self._subscribers)} "
+            f"high_water={self._high_water}>"
+        )
+
+    # -- the task -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            await self._loop()
+        finally:
+            # Cancelled (cleanup or replica crash): readers see their stream end
+            # instead of hanging; they resume elsewhere.
+            for sub_id in list(self._subscribers):
+                self._remove(sub_id)
+
+    async def _loop(self) -> None:
+        while True:
+            deadline = min(
+                (s.wake_at for s in self._subscribers.values() if s.wake_at is not None),
+                default=math.inf,
+            )
+            command: _Command | None = None
+            with trio.move_on_at(deadline):
+                command = await self._inbox.receive()
+            if command is None:
+                await self._fire_timers(trio.current_time())
+            else:
+                await self._handle(command)
+
+    async def _handle(self, command: _Command) -> None:
+        now = trio.current_time()
+        match command:
+            case _Emit():
+                await self._emit(command)
+            case _Attach():
+                await self._attach(command, now)
+            case _Detach(sub_id=sub_id, reply=reply):
+                self._remove(sub_id)
+                reply.set(len(self._subscribers))
+            case _Incoming(message=AbortSignal(generation=generation)):
+                self._counts.abort_signals += 1
+                callback = self._abort_callbacks.get(generation)
+                if callback is not None:
+                    callback()
+            case _Incoming(message=message):
+                assert not isinstance(message, AbortSignal)
+                self._high_water = max(self._high_water, message.seq)
+                for sub in list(self._subscribers.values()):
+                    await self._apply(sub, sub.buffer.offer(message, now))
+            case _Restored():
+                for sub in list(self._subscribers.values()):
+                    await self._apply(sub, sub.buffer.resync(now))
+            case _Produce(generation=generation, early=early):
+                self._producer = _Producer(generation, early)
+            case _StopProducing(generation=generation):
+                if self._producer is not None and self._producer.generation == generation:
+                    self._producer = None
+            case _OnAbort(generation=generation, callback=callback):
+                if callback is None:
+                    self._abort_callbacks.pop(generation, None)
+                else:
+                    self._abort_callbacks[generation] = callback
+
+    async def _emit(self, command: _Emit) -> None:
+        try:
+            outcome = await self._bus.publish(
+                self.stream_id,
+                generation=command.generation,
+                kind=command.kind,
+                body=command.body,
+                floor=self._high_water + 1,
+            )
+        except (RedisConnectionError, OSError) as exc:
+            command.reply.fail(exc)
+            return
+        except BaseException as exc:
+            command.reply.fail(exc)
+            raise
+        if isinstance(outcome, Published):
+            self._high_water = max(self._high_water, outcome.seq)
+            producer = self._producer
+            if producer is not None and producer.generation == command.generation:
+                producer.early.record(_as_event(command, outcome.seq), command.size)
+        command.reply.set(outcome)
+
+    async def _attach(self, command: _Attach, now: float) -> None:
+        buffer = ReorderBuffer(
+            generation=command.generation,
+            start_seq=command.start_seq,
+            now=now,
+            timeout=self._timings.reorder_timeout,
+            capacity=self._timings.reorder_capacity,
+            idle_probe=self._timings.idle_probe,
+        )
+        sub = _Subscriber(
+            command.sub_id, buffer, command.out, job_ended_at_attach=command.job_ended
+        )
+        self._subscribers[command.sub_id] = sub
+        command.reply.set(None)
+        producer = self._producer
+        if (
+            producer is not None
+            and producer.generation == command.generation
+            and not producer.early.closed
+        ):
+            await self._apply(sub, buffer.preload(producer.early.take(), now))
+        if not buffer.finished:
+            await self._apply(sub, buffer.begin(now))
+
+    async def _fire_timers(self, now: float) -> None:
+        for sub in list(self._subscribers.values()):
+            if sub.wake_at is not None and sub.wake_at <= now:
+                sub.wake_at = None
+                await self._apply(sub, sub.buffer.on_timer(now))
+
+    async def _apply(self, sub: _Subscriber, step: Step) -> None:
+        """Carry out a core's step, feeding I/O results back until it needs nothing."""
+        while True:
+            for event in step.deliver:
+                sub.out.send_nowait(event)
+            if step.finished:
+                self._remove(sub.sub_id)
+                return
+            sub.wake_at = step.wake_at
+            check_job = step.idle_and_empty
+            if step.fetch_from is not None:
+                try:
+                    rows = await self._bus.read_log(
+                        self.stream_id, from_seq=step.fetch_from, count=LOG_PAGE
+                    )
+                except (RedisConnectionError, OSError) as exc:
+                    logger.warning("stream %s: log read failed (%s)", self.stream_id, exc)
+                    step = sub.buffer.fetch_failed(trio.current_time())
+                    continue
+                if rows:
+                    self._high_water = max(self._high_water, rows[-1].seq)
+                exhausted = len(rows) < LOG_PAGE
+                step = sub.buffer.apply_log(rows, exhausted=exhausted, now=trio.current_time())
+                if exhausted and sub.job_ended_at_attach and not step.finished:
+                    sub.job_ended_at_attach = False
+                    step.idle_and_empty = True
+                continue
+            if check_job:
+                ended = await self._judge_silence(sub)
+                if ended is not None:
+                    step = ended
+                    continue
+            return
+
+    async def _judge_silence(self, sub: _Subscriber) -> Step | None:
+        try:
+            job = await self._job_lookup(self.stream_id)
+        except (RedisConnectionError, OSError):
+            return None
+        verdict = silent_subscriber_verdict(
+            job,
+            generation=sub.buffer.generation,
+            next_seq=sub.buffer.next_seq,
+            now_ms=self._wall.now_ms(),
+            producer_timeout_ms=self._timings.producer_timeout_ms,
+        )
+        if verdict is None:
+            return None
+        return sub.buffer.end_with(verdict, trio.current_time())
+
+    def _remove(self, sub_id: int) -> None:
+        sub = self._subscribers.pop(sub_id, None)
+        if sub is not None:
+            sub.buffer.close()
+            sub.out.close()
+
+
+def _as_event(command: _Emit, seq: int) -> SequencedEvent:
+    if command.kind is EventKind.CHUNK:
+        return Chunk(seq=seq, generation=command.generation, data=command.body)
+    if command.kind is EventKind.DONE:
+        return Done(seq=seq, generation=command.generation, data=command.body)
+    return Failure(seq=seq, generation=command.generation, message=str(command.body))

@@ -1,0 +1,88 @@
+"""The wire below the stream actors: a ``Bus`` moves sequenced events between replicas.
+
+Two implementations share every line above them (actors, manager):
+:class:`~impl.transport._memory_bus.MemoryBus` (one process) and
+:class:`~impl.transport._redis_bus.RedisBus` (LibreChat's Redis layout). A bus
+
+* publishes one event atomically: allocates the next stream-wide seq, appends it to
+  the chunk log and fans it out (``publish``);
+* reads the chunk log by seq (``read_log``), the source of truth for catch-up and
+  gap repair;
+* holds channel subscriptions by reference count, returning from ``acquire_channel``
+  only once the subscription is acknowledged;
+* hands every incoming message to the replica's :class:`Sink`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+from impl.transport._envelope import AbortSignal, SequencedEvent
+from model import JSONValue
+
+
+class EventKind(enum.StrEnum):
+    CHUNK = "chunk"
+    DONE = "done"
+    ERROR = "error"
+
+
+class PublishRefused(enum.Enum):
+    """Why the publish fence refused an event (nothing was allocated or sent)."""
+
+    NO_JOB = "no_job"
+    OTHER_GENERATION = "other_generation"
+    JOB_ENDED = "job_ended"
+    TERMINAL_ALREADY_SENT = "terminal_already_sent"
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    seq: int
+    #: The shared counter was behind what this replica had seen: Redis lost writes.
+    counter_regressed: bool = False
+
+
+PublishOutcome = Published | PublishRefused
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRestored:
+    """The subscription was re-established; traffic in between may be lost."""
+
+
+class Sink(Protocol):
+    def deliver(self, stream_id: str, message: SequencedEvent | AbortSignal) -> None: ...
+
+    def restored(self, stream_id: str) -> None: ...
+
+    def malformed(self, stream_id: str | None, reason: str) -> None: ...
+
+
+class Bus(Protocol):
+    async def publish(
+        self,
+        stream_id: str,
+        *,
+        generation: str,
+        kind: EventKind,
+        body: JSONValue,
+        floor: int,
+    ) -> PublishOutcome:
+        """Allocate a seq ``>= floor``, log and publish; or refuse without side effects."""
+
+    async def publish_abort(self, stream_id: str, generation: str) -> None: ...
+
+    async def read_log(self, stream_id: str, *, from_seq: int, count: int) -> list[SequencedEvent]:
+        """Log entries with ``seq >= from_seq``, ascending, at most ``count``."""
+
+    async def counter(self, stream_id: str) -> int:
+        """The next seq the stream will allocate (0 for a new stream)."""
+
+    async def acquire_channel(self, stream_id: str) -> None: ...
+
+    async def release_channel(self, stream_id: str) -> None: ...
+
+    def attach_sink(self, sink: Sink) -> None: ...

@@ -1,0 +1,80 @@
+"""The pub/sub envelope: LibreChat's ``{type, seq, data | error}`` plus ``generationId``.
+
+Decoding is strict: anything that is not a well-formed envelope for the expected
+stream raises :class:`MalformedPayload`, which the receiver counts and drops without
+disturbing the stream.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from model import Chunk, Done, Failure
+
+SequencedEvent = Chunk | Done | Failure
+
+
+@dataclass(frozen=True, slots=True)
+class AbortSignal:
+    """Cross-replica request to stop the generation ``generation`` (unsequenced)."""
+
+    generation: str
+
+
+Incoming = Chunk | Done | Failure | AbortSignal
+
+
+class MalformedPayload(ValueError):
+    """A channel payload that is not a valid envelope; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+def encode_split(event_type: str, generation: str, body: Any) -> tuple[str, str]:
+    """The envelope as ``(prefix, suffix)`` around the seq, which only Redis knows.
+
+    The publish script concatenates ``prefix .. seq .. suffix`` instead of re-encoding
+    with cjson (which would turn ``[]`` into ``{}`` and alter floats).
+    """
+    key = "error" if event_type == "error" else "data"
+    head = json.dumps({"type": event_type}, separators=(",", ":"))[:-1]
+    tail = json.dumps({"generationId": generation, key: body}, separators=(",", ":"))[1:]
+    return f'{head},"seq":', f",{tail}"
+
+
+def encode_abort(generation: str) -> str:
+    return json.dumps({"type": "abort", "generationId": generation}, separators=(",", ":"))
+
+
+def decode(payload: str) -> Incoming:
+    try:
+        raw = json.loads(payload)
+    except (ValueError, TypeError):
+        raise MalformedPayload("not JSON") from None
+    if not isinstance(raw, dict):
+        raise MalformedPayload("not a JSON object")
+    kind = raw.get("type")
+    generation = raw.get("generationId")
+    if not isinstance(generation, str) or not generation:
+        raise MalformedPayload("missing generationId")
+    if kind == "abort":
+        return AbortSignal(generation=generation)
+    seq = raw.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise MalformedPayload(f"seq is not a non-negative integer: {seq!r}")
+    if kind == "chunk":
+        return Chunk(seq=seq, generation=generation, data=raw.get("data"))
+    if kind == "done":
+        return Done(seq=seq, generation=generation, data=raw.get("data"))
+    if kind == "error":
+        message = raw.get("error")
+        return Failure(
+            seq=seq,
+            generation=generation,
+            message=message if isinstance(message, str) else "Unknown error",
+        )
+    raise MalformedPayload(f"unknown type {kind!r}")

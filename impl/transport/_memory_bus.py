@@ -1,0 +1,173 @@
+"""In-process bus: a :class:`MemoryHub` plays the Redis server, one :class:`MemoryBus`
+per replica plays its connections.
+
+The hub keeps per-stream counters and chunk logs and applies the same publish fence as
+the Redis script, so replicas in one process behave exactly like replicas on Redis
+(minus the network faults, which the simulation adds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from impl._status import JobStatus
+from impl.transport._bus import (
+    EventKind,
+    Published,
+    PublishOutcome,
+    PublishRefused,
+    Sink,
+)
+from impl.transport._envelope import AbortSignal, SequencedEvent
+from model import Chunk, Done, Failure, JSONValue
+
+
+@dataclass(frozen=True, slots=True)
+class JobFacts:
+    """What the publish fence needs to know about a stream's current job."""
+
+    generation: str
+    status: JobStatus
+
+
+JobLookup = Callable[[str], JobFacts | None]
+
+
+@dataclass(slots=True)
+class _StreamLog:
+    next_seq: int = 0
+    entries: list[SequencedEvent] = field(default_factory=list)
+    terminal_generations: set[str] = field(default_factory=set)
+
+
+class MemoryHub:
+    """Shared state of all in-process replicas (counters, logs, subscriptions)."""
+
+    def __init__(self, job_lookup: JobLookup | None = None, *, max_log_entries: int = 100_000):
+        self._job_lookup = job_lookup
+        self._streams: dict[str, _StreamLog] = {}
+        self._subscribers: dict[str, list[MemoryBus]] = {}
+        self._max_log_entries = max_log_entries
+
+    def bind_jobs(self, job_lookup: JobLookup) -> None:
+        self._job_lookup = job_lookup
+
+    def counter_now(self, stream_id: str) -> int:
+        log = self._streams.get(stream_id)
+        return log.next_seq if log is not None else 0
+
+    def forget(self, stream_id: str) -> None:
+        """Drop a stream's log (its job expired); the counter survives, as in Redis."""
+        log = self._streams.get(stream_id)
+        if log is not None:
+            log.entries.clear()
+
+    def _publish(
+        self, stream_id: str, generation: str, kind: EventKind, body: JSONValue, floor: int
+    ) -> PublishOutcome:
+        facts = self._job_lookup(stream_id) if self._job_lookup is not None else None
+        if facts is None:
+            return PublishRefused.NO_JOB
+        if facts.generation != generation:
+            return PublishRefused.OTHER_GENERATION
+        log = self._streams.setdefault(stream_id, _StreamLog())
+        if kind is EventKind.CHUNK and (
+            facts.status is not JobStatus.RUNNING or generation in log.terminal_generations
+        ):
+            return PublishRefused.JOB_ENDED
+        if kind is not EventKind.CHUNK and generation in log.terminal_generations:
+            return PublishRefused.TERMINAL_ALREADY_SENT
+        seq = max(log.next_seq, floor)
+        regressed = seq != log.next_seq
+        log.next_seq = seq + 1
+        event: SequencedEvent
+        if kind is EventKind.CHUNK:
+            event = Chunk(seq=seq, generation=generation, data=body)
+        elif kind is EventKind.DONE:
+            event = Done(seq=seq, generation=generation, data=body)
+            log.terminal_generations.add(generation)
+        else:
+            event = Failure(seq=seq, generation=generation, message=str(body))
+            log.terminal_generations.add(generation)
+        log.entries.append(event)
+        if len(log.entries) > self._max_log_entries:
+            del log.entries[: len(log.entries) - self._max_log_entries]
+        self._fan_out(stream_id, event)
+        return Published(seq=seq, counter_regressed=regressed)
+
+    def _fan_out(self, stream_id: str, message: SequencedEvent | AbortSignal) -> None:
+        for bus in list(self._subscribers.get(stream_id, ())):
+            bus._receive(stream_id, message)
+
+    def _read(self, stream_id: str, from_seq: int, count: int) -> list[SequencedEvent]:
+        log = self._streams.get(stream_id)
+        if log is None:
+            return []
+        # Entries are in seq order; bisect would be faster but logs are short-lived.
+        rows = [e for e in log.entries if e.seq >= from_seq]
+        return rows[:count]
+
+    def _subscribe(self, stream_id: str, bus: MemoryBus) -> None:
+        self._subscribers.setdefault(stream_id, []).append(bus)
+
+    def _unsubscribe(self, stream_id: str, bus: MemoryBus) -> None:
+        buses = self._subscribers.get(stream_id)
+        if buses is not None and bus in buses:
+            buses.remove(bus)
+            if not buses:
+                del self._subscribers[stream_id]
+
+
+class MemoryBus:
+    """One replica's view of a :class:`MemoryHub`."""
+
+    def __init__(self, hub: MemoryHub) -> None:
+        self._hub = hub
+        self._sink: Sink | None = None
+        self._refs: dict[str, int] = {}
+
+    def attach_sink(self, sink: Sink) -> None:
+        self._sink = sink
+
+    async def publish(
+        self,
+        stream_id: str,
+        *,
+        generation: str,
+        kind: EventKind,
+        body: JSONValue,
+        floor: int,
+    ) -> PublishOutcome:
+        return self._hub._publish(stream_id, generation, kind, body, floor)
+
+    async def publish_abort(self, stream_id: str, generation: str) -> None:
+        self._hub._fan_out(stream_id, AbortSignal(generation=generation))
+
+    async def read_log(self, stream_id: str, *, from_seq: int, count: int) -> list[SequencedEvent]:
+        return self._hub._read(stream_id, from_seq, count)
+
+    async def counter(self, stream_id: str) -> int:
+        return self._hub.counter_now(stream_id)
+
+    async def acquire_channel(self, stream_id: str) -> None:
+        count = self._refs.get(stream_id, 0)
+        if count == 0:
+            self._hub._subscribe(stream_id, self)
+        self._refs[stream_id] = count + 1
+
+    async def release_channel(self, stream_id: str) -> None:
+        count = self._refs.get(stream_id, 0)
+        if count <= 1:
+            self._refs.pop(stream_id, None)
+            if count == 1:
+                self._hub._unsubscribe(stream_id, self)
+        else:
+            self._refs[stream_id] = count - 1
+
+    def subscribed_channels(self) -> frozenset[str]:
+        return frozenset(self._refs)
+
+    def _receive(self, stream_id: str, message: SequencedEvent | AbortSignal) -> None:
+        if self._sink is not None:
+            self._sink.deliver(stream_id, message)

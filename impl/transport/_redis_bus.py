@@ -1,0 +1,318 @@
+"""The Redis bus: LibreChat's channel and key layout over any :class:`RedisLike`.
+
+One pub/sub connection per replica carries every stream channel. Subscriptions are
+reference counted; the first ``acquire_channel`` sends SUBSCRIBE and everyone waits
+for the acknowledgement; if it fails, the next caller retries. The listener rebuilds
+the connection with backoff when it dies and tells the sink which streams were
+restored, so their actors re-read the chunk log: pub/sub is the fast path, the log is
+the truth.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+import trio
+
+from impl.redis import (
+    Keys,
+    PubSubMessage,
+    RedisConnectionError,
+    RedisLike,
+    Subscriber,
+    SubscriptionsRestored,
+)
+from impl.redis._chunklog import entry_id
+from impl.transport._bus import (
+    EventKind,
+    Published,
+    PublishOutcome,
+    PublishRefused,
+    Sink,
+)
+from impl.transport._envelope import (
+    MalformedPayload,
+    SequencedEvent,
+    decode,
+    encode_abort,
+    encode_split,
+)
+from impl.transport._lua import PUBLISH
+from model import Chunk, Done, Failure, JSONValue
+
+logger = logging.getLogger(__name__)
+
+#: Counter TTL (spec §2.3, July): sliding, extend-only, 24 h.
+COUNTER_TTL_S = 86_400
+#: Backoff between reconnect attempts of the pub/sub connection.
+RECONNECT_BACKOFF_MIN_S = 0.05
+RECONNECT_BACKOFF_MAX_S = 2.0
+
+_REFUSAL_BY_CODE = {
+    -1: PublishRefused.NO_JOB,
+    -2: PublishRefused.OTHER_GENERATION,
+    -3: PublishRefused.JOB_ENDED,
+    -4: PublishRefused.TERMINAL_ALREADY_SENT,
+}
+
+
+@dataclass(slots=True)
+class _Channel:
+    refs: int = 0
+    acked: bool = False
+    in_flight: trio.Event | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RedisBusStats:
+    published: int
+    refused: int
+    counter_regressions: int
+    reconnects: int
+    channels: int
+
+
+@dataclass(slots=True)
+class _Counters:
+    published: int = 0
+    refused: int = 0
+    regressions: int = 0
+    reconnects: int = 0
+
+
+class RedisBus:
+    def __init__(
+        self,
+        redis: RedisLike,
+        *,
+        keys: Keys | None = None,
+        log_ttl_s: int = 1200,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys if keys is not None else Keys()
+        self._log_ttl_s = log_ttl_s
+        self._sink: Sink | None = None
+        self._channels: dict[str, _Channel] = {}
+        self._subscriber: Subscriber | None = None
+        self._connected = trio.Event()
+        self._counters = _Counters()
+
+    def attach_sink(self, sink: Sink) -> None:
+        self._sink = sink
+
+    # -- publishing -------------------------------------------------------------
+
+    async def publish(
+        self,
+        stream_id: str,
+        *,
+        generation: str,
+        kind: EventKind,
+        body: JSONValue,
+        floor: int,
+    ) -> PublishOutcome:
+        prefix, suffix = encode_split(kind.value, generation, body)
+        log_payload = str(body) if kind is EventKind.ERROR else json.dumps(body)
+        reply = await self._redis.run_script(
+            PUBLISH,
+            keys=[
+                self._keys.seq(stream_id),
+                self._keys.chunks(stream_id),
+                self._keys.job(stream_id),
+            ],
+            args=[
+                generation,
+                kind.value,
+                prefix,
+                suffix,
+                Keys.channel(stream_id),
+                floor,
+                log_payload,
+                self._log_ttl_s,
+                COUNTER_TTL_S,
+            ],
+        )
+        if not isinstance(reply, list) or len(reply) != 2:
+            raise RedisConnectionError(f"unexpected publish script reply {reply!r}")
+        code, regressed = int(reply[0]), int(reply[1])
+        if code < 0:
+            self._counters.refused += 1
+            return _REFUSAL_BY_CODE[code]
+        self._counters.published += 1
+        if regressed:
+            self._counters.regressions += 1
+            logger.warning("stream %s: Redis counter went backwards; pushed to %d", stream_id, code)
+        return Published(seq=code, counter_regressed=bool(regressed))
+
+    async def publish_abort(self, stream_id: str, generation: str) -> None:
+        await self._redis.publish(Keys.channel(stream_id), encode_abort(generation))
+
+    async def counter(self, stream_id: str) -> int:
+        raw = await self._redis.get(self._keys.seq(stream_id))
+        try:
+            return int(raw) if raw is not None else 0
+        except ValueError:
+            return 0
+
+    async def read_log(self, stream_id: str, *, from_seq: int, count: int) -> list[SequencedEvent]:
+        rows = await self._redis.xrange(
+            self._keys.chunks(stream_id), entry_id(from_seq), "+", count
+        )
+        events: list[SequencedEvent] = []
+        for _entry, fields in rows:
+            event = _decode_log_row(fields)
+            if event is None:
+                logger.warning("stream %s: unreadable chunk-log row %r", stream_id, fields)
+                continue
+            events.append(event)
+        return events
+
+    # -- subscriptions ----------------------------------------------------------
+
+    async def acquire_channel(self, stream_id: str) -> None:
+        """Hold the stream's channel; returns once Redis acknowledged SUBSCRIBE.
+
+        Cancelled or failed calls leave the reference count as it was.
+        """
+        channel = self._channels.setdefault(stream_id, _Channel())
+        channel.refs += 1
+        try:
+            await self._ensure_acked(stream_id, channel)
+        except BaseException:
+            await self._drop_ref(stream_id, channel)
+            raise
+
+    async def release_channel(self, stream_id: str) -> None:
+        channel = self._channels.get(stream_id)
+        if channel is not None:
+            await self._drop_ref(stream_id, channel)
+
+    async def _ensure_acked(self, stream_id: str, channel: _Channel) -> None:
+        while not channel.acked:
+            if channel.in_flight is not None:
+                await channel.in_flight.wait()
+                continue
+            await self._connected.wait()
+            subscriber = self._subscriber
+            if subscriber is None:
+                continue
+            done = trio.Event()
+            channel.in_flight = done
+            try:
+                await subscriber.subscribe(Keys.channel(stream_id))
+                channel.acked = True
+            finally:
+                channel.in_flight = None
+                done.set()
+
+    async def _drop_ref(self, stream_id: str, channel: _Channel) -> None:
+        channel.refs -= 1
+        if channel.refs > 0 or self._channels.get(stream_id) is not channel:
+            return
+        del self._channels[stream_id]
+        if channel.acked and self._subscriber is not None:
+            try:
+                await self._subscriber.unsubscribe(Keys.channel(stream_id))
+            except RedisConnectionError as exc:
+                logger.info("stream %s: unsubscribe failed (%s); connection resets", stream_id, exc)
+
+    def subscribed_channels(self) -> frozenset[str]:
+        return frozenset(s for s, c in self._channels.items() if c.acked)
+
+    # -- listener ---------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the pub/sub connection until cancelled, rebuilding it when it dies."""
+        backoff = RECONNECT_BACKOFF_MIN_S
+        started = False
+        while True:
+            try:
+                async with self._redis.subscriber() as subscriber:
+                    restored = await self._resubscribe(subscriber)
+                    self._subscriber = subscriber
+                    self._connected.set()
+                    if not started:
+                        task_status.started()
+                        started = True
+                    backoff = RECONNECT_BACKOFF_MIN_S
+                    self._notify_restored(restored)
+                    await self._listen(subscriber)
+            except RedisConnectionError as exc:
+                logger.warning("pub/sub connection lost (%s); reconnecting", exc)
+            self._subscriber = None
+            self._connected = trio.Event()
+            for channel in self._channels.values():
+                channel.acked = False
+            self._counters.reconnects += 1
+            if not started:
+                task_status.started()
+                started = True
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX_S)
+
+    async def _resubscribe(self, subscriber: Subscriber) -> list[str]:
+        restored: list[str] = []
+        for stream_id, channel in list(self._channels.items()):
+            if channel.refs > 0 and not channel.acked:
+                await subscriber.subscribe(Keys.channel(stream_id))
+                channel.acked = True
+                restored.append(stream_id)
+        return restored
+
+    async def _listen(self, subscriber: Subscriber) -> None:
+        while True:
+            event = await subscriber.receive()
+            if isinstance(event, SubscriptionsRestored):
+                ids = [Keys.stream_id_of_channel(c) for c in event.channels]
+                self._notify_restored([i for i in ids if i is not None])
+                continue
+            self._dispatch(event)
+
+    def _dispatch(self, message: PubSubMessage) -> None:
+        sink = self._sink
+        if sink is None:
+            return
+        stream_id = Keys.stream_id_of_channel(message.channel)
+        if stream_id is None:
+            sink.malformed(None, f"message on foreign channel {message.channel!r}")
+            return
+        try:
+            incoming = decode(message.data)
+        except MalformedPayload as exc:
+            sink.malformed(stream_id, exc.reason)
+            return
+        sink.deliver(stream_id, incoming)
+
+    def _notify_restored(self, stream_ids: list[str]) -> None:
+        if self._sink is None:
+            return
+        for stream_id in stream_ids:
+            self._sink.restored(stream_id)
+
+    def statistics(self) -> RedisBusStats:
+        return RedisBusStats(
+            published=self._counters.published,
+            refused=self._counters.refused,
+            counter_regressions=self._counters.regressions,
+            reconnects=self._counters.reconnects,
+            channels=len(self._channels),
+        )
+
+
+def _decode_log_row(fields: dict[str, str]) -> SequencedEvent | None:
+    try:
+        seq = int(fields["seq"])
+        generation = fields["gen"]
+        kind = fields["type"]
+        if kind == "error":
+            return Failure(seq=seq, generation=generation, message=fields.get("error", ""))
+        data = json.loads(fields.get("event", "null"))
+    except (KeyError, ValueError):
+        return None
+    if kind == "chunk":
+        return Chunk(seq=seq, generation=generation, data=data)
+    if kind == "done":
+        return Done(seq=seq, generation=generation, data=data)
+    return None

@@ -1,0 +1,287 @@
+"""``EventTransport``: LibreChat's ``IEventTransport`` with Python names, over a Bus.
+
+It is the per-replica registry of :class:`StreamActor` tasks and the sink of the bus.
+``MemoryEventTransport`` and ``RedisEventTransport`` are this class over a
+:class:`MemoryBus` or a :class:`RedisBus`; nothing above the bus differs.
+
+Edge cases worth knowing:
+
+* ``subscribe`` returns only after the channel subscription is acknowledged, then
+  catches up from the chunk log (or the producer's early buffer) at ``start_seq``, so
+  no event between ``start_seq`` and "live" is lost or duplicated.
+* Incoming traffic for a stream with no local actor is dropped (nothing here needs it).
+* The channel stays subscribed while abort callbacks exist, even with no SSE
+  subscriber, so a Stop pressed elsewhere still reaches the generator (spec §5 #17).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import trio
+
+from impl._early_buffer import EarlyBuffer
+from impl._errors import EventTooLarge
+from impl._seams import WallClock
+from impl.transport._actor import ActorTimings, JobLookup, StreamActor
+from impl.transport._bus import Bus, EventKind, PublishOutcome
+from impl.transport._envelope import AbortSignal, SequencedEvent
+from model import JSONValue, StreamEvent
+
+logger = logging.getLogger(__name__)
+
+AllLeftCallback = Callable[[], None]
+
+
+@dataclass(frozen=True, slots=True)
+class TransportStats:
+    streams: int
+    subscribers: int
+    malformed_dropped: int
+    untracked_dropped: int
+
+
+class Subscription:
+    """A live attachment: iterate it for events; it ends after the terminal.
+
+    Leaving early (``aclose`` or the ``async with`` block) detaches it. A remote abort
+    still reaches it as the aborted generation's final ``Done`` event.
+    """
+
+    def __init__(
+        self,
+        transport: EventTransport,
+        stream_id: str,
+        generation: str,
+        sub_id: int,
+        events: trio.MemoryReceiveChannel[StreamEvent],
+    ) -> None:
+        self.stream_id = stream_id
+        self.generation = generation
+        self.sub_id = sub_id
+        self._transport = transport
+        self._events = events
+        self._closed = False
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        try:
+            return await self._events.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+    async def receive(self) -> StreamEvent:
+        """The next event; raises ``trio.EndOfChannel`` after the terminal."""
+        return await self._events.receive()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._events.close()
+        await self._transport._detach(self)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with trio.CancelScope(shield=True):
+            await self.aclose()
+
+
+class EventTransport:
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        nursery: trio.Nursery,
+        job_lookup: JobLookup,
+        wall_clock: WallClock,
+        timings: ActorTimings,
+        max_event_bytes: int,
+    ) -> None:
+        self._bus = bus
+        self._nursery = nursery
+        self._job_lookup = job_lookup
+        self._wall = wall_clock
+        self._timings = timings
+        self._max_event_bytes = max_event_bytes
+        self._actors: dict[str, tuple[StreamActor, trio.CancelScope]] = {}
+        self._all_left: dict[str, AllLeftCallback] = {}
+        self._next_sub_id = 0
+        self._malformed = 0
+        self._untracked = 0
+        bus.attach_sink(self)
+
+    # -- Sink ---------------------------------------------------------------------
+
+    def deliver(self, stream_id: str, message: SequencedEvent | AbortSignal) -> None:
+        entry = self._actors.get(stream_id)
+        if entry is None:
+            self._untracked += 1
+            return
+        entry[0].incoming(message)
+
+    def restored(self, stream_id: str) -> None:
+        entry = self._actors.get(stream_id)
+        if entry is not None:
+            entry[0].restored()
+
+    def malformed(self, stream_id: str | None, reason: str) -> None:
+        self._malformed += 1
+        logger.warning("dropped malformed message for stream %s: %s", stream_id, reason)
+        if stream_id is not None and (entry := self._actors.get(stream_id)) is not None:
+            entry[0].malformed()
+
+    # -- actors -------------------------------------------------------------------
+
+    def _actor(self, stream_id: str) -> StreamActor:
+        entry = self._actors.get(stream_id)
+        if entry is not None:
+            return entry[0]
+        actor = StreamActor(
+            stream_id,
+            bus=self._bus,
+            job_lookup=self._job_lookup,
+            wall_clock=self._wall,
+            timings=self._timings,
+        )
+        scope = trio.CancelScope()
+
+        async def run_actor() -> None:
+            with scope:
+                await actor.run()
+
+        self._actors[stream_id] = (actor, scope)
+        self._nursery.start_soon(run_actor, name=f"stream-actor:{stream_id}")
+        return actor
+
+    # -- publishing ------------------------------------------------------------------
+
+    async def emit_chunk(self, stream_id: str, generation: str, event: JSONValue) -> PublishOutcome:
+        return await self._emit(stream_id, generation, EventKind.CHUNK, event)
+
+    async def emit_done(self, stream_id: str, generation: str, final: JSONValue) -> PublishOutcome:
+        return await self._emit(stream_id, generation, EventKind.DONE, final)
+
+    async def emit_error(self, stream_id: str, generation: str, message: str) -> PublishOutcome:
+        return await self._emit(stream_id, generation, EventKind.ERROR, message)
+
+    async def _emit(
+        self, stream_id: str, generation: str, kind: EventKind, body: JSONValue
+    ) -> PublishOutcome:
+        size = len(json.dumps(body).encode())
+        if size > self._max_event_bytes:
+            raise EventTooLarge(stream_id=stream_id, size=size, limit=self._max_event_bytes)
+        return await self._actor(stream_id).emit(generation, kind, body, size)
+
+    async def emit_abort(self, stream_id: str, generation: str) -> None:
+        await self._bus.publish_abort(stream_id, generation)
+
+    def start_producing(self, stream_id: str, generation: str, early: EarlyBuffer) -> None:
+        self._actor(stream_id).produce(generation, early)
+
+    def stop_producing(self, stream_id: str, generation: str) -> None:
+        if (entry := self._actors.get(stream_id)) is not None:
+            entry[0].stop_producing(generation)
+
+    # -- subscribing ----------------------------------------------------------------
+
+    async def subscribe(
+        self, stream_id: str, *, generation: str, start_seq: int, job_ended: bool = False
+    ) -> Subscription:
+        """Attach a subscriber that will see ``generation`` from ``start_seq`` on."""
+        actor = self._actor(stream_id)
+        await self._bus.acquire_channel(stream_id)
+        send, receive = trio.open_memory_channel[StreamEvent](float("inf"))
+        self._next_sub_id += 1
+        sub_id = self._next_sub_id
+        try:
+            await actor.attach(
+                sub_id, generation=generation, start_seq=start_seq, out=send, job_ended=job_ended
+            )
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._bus.release_channel(stream_id)
+            raise
+        return Subscription(self, stream_id, generation, sub_id, receive)
+
+    async def _detach(self, subscription: Subscription) -> None:
+        entry = self._actors.get(subscription.stream_id)
+        remaining = 0
+        if entry is not None:
+            remaining = await entry[0].detach(subscription.sub_id)
+        await self._bus.release_channel(subscription.stream_id)
+        if remaining == 0 and (callback := self._all_left.get(subscription.stream_id)):
+            callback()
+
+    def on_all_subscribers_left(self, stream_id: str, callback: AllLeftCallback) -> None:
+        """Run ``callback`` each time the last local subscriber of the stream leaves."""
+        self._all_left[stream_id] = callback
+
+    def get_subscriber_count(self, stream_id: str) -> int:
+        entry = self._actors.get(stream_id)
+        return entry[0].subscriber_count if entry is not None else 0
+
+    def is_first_subscriber(self, stream_id: str) -> bool:
+        return self.get_subscriber_count(stream_id) == 1
+
+    # -- abort ------------------------------------------------------------------------
+
+    async def on_abort(self, stream_id: str, generation: str, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when any replica aborts ``generation``.
+
+        Holds the channel (acknowledged before returning) until :meth:`remove_abort`.
+        """
+        actor = self._actor(stream_id)
+        await self._bus.acquire_channel(stream_id)
+        actor.on_abort(generation, callback)
+
+    async def remove_abort(self, stream_id: str, generation: str) -> None:
+        entry = self._actors.get(stream_id)
+        if entry is None:
+            return
+        entry[0].on_abort(generation, None)
+        await self._bus.release_channel(stream_id)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def get_tracked_stream_ids(self) -> list[str]:
+        return list(self._actors)
+
+    def is_idle(self, stream_id: str) -> bool:
+        entry = self._actors.get(stream_id)
+        return entry is None or (
+            entry[0].subscriber_count == 0 and not entry[0].has_abort_callbacks
+        )
+
+    def cleanup(self, stream_id: str) -> None:
+        """Stop the stream's actor and forget its callbacks (its job is gone)."""
+        entry = self._actors.pop(stream_id, None)
+        self._all_left.pop(stream_id, None)
+        if entry is not None:
+            entry[1].cancel()
+
+    def destroy(self) -> None:
+        for stream_id in list(self._actors):
+            self.cleanup(stream_id)
+
+    def statistics(self) -> TransportStats:
+        return TransportStats(
+            streams=len(self._actors),
+            subscribers=sum(a.subscriber_count for a, _ in self._actors.values()),
+            malformed_dropped=self._malformed,
+            untracked_dropped=self._untracked,
+        )

@@ -1,0 +1,31 @@
+"""The vocabulary every subscriber sees, shared by impl/ and the harness.
+
+A stream delivers, per subscriber, an ordered sequence of :class:`StreamEvent`:
+chunks, then exactly one terminal (:class:`Done` or :class:`Failure`). When the
+system can prove that events were lost for good it says so with a :class:`Gap`
+instead of staying silent.
+"""
+
+from model._events import (
+    Chunk,
+    Done,
+    Failure,
+    Gap,
+    GapReason,
+    JSONValue,
+    StreamEvent,
+    Terminal,
+    is_terminal,
+)
+
+__all__ = [
+    "Chunk",
+    "Done",
+    "Failure",
+    "Gap",
+    "GapReason",
+    "JSONValue",
+    "StreamEvent",
+    "Terminal",
+    "is_terminal",
+]

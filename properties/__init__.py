@@ -1,0 +1,1 @@
+"""Simulation, properties, the real-Redis tier, the CLI and reports (see README)."""

@@ -1,0 +1,85 @@
+"""Backends for the contract suite: the same scenarios over memory, Redis and Cluster."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import trio
+
+from impl import GenerationJobManager, Keys, MemoryBackend, ReplicaSettings, open_replica
+from model import Chunk, JSONValue, StreamEvent
+
+#: Short timings so repair paths run in test time; the defaults are LibreChat's.
+FAST = ReplicaSettings(
+    reorder_timeout_s=0.1, idle_probe_s=0.3, producer_timeout_s=2.0, heartbeat_interval_s=0.5
+)
+
+
+@asynccontextmanager
+async def replicas(
+    kind: str,
+    count: int = 2,
+    *,
+    url: str = "",
+    prefix: str = "",
+    settings: ReplicaSettings = FAST,
+) -> AsyncIterator[list[GenerationJobManager]]:
+    """``count`` replicas sharing one backend; Redis replicas get their own clients."""
+    async with AsyncExitStack() as stack:
+        managers: list[GenerationJobManager] = []
+        if kind == "memory":
+            backend = MemoryBackend(settings=settings)
+            for _ in range(count):
+                managers.append(
+                    await stack.enter_async_context(open_replica(backend, settings=settings))
+                )
+        else:
+            from tests.redis_support import open_redis
+
+            for _ in range(count):
+                redis = await stack.enter_async_context(open_redis(url, cluster=kind == "cluster"))
+                managers.append(
+                    await stack.enter_async_context(
+                        open_replica(redis, settings=settings, keys=Keys(prefix))
+                    )
+                )
+        yield managers
+
+
+async def collect(subscription: AsyncIterator[StreamEvent]) -> list[StreamEvent]:
+    """Every event until the subscription ends (after its terminal), within 10 s."""
+    events: list[StreamEvent] = []
+    with trio.fail_after(10):
+        async for event in subscription:
+            events.append(event)
+    return events
+
+
+def delta(text: str, index: int = 0) -> JSONValue:
+    return {
+        "event": "on_message_delta",
+        "data": {"index": index, "delta": {"content": [{"type": "text", "text": text}]}},
+    }
+
+
+def texts(events: list[StreamEvent]) -> list[str]:
+    """The text of each chunk built by :func:`delta`, in order."""
+    out: list[str] = []
+    for event in events:
+        if isinstance(event, Chunk):
+            text = _dig(event.data, "data", "delta", "content", 0, "text")
+            if isinstance(text, str):
+                out.append(text)
+    return out
+
+
+def _dig(value: JSONValue, *path: str | int) -> JSONValue:
+    for step in path:
+        if isinstance(step, int) and isinstance(value, list) and step < len(value):
+            value = value[step]
+        elif isinstance(step, str) and isinstance(value, dict):
+            value = value.get(step)
+        else:
+            return None
+    return value

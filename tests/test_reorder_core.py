@@ -1,0 +1,197 @@
+"""The reorder buffer driven by hand, without trio or Redis."""
+
+from __future__ import annotations
+
+from impl._reorder import SUPERSEDED, ReorderBuffer, Step
+from model import Chunk, Done, Failure, Gap, GapReason, StreamEvent
+
+G = "g1"
+
+
+def chunk(seq: int, gen: str = G) -> Chunk:
+    return Chunk(seq=seq, generation=gen, data={"n": seq})
+
+
+def done(seq: int, gen: str = G) -> Done:
+    return Done(seq=seq, generation=gen, data={"final": True})
+
+
+def make(start: int = 0, *, capacity: int = 100) -> ReorderBuffer:
+    return ReorderBuffer(
+        generation=G, start_seq=start, now=0.0, timeout=0.5, capacity=capacity, idle_probe=2.0
+    )
+
+
+def live(start: int = 0, **kw: int) -> ReorderBuffer:
+    """A buffer past its (empty) initial catch-up."""
+    buf = make(start, **kw)
+    step = buf.begin(0.0)
+    assert step.fetch_from == start
+    buf.apply_log([], exhausted=True, now=0.0)
+    return buf
+
+
+def seqs(events: list[StreamEvent]) -> list[int]:
+    return [e.seq for e in events if not isinstance(e, Gap)]
+
+
+def test_in_order_delivery_passes_straight_through() -> None:
+    buf = live()
+    delivered = []
+    for i in range(3):
+        delivered += buf.offer(chunk(i), 0.1).deliver
+    assert seqs(delivered) == [0, 1, 2]
+
+
+def test_out_of_order_messages_are_reordered() -> None:
+    buf = live()
+    assert buf.offer(chunk(1), 0.1).deliver == []
+    assert buf.offer(chunk(2), 0.1).deliver == []
+    step = buf.offer(chunk(0), 0.2)
+    assert seqs(step.deliver) == [0, 1, 2]
+    assert step.wake_at == 0.2 + 2.0  # back to the idle probe
+
+
+def test_duplicates_are_dropped() -> None:
+    buf = live()
+    buf.offer(chunk(0), 0.0)
+    assert buf.offer(chunk(0), 0.0).deliver == []
+    buf.offer(chunk(2), 0.0)
+    assert buf.offer(chunk(2), 0.0).deliver == []
+    assert buf.statistics().duplicates_dropped == 2
+
+
+def test_terminal_waits_behind_missing_chunks_and_ends_the_subscription() -> None:
+    buf = live()
+    assert buf.offer(done(2), 0.0).deliver == []
+    buf.offer(chunk(1), 0.0)
+    step = buf.offer(chunk(0), 0.0)
+    assert seqs(step.deliver) == [0, 1, 2]
+    assert step.finished
+    assert buf.offer(chunk(3), 0.0).deliver == []
+
+
+def test_gap_not_filled_in_time_is_repaired_from_the_log() -> None:
+    buf = live()
+    step = buf.offer(chunk(1), 1.0)
+    assert step.wake_at == 1.5  # 500 ms from the first parked message
+    assert buf.on_timer(1.2).fetch_from is None  # too early
+    repair = buf.on_timer(1.5)
+    assert repair.fetch_from == 0
+    step = buf.apply_log([chunk(0), chunk(1)], exhausted=True, now=1.6)
+    assert seqs(step.deliver) == [0, 1]
+    assert not any(isinstance(e, Gap) for e in step.deliver)
+
+
+def test_gap_missing_from_the_log_becomes_a_typed_gap_event() -> None:
+    # Regression: LibreChat's force-flush skipped seq 0 silently after 500 ms.
+    buf = live()
+    buf.offer(chunk(2), 1.0)
+    assert buf.on_timer(1.5).fetch_from == 0
+    step = buf.apply_log([chunk(2)], exhausted=True, now=1.6)
+    assert step.deliver == [
+        Gap(first_seq=0, last_seq=1, generation=G, reason=GapReason.NOT_IN_LOG),
+        chunk(2),
+    ]
+
+
+def test_gap_proven_by_a_message_parked_before_the_read() -> None:
+    buf = live()
+    buf.offer(chunk(3), 1.0)
+    buf.on_timer(1.5)
+    step = buf.apply_log([], exhausted=True, now=1.6)  # log trimmed entirely
+    assert isinstance(step.deliver[0], Gap)
+    assert (step.deliver[0].first_seq, step.deliver[0].last_seq) == (0, 2)
+    assert seqs(step.deliver) == [3]
+
+
+def test_capacity_triggers_an_immediate_log_read() -> None:
+    buf = live(capacity=3)
+    buf.offer(chunk(1), 0.0)
+    buf.offer(chunk(2), 0.0)
+    assert buf.offer(chunk(3), 0.0).fetch_from == 0
+
+
+def test_deferred_attachment_parks_live_traffic_until_the_log_catch_up() -> None:
+    buf = make(start=5)
+    assert buf.begin(0.0).fetch_from == 5
+    # Live traffic during catch-up: parked, no timer, no capacity flush.
+    assert buf.offer(chunk(8), 0.1).deliver == []
+    assert buf.on_timer(10.0).fetch_from is None  # a read is already in flight
+    step = buf.apply_log([chunk(5), chunk(6), chunk(7)], exhausted=True, now=0.2)
+    assert seqs(step.deliver) == [5, 6, 7, 8]
+    assert not buf.deferred
+
+
+def test_catch_up_pages_until_the_log_is_exhausted() -> None:
+    buf = make(start=0)
+    buf.begin(0.0)
+    step = buf.apply_log([chunk(0), chunk(1)], exhausted=False, now=0.0)
+    assert step.fetch_from == 2
+    assert buf.deferred
+    step = buf.apply_log([chunk(2)], exhausted=True, now=0.0)
+    assert seqs(step.deliver) == [2]
+    assert not buf.deferred
+
+
+def test_preloaded_early_buffer_is_replayed_once_and_log_duplicates_are_dropped() -> None:
+    buf = make(start=0)
+    step = buf.preload([chunk(0), chunk(1)], 0.0)
+    assert seqs(step.deliver) == [0, 1]
+    assert buf.begin(0.0).fetch_from == 2
+    buf.offer(chunk(1), 0.0)  # the pub/sub copy of a replayed event
+    step = buf.apply_log([chunk(2)], exhausted=True, now=0.0)
+    assert seqs(step.deliver) == [2]
+
+
+def test_preload_stops_at_a_hole() -> None:
+    buf = make(start=0)
+    step = buf.preload([chunk(0), chunk(2)], 0.0)
+    assert seqs(step.deliver) == [0]
+    assert buf.next_seq == 1
+
+
+def test_other_generations_fill_their_slots_silently() -> None:
+    buf = make(start=0)
+    buf.begin(0.0)
+    step = buf.apply_log([chunk(0), chunk(1, gen="old")], exhausted=True, now=0.0)
+    # "old" cannot be older than our start (fenced), so it is a newer turn: we end.
+    assert step.deliver[-1] == Failure(seq=1, generation=G, message=SUPERSEDED)
+    assert step.finished
+
+
+def test_idle_probe_reads_the_log_and_reports_silence() -> None:
+    buf = live()
+    assert buf.on_timer(1.0).fetch_from is None
+    probe = buf.on_timer(2.0)
+    assert probe.fetch_from == 0
+    step = buf.apply_log([], exhausted=True, now=2.1)
+    assert step.idle_and_empty
+    assert step.wake_at is not None and step.wake_at > 2.1
+
+
+def test_idle_probe_finds_the_lost_tail() -> None:
+    buf = live()
+    buf.on_timer(2.0)
+    step = buf.apply_log([chunk(0), done(1)], exhausted=True, now=2.1)
+    assert seqs(step.deliver) == [0, 1]
+    assert step.finished
+
+
+def test_failed_read_is_retried_after_the_timeout() -> None:
+    buf = live()
+    buf.offer(chunk(1), 1.0)
+    buf.on_timer(1.5)
+    step = buf.fetch_failed(1.6)
+    assert step.wake_at == 2.1
+    assert buf.on_timer(2.1).fetch_from == 0
+
+
+def test_each_input_one_at_a_time_matches_all_at_once() -> None:
+    order = [3, 1, 0, 2, 5, 4]
+    buf = live()
+    out: list[StreamEvent] = []
+    for s in order:
+        step: Step = buf.offer(chunk(s), 0.0)
+        out += step.deliver
+    assert seqs(out) == [0, 1, 2, 3, 4, 5]

@@ -1,0 +1,290 @@
+"""The stream contract, run against every backend: memory, Redis and Redis Cluster.
+
+Ports of the seed's regression tests (spec §2.5, §3.2, §5) plus the scenarios the
+fixed design promises. Each test drives real replicas through the public manager API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+import trio.lowlevel
+
+from impl import AbortOutcome, GenerationJobManager, JobStatus, StreamAccessDenied
+from impl._content import content_text
+from model import Chunk, Done, Failure, Gap, StreamEvent
+from tests.backends import collect, delta, replicas, texts
+
+BACKENDS = [
+    pytest.param("memory", id="memory"),
+    pytest.param("redis", id="redis", marks=pytest.mark.redis),
+    pytest.param("cluster", id="cluster", marks=pytest.mark.cluster),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> tuple[str, str, str]:
+    kind: str = request.param
+    url = ""
+    if kind == "redis":
+        url = request.getfixturevalue("redis_url")
+    elif kind == "cluster":
+        url = request.getfixturevalue("redis_cluster_url")
+    prefix = request.getfixturevalue("key_prefix") if kind != "memory" else ""
+    return kind, url, prefix
+
+
+@asynccontextmanager
+async def two(backend: tuple[str, str, str]) -> AsyncIterator[list[GenerationJobManager]]:
+    kind, url, prefix = backend
+    async with replicas(kind, 2, url=url, prefix=prefix) as managers:
+        yield managers
+
+
+def assert_clean(events: list[StreamEvent]) -> None:
+    """Strictly increasing seqs, no gap, exactly one terminal at the end."""
+    assert not [e for e in events if isinstance(e, Gap)], events
+    seqs = [e.seq for e in events if not isinstance(e, Gap)]
+    assert seqs == sorted(set(seqs)), seqs
+    assert isinstance(events[-1], Done | Failure)
+    assert sum(isinstance(e, Done | Failure) for e in events) == 1
+
+
+async def test_events_emitted_before_subscribe_are_replayed_in_order(backend) -> None:  # type: ignore[no-untyped-def]
+    async with two(backend) as (a, _b):
+        await a.create_job("s1", "u1")
+        for i in range(5):
+            assert await a.emit_chunk("s1", delta(f"t{i}"))
+        sub = await a.subscribe("s1", "u1")
+        for i in range(5, 8):
+            await a.emit_chunk("s1", delta(f"t{i}"))
+        await a.emit_done("s1", {"final": True})
+        await a.complete_job("s1")
+        events = await collect(sub)
+    assert texts(events) == [f"t{i}" for i in range(8)]
+    assert_clean(events)
+
+
+async def test_nothing_lost_across_the_subscribe_boundary(backend) -> None:  # type: ignore[no-untyped-def]
+    async with two(backend) as (a, b):
+        await a.create_job("s1", "u1")
+        results: dict[str, list[StreamEvent]] = {}
+
+        async def generate() -> None:
+            for i in range(60):
+                await a.emit_chunk("s1", delta(f"t{i}"))
+                if i % 7 == 0:
+                    await trio.lowlevel.checkpoint()
+            await a.emit_done("s1", {"final": True})
+            await a.complete_job("s1")
+
+        async def attach(name: str, manager: GenerationJobManager, delay: int) -> None:
+            for _ in range(delay):
+                await trio.lowlevel.checkpoint()
+            results[name] = await collect(await manager.subscribe("s1", "u1"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(generate)
+            nursery.start_soon(attach, "same-early", a, 0)
+            nursery.start_soon(attach, "same-late", a, 20)
+            nursery.start_soon(attach, "other", b, 5)
+            nursery.start_soon(attach, "other-late", b, 30)
+    for name, events in results.items():
+        assert texts(events) == [f"t{i}" for i in range(60)], name
+        assert_clean(events)
+
+
+async def test_concurrent_subscribers_share_readiness(backend) -> None:  # type: ignore[no-untyped-def]
+    async with two(backend) as (a, b):
+        await a.create_job("s1", "u1")
+        subs = []
+
+        async def sub_one() -> None:
+            subs.append(await b.subscribe("s1", "u1"))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(sub_one)
+        await a.emit_chunk("s1", delta("x"))
+        await a.emit_done("s1", {"final": True})
+        for sub in subs:
+            events = await collect(sub)
+            assert texts(events) == ["x"]
+            assert_clean(events)
+
+
+async def test_cross_replica_abort_stops_the_generator(backend) -> None:  # type: ignore[no-untyped-def]
+    async with two(backend) as (a, b):
+        job = await a.create_job("s1", "u1")
+        sub = await b.subscribe("s1", "u1")
+        await a.emit_chunk("s1", delta("hello "))
+        result = await b.abort_job("s1", "u1")
+        assert result.outcome is AbortOutcome.ABORTED
+        with trio.fail_after(5):
+            await job.aborted.wait()
+        assert not await a.emit_chunk("s1", delta("ignored"))
+        await a.complete_job("s1")
+        events = await collect(sub)
+        assert texts(events) == ["hello "]
+        assert isinstance(events[-1], Done)
+        assert events[-1].data["aborted"] is True  # type: ignore[index,call-overload]
+        assert_clean(events)
+        assert content_text(result.content) == "hello "
+        assert (await b.abort_job("s1", "u1")).outcome is AbortOutcome.ALREADY_TERMINAL
+
+
+async def test_abort_reaches_the_generator_after_its_subscribers_left(backend) -> None:  # type: ignore[no-untyped-def]
+    # Regression (spec §5 #17): the last unsubscribe used to drop the abort channel.
+    async with two(backend) as (a, b):
+        job = await a.create_job("s1", "u1")
+        sub = await a.subscribe("s1", "u1")
+        await sub.aclose()
+        await b.abort_job("s1", "u1")
+        with trio.fail_after(5):
+            await job.aborted.wait()
+
+
+async def test_late_subscriber_gets_the_stored_error(backend) -> None:  # type: ignore[no-untyped-def]
+    async with two(backend) as (a, b):
+        await a.create_job("s1", "u1")
+        await a.emit_error("s1", "input too long")
+        await a.complete_job("s1", error="input too long")
+        job = await b.get_job("s1")
+        assert job is not None and job.status is JobStatus.ERROR
+        events = await collect(await b.subscribe("s1", "u1"))
+        assert len(events) == 1 and isinstance(events[0], Failure)
+        assert (events[0].generation, events[0].message) == (job.generation_id, "input too long")
+
+
+async def test_three_reconnect_cycles_lose_nothing(backend) -> None:  # type: ignore[no-untyped-def]
+    async with two(backend) as (a, b):
+        await a.create_job("s1", "u1")
+        expected: list[str] = []
+        seen_text = ""
+        n = 0
+        for cycle, replica in enumerate([b, a, b]):
+            state, sub = await replica.resume("s1", "u1")
+            snapshot = content_text(state.aggregated_content)
+            assert snapshot == "".join(expected), (cycle, snapshot)
+            for _ in range(4):
+                text = f"c{n} "
+                n += 1
+                expected.append(text)
+                await a.emit_chunk("s1", delta(text))
+            got: list[str] = []
+            with trio.fail_after(5):
+                while len(got) < 4:
+                    event = await sub.receive()
+                    assert isinstance(event, Chunk), event
+                    got += texts([event])
+            assert got == expected[-4:]
+            seen_text = snapshot + "".join(got)
+            await sub.aclose()
+        assert seen_text == "".join(expected)
+        await a.emit_done("s1", {"final": True})
+
+
+async def test_new_turn_on_a_reused_stream_id_gets_none_of_the_old_turn(backend) -> None:  # type: ignore[no-untyped-def]
+    async with two(backend) as (a, b):
+        await a.create_job("s1", "u1")
+        for i in range(3):
+            await a.emit_chunk("s1", delta(f"old{i}"))
+        await a.emit_done("s1", {"final": 1})
+        await a.complete_job("s1")
+        lingering = await b.subscribe("s1", "u1")
+        first = await collect(lingering)
+        assert texts(first) == ["old0", "old1", "old2"]
+        await b.create_job("s1", "u1")
+        sub = await a.subscribe("s1", "u1")
+        for i in range(2):
+            await b.emit_chunk("s1", delta(f"new{i}"))
+        await b.emit_done("s1", {"final": 2})
+        events = await collect(sub)
+        assert texts(events) == ["new0", "new1"]
+        assert_clean(events)
+        assert min(e.seq for e in events if not isinstance(e, Gap)) > max(
+            e.seq for e in first if not isinstance(e, Gap)
+        )
+
+
+async def test_old_turn_is_fenced_after_replacement(backend) -> None:  # type: ignore[no-untyped-def]
+    async with two(backend) as (a, b):
+        old = await a.create_job("s1", "u1")
+        await b.create_job("s1", "u1")
+        assert not await a.emit_chunk("s1", delta("stale"))
+        assert old.is_aborted
+
+
+async def test_a_dropped_pubsub_message_is_repaired_from_the_log(backend) -> None:  # type: ignore[no-untyped-def]
+    async with two(backend) as (a, b):
+        await a.create_job("s1", "u1")
+        sub = await b.subscribe("s1", "u1")
+        transport = b.transport
+        original = transport.deliver
+        dropped: list[Chunk] = []
+
+        def lossy(stream_id: str, message: object) -> None:
+            if not dropped and isinstance(message, Chunk) and message.seq >= 0:
+                dropped.append(message)
+                return
+            original(stream_id, message)  # type: ignore[arg-type]
+
+        transport.deliver = lossy  # type: ignore[method-assign]
+        for i in range(4):
+            await a.emit_chunk("s1", delta(f"t{i}"))
+        await a.emit_done("s1", {"final": True})
+        events = await collect(sub)
+    assert dropped
+    assert texts(events) == [f"t{i}" for i in range(4)]
+    assert_clean(events)
+
+
+async def test_lost_terminal_is_found_by_the_idle_probe(backend) -> None:  # type: ignore[no-untyped-def]
+    async with two(backend) as (a, b):
+        await a.create_job("s1", "u1")
+        sub = await b.subscribe("s1", "u1")
+        original = b.transport.deliver
+
+        def drop_terminals(stream_id: str, message: object) -> None:
+            if not isinstance(message, Done):
+                original(stream_id, message)  # type: ignore[arg-type]
+
+        b.transport.deliver = drop_terminals  # type: ignore[method-assign]
+        await a.emit_chunk("s1", delta("x"))
+        await a.emit_done("s1", {"final": True})
+        events = await collect(sub)
+    assert texts(events) == ["x"]
+    assert isinstance(events[-1], Done)
+
+
+async def test_other_users_and_missing_streams_look_the_same(backend) -> None:  # type: ignore[no-untyped-def]
+    async with two(backend) as (a, b):
+        await a.create_job("s1", "owner")
+        for manager in (a, b):
+            for stream in ("s1", "nope"):
+                with pytest.raises(StreamAccessDenied, match=r"^stream not found or not yours$"):
+                    await manager.subscribe(stream, "intruder")
+                with pytest.raises(StreamAccessDenied):
+                    await manager.resume(stream, "intruder")
+                with pytest.raises(StreamAccessDenied):
+                    await manager.abort_job(stream, "intruder")
+
+
+@pytest.mark.parametrize(
+    ("stream_id", "message"),
+    [
+        ("", r"^stream id must not be empty$"),
+        ("x" * 257, r"^stream id must be at most 256 characters, got 257$"),
+        ("a{b}", r"^stream id must not contain '\{' or '\}'"),
+        ("a\nb", r"^stream id must not contain control characters$"),
+    ],
+)
+async def test_invalid_stream_ids_are_rejected(backend, stream_id: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    async with two(backend) as (a, _b):
+        with pytest.raises(ValueError, match=message):
+            await a.create_job(stream_id, "u1")
+        with pytest.raises(ValueError, match=message):
+            await a.subscribe(stream_id, "u1")

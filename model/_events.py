@@ -85,6 +85,8 @@ class Gap:
 
 
 Terminal: TypeAlias = Done | Failure
+#: What the chunk log and the channel carry: events with a seq of their own.
+SequencedEvent: TypeAlias = Chunk | Done | Failure
 StreamEvent: TypeAlias = Chunk | Done | Failure | Gap
 
 

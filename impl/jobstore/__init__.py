@@ -1,0 +1,18 @@
+"""Job stores: where a generation's status and metadata live (spec §4).
+
+:class:`MemoryJobStore` serves a single process; :class:`RedisJobStore` is shared by
+every replica. Both implement :class:`JobStore`.
+"""
+
+from impl.jobstore._memory import MemoryJobStore, MemoryJobStoreStats
+from impl.jobstore._protocol import ContentSource, JobStore
+from impl.jobstore._redis import RedisJobStore, RedisJobStoreStats
+
+__all__ = [
+    "ContentSource",
+    "JobStore",
+    "MemoryJobStore",
+    "MemoryJobStoreStats",
+    "RedisJobStore",
+    "RedisJobStoreStats",
+]

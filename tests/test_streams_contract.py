@@ -8,15 +8,22 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import pytest
 import trio
 import trio.lowlevel
 
-from impl import AbortOutcome, GenerationJobManager, JobStatus, StreamAccessDenied
+from impl import (
+    AbortOutcome,
+    EventTooLarge,
+    GenerationJobManager,
+    JobStatus,
+    StreamAccessDenied,
+)
 from impl._content import content_text
 from model import Chunk, Done, Failure, Gap, StreamEvent
-from tests.backends import collect, delta, replicas, texts
+from tests.backends import FAST, collect, delta, replicas, texts
 
 BACKENDS = [
     pytest.param("memory", id="memory"),
@@ -288,3 +295,61 @@ async def test_invalid_stream_ids_are_rejected(backend, stream_id: str, message:
             await a.create_job(stream_id, "u1")
         with pytest.raises(ValueError, match=message):
             await a.subscribe(stream_id, "u1")
+
+
+async def test_late_subscriber_to_a_finished_turn_gets_everything_and_the_final_event(
+    backend,
+) -> None:  # type: ignore[no-untyped-def]
+    async with two(backend) as (a, b):
+        await a.create_job("s1", "u1")
+        await a.emit_chunk("s1", delta("all "))
+        await a.emit_chunk("s1", delta("done"))
+        await a.emit_done("s1", {"final": "yes"})
+        await a.complete_job("s1")
+        events = await collect(await b.subscribe("s1", "u1"))
+        assert texts(events) == ["all ", "done"]
+        assert isinstance(events[-1], Done) and events[-1].data == {"final": "yes"}
+        assert_clean(events)
+
+
+async def test_all_subscribers_left_fires_on_every_disconnect(backend) -> None:  # type: ignore[no-untyped-def]
+    # Regression (spec §5 #3): the callback used to be lost after the first disconnect.
+    async with two(backend) as (a, _b):
+        await a.create_job("s1", "u1")
+        fired: list[int] = []
+        a.transport.on_all_subscribers_left("s1", lambda: fired.append(1))
+        for cycle in range(3):
+            first = await a.subscribe("s1", "u1")
+            second = await a.subscribe("s1", "u1")
+            assert a.transport.get_subscriber_count("s1") == 2
+            await first.aclose()
+            assert len(fired) == cycle
+            await second.aclose()
+            assert len(fired) == cycle + 1
+
+
+async def test_early_buffer_overflow_is_recovered_from_the_log(backend) -> None:  # type: ignore[no-untyped-def]
+    kind, url, prefix = backend
+    settings = replace(FAST, early_buffer_max_events=3)
+    async with replicas(kind, 1, url=url, prefix=prefix, settings=settings) as (a,):
+        await a.create_job("s1", "u1")
+        for i in range(10):
+            await a.emit_chunk("s1", delta(f"t{i}"))
+        sub = await a.subscribe("s1", "u1")
+        await a.emit_done("s1", {"final": True})
+        events = await collect(sub)
+    assert texts(events) == [f"t{i}" for i in range(10)]
+    assert_clean(events)
+
+
+async def test_oversized_events_are_refused_before_publishing(backend) -> None:  # type: ignore[no-untyped-def]
+    kind, url, prefix = backend
+    settings = replace(FAST, max_event_bytes=1000)
+    async with replicas(kind, 1, url=url, prefix=prefix, settings=settings) as (a,):
+        await a.create_job("s1", "u1")
+        sub = await a.subscribe("s1", "u1")
+        with pytest.raises(EventTooLarge, match=r"over the 1000-byte limit"):
+            await a.emit_chunk("s1", delta("x" * 2000))
+        await a.emit_chunk("s1", delta("small"))
+        await a.emit_done("s1", {"final": True})
+        assert texts(await collect(sub)) == ["small"]

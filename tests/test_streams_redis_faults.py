@@ -1,0 +1,104 @@
+"""Redis misbehaving under a live stream: dropped pub/sub, lost writes, garbage payloads.
+
+Each test starts its own redis-server on a free loopback port (stopped by pid), so
+killing connections or rewinding keys never disturbs another test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import trio
+
+from impl import Keys
+from model import Chunk, Done, Failure, Gap
+from tests.backends import collect, delta, replicas, texts
+from tests.redis_support import RedisServer, have_redis_binaries, open_redis, resp_call
+
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.skipif(not have_redis_binaries(), reason="redis-server is not on PATH"),
+]
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+async def test_killed_pubsub_connection_is_rebuilt_and_the_gap_filled_from_the_log(
+    private_redis: RedisServer,
+) -> None:
+    async with replicas("redis", 2, url=private_redis.url) as (a, b):
+        await a.create_job("s1", "u1")
+        sub = await b.subscribe("s1", "u1")
+        for i in range(5):
+            await a.emit_chunk("s1", delta(f"a{i}"))
+        killed = resp_call(private_redis.port, "CLIENT", "KILL", "TYPE", "pubsub")
+        assert isinstance(killed, int) and killed >= 1
+        for i in range(5):
+            await a.emit_chunk("s1", delta(f"b{i}"))
+            await trio.sleep(0.01)
+        await a.emit_done("s1", {"final": True})
+        events = await collect(sub)
+    assert texts(events) == [f"a{i}" for i in range(5)] + [f"b{i}" for i in range(5)]
+    assert not [e for e in events if isinstance(e, Gap)]
+    assert isinstance(events[-1], Done)
+
+
+async def test_counter_going_backwards_never_reuses_a_seq(private_redis: RedisServer) -> None:
+    # Simulates a failover that lost the last INCRs: the counter is rewound by hand.
+    async with replicas("redis", 2, url=private_redis.url) as (a, b):
+        job = await a.create_job("s1", "u1")
+        sub = await b.subscribe("s1", "u1")
+        for i in range(5):
+            await a.emit_chunk("s1", delta(f"a{i}"))
+        resp_call(private_redis.port, "SET", Keys().seq("s1"), str(job.start_seq + 2))
+        for i in range(3):
+            await a.emit_chunk("s1", delta(f"b{i}"))
+        await a.emit_done("s1", {"final": True})
+        events = await collect(sub)
+    seqs = [e.seq for e in events if isinstance(e, Chunk | Done)]
+    assert seqs == sorted(set(seqs))
+    assert texts(events) == [f"a{i}" for i in range(5)] + [f"b{i}" for i in range(3)]
+
+
+async def test_malformed_channel_payloads_are_counted_and_dropped(
+    private_redis: RedisServer,
+) -> None:
+    async with replicas("redis", 2, url=private_redis.url) as (a, b):
+        await a.create_job("s1", "u1")
+        sub = await b.subscribe("s1", "u1")
+        await a.emit_chunk("s1", delta("before "))
+        async with open_redis(private_redis.url) as raw:
+            channel = Keys.channel("s1")
+            for garbage in (
+                "not json",
+                '{"type": "chunk", "seq": "x", "generationId": "g"}',
+                '{"type": "nope", "seq": 1, "generationId": "g"}',
+                '{"type": "chunk", "seq": 1}',
+            ):
+                assert await raw.publish(channel, garbage) >= 1
+        await a.emit_chunk("s1", delta("after"))
+        await a.emit_done("s1", {"final": True})
+        events = await collect(sub)
+        assert texts(events) == ["before ", "after"]
+        assert b.transport.statistics().malformed_dropped == 4
+
+
+async def test_a_vanished_job_ends_its_subscribers_instead_of_hanging(
+    private_redis: RedisServer,
+) -> None:
+    # Redis restarted without persistence: the job, log and counter are gone.
+    async with replicas("redis", 2, url=private_redis.url) as (a, b):
+        job = await a.create_job("s1", "u1")
+        sub = await b.subscribe("s1", "u1")
+        await a.emit_chunk("s1", delta("x"))
+        resp_call(private_redis.port, "FLUSHALL")
+        assert not await a.emit_chunk("s1", delta("y"))
+        assert job.is_aborted
+        events = await collect(sub)
+    assert texts(events) == ["x"]
+    assert isinstance(events[-1], Failure)

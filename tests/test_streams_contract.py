@@ -32,8 +32,11 @@ BACKENDS = [
 ]
 
 
+Backend = tuple[str, str, str]
+
+
 @pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> tuple[str, str, str]:
+def backend(request: pytest.FixtureRequest) -> Backend:
     kind: str = request.param
     url = ""
     if kind == "redis":
@@ -45,7 +48,7 @@ def backend(request: pytest.FixtureRequest) -> tuple[str, str, str]:
 
 
 @asynccontextmanager
-async def two(backend: tuple[str, str, str]) -> AsyncIterator[list[GenerationJobManager]]:
+async def two(backend: Backend) -> AsyncIterator[list[GenerationJobManager]]:
     kind, url, prefix = backend
     async with replicas(kind, 2, url=url, prefix=prefix) as managers:
         yield managers
@@ -60,7 +63,7 @@ def assert_clean(events: list[StreamEvent]) -> None:
     assert sum(isinstance(e, Done | Failure) for e in events) == 1
 
 
-async def test_events_emitted_before_subscribe_are_replayed_in_order(backend) -> None:  # type: ignore[no-untyped-def]
+async def test_events_emitted_before_subscribe_are_replayed_in_order(backend: Backend) -> None:
     async with two(backend) as (a, _b):
         await a.create_job("s1", "u1")
         for i in range(5):
@@ -75,7 +78,7 @@ async def test_events_emitted_before_subscribe_are_replayed_in_order(backend) ->
     assert_clean(events)
 
 
-async def test_nothing_lost_across_the_subscribe_boundary(backend) -> None:  # type: ignore[no-untyped-def]
+async def test_nothing_lost_across_the_subscribe_boundary(backend: Backend) -> None:
     async with two(backend) as (a, b):
         await a.create_job("s1", "u1")
         results: dict[str, list[StreamEvent]] = {}
@@ -104,7 +107,7 @@ async def test_nothing_lost_across_the_subscribe_boundary(backend) -> None:  # t
         assert_clean(events)
 
 
-async def test_concurrent_subscribers_share_readiness(backend) -> None:  # type: ignore[no-untyped-def]
+async def test_concurrent_subscribers_share_readiness(backend: Backend) -> None:
     async with two(backend) as (a, b):
         await a.create_job("s1", "u1")
         subs = []
@@ -123,7 +126,7 @@ async def test_concurrent_subscribers_share_readiness(backend) -> None:  # type:
             assert_clean(events)
 
 
-async def test_cross_replica_abort_stops_the_generator(backend) -> None:  # type: ignore[no-untyped-def]
+async def test_cross_replica_abort_stops_the_generator(backend: Backend) -> None:
     async with two(backend) as (a, b):
         job = await a.create_job("s1", "u1")
         sub = await b.subscribe("s1", "u1")
@@ -143,7 +146,7 @@ async def test_cross_replica_abort_stops_the_generator(backend) -> None:  # type
         assert (await b.abort_job("s1", "u1")).outcome is AbortOutcome.ALREADY_TERMINAL
 
 
-async def test_abort_reaches_the_generator_after_its_subscribers_left(backend) -> None:  # type: ignore[no-untyped-def]
+async def test_abort_reaches_the_generator_after_its_subscribers_left(backend: Backend) -> None:
     # Regression (spec §5 #17): the last unsubscribe used to drop the abort channel.
     async with two(backend) as (a, b):
         job = await a.create_job("s1", "u1")
@@ -154,7 +157,7 @@ async def test_abort_reaches_the_generator_after_its_subscribers_left(backend) -
             await job.aborted.wait()
 
 
-async def test_late_subscriber_gets_the_stored_error(backend) -> None:  # type: ignore[no-untyped-def]
+async def test_late_subscriber_gets_the_stored_error(backend: Backend) -> None:
     async with two(backend) as (a, b):
         await a.create_job("s1", "u1")
         await a.emit_error("s1", "input too long")
@@ -166,7 +169,7 @@ async def test_late_subscriber_gets_the_stored_error(backend) -> None:  # type: 
         assert (events[0].generation, events[0].message) == (job.generation_id, "input too long")
 
 
-async def test_three_reconnect_cycles_lose_nothing(backend) -> None:  # type: ignore[no-untyped-def]
+async def test_three_reconnect_cycles_lose_nothing(backend: Backend) -> None:
     async with two(backend) as (a, b):
         await a.create_job("s1", "u1")
         expected: list[str] = []
@@ -194,7 +197,7 @@ async def test_three_reconnect_cycles_lose_nothing(backend) -> None:  # type: ig
         await a.emit_done("s1", {"final": True})
 
 
-async def test_new_turn_on_a_reused_stream_id_gets_none_of_the_old_turn(backend) -> None:  # type: ignore[no-untyped-def]
+async def test_new_turn_on_a_reused_stream_id_gets_none_of_the_old_turn(backend: Backend) -> None:
     async with two(backend) as (a, b):
         await a.create_job("s1", "u1")
         for i in range(3):
@@ -217,7 +220,7 @@ async def test_new_turn_on_a_reused_stream_id_gets_none_of_the_old_turn(backend)
         )
 
 
-async def test_old_turn_is_fenced_after_replacement(backend) -> None:  # type: ignore[no-untyped-def]
+async def test_old_turn_is_fenced_after_replacement(backend: Backend) -> None:
     async with two(backend) as (a, b):
         old = await a.create_job("s1", "u1")
         await b.create_job("s1", "u1")
@@ -225,7 +228,7 @@ async def test_old_turn_is_fenced_after_replacement(backend) -> None:  # type: i
         assert old.is_aborted
 
 
-async def test_a_dropped_pubsub_message_is_repaired_from_the_log(backend) -> None:  # type: ignore[no-untyped-def]
+async def test_a_dropped_pubsub_message_is_repaired_from_the_log(backend: Backend) -> None:
     async with two(backend) as (a, b):
         await a.create_job("s1", "u1")
         sub = await b.subscribe("s1", "u1")
@@ -249,7 +252,7 @@ async def test_a_dropped_pubsub_message_is_repaired_from_the_log(backend) -> Non
     assert_clean(events)
 
 
-async def test_lost_terminal_is_found_by_the_idle_probe(backend) -> None:  # type: ignore[no-untyped-def]
+async def test_lost_terminal_is_found_by_the_idle_probe(backend: Backend) -> None:
     async with two(backend) as (a, b):
         await a.create_job("s1", "u1")
         sub = await b.subscribe("s1", "u1")
@@ -267,7 +270,7 @@ async def test_lost_terminal_is_found_by_the_idle_probe(backend) -> None:  # typ
     assert isinstance(events[-1], Done)
 
 
-async def test_other_users_and_missing_streams_look_the_same(backend) -> None:  # type: ignore[no-untyped-def]
+async def test_other_users_and_missing_streams_look_the_same(backend: Backend) -> None:
     async with two(backend) as (a, b):
         await a.create_job("s1", "owner")
         for manager in (a, b):
@@ -289,7 +292,9 @@ async def test_other_users_and_missing_streams_look_the_same(backend) -> None:  
         ("a\nb", r"^stream id must not contain control characters$"),
     ],
 )
-async def test_invalid_stream_ids_are_rejected(backend, stream_id: str, message: str) -> None:  # type: ignore[no-untyped-def]
+async def test_invalid_stream_ids_are_rejected(
+    backend: Backend, stream_id: str, message: str
+) -> None:
     async with two(backend) as (a, _b):
         with pytest.raises(ValueError, match=message):
             await a.create_job(stream_id, "u1")
@@ -298,8 +303,8 @@ async def test_invalid_stream_ids_are_rejected(backend, stream_id: str, message:
 
 
 async def test_late_subscriber_to_a_finished_turn_gets_everything_and_the_final_event(
-    backend,
-) -> None:  # type: ignore[no-untyped-def]
+    backend: Backend,
+) -> None:
     async with two(backend) as (a, b):
         await a.create_job("s1", "u1")
         await a.emit_chunk("s1", delta("all "))
@@ -312,7 +317,7 @@ async def test_late_subscriber_to_a_finished_turn_gets_everything_and_the_final_
         assert_clean(events)
 
 
-async def test_all_subscribers_left_fires_on_every_disconnect(backend) -> None:  # type: ignore[no-untyped-def]
+async def test_all_subscribers_left_fires_on_every_disconnect(backend: Backend) -> None:
     # Regression (spec §5 #3): the callback used to be lost after the first disconnect.
     async with two(backend) as (a, _b):
         await a.create_job("s1", "u1")
@@ -328,7 +333,7 @@ async def test_all_subscribers_left_fires_on_every_disconnect(backend) -> None: 
             assert len(fired) == cycle + 1
 
 
-async def test_early_buffer_overflow_is_recovered_from_the_log(backend) -> None:  # type: ignore[no-untyped-def]
+async def test_early_buffer_overflow_is_recovered_from_the_log(backend: Backend) -> None:
     kind, url, prefix = backend
     settings = replace(FAST, early_buffer_max_events=3)
     async with replicas(kind, 1, url=url, prefix=prefix, settings=settings) as (a,):
@@ -342,7 +347,7 @@ async def test_early_buffer_overflow_is_recovered_from_the_log(backend) -> None:
     assert_clean(events)
 
 
-async def test_oversized_events_are_refused_before_publishing(backend) -> None:  # type: ignore[no-untyped-def]
+async def test_oversized_events_are_refused_before_publishing(backend: Backend) -> None:
     kind, url, prefix = backend
     settings = replace(FAST, max_event_bytes=1000)
     async with replicas(kind, 1, url=url, prefix=prefix, settings=settings) as (a,):

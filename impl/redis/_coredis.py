@@ -1,0 +1,381 @@
+"""The real :class:`~impl.redis.RedisLike`: coredis 6.9 (standalone or Cluster) under trio.
+
+The problem: the rest of impl speaks only the small RedisLike surface, while coredis has
+its own argument shapes, wraps errors in ExceptionGroups, leaks pool slots and reconnects
+pub/sub silently. This module is the one boundary where all of that is absorbed.
+
+Example::
+
+    async with open_coredis("redis://:secret@127.0.0.1:6379/0") as redis:
+        await redis.run_script(PUBLISH_SCRIPT, keys=[...], args=[...])
+        async with redis.subscriber() as sub:
+            await sub.subscribe(Keys.channel(stream_id))
+            event = await sub.receive()
+
+Edge cases:
+
+* :func:`open_coredis` raises :class:`~impl.BackendUnavailable` (password redacted) when
+  Redis can't be reached or refuses the credentials at startup. Afterwards every
+  connection failure or timeout is a :class:`~impl.redis.RedisConnectionError`; other
+  Redis errors (a Lua error, WRONGTYPE, a cross-slot call) are programming errors and
+  propagate as coredis raised them.
+* An exception raised in the ``async with`` body leaves it unchanged, not wrapped in the
+  ExceptionGroup coredis's task group would add.
+* In Cluster mode, multi-key calls (``delete``, ``run_script``) must use keys of one slot,
+  :meth:`CoredisRedis.publish` returns the receivers on the executing node only, and
+  ``max_connections`` is per node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any, final
+from urllib.parse import urlsplit
+
+import coredis
+import trio
+from coredis.connection import TCPLocation
+from coredis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    NoScriptError,
+)
+from coredis.exceptions import (
+    ConnectionError as CoredisConnectionError,
+)
+
+from impl._config import redact_uri_list
+from impl._errors import BackendUnavailable
+from impl.redis._coredis_subscriber import CoredisSubscriber
+from impl.redis._coredis_support import (
+    ReconnectPolicy,
+    SlotSafeClusterConnectionPool,
+    SlotSafeConnectionPool,
+    describe,
+    is_connection_error,
+    leaves,
+    unwrap_exit_error,
+)
+from impl.redis._protocol import LuaScript, RedisConnectionError, ScriptArg
+
+# LibreChat's Redis client connect timeout, 10 000 ms (spec §7, "Redis client tuning"). Used
+# for establishing each connection and for the startup PING.
+CONNECT_TIMEOUT_S = 10.0
+# coredis's own default pool size.
+DEFAULT_MAX_CONNECTIONS = 64
+
+# How a subscriber reconnects: first retry after 20 ms, doubling up to 1 s while failures
+# follow each other, from scratch once a connection held for 5 s. Pub/sub losses can only
+# be recovered once the subscriber is back, so it should come back fast (LibreChat's
+# ioredis caps its delay at 3 s, spec §7; research trio-redis-clients.md §4 saw coredis
+# reconnect in about 0.2 s).
+_SUBSCRIBER_RETRY = ReconnectPolicy(
+    (CoredisConnectionError, TimeoutError), first_delay=0.02, max_delay=1.0, calm_after=5.0
+)
+
+RedisClient = coredis.Redis[str] | coredis.RedisCluster[str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CoredisStatistics:
+    commands: int
+    connection_errors: int
+    script_loads: int
+    subscribers_opened: int
+    restorations: int
+
+
+@final
+class _Counters:
+    """The adapter's counters; subscribers report into it (it is their RestorationSink)."""
+
+    def __init__(self) -> None:
+        self.commands = 0
+        self.connection_errors = 0
+        self.script_loads = 0
+        self.subscribers_opened = 0
+        self.restorations = 0
+
+    def restoration_seen(self) -> None:
+        self.restorations += 1
+
+    def connection_error_seen(self) -> None:
+        self.connection_errors += 1
+
+
+@final
+class CoredisRedis:
+    """:class:`~impl.redis.RedisLike` over a coredis client; build it with :func:`open_coredis`."""
+
+    def __init__(self, client: RedisClient, *, url: str) -> None:
+        self._client = client
+        self._url = redact_uri_list(url)
+        self._counters = _Counters()
+
+    def __repr__(self) -> str:
+        c = self._counters
+        return (
+            f"<CoredisRedis {self._url} cluster={self.is_cluster} commands={c.commands} "
+            f"connection_errors={c.connection_errors} restorations={c.restorations}>"
+        )
+
+    @property
+    def is_cluster(self) -> bool:
+        return isinstance(self._client, coredis.RedisCluster)
+
+    @property
+    def raw(self) -> RedisClient:
+        """The underlying coredis client, for tests and diagnostics only: impl code must
+        stay within RedisLike so the simulation can stand in for it."""
+        return self._client
+
+    def statistics(self) -> CoredisStatistics:
+        c = self._counters
+        return CoredisStatistics(
+            commands=c.commands,
+            connection_errors=c.connection_errors,
+            script_loads=c.script_loads,
+            subscribers_opened=c.subscribers_opened,
+            restorations=c.restorations,
+        )
+
+    @contextmanager
+    def _command(self) -> Iterator[None]:
+        self._counters.commands += 1
+        try:
+            yield
+        except BaseException as exc:
+            if isinstance(exc, trio.Cancelled) or not is_connection_error(exc):
+                raise
+            self._counters.connection_errors += 1
+            raise RedisConnectionError(f"Redis at {self._url}: {describe(exc)}") from exc
+
+    async def run_script(
+        self, script: LuaScript, *, keys: Sequence[str], args: Sequence[ScriptArg]
+    ) -> object:
+        """EVALSHA, or EVAL when the server does not have the script (a restart, SCRIPT
+        FLUSH, a freshly promoted replica). EVAL also caches the script, and in Cluster it is
+        routed by ``keys`` like EVALSHA, so it lands on the node that owns their slot."""
+        try:
+            with self._command():
+                return await self._client.evalsha(script.sha1, keys=list(keys), args=list(args))
+        except NoScriptError:
+            pass
+        self._counters.script_loads += 1
+        with self._command():
+            return await self._client.eval(script.source, keys=list(keys), args=list(args))
+
+    async def get(self, key: str) -> str | None:
+        with self._command():
+            return await self._client.get(key)
+
+    async def exists(self, key: str) -> bool:
+        with self._command():
+            return await self._client.exists([key]) > 0
+
+    async def delete(self, *keys: str) -> int:
+        if not keys:
+            return 0
+        with self._command():
+            return await self._client.delete(list(keys))
+
+    async def expire(self, key: str, seconds: int) -> bool:
+        with self._command():
+            return await self._client.expire(key, seconds)
+
+    async def hgetall(self, key: str) -> dict[str, str]:
+        with self._command():
+            return dict(await self._client.hgetall(key))
+
+    async def sadd(self, key: str, *members: str) -> int:
+        if not members:
+            return 0
+        with self._command():
+            return await self._client.sadd(key, list(members))
+
+    async def srem(self, key: str, *members: str) -> int:
+        if not members:
+            return 0
+        with self._command():
+            return await self._client.srem(key, list(members))
+
+    async def smembers(self, key: str) -> set[str]:
+        with self._command():
+            return set(await self._client.smembers(key))
+
+    async def scard(self, key: str) -> int:
+        with self._command():
+            return await self._client.scard(key)
+
+    async def xrange(
+        self, key: str, start: str, end: str, count: int | None = None
+    ) -> list[tuple[str, dict[str, str]]]:
+        with self._command():
+            entries = await self._client.xrange(key, start, end, count)
+        return [
+            (str(entry.identifier), {str(f): str(v) for f, v in entry.field_values.items()})
+            for entry in entries
+        ]
+
+    async def publish(self, channel: str, message: str) -> int:
+        with self._command():
+            return await self._client.publish(channel, message)
+
+    def subscriber(self) -> AbstractAsyncContextManager[CoredisSubscriber]:
+        """A dedicated pub/sub connection (classic SUBSCRIBE, also in Cluster: sharded
+        pub/sub breaks silently on failover and migration, research
+        redis-cluster-publish.md §0). Leaving the block closes the connection, which drops
+        every subscription.
+
+        Raises :class:`RedisConnectionError` if Redis is unreachable when it opens. Later
+        drops are repaired in the background and reported as
+        :class:`~impl.redis.SubscriptionsRestored`."""
+        return self._open_subscriber()
+
+    @asynccontextmanager
+    async def _open_subscriber(self) -> AsyncIterator[CoredisSubscriber]:
+        # coredis would retry its first connection forever (it uses the reconnection
+        # policy for it), so an outage at open time would hang here: check first.
+        with self._command():
+            await self._client.ping()
+        self._counters.subscribers_opened += 1
+        body_error: BaseException | None = None
+        try:
+            # Leave by cancelling this scope, never by falling out of the pubsub block:
+            # coredis hangs on a normal exit while it is reconnecting (research
+            # redis-cluster-publish.md §6.4).
+            with trio.CancelScope() as scope:
+                pubsub = self._client.pubsub(
+                    ignore_subscribe_messages=False, retry_policy=_SUBSCRIBER_RETRY
+                )
+                async with pubsub:
+                    try:
+                        yield CoredisSubscriber(pubsub, self._counters)
+                    except BaseException as exc:
+                        body_error = exc
+                        raise
+                    finally:
+                        _close_pubsub_connection(pubsub)
+                        scope.cancel()
+        except BaseException as exc:
+            replacement = unwrap_exit_error(exc, body_error)
+            if replacement is None:
+                raise
+            if isinstance(replacement, RedisConnectionError):
+                self._counters.connection_errors += 1
+        else:
+            return
+        raise replacement
+
+
+def _close_pubsub_connection(pubsub: Any) -> None:
+    """Close the pubsub's connection so it goes back to the pool as dead, never as a
+    reusable connection that is still subscribed."""
+    # No connection (never connected, or between reconnections): nothing to close.
+    with suppress(CoredisConnectionError):
+        pubsub.connection.invalidate()
+
+
+@asynccontextmanager
+async def open_coredis(
+    url: str,
+    *,
+    cluster: bool = False,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    connect_timeout: float = CONNECT_TIMEOUT_S,
+) -> AsyncIterator[CoredisRedis]:
+    """Connect to Redis (``redis://`` or ``rediss://``, credentials in the URL) and PING it.
+
+    With ``cluster=True`` the URL names one startup node; the rest are discovered.
+    Raises :class:`~impl.BackendUnavailable` once, with the password redacted, if the
+    server can't be reached, refuses the credentials or does not answer the PING within
+    ``connect_timeout`` seconds.
+    """
+    client = _build_client(url, cluster, max_connections, connect_timeout)
+    started = False
+    body_error: BaseException | None = None
+    try:
+        async with client:
+            with trio.move_on_after(connect_timeout) as probe:
+                await client.ping()
+            if probe.cancelled_caught:
+                raise _NoPong(f"no answer to PING within {connect_timeout} s")
+            started = True
+            try:
+                yield CoredisRedis(client, url=url)
+            except BaseException as exc:
+                body_error = exc
+                raise
+    except BaseException as exc:
+        outcome = unwrap_exit_error(exc, body_error) if started else _startup_error(exc, url)
+        if outcome is None:
+            raise
+    else:
+        return
+    if isinstance(outcome, BackendUnavailable):
+        # coredis's chain (an ExceptionGroup of per-attempt errors) adds nothing the
+        # reason does not say, and may repeat the URL unredacted.
+        raise outcome from None
+    raise outcome
+
+
+class _NoPong(Exception):
+    """Internal: the server accepted the connection but did not answer the PING."""
+
+
+def _startup_error(exc: BaseException, url: str) -> BackendUnavailable | None:
+    """The :class:`BackendUnavailable` for a failed start, or ``None`` when ``exc`` is not a
+    backend problem (a cancellation, a bug) and must propagate as it is."""
+    found = [e for e in leaves(exc) if not isinstance(e, trio.Cancelled)]
+    if not found:
+        return None
+    # BackendUnavailable takes (and redacts) one URL: name the other startup nodes, if
+    # any, in the reason.
+    first, _, others = url.partition(",")
+
+    def unavailable(reason: str) -> BackendUnavailable:
+        if others:
+            reason = f"{reason} (startup nodes also tried: {redact_uri_list(others)})"
+        return BackendUnavailable(first.strip(), reason)
+
+    if any(isinstance(e, _NoPong) for e in found):
+        return unavailable(next(str(e) for e in found if isinstance(e, _NoPong)))
+    if all(isinstance(e, AuthenticationError | AuthorizationError) for e in found):
+        return unavailable(f"authentication failed ({describe(exc)})")
+    if is_connection_error(exc):
+        return unavailable(describe(exc))
+    return None
+
+
+def _build_client(
+    url: str, cluster: bool, max_connections: int, connect_timeout: float
+) -> RedisClient:
+    # Pools are built from the URL ourselves because Redis.from_url ignores
+    # connection_pool_cls; decode_components undoes percent-encoding in user/password.
+    uris = [uri.strip() for uri in url.split(",") if uri.strip()]
+    if cluster:
+        # Like LibreChat, a comma-separated list names several startup nodes; the first
+        # URI's credentials and options apply to all of them.
+        nodes = [urlsplit(uri) for uri in uris]
+        cluster_pool = SlotSafeClusterConnectionPool.from_url(
+            uris[0],
+            decode_components=True,
+            decode_responses=True,
+            max_connections=max_connections,
+            max_connections_per_node=True,
+            connect_timeout=connect_timeout,
+            startup_nodes=[TCPLocation(n.hostname or "localhost", n.port or 6379) for n in nodes],
+        )
+        return coredis.RedisCluster(connection_pool=cluster_pool, decode_responses=True)
+    if len(uris) != 1:
+        raise ValueError("several Redis URIs name Cluster startup nodes: pass cluster=True")
+    pool = SlotSafeConnectionPool.from_url(
+        uris[0],
+        decode_components=True,
+        decode_responses=True,
+        max_connections=max_connections,
+        connect_timeout=connect_timeout,
+    )
+    return coredis.Redis(connection_pool=pool, decode_responses=True)

@@ -5,6 +5,7 @@ Start with :func:`open_replica` over a :class:`MemoryBackend` (one process) or a
 :class:`GenerationJobManager` it yields.
 """
 
+from impl._config import StreamConfig
 from impl._errors import (
     BackendUnavailable,
     EventTooLarge,
@@ -14,7 +15,13 @@ from impl._errors import (
 )
 from impl._manager import GenerationJob, GenerationJobManager, ManagerSettings
 from impl._seams import CountingIds, ManualWallClock, RandomIds, SystemWallClock
-from impl._service import MemoryBackend, ReplicaSettings, open_replica
+from impl._service import (
+    MemoryBackend,
+    ReplicaSettings,
+    open_configured_replica,
+    open_replica,
+    replica_settings,
+)
 from impl._types import (
     AbortOutcome,
     AbortResult,
@@ -51,11 +58,14 @@ __all__ = [
     "ResumeState",
     "SerializableJobData",
     "StreamAccessDenied",
+    "StreamConfig",
     "StreamcheckError",
     "Subscription",
     "SystemWallClock",
     "UsageMetadata",
     "UserMessage",
+    "open_configured_replica",
     "open_replica",
     "read_usage",
+    "replica_settings",
 ]

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import trio
 
+from impl._config import StreamConfig
 from impl._manager import GenerationJobManager, ManagerSettings
 from impl._seams import IdSource, RandomIds, SystemWallClock, WallClock
 from impl.jobstore._memory import MemoryJobStore
@@ -142,3 +143,46 @@ async def open_replica(
         finally:
             transport.destroy()
             nursery.cancel_scope.cancel()
+
+
+def replica_settings(config: StreamConfig) -> ReplicaSettings:
+    """The replica settings an environment configuration asks for."""
+    return replace(
+        ReplicaSettings(),
+        reorder_timeout_s=config.reorder_timeout_s,
+        reorder_capacity=config.reorder_capacity,
+        idle_probe_s=config.idle_probe_s,
+        running_ttl_s=config.running_ttl_s,
+        completed_ttl_s=config.completed_ttl_s,
+        stale_job_timeout_s=int(config.stale_job_timeout_s),
+        cleanup_interval_s=config.cleanup_interval_s,
+        early_buffer_max_events=config.early_buffer_max_events,
+        early_buffer_max_bytes=config.early_buffer_max_bytes,
+        max_event_bytes=config.max_event_bytes,
+    )
+
+
+@asynccontextmanager
+async def open_configured_replica(
+    config: StreamConfig, *, memory: MemoryBackend | None = None
+) -> AsyncIterator[GenerationJobManager]:
+    """One replica as LibreChat's environment describes it (``StreamConfig.from_env``).
+
+    Without ``USE_REDIS_STREAMS`` it runs on ``memory`` (or a fresh in-process backend);
+    with it, on Redis or Redis Cluster, keys prefixed as LibreChat's ioredis does.
+    Raises :class:`~impl.BackendUnavailable` (password redacted) if Redis is unreachable.
+    """
+    settings = replica_settings(config)
+    if not config.use_redis_streams:
+        backend = memory if memory is not None else MemoryBackend(settings=settings)
+        async with open_replica(backend, settings=settings) as manager:
+            yield manager
+        return
+    assert config.redis_url is not None  # StreamConfig validates this
+    from impl.redis._coredis import open_coredis
+
+    async with (
+        open_coredis(config.redis_url, cluster=config.use_redis_cluster) as redis,
+        open_replica(redis, settings=settings, keys=Keys(config.effective_key_prefix)) as manager,
+    ):
+        yield manager

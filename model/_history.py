@@ -1,0 +1,172 @@
+"""A history: what happened in one run, as the checker needs it.
+
+Every record carries ``index`` (its position, assigned by :class:`History`) and
+``time`` (simulated or wall seconds). Producers of histories (the simulation, the
+real-Redis tier) append records as things happen; the checker judges the whole list.
+
+Vocabulary:
+
+* a **generation** is one turn on a stream id (``stream_id`` + ``generation``);
+* a **session** is one subscriber attachment (``subscribe`` or ``resume``) by one user
+  on one replica; it ends with its terminal, a detach, or its replica's crash.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+
+from model._events import JSONValue, StreamEvent
+
+
+def digest(value: JSONValue) -> str:
+    """Stable short digest of a payload (content comparisons without storing it)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+class EmitKind(enum.StrEnum):
+    CHUNK = "chunk"
+    DONE = "done"
+    ERROR = "error"
+
+
+class OpOutcome(enum.StrEnum):
+    """Jepsen's three answers: it happened, it did not, or we cannot know."""
+
+    OK = "ok"
+    FAIL = "fail"
+    INDETERMINATE = "indeterminate"
+
+
+class SessionMode(enum.StrEnum):
+    SUBSCRIBE = "subscribe"
+    RESUME = "resume"
+
+
+class SessionEnd(enum.StrEnum):
+    TERMINAL = "terminal"  # the session delivered its terminal and closed
+    DETACHED = "detached"  # the client left on purpose
+    REPLICA_CRASHED = "replica_crashed"  # the serving replica died
+    CLOSED = "closed"  # the stream ended without a terminal (channel closed)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GenerationStarted:
+    index: int = -1
+    time: float
+    stream_id: str
+    generation: str
+    user_id: str
+    replica: str
+    start_seq: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Emitted:
+    """The generator's emit returned. ``seq`` is known only when ``outcome`` is OK."""
+
+    index: int = -1
+    time: float
+    stream_id: str
+    generation: str
+    replica: str
+    kind: EmitKind
+    payload_digest: str
+    outcome: OpOutcome
+    seq: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AbortRequested:
+    """An abort returned on ``replica``; ``acknowledged`` when it reported ABORTED."""
+
+    index: int = -1
+    time: float
+    stream_id: str
+    generation: str | None
+    replica: str
+    user_id: str
+    acknowledged: bool
+    outcome: OpOutcome
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GeneratorStopped:
+    """The generator observed its abort signal and stopped emitting."""
+
+    index: int = -1
+    time: float
+    stream_id: str
+    generation: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SessionOpened:
+    """``first_seq`` is the first seq the session is owed (start or snapshot + 1)."""
+
+    index: int = -1
+    time: float
+    session: str
+    stream_id: str
+    generation: str
+    user_id: str
+    owner_id: str
+    replica: str
+    mode: SessionMode
+    first_seq: int
+    #: For resumes: digests of the chunks folded into the snapshot, in seq order.
+    snapshot_seqs: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Delivered:
+    index: int = -1
+    time: float
+    session: str
+    event: StreamEvent
+    #: Digest of the chunk data / done data / error message (None for gaps).
+    payload_digest: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SessionClosed:
+    index: int = -1
+    time: float
+    session: str
+    reason: SessionEnd
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Healed:
+    """Faults stopped and every timeout passed: from here on, liveness is judged."""
+
+    index: int = -1
+    time: float
+
+
+Record = (
+    GenerationStarted
+    | Emitted
+    | AbortRequested
+    | GeneratorStopped
+    | SessionOpened
+    | Delivered
+    | SessionClosed
+    | Healed
+)
+
+
+@dataclass(slots=True)
+class History:
+    records: list[Record] = field(default_factory=list)
+
+    def append(self, record: Record) -> Record:
+        indexed = replace(record, index=len(self.records))
+        self.records.append(indexed)
+        return indexed
+
+    def __len__(self) -> int:
+        return len(self.records)

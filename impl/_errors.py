@@ -62,7 +62,12 @@ class EventTooLarge(StreamcheckError, ValueError):
 
 
 def redact_url(url: str) -> str:
-    """``redis://user:secret@host:6379/0`` -> ``redis://user:***@host:6379/0``."""
+    """``redis://user:secret@host:6379/0`` -> ``redis://user:***@host:6379/0``.
+
+    A comma-separated list of cluster nodes is redacted node by node.
+    """
+    if "," in url:
+        return ",".join(redact_url(part.strip()) for part in url.split(","))
     parts = urlsplit(url)
     if parts.password is None:
         return url

@@ -195,3 +195,11 @@ def test_bad_overrides_name_the_variable(name: str, value: str, message: str) ->
 def test_only_redis_urls_are_accepted() -> None:
     with pytest.raises(ValueError, match=r"^REDIS_URI must use redis:// or rediss://"):
         StreamConfig.from_env({"USE_REDIS": "true", "REDIS_URI": "http://h:6379"})
+
+
+def test_redact_url_handles_cluster_node_lists() -> None:
+    from impl._errors import redact_url
+
+    assert (
+        redact_url("redis://a:pw@h1:1,redis://a:pw@h2:2") == "redis://a:***@h1:1,redis://a:***@h2:2"
+    )

@@ -387,7 +387,7 @@ async def test_cluster_commands_scripts_and_pubsub(redis_cluster_url: str, key_p
                 killed = sum(
                     _kill_pubsub_clients(port) for port in _cluster_ports(redis_cluster_url)
                 )
-                assert killed == 1
+                assert killed >= 1
                 assert await sub.receive() == SubscriptionsRestored(frozenset(channels))
                 await redis.publish(channels[0], "after")
                 # A node relays a PUBLISH to the others over the cluster bus asynchronously,

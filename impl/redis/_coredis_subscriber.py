@@ -112,7 +112,8 @@ class CoredisSubscriber:
         """Subscribe and return once the server acknowledged it.
 
         Raises :class:`RedisConnectionError` if the connection is down or the ack does not
-        arrive within coredis's subscription timeout (1 s).
+        arrive within coredis's subscription timeout (1 s). A channel that is already
+        subscribed, or being subscribed by another task, returns at once.
         """
         if channel in self._wanted:
             return

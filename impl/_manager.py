@@ -125,20 +125,21 @@ class GenerationJobManager:
         await self.transport.on_abort(stream_id, generation, job.aborted.set)
         return job
 
-    async def emit_chunk(self, stream_id: str, event: JSONValue) -> bool:
-        """Publish one chunk; False if it was dropped (aborted, ended or superseded)."""
+    async def emit_chunk(self, stream_id: str, event: JSONValue) -> Published | None:
+        """Publish one chunk: its receipt (with the seq), or ``None`` if it was dropped
+        because the turn was aborted, has ended or was superseded."""
         job = self._runtimes.get(stream_id)
         if job is None or job.is_aborted:
-            return False
+            return None
         if isinstance(event, Mapping) and event.get("created") is True:
             await self._record_created(job, event)
         outcome = await self.transport.emit_chunk(stream_id, job.generation, event)
         return self._published(job, outcome)
 
-    async def emit_done(self, stream_id: str, final_event: JSONValue) -> bool:
+    async def emit_done(self, stream_id: str, final_event: JSONValue) -> Published | None:
         job = self._runtimes.get(stream_id)
         if job is None:
-            return False
+            return None
         job.final_event = final_event
         await self.job_store.update_job(
             stream_id,
@@ -148,10 +149,10 @@ class GenerationJobManager:
         outcome = await self.transport.emit_done(stream_id, job.generation, final_event)
         return self._published(job, outcome)
 
-    async def emit_error(self, stream_id: str, message: str) -> bool:
+    async def emit_error(self, stream_id: str, message: str) -> Published | None:
         job = self._runtimes.get(stream_id)
         if job is None:
-            return False
+            return None
         job.error = message
         await self.job_store.update_job(
             stream_id, JobUpdate(error=message), expected_generation=job.generation
@@ -178,15 +179,17 @@ class GenerationJobManager:
         )
         await self._retire(job)
 
-    def _published(self, job: GenerationJob, outcome: Published | PublishRefused) -> bool:
+    def _published(
+        self, job: GenerationJob, outcome: Published | PublishRefused
+    ) -> Published | None:
         if isinstance(outcome, Published):
-            return True
+            return outcome
         if outcome in (PublishRefused.OTHER_GENERATION, PublishRefused.NO_JOB):
             # The turn was replaced or its job vanished: stop the generator.
             job.aborted.set()
         elif outcome is PublishRefused.JOB_ENDED:
             job.aborted.set()
-        return False
+        return None
 
     async def _record_created(self, job: GenerationJob, event: Mapping[str, JSONValue]) -> None:
         # Awaited before the publish so a replica that sees `created` also sees the
@@ -244,6 +247,7 @@ class GenerationJobManager:
             generation_id=job.generation_id,
             through_seq=through,
             aggregated_content=aggregate_content(c.data for c in chunks),
+            folded_seqs=tuple(c.seq for c in chunks),
             run_steps=collect_run_steps(c.data for c in chunks),
             user_message=job.user_message,
             response_message_id=job.response_message_id,

@@ -180,6 +180,8 @@ class ResumeState:
     through_seq: int | None
     aggregated_content: list[JSONValue]
     run_steps: list[JSONValue]
+    #: The seqs of the chunks folded into the snapshot, in order (for auditing).
+    folded_seqs: tuple[int, ...] = ()
     user_message: UserMessage | None = None
     response_message_id: str | None = None
     conversation_id: str | None = None

@@ -60,9 +60,12 @@ class Subscription:
         generation: str,
         sub_id: int,
         events: trio.MemoryReceiveChannel[StreamEvent],
+        start_seq: int,
     ) -> None:
         self.stream_id = stream_id
         self.generation = generation
+        #: The first seq this subscription is owed.
+        self.start_seq = start_seq
         self.sub_id = sub_id
         self._transport = transport
         self._events = events
@@ -216,7 +219,7 @@ class EventTransport:
             with trio.CancelScope(shield=True):
                 await self._bus.release_channel(stream_id)
             raise
-        return Subscription(self, stream_id, generation, sub_id, receive)
+        return Subscription(self, stream_id, generation, sub_id, receive, start_seq)
 
     async def _detach(self, subscription: Subscription) -> None:
         entry = self._actors.get(subscription.stream_id)

@@ -318,6 +318,7 @@ class GenerationJobManager:
             content=content,
             text=content_text(content),
             final_event=final_event,
+            terminal_seq=outcome.seq if isinstance(outcome, Published) else None,
             collected_usage=usage,
         )
 

@@ -76,13 +76,15 @@ class ReorderBuffer:
         timeout: float,
         capacity: int,
         idle_probe: float,
-        newer_generation: frozenset[str] = frozenset(),
+        force_flush: bool = False,
     ) -> None:
         self.generation = generation
         self.next_seq = start_seq
         self._timeout = timeout
         self._capacity = capacity
         self._idle_probe = idle_probe
+        #: Canary FORCE_FLUSH_SKIPS_GAP: LibreChat's silent skip instead of repair.
+        self._force_flush = force_flush
         self._pending: dict[int, SequencedEvent] = {}
         self._first_parked_at: float | None = None
         self._last_progress_at = now
@@ -209,8 +211,11 @@ class ReorderBuffer:
             self._request_fetch(step)
         elif self._pending and self._first_parked_at is not None:
             if now >= self._first_parked_at + self._timeout:
-                self._repairs += 1
-                self._request_fetch(step)
+                if self._force_flush:
+                    self._skip_to_pending(step)
+                else:
+                    self._repairs += 1
+                    self._request_fetch(step)
         elif now >= self._last_progress_at + self._idle_probe:
             # Count the probe as progress so an empty answer re-arms a full interval.
             self._last_progress_at = now
@@ -301,6 +306,16 @@ class ReorderBuffer:
             self._accept_in_order(self._pending.pop(self.next_seq), step)
         if not self._pending:
             self._first_parked_at = None
+
+    def _skip_to_pending(self, step: Step) -> None:
+        """The canary's behaviour: deliver every parked message, holes and all."""
+        for seq in sorted(self._pending):
+            if self._finished:
+                break
+            self.next_seq = seq
+            self._accept_in_order(self._pending.pop(seq), step)
+        self._pending.clear()
+        self._first_parked_at = None
 
     def _drop_below_frontier(self) -> None:
         for seq in [s for s in self._pending if s < self.next_seq]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 import trio
 
+from impl._canaries import Canary
 from impl._config import StreamConfig
 from impl._manager import GenerationJobManager, ManagerSettings
 from impl._seams import IdSource, RandomIds, SystemWallClock, WallClock
@@ -48,6 +49,8 @@ class ReplicaSettings:
     #: Largest encoded event accepted by emit (1 MiB); larger raises EventTooLarge.
     max_event_bytes: int = 1024 * 1024
     max_jobs: int = 1000
+    #: Historical bugs to put back (harness calibration only; see impl/_canaries.py).
+    canaries: frozenset[Canary] = frozenset()
 
     def actor_timings(self) -> ActorTimings:
         return ActorTimings(
@@ -55,6 +58,7 @@ class ReplicaSettings:
             reorder_capacity=self.reorder_capacity,
             idle_probe=self.idle_probe_s,
             producer_timeout_ms=int(self.producer_timeout_s * 1000),
+            canaries=self.canaries,
         )
 
     def manager_settings(self) -> ManagerSettings:

@@ -159,6 +159,8 @@ class AbortResult:
     content: list[JSONValue] = field(default_factory=list)
     text: str = ""
     final_event: JSONValue = None
+    #: Seq of the aborted final event this call published (``ABORTED`` only).
+    terminal_seq: int | None = None
     collected_usage: list[UsageMetadata] = field(default_factory=list)
 
     @property

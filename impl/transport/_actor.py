@@ -21,6 +21,7 @@ from typing import Generic, TypeVar
 
 import trio
 
+from impl._canaries import Canary
 from impl._early_buffer import EarlyBuffer
 from impl._reorder import ReorderBuffer, Step
 from impl._seams import WallClock
@@ -73,6 +74,7 @@ class ActorTimings:
     reorder_capacity: int
     idle_probe: float
     producer_timeout_ms: int
+    canaries: frozenset[Canary] = frozenset()
 
 
 @dataclass(slots=True)
@@ -185,6 +187,11 @@ class StreamActor:
         #: Highest seq this replica has seen on the stream: the publish floor.
         self._high_water = -1
         self._counts = _Counts()
+        canaries = timings.canaries
+        self._force_flush = bool(
+            canaries & {Canary.FORCE_FLUSH_SKIPS_GAP, Canary.SUBSCRIBER_BEFORE_ACK}
+        )
+        self._early_only = Canary.SUBSCRIBER_BEFORE_ACK in canaries
 
     # -- API used by the transport (each call is one command) --------------------
 
@@ -346,6 +353,7 @@ class StreamActor:
             timeout=self._timings.reorder_timeout,
             capacity=self._timings.reorder_capacity,
             idle_probe=self._timings.idle_probe,
+            force_flush=self._force_flush,
         )
         sub = _Subscriber(
             command.sub_id, buffer, command.out, job_ended_at_attach=command.job_ended
@@ -359,7 +367,12 @@ class StreamActor:
             and not producer.early.closed
         ):
             await self._apply(sub, buffer.preload(producer.early.take(), now))
-        if not buffer.finished:
+        if self._early_only:
+            # Canary: no log catch-up; whatever was published before the (not awaited)
+            # subscription took effect is simply missing.
+            buffer.begin(now)
+            await self._apply(sub, buffer.apply_log([], exhausted=True, now=now))
+        elif not buffer.finished:
             await self._apply(sub, buffer.begin(now))
 
     async def _fire_timers(self, now: float) -> None:

@@ -25,6 +25,7 @@ from typing import Self
 
 import trio
 
+from impl._canaries import Canary
 from impl._early_buffer import EarlyBuffer
 from impl._errors import EventTooLarge
 from impl._seams import WallClock
@@ -207,7 +208,11 @@ class EventTransport:
     ) -> Subscription:
         """Attach a subscriber that will see ``generation`` from ``start_seq`` on."""
         actor = self._actor(stream_id)
-        await self._bus.acquire_channel(stream_id)
+        if Canary.SUBSCRIBER_BEFORE_ACK in self._timings.canaries:
+            # Canary: SUBSCRIBE is sent but not awaited (LibreChat before #11710).
+            self._nursery.start_soon(self._bus.acquire_channel, stream_id)
+        else:
+            await self._bus.acquire_channel(stream_id)
         send, receive = trio.open_memory_channel[StreamEvent](float("inf"))
         self._next_sub_id += 1
         sub_id = self._next_sub_id

@@ -6,6 +6,8 @@ system can prove that events were lost for good it says so with a :class:`Gap`
 instead of staying silent.
 """
 
+from model._anomalies import Anomaly, AnomalyKind, CheckReport, CheckStatistics
+from model._checker import check
 from model._events import (
     Chunk,
     Done,
@@ -35,9 +37,20 @@ from model._history import (
     SessionOpened,
     digest,
 )
+from model._reference import (
+    HistoryIndex,
+    SessionExpectation,
+    expectation_from_index,
+    expected_for_session,
+    index_history,
+)
 
 __all__ = [
     "AbortRequested",
+    "Anomaly",
+    "AnomalyKind",
+    "CheckReport",
+    "CheckStatistics",
     "Chunk",
     "Delivered",
     "Done",
@@ -50,16 +63,22 @@ __all__ = [
     "GeneratorStopped",
     "Healed",
     "History",
+    "HistoryIndex",
     "JSONValue",
     "OpOutcome",
     "Record",
     "SequencedEvent",
     "SessionClosed",
     "SessionEnd",
+    "SessionExpectation",
     "SessionMode",
     "SessionOpened",
     "StreamEvent",
     "Terminal",
+    "check",
     "digest",
+    "expectation_from_index",
+    "expected_for_session",
+    "index_history",
     "is_terminal",
 ]

@@ -1,0 +1,231 @@
+"""The history checker: judge a whole run against the reference model.
+
+:func:`check` reads the history once into an index (:mod:`model._reference`), then
+
+1. judges each **generation** on what it emitted: seqs allocated in increasing order
+   and never twice, none below its start seq, at most one terminal, no chunk after
+   the terminal, and an acknowledged abort honoured;
+2. judges each **session** on what it received (:mod:`model._session_judge`):
+   safety always; liveness (terminal received, nothing owed missing) only for
+   sessions that did not detach or lose their replica, and only when the history
+   contains a ``Healed`` record.
+
+It runs in time linear in the history (plus a log factor for seq look-ups), so it
+can judge every Hypothesis example::
+
+    report = check(history)
+    if not report.ok:
+        print(report.summary())
+
+Record indexes in anomalies are positions in the record list (``History.append``
+makes them equal to ``record.index``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from model._anomalies import Anomaly, AnomalyKind, CheckReport, CheckStatistics
+from model._history import AbortRequested, EmitKind, Emitted, History, Record
+from model._identify import seq_list
+from model._reference import GenerationFacts, HistoryIndex, index_history
+from model._session_judge import SessionJudge, SessionTally
+
+#: Seconds after an acknowledged abort during which an emit may still return OK. The
+#: publish fence refuses chunks once the abort's terminal is written, so none.
+ABORT_GRACE_S = 0.0
+
+
+def check(
+    history: History | Sequence[Record], *, abort_grace: float = ABORT_GRACE_S
+) -> CheckReport:
+    """Judge ``history``; the report lists every anomaly, earliest evidence first."""
+    index = index_history(history)
+    anomalies: list[Anomaly] = []
+    reused = {i for indexes in index.reused_seqs.values() for i in indexes}
+    for gen in index.generations.values():
+        _judge_generation(index, gen, anomalies, abort_grace, reused)
+    _judge_reused_seqs(index, anomalies)
+    tally = SessionTally()
+    for facts in index.sessions.values():
+        SessionJudge(index, facts, anomalies, tally).run()
+    anomalies.sort(key=lambda a: (a.first_bad, a.kind.value, a.session or ""))
+    statistics = CheckStatistics(
+        records=len(index.records),
+        sessions=len(index.sessions),
+        sessions_judged_for_liveness=tally.judged_for_liveness,
+        generations=sum(1 for g in index.generations.values() if g.started is not None),
+        events_delivered=tally.events_delivered,
+        gaps_signalled=tally.gaps_signalled,
+        seqs_signalled_lost=tally.seqs_signalled_lost,
+        synthetic_terminals=tally.synthetic_terminals,
+        healed=index.healed_index is not None,
+    )
+    return CheckReport(anomalies=tuple(anomalies), statistics=statistics)
+
+
+def _emitted(index: HistoryIndex, i: int) -> Emitted:
+    record = index.records[i]
+    assert isinstance(record, Emitted)
+    return record
+
+
+def _generation_anomaly(
+    gen: GenerationFacts,
+    kind: AnomalyKind,
+    seq: int | None,
+    first_bad: int,
+    last_good: int | None,
+    text: str,
+) -> Anomaly:
+    return Anomaly(
+        kind=kind,
+        session=None,
+        stream_id=gen.stream_id,
+        generation=gen.generation,
+        seq=seq,
+        first_bad=first_bad,
+        last_good=last_good,
+        explanation=f"generation {gen.generation} of stream {gen.stream_id} {text}",
+    )
+
+
+def _judge_generation(
+    index: HistoryIndex,
+    gen: GenerationFacts,
+    out: list[Anomaly],
+    abort_grace: float,
+    reused: set[int],
+) -> None:
+    start = gen.started.start_seq if gen.started is not None else None
+    aborted = bool(gen.acknowledged_aborts)
+    terminal_seq = gen.terminal_seq
+    last_good = gen.started_index
+    previous: Emitted | None = None
+    terminals = 0
+    late_chunks: list[tuple[int, Emitted]] = []
+    for i in gen.ok_emits:
+        if i in reused:
+            continue
+        record = _emitted(index, i)
+        seq = record.seq
+        assert seq is not None
+        bad = True
+        if start is not None and seq < start:
+            out.append(
+                _generation_anomaly(
+                    gen,
+                    AnomalyKind.CROSS_GENERATION_LEAK,
+                    seq,
+                    i,
+                    last_good,
+                    f"emitted seq {seq}, below its start seq {start}, in an earlier turn's range",
+                )
+            )
+        elif previous is not None and previous.seq is not None and seq <= previous.seq:
+            out.append(
+                _generation_anomaly(
+                    gen,
+                    AnomalyKind.REORDERED,
+                    seq,
+                    i,
+                    last_good,
+                    f"emitted seq {seq} after seq {previous.seq}; seqs must be allocated in "
+                    "increasing order",
+                )
+            )
+        elif record.kind is not EmitKind.CHUNK:
+            terminals += 1
+            bad = terminals > 1
+            if bad:
+                out.append(
+                    _generation_anomaly(
+                        gen,
+                        AnomalyKind.TERMINAL_TWICE,
+                        seq,
+                        i,
+                        last_good,
+                        f"emitted a second terminal ({record.kind.value} at seq {seq}) after "
+                        f"the one at seq {terminal_seq}; the fence allows one terminal",
+                    )
+                )
+        elif terminal_seq is not None and seq > terminal_seq:
+            late_chunks.append((i, record))
+        else:
+            bad = False
+        previous = record
+        if not bad:
+            last_good = i
+    if aborted:
+        _judge_abort(index, gen, out, abort_grace, late_chunks)
+    elif late_chunks:
+        i, record = late_chunks[0]
+        out.append(
+            _generation_anomaly(
+                gen,
+                AnomalyKind.EVENT_AFTER_TERMINAL,
+                record.seq,
+                i,
+                gen.terminal_index,
+                f"emitted chunk seqs {seq_list([r.seq or 0 for _, r in late_chunks])} after "
+                f"its terminal at seq {terminal_seq}; the fence must refuse them",
+            )
+        )
+
+
+def _judge_abort(
+    index: HistoryIndex,
+    gen: GenerationFacts,
+    out: list[Anomaly],
+    abort_grace: float,
+    late_chunks: list[tuple[int, Emitted]],
+) -> None:
+    abort_at = gen.acknowledged_aborts[0]
+    abort = index.records[abort_at]
+    assert isinstance(abort, AbortRequested)
+    offenders = list(late_chunks)
+    if gen.terminal is None:
+        # No terminal to compare seqs with: fall back on time.
+        for i in gen.ok_emits:
+            record = _emitted(index, i)
+            if record.kind is EmitKind.CHUNK and record.time > abort.time + abort_grace:
+                offenders.append((i, record))
+    if not offenders:
+        return
+    i, record = offenders[0]
+    after = (
+        f"after the abort's terminal at seq {gen.terminal_seq}"
+        if gen.terminal is not None
+        else f"more than {abort_grace}s after the abort was acknowledged at t={abort.time}"
+    )
+    out.append(
+        _generation_anomaly(
+            gen,
+            AnomalyKind.ABORT_NOT_HONOURED,
+            record.seq,
+            i,
+            abort_at,
+            f"emitted chunk seqs {seq_list([r.seq or 0 for _, r in offenders])} {after}; "
+            "an acknowledged abort must stop the generator",
+        )
+    )
+
+
+def _judge_reused_seqs(index: HistoryIndex, out: list[Anomaly]) -> None:
+    for (stream, seq), indexes in index.reused_seqs.items():
+        first = index.ok_by_seq[(stream, seq)]
+        for i in indexes:
+            record = _emitted(index, i)
+            out.append(
+                Anomaly(
+                    kind=AnomalyKind.DUPLICATE,
+                    session=None,
+                    stream_id=stream,
+                    generation=record.generation,
+                    seq=seq,
+                    first_bad=i,
+                    last_good=first,
+                    explanation=f"stream {stream} allocated seq {seq} twice (records {first} "
+                    f"and {i}); each seq names one event",
+                )
+            )

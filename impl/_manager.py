@@ -31,7 +31,7 @@ import trio
 
 from impl._content import aggregate_content, collect_run_steps, content_text
 from impl._early_buffer import EarlyBuffer
-from impl._errors import StreamAccessDenied
+from impl._errors import IllegalTransition, StreamAccessDenied
 from impl._ids import validate_stream_id, validate_user_id
 from impl._seams import IdSource, WallClock
 from impl._types import (
@@ -168,15 +168,16 @@ class GenerationJobManager:
         status = JobStatus.ERROR if (error or job.error) else JobStatus.COMPLETE
         if job.is_aborted:
             status = JobStatus.ABORTED
-        await self.job_store.update_job(
-            stream_id,
-            JobUpdate(
-                status=status,
-                completed_at=self._wall.now_ms(),
-                error=error if error is not None else None,
-            ),
-            expected_generation=job.generation,
-        )
+        try:
+            await self.job_store.update_job(
+                stream_id,
+                JobUpdate(status=status, completed_at=self._wall.now_ms(), error=error),
+                expected_generation=job.generation,
+            )
+        except IllegalTransition:
+            # An abort from another replica ended the turn first (its terminal won the
+            # publish fence); the job already holds that outcome.
+            job.aborted.set()
         await self._retire(job)
 
     def _published(
@@ -187,7 +188,8 @@ class GenerationJobManager:
         if outcome in (PublishRefused.OTHER_GENERATION, PublishRefused.NO_JOB):
             # The turn was replaced or its job vanished: stop the generator.
             job.aborted.set()
-        elif outcome is PublishRefused.JOB_ENDED:
+        elif outcome in (PublishRefused.JOB_ENDED, PublishRefused.TERMINAL_ALREADY_SENT):
+            # Someone else (an abort) ended the turn first.
             job.aborted.set()
         return None
 

@@ -358,3 +358,15 @@ async def test_oversized_events_are_refused_before_publishing(backend: Backend) 
         await a.emit_chunk("s1", delta("small"))
         await a.emit_done("s1", {"final": True})
         assert texts(await collect(sub)) == ["small"]
+
+
+async def test_generator_finishing_after_a_remote_abort_is_not_an_error(backend: Backend) -> None:
+    # Found by the simulation: the generator's done lost the race to an abort from
+    # another replica, and complete_job then raised IllegalTransition.
+    async with two(backend) as (a, b):
+        await a.create_job("s1", "u1")
+        assert (await b.abort_job("s1", "u1")).outcome is AbortOutcome.ABORTED
+        assert await a.emit_done("s1", {"final": True}) is None
+        await a.complete_job("s1")
+        job = await b.get_job("s1")
+        assert job is not None and job.status is JobStatus.ABORTED

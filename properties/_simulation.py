@@ -1,0 +1,219 @@
+"""One simulated run: a trio loop on a mock clock in a thread, a simulated Redis, the
+world of replicas and clients, and the list of decisions that drove it.
+
+The driver (a Hypothesis state machine, or the replay runner) calls
+:meth:`Simulation.apply` with one decision at a time. Each decision runs inside the
+loop, which then runs until every task is blocked; so the run is a pure function of
+the decision list (and the seed of trio's scheduler, which Hypothesis controls).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+import trio.testing
+
+from model import CheckReport, Healed, check
+from properties._world import EPOCH_S, SIM_SETTINGS, World
+from properties.sim import SimRedis, sim_time
+
+#: Clock jumps of the heal phase: past the reorder timeout, the idle probe, the
+#: producer timeout and the cleanup interval, with settling in between.
+HEAL_JUMPS = (0.6, 2.5, 2.5, 11.0, 31.0, 2.5, 61.0, 2.5, 2.5)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.args.items())
+        return f"{self.name}({inner})"
+
+    def to_json(self) -> list[Any]:
+        return [self.name, self.args]
+
+
+class SimulationCrashed(RuntimeError):
+    """A task in the simulated world raised: a bug in impl/ or in the harness."""
+
+
+class Simulation:
+    def __init__(self, *, replicas: int = 2, with_replica: bool = True) -> None:
+        self.decisions: list[Decision] = []
+        self.clock = trio.testing.MockClock()
+        self._ready = threading.Event()
+        self._stop: trio.Event | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._crash: BaseException | None = None
+        self._replica_count = replicas
+        self._with_replica = with_replica
+        self.world: World | None = None
+        self.sim: SimRedis | None = None
+        self._thread = threading.Thread(target=self._thread_main, daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._crash is not None:
+            raise SimulationCrashed("the simulated world failed to start") from self._crash
+
+    # -- the loop thread ----------------------------------------------------------
+
+    def _thread_main(self) -> None:
+        try:
+            trio.run(self._main, clock=self.clock)
+        except BaseException as exc:  # surfaced to the driver by _call
+            self._crash = exc
+        finally:
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._stop = trio.Event()
+        with sim_time(lambda: EPOCH_S + self.clock.current_time()):
+            sim = SimRedis(
+                clock=lambda: EPOCH_S + self.clock.current_time(), with_replica=self._with_replica
+            )
+            self.sim = sim
+            async with trio.open_nursery() as nursery:
+                self.world = World(
+                    sim, nursery, replicas=self._replica_count, settings=SIM_SETTINGS
+                )
+                for index in range(self._replica_count):
+                    await self.world.start_replica(index)
+                self._ready.set()
+                await self._stop.wait()
+                nursery.cancel_scope.cancel()
+
+    def _call(self, fn: Callable[[], Awaitable[None] | None]) -> None:
+        if self._crash is not None:
+            raise SimulationCrashed("the simulated world crashed earlier") from self._crash
+        assert self._token is not None
+
+        async def run() -> None:
+            result = fn()
+            if result is not None:
+                await result
+            await trio.testing.wait_all_tasks_blocked()
+
+        try:
+            trio.from_thread.run(run, trio_token=self._token)
+        except (trio.RunFinishedError, trio.Cancelled):
+            # The loop is shutting down because a task raised: surface that error.
+            self._thread.join(timeout=5)
+            raise SimulationCrashed("the simulated world crashed") from self._crash
+
+    def close(self) -> None:
+        if self._token is not None and self._stop is not None and self._crash is None:
+            stop = self._stop
+            with contextlib.suppress(trio.RunFinishedError):
+                trio.from_thread.run_sync(stop.set, trio_token=self._token)
+        self._thread.join(timeout=10)
+
+    # -- decisions ------------------------------------------------------------------
+
+    def apply(self, decision: Decision) -> None:
+        self.decisions.append(decision)
+        handler = getattr(self, f"_do_{decision.name}", None)
+        if handler is None:
+            raise ValueError(f"unknown decision {decision.name!r}")
+        self._call(lambda: handler(**decision.args))
+
+    def _w(self) -> World:
+        assert self.world is not None
+        return self.world
+
+    def _s(self) -> SimRedis:
+        assert self.sim is not None
+        return self.sim
+
+    def _do_create(self, stream: str, replica: int) -> None:
+        self._w().create(stream, replica)
+
+    def _do_emit(self, stream: str) -> None:
+        self._w().emit(stream)
+
+    def _do_finish(self, stream: str, error: bool) -> None:
+        self._w().finish(stream, error=error)
+
+    def _do_abort(self, stream: str, replica: int) -> None:
+        self._w().abort(stream, replica)
+
+    def _do_subscribe(self, stream: str, replica: int) -> None:
+        self._w().attach(stream, replica, resume=False)
+
+    def _do_resume(self, stream: str, replica: int) -> None:
+        self._w().attach(stream, replica, resume=True)
+
+    def _do_intrude(self, stream: str, replica: int) -> None:
+        self._w().attach(stream, replica, resume=False, intruder=True)
+
+    def _do_detach(self, which: int) -> None:
+        self._w().detach(which)
+
+    def _do_step(self, k: int) -> None:
+        items = self._s().runnable()
+        if items:
+            self._s().step(items[k % len(items)].id)
+
+    def _do_drop(self, k: int) -> None:
+        items = [
+            i
+            for i in self._s().runnable()
+            if i.kind == "delivery" and not i.description.startswith("ack")
+        ]
+        if items:
+            self._s().drop(items[k % len(items)].id)
+
+    def _do_disconnect(self, k: int) -> None:
+        connections = self._s().connections()
+        if connections:
+            self._s().disconnect(connections[k % len(connections)])
+
+    def _do_failover(self) -> None:
+        self._s().failover()
+
+    async def _do_jump(self, dt: float) -> None:
+        self.clock.jump(dt)
+
+    def _do_crash(self, replica: int) -> None:
+        self._w().crash_replica(replica % self._replica_count)
+
+    async def _do_restart(self, replica: int) -> None:
+        await self._w().start_replica(replica % self._replica_count)
+
+    async def _do_settle(self) -> None:
+        await _settle(self._s())
+
+    # -- judging ----------------------------------------------------------------------
+
+    def safety_report(self) -> CheckReport:
+        return check(self._w().history)
+
+    def heal(self) -> CheckReport:
+        """Stop faults, let everything finish, pass every timeout, then judge liveness."""
+        self._call(lambda: _settle(self._s()))
+        for dt in HEAL_JUMPS:
+            self._call(self._w().finish_all)
+            self._call(lambda: _settle(self._s()))
+            self._call(functools.partial(self._do_jump, dt))
+            self._call(lambda: _settle(self._s()))
+        world = self._w()
+        self._call(lambda: None)
+        world.history.append(Healed(time=self.clock.current_time()))
+        return check(world.history)
+
+
+async def _settle(sim: SimRedis, rounds: int = 50) -> None:
+    """Run every pending Redis step until nothing is runnable and every task waits."""
+    for _ in range(rounds):
+        if not sim.runnable():
+            return
+        sim.run_until_quiet()
+        await trio.testing.wait_all_tasks_blocked()

@@ -1,0 +1,471 @@
+"""The simulated world: N replicas from impl/ over one simulated Redis, clients,
+generators, and the history they produce.
+
+Everything here runs inside one trio loop on a ``MockClock`` that only moves when a
+decision says so. Each decision method starts operations as tasks and returns; the
+driver then waits until every task is blocked (on a simulated Redis step, an event or
+the clock), so one decision's effects are complete before the next is drawn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import trio
+
+from impl import (
+    AbortOutcome,
+    CountingIds,
+    GenerationJob,
+    GenerationJobManager,
+    Keys,
+    ReplicaSettings,
+    StreamAccessDenied,
+    Subscription,
+    open_replica,
+)
+from impl.redis import RedisConnectionError
+from model import (
+    AbortRequested,
+    Chunk,
+    Delivered,
+    Done,
+    EmitKind,
+    Emitted,
+    Failure,
+    Gap,
+    GenerationStarted,
+    GeneratorStopped,
+    History,
+    JSONValue,
+    OpOutcome,
+    SessionClosed,
+    SessionEnd,
+    SessionMode,
+    SessionOpened,
+    StreamEvent,
+    digest,
+)
+from properties.sim import SimRedis
+
+logger = logging.getLogger(__name__)
+
+#: Simulated wall clock: this epoch plus trio's (mock) time.
+EPOCH_S = 1_700_000_000.0
+
+#: Timings used in simulation: LibreChat's protocol constants, shorter liveness bounds
+#: so the heal phase needs fewer clock jumps.
+SIM_SETTINGS = ReplicaSettings(
+    reorder_timeout_s=0.5,
+    reorder_capacity=100,
+    idle_probe_s=2.0,
+    producer_timeout_s=30.0,
+    heartbeat_interval_s=10.0,
+    cleanup_interval_s=60.0,
+)
+
+
+class SimWallClock:
+    def now_ms(self) -> int:
+        return int((EPOCH_S + trio.current_time()) * 1000)
+
+
+def owner_of(stream_id: str) -> str:
+    return f"user-{stream_id}"
+
+
+@dataclass(slots=True)
+class Replica:
+    name: str
+    manager: GenerationJobManager | None = None
+    scope: trio.CancelScope | None = None
+    incarnation: int = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.manager is not None
+
+
+@dataclass(slots=True)
+class Generator:
+    """The LLM side of one turn: emits one chunk per decision, in order."""
+
+    stream_id: str
+    replica: str
+    job: GenerationJob
+    emitted: int = 0
+    busy: bool = False
+    finished: bool = False
+    stopped_recorded: bool = False
+
+
+@dataclass(slots=True)
+class Session:
+    name: str
+    stream_id: str
+    replica: str
+    subscription: Subscription
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    open: bool = True
+
+
+class World:
+    def __init__(
+        self,
+        sim: SimRedis,
+        nursery: trio.Nursery,
+        *,
+        replicas: int,
+        settings: ReplicaSettings = SIM_SETTINGS,
+    ) -> None:
+        self.sim = sim
+        self.history = History()
+        self.settings = settings
+        self._nursery = nursery
+        self.replicas = [Replica(f"r{i}") for i in range(replicas)]
+        self.generators: dict[str, Generator] = {}
+        self.sessions: list[Session] = []
+        self._session_counter = 0
+        self.denied = 0
+
+    # -- replicas ---------------------------------------------------------------
+
+    async def start_replica(self, index: int) -> None:
+        replica = self.replicas[index]
+        if replica.alive:
+            return
+        replica.incarnation += 1
+        await self._nursery.start(self._run_replica, replica)
+
+    async def _run_replica(
+        self, replica: Replica, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        with trio.CancelScope() as scope:
+            replica.scope = scope
+            client = self.sim.client(f"{replica.name}.{replica.incarnation}")
+            async with open_replica(
+                client,
+                settings=self.settings,
+                keys=Keys(),
+                wall_clock=SimWallClock(),
+                ids=CountingIds(f"{replica.name}.{replica.incarnation}-g"),
+            ) as manager:
+                replica.manager = manager
+                task_status.started()
+                await trio.sleep_forever()
+        replica.manager = None
+        replica.scope = None
+
+    def crash_replica(self, index: int) -> None:
+        """Cancel every task of the replica and drop its connections (a process death)."""
+        replica = self.replicas[index]
+        if replica.scope is None:
+            return
+        replica.scope.cancel()
+        replica.manager = None
+        for connection in self.sim.connections():
+            if connection.startswith(f"{replica.name}.{replica.incarnation}"):
+                self.sim.disconnect(connection)
+        for gen in self.generators.values():
+            if gen.replica == replica.name:
+                gen.finished = True  # its generator died with it
+
+    def _manager(self, index: int) -> GenerationJobManager | None:
+        return self.replicas[index % len(self.replicas)].manager
+
+    # -- generator side -----------------------------------------------------------
+
+    def create(self, stream_id: str, replica: int) -> None:
+        manager = self._manager(replica)
+        current = self.generators.get(stream_id)
+        if manager is None or (current is not None and current.busy):
+            return
+        name = self.replicas[replica % len(self.replicas)].name
+        placeholder = Generator(stream_id, name, job=None, busy=True)  # type: ignore[arg-type]
+        self.generators[stream_id] = placeholder
+        self._nursery.start_soon(self._create, manager, name, stream_id, placeholder)
+
+    async def _create(
+        self, manager: GenerationJobManager, name: str, stream_id: str, gen: Generator
+    ) -> None:
+        try:
+            job = await manager.create_job(stream_id, owner_of(stream_id))
+        except RedisConnectionError:
+            # The create may or may not have reached Redis; either way this generator
+            # will never emit (a job left behind is ended by the producer timeout).
+            gen.finished = True
+            gen.busy = False
+            return
+        except trio.Cancelled:
+            gen.finished = True
+            gen.busy = False
+            raise
+        gen.job = job
+        gen.busy = False
+        self.history.append(
+            GenerationStarted(
+                time=trio.current_time(),
+                stream_id=stream_id,
+                generation=job.generation,
+                user_id=owner_of(stream_id),
+                replica=name,
+                start_seq=job.start_seq,
+            )
+        )
+        self._nursery.start_soon(self._watch_abort, gen)
+
+    async def _watch_abort(self, gen: Generator) -> None:
+        await gen.job.aborted.wait()
+        self.history.append(
+            GeneratorStopped(
+                time=trio.current_time(), stream_id=gen.stream_id, generation=gen.job.generation
+            )
+        )
+        gen.finished = True
+
+    def emit(self, stream_id: str) -> None:
+        gen = self._ready_generator(stream_id)
+        if gen is None:
+            return
+        manager = self._manager_named(gen.replica)
+        if manager is None:
+            return
+        payload: JSONValue = {
+            "event": "on_message_delta",
+            "data": {
+                "index": 0,
+                "delta": {
+                    "content": [{"type": "text", "text": f"{gen.job.generation}:{gen.emitted} "}]
+                },
+            },
+        }
+        gen.emitted += 1
+        gen.busy = True
+        self._nursery.start_soon(self._emit, manager, gen, EmitKind.CHUNK, payload)
+
+    def finish(self, stream_id: str, *, error: bool) -> None:
+        gen = self._ready_generator(stream_id)
+        if gen is None:
+            return
+        manager = self._manager_named(gen.replica)
+        if manager is None:
+            return
+        gen.busy = True
+        kind = EmitKind.ERROR if error else EmitKind.DONE
+        payload: JSONValue = (
+            f"boom in {gen.job.generation}" if error else {"final": gen.job.generation}
+        )
+        self._nursery.start_soon(self._emit, manager, gen, kind, payload)
+
+    async def _emit(
+        self, manager: GenerationJobManager, gen: Generator, kind: EmitKind, payload: JSONValue
+    ) -> None:
+        stream_id = gen.stream_id
+        outcome = OpOutcome.FAIL
+        seq: int | None = None
+        try:
+            if kind is EmitKind.CHUNK:
+                receipt = await manager.emit_chunk(stream_id, payload)
+            elif kind is EmitKind.DONE:
+                receipt = await manager.emit_done(stream_id, payload)
+            else:
+                assert isinstance(payload, str)
+                receipt = await manager.emit_error(stream_id, payload)
+            if receipt is not None:
+                outcome, seq = OpOutcome.OK, receipt.seq
+            if kind is not EmitKind.CHUNK:
+                await manager.complete_job(
+                    stream_id, error=payload if isinstance(payload, str) else None
+                )
+                gen.finished = True
+        except RedisConnectionError:
+            outcome = OpOutcome.INDETERMINATE
+        finally:
+            gen.busy = False
+        self.history.append(
+            Emitted(
+                time=trio.current_time(),
+                stream_id=stream_id,
+                generation=gen.job.generation,
+                replica=gen.replica,
+                kind=kind,
+                payload_digest=digest(payload),
+                outcome=outcome,
+                seq=seq,
+            )
+        )
+
+    def _ready_generator(self, stream_id: str) -> Generator | None:
+        gen = self.generators.get(stream_id)
+        if gen is None or gen.busy or gen.finished or gen.job is None:
+            return None
+        return gen
+
+    def _manager_named(self, name: str) -> GenerationJobManager | None:
+        for replica in self.replicas:
+            if replica.name == name:
+                return replica.manager
+        return None
+
+    # -- client side ------------------------------------------------------------------
+
+    def abort(self, stream_id: str, replica: int) -> None:
+        manager = self._manager(replica)
+        if manager is None:
+            return
+        name = self.replicas[replica % len(self.replicas)].name
+        self._nursery.start_soon(self._abort, manager, name, stream_id)
+
+    async def _abort(self, manager: GenerationJobManager, name: str, stream_id: str) -> None:
+        try:
+            result = await manager.abort_job(stream_id, owner_of(stream_id))
+        except StreamAccessDenied:
+            return
+        except RedisConnectionError:
+            self.history.append(
+                AbortRequested(
+                    time=trio.current_time(),
+                    stream_id=stream_id,
+                    generation=None,
+                    replica=name,
+                    user_id=owner_of(stream_id),
+                    acknowledged=False,
+                    outcome=OpOutcome.INDETERMINATE,
+                )
+            )
+            return
+        generation = result.job.generation_id if result.job is not None else None
+        if result.outcome is AbortOutcome.ABORTED and generation is not None:
+            # The aborting replica published the generation's terminal: record it as
+            # an emit so the checker can match the delivered Done.
+            self.history.append(
+                Emitted(
+                    time=trio.current_time(),
+                    stream_id=stream_id,
+                    generation=generation,
+                    replica=name,
+                    kind=EmitKind.DONE,
+                    payload_digest=digest(result.final_event),
+                    outcome=OpOutcome.OK,
+                    seq=result.terminal_seq,
+                )
+            )
+        self.history.append(
+            AbortRequested(
+                time=trio.current_time(),
+                stream_id=stream_id,
+                generation=generation,
+                replica=name,
+                user_id=owner_of(stream_id),
+                acknowledged=result.outcome is AbortOutcome.ABORTED,
+                outcome=OpOutcome.OK,
+            )
+        )
+
+    def attach(self, stream_id: str, replica: int, *, resume: bool, intruder: bool = False) -> None:
+        manager = self._manager(replica)
+        if manager is None:
+            return
+        name = self.replicas[replica % len(self.replicas)].name
+        self._nursery.start_soon(self._attach, manager, name, stream_id, resume, intruder)
+
+    async def _attach(
+        self,
+        manager: GenerationJobManager,
+        replica: str,
+        stream_id: str,
+        resume: bool,
+        intruder: bool,
+    ) -> None:
+        user = "intruder" if intruder else owner_of(stream_id)
+        snapshot: tuple[int, ...] = ()
+        try:
+            if resume:
+                state, subscription = await manager.resume(stream_id, user)
+                snapshot = state.folded_seqs
+            else:
+                subscription = await manager.subscribe(stream_id, user)
+        except StreamAccessDenied:
+            self.denied += 1
+            return
+        except RedisConnectionError:
+            return
+        self._session_counter += 1
+        session = Session(f"s{self._session_counter}", stream_id, replica, subscription)
+        self.sessions.append(session)
+        self.history.append(
+            SessionOpened(
+                time=trio.current_time(),
+                session=session.name,
+                stream_id=stream_id,
+                generation=subscription.generation,
+                user_id=user,
+                owner_id=owner_of(stream_id),
+                replica=replica,
+                mode=SessionMode.RESUME if resume else SessionMode.SUBSCRIBE,
+                first_seq=subscription.start_seq,
+                snapshot_seqs=snapshot,
+            )
+        )
+        await self._consume(session)
+
+    async def _consume(self, session: Session) -> None:
+        reason = SessionEnd.CLOSED
+        with session.scope:
+            async for event in session.subscription:
+                self.history.append(
+                    Delivered(
+                        time=trio.current_time(),
+                        session=session.name,
+                        event=event,
+                        payload_digest=_payload_digest(event),
+                    )
+                )
+                if isinstance(event, Done | Failure):
+                    reason = SessionEnd.TERMINAL
+        if session.scope.cancelled_caught:
+            reason = SessionEnd.DETACHED
+        elif reason is SessionEnd.CLOSED and not self._replica_alive(session.replica):
+            reason = SessionEnd.REPLICA_CRASHED
+        if session.open:
+            session.open = False
+            self.history.append(
+                SessionClosed(time=trio.current_time(), session=session.name, reason=reason)
+            )
+
+    def detach(self, which: int) -> None:
+        open_sessions = [s for s in self.sessions if s.open]
+        if not open_sessions:
+            return
+        session = open_sessions[which % len(open_sessions)]
+        session.scope.cancel()
+        self._nursery.start_soon(self._detach, session)
+
+    async def _detach(self, session: Session) -> None:
+        with trio.CancelScope(shield=True):
+            with contextlib.suppress(RedisConnectionError):
+                await session.subscription.aclose()
+
+    def _replica_alive(self, name: str) -> bool:
+        return any(r.name == name and r.alive for r in self.replicas)
+
+    # -- liveness -----------------------------------------------------------------------
+
+    def finish_all(self) -> None:
+        """Heal phase: every unfinished generation on a live replica ends normally."""
+        for stream_id in list(self.generators):
+            self.finish(stream_id, error=False)
+
+    def quiet(self) -> bool:
+        return not any(g.busy for g in self.generators.values())
+
+
+def _payload_digest(event: StreamEvent) -> str | None:
+    if isinstance(event, Chunk | Done):
+        return digest(event.data)
+    if isinstance(event, Failure):
+        return digest(event.message)
+    assert isinstance(event, Gap)
+    return None

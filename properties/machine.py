@@ -1,0 +1,134 @@
+"""The Hypothesis state machine: interleaved subscribe / emit / abort / failover.
+
+A plain ``hypothesis.stateful.RuleBasedStateMachine`` (hypothesis-trio is broken with
+current Hypothesis) driving a :class:`Simulation` whose trio loop runs in a thread.
+Every rule is one decision; safety is checked after each, liveness after the heal
+phase in ``teardown``. Fault families are switched on per example (swarm testing), so
+some examples run with no faults at all and others with many of one kind.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from hypothesis import event, note
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from properties._simulation import Decision, Simulation
+
+STREAMS = st.sampled_from(["s0", "s1"])
+REPLICAS = st.integers(min_value=0, max_value=1)
+
+
+class Fault(enum.Enum):
+    DROP = "drop"
+    DISCONNECT = "disconnect"
+    FAILOVER = "failover"
+    CRASH = "crash"
+    CLOCK = "clock"
+
+
+class StreamMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sim = Simulation(replicas=2)
+        self.faults: frozenset[Fault] = frozenset()
+
+    def _do(self, name: str, **args: object) -> None:
+        decision = Decision(name, dict(args))
+        note(str(decision))
+        self.sim.apply(decision)
+
+    @initialize(faults=st.frozensets(st.sampled_from(Fault)))
+    def choose_faults(self, faults: frozenset[Fault]) -> None:
+        self.faults = faults
+        note(f"faults: {sorted(f.value for f in faults)}")
+
+    @rule(stream=STREAMS, replica=REPLICAS)
+    def create(self, stream: str, replica: int) -> None:
+        self._do("create", stream=stream, replica=replica)
+
+    @rule(stream=STREAMS)
+    def emit(self, stream: str) -> None:
+        self._do("emit", stream=stream)
+
+    @rule(stream=STREAMS, error=st.booleans())
+    def finish(self, stream: str, error: bool) -> None:
+        self._do("finish", stream=stream, error=error)
+
+    @rule(stream=STREAMS, replica=REPLICAS)
+    def abort(self, stream: str, replica: int) -> None:
+        self._do("abort", stream=stream, replica=replica)
+
+    @rule(stream=STREAMS, replica=REPLICAS)
+    def subscribe(self, stream: str, replica: int) -> None:
+        self._do("subscribe", stream=stream, replica=replica)
+
+    @rule(stream=STREAMS, replica=REPLICAS)
+    def resume(self, stream: str, replica: int) -> None:
+        self._do("resume", stream=stream, replica=replica)
+
+    @rule(stream=STREAMS, replica=REPLICAS)
+    def intrude(self, stream: str, replica: int) -> None:
+        self._do("intrude", stream=stream, replica=replica)
+
+    @rule(which=st.integers(0, 7))
+    def detach(self, which: int) -> None:
+        self._do("detach", which=which)
+
+    @rule(k=st.integers(0, 15))
+    def step(self, k: int) -> None:
+        self._do("step", k=k)
+
+    @rule(k=st.integers(0, 15))
+    def step_again(self, k: int) -> None:
+        self._do("step", k=k)
+
+    @rule()
+    def settle(self) -> None:
+        self._do("settle")
+
+    @precondition(lambda self: Fault.DROP in self.faults)
+    @rule(k=st.integers(0, 15))
+    def drop(self, k: int) -> None:
+        self._do("drop", k=k)
+
+    @precondition(lambda self: Fault.DISCONNECT in self.faults)
+    @rule(k=st.integers(0, 7))
+    def disconnect(self, k: int) -> None:
+        self._do("disconnect", k=k)
+
+    @precondition(lambda self: Fault.FAILOVER in self.faults)
+    @rule()
+    def failover(self) -> None:
+        self._do("failover")
+
+    @precondition(lambda self: Fault.CLOCK in self.faults)
+    @rule(dt=st.sampled_from([0.1, 0.6, 2.5, 31.0]))
+    def jump(self, dt: float) -> None:
+        self._do("jump", dt=dt)
+
+    @precondition(lambda self: Fault.CRASH in self.faults)
+    @rule(replica=REPLICAS)
+    def crash(self, replica: int) -> None:
+        self._do("crash", replica=replica)
+
+    @precondition(lambda self: Fault.CRASH in self.faults)
+    @rule(replica=REPLICAS)
+    def restart(self, replica: int) -> None:
+        self._do("restart", replica=replica)
+
+    @invariant()
+    def safe(self) -> None:
+        report = self.sim.safety_report()
+        assert report.ok, report.summary()
+
+    def teardown(self) -> None:
+        try:
+            report = self.sim.heal()
+            for kind, count in report.by_kind().items():
+                event(f"anomaly: {kind.value}", count)
+            assert report.ok, report.summary()
+        finally:
+            self.sim.close()

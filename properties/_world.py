@@ -444,9 +444,8 @@ class World:
         self._nursery.start_soon(self._detach, session)
 
     async def _detach(self, session: Session) -> None:
-        with trio.CancelScope(shield=True):
-            with contextlib.suppress(RedisConnectionError):
-                await session.subscription.aclose()
+        with trio.CancelScope(shield=True), contextlib.suppress(RedisConnectionError):
+            await session.subscription.aclose()
 
     def _replica_alive(self, name: str) -> bool:
         return any(r.name == name and r.alive for r in self.replicas)

@@ -22,10 +22,12 @@ turn's traffic and cleanup (#16, #20).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 import trio
 
@@ -50,6 +52,9 @@ from impl.transport._transport import EventTransport, Subscription
 from model import Chunk, JSONValue
 
 logger = logging.getLogger(__name__)
+
+#: The error a turn ends with when it could not be started completely.
+START_FAILED: Final = "generation failed to start: Redis connection lost during setup"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +127,27 @@ class GenerationJobManager:
                 max_bytes=self._settings.early_buffer_max_bytes,
             ),
         )
-        await self.transport.on_abort(stream_id, generation, job.aborted.set)
+        try:
+            await self.transport.on_abort(stream_id, generation, job.aborted.set)
+        except BaseException:
+            # Without its abort listener the turn cannot be stopped from elsewhere, so it
+            # must not start. Found by the simulation: a runtime left behind here kept
+            # heart-beating a job that no generator would ever finish.
+            if self._runtimes.get(stream_id) is job:
+                del self._runtimes[stream_id]
+            job.aborted.set()
+            self.transport.stop_producing(stream_id, generation)
+            with trio.CancelScope(shield=True), contextlib.suppress(ConnectionError):
+                await self.job_store.update_job(
+                    stream_id,
+                    JobUpdate(
+                        status=JobStatus.ERROR,
+                        completed_at=self._wall.now_ms(),
+                        error=START_FAILED,
+                    ),
+                    expected_generation=generation,
+                )
+            raise
         return job
 
     async def emit_chunk(self, stream_id: str, event: JSONValue) -> Published | None:

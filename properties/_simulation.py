@@ -13,12 +13,13 @@ import contextlib
 import functools
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
 import trio.testing
 
+from impl._canaries import Canary
 from model import CheckReport, Healed, check
 from properties._world import EPOCH_S, SIM_SETTINGS, World
 from properties.sim import SimRedis, sim_time
@@ -46,7 +47,14 @@ class SimulationCrashed(RuntimeError):
 
 
 class Simulation:
-    def __init__(self, *, replicas: int = 2, with_replica: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        replicas: int = 2,
+        with_replica: bool = True,
+        canaries: frozenset[Canary] = frozenset(),
+    ) -> None:
+        self.canaries = canaries
         self.decisions: list[Decision] = []
         self.clock = trio.testing.MockClock()
         self._ready = threading.Event()
@@ -83,7 +91,10 @@ class Simulation:
             self.sim = sim
             async with trio.open_nursery() as nursery:
                 self.world = World(
-                    sim, nursery, replicas=self._replica_count, settings=SIM_SETTINGS
+                    sim,
+                    nursery,
+                    replicas=self._replica_count,
+                    settings=replace(SIM_SETTINGS, canaries=self.canaries),
                 )
                 for index in range(self._replica_count):
                     await self.world.start_replica(index)
@@ -159,6 +170,21 @@ class Simulation:
 
     def _do_step(self, k: int) -> None:
         items = self._s().runnable()
+        if items:
+            self._s().step(items[k % len(items)].id)
+
+    async def _do_pump(self) -> None:
+        """Run every pending command (not deliveries) until only deliveries remain."""
+        sim = self._s()
+        for _ in range(200):
+            commands = [i for i in sim.runnable() if i.kind != "delivery"]
+            if not commands:
+                return
+            sim.step(commands[0].id)
+            await trio.testing.wait_all_tasks_blocked()
+
+    def _do_deliver(self, k: int) -> None:
+        items = [i for i in self._s().runnable() if i.kind == "delivery"]
         if items:
             self._s().step(items[k % len(items)].id)
 

@@ -10,11 +10,16 @@ some examples run with no faults at all and others with many of one kind.
 from __future__ import annotations
 
 import enum
+from pathlib import Path
+from typing import ClassVar
 
 from hypothesis import event, note
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from impl._canaries import Canary
+from model import CheckReport
+from properties._replay import write_replay_file
 from properties._simulation import Decision, Simulation
 
 STREAMS = st.sampled_from(["s0", "s1"])
@@ -30,9 +35,17 @@ class Fault(enum.Enum):
 
 
 class StreamMachine(RuleBasedStateMachine):
+    #: Canaries switched on in every replica (see :func:`machine_for`).
+    canaries: ClassVar[frozenset[Canary]] = frozenset()
+    #: Where a failing example writes its replay file (the last one written is the
+    #: shrunk example, because Hypothesis replays it last).
+    failure_path: ClassVar[Path | None] = None
+    #: The report of the last failing example, for callers that classify failures.
+    last_failure: ClassVar[CheckReport | None] = None
+
     def __init__(self) -> None:
         super().__init__()
-        self.sim = Simulation(replicas=2)
+        self.sim = Simulation(replicas=2, canaries=self.canaries)
         self.faults: frozenset[Fault] = frozenset()
 
     def _do(self, name: str, **args: object) -> None:
@@ -81,9 +94,13 @@ class StreamMachine(RuleBasedStateMachine):
     def step(self, k: int) -> None:
         self._do("step", k=k)
 
+    @rule()
+    def pump(self) -> None:
+        self._do("pump")
+
     @rule(k=st.integers(0, 15))
-    def step_again(self, k: int) -> None:
-        self._do("step", k=k)
+    def deliver(self, k: int) -> None:
+        self._do("deliver", k=k)
 
     @rule()
     def settle(self) -> None:
@@ -119,16 +136,36 @@ class StreamMachine(RuleBasedStateMachine):
     def restart(self, replica: int) -> None:
         self._do("restart", replica=replica)
 
+    def _judge(self, report: CheckReport) -> None:
+        if report.ok:
+            return
+        type(self).last_failure = report
+        for kind in report.by_kind():
+            event(f"anomaly: {kind.value}")
+        if self.failure_path is not None:
+            write_replay_file(
+                self.failure_path, name=type(self).__name__, simulation=self.sim, report=report
+            )
+        raise AssertionError(report.summary())
+
     @invariant()
     def safe(self) -> None:
-        report = self.sim.safety_report()
-        assert report.ok, report.summary()
+        self._judge(self.sim.safety_report())
 
     def teardown(self) -> None:
         try:
-            report = self.sim.heal()
-            for kind, count in report.by_kind().items():
-                event(f"anomaly: {kind.value}", count)
-            assert report.ok, report.summary()
+            self._judge(self.sim.heal())
         finally:
             self.sim.close()
+
+
+def machine_for(
+    canaries: frozenset[Canary] = frozenset(), *, failure_path: Path | None = None
+) -> type[StreamMachine]:
+    """A state machine class with the given canaries on and replay files written."""
+    label = "_".join(sorted(c.name for c in canaries)) or "correct"
+    return type(
+        f"StreamMachine_{label}",
+        (StreamMachine,),
+        {"canaries": canaries, "failure_path": failure_path, "last_failure": None},
+    )

@@ -1,0 +1,125 @@
+"""Replay files: a failing run as data, and re-running it without Hypothesis.
+
+A replay file (``reports/failures/<name>.json``) holds the settings, the canaries, the
+decision list, the recorded history and the checker's report. ``replay`` re-executes
+the decisions in a fresh :class:`Simulation` with trio's scheduler seeded as
+Hypothesis seeds it, and returns the new history and report; ``replay_twice`` is the
+determinism self-check (both runs must produce identical histories).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+from impl._canaries import Canary
+from model import CheckReport, History, Record
+from properties._simulation import Decision, Simulation
+
+FORMAT_VERSION = 1
+
+
+def record_to_json(record: Record) -> dict[str, Any]:
+    def convert(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out = {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            out["type"] = type(value).__name__
+            return out
+        if isinstance(value, enum.Enum):
+            return value.value
+        if isinstance(value, tuple | list):
+            return [convert(v) for v in value]
+        return value
+
+    result: dict[str, Any] = convert(record)
+    return result
+
+
+def history_to_json(history: History) -> list[dict[str, Any]]:
+    return [record_to_json(r) for r in history.records]
+
+
+def write_replay_file(
+    path: Path,
+    *,
+    name: str,
+    simulation: Simulation,
+    report: CheckReport,
+    hypothesis_seed: str | None = None,
+) -> Path:
+    assert simulation.world is not None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {
+        "format": FORMAT_VERSION,
+        "name": name,
+        "canaries": sorted(c.value for c in simulation.canaries),
+        "replicas": len(simulation.world.replicas),
+        "hypothesis_seed": hypothesis_seed,
+        "decisions": [d.to_json() for d in simulation.decisions],
+        "history": history_to_json(simulation.world.history),
+        "report": report.to_json(),
+        "redis_trace": simulation.sim.trace[-2000:] if simulation.sim is not None else [],
+    }
+    path.write_text(json.dumps(data, indent=1, sort_keys=True))
+    return path
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReplayResult:
+    report: CheckReport
+    history: list[dict[str, Any]]
+    crashed: str | None = None
+
+
+def replay_decisions(
+    decisions: list[Decision], *, canaries: frozenset[Canary], replicas: int
+) -> ReplayResult:
+    """Run the decisions in a fresh simulation, then heal and judge."""
+    _seed_scheduler()
+    logging.disable(logging.WARNING)
+    simulation = Simulation(replicas=replicas, canaries=canaries)
+    try:
+        for decision in decisions:
+            simulation.apply(decision)
+            report = simulation.safety_report()
+            if not report.ok:
+                break
+        else:
+            report = simulation.heal()
+        assert simulation.world is not None
+        return ReplayResult(report, history_to_json(simulation.world.history))
+    finally:
+        simulation.close()
+
+
+def load_replay(path: Path) -> tuple[list[Decision], frozenset[Canary], int, dict[str, Any]]:
+    data = json.loads(path.read_text())
+    if data.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{path}: unsupported replay format {data.get('format')!r}")
+    decisions = [Decision(name, dict(args)) for name, args in data["decisions"]]
+    canaries = frozenset(Canary(c) for c in data["canaries"])
+    return decisions, canaries, int(data["replicas"]), data
+
+
+def replay_twice(
+    decisions: list[Decision], *, canaries: frozenset[Canary], replicas: int
+) -> tuple[ReplayResult, bool]:
+    """Run twice; the bool says whether both histories were identical."""
+    first = replay_decisions(decisions, canaries=canaries, replicas=replicas)
+    second = replay_decisions(decisions, canaries=canaries, replicas=replicas)
+    return first, first.history == second.history
+
+
+def _seed_scheduler() -> None:
+    # Hypothesis registers trio's scheduler Random and seeds it with 0 for every
+    # example (deterministic_PRNG); do the same so a replay takes the same paths.
+    from trio._core import _run
+
+    setattr(_run, "_ALLOW_DETERMINISTIC_SCHEDULING", True)  # noqa: B010 (a Final)
+    _run._r.seed(0)
+    random.seed(0)

@@ -16,9 +16,10 @@ Edge cases worth knowing:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -124,6 +125,9 @@ class EventTransport:
         self._max_event_bytes = max_event_bytes
         self._actors: dict[str, tuple[StreamActor, trio.CancelScope]] = {}
         self._all_left: dict[str, AllLeftCallback] = {}
+        #: Calls in progress per stream (subscribe, on_abort): an actor with one of
+        #: these is not idle, whatever its subscriber count says yet.
+        self._in_progress: dict[str, int] = {}
         self._next_sub_id = 0
         self._malformed = 0
         self._untracked = 0
@@ -207,6 +211,12 @@ class EventTransport:
         self, stream_id: str, *, generation: str, start_seq: int, job_ended: bool = False
     ) -> Subscription:
         """Attach a subscriber that will see ``generation`` from ``start_seq`` on."""
+        with self._holding(stream_id):
+            return await self._subscribe(stream_id, generation, start_seq, job_ended)
+
+    async def _subscribe(
+        self, stream_id: str, generation: str, start_seq: int, job_ended: bool
+    ) -> Subscription:
         actor = self._actor(stream_id)
         if Canary.SUBSCRIBER_BEFORE_ACK in self._timings.canaries:
             # Canary: SUBSCRIBE is sent but not awaited (LibreChat before #11710).
@@ -253,9 +263,22 @@ class EventTransport:
 
         Holds the channel (acknowledged before returning) until :meth:`remove_abort`.
         """
-        actor = self._actor(stream_id)
-        await self._bus.acquire_channel(stream_id)
-        actor.on_abort(generation, callback)
+        with self._holding(stream_id):
+            actor = self._actor(stream_id)
+            await self._bus.acquire_channel(stream_id)
+            actor.on_abort(generation, callback)
+
+    @contextlib.contextmanager
+    def _holding(self, stream_id: str) -> Iterator[None]:
+        self._in_progress[stream_id] = self._in_progress.get(stream_id, 0) + 1
+        try:
+            yield
+        finally:
+            remaining = self._in_progress[stream_id] - 1
+            if remaining:
+                self._in_progress[stream_id] = remaining
+            else:
+                del self._in_progress[stream_id]
 
     async def remove_abort(self, stream_id: str, generation: str) -> None:
         entry = self._actors.get(stream_id)
@@ -270,6 +293,8 @@ class EventTransport:
         return list(self._actors)
 
     def is_idle(self, stream_id: str) -> bool:
+        if stream_id in self._in_progress:
+            return False
         entry = self._actors.get(stream_id)
         return entry is None or (
             entry[0].subscriber_count == 0 and not entry[0].has_abort_callbacks

@@ -384,8 +384,14 @@ class StreamActor:
     async def _apply(self, sub: _Subscriber, step: Step) -> None:
         """Carry out a core's step, feeding I/O results back until it needs nothing."""
         while True:
-            for event in step.deliver:
-                sub.out.send_nowait(event)
+            try:
+                for event in step.deliver:
+                    sub.out.send_nowait(event)
+            except trio.BrokenResourceError:
+                # The reader closed its end (it is detaching): nobody to deliver to.
+                # Found by the simulation: this used to crash the actor and the replica.
+                self._remove(sub.sub_id)
+                return
             if step.finished:
                 self._remove(sub.sub_id)
                 return

@@ -330,15 +330,21 @@ class GenerationJobManager:
             return AbortResult(outcome=AbortOutcome.ALREADY_TERMINAL, job=current)
         if outcome in (PublishRefused.NO_JOB, PublishRefused.OTHER_GENERATION):
             return AbortResult(outcome=AbortOutcome.NO_SUCH_STREAM)
-        await self.job_store.update_job(
-            stream_id,
-            JobUpdate(
-                status=JobStatus.ABORTED,
-                completed_at=self._wall.now_ms(),
-                final_event=json.dumps(final_event),
-            ),
-            expected_generation=job.generation_id,
-        )
+        try:
+            await self.job_store.update_job(
+                stream_id,
+                JobUpdate(
+                    status=JobStatus.ABORTED,
+                    completed_at=self._wall.now_ms(),
+                    final_event=json.dumps(final_event),
+                ),
+                expected_generation=job.generation_id,
+            )
+        except IllegalTransition:
+            # The generator's own completion recorded its status between our publish
+            # and this write (found by the simulation). Our Done is the terminal that
+            # subscribers received; the job is ended either way.
+            pass
         return AbortResult(
             outcome=AbortOutcome.ABORTED,
             job=job,

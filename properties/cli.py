@@ -6,9 +6,11 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import trio
 
+from impl._canaries import PROFILES, Canary, parse_canaries
 from impl._errors import BackendUnavailable
 
 EXIT_OK, EXIT_ANOMALY, EXIT_USAGE = 0, 1, 2
@@ -34,6 +36,77 @@ def _demo(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_ANOMALY
 
 
+def _canaries_from(args: argparse.Namespace) -> frozenset[Canary]:
+    chosen: frozenset[Canary] = frozenset()
+    if args.profile:
+        if args.profile not in PROFILES:
+            raise ValueError(f"unknown profile {args.profile!r}; known: {', '.join(PROFILES)}")
+        chosen |= PROFILES[args.profile]
+    if args.canary:
+        chosen |= parse_canaries(args.canary)
+    return chosen
+
+
+def _run(args: argparse.Namespace) -> int:
+    from properties._campaign import run_campaign
+
+    if args.backend != "sim":
+        print(
+            f"streamcheck: --backend {args.backend} is not built yet (see the real-Redis tier "
+            "issue); use --backend sim",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        canaries = _canaries_from(args)
+    except ValueError as exc:
+        print(f"streamcheck: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    replay = Path(args.reports) / "failures" / "run.json"
+    replay.unlink(missing_ok=True)
+    label = ", ".join(sorted(c.value for c in canaries)) or "none"
+    print(f"simulation: {args.examples} examples, canaries: {label}")
+    result = run_campaign(
+        canaries=canaries, examples=args.examples, seed=args.seed, replay_file=replay
+    )
+    print(f"{result.examples} examples in {result.seconds:.1f} s")
+    if result.crashed:
+        print(f"the run crashed: {result.crashed}")
+        return EXIT_ANOMALY
+    if not result.found:
+        print("no anomaly found")
+        return EXIT_OK
+    kinds = ", ".join(k.value for k in result.anomaly_kinds)
+    print(
+        f"ANOMALY: {kinds} (first failing example #{result.first_failure_example} after "
+        f"{result.first_failure_seconds:.1f} s; shrunk to {result.shrunk_steps} steps)"
+    )
+    print(f"replay file: {result.replay_file}  (streamcheck replay {result.replay_file})")
+    return EXIT_ANOMALY
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from properties._replay import load_replay, replay_twice
+
+    path = Path(args.file)
+    try:
+        decisions, canaries, replicas, data = load_replay(path)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"streamcheck: cannot read replay file {path}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"replaying {len(decisions)} decisions from {path}:")
+    for decision in decisions:
+        print(f"  {decision}")
+    result, deterministic = replay_twice(decisions, canaries=canaries, replicas=replicas)
+    print(result.report.summary())
+    print(f"deterministic: {'yes' if deterministic else 'NO (two replays differed)'}")
+    recorded = data.get("history")
+    if recorded is not None:
+        same = recorded == result.history
+        print(f"same history as recorded: {'yes' if same else 'no'}")
+    return EXIT_OK if result.report.ok else EXIT_ANOMALY
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamcheck",
@@ -54,6 +127,36 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--backend", choices=["memory", "redis"], default="memory")
     demo.add_argument("--redis-url", default="redis://127.0.0.1:6379")
     demo.set_defaults(handler=_demo)
+
+    run = commands.add_parser(
+        "run",
+        help="run the property-based simulation (or, later, the real-Redis tier)",
+        description=(
+            "Drive replicas from impl/ over a simulated Redis whose every delivery is a "
+            "test-drawn choice, check each history, and write a replay file on failure.\n\n"
+            "exit codes: 0 nothing found, 1 anomaly found, 2 usage or environment error\n\n"
+            "examples:\n  streamcheck run --examples 500\n"
+            "  streamcheck run --canary force-flush-skips-gap --examples 500\n"
+            "  streamcheck run --profile librechat-2026-02-10"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--backend", choices=["sim", "redis", "cluster"], default="sim")
+    run.add_argument("--examples", type=int, default=300)
+    run.add_argument("--seed", type=int, default=None, help="derandomize the search")
+    run.add_argument("--canary", default="", help="comma-separated canary names")
+    run.add_argument("--profile", default="", help=f"canary profile: {', '.join(PROFILES)}")
+    run.add_argument("--reports", default="reports", help="where replay files go")
+    run.set_defaults(handler=_run)
+
+    replay = commands.add_parser(
+        "replay",
+        help="re-run a replay file without Hypothesis and print its anomalies",
+        description="examples:\n  streamcheck replay reports/failures/run.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    replay.add_argument("file")
+    replay.set_defaults(handler=_replay)
     return parser
 
 

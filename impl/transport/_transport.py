@@ -220,7 +220,7 @@ class EventTransport:
         actor = self._actor(stream_id)
         if Canary.SUBSCRIBER_BEFORE_ACK in self._timings.canaries:
             # Canary: SUBSCRIBE is sent but not awaited (LibreChat before #11710).
-            self._nursery.start_soon(self._bus.acquire_channel, stream_id)
+            self._nursery.start_soon(self._acquire_quietly, stream_id)
         else:
             await self._bus.acquire_channel(stream_id)
         send, receive = trio.open_memory_channel[StreamEvent](float("inf"))
@@ -235,6 +235,13 @@ class EventTransport:
                 await self._bus.release_channel(stream_id)
             raise
         return Subscription(self, stream_id, generation, sub_id, receive, start_seq)
+
+    async def _acquire_quietly(self, stream_id: str) -> None:
+        # Canary only: LibreChat logged a failed un-awaited SUBSCRIBE and moved on.
+        try:
+            await self._bus.acquire_channel(stream_id)
+        except ConnectionError as exc:
+            logger.warning("stream %s: subscribe failed: %s", stream_id, exc)
 
     async def _detach(self, subscription: Subscription) -> None:
         entry = self._actors.get(subscription.stream_id)

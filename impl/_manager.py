@@ -330,7 +330,10 @@ class GenerationJobManager:
             return AbortResult(outcome=AbortOutcome.ALREADY_TERMINAL, job=current)
         if outcome in (PublishRefused.NO_JOB, PublishRefused.OTHER_GENERATION):
             return AbortResult(outcome=AbortOutcome.NO_SUCH_STREAM)
-        try:
+        # The generator's own completion may record its status between our publish and
+        # this write (found by the simulation). Our Done is the terminal subscribers
+        # received; the job is ended either way.
+        with contextlib.suppress(IllegalTransition):
             await self.job_store.update_job(
                 stream_id,
                 JobUpdate(
@@ -340,11 +343,6 @@ class GenerationJobManager:
                 ),
                 expected_generation=job.generation_id,
             )
-        except IllegalTransition:
-            # The generator's own completion recorded its status between our publish
-            # and this write (found by the simulation). Our Done is the terminal that
-            # subscribers received; the job is ended either way.
-            pass
         return AbortResult(
             outcome=AbortOutcome.ABORTED,
             job=job,

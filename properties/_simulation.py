@@ -188,6 +188,28 @@ class Simulation:
         if items:
             self._s().step(items[k % len(items)].id)
 
+    async def _do_lossy_emit(self, stream: str, k: int) -> None:
+        """Emit a chunk, run its commands, lose one copy of its message, deliver the rest.
+
+        A macro step: reaching "one subscriber missed one message" one decision at a
+        time is rare enough that canaries hid behind it.
+        """
+        self._w().emit(stream)
+        await trio.testing.wait_all_tasks_blocked()
+        await self._do_pump()
+        messages = [
+            i
+            for i in self._s().runnable()
+            if i.kind == "delivery" and i.description.startswith("message")
+        ]
+        if messages:
+            self._s().drop(messages[k % len(messages)].id)
+        await trio.testing.wait_all_tasks_blocked()
+        await self._do_pump()
+        for item in [i for i in self._s().runnable() if i.kind == "delivery"]:
+            self._s().step(item.id)
+            await trio.testing.wait_all_tasks_blocked()
+
     def _do_drop(self, k: int) -> None:
         items = [
             i

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -81,6 +82,8 @@ class Replica:
     name: str
     manager: GenerationJobManager | None = None
     scope: trio.CancelScope | None = None
+    #: Client operations served by this replica run here, so a crash ends them too.
+    ops: trio.Nursery | None = None
     incarnation: int = 0
 
     @property
@@ -145,18 +148,29 @@ class World:
         with trio.CancelScope() as scope:
             replica.scope = scope
             client = self.sim.client(f"{replica.name}.{replica.incarnation}")
-            async with open_replica(
-                client,
-                settings=self.settings,
-                keys=Keys(),
-                wall_clock=SimWallClock(),
-                ids=CountingIds(f"{replica.name}.{replica.incarnation}-g"),
-            ) as manager:
+            async with (
+                open_replica(
+                    client,
+                    settings=self.settings,
+                    keys=Keys(),
+                    wall_clock=SimWallClock(),
+                    ids=CountingIds(f"{replica.name}.{replica.incarnation}-g"),
+                ) as manager,
+                trio.open_nursery() as ops,
+            ):
                 replica.manager = manager
+                replica.ops = ops
                 task_status.started()
                 await trio.sleep_forever()
         replica.manager = None
         replica.scope = None
+        replica.ops = None
+
+    def _spawn(self, replica_name: str, fn: Callable[..., Awaitable[None]], *args: object) -> None:
+        for replica in self.replicas:
+            if replica.name == replica_name and replica.ops is not None:
+                replica.ops.start_soon(fn, *args)
+                return
 
     def crash_replica(self, index: int) -> None:
         """Cancel every task of the replica and drop its connections (a process death)."""
@@ -165,6 +179,7 @@ class World:
             return
         replica.scope.cancel()
         replica.manager = None
+        replica.ops = None
         for connection in self.sim.connections():
             if connection.startswith(f"{replica.name}.{replica.incarnation}"):
                 self.sim.disconnect(connection)
@@ -185,7 +200,7 @@ class World:
         name = self.replicas[replica % len(self.replicas)].name
         placeholder = Generator(stream_id, name, job=None, busy=True)  # type: ignore[arg-type]
         self.generators[stream_id] = placeholder
-        self._nursery.start_soon(self._create, manager, name, stream_id, placeholder)
+        self._spawn(name, self._create, manager, name, stream_id, placeholder)
 
     async def _create(
         self, manager: GenerationJobManager, name: str, stream_id: str, gen: Generator
@@ -214,7 +229,7 @@ class World:
                 start_seq=job.start_seq,
             )
         )
-        self._nursery.start_soon(self._watch_abort, gen)
+        self._spawn(gen.replica, self._watch_abort, gen)
 
     async def _watch_abort(self, gen: Generator) -> None:
         await gen.job.aborted.wait()
@@ -243,7 +258,7 @@ class World:
         }
         gen.emitted += 1
         gen.busy = True
-        self._nursery.start_soon(self._emit, manager, gen, EmitKind.CHUNK, payload)
+        self._spawn(gen.replica, self._emit, manager, gen, EmitKind.CHUNK, payload)
 
     def finish(self, stream_id: str, *, error: bool) -> None:
         gen = self._ready_generator(stream_id)
@@ -257,7 +272,7 @@ class World:
         payload: JSONValue = (
             f"boom in {gen.job.generation}" if error else {"final": gen.job.generation}
         )
-        self._nursery.start_soon(self._emit, manager, gen, kind, payload)
+        self._spawn(gen.replica, self._emit, manager, gen, kind, payload)
 
     async def _emit(
         self, manager: GenerationJobManager, gen: Generator, kind: EmitKind, payload: JSONValue
@@ -316,7 +331,7 @@ class World:
         if manager is None:
             return
         name = self.replicas[replica % len(self.replicas)].name
-        self._nursery.start_soon(self._abort, manager, name, stream_id)
+        self._spawn(name, self._abort, manager, name, stream_id)
 
     async def _abort(self, manager: GenerationJobManager, name: str, stream_id: str) -> None:
         try:
@@ -369,7 +384,7 @@ class World:
         if manager is None:
             return
         name = self.replicas[replica % len(self.replicas)].name
-        self._nursery.start_soon(self._attach, manager, name, stream_id, resume, intruder)
+        self._spawn(name, self._attach, manager, name, stream_id, resume, intruder)
 
     async def _attach(
         self,
@@ -413,27 +428,32 @@ class World:
 
     async def _consume(self, session: Session) -> None:
         reason = SessionEnd.CLOSED
-        with session.scope:
-            async for event in session.subscription:
-                self.history.append(
-                    Delivered(
-                        time=trio.current_time(),
-                        session=session.name,
-                        event=event,
-                        payload_digest=_payload_digest(event),
+        try:
+            with session.scope:
+                async for event in session.subscription:
+                    self.history.append(
+                        Delivered(
+                            time=trio.current_time(),
+                            session=session.name,
+                            event=event,
+                            payload_digest=_payload_digest(event),
+                        )
                     )
+                    if isinstance(event, Done | Failure):
+                        reason = SessionEnd.TERMINAL
+            if session.scope.cancelled_caught:
+                reason = SessionEnd.DETACHED
+            elif reason is SessionEnd.CLOSED and not self._replica_alive(session.replica):
+                reason = SessionEnd.REPLICA_CRASHED
+        except trio.Cancelled:
+            reason = SessionEnd.REPLICA_CRASHED  # the serving replica died
+            raise
+        finally:
+            if session.open:
+                session.open = False
+                self.history.append(
+                    SessionClosed(time=trio.current_time(), session=session.name, reason=reason)
                 )
-                if isinstance(event, Done | Failure):
-                    reason = SessionEnd.TERMINAL
-        if session.scope.cancelled_caught:
-            reason = SessionEnd.DETACHED
-        elif reason is SessionEnd.CLOSED and not self._replica_alive(session.replica):
-            reason = SessionEnd.REPLICA_CRASHED
-        if session.open:
-            session.open = False
-            self.history.append(
-                SessionClosed(time=trio.current_time(), session=session.name, reason=reason)
-            )
 
     def detach(self, which: int) -> None:
         open_sessions = [s for s in self.sessions if s.open]
@@ -441,7 +461,7 @@ class World:
             return
         session = open_sessions[which % len(open_sessions)]
         session.scope.cancel()
-        self._nursery.start_soon(self._detach, session)
+        self._spawn(session.replica, self._detach, session)
 
     async def _detach(self, session: Session) -> None:
         with trio.CancelScope(shield=True), contextlib.suppress(RedisConnectionError):

@@ -111,6 +111,11 @@ class StreamMachine(RuleBasedStateMachine):
     def drop(self, k: int) -> None:
         self._do("drop", k=k)
 
+    @precondition(lambda self: Fault.DROP in self.faults)
+    @rule(stream=STREAMS, k=st.integers(0, 3))
+    def lossy_emit(self, stream: str, k: int) -> None:
+        self._do("lossy_emit", stream=stream, k=k)
+
     @precondition(lambda self: Fault.DISCONNECT in self.faults)
     @rule(k=st.integers(0, 7))
     def disconnect(self, k: int) -> None:

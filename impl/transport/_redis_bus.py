@@ -242,7 +242,11 @@ class RedisBus:
             except RedisConnectionError as exc:
                 logger.warning("pub/sub connection lost (%s); reconnecting", exc)
             self._subscriber = None
-            self._connected = trio.Event()
+            if self._connected.is_set():
+                # Replace only a set event: tasks may be waiting on an unset one, and a
+                # fresh event would orphan them (found by the simulation: a subscribe
+                # hung for ever after two failovers in a row).
+                self._connected = trio.Event()
             for channel in self._channels.values():
                 channel.acked = False
             self._counters.reconnects += 1

@@ -26,6 +26,9 @@ from properties.sim import SimRedis, sim_time
 
 #: Clock jumps of the heal phase: past the reorder timeout, the idle probe, the
 #: producer timeout and the cleanup interval, with settling in between.
+#: ``lossy_emit(k=LOSE_ALL_COPIES)`` loses the message on every connection.
+LOSE_ALL_COPIES = 3
+
 HEAL_JUMPS = (0.6, 2.5, 2.5, 11.0, 31.0, 2.5, 61.0, 2.5, 2.5)
 
 
@@ -202,8 +205,11 @@ class Simulation:
             for i in self._s().runnable()
             if i.kind == "delivery" and i.description.startswith("message")
         ]
+        # k picks one copy to lose; the top value loses every copy (a lost publish).
         if messages:
-            self._s().drop(messages[k % len(messages)].id)
+            chosen = messages if k >= LOSE_ALL_COPIES else [messages[k % len(messages)]]
+            for item in chosen:
+                self._s().drop(item.id)
         await trio.testing.wait_all_tasks_blocked()
         await self._do_pump()
         for item in [i for i in self._s().runnable() if i.kind == "delivery"]:

@@ -58,33 +58,47 @@ class StreamMachine(RuleBasedStateMachine):
         self.faults = faults
         note(f"faults: {sorted(f.value for f in faults)}")
 
-    @rule(stream=STREAMS, replica=REPLICAS)
-    def create(self, stream: str, replica: int) -> None:
+    @rule(stream=STREAMS, replica=REPLICAS, settled=st.booleans())
+    def create(self, stream: str, replica: int, settled: bool) -> None:
         self._do("create", stream=stream, replica=replica)
+        if settled:
+            self._do("settle")
+
+    @rule(stream=STREAMS, producer=REPLICAS, reader=REPLICAS)
+    def conversation(self, stream: str, producer: int, reader: int) -> None:
+        """A macro step: a turn starts and a client is attached to it, both settled.
+
+        Interesting interleavings mostly happen *inside* a live conversation; reaching
+        one decision at a time is rare enough that bugs hid behind it.
+        """
+        self._do("create", stream=stream, replica=producer)
+        self._do("settle")
+        self._do("subscribe", stream=stream, replica=reader)
+        self._do("settle")
 
     @rule(stream=STREAMS)
     def emit(self, stream: str) -> None:
         self._do("emit", stream=stream)
 
-    @rule(stream=STREAMS, error=st.booleans())
-    def finish(self, stream: str, error: bool) -> None:
-        self._do("finish", stream=stream, error=error)
+    @rule(stream=STREAMS, how=st.sampled_from(["done", "error", "abort-r0", "abort-r1"]))
+    def end(self, stream: str, how: str) -> None:
+        """End a turn: the generator finishes (done or error) or a client aborts it."""
+        if how.startswith("abort"):
+            self._do("abort", stream=stream, replica=int(how[-1]))
+        else:
+            self._do("finish", stream=stream, error=how == "error")
 
-    @rule(stream=STREAMS, replica=REPLICAS)
-    def abort(self, stream: str, replica: int) -> None:
-        self._do("abort", stream=stream, replica=replica)
-
-    @rule(stream=STREAMS, replica=REPLICAS)
-    def subscribe(self, stream: str, replica: int) -> None:
-        self._do("subscribe", stream=stream, replica=replica)
-
-    @rule(stream=STREAMS, replica=REPLICAS)
-    def resume(self, stream: str, replica: int) -> None:
-        self._do("resume", stream=stream, replica=replica)
-
-    @rule(stream=STREAMS, replica=REPLICAS)
-    def intrude(self, stream: str, replica: int) -> None:
-        self._do("intrude", stream=stream, replica=replica)
+    @rule(
+        stream=STREAMS,
+        replica=REPLICAS,
+        mode=st.sampled_from(["subscribe"] * 4 + ["resume"] * 2 + ["intrude"]),
+        settled=st.booleans(),
+    )
+    def attach(self, stream: str, replica: int, mode: str, settled: bool) -> None:
+        """A client attaches (subscribe or resume), or another user tries to."""
+        self._do(mode, stream=stream, replica=replica)
+        if settled:
+            self._do("settle")
 
     @rule(which=st.integers(0, 7))
     def detach(self, which: int) -> None:
@@ -132,14 +146,9 @@ class StreamMachine(RuleBasedStateMachine):
         self._do("jump", dt=dt)
 
     @precondition(lambda self: Fault.CRASH in self.faults)
-    @rule(replica=REPLICAS)
-    def crash(self, replica: int) -> None:
-        self._do("crash", replica=replica)
-
-    @precondition(lambda self: Fault.CRASH in self.faults)
-    @rule(replica=REPLICAS)
-    def restart(self, replica: int) -> None:
-        self._do("restart", replica=replica)
+    @rule(replica=REPLICAS, restart=st.booleans())
+    def crash(self, replica: int, restart: bool) -> None:
+        self._do("restart" if restart else "crash", replica=replica)
 
     def _judge(self, report: CheckReport) -> None:
         if report.ok:

@@ -194,13 +194,16 @@ class RedisBus:
             if channel.in_flight is not None:
                 await channel.in_flight.wait()
                 continue
-            await self._connected.wait()
-            subscriber = self._subscriber
-            if subscriber is None:
-                continue
+            # Claim the subscription before the first checkpoint: concurrent callers
+            # must wait for this one's acknowledgement, not race past it (a test caught
+            # two callers returning before the ack).
             done = trio.Event()
             channel.in_flight = done
             try:
+                await self._connected.wait()
+                subscriber = self._subscriber
+                if subscriber is None:
+                    continue
                 await subscriber.subscribe(Keys.channel(stream_id))
                 channel.acked = True
             finally:

@@ -252,6 +252,18 @@ class EventTransport:
         if remaining == 0 and (callback := self._all_left.get(subscription.stream_id)):
             callback()
 
+    def sync_reorder_buffer(self, stream_id: str) -> None:
+        """Make every local subscriber of the stream re-read the chunk log from its frontier.
+
+        LibreChat's ``syncReorderBuffer`` guessed a frontier from a counter; here every
+        attachment already starts from an exact seq, so "sync" means: assume pub/sub may
+        have lost something and catch up from the log (what a reconnect does).
+        There is deliberately no ``reset_sequence``: the counter is shared and monotonic
+        across turns, and resetting it is what caused spec §5 bugs 9 and 10.
+        """
+        if (entry := self._actors.get(stream_id)) is not None:
+            entry[0].restored()
+
     def on_all_subscribers_left(self, stream_id: str, callback: AllLeftCallback) -> None:
         """Run ``callback`` each time the last local subscriber of the stream leaves."""
         self._all_left[stream_id] = callback

@@ -1,0 +1,329 @@
+"""The step machinery of the simulated Redis: queueing items, executing commands on the
+engine, delivering messages, replicating, opening and closing connections, and the trace
+(see :mod:`properties.sim._redis`; :class:`~properties.sim.SimRedis` adds the control API).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+from redis.exceptions import NoScriptError, ResponseError
+
+from impl.redis import LuaScript, PubSubMessage, RedisConnectionError
+from properties.sim._engine import Engine
+from properties.sim._items import (
+    _PLAIN,
+    _SUBSCRIBE,
+    PendingItem,
+    RedisCommandError,
+    _Command,
+    _Connection,
+    _Delivery,
+    _Item,
+    _NoScript,
+    _Replication,
+    _SubConnection,
+)
+from properties.sim._replies import _message_description, _summary
+
+if TYPE_CHECKING:
+    from properties.sim._client import SimClient
+
+_WRITES: Final = frozenset({b"EVALSHA", b"EVAL", b"DEL", b"EXPIRE", b"SADD", b"SREM"})
+
+
+class _SimCore:
+    """The state and internals of :class:`~properties.sim.SimRedis`."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float],
+        auto: bool = False,
+        with_replica: bool = False,
+    ) -> None:
+        self._clock = clock
+        self._auto = auto
+        self._engine = Engine(self._on_publish)
+        self._replica: Engine | None = self._engine.copy(None) if with_replica else None
+        self._replication: deque[_Replication] = deque()
+        self._clients: dict[str, SimClient] = {}
+        self._connections: dict[str, _Connection] = {}
+        self._items: dict[int, _Item] = {}
+        self._subscriptions: dict[str, dict[_SubConnection, None]] = {}
+        self._scripts: dict[bytes, LuaScript] = {}
+        self._next_id = 1
+        self._work: trio.Event | None = None
+        # auto mode: deliveries queued by the command being executed, made right after it
+        self._auto_deliveries: list[_Delivery] = []
+        self._t0: float | None = None
+        self.trace: list[str] = []
+        # counters
+        self._commands = 0
+        self._commands_failed = 0
+        self._published = 0
+        self._delivered = 0
+        self._dropped = 0
+        self._unheard = 0
+        self._lost = 0
+        self._discarded = 0
+        self._disconnects = 0
+        self._failovers = 0
+        self._writes_lost = 0
+
+    # -- internals: queueing ------------------------------------------------------
+
+    def _new_id(self) -> int:
+        item_id = self._next_id
+        self._next_id = item_id + 1
+        return item_id
+
+    def _added(self, item: _Item) -> None:
+        self._items[item.id] = item
+        work = self._work
+        if work is not None:
+            self._work = None
+            work.set()
+
+    def _is_head(self, item: _Item) -> bool:
+        if isinstance(item, _Command):
+            queue: deque[Any] = item.connection.commands
+        elif isinstance(item, _Delivery):
+            queue = item.connection.inbound
+        else:
+            queue = self._replication
+        return bool(queue) and queue[0] is item
+
+    def _public(self, item: _Item) -> PendingItem:
+        public = item.public
+        if public is None:
+            if isinstance(item, _Command):
+                public = PendingItem(item.id, "command", item.connection.name, item.description)
+            elif isinstance(item, _Delivery):
+                public = PendingItem(
+                    item.id, "delivery", item.connection.name, _message_description(item)
+                )
+            else:
+                public = PendingItem(item.id, "replication", "replica", item.description)
+            item.public = public
+        return public
+
+    async def _call(
+        self,
+        conn: _Connection,
+        fields: list[bytes],
+        shape: Callable[[Any], Any],
+        description: str,
+        kind: int = _PLAIN,
+        channel: str = "",
+    ) -> Any:
+        auto = self._auto
+        cmd = _Command(
+            self._new_id(),
+            conn,
+            fields,
+            shape,
+            description,
+            kind,
+            channel,
+            None if auto else trio.Event(),
+        )
+        conn.commands.append(cmd)
+        self._added(cmd)
+        if auto:
+            self._execute(cmd)
+            await trio.lowlevel.checkpoint()
+        else:
+            assert cmd.event is not None
+            await cmd.event.wait()
+        if cmd.error is not None:
+            raise cmd.error
+        return cmd.result
+
+    # -- internals: execution -----------------------------------------------------
+
+    def _run(self, item: _Item) -> None:
+        if isinstance(item, _Command):
+            self._execute(item)
+        elif isinstance(item, _Delivery):
+            self._deliver(item)
+        else:
+            self._apply_replication(item)
+
+    def _execute(self, cmd: _Command) -> None:
+        self._execute_only(cmd)
+        if self._auto_deliveries:
+            deliveries = self._auto_deliveries
+            self._auto_deliveries = []
+            for delivery in deliveries:
+                self._deliver(delivery)
+
+    def _execute_only(self, cmd: _Command) -> None:
+        conn = cmd.connection
+        conn.commands.popleft()
+        del self._items[cmd.id]
+        self._commands += 1
+        if cmd.kind == _PLAIN:
+            now = self._clock()
+            reply = self._engine.execute(cmd.fields, now)
+            if isinstance(reply, ResponseError):
+                cmd.error = (
+                    _NoScript(str(reply))
+                    if isinstance(reply, NoScriptError)
+                    else RedisCommandError(str(reply))
+                )
+                outcome = f"error {type(reply).__name__}: {reply}"
+            else:
+                cmd.result = cmd.shape(reply)
+                outcome = _summary(cmd.result)
+            replicated = cmd.fields[0] in _WRITES and not isinstance(reply, NoScriptError)
+            if replicated and self._replica is not None:
+                self._queue_replication(cmd, now)
+            self._log(cmd.id, "exec", conn.name, cmd.description, outcome)
+            self._complete(cmd)
+            return
+        assert isinstance(conn, _SubConnection)
+        channel = cmd.channel
+        if cmd.kind == _SUBSCRIBE:
+            self._subscriptions.setdefault(channel, {})[conn] = None
+            conn.server_channels.add(channel)
+            self._log(cmd.id, "exec", conn.name, cmd.description)
+            # subscribe() returns when this ack is delivered.
+            self._enqueue_delivery(conn, channel, "", cmd)
+        else:
+            self._unsubscribe_server_side(conn, channel)
+            self._log(cmd.id, "exec", conn.name, cmd.description)
+            self._complete(cmd)
+
+    def _complete(self, cmd: _Command) -> None:
+        cmd.done = True
+        event = cmd.event
+        if event is not None:
+            event.set()
+
+    def _fail(self, cmd: _Command, reason: str) -> None:
+        cmd.error = RedisConnectionError(f"simulated connection {cmd.connection.name} {reason}")
+        self._commands_failed += 1
+        self._complete(cmd)
+
+    def _queue_replication(self, cmd: _Command, now: float) -> None:
+        fields = cmd.fields
+        if fields[0] == b"EVALSHA":
+            script = self._scripts[fields[1]]
+            fields = [b"EVAL", script.source.encode(), *fields[2:]]
+        entry = _Replication(self._new_id(), fields, now, cmd.description)
+        self._replication.append(entry)
+        self._added(entry)
+
+    def _apply_replication(self, entry: _Replication) -> None:
+        self._replication.popleft()
+        del self._items[entry.id]
+        assert self._replica is not None
+        reply = self._replica.execute(entry.fields, entry.at)
+        outcome = (
+            f"error {type(reply).__name__}: {reply}" if isinstance(reply, ResponseError) else "ok"
+        )
+        self._log(entry.id, "replicate", "replica", entry.description, outcome)
+
+    def _on_publish(self, channel_raw: bytes, message_raw: bytes) -> int:
+        # Runs inside the engine (its lock held): enqueue only.
+        channel = channel_raw.decode()
+        receivers = self._subscriptions.get(channel)
+        if not receivers:
+            self._unheard += 1
+            return 0
+        data = message_raw.decode()
+        for conn in list(receivers):
+            self._published += 1
+            self._enqueue_delivery(conn, channel, data, None)
+        return len(receivers)
+
+    def _enqueue_delivery(
+        self, conn: _SubConnection, channel: str, data: str, ack: _Command | None
+    ) -> None:
+        delivery = _Delivery(self._new_id(), conn, channel, data, ack)
+        conn.inbound.append(delivery)
+        self._added(delivery)
+        if self._auto:
+            self._auto_deliveries.append(delivery)
+
+    def _deliver(self, delivery: _Delivery) -> None:
+        conn = delivery.connection
+        conn.inbound.popleft()
+        del self._items[delivery.id]
+        ack = delivery.ack
+        if ack is not None:
+            self._log(delivery.id, "deliver", conn.name, f"ack subscribe {delivery.channel}")
+            self._complete(ack)
+            return
+        if delivery.channel in conn.wanted:
+            self._delivered += 1
+            conn.ready.append(PubSubMessage(delivery.channel, delivery.data))
+            receiver = conn.receiver
+            if receiver is not None:
+                conn.receiver = None
+                receiver.set()
+            self._log(delivery.id, "deliver", conn.name, _message_description(delivery))
+        else:
+            self._discarded += 1
+            self._log(delivery.id, "discard", conn.name, _message_description(delivery))
+
+    def _unsubscribe_server_side(self, conn: _SubConnection, channel: str) -> None:
+        conn.server_channels.discard(channel)
+        receivers = self._subscriptions.get(channel)
+        if receivers is not None:
+            receivers.pop(conn, None)
+            if not receivers:
+                del self._subscriptions[channel]
+
+    def _open(self, conn: _Connection) -> None:
+        self._connections[conn.name] = conn
+        self._log(0, "open", conn.name, "")
+
+    def _close(self, conn: _Connection, reason: str, *, fault: bool) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        self._connections.pop(conn.name, None)
+        conn.client._forget(conn)
+        if fault:
+            self._disconnects += 1
+        failed = [cmd.id for cmd in conn.commands]
+        lost: list[int] = []
+        commands = list(conn.commands)
+        conn.commands.clear()
+        for cmd in commands:
+            del self._items[cmd.id]
+        if isinstance(conn, _SubConnection):
+            for channel in sorted(conn.server_channels):
+                self._unsubscribe_server_side(conn, channel)
+            for delivery in conn.inbound:
+                del self._items[delivery.id]
+                lost.append(delivery.id)
+                if delivery.ack is not None:
+                    commands.append(delivery.ack)
+                    failed.append(delivery.ack.id)
+                else:
+                    self._lost += 1
+            conn.inbound.clear()
+            receiver = conn.receiver
+            if receiver is not None:
+                conn.receiver = None
+                receiver.set()
+        self._log(0, "close", conn.name, f"{reason}; failed {failed}, lost {lost}")
+        for cmd in commands:
+            self._fail(cmd, reason)
+
+    def _log(self, item_id: int, verb: str, connection: str, text: str, outcome: str = "") -> None:
+        now = self._clock()
+        if self._t0 is None:
+            self._t0 = now
+        line = f"{now - self._t0:.3f}{f' #{item_id}' if item_id else ''} {verb} {connection}"
+        if text:
+            line = f"{line} {text}"
+        if outcome:
+            line = f"{line} -> {outcome}"
+        self.trace.append(line)

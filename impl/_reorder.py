@@ -62,6 +62,10 @@ class ReorderStats:
     foreign_skipped: int
     repairs: int
     gaps: int
+    #: A parked message was released because the missing one arrived live after all.
+    late_fills: int
+    #: Events delivered from the log after the reorder timeout (not the catch-up).
+    repaired_events: int
     deferred: bool
     finished: bool
 
@@ -100,6 +104,9 @@ class ReorderBuffer:
         self._foreign = 0
         self._repairs = 0
         self._gaps = 0
+        self._late_fills = 0
+        self._repaired_events = 0
+        self._repair_in_flight = False
 
     # -- inputs ---------------------------------------------------------------
 
@@ -132,7 +139,14 @@ class ReorderBuffer:
         if self._first_parked_at is None:
             self._first_parked_at = now
         if not self._deferred:
+            waiting = len(self._pending)
             self._drain(step)
+            if (
+                event.seq == step_first_seq(step)
+                and waiting > 1
+                and len(self._pending) < waiting - 1
+            ):
+                self._late_fills += 1
             if self._pending and len(self._pending) >= self._capacity and not self._fetch_in_flight:
                 self._request_fetch(step)
         return self._finish(step, now)
@@ -149,6 +163,8 @@ class ReorderBuffer:
         self._proven_upto = None
         was_idle_fetch = self._idle_fetch
         self._idle_fetch = False
+        was_repair = self._repair_in_flight
+        self._repair_in_flight = False
         if self._finished:
             return step
         before = self.next_seq
@@ -184,6 +200,8 @@ class ReorderBuffer:
                 self._first_parked_at = now
         elif not self._pending:
             self._first_parked_at = None
+        if was_repair:
+            self._repaired_events += sum(1 for e in step.deliver if not isinstance(e, Gap))
         if was_idle_fetch and self.next_seq == before and not step.deliver:
             step.idle_and_empty = True
         return self._finish(step, now)
@@ -215,6 +233,7 @@ class ReorderBuffer:
                     self._skip_to_pending(step)
                 else:
                     self._repairs += 1
+                    self._repair_in_flight = True
                     self._request_fetch(step)
         elif now >= self._last_progress_at + self._idle_probe:
             # Count the probe as progress so an empty answer re-arms a full interval.
@@ -253,6 +272,8 @@ class ReorderBuffer:
             foreign_skipped=self._foreign,
             repairs=self._repairs,
             gaps=self._gaps,
+            late_fills=self._late_fills,
+            repaired_events=self._repaired_events,
             deferred=self._deferred,
             finished=self._finished,
         )
@@ -350,3 +371,11 @@ class ReorderBuffer:
         else:
             step.wake_at = self._last_progress_at + self._idle_probe
         return step
+
+
+def step_first_seq(step: Step) -> int | None:
+    """Seq of the first sequenced event a step delivers (None if it delivers none)."""
+    for event in step.deliver:
+        if not isinstance(event, Gap):
+            return event.seq
+    return None

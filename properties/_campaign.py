@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hypothesis import HealthCheck, Phase, settings
@@ -35,6 +35,8 @@ class CampaignResult:
     shrunk_steps: int | None
     replay_file: Path | None
     crashed: str | None = None
+    #: Rare paths reached, with how many examples reached each.
+    labels: dict[str, int] = field(default_factory=dict)
 
     @property
     def found(self) -> bool:
@@ -110,6 +112,7 @@ def run_campaign(
         shrunk_steps=shrunk,
         replay_file=replay_file if report is not None else None,
         crashed=crashed,
+        labels=dict(machine.labels_seen),
     )
 
 

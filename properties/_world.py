@@ -28,6 +28,7 @@ from impl import (
     open_replica,
 )
 from impl.redis import RedisConnectionError
+from impl.transport._actor import DeliveryTotals
 from model import (
     AbortRequested,
     Chunk,
@@ -128,10 +129,18 @@ class World:
         self.settings = settings
         self._nursery = nursery
         self.replicas = [Replica(f"r{i}") for i in range(replicas)]
+        #: The latest turn per stream (what emit/finish decisions act on) ...
         self.generators: dict[str, Generator] = {}
+        #: ... and every turn ever started, so the heal phase can finish older turns
+        #: still running on another replica.
+        self.all_generators: list[Generator] = []
         self.sessions: list[Session] = []
         self._session_counter = 0
         self.denied = 0
+        #: History length at each replica crash (for the "resume after a crash" label).
+        self.crash_marks: list[int] = []
+        #: Delivery statistics of replicas that crashed (their transports are gone).
+        self.crashed_delivery: list[DeliveryTotals] = []
 
     # -- replicas ---------------------------------------------------------------
 
@@ -177,6 +186,9 @@ class World:
         replica = self.replicas[index]
         if replica.scope is None:
             return
+        if replica.manager is not None:
+            self.crashed_delivery.append(replica.manager.transport.statistics().delivery)
+        self.crash_marks.append(len(self.history))
         replica.scope.cancel()
         replica.manager = None
         replica.ops = None
@@ -199,7 +211,13 @@ class World:
             return
         name = self.replicas[replica % len(self.replicas)].name
         placeholder = Generator(stream_id, name, job=None, busy=True)  # type: ignore[arg-type]
+        for older in self.all_generators:
+            if older.stream_id == stream_id and older.replica == name:
+                # The manager keys turns by stream id: a new turn on the same replica
+                # supersedes the old one there (its emits would reach the new turn).
+                older.finished = True
         self.generators[stream_id] = placeholder
+        self.all_generators.append(placeholder)
         self._spawn(name, self._create, manager, name, stream_id, placeholder)
 
     async def _create(
@@ -262,8 +280,10 @@ class World:
 
     def finish(self, stream_id: str, *, error: bool) -> None:
         gen = self._ready_generator(stream_id)
-        if gen is None:
-            return
+        if gen is not None:
+            self._finish(gen, error=error)
+
+    def _finish(self, gen: Generator, *, error: bool) -> None:
         manager = self._manager_named(gen.replica)
         if manager is None:
             return
@@ -474,8 +494,28 @@ class World:
 
     def finish_all(self) -> None:
         """Heal phase: every unfinished generation on a live replica ends normally."""
-        for stream_id in list(self.generators):
-            self.finish(stream_id, error=False)
+        for gen in self.all_generators:
+            if not (gen.busy or gen.finished or gen.job is None):
+                self._finish(gen, error=False)
+
+    def coverage_labels(self) -> set[str]:
+        """Names of the rare paths this run exercised (reported with hypothesis.event)."""
+        totals = list(self.crashed_delivery)
+        totals += [r.manager.transport.statistics().delivery for r in self.replicas if r.manager]
+        labels: set[str] = set()
+        if any(t.late_fills for t in totals):
+            labels.add("gap filled late")
+        if any(t.repaired_events for t in totals):
+            labels.add("gap repaired from the log")
+        if any(t.duplicates_dropped for t in totals):
+            labels.add("duplicate dropped")
+        if any(t.gaps for t in totals):
+            labels.add("gap signalled")
+        labels |= _history_labels(self.history, self.crash_marks)
+        stats = self.sim.statistics()
+        if stats.writes_lost:
+            labels.add("failover lost writes")
+        return labels
 
     def quiet(self) -> bool:
         return not any(g.busy for g in self.generators.values())
@@ -488,3 +528,41 @@ def _payload_digest(event: StreamEvent) -> str | None:
         return digest(event.message)
     assert isinstance(event, Gap)
     return None
+
+
+def _history_labels(history: History, crash_marks: list[int]) -> set[str]:
+    labels: set[str] = set()
+    turns: dict[str, int] = {}
+    emitted_chunk_before: dict[str, int] = {}
+    open_sessions: dict[str, set[str]] = {}
+    stream_of: dict[str, str] = {}
+    detached_streams: set[str] = set()
+    for record in history.records:
+        if isinstance(record, GenerationStarted):
+            turns[record.stream_id] = turns.get(record.stream_id, 0) + 1
+            if turns[record.stream_id] > 1:
+                labels.add("new turn on a reused stream id")
+        elif isinstance(record, Emitted):
+            if record.kind is EmitKind.CHUNK and record.outcome is OpOutcome.OK:
+                emitted_chunk_before[record.generation] = record.index
+        elif isinstance(record, SessionOpened):
+            stream_of[record.session] = record.stream_id
+            open_sessions.setdefault(record.stream_id, set()).add(record.session)
+            if record.mode is SessionMode.SUBSCRIBE and record.generation in emitted_chunk_before:
+                labels.add("subscribe acknowledged after emits")
+            if record.mode is SessionMode.RESUME and any(m < record.index for m in crash_marks):
+                labels.add("resume after a crash")
+        elif isinstance(record, SessionClosed):
+            stream = stream_of.get(record.session)
+            if stream is not None:
+                open_sessions.get(stream, set()).discard(record.session)
+                if record.reason is SessionEnd.DETACHED:
+                    detached_streams.add(stream)
+        elif (
+            isinstance(record, AbortRequested)
+            and record.acknowledged
+            and record.stream_id in detached_streams
+            and not open_sessions.get(record.stream_id)
+        ):
+            labels.add("abort during a reconnect")
+    return labels

@@ -10,6 +10,7 @@ some examples run with no faults at all and others with many of one kind.
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from pathlib import Path
 from typing import ClassVar
 
@@ -42,6 +43,8 @@ class StreamMachine(RuleBasedStateMachine):
     failure_path: ClassVar[Path | None] = None
     #: The report of the last failing example, for callers that classify failures.
     last_failure: ClassVar[CheckReport | None] = None
+    #: How many examples reached each rare path (see World.coverage_labels).
+    labels_seen: ClassVar[Counter[str]]
 
     def __init__(self) -> None:
         super().__init__()
@@ -168,7 +171,12 @@ class StreamMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         try:
-            self._judge(self.sim.heal())
+            report = self.sim.heal()
+            assert self.sim.world is not None
+            for label in sorted(self.sim.world.coverage_labels()):
+                event(label)
+                self.labels_seen[label] += 1
+            self._judge(report)
         finally:
             self.sim.close()
 
@@ -181,5 +189,10 @@ def machine_for(
     return type(
         f"StreamMachine_{label}",
         (StreamMachine,),
-        {"canaries": canaries, "failure_path": failure_path, "last_failure": None},
+        {
+            "canaries": canaries,
+            "failure_path": failure_path,
+            "last_failure": None,
+            "labels_seen": Counter(),
+        },
     )

@@ -214,3 +214,14 @@ def test_force_flush_canary_skips_the_gap_silently() -> None:
     step = buf.on_timer(1.5)
     assert step.fetch_from is None
     assert step.deliver == [chunk(2)]
+
+
+def test_statistics_tell_late_fills_from_log_repairs() -> None:
+    buf = live()
+    buf.offer(chunk(1), 0.0)
+    buf.offer(chunk(0), 0.1)  # the missing one arrived live: a late fill
+    buf.offer(chunk(3), 1.0)
+    buf.on_timer(1.5)  # seq 2 never came: repaired from the log
+    buf.apply_log([chunk(2), chunk(3)], exhausted=True, now=1.6)
+    stats = buf.statistics()
+    assert (stats.late_fills, stats.repairs, stats.repaired_events) == (1, 1, 2)

@@ -23,7 +23,7 @@ import trio
 
 from impl._canaries import Canary
 from impl._early_buffer import EarlyBuffer
-from impl._reorder import ReorderBuffer, Step
+from impl._reorder import ReorderBuffer, ReorderStats, Step
 from impl._seams import WallClock
 from impl._types import SerializableJobData
 from impl.redis import RedisConnectionError
@@ -165,6 +165,30 @@ class _Counts:
     abort_signals: int = 0
 
 
+@dataclass(slots=True)
+class DeliveryTotals:
+    """Reorder-buffer statistics summed over every subscriber a replica has served."""
+
+    subscribers: int = 0
+    delivered: int = 0
+    duplicates_dropped: int = 0
+    foreign_skipped: int = 0
+    repairs: int = 0
+    repaired_events: int = 0
+    late_fills: int = 0
+    gaps: int = 0
+
+    def add(self, stats: ReorderStats) -> None:
+        self.subscribers += 1
+        self.delivered += stats.delivered
+        self.duplicates_dropped += stats.duplicates_dropped
+        self.foreign_skipped += stats.foreign_skipped
+        self.repairs += stats.repairs
+        self.repaired_events += stats.repaired_events
+        self.late_fills += stats.late_fills
+        self.gaps += stats.gaps
+
+
 class StreamActor:
     def __init__(
         self,
@@ -174,8 +198,10 @@ class StreamActor:
         job_lookup: JobLookup,
         wall_clock: WallClock,
         timings: ActorTimings,
+        totals: DeliveryTotals | None = None,
     ) -> None:
         self.stream_id = stream_id
+        self._totals = totals if totals is not None else DeliveryTotals()
         self._bus = bus
         self._job_lookup = job_lookup
         self._wall = wall_clock
@@ -440,6 +466,7 @@ class StreamActor:
     def _remove(self, sub_id: int) -> None:
         sub = self._subscribers.pop(sub_id, None)
         if sub is not None:
+            self._totals.add(sub.buffer.statistics())
             sub.buffer.close()
             sub.out.close()
 

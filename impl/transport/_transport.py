@@ -17,6 +17,7 @@ Edge cases worth knowing:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -30,7 +31,7 @@ from impl._canaries import Canary
 from impl._early_buffer import EarlyBuffer
 from impl._errors import EventTooLarge
 from impl._seams import WallClock
-from impl.transport._actor import ActorTimings, JobLookup, StreamActor
+from impl.transport._actor import ActorTimings, DeliveryTotals, JobLookup, StreamActor
 from impl.transport._bus import Bus, EventKind, PublishOutcome
 from impl.transport._envelope import AbortSignal, SequencedEvent
 from model import JSONValue, StreamEvent
@@ -46,6 +47,8 @@ class TransportStats:
     subscribers: int
     malformed_dropped: int
     untracked_dropped: int
+    #: Reorder statistics of every subscriber that has finished or left.
+    delivery: DeliveryTotals
 
 
 class Subscription:
@@ -131,6 +134,7 @@ class EventTransport:
         self._next_sub_id = 0
         self._malformed = 0
         self._untracked = 0
+        self._delivery_totals = DeliveryTotals()
         bus.attach_sink(self)
 
     # -- Sink ---------------------------------------------------------------------
@@ -165,6 +169,7 @@ class EventTransport:
             job_lookup=self._job_lookup,
             wall_clock=self._wall,
             timings=self._timings,
+            totals=self._delivery_totals,
         )
         scope = trio.CancelScope()
 
@@ -336,4 +341,5 @@ class EventTransport:
             subscribers=sum(a.subscriber_count for a, _ in self._actors.values()),
             malformed_dropped=self._malformed,
             untracked_dropped=self._untracked,
+            delivery=dataclasses.replace(self._delivery_totals),
         )

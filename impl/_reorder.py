@@ -177,6 +177,8 @@ class ReorderBuffer:
                 self._emit_gap(self.next_seq, entry.seq - 1, step)
             self._pending.pop(entry.seq, None)
             self._accept_in_order(entry, step)
+        if was_repair:
+            self._repaired_events += sum(1 for e in step.deliver if not isinstance(e, Gap))
         if self._finished:
             return self._finish(step, now)
         self._drop_below_frontier()
@@ -200,8 +202,6 @@ class ReorderBuffer:
                 self._first_parked_at = now
         elif not self._pending:
             self._first_parked_at = None
-        if was_repair:
-            self._repaired_events += sum(1 for e in step.deliver if not isinstance(e, Gap))
         if was_idle_fetch and self.next_seq == before and not step.deliver:
             step.idle_and_empty = True
         return self._finish(step, now)

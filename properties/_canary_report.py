@@ -1,0 +1,107 @@
+"""``streamcheck canaries``: how well the harness finds each historical bug.
+
+For every canary (and the correct implementation as the control) it runs a campaign
+and records whether an anomaly was found, which classes, after how many examples and
+wall seconds, and how short the shrunk trace is. Results go to
+``reports/canaries.md`` and ``reports/canaries.json``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from impl._canaries import Canary
+from properties._campaign import CampaignResult, run_campaign
+
+SCHEMA_VERSION = 1
+
+
+def run_canaries(
+    *,
+    examples: int,
+    seed: int | None,
+    reports: Path,
+    progress: Callable[[str], None] = print,
+) -> list[tuple[str, CampaignResult]]:
+    rows: list[tuple[str, CampaignResult]] = []
+    subjects: list[tuple[str, frozenset[Canary]]] = [("(correct implementation)", frozenset())]
+    subjects += [(c.value, frozenset({c})) for c in Canary]
+    for name, canaries in subjects:
+        slug = "correct" if not canaries else name
+        replay = reports / "failures" / f"canary-{slug}.json"
+        replay.unlink(missing_ok=True)
+        progress(f"{name}: running up to {examples} examples ...")
+        result = run_campaign(canaries=canaries, examples=examples, seed=seed, replay_file=replay)
+        rows.append((name, result))
+        progress(f"  {_verdict(name, result)}")
+    write_reports(rows, reports=reports, examples=examples, seed=seed)
+    return rows
+
+
+def _verdict(name: str, result: CampaignResult) -> str:
+    if result.crashed:
+        return f"crashed: {result.crashed.splitlines()[0]}"
+    if not result.found:
+        return "nothing found" + (" (expected)" if name.startswith("(") else " (MISSED)")
+    kinds = ", ".join(k.value for k in result.anomaly_kinds)
+    return (
+        f"found {kinds} at example {result.first_failure_example} after "
+        f"{result.first_failure_seconds:.1f} s; shrunk to {result.shrunk_steps} steps"
+    )
+
+
+def write_reports(
+    rows: list[tuple[str, CampaignResult]], *, reports: Path, examples: int, seed: int | None
+) -> None:
+    reports.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    data: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "generated": stamp,
+        "budget_examples": examples,
+        "seed": seed,
+        "rows": [
+            {
+                "canary": name,
+                "detected": result.found,
+                "anomaly_classes": [k.value for k in result.anomaly_kinds],
+                "examples_to_first_failure": result.first_failure_example,
+                "seconds_to_first_failure": result.first_failure_seconds,
+                "shrunk_trace_steps": result.shrunk_steps,
+                "examples_run": result.examples,
+                "wall_seconds": round(result.seconds, 2),
+                "crashed": result.crashed,
+                "replay_file": str(result.replay_file) if result.replay_file else None,
+            }
+            for name, result in rows
+        ],
+    }
+    (reports / "canaries.json").write_text(json.dumps(data, indent=2))
+    lines = [
+        "# Canaries: historical LibreChat bugs put back, and what the harness made of them",
+        "",
+        f"Generated {stamp} by `streamcheck canaries --examples {examples}"
+        + (f" --seed {seed}" if seed is not None else "")
+        + "`.",
+        "",
+        "| canary | detected | anomaly classes | examples to first failure "
+        "| seconds to first failure | shrunk trace (steps) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, result in rows:
+        seconds = (
+            f"{result.first_failure_seconds:.1f}"
+            if result.first_failure_seconds is not None
+            else "-"
+        )
+        lines.append(
+            f"| {name} | {'yes' if result.found else ('crashed' if result.crashed else 'no')} "
+            f"| {', '.join(k.value for k in result.anomaly_kinds) or '-'} "
+            f"| {result.first_failure_example or '-'} | {seconds} "
+            f"| {result.shrunk_steps or '-'} |"
+        )
+    (reports / "canaries.md").write_text("\n".join(lines) + "\n")

@@ -39,6 +39,13 @@ class EarlyBuffer:
         self.events.append(event)
         self.size_bytes += size_bytes
 
+    def reopen(self) -> None:
+        """Canary EARLY_BUFFER_ON_RESUME only: buffer again after a disconnect."""
+        self.events = []
+        self.size_bytes = 0
+        self.overflowed = False
+        self.closed = False
+
     def take(self) -> list[SequencedEvent]:
         """Hand the buffer to the first attachment and close; empty if it overflowed."""
         events = [] if self.overflowed else self.events

@@ -286,6 +286,7 @@ class GenerationJobManager:
             generation=job.generation_id,
             start_seq=through + 1 if through is not None else job.start_seq,
             job_ended=job.status.is_terminal,
+            resume=True,
         )
         return state, subscription
 

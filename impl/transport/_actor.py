@@ -111,6 +111,7 @@ class _Attach:
     out: trio.MemorySendChannel[StreamEvent]
     job_ended: bool
     reply: _Reply[None]
+    resume: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +219,7 @@ class StreamActor:
             canaries & {Canary.FORCE_FLUSH_SKIPS_GAP, Canary.SUBSCRIBER_BEFORE_ACK}
         )
         self._early_only = Canary.SUBSCRIBER_BEFORE_ACK in canaries
+        self._early_on_resume = Canary.EARLY_BUFFER_ON_RESUME in canaries
 
     # -- API used by the transport (each call is one command) --------------------
 
@@ -236,9 +238,12 @@ class StreamActor:
         start_seq: int,
         out: trio.MemorySendChannel[StreamEvent],
         job_ended: bool,
+        resume: bool = False,
     ) -> None:
         reply: _Reply[None] = _Reply()
-        self._send.send_nowait(_Attach(sub_id, generation, start_seq, out, job_ended, reply))
+        self._send.send_nowait(
+            _Attach(sub_id, generation, start_seq, out, job_ended, reply, resume)
+        )
         await reply.wait()
 
     async def detach(self, sub_id: int) -> int:
@@ -324,6 +329,8 @@ class StreamActor:
                 await self._attach(command, now)
             case _Detach(sub_id=sub_id, reply=reply):
                 self._remove(sub_id)
+                if self._early_on_resume and not self._subscribers and self._producer:
+                    self._producer.early.reopen()
                 reply.set(len(self._subscribers))
             case _Incoming(message=AbortSignal(generation=generation)):
                 self._counts.abort_signals += 1
@@ -387,6 +394,15 @@ class StreamActor:
         self._subscribers[command.sub_id] = sub
         command.reply.set(None)
         producer = self._producer
+        if (
+            command.resume
+            and self._early_on_resume
+            and producer is not None
+            and producer.generation == command.generation
+        ):
+            # Canary: replay the buffer raw, on top of the snapshot (LibreChat #12225).
+            for event in producer.early.take():
+                command.out.send_nowait(event)
         if (
             producer is not None
             and producer.generation == command.generation

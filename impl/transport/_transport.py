@@ -213,14 +213,20 @@ class EventTransport:
     # -- subscribing ----------------------------------------------------------------
 
     async def subscribe(
-        self, stream_id: str, *, generation: str, start_seq: int, job_ended: bool = False
+        self,
+        stream_id: str,
+        *,
+        generation: str,
+        start_seq: int,
+        job_ended: bool = False,
+        resume: bool = False,
     ) -> Subscription:
         """Attach a subscriber that will see ``generation`` from ``start_seq`` on."""
         with self._holding(stream_id):
-            return await self._subscribe(stream_id, generation, start_seq, job_ended)
+            return await self._subscribe(stream_id, generation, start_seq, job_ended, resume)
 
     async def _subscribe(
-        self, stream_id: str, generation: str, start_seq: int, job_ended: bool
+        self, stream_id: str, generation: str, start_seq: int, job_ended: bool, resume: bool
     ) -> Subscription:
         actor = self._actor(stream_id)
         if Canary.SUBSCRIBER_BEFORE_ACK in self._timings.canaries:
@@ -233,7 +239,12 @@ class EventTransport:
         sub_id = self._next_sub_id
         try:
             await actor.attach(
-                sub_id, generation=generation, start_seq=start_seq, out=send, job_ended=job_ended
+                sub_id,
+                generation=generation,
+                start_seq=start_seq,
+                out=send,
+                job_ended=job_ended,
+                resume=resume,
             )
         except BaseException:
             with trio.CancelScope(shield=True):

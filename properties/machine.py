@@ -50,6 +50,9 @@ class StreamMachine(RuleBasedStateMachine):
         super().__init__()
         self.sim = Simulation(replicas=2, canaries=self.canaries)
         self.faults: frozenset[Fault] = frozenset()
+        #: Set when a safety check failed: teardown then skips the heal, so the replay
+        #: file keeps the history exactly as it was at the failure.
+        self._failed = False
 
     def _do(self, name: str, **args: object) -> None:
         decision = Decision(name, dict(args))
@@ -156,6 +159,7 @@ class StreamMachine(RuleBasedStateMachine):
     def _judge(self, report: CheckReport) -> None:
         if report.ok:
             return
+        self._failed = True
         type(self).last_failure = report
         for kind in report.by_kind():
             event(f"anomaly: {kind.value}")
@@ -171,6 +175,8 @@ class StreamMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         try:
+            if self._failed:
+                return
             report = self.sim.heal()
             assert self.sim.world is not None
             for label in sorted(self.sim.world.coverage_labels()):

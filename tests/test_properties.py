@@ -76,10 +76,11 @@ def test_canary_is_detected_and_named(canary: Canary, tmp_path: Path) -> None:
     assert result.crashed is None, result.crashed
     assert result.found, f"{canary.value} not detected in {CANARY_BUDGET} examples"
     assert set(result.anomaly_kinds) & EXPECTED[canary], result.anomaly_kinds
-    # The replay file re-runs without Hypothesis, identically twice, with the same verdict.
-    # (The replayed history is not always the recorded one: see the issue note.)
-    decisions, canaries, replicas, _data = load_replay(replay)
+    # The replay file re-runs without Hypothesis: twice identically, and identical to the
+    # history recorded under Hypothesis, with the same verdict.
+    decisions, canaries, replicas, data = load_replay(replay)
     rerun, deterministic = replay_twice(decisions, canaries=canaries, replicas=replicas)
     assert deterministic
+    assert rerun.history == data["history"]
     assert not rerun.report.ok
     assert set(rerun.report.by_kind()) & EXPECTED[canary], rerun.report.by_kind()

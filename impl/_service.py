@@ -85,6 +85,7 @@ class MemoryBackend:
             ttl_after_complete_ms=settings.completed_ttl_s * 1000,
             stale_job_timeout_ms=settings.stale_job_timeout_s * 1000,
             start_seq_for=self.hub.counter_now,
+            on_forget=self.hub.forget,
         )
         self.hub.bind_jobs(self._facts)
 

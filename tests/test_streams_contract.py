@@ -370,3 +370,22 @@ async def test_generator_finishing_after_a_remote_abort_is_not_an_error(backend:
         await a.complete_job("s1")
         job = await b.get_job("s1")
         assert job is not None and job.status is JobStatus.ABORTED
+
+
+async def test_memory_backend_forgets_the_log_of_an_expired_job() -> None:
+    from impl import MemoryBackend, ReplicaSettings, open_replica
+    from impl._seams import ManualWallClock
+
+    clock = ManualWallClock()
+    backend = MemoryBackend(wall_clock=clock, settings=ReplicaSettings(completed_ttl_s=300))
+    async with open_replica(backend) as manager:
+        await manager.create_job("s1", "u1")
+        await manager.emit_chunk("s1", delta("x"))
+        await manager.emit_done("s1", {"final": True})
+        await manager.complete_job("s1")
+        assert backend.hub.log_length("s1") == 2
+        clock.advance(301_000)
+        await manager.cleanup()
+        assert await manager.get_job("s1") is None
+        assert backend.hub.log_length("s1") == 0
+        assert backend.hub.counter_now("s1") == 2  # the counter survives, as in Redis

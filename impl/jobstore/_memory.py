@@ -107,6 +107,7 @@ class MemoryJobStore:
         ttl_after_complete_ms: int = 0,
         stale_job_timeout_ms: int = DEFAULT_STALE_JOB_TIMEOUT_MS,
         start_seq_for: Callable[[str], int] | None = None,
+        on_forget: Callable[[str], None] | None = None,
     ) -> None:
         if max_jobs < 1:
             raise ValueError(f"max_jobs must be at least 1, got {max_jobs}")
@@ -121,6 +122,9 @@ class MemoryJobStore:
         self._ttl_after_complete_ms = ttl_after_complete_ms
         self._stale_job_timeout_ms = stale_job_timeout_ms
         self._start_seq_for = start_seq_for
+        #: Called when a stream's job is gone for good (expired, deleted, evicted), so
+        #: the in-process chunk log can go too (Redis expires it with the job).
+        self._on_forget = on_forget
         self._jobs: dict[str, SerializableJobData] = {}
         self._user_jobs: dict[str, set[str]] = {}
         self._content: dict[str, _ContentState] = {}
@@ -176,8 +180,9 @@ class MemoryJobStore:
         validate_stream_id(stream_id)
         validate_user_id(user_id)
         if stream_id in self._jobs:
-            # A replacement: drop the old turn entirely so nothing leaks into the new one.
-            self._drop(stream_id)
+            # A replacement: drop the old turn entirely so nothing leaks into the new one
+            # (its chunk log stays, as in Redis, until the stream itself is forgotten).
+            self._drop(stream_id, replaced=True)
         elif len(self._jobs) >= self._max_jobs:
             self._evict_oldest()
         start_seq = 0 if self._start_seq_for is None else self._start_seq_for(stream_id)
@@ -207,9 +212,11 @@ class MemoryJobStore:
         self._drop(victim.stream_id)
         self._evicted_total += 1
 
-    def _drop(self, stream_id: str) -> None:
+    def _drop(self, stream_id: str, *, replaced: bool = False) -> None:
         """Remove a job with its content state, usage and user-index entry."""
         job = self._jobs.pop(stream_id, None)
+        if not replaced and self._on_forget is not None:
+            self._on_forget(stream_id)
         self._content.pop(stream_id, None)
         self._usage.pop(stream_id, None)
         if job is not None:

@@ -57,6 +57,11 @@ class MemoryHub:
         log = self._streams.get(stream_id)
         return log.next_seq if log is not None else 0
 
+    def log_length(self, stream_id: str) -> int:
+        """How many entries the stream's chunk log holds (for inspection)."""
+        log = self._streams.get(stream_id)
+        return len(log.entries) if log is not None else 0
+
     def forget(self, stream_id: str) -> None:
         """Drop a stream's log (its job expired); the counter survives, as in Redis."""
         log = self._streams.get(stream_id)

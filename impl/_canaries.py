@@ -22,6 +22,9 @@ class Canary(enum.StrEnum):
     #: LibreChat's 500 ms force-flush: a gap that does not fill in time is skipped
     #: silently instead of being repaired from the log (no Gap event either).
     FORCE_FLUSH_SKIPS_GAP = "force-flush-skips-gap"
+    #: §5 #8: each replica numbers a stream's events with its own counter (from 0), as
+    #: before #12578; an abort's final event published elsewhere reuses a seq.
+    PER_PROCESS_COUNTERS = "per-process-counters"
     #: §5 #6: after a disconnect the producer buffers again, and a resume on its replica
     #: replays that buffer on top of the snapshot that already holds those events.
     EARLY_BUFFER_ON_RESUME = "early-buffer-on-resume"

@@ -45,6 +45,7 @@ EXPECTED: dict[Canary, set[AnomalyKind]] = {
         AnomalyKind.LOST,
     },
     Canary.EARLY_BUFFER_ON_RESUME: {AnomalyKind.DUPLICATE},
+    Canary.PER_PROCESS_COUNTERS: {AnomalyKind.DUPLICATE, AnomalyKind.REORDERED},
     Canary.FORCE_FLUSH_SKIPS_GAP: {
         AnomalyKind.SKIPPED_WITHOUT_GAP,
         AnomalyKind.TERMINAL_BEFORE_CHUNKS,

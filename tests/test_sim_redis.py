@@ -298,7 +298,7 @@ async def test_publish_script_runs_with_real_semantics() -> None:
     script_keys = [keys.seq(sid), keys.chunks(sid), keys.job(sid)]
 
     def args(kind: str, floor: int = 0) -> list[str | int]:
-        return ["g1", kind, '{"p":', "}", channel, floor, '{"x":1}', 1200, 86400]
+        return ["g1", kind, '{"p":', "}", channel, floor, '{"x":1}', 1200, 86400, ""]
 
     # No job: refused.
     assert await a.run_script(PUBLISH, keys=script_keys, args=args("chunk")) == [-1, 0]
@@ -369,7 +369,7 @@ async def test_failover_loses_unreplicated_writes() -> None:
     keys = Keys()
     sid = "s1"
     script_keys = [keys.seq(sid), keys.chunks(sid), keys.job(sid)]
-    args: list[str | int] = ["g1", "chunk", "", "", Keys.channel(sid), 0, "{}", 1200, 86400]
+    args: list[str | int] = ["g1", "chunk", "", "", Keys.channel(sid), 0, "{}", 1200, 86400, ""]
     await a.run_script(
         _HSET, keys=[keys.job(sid)], args=["generationId", "g1", "status", "running"]
     )

@@ -220,6 +220,8 @@ class StreamActor:
         )
         self._early_only = Canary.SUBSCRIBER_BEFORE_ACK in canaries
         self._early_on_resume = Canary.EARLY_BUFFER_ON_RESUME in canaries
+        #: Canary PER_PROCESS_COUNTERS: this replica's own counter for the stream.
+        self._local_counter: int | None = 0 if Canary.PER_PROCESS_COUNTERS in canaries else None
 
     # -- API used by the transport (each call is one command) --------------------
 
@@ -364,6 +366,7 @@ class StreamActor:
                 kind=command.kind,
                 body=command.body,
                 floor=self._high_water + 1,
+                pinned_seq=self._local_counter,
             )
         except (RedisConnectionError, OSError) as exc:
             command.reply.fail(exc)
@@ -372,6 +375,8 @@ class StreamActor:
             command.reply.fail(exc)
             raise
         if isinstance(outcome, Published):
+            if self._local_counter is not None:
+                self._local_counter += 1
             self._high_water = max(self._high_water, outcome.seq)
             producer = self._producer
             if producer is not None and producer.generation == command.generation:

@@ -70,8 +70,13 @@ class Bus(Protocol):
         kind: EventKind,
         body: JSONValue,
         floor: int,
+        pinned_seq: int | None = None,
     ) -> PublishOutcome:
-        """Allocate a seq ``>= floor``, log and publish; or refuse without side effects."""
+        """Allocate a seq ``>= floor``, log and publish; or refuse without side effects.
+
+        ``pinned_seq`` exists for the canary PER_PROCESS_COUNTERS only: publish with that
+        seq instead of allocating one from the shared counter.
+        """
 
     async def publish_abort(self, stream_id: str, generation: str) -> None: ...
 

@@ -4,6 +4,7 @@ KEYS: 1 ``stream:{id}:seq``  2 ``stream:{id}:chunks``  3 ``stream:{id}:job``
 ARGV: 1 generation  2 kind (chunk|done|error)  3 envelope prefix  4 envelope suffix
       5 channel  6 floor (lowest acceptable seq)  7 log payload (event JSON or error)
       8 chunk-log TTL seconds  9 counter TTL seconds
+      10 pinned seq or "" (canary PER_PROCESS_COUNTERS only: use this seq, no INCR)
 
 Returns ``{seq, regressed}`` or ``{code, 0}`` with a negative refusal code:
 -1 no job, -2 another generation owns the stream, -3 the job has ended or sent its
@@ -32,22 +33,30 @@ if kind == 'chunk' then
 elseif job[3] then
   return {-4, 0}
 end
-local n = redis.call('INCR', KEYS[1])
-local floor = tonumber(ARGV[6])
 local regressed = 0
-if n <= floor then
-  n = floor + 1
-  redis.call('SET', KEYS[1], n)
-  regressed = 1
+local seq
+local entry
+if ARGV[10] ~= '' then
+  seq = tonumber(ARGV[10])
+  entry = seq .. '-*'
+else
+  local n = redis.call('INCR', KEYS[1])
+  local floor = tonumber(ARGV[6])
+  if n <= floor then
+    n = floor + 1
+    redis.call('SET', KEYS[1], n)
+    regressed = 1
+  end
+  seq = n - 1
+  entry = seq .. '-1'
 end
-local seq = n - 1
 local counter_ttl = tonumber(ARGV[9])
 if redis.call('TTL', KEYS[1]) < counter_ttl / 2 then
   redis.call('EXPIRE', KEYS[1], counter_ttl)
 end
 local field = 'event'
 if kind == 'error' then field = 'error' end
-redis.call('XADD', KEYS[2], seq .. '-1', 'seq', seq, 'type', kind, 'gen', gen, field, ARGV[7])
+redis.call('XADD', KEYS[2], entry, 'seq', seq, 'type', kind, 'gen', gen, field, ARGV[7])
 local log_ttl = tonumber(ARGV[8])
 if redis.call('TTL', KEYS[2]) < log_ttl then
   redis.call('EXPIRE', KEYS[2], log_ttl)

@@ -69,7 +69,13 @@ class MemoryHub:
             log.entries.clear()
 
     def _publish(
-        self, stream_id: str, generation: str, kind: EventKind, body: JSONValue, floor: int
+        self,
+        stream_id: str,
+        generation: str,
+        kind: EventKind,
+        body: JSONValue,
+        floor: int,
+        pinned_seq: int | None = None,
     ) -> PublishOutcome:
         facts = self._job_lookup(stream_id) if self._job_lookup is not None else None
         if facts is None:
@@ -83,9 +89,12 @@ class MemoryHub:
             return PublishRefused.JOB_ENDED
         if kind is not EventKind.CHUNK and generation in log.terminal_generations:
             return PublishRefused.TERMINAL_ALREADY_SENT
-        seq = max(log.next_seq, floor)
-        regressed = seq != log.next_seq
-        log.next_seq = seq + 1
+        if pinned_seq is not None:
+            seq, regressed = pinned_seq, False
+        else:
+            seq = max(log.next_seq, floor)
+            regressed = seq != log.next_seq
+            log.next_seq = seq + 1
         event: SequencedEvent
         if kind is EventKind.CHUNK:
             event = Chunk(seq=seq, generation=generation, data=body)
@@ -143,8 +152,9 @@ class MemoryBus:
         kind: EventKind,
         body: JSONValue,
         floor: int,
+        pinned_seq: int | None = None,
     ) -> PublishOutcome:
-        return self._hub._publish(stream_id, generation, kind, body, floor)
+        return self._hub._publish(stream_id, generation, kind, body, floor, pinned_seq)
 
     async def publish_abort(self, stream_id: str, generation: str) -> None:
         self._hub._fan_out(stream_id, AbortSignal(generation=generation))

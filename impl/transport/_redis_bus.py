@@ -112,6 +112,7 @@ class RedisBus:
         kind: EventKind,
         body: JSONValue,
         floor: int,
+        pinned_seq: int | None = None,
     ) -> PublishOutcome:
         prefix, suffix = encode_split(kind.value, generation, body)
         log_payload = str(body) if kind is EventKind.ERROR else json.dumps(body)
@@ -132,6 +133,7 @@ class RedisBus:
                 log_payload,
                 self._log_ttl_s,
                 COUNTER_TTL_S,
+                "" if pinned_seq is None else pinned_seq,
             ],
         )
         if not isinstance(reply, list) or len(reply) != 2:

@@ -84,12 +84,12 @@ def replay_decisions(
     logging.disable(logging.WARNING)
     simulation = Simulation(replicas=replicas, canaries=canaries)
     try:
+        # A recorded run ends at the rule whose invariant failed (one rule may hold
+        # several decisions), or ran to completion and failed in the heal phase.
         for decision in decisions:
             simulation.apply(decision)
-            report = simulation.safety_report()
-            if not report.ok:
-                break
-        else:
+        report = simulation.safety_report()
+        if report.ok:
             report = simulation.heal()
         assert simulation.world is not None
         return ReplayResult(report, history_to_json(simulation.world.history))

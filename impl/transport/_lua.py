@@ -38,7 +38,7 @@ local seq
 local entry
 if ARGV[10] ~= '' then
   seq = tonumber(ARGV[10])
-  entry = seq .. '-*'
+  entry = '*'  -- a pinned seq may repeat or go backwards: let Redis pick the id
 else
   local n = redis.call('INCR', KEYS[1])
   local floor = tonumber(ARGV[6])

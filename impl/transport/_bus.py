@@ -20,13 +20,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from impl.transport._envelope import AbortSignal, SequencedEvent
-from model import JSONValue
+from model import EmitKind, JSONValue
 
-
-class EventKind(enum.StrEnum):
-    CHUNK = "chunk"
-    DONE = "done"
-    ERROR = "error"
+#: The kinds of sequenced event are the model's (chunk, done, error).
+EventKind = EmitKind
 
 
 class PublishRefused(enum.Enum):

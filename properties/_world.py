@@ -98,11 +98,16 @@ class Generator:
 
     stream_id: str
     replica: str
-    job: GenerationJob
+    #: None until create_job returned.
+    job: GenerationJob | None = None
     emitted: int = 0
     busy: bool = False
     finished: bool = False
-    stopped_recorded: bool = False
+
+    @property
+    def live_job(self) -> GenerationJob:
+        assert self.job is not None, "the turn has not started yet"
+        return self.job
 
 
 @dataclass(slots=True)
@@ -210,7 +215,7 @@ class World:
         if manager is None or (current is not None and current.busy):
             return
         name = self.replicas[replica % len(self.replicas)].name
-        placeholder = Generator(stream_id, name, job=None, busy=True)  # type: ignore[arg-type]
+        placeholder = Generator(stream_id, name, busy=True)
         for older in self.all_generators:
             if older.stream_id == stream_id and older.replica == name:
                 # The manager keys turns by stream id: a new turn on the same replica
@@ -250,10 +255,12 @@ class World:
         self._spawn(gen.replica, self._watch_abort, gen)
 
     async def _watch_abort(self, gen: Generator) -> None:
-        await gen.job.aborted.wait()
+        await gen.live_job.aborted.wait()
         self.history.append(
             GeneratorStopped(
-                time=trio.current_time(), stream_id=gen.stream_id, generation=gen.job.generation
+                time=trio.current_time(),
+                stream_id=gen.stream_id,
+                generation=gen.live_job.generation,
             )
         )
         gen.finished = True
@@ -270,7 +277,9 @@ class World:
             "data": {
                 "index": 0,
                 "delta": {
-                    "content": [{"type": "text", "text": f"{gen.job.generation}:{gen.emitted} "}]
+                    "content": [
+                        {"type": "text", "text": f"{gen.live_job.generation}:{gen.emitted} "}
+                    ]
                 },
             },
         }
@@ -290,7 +299,7 @@ class World:
         gen.busy = True
         kind = EmitKind.ERROR if error else EmitKind.DONE
         payload: JSONValue = (
-            f"boom in {gen.job.generation}" if error else {"final": gen.job.generation}
+            f"boom in {gen.live_job.generation}" if error else {"final": gen.live_job.generation}
         )
         self._spawn(gen.replica, self._emit, manager, gen, kind, payload)
 
@@ -323,7 +332,7 @@ class World:
             Emitted(
                 time=trio.current_time(),
                 stream_id=stream_id,
-                generation=gen.job.generation,
+                generation=gen.live_job.generation,
                 replica=gen.replica,
                 kind=kind,
                 payload_digest=digest(payload),
@@ -516,9 +525,6 @@ class World:
         if stats.writes_lost:
             labels.add("failover lost writes")
         return labels
-
-    def quiet(self) -> bool:
-        return not any(g.busy for g in self.generators.values())
 
 
 def _payload_digest(event: StreamEvent) -> str | None:

@@ -25,6 +25,11 @@ class Canary(enum.StrEnum):
     #: §5 #8: each replica numbers a stream's events with its own counter (from 0), as
     #: before #12578; an abort's final event published elsewhere reuses a seq.
     PER_PROCESS_COUNTERS = "per-process-counters"
+    #: §5 #17: the last unsubscribe drops the channel and the abort callbacks, so a
+    #: Stop pressed elsewhere never reaches the generator. LibreChat had no publish
+    #: fence either, so this canary also turns the fence off (else the fence would stop
+    #: the generator at its next chunk and hide the bug).
+    ABORT_CHANNEL_DROPPED = "abort-channel-dropped"
     #: §5 #6: after a disconnect the producer buffers again, and a resume on its replica
     #: replays that buffer on top of the snapshot that already holds those events.
     EARLY_BUFFER_ON_RESUME = "early-buffer-on-resume"

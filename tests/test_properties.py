@@ -44,6 +44,11 @@ EXPECTED: dict[Canary, set[AnomalyKind]] = {
         AnomalyKind.SKIPPED_WITHOUT_GAP,
         AnomalyKind.LOST,
     },
+    Canary.ABORT_CHANNEL_DROPPED: {
+        AnomalyKind.ABORT_NOT_HONOURED,
+        AnomalyKind.TERMINAL_TWICE,
+        AnomalyKind.EVENT_AFTER_TERMINAL,
+    },
     Canary.EARLY_BUFFER_ON_RESUME: {AnomalyKind.DUPLICATE},
     Canary.PER_PROCESS_COUNTERS: {AnomalyKind.DUPLICATE, AnomalyKind.REORDERED},
     Canary.FORCE_FLUSH_SKIPS_GAP: {

@@ -220,6 +220,7 @@ class StreamActor:
         )
         self._early_only = Canary.SUBSCRIBER_BEFORE_ACK in canaries
         self._early_on_resume = Canary.EARLY_BUFFER_ON_RESUME in canaries
+        self._fenced = Canary.ABORT_CHANNEL_DROPPED not in canaries
         #: Canary PER_PROCESS_COUNTERS: this replica's own counter for the stream.
         self._local_counter: int | None = 0 if Canary.PER_PROCESS_COUNTERS in canaries else None
 
@@ -272,6 +273,12 @@ class StreamActor:
 
     def malformed(self) -> None:
         self._counts.malformed += 1
+
+    def forget_abort_callbacks(self) -> int:
+        """Canary ABORT_CHANNEL_DROPPED only: drop every abort callback; returns how many."""
+        dropped = len(self._abort_callbacks)
+        self._abort_callbacks.clear()
+        return dropped
 
     @property
     def subscriber_count(self) -> int:
@@ -367,6 +374,7 @@ class StreamActor:
                 body=command.body,
                 floor=self._high_water + 1,
                 pinned_seq=self._local_counter,
+                fenced=self._fenced,
             )
         except (RedisConnectionError, OSError) as exc:
             command.reply.fail(exc)

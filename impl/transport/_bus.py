@@ -68,11 +68,12 @@ class Bus(Protocol):
         body: JSONValue,
         floor: int,
         pinned_seq: int | None = None,
+        fenced: bool = True,
     ) -> PublishOutcome:
         """Allocate a seq ``>= floor``, log and publish; or refuse without side effects.
 
-        ``pinned_seq`` exists for the canary PER_PROCESS_COUNTERS only: publish with that
-        seq instead of allocating one from the shared counter.
+        ``pinned_seq`` and ``fenced=False`` exist for canaries only: publish with that
+        seq instead of one from the shared counter; skip the publish fence.
         """
 
     async def publish_abort(self, stream_id: str, generation: str) -> None: ...

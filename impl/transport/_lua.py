@@ -5,6 +5,8 @@ ARGV: 1 generation  2 kind (chunk|done|error)  3 envelope prefix  4 envelope suf
       5 channel  6 floor (lowest acceptable seq)  7 log payload (event JSON or error)
       8 chunk-log TTL seconds  9 counter TTL seconds
       10 pinned seq or "" (canary PER_PROCESS_COUNTERS only: use this seq, no INCR)
+      11 "1" to apply the fence, "0" to skip it (canaries that restore LibreChat's
+         fenceless publish only)
 
 Returns ``{seq, regressed}`` or ``{code, 0}`` with a negative refusal code:
 -1 no job, -2 another generation owns the stream, -3 the job has ended or sent its
@@ -25,13 +27,15 @@ PUBLISH = LuaScript(
     """
 local gen = ARGV[1]
 local kind = ARGV[2]
-local job = redis.call('HMGET', KEYS[3], 'generationId', 'status', 'terminalSeq')
-if not job[1] then return {-1, 0} end
-if job[1] ~= gen then return {-2, 0} end
-if kind == 'chunk' then
-  if job[2] ~= 'running' or job[3] then return {-3, 0} end
-elseif job[3] then
-  return {-4, 0}
+if ARGV[11] ~= '0' then
+  local job = redis.call('HMGET', KEYS[3], 'generationId', 'status', 'terminalSeq')
+  if not job[1] then return {-1, 0} end
+  if job[1] ~= gen then return {-2, 0} end
+  if kind == 'chunk' then
+    if job[2] ~= 'running' or job[3] then return {-3, 0} end
+  elseif job[3] then
+    return {-4, 0}
+  end
 end
 local regressed = 0
 local seq

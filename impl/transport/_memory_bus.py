@@ -76,19 +76,13 @@ class MemoryHub:
         body: JSONValue,
         floor: int,
         pinned_seq: int | None = None,
+        fenced: bool = True,
     ) -> PublishOutcome:
-        facts = self._job_lookup(stream_id) if self._job_lookup is not None else None
-        if facts is None:
-            return PublishRefused.NO_JOB
-        if facts.generation != generation:
-            return PublishRefused.OTHER_GENERATION
         log = self._streams.setdefault(stream_id, _StreamLog())
-        if kind is EventKind.CHUNK and (
-            facts.status is not JobStatus.RUNNING or generation in log.terminal_generations
-        ):
-            return PublishRefused.JOB_ENDED
-        if kind is not EventKind.CHUNK and generation in log.terminal_generations:
-            return PublishRefused.TERMINAL_ALREADY_SENT
+        if fenced:
+            refusal = self._fence(stream_id, generation, kind, log)
+            if refusal is not None:
+                return refusal
         if pinned_seq is not None:
             seq, regressed = pinned_seq, False
         else:
@@ -109,6 +103,23 @@ class MemoryHub:
             del log.entries[: len(log.entries) - self._max_log_entries]
         self._fan_out(stream_id, event)
         return Published(seq=seq, counter_regressed=regressed)
+
+    def _fence(
+        self, stream_id: str, generation: str, kind: EventKind, log: _StreamLog
+    ) -> PublishRefused | None:
+        """The same rules as the Redis publish script (impl/transport/_lua.py)."""
+        facts = self._job_lookup(stream_id) if self._job_lookup is not None else None
+        if facts is None:
+            return PublishRefused.NO_JOB
+        if facts.generation != generation:
+            return PublishRefused.OTHER_GENERATION
+        if kind is EventKind.CHUNK and (
+            facts.status is not JobStatus.RUNNING or generation in log.terminal_generations
+        ):
+            return PublishRefused.JOB_ENDED
+        if kind is not EventKind.CHUNK and generation in log.terminal_generations:
+            return PublishRefused.TERMINAL_ALREADY_SENT
+        return None
 
     def _fan_out(self, stream_id: str, message: SequencedEvent | AbortSignal) -> None:
         for bus in list(self._subscribers.get(stream_id, ())):
@@ -153,8 +164,9 @@ class MemoryBus:
         body: JSONValue,
         floor: int,
         pinned_seq: int | None = None,
+        fenced: bool = True,
     ) -> PublishOutcome:
-        return self._hub._publish(stream_id, generation, kind, body, floor, pinned_seq)
+        return self._hub._publish(stream_id, generation, kind, body, floor, pinned_seq, fenced)
 
     async def publish_abort(self, stream_id: str, generation: str) -> None:
         self._hub._fan_out(stream_id, AbortSignal(generation=generation))

@@ -113,6 +113,7 @@ class RedisBus:
         body: JSONValue,
         floor: int,
         pinned_seq: int | None = None,
+        fenced: bool = True,
     ) -> PublishOutcome:
         prefix, suffix = encode_split(kind.value, generation, body)
         log_payload = str(body) if kind is EventKind.ERROR else json.dumps(body)
@@ -134,6 +135,7 @@ class RedisBus:
                 self._log_ttl_s,
                 COUNTER_TTL_S,
                 "" if pinned_seq is None else pinned_seq,
+                "1" if fenced else "0",
             ],
         )
         if not isinstance(reply, list) or len(reply) != 2:

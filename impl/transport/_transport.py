@@ -135,6 +135,7 @@ class EventTransport:
         self._malformed = 0
         self._untracked = 0
         self._delivery_totals = DeliveryTotals()
+        self._drop_abort_on_leave = Canary.ABORT_CHANNEL_DROPPED in timings.canaries
         bus.attach_sink(self)
 
     # -- Sink ---------------------------------------------------------------------
@@ -265,6 +266,11 @@ class EventTransport:
         if entry is not None:
             remaining = await entry[0].detach(subscription.sub_id)
         await self._bus.release_channel(subscription.stream_id)
+        if remaining == 0 and entry is not None and self._drop_abort_on_leave:
+            # Canary: LibreChat's last unsubscribe forgot the abort listener and its
+            # channel subscription (spec §5 #17).
+            for _ in range(entry[0].forget_abort_callbacks()):
+                await self._bus.release_channel(subscription.stream_id)
         if remaining == 0 and (callback := self._all_left.get(subscription.stream_id)):
             callback()
 

@@ -30,6 +30,9 @@ class Canary(enum.StrEnum):
     #: fence either, so this canary also turns the fence off (else the fence would stop
     #: the generator at its next chunk and hide the bug).
     ABORT_CHANNEL_DROPPED = "abort-channel-dropped"
+    #: §5 #13: the early buffer has no caps and keeps buffering after attachments, so
+    #: a long detached run grows without bound (a 2 GiB heap in production).
+    UNBOUNDED_EARLY_BUFFER = "unbounded-early-buffer"
     #: §5 #6: after a disconnect the producer buffers again, and a resume on its replica
     #: replays that buffer on top of the snapshot that already holds those events.
     EARLY_BUFFER_ON_RESUME = "early-buffer-on-resume"

@@ -27,11 +27,16 @@ class EarlyBuffer:
     size_bytes: int = 0
     overflowed: bool = False
     closed: bool = False
+    #: Canary UNBOUNDED_EARLY_BUFFER only: no caps, and buffering resumes after a take.
+    unbounded: bool = False
 
     def record(self, event: SequencedEvent, size_bytes: int) -> None:
         if self.closed or self.overflowed:
             return
-        if len(self.events) + 1 > self.max_events or self.size_bytes + size_bytes > self.max_bytes:
+        over = len(self.events) + 1 > self.max_events or (
+            self.size_bytes + size_bytes > self.max_bytes
+        )
+        if over and not self.unbounded:
             self.overflowed = True
             self.events = []
             self.size_bytes = 0
@@ -51,5 +56,5 @@ class EarlyBuffer:
         events = [] if self.overflowed else self.events
         self.events = []
         self.size_bytes = 0
-        self.closed = True
+        self.closed = not self.unbounded
         return events

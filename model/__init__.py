@@ -22,6 +22,7 @@ from model._events import (
 )
 from model._history import (
     AbortRequested,
+    BoundExceeded,
     Delivered,
     EmitKind,
     Emitted,
@@ -49,6 +50,7 @@ __all__ = [
     "AbortRequested",
     "Anomaly",
     "AnomalyKind",
+    "BoundExceeded",
     "CheckReport",
     "CheckStatistics",
     "Chunk",

@@ -65,6 +65,8 @@ class AnomalyKind(enum.StrEnum):
     SNAPSHOT_MISMATCH = "snapshot_mismatch"
     #: A gap was signalled over seqs the session had already received.
     GAP_OVER_DELIVERED = "gap_over_delivered"
+    #: A bounded resource (an early buffer) grew past its limit.
+    BOUND_EXCEEDED = "bound_exceeded"
 
 
 @final

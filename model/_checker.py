@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from model._anomalies import Anomaly, AnomalyKind, CheckReport, CheckStatistics
-from model._history import AbortRequested, EmitKind, Emitted, History, Record
+from model._history import AbortRequested, BoundExceeded, EmitKind, Emitted, History, Record
 from model._identify import seq_list
 from model._reference import GenerationFacts, HistoryIndex, index_history
 from model._session_judge import SessionJudge, SessionTally
@@ -49,6 +49,7 @@ def check(
     tally = SessionTally()
     for facts in index.sessions.values():
         SessionJudge(index, facts, anomalies, tally).run()
+    _judge_bounds(index, anomalies)
     anomalies.sort(key=lambda a: (a.first_bad, a.kind.value, a.session or ""))
     statistics = CheckStatistics(
         records=len(index.records),
@@ -62,6 +63,27 @@ def check(
         healed=index.healed_index is not None,
     )
     return CheckReport(anomalies=tuple(anomalies), statistics=statistics)
+
+
+def _judge_bounds(index: HistoryIndex, anomalies: list[Anomaly]) -> None:
+    for i, record in enumerate(index.records):
+        if isinstance(record, BoundExceeded):
+            anomalies.append(
+                Anomaly(
+                    kind=AnomalyKind.BOUND_EXCEEDED,
+                    session=None,
+                    stream_id=record.stream_id,
+                    generation=None,
+                    seq=None,
+                    first_bad=i,
+                    last_good=None,
+                    explanation=(
+                        f"replica {record.replica} held {record.value} in its {record.resource} "
+                        f"for stream {record.stream_id}, over the limit of {record.limit}; "
+                        "memory must stay bounded however long a client stays away"
+                    ),
+                )
+            )
 
 
 def _emitted(index: HistoryIndex, i: int) -> Emitted:

@@ -140,6 +140,20 @@ class SessionClosed:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class BoundExceeded:
+    """A replica held more of a bounded resource than its limit (e.g. an early buffer
+    past its event cap): the memory-growth bugs that no delivery anomaly shows."""
+
+    index: int = -1
+    time: float
+    replica: str
+    stream_id: str
+    resource: str
+    value: int
+    limit: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Healed:
     """Faults stopped and every timeout passed: from here on, liveness is judged."""
 
@@ -155,6 +169,7 @@ Record = (
     | SessionOpened
     | Delivered
     | SessionClosed
+    | BoundExceeded
     | Healed
 )
 

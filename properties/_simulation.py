@@ -115,6 +115,8 @@ class Simulation:
             if result is not None:
                 await result
             await trio.testing.wait_all_tasks_blocked()
+            if self.world is not None:
+                self.world.sample_bounds()
 
         try:
             trio.from_thread.run(run, trio_token=self._token)
@@ -191,6 +193,14 @@ class Simulation:
         if items:
             self._s().step(items[k % len(items)].id)
 
+    async def _do_burst(self, stream: str, n: int) -> None:
+        """A macro step: the generator emits ``n`` chunks back to back (commands run,
+        deliveries stay pending), as an LLM does between two client events."""
+        for _ in range(n):
+            self._w().emit(stream)
+            await trio.testing.wait_all_tasks_blocked()
+            await self._do_pump()
+
     async def _do_lossy_emit(self, stream: str, k: int) -> None:
         """Emit a chunk, run its commands, lose one copy of its message, deliver the rest.
 
@@ -232,6 +242,20 @@ class Simulation:
 
     def _do_failover(self) -> None:
         self._s().failover()
+
+    async def _do_failover_after_emit(self, stream: str) -> None:
+        """A macro step: a chunk is published but not yet replicated when the primary
+        dies, so the promoted replica has lost it (counter, log entry and all)."""
+        self._w().emit(stream)
+        await trio.testing.wait_all_tasks_blocked()
+        sim = self._s()
+        for _ in range(50):
+            commands = [i for i in sim.runnable() if i.kind == "command"]
+            if not commands:
+                break
+            sim.step(commands[0].id)
+            await trio.testing.wait_all_tasks_blocked()
+        sim.failover()
 
     async def _do_jump(self, dt: float) -> None:
         self.clock.jump(dt)

@@ -31,6 +31,7 @@ from impl.redis import RedisConnectionError
 from impl.transport._actor import DeliveryTotals
 from model import (
     AbortRequested,
+    BoundExceeded,
     Chunk,
     Delivered,
     Done,
@@ -60,6 +61,8 @@ EPOCH_S = 1_700_000_000.0
 #: Timings used in simulation: LibreChat's protocol constants, shorter liveness bounds
 #: so the heal phase needs fewer clock jumps.
 SIM_SETTINGS = ReplicaSettings(
+    # Small, so runs exercise the overflow path (and catch an unbounded buffer).
+    early_buffer_max_events=8,
     reorder_timeout_s=0.5,
     reorder_capacity=100,
     idle_probe_s=2.0,
@@ -146,6 +149,7 @@ class World:
         self.crash_marks: list[int] = []
         #: Delivery statistics of replicas that crashed (their transports are gone).
         self.crashed_delivery: list[DeliveryTotals] = []
+        self._bounds_reported: set[tuple[str, str]] = set()
 
     # -- replicas ---------------------------------------------------------------
 
@@ -506,6 +510,27 @@ class World:
         for gen in self.all_generators:
             if not (gen.busy or gen.finished or gen.job is None):
                 self._finish(gen, error=False)
+
+    def sample_bounds(self) -> None:
+        """Record any early buffer past its cap (once per replica and stream)."""
+        limit = self.settings.early_buffer_max_events
+        for replica in self.replicas:
+            if replica.manager is None:
+                continue
+            for stats in replica.manager.transport.actor_statistics():
+                key = (replica.name, stats.stream_id)
+                if stats.early_buffer_events > limit and key not in self._bounds_reported:
+                    self._bounds_reported.add(key)
+                    self.history.append(
+                        BoundExceeded(
+                            time=trio.current_time(),
+                            replica=replica.name,
+                            stream_id=stats.stream_id,
+                            resource="early buffer (events)",
+                            value=stats.early_buffer_events,
+                            limit=limit,
+                        )
+                    )
 
     def coverage_labels(self) -> set[str]:
         """Names of the rare paths this run exercised (reported with hypothesis.event)."""

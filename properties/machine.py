@@ -86,6 +86,10 @@ class StreamMachine(RuleBasedStateMachine):
     def emit(self, stream: str) -> None:
         self._do("emit", stream=stream)
 
+    @rule(stream=STREAMS, n=st.integers(2, 12))
+    def burst(self, stream: str, n: int) -> None:
+        self._do("burst", stream=stream, n=n)
+
     @rule(stream=STREAMS, how=st.sampled_from(["done", "error", "abort-r0", "abort-r1"]))
     def end(self, stream: str, how: str) -> None:
         """End a turn: the generator finishes (done or error) or a client aborts it."""

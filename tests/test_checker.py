@@ -834,3 +834,19 @@ def test_records_without_a_history_are_indexed_by_position() -> None:
     b.d("s1", 4)
     raw = [replace(record, index=-1) for record in b.history.records]
     only(check(raw), AnomalyKind.SKIPPED_WITHOUT_GAP, jump)
+
+
+def test_bound_exceeded_is_flagged_and_its_absence_is_not() -> None:
+    from model import BoundExceeded, History, check
+
+    clean = History()
+    assert check(clean).ok
+    history = History()
+    history.append(
+        BoundExceeded(
+            time=1.0, replica="r0", stream_id="s0", resource="early buffer", value=9, limit=8
+        )
+    )
+    report = check(history)
+    assert [(a.kind, a.first_bad) for a in report.anomalies] == [(AnomalyKind.BOUND_EXCEEDED, 0)]
+    assert "over the limit of 8" in report.anomalies[0].explanation

@@ -26,12 +26,12 @@ CANARY_BUDGET = 500
 #: Rare paths the CI budget must reach, or a green run means little. ("gap filled
 #: late" is not here: on standalone Redis one subscriber connection receives messages
 #: in seq order, so a gap can only be filled from the log; it needs the cluster model.
-#: "gap signalled" needs a failover to lose a write that pub/sub also lost: too rare
-#: for this budget.)
+#: "gap signalled" and "failover lost writes" need a failover to lose a write before it
+#: was replicated: too rare for this budget; the `failover_after_emit` decision reaches
+#: them directly and found the open bug kept in test_simulation_regressions.py.)
 REQUIRED_LABELS = {
     "abort during a reconnect",
     "duplicate dropped",
-    "failover lost writes",
     "gap repaired from the log",
     "new turn on a reused stream id",
     "resume after a crash",
@@ -50,6 +50,7 @@ EXPECTED: dict[Canary, set[AnomalyKind]] = {
         AnomalyKind.EVENT_AFTER_TERMINAL,
     },
     Canary.EARLY_BUFFER_ON_RESUME: {AnomalyKind.DUPLICATE},
+    Canary.UNBOUNDED_EARLY_BUFFER: {AnomalyKind.BOUND_EXCEEDED},
     Canary.PER_PROCESS_COUNTERS: {AnomalyKind.DUPLICATE, AnomalyKind.REORDERED},
     Canary.FORCE_FLUSH_SKIPS_GAP: {
         AnomalyKind.SKIPPED_WITHOUT_GAP,

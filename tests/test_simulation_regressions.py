@@ -136,3 +136,34 @@ def test_found_bug_stays_fixed_and_replays_deterministically(name: str) -> None:
         logging.disable(logging.NOTSET)
     assert deterministic
     assert result.report.ok, result.report.summary()
+
+
+#: A known open bug, found by the simulation: a failover loses a chunk that Redis had
+#: acknowledged, the turn is then replaced, and its reader ends "superseded" without a
+#: Gap for the lost seq (a silent hole). Strict: this test fails once the bug is fixed,
+#: so the trace moves up into REGRESSIONS.
+KNOWN_OPEN: list[tuple[str, dict[str, Any]]] = [
+    ("create", {"replica": 0, "stream": "s0"}),
+    ("settle", {}),
+    ("subscribe", {"replica": 0, "stream": "s0"}),
+    ("settle", {}),
+    ("failover_after_emit", {"stream": "s0"}),
+    ("create", {"replica": 0, "stream": "s0"}),
+    ("settle", {}),
+    ("subscribe", {"replica": 0, "stream": "s0"}),
+    ("settle", {}),
+    ("jump", {"dt": 2.5}),
+    ("pump", {}),
+]
+
+
+@pytest.mark.xfail(strict=True, reason="open: lost write before a replaced turn is not signalled")
+def test_failover_losing_a_chunk_before_a_new_turn_signals_a_gap() -> None:
+    logging.disable(logging.WARNING)
+    try:
+        decisions = [Decision(n, dict(a)) for n, a in KNOWN_OPEN]
+        result, deterministic = replay_twice(decisions, canaries=frozenset(), replicas=2)
+    finally:
+        logging.disable(logging.NOTSET)
+    assert deterministic
+    assert result.report.ok, result.report.summary()

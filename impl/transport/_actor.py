@@ -158,6 +158,8 @@ class ActorStats:
     high_water: int
     malformed: int
     abort_signals: int
+    #: Events held in the producer's early buffer (0 when not producing here).
+    early_buffer_events: int
 
 
 @dataclass(slots=True)
@@ -296,6 +298,7 @@ class StreamActor:
             high_water=self._high_water,
             malformed=self._counts.malformed,
             abort_signals=self._counts.abort_signals,
+            early_buffer_events=len(self._producer.early.events) if self._producer else 0,
         )
 
     def __repr__(self) -> str:

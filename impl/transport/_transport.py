@@ -31,7 +31,13 @@ from impl._canaries import Canary
 from impl._early_buffer import EarlyBuffer
 from impl._errors import EventTooLarge
 from impl._seams import WallClock
-from impl.transport._actor import ActorTimings, DeliveryTotals, JobLookup, StreamActor
+from impl.transport._actor import (
+    ActorStats,
+    ActorTimings,
+    DeliveryTotals,
+    JobLookup,
+    StreamActor,
+)
 from impl.transport._bus import Bus, EventKind, PublishOutcome
 from impl.transport._envelope import AbortSignal, SequencedEvent
 from model import JSONValue, StreamEvent
@@ -205,6 +211,8 @@ class EventTransport:
         await self._bus.publish_abort(stream_id, generation)
 
     def start_producing(self, stream_id: str, generation: str, early: EarlyBuffer) -> None:
+        if Canary.UNBOUNDED_EARLY_BUFFER in self._timings.canaries:
+            early = dataclasses.replace(early, unbounded=True)
         self._actor(stream_id).produce(generation, early)
 
     def stop_producing(self, stream_id: str, generation: str) -> None:
@@ -329,6 +337,9 @@ class EventTransport:
         await self._bus.release_channel(stream_id)
 
     # -- lifecycle ----------------------------------------------------------------------
+
+    def actor_statistics(self) -> list[ActorStats]:
+        return [actor.statistics() for actor, _ in self._actors.values()]
 
     def get_tracked_stream_ids(self) -> list[str]:
         return list(self._actors)

@@ -144,7 +144,6 @@ class World:
         self.all_generators: list[Generator] = []
         self.sessions: list[Session] = []
         self._session_counter = 0
-        self.denied = 0
         #: History length at each replica crash (for the "resume after a crash" label).
         self.crash_marks: list[int] = []
         #: Delivery statistics of replicas that crashed (their transports are gone).
@@ -372,20 +371,11 @@ class World:
         except StreamAccessDenied:
             return
         except RedisConnectionError:
-            self.history.append(
-                AbortRequested(
-                    time=trio.current_time(),
-                    stream_id=stream_id,
-                    generation=None,
-                    replica=name,
-                    user_id=owner_of(stream_id),
-                    acknowledged=False,
-                    outcome=OpOutcome.INDETERMINATE,
-                )
-            )
+            self._record_abort(name, stream_id, None, False, OpOutcome.INDETERMINATE)
             return
         generation = result.job.generation_id if result.job is not None else None
-        if result.outcome is AbortOutcome.ABORTED and generation is not None:
+        aborted = result.outcome is AbortOutcome.ABORTED
+        if aborted and generation is not None:
             # The aborting replica published the generation's terminal: record it as
             # an emit so the checker can match the delivered Done.
             self.history.append(
@@ -400,15 +390,25 @@ class World:
                     seq=result.terminal_seq,
                 )
             )
+        self._record_abort(name, stream_id, generation, aborted, OpOutcome.OK)
+
+    def _record_abort(
+        self,
+        replica: str,
+        stream_id: str,
+        generation: str | None,
+        acknowledged: bool,
+        outcome: OpOutcome,
+    ) -> None:
         self.history.append(
             AbortRequested(
                 time=trio.current_time(),
                 stream_id=stream_id,
                 generation=generation,
-                replica=name,
+                replica=replica,
                 user_id=owner_of(stream_id),
-                acknowledged=result.outcome is AbortOutcome.ABORTED,
-                outcome=OpOutcome.OK,
+                acknowledged=acknowledged,
+                outcome=outcome,
             )
         )
 
@@ -436,7 +436,6 @@ class World:
             else:
                 subscription = await manager.subscribe(stream_id, user)
         except StreamAccessDenied:
-            self.denied += 1
             return
         except RedisConnectionError:
             return

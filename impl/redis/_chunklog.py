@@ -16,10 +16,3 @@ from __future__ import annotations
 
 def entry_id(seq: int) -> str:
     return f"{seq}-1"
-
-
-def seq_of_entry_id(entry: str) -> int | None:
-    head, _, tail = entry.partition("-")
-    if tail != "1" or not head.isdigit():
-        return None
-    return int(head)

@@ -127,9 +127,18 @@ class Simulation:
 
     def close(self) -> None:
         if self._token is not None and self._stop is not None and self._crash is None:
-            stop = self._stop
+            stop, sim = self._stop, self.sim
+
+            def shut_down() -> None:
+                # Shielded clean-ups (unsubscribe, status writes) still await simulated
+                # commands while the world is cancelled; nobody will step them any more,
+                # so let the simulated Redis answer by itself from here on.
+                if sim is not None:
+                    sim.set_auto(True)
+                stop.set()
+
             with contextlib.suppress(trio.RunFinishedError):
-                trio.from_thread.run_sync(stop.set, trio_token=self._token)
+                trio.from_thread.run_sync(shut_down, trio_token=self._token)
         self._thread.join(timeout=10)
 
     # -- decisions ------------------------------------------------------------------

@@ -35,6 +35,7 @@ from impl._content import aggregate_content, collect_run_steps, content_text
 from impl._early_buffer import EarlyBuffer
 from impl._errors import IllegalTransition, StreamAccessDenied
 from impl._ids import validate_stream_id, validate_user_id
+from impl._log import LostWrites
 from impl._seams import IdSource, WallClock
 from impl._types import (
     AbortOutcome,
@@ -113,6 +114,9 @@ class GenerationJobManager:
         previous = self._runtimes.pop(stream_id, None)
         if previous is not None:
             await self._retire(previous)
+        # Before the new turn reads its start seq: if a failover lost the end of the
+        # previous turn, its readers must learn that from the log, not from silence.
+        await self.transport.check_lost_writes(stream_id)
         generation = self._ids.new_id()
         data = await self.job_store.create_job(
             stream_id, user_id, conversation_id, generation_id=generation
@@ -137,7 +141,11 @@ class GenerationJobManager:
                 del self._runtimes[stream_id]
             job.aborted.set()
             self.transport.stop_producing(stream_id, generation)
-            with trio.CancelScope(shield=True), contextlib.suppress(ConnectionError):
+            # (An abort may have ended the turn meanwhile: then it stays aborted.)
+            with (
+                trio.CancelScope(shield=True),
+                contextlib.suppress(ConnectionError, IllegalTransition),
+            ):
                 await self.job_store.update_job(
                     stream_id,
                     JobUpdate(
@@ -267,7 +275,9 @@ class GenerationJobManager:
     async def resume(self, stream_id: str, user_id: str) -> tuple[ResumeState, Subscription]:
         """A snapshot of the turn so far plus a subscription to everything after it."""
         job = await self._owned_job(stream_id, user_id)
-        chunks = await self._logged_chunks(job)
+        # The snapshot stops before seqs Redis lost, so the reader is told of them by a
+        # Gap in the live part instead of receiving a snapshot with a silent hole.
+        chunks = await self._logged_chunks(job, stop_at_lost=True)
         through = chunks[-1].seq if chunks else None
         state = ResumeState(
             stream_id=stream_id,
@@ -290,13 +300,20 @@ class GenerationJobManager:
         )
         return state, subscription
 
-    async def _logged_chunks(self, job: SerializableJobData) -> list[Chunk]:
-        """The turn's chunks from the log, in order, up to (not including) its terminal."""
+    async def _logged_chunks(
+        self, job: SerializableJobData, *, stop_at_lost: bool = False
+    ) -> list[Chunk]:
+        """The turn's chunks from the log, in order, up to (not including) its terminal
+        (and with ``stop_at_lost``, up to the first seqs Redis lost)."""
         chunks: list[Chunk] = []
         cursor = job.start_seq
         while True:
             rows = await self._bus.read_log(job.stream_id, from_seq=cursor, count=LOG_PAGE)
             for row in rows:
+                if isinstance(row, LostWrites):
+                    if stop_at_lost and row.last_seq >= job.start_seq:
+                        return chunks
+                    continue
                 if row.generation != job.generation_id:
                     continue
                 if not isinstance(row, Chunk):
@@ -387,6 +404,10 @@ class GenerationJobManager:
         while True:
             await trio.sleep(self._settings.heartbeat_interval_s)
             for stream_id, job in list(self._runtimes.items()):
+                if job.is_aborted:
+                    # Nobody generates any more: a heartbeat would keep readers waiting
+                    # for ever if Redis lost the abort's writes (found by the simulation).
+                    continue
                 try:
                     await self.job_store.record_activity(stream_id, job.generation)
                 except ConnectionError as exc:

@@ -13,7 +13,8 @@ sequence one subscriber must see. Rules:
 3. A gap is never skipped silently. When it does not fill within ``timeout`` of the
    first parked message (or ``capacity`` messages park) the core asks for the chunk
    log from the frontier (:attr:`Step.fetch_from`). Only a seq that the log proves
-   missing becomes a :class:`model.Gap`.
+   missing becomes a :class:`model.Gap`; so does a ``LostWrites`` row, the log's record
+   of seqs that Redis lost (reason ``WRITES_LOST``).
 4. While ``deferred`` (a fresh attachment catching up from the log) live traffic
    parks and neither the timer nor the capacity limit fires.
 5. The first terminal of this generation ends the subscription; nothing follows it.
@@ -25,12 +26,11 @@ reads a clock. The shell performs ``fetch_from`` and feeds the rows to
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
-from model import Chunk, Done, Failure, Gap, GapReason, StreamEvent, is_terminal
-
-SequencedEvent = Chunk | Done | Failure
+from impl._log import LogRow, LostWrites, SequencedEvent
+from model import Done, Failure, Gap, GapReason, StreamEvent, is_terminal
 
 #: Message delivered when a newer turn took over the stream id before this
 #: generation's terminal was seen (it can never arrive: the publish fence refuses it).
@@ -107,6 +107,9 @@ class ReorderBuffer:
         self._late_fills = 0
         self._repaired_events = 0
         self._repair_in_flight = False
+        #: Highest seq this generation is known to have published (by a producer on
+        #: this replica): if it never arrives, Redis lost it.
+        self._known_high = -1
 
     # -- inputs ---------------------------------------------------------------
 
@@ -151,7 +154,7 @@ class ReorderBuffer:
                 self._request_fetch(step)
         return self._finish(step, now)
 
-    def apply_log(self, entries: list[SequencedEvent], *, exhausted: bool, now: float) -> Step:
+    def apply_log(self, entries: list[LogRow], *, exhausted: bool, now: float) -> Step:
         """Rows read from the log starting at the requested seq, ascending.
 
         ``exhausted`` is true when the read returned fewer rows than asked for, i.e.
@@ -172,6 +175,9 @@ class ReorderBuffer:
             if self._finished:
                 break
             if entry.seq < self.next_seq:
+                continue
+            if isinstance(entry, LostWrites):
+                self._lost_writes(entry, step)
                 continue
             if entry.seq > self.next_seq:
                 self._emit_gap(self.next_seq, entry.seq - 1, step)
@@ -242,11 +248,16 @@ class ReorderBuffer:
             self._request_fetch(step)
         return self._finish(step, now)
 
+    def note_published(self, seq: int) -> None:
+        """This generation published ``seq`` (the producer's receipt said so)."""
+        self._known_high = max(self._known_high, seq)
+
     def end_with(self, terminal: Done | Failure, now: float) -> Step:
         """Deliver a terminal decided outside the seq stream (job found ended or lost)."""
         step = Step()
         if not self._finished:
-            self._deliver(terminal, step)
+            self._gap_for_known_lost(step)
+            self._deliver(replace(terminal, seq=max(terminal.seq, self.next_seq)), step)
         return self._finish(step, now)
 
     def close(self) -> None:
@@ -297,15 +308,24 @@ class ReorderBuffer:
             if not self._finished:
                 self._duplicates += 1
             return
-        self.next_seq = event.seq + 1
         if event.generation == self.generation:
+            self.next_seq = event.seq + 1
             self._deliver(event, step)
         elif self._is_newer(event):
-            self._deliver(
-                Failure(seq=event.seq, generation=self.generation, message=SUPERSEDED), step
-            )
+            self._gap_for_known_lost(step)
+            seq = max(event.seq, self.next_seq)
+            self.next_seq = seq + 1
+            self._deliver(Failure(seq=seq, generation=self.generation, message=SUPERSEDED), step)
         else:
+            self.next_seq = event.seq + 1
             self._foreign += 1
+
+    def _gap_for_known_lost(self, step: Step) -> None:
+        """The generation is ending without its own terminal: seqs it published that
+        never arrived are not coming (a failover lost them, and perhaps a newer turn
+        reused their numbers). Say so rather than end over a silent hole."""
+        if self._known_high >= self.next_seq:
+            self._emit_gap(self.next_seq, self._known_high, step, GapReason.WRITES_LOST)
 
     def _is_newer(self, event: SequencedEvent) -> bool:
         # A different generation at a seq we had not passed yet can only be a later
@@ -343,15 +363,33 @@ class ReorderBuffer:
             del self._pending[seq]
             self._duplicates += 1
 
-    def _emit_gap(self, first: int, last: int, step: Step) -> None:
+    def _lost_writes(self, row: LostWrites, step: Step) -> None:
+        """Seqs up to ``row.last_seq`` will never be in the log. Those heard live
+        before Redis lost them are still delivered; the rest become gaps."""
+        for seq in sorted(s for s in self._pending if s <= row.last_seq):
+            event = self._pending.pop(seq)
+            if seq > self.next_seq:
+                self._gap_before(seq, row, step)
+            self._accept_in_order(event, step)
+            if self._finished:
+                return
+        if self.next_seq <= row.last_seq:
+            self._gap_before(row.last_seq + 1, row, step)
+
+    def _gap_before(self, seq: int, row: LostWrites, step: Step) -> None:
+        """A gap from the frontier up to ``seq - 1``, split where ``row``'s lost range
+        starts: below it the log simply lacks the seqs, from it on Redis lost them."""
+        if self.next_seq < row.first_seq:
+            self._emit_gap(self.next_seq, min(seq, row.first_seq) - 1, step)
+        if self.next_seq < seq:
+            self._emit_gap(self.next_seq, seq - 1, step, GapReason.WRITES_LOST)
+
+    def _emit_gap(
+        self, first: int, last: int, step: Step, reason: GapReason = GapReason.NOT_IN_LOG
+    ) -> None:
         self._gaps += 1
         step.deliver.append(
-            Gap(
-                first_seq=first,
-                last_seq=last,
-                generation=self.generation,
-                reason=GapReason.NOT_IN_LOG,
-            )
+            Gap(first_seq=first, last_seq=last, generation=self.generation, reason=reason)
         )
         self.next_seq = last + 1
 

@@ -129,7 +129,7 @@ async def open_replica(
         transport = EventTransport(
             bus,
             nursery=nursery,
-            job_lookup=job_store.get_job,
+            jobs=job_store,
             wall_clock=wall,
             timings=settings.actor_timings(),
             max_event_bytes=settings.max_event_bytes,

@@ -39,6 +39,7 @@ from model import (
     Emitted,
     Failure,
     Gap,
+    GapReason,
     GenerationStarted,
     GeneratorStopped,
     History,
@@ -575,6 +576,12 @@ def _history_labels(history: History, crash_marks: list[int]) -> set[str]:
         elif isinstance(record, Emitted):
             if record.kind is EmitKind.CHUNK and record.outcome is OpOutcome.OK:
                 emitted_chunk_before[record.generation] = record.index
+        elif (
+            isinstance(record, Delivered)
+            and isinstance(record.event, Gap)
+            and record.event.reason is GapReason.WRITES_LOST
+        ):
+            labels.add("lost writes signalled as a gap")
         elif isinstance(record, SessionOpened):
             stream_of[record.session] = record.stream_id
             open_sessions.setdefault(record.stream_id, set()).add(record.session)

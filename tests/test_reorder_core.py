@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from impl._log import LostWrites
 from impl._reorder import SUPERSEDED, ReorderBuffer, Step
 from model import Chunk, Done, Failure, Gap, GapReason, StreamEvent
 
@@ -225,3 +226,85 @@ def test_statistics_tell_late_fills_from_log_repairs() -> None:
     buf.apply_log([chunk(2), chunk(3)], exhausted=True, now=1.6)
     stats = buf.statistics()
     assert (stats.late_fills, stats.repairs, stats.repaired_events) == (1, 1, 2)
+
+
+# -- writes Redis lost (failover or restart) ---------------------------------------
+
+
+def lost(first: int, last: int) -> LostWrites:
+    return LostWrites(first_seq=first, last_seq=last)
+
+
+def test_a_lost_writes_row_becomes_a_writes_lost_gap() -> None:
+    buf = live()
+    buf.offer(chunk(0), 0.0)
+    step = buf.on_timer(2.0)  # idle probe
+    assert step.fetch_from == 1
+    step = buf.apply_log([lost(1, 2), chunk(3)], exhausted=True, now=2.0)
+    assert step.deliver == [
+        Gap(first_seq=1, last_seq=2, generation=G, reason=GapReason.WRITES_LOST),
+        chunk(3),
+    ]
+
+
+def test_a_lost_writes_row_is_split_where_the_log_merely_lacks_seqs() -> None:
+    buf = live()
+    step = buf.on_timer(2.0)
+    step = buf.apply_log([lost(2, 3)], exhausted=True, now=2.0)
+    assert [(g.first_seq, g.last_seq, g.reason) for g in step.deliver if isinstance(g, Gap)] == [
+        (0, 1, GapReason.NOT_IN_LOG),
+        (2, 3, GapReason.WRITES_LOST),
+    ]
+    assert buf.next_seq == 4
+
+
+def test_seqs_heard_live_before_redis_lost_them_are_still_delivered() -> None:
+    buf = live()
+    buf.offer(chunk(1), 0.0)  # parked: seq 0 is missing
+    step = buf.on_timer(0.5)
+    assert step.fetch_from == 0
+    step = buf.apply_log([lost(0, 2)], exhausted=True, now=0.5)
+    assert step.deliver == [
+        Gap(first_seq=0, last_seq=0, generation=G, reason=GapReason.WRITES_LOST),
+        chunk(1),
+        Gap(first_seq=2, last_seq=2, generation=G, reason=GapReason.WRITES_LOST),
+    ]
+
+
+def test_a_lost_writes_row_behind_the_frontier_is_ignored() -> None:
+    buf = live()
+    buf.offer(chunk(0), 0.0)
+    buf.offer(chunk(1), 0.0)
+    buf.on_timer(2.0)
+    assert buf.apply_log([lost(0, 1)], exhausted=True, now=2.0).deliver == []
+
+
+def test_superseded_reader_is_told_of_published_seqs_that_never_arrived() -> None:
+    # The producer here was acknowledged seqs 0 and 1; a failover lost both and the
+    # next turn reused seq 0. Ending "superseded" alone would hide a hole.
+    buf = live()
+    buf.note_published(1)
+    step = buf.offer(chunk(0, gen="g2"), 0.1)
+    assert step.deliver == [
+        Gap(first_seq=0, last_seq=1, generation=G, reason=GapReason.WRITES_LOST),
+        Failure(seq=2, generation=G, message=SUPERSEDED),
+    ]
+    assert step.finished
+
+
+def test_a_terminal_from_the_job_record_follows_a_gap_for_known_lost_seqs() -> None:
+    buf = live()
+    buf.note_published(0)
+    step = buf.end_with(Failure(seq=0, generation=G, message="producer lost"), 40.0)
+    assert step.deliver == [
+        Gap(first_seq=0, last_seq=0, generation=G, reason=GapReason.WRITES_LOST),
+        Failure(seq=1, generation=G, message="producer lost"),
+    ]
+
+
+def test_known_published_seqs_that_did_arrive_need_no_gap() -> None:
+    buf = live()
+    buf.note_published(0)
+    buf.offer(chunk(0), 0.0)
+    step = buf.end_with(Failure(seq=1, generation=G, message="producer lost"), 40.0)
+    assert step.deliver == [Failure(seq=1, generation=G, message="producer lost")]

@@ -295,10 +295,10 @@ async def test_publish_script_runs_with_real_semantics() -> None:
     keys = Keys()
     sid = "s1"
     channel = Keys.channel(sid)
-    script_keys = [keys.seq(sid), keys.chunks(sid), keys.job(sid)]
+    script_keys = [keys.seq(sid), keys.chunks(sid), keys.job(sid), keys.seq_epoch(sid)]
 
     def args(kind: str, floor: int = 0) -> list[str | int]:
-        return ["g1", kind, '{"p":', "}", channel, floor, '{"x":1}', 1200, 86400, ""]
+        return ["g1", kind, '{"p":', "}", channel, floor, '{"x":1}', 1200, 86400, "", "1", 100]
 
     # No job: refused.
     assert await a.run_script(PUBLISH, keys=script_keys, args=args("chunk")) == [-1, 0]
@@ -319,9 +319,11 @@ async def test_publish_script_runs_with_real_semantics() -> None:
         '{"p":6}',
     ]
     rows = await a.xrange(keys.chunks(sid), "-", "+")
-    assert [r[0] for r in rows] == ["0-1", "5-1", "6-1"]
+    # Floor 5 with the counter at 1: seqs 1..4 were lost, and the log says so.
+    assert [r[0] for r in rows] == ["0-1", "4-2", "5-1", "6-1"]
     assert rows[0][1] == {"seq": "0", "type": "chunk", "gen": "g1", "event": '{"x":1}'}
-    assert await a.xrange(keys.chunks(sid), "5-1", "+", 1) == [rows[1]]
+    assert rows[1][1] == {"seq": "4", "type": "lost", "first": "1"}
+    assert await a.xrange(keys.chunks(sid), "5-1", "+", 1) == [rows[2]]
     assert await a.get(keys.seq(sid)) == "7"
     assert (await a.hgetall(keys.job(sid)))["terminalSeq"] == "6"
     # The first run of each script was EVALSHA, NOSCRIPT, then EVAL.
@@ -368,8 +370,10 @@ async def test_failover_loses_unreplicated_writes() -> None:
     a = sim.client("a")
     keys = Keys()
     sid = "s1"
-    script_keys = [keys.seq(sid), keys.chunks(sid), keys.job(sid)]
-    args: list[str | int] = ["g1", "chunk", "", "", Keys.channel(sid), 0, "{}", 1200, 86400, ""]
+    script_keys = [keys.seq(sid), keys.chunks(sid), keys.job(sid), keys.seq_epoch(sid)]
+    args: list[str | int] = [
+        *("g1", "chunk", "", "", Keys.channel(sid), 0, "{}", 1200, 86400, "", "1", 100)
+    ]
     await a.run_script(
         _HSET, keys=[keys.job(sid)], args=["generationId", "g1", "status", "running"]
     )
@@ -390,15 +394,21 @@ async def test_failover_loses_unreplicated_writes() -> None:
     assert await a.get(keys.seq(sid)) == "1"
     assert [r[0] for r in await a.xrange(keys.chunks(sid), "-", "+")] == ["0-1"]
     assert "terminalSeq" not in await a.hgetall(keys.job(sid))
-    # The promoted primary has no scripts: EVALSHA gets NOSCRIPT, then EVAL (a floor of 3
-    # pushes the regressed counter past what the writer had seen).
+    # The promoted primary has no scripts: EVALSHA gets NOSCRIPT, then EVAL. It has
+    # another run id than the one stored beside the counter, so the script skips 100
+    # seqs (more than the floor of 3 the writer had seen) and logs them as lost.
     floor_args = [*args[:5], 3, *args[6:]]
-    assert await a.run_script(PUBLISH, keys=script_keys, args=floor_args) == [3, 1]
+    assert await a.run_script(PUBLISH, keys=script_keys, args=floor_args) == [101, 1]
     assert "EVALSHA publish" in sim.trace[-2] and "NoScriptError" in sim.trace[-2]
+    rows = await a.xrange(keys.chunks(sid), "-", "+")
+    assert [r[0] for r in rows] == ["0-1", "100-2", "101-1"]
+    assert rows[1][1] == {"seq": "100", "type": "lost", "first": "1"}
+    # Once moved on the new server, the counter is trusted again: no second skip.
+    assert await a.run_script(PUBLISH, keys=script_keys, args=floor_args) == [102, 0]
     # The fresh replica is a full copy of the new primary.
     assert sim.peek("GET", keys.seq(sid), replica=True) == "1"
     sim.replicate(10)
-    assert sim.peek("GET", keys.seq(sid), replica=True) == "4"
+    assert sim.peek("GET", keys.seq(sid), replica=True) == "103"
     assert sim.peek("TTL", keys.seq(sid), replica=True) == sim.peek("TTL", keys.seq(sid))
 
 

@@ -12,7 +12,8 @@ import pytest
 import trio
 
 from impl import Keys
-from model import Chunk, Done, Failure, Gap
+from impl.transport._redis_bus import FAILOVER_SKIP
+from model import Chunk, Done, Failure, Gap, GapReason
 from tests.backends import collect, delta, replicas, texts
 from tests.redis_support import RedisServer, have_redis_binaries, open_redis, resp_call
 
@@ -63,6 +64,31 @@ async def test_counter_going_backwards_never_reuses_a_seq(private_redis: RedisSe
     seqs = [e.seq for e in events if isinstance(e, Chunk | Done)]
     assert seqs == sorted(set(seqs))
     assert texts(events) == [f"a{i}" for i in range(5)] + [f"b{i}" for i in range(3)]
+
+
+async def test_failover_to_a_lagging_replica_is_a_gap_and_reuses_no_seq(
+    private_redis: RedisServer,
+) -> None:
+    # What a promoted replica that lagged looks like to the next writer: its counter and
+    # log miss the last chunk, and its run id is not the one stored beside the counter.
+    # The next writer (replica b) never saw the lost chunk, so only the run id tells it.
+    keys, port = Keys(), private_redis.port
+    async with replicas("redis", 2, url=private_redis.url) as (a, b):
+        await a.create_job("s1", "u1")
+        await a.emit_chunk("s1", delta("kept"))
+        lost = await a.emit_chunk("s1", delta("lost"))
+        assert lost is not None
+        resp_call(port, "XDEL", keys.chunks("s1"), f"{lost.seq}-1")
+        resp_call(port, "SET", keys.seq("s1"), str(lost.seq))
+        resp_call(port, "SET", keys.seq_epoch("s1"), "f" * 40)
+        await b.abort_job("s1", "u1")
+        events = await collect(await b.subscribe("s1", "u1"))
+    assert texts(events) == ["kept"]
+    gaps = [e for e in events if isinstance(e, Gap)]
+    assert [(g.first_seq, g.last_seq, g.reason) for g in gaps] == [
+        (lost.seq, lost.seq + FAILOVER_SKIP - 1, GapReason.WRITES_LOST)
+    ]
+    assert isinstance(events[-1], Done) and events[-1].seq == lost.seq + FAILOVER_SKIP
 
 
 async def test_malformed_channel_payloads_are_counted_and_dropped(

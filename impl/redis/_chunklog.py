@@ -9,6 +9,10 @@ can never be reused for a different seq. Fields:
 * ``gen``   generation id of the turn that emitted it
 * ``event`` JSON of the chunk's SSE event object or the done payload (LibreChat's field)
 * ``error`` the error message (``error`` entries only)
+
+A replica that finds the counter behind a seq it has seen (Redis lost writes) appends
+one marker row with the id ``<last>-2`` and the fields ``seq`` (= ``last``),
+``type`` = ``lost`` and ``first``: seqs ``first..last`` exist nowhere any more.
 """
 
 from __future__ import annotations

@@ -29,6 +29,11 @@ class Keys:
     def seq(self, stream_id: str) -> str:
         return f"{self.prefix}stream:{{{stream_id}}}:seq"
 
+    def seq_epoch(self, stream_id: str) -> str:
+        """The run id of the Redis server that last advanced the counter (not in
+        LibreChat: lets the publish script notice a failover or restart)."""
+        return f"{self.prefix}stream:{{{stream_id}}}:seqepoch"
+
     @property
     def running(self) -> str:
         return f"{self.prefix}stream:running"

@@ -13,23 +13,26 @@ back to them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import trio
 
 from impl._canaries import Canary
 from impl._early_buffer import EarlyBuffer
+from impl._errors import IllegalTransition
 from impl._reorder import ReorderBuffer, ReorderStats, Step
 from impl._seams import WallClock
-from impl._types import SerializableJobData
+from impl._status import JobStatus
+from impl._types import JobUpdate, SerializableJobData
 from impl.redis import RedisConnectionError
 from impl.transport._bus import Bus, EventKind, Published, PublishOutcome
 from impl.transport._envelope import AbortSignal, SequencedEvent
-from impl.transport._verdict import silent_subscriber_verdict
+from impl.transport._verdict import PRODUCER_LOST, silent_subscriber_verdict
 from model import Chunk, Done, Failure, JSONValue, StreamEvent
 
 logger = logging.getLogger(__name__)
@@ -38,8 +41,21 @@ T = TypeVar("T")
 
 #: Rows per chunk-log read during catch-up and repair.
 LOG_PAGE = 500
+#: Generations whose last published seq an actor remembers (the current turn and a
+#: few before it are enough: older turns have no readers left to warn).
+REMEMBERED_GENERATIONS = 8
 
-JobLookup = Callable[[str], Awaitable[SerializableJobData | None]]
+
+class JobRecords(Protocol):
+    """The part of the job store an actor needs (a :class:`~impl.jobstore.JobStore`)."""
+
+    async def get_job(self, stream_id: str) -> SerializableJobData | None: ...
+
+    async def update_job(
+        self, stream_id: str, update: JobUpdate, *, expected_generation: str | None = None
+    ) -> bool: ...
+
+
 AbortCallback = Callable[[], None]
 
 
@@ -131,6 +147,11 @@ class _Restored:
 
 
 @dataclass(frozen=True, slots=True)
+class _Audit:
+    reply: _Reply[None]
+
+
+@dataclass(frozen=True, slots=True)
 class _Produce:
     generation: str
     early: EarlyBuffer
@@ -147,7 +168,17 @@ class _OnAbort:
     callback: AbortCallback | None
 
 
-_Command = _Emit | _Attach | _Detach | _Incoming | _Restored | _Produce | _StopProducing | _OnAbort
+_Command = (
+    _Emit
+    | _Attach
+    | _Detach
+    | _Incoming
+    | _Restored
+    | _Audit
+    | _Produce
+    | _StopProducing
+    | _OnAbort
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +229,7 @@ class StreamActor:
         stream_id: str,
         *,
         bus: Bus,
-        job_lookup: JobLookup,
+        jobs: JobRecords,
         wall_clock: WallClock,
         timings: ActorTimings,
         totals: DeliveryTotals | None = None,
@@ -206,7 +237,7 @@ class StreamActor:
         self.stream_id = stream_id
         self._totals = totals if totals is not None else DeliveryTotals()
         self._bus = bus
-        self._job_lookup = job_lookup
+        self._jobs = jobs
         self._wall = wall_clock
         self._timings = timings
         self._send, self._inbox = trio.open_memory_channel[_Command](math.inf)
@@ -215,6 +246,9 @@ class StreamActor:
         self._abort_callbacks: dict[str, AbortCallback] = {}
         #: Highest seq this replica has seen on the stream: the publish floor.
         self._high_water = -1
+        #: Last seq each recent generation published from this replica: what readers
+        #: here are owed even if Redis loses it (see ReorderBuffer.note_published).
+        self._published: dict[str, int] = {}
         self._counts = _Counts()
         canaries = timings.canaries
         self._force_flush = bool(
@@ -262,6 +296,12 @@ class StreamActor:
 
     def restored(self) -> None:
         self._send.send_nowait(_Restored())
+
+    async def audit(self) -> None:
+        """Make sure Redis still has every seq this replica saw (see ``_mark_lost``)."""
+        reply: _Reply[None] = _Reply()
+        self._send.send_nowait(_Audit(reply))
+        await reply.wait()
 
     def produce(self, generation: str, early: EarlyBuffer) -> None:
         self._send.send_nowait(_Produce(generation, early))
@@ -355,8 +395,14 @@ class StreamActor:
                 for sub in list(self._subscribers.values()):
                     await self._apply(sub, sub.buffer.offer(message, now))
             case _Restored():
+                await self._mark_lost()
                 for sub in list(self._subscribers.values()):
                     await self._apply(sub, sub.buffer.resync(now))
+            case _Audit(reply=reply):
+                try:
+                    await self._mark_lost()
+                finally:
+                    reply.set(None)
             case _Produce(generation=generation, early=early):
                 self._producer = _Producer(generation, early)
             case _StopProducing(generation=generation):
@@ -389,10 +435,33 @@ class StreamActor:
             if self._local_counter is not None:
                 self._local_counter += 1
             self._high_water = max(self._high_water, outcome.seq)
+            self._remember_published(command.generation, outcome.seq)
             producer = self._producer
             if producer is not None and producer.generation == command.generation:
                 producer.early.record(_as_event(command, outcome.seq), command.size)
         command.reply.set(outcome)
+
+    def _remember_published(self, generation: str, seq: int) -> None:
+        self._published.pop(generation, None)
+        self._published[generation] = seq
+        while len(self._published) > REMEMBERED_GENERATIONS:
+            del self._published[next(iter(self._published))]
+        for sub in self._subscribers.values():
+            if sub.buffer.generation == generation:
+                sub.buffer.note_published(seq)
+
+    async def _mark_lost(self) -> None:
+        """Redis may have lost writes (a failover or restart behind a reconnect): push
+        the counter past every seq this replica saw, and past a safety margin if the
+        server changed, and log them as lost, so that no seq names two events and
+        readers get a gap. The publish script does the same on every emit; this covers
+        replicas that learn of it before their next emit, or never emit."""
+        if self._local_counter is not None:
+            return
+        try:
+            await self._bus.mark_lost(self.stream_id, floor=self._high_water + 1)
+        except (RedisConnectionError, OSError) as exc:
+            logger.warning("stream %s: lost-write check failed (%s)", self.stream_id, exc)
 
     async def _attach(self, command: _Attach, now: float) -> None:
         buffer = ReorderBuffer(
@@ -404,6 +473,8 @@ class StreamActor:
             idle_probe=self._timings.idle_probe,
             force_flush=self._force_flush,
         )
+        if (published := self._published.get(command.generation)) is not None:
+            buffer.note_published(published)
         sub = _Subscriber(
             command.sub_id, buffer, command.out, job_ended_at_attach=command.job_ended
         )
@@ -481,7 +552,7 @@ class StreamActor:
 
     async def _judge_silence(self, sub: _Subscriber) -> Step | None:
         try:
-            job = await self._job_lookup(self.stream_id)
+            job = await self._jobs.get_job(self.stream_id)
         except (RedisConnectionError, OSError):
             return None
         verdict = silent_subscriber_verdict(
@@ -493,7 +564,34 @@ class StreamActor:
         )
         if verdict is None:
             return None
+        if (
+            job is not None
+            and job.generation_id == sub.buffer.generation
+            and job.status is JobStatus.RUNNING
+        ):  # still running, so the verdict is that its producer timed out
+            # Not yet: fence the producer first, then let the next probe read the log
+            # (whatever it published before the fence) and the failure it now stores.
+            await self._fence_silent_producer(sub.buffer.generation)
+            return None
         return sub.buffer.end_with(verdict, trio.current_time())
+
+    async def _fence_silent_producer(self, generation: str) -> None:
+        """Record the silent producer's turn as failed before telling readers so.
+
+        A producer that was only slow (a stalled process, a heartbeat delayed past the
+        timeout) would otherwise publish on, acknowledged, to readers who had already
+        been told it was gone (found by the simulation). Once the job is failed, the
+        publish fence refuses its events instead. If the job moved on meanwhile (it
+        ended, or another turn replaced it), nothing is written.
+        """
+        with contextlib.suppress(IllegalTransition, RedisConnectionError, OSError):
+            await self._jobs.update_job(
+                self.stream_id,
+                JobUpdate(
+                    status=JobStatus.ERROR, completed_at=self._wall.now_ms(), error=PRODUCER_LOST
+                ),
+                expected_generation=generation,
+            )
 
     def _remove(self, sub_id: int) -> None:
         sub = self._subscribers.pop(sub_id, None)

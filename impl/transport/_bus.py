@@ -8,6 +8,7 @@ Two implementations share every line above them (actors, manager):
   the chunk log and fans it out (``publish``);
 * reads the chunk log by seq (``read_log``), the source of truth for catch-up and
   gap repair;
+* repairs the counter after Redis lost writes (``mark_lost``), leaving a marker row;
 * holds channel subscriptions by reference count, returning from ``acquire_channel``
   only once the subscription is acknowledged;
 * hands every incoming message to the replica's :class:`Sink`.
@@ -19,6 +20,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
+from impl._log import LogRow, LostWrites
 from impl.transport._envelope import AbortSignal, SequencedEvent
 from model import EmitKind, JSONValue
 
@@ -78,8 +80,12 @@ class Bus(Protocol):
 
     async def publish_abort(self, stream_id: str, generation: str) -> None: ...
 
-    async def read_log(self, stream_id: str, *, from_seq: int, count: int) -> list[SequencedEvent]:
-        """Log entries with ``seq >= from_seq``, ascending, at most ``count``."""
+    async def read_log(self, stream_id: str, *, from_seq: int, count: int) -> list[LogRow]:
+        """Log rows with ``seq >= from_seq``, ascending, at most ``count``."""
+
+    async def mark_lost(self, stream_id: str, *, floor: int) -> LostWrites | None:
+        """If the counter is below ``floor`` (Redis lost writes this replica saw), push
+        it there and log which seqs are gone; returns them, or ``None`` if none were."""
 
     async def counter(self, stream_id: str) -> int:
         """The next seq the stream will allocate (0 for a new stream)."""

@@ -1,12 +1,14 @@
 """The publish script: seq allocation, chunk-log append and PUBLISH in one round trip.
 
 KEYS: 1 ``stream:{id}:seq``  2 ``stream:{id}:chunks``  3 ``stream:{id}:job``
+      4 ``stream:{id}:seqepoch``
 ARGV: 1 generation  2 kind (chunk|done|error)  3 envelope prefix  4 envelope suffix
       5 channel  6 floor (lowest acceptable seq)  7 log payload (event JSON or error)
       8 chunk-log TTL seconds  9 counter TTL seconds
       10 pinned seq or "" (canary PER_PROCESS_COUNTERS only: use this seq, no INCR)
       11 "1" to apply the fence, "0" to skip it (canaries that restore LibreChat's
          fenceless publish only)
+      12 seqs to skip after a failover or restart (see ``raise_to_floor``)
 
 Returns ``{seq, regressed}`` or ``{code, 0}`` with a negative refusal code:
 -1 no job, -2 another generation owns the stream, -3 the job has ended or sent its
@@ -15,16 +17,59 @@ terminal (chunks only), -4 this generation already published its terminal.
 The fence makes three promises the subscribers rely on: a replaced turn can never
 publish again; no chunk follows a terminal; a generation has at most one terminal.
 The floor makes a fourth: after Redis lost writes (restart, failover) the counter is
-pushed past every seq this replica has seen, so one seq never names two events.
+pushed past every seq this replica has seen, so one seq never names two events, and
+a ``lost`` row (impl/redis/_chunklog.py) tells readers which seqs are gone for good.
+:data:`MARK_LOST` does the same without publishing, for a replica that learns of a
+reconnect or starts a new turn.
 """
 
 from __future__ import annotations
 
 from impl.redis import LuaScript
 
+_RAISE_TO_FLOOR = """
+-- Make sure the counter `seq_key` is past every seq that may already have been used,
+-- leaving a `lost` row in `log_key` for seqs that exist nowhere any more.
+--   floor: the lowest acceptable next seq (1 + the highest seq the caller has seen);
+--   the server's run id differs from the one stored in `epoch_key`: this Redis was
+--   restarted or failed over since the counter last moved, so it may have lost any
+--   recent allocation, seen by nobody still alive; skip `skip` seqs to be safe.
+-- Returns (pushed, first lost seq): (0, -1) if nothing was wrong, (1, -1) if the log
+-- still had every seq below the new counter.
+local function raise_to_floor(seq_key, log_key, epoch_key, floor, skip, log_ttl, counter_ttl)
+  local n = tonumber(redis.call('GET', seq_key) or '0')
+  local target = floor
+  local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)') or ''
+  local stored = redis.call('GET', epoch_key)
+  if stored ~= run_id then
+    redis.call('SET', epoch_key, run_id, 'EX', counter_ttl)
+    if stored and n + skip > target then target = n + skip end
+  end
+  if n >= target then return 0, -1 end
+  local first = n
+  local last = target - 1
+  local tail = redis.call('XREVRANGE', log_key, '+', '-', 'COUNT', 1)
+  if tail[1] then
+    local logged = tonumber(string.match(tail[1][1], '^(%d+)-'))
+    if logged >= first then first = logged + 1 end
+  end
+  if first <= last then
+    redis.call('XADD', log_key, last .. '-2', 'seq', last, 'type', 'lost', 'first', first)
+    if redis.call('TTL', log_key) < log_ttl then
+      redis.call('EXPIRE', log_key, log_ttl)
+    end
+  else
+    first = -1
+  end
+  redis.call('SET', seq_key, target, 'EX', counter_ttl)
+  return 1, first
+end
+"""
+
 PUBLISH = LuaScript(
     "publish",
-    """
+    _RAISE_TO_FLOOR
+    + """
 local gen = ARGV[1]
 local kind = ARGV[2]
 if ARGV[11] ~= '0' then
@@ -37,6 +82,7 @@ if ARGV[11] ~= '0' then
     return {-4, 0}
   end
 end
+local log_ttl = tonumber(ARGV[8])
 local regressed = 0
 local seq
 local entry
@@ -44,24 +90,20 @@ if ARGV[10] ~= '' then
   seq = tonumber(ARGV[10])
   entry = '*'  -- a pinned seq may repeat or go backwards: let Redis pick the id
 else
-  local n = redis.call('INCR', KEYS[1])
-  local floor = tonumber(ARGV[6])
-  if n <= floor then
-    n = floor + 1
-    redis.call('SET', KEYS[1], n)
-    regressed = 1
-  end
-  seq = n - 1
+  regressed = raise_to_floor(  -- the first of its two results
+    KEYS[1], KEYS[2], KEYS[4], tonumber(ARGV[6]), tonumber(ARGV[12]), log_ttl,
+    tonumber(ARGV[9]))
+  seq = redis.call('INCR', KEYS[1]) - 1
   entry = seq .. '-1'
 end
 local counter_ttl = tonumber(ARGV[9])
 if redis.call('TTL', KEYS[1]) < counter_ttl / 2 then
   redis.call('EXPIRE', KEYS[1], counter_ttl)
+  redis.call('EXPIRE', KEYS[4], counter_ttl)
 end
 local field = 'event'
 if kind == 'error' then field = 'error' end
 redis.call('XADD', KEYS[2], entry, 'seq', seq, 'type', kind, 'gen', gen, field, ARGV[7])
-local log_ttl = tonumber(ARGV[8])
 if redis.call('TTL', KEYS[2]) < log_ttl then
   redis.call('EXPIRE', KEYS[2], log_ttl)
 end
@@ -70,6 +112,21 @@ if kind ~= 'chunk' then
 end
 redis.call('PUBLISH', ARGV[5], ARGV[3] .. seq .. ARGV[4])
 return {seq, regressed}
+""",
+)
+
+#: KEYS: 1 ``stream:{id}:seq``  2 ``stream:{id}:chunks``  3 ``stream:{id}:seqepoch``
+#: ARGV: 1 floor  2 failover skip  3 chunk-log TTL seconds  4 counter TTL seconds
+#: Returns ``{first, last}`` of the seqs marked lost, or ``{-1, -1}`` if none were.
+MARK_LOST = LuaScript(
+    "mark_lost",
+    _RAISE_TO_FLOOR
+    + """
+local pushed, first = raise_to_floor(
+  KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
+  tonumber(ARGV[4]))
+if first < 0 then return {-1, -1} end
+return {first, tonumber(redis.call('GET', KEYS[1])) - 1}
 """,
 )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from impl._log import LogRow, LostWrites
 from impl._status import JobStatus
 from impl.transport._bus import (
     EventKind,
@@ -37,7 +38,7 @@ JobLookup = Callable[[str], JobFacts | None]
 @dataclass(slots=True)
 class _StreamLog:
     next_seq: int = 0
-    entries: list[SequencedEvent] = field(default_factory=list)
+    entries: list[LogRow] = field(default_factory=list)
     terminal_generations: set[str] = field(default_factory=set)
 
 
@@ -86,8 +87,9 @@ class MemoryHub:
         if pinned_seq is not None:
             seq, regressed = pinned_seq, False
         else:
-            seq = max(log.next_seq, floor)
-            regressed = seq != log.next_seq
+            regressed = log.next_seq < floor
+            self._raise_to_floor(log, floor)
+            seq = log.next_seq
             log.next_seq = seq + 1
         event: SequencedEvent
         if kind is EventKind.CHUNK:
@@ -103,6 +105,24 @@ class MemoryHub:
             del log.entries[: len(log.entries) - self._max_log_entries]
         self._fan_out(stream_id, event)
         return Published(seq=seq, counter_regressed=regressed)
+
+    def _mark_lost(self, stream_id: str, floor: int) -> LostWrites | None:
+        return self._raise_to_floor(self._streams.setdefault(stream_id, _StreamLog()), floor)
+
+    def _raise_to_floor(self, log: _StreamLog, floor: int) -> LostWrites | None:
+        """The Redis script's ``raise_to_floor`` (impl/transport/_lua.py). A hub never
+        loses writes, so this only acts on a floor from a replica of another hub."""
+        if log.next_seq >= floor:
+            return None
+        first = log.next_seq
+        if log.entries:
+            first = max(first, log.entries[-1].seq + 1)
+        log.next_seq = floor
+        if first > floor - 1:
+            return None
+        lost = LostWrites(first_seq=first, last_seq=floor - 1)
+        log.entries.append(lost)
+        return lost
 
     def _fence(
         self, stream_id: str, generation: str, kind: EventKind, log: _StreamLog
@@ -125,7 +145,7 @@ class MemoryHub:
         for bus in list(self._subscribers.get(stream_id, ())):
             bus._receive(stream_id, message)
 
-    def _read(self, stream_id: str, from_seq: int, count: int) -> list[SequencedEvent]:
+    def _read(self, stream_id: str, from_seq: int, count: int) -> list[LogRow]:
         log = self._streams.get(stream_id)
         if log is None:
             return []
@@ -171,8 +191,11 @@ class MemoryBus:
     async def publish_abort(self, stream_id: str, generation: str) -> None:
         self._hub._fan_out(stream_id, AbortSignal(generation=generation))
 
-    async def read_log(self, stream_id: str, *, from_seq: int, count: int) -> list[SequencedEvent]:
+    async def read_log(self, stream_id: str, *, from_seq: int, count: int) -> list[LogRow]:
         return self._hub._read(stream_id, from_seq, count)
+
+    async def mark_lost(self, stream_id: str, *, floor: int) -> LostWrites | None:
+        return self._hub._mark_lost(stream_id, floor)
 
     async def counter(self, stream_id: str) -> int:
         return self._hub.counter_now(stream_id)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import trio
 
+from impl._log import LogRow, LostWrites
 from impl.redis import (
     Keys,
     PubSubMessage,
@@ -34,18 +35,21 @@ from impl.transport._bus import (
 )
 from impl.transport._envelope import (
     MalformedPayload,
-    SequencedEvent,
     decode,
     encode_abort,
     encode_split,
 )
-from impl.transport._lua import PUBLISH
+from impl.transport._lua import MARK_LOST, PUBLISH
 from model import Chunk, Done, Failure, JSONValue
 
 logger = logging.getLogger(__name__)
 
 #: Counter TTL (spec §2.3, July): sliding, extend-only, 24 h.
 COUNTER_TTL_S = 86_400
+#: Seqs skipped (and logged as lost) when a stream's counter is first advanced on a
+#: Redis that restarted or failed over: more than one stream can have allocated in
+#: the replication lag, so anything allocated there is covered without a witness.
+FAILOVER_SKIP = 10_000
 #: Backoff between reconnect attempts of the pub/sub connection.
 RECONNECT_BACKOFF_MIN_S = 0.05
 RECONNECT_BACKOFF_MAX_S = 2.0
@@ -89,10 +93,12 @@ class RedisBus:
         *,
         keys: Keys | None = None,
         log_ttl_s: int = 1200,
+        failover_skip: int = FAILOVER_SKIP,
     ) -> None:
         self._redis = redis
         self._keys = keys if keys is not None else Keys()
         self._log_ttl_s = log_ttl_s
+        self._failover_skip = failover_skip
         self._sink: Sink | None = None
         self._channels: dict[str, _Channel] = {}
         self._subscriber: Subscriber | None = None
@@ -123,6 +129,7 @@ class RedisBus:
                 self._keys.seq(stream_id),
                 self._keys.chunks(stream_id),
                 self._keys.job(stream_id),
+                self._keys.seq_epoch(stream_id),
             ],
             args=[
                 generation,
@@ -136,6 +143,7 @@ class RedisBus:
                 COUNTER_TTL_S,
                 "" if pinned_seq is None else pinned_seq,
                 "1" if fenced else "0",
+                self._failover_skip,
             ],
         )
         if not isinstance(reply, list) or len(reply) != 2:
@@ -160,11 +168,30 @@ class RedisBus:
         except ValueError:
             return 0
 
-    async def read_log(self, stream_id: str, *, from_seq: int, count: int) -> list[SequencedEvent]:
+    async def mark_lost(self, stream_id: str, *, floor: int) -> LostWrites | None:
+        reply = await self._redis.run_script(
+            MARK_LOST,
+            keys=[
+                self._keys.seq(stream_id),
+                self._keys.chunks(stream_id),
+                self._keys.seq_epoch(stream_id),
+            ],
+            args=[floor, self._failover_skip, self._log_ttl_s, COUNTER_TTL_S],
+        )
+        if not isinstance(reply, list) or len(reply) != 2:
+            raise RedisConnectionError(f"unexpected mark_lost script reply {reply!r}")
+        first, last = int(reply[0]), int(reply[1])
+        if first < 0:
+            return None
+        self._counters.regressions += 1
+        logger.warning("stream %s: Redis lost seqs %d..%d; counter pushed", stream_id, first, last)
+        return LostWrites(first_seq=first, last_seq=last)
+
+    async def read_log(self, stream_id: str, *, from_seq: int, count: int) -> list[LogRow]:
         rows = await self._redis.xrange(
             self._keys.chunks(stream_id), entry_id(from_seq), "+", count
         )
-        events: list[SequencedEvent] = []
+        events: list[LogRow] = []
         for _entry, fields in rows:
             event = _decode_log_row(fields)
             if event is None:
@@ -312,11 +339,14 @@ class RedisBus:
         )
 
 
-def _decode_log_row(fields: dict[str, str]) -> SequencedEvent | None:
+def _decode_log_row(fields: dict[str, str]) -> LogRow | None:
     try:
         seq = int(fields["seq"])
-        generation = fields["gen"]
         kind = fields["type"]
+        if kind == "lost":
+            first = int(fields["first"])
+            return LostWrites(first_seq=first, last_seq=seq) if 0 <= first <= seq else None
+        generation = fields["gen"]
         if kind == "error":
             return Failure(seq=seq, generation=generation, message=fields.get("error", ""))
         data = json.loads(fields.get("event", "null"))

@@ -35,7 +35,7 @@ from impl.transport._actor import (
     ActorStats,
     ActorTimings,
     DeliveryTotals,
-    JobLookup,
+    JobRecords,
     StreamActor,
 )
 from impl.transport._bus import Bus, EventKind, PublishOutcome
@@ -121,14 +121,14 @@ class EventTransport:
         bus: Bus,
         *,
         nursery: trio.Nursery,
-        job_lookup: JobLookup,
+        jobs: JobRecords,
         wall_clock: WallClock,
         timings: ActorTimings,
         max_event_bytes: int,
     ) -> None:
         self._bus = bus
         self._nursery = nursery
-        self._job_lookup = job_lookup
+        self._jobs = jobs
         self._wall = wall_clock
         self._timings = timings
         self._max_event_bytes = max_event_bytes
@@ -173,7 +173,7 @@ class EventTransport:
         actor = StreamActor(
             stream_id,
             bus=self._bus,
-            job_lookup=self._job_lookup,
+            jobs=self._jobs,
             wall_clock=self._wall,
             timings=self._timings,
             totals=self._delivery_totals,
@@ -293,6 +293,15 @@ class EventTransport:
         """
         if (entry := self._actors.get(stream_id)) is not None:
             entry[0].restored()
+
+    async def check_lost_writes(self, stream_id: str) -> None:
+        """If Redis lost seqs of the stream (this replica saw them, or the server was
+        restarted or failed over), push the shared counter past them and log them as
+        lost, so that what comes next never reuses their numbers."""
+        if (entry := self._actors.get(stream_id)) is not None:
+            await entry[0].audit()
+        else:
+            await self._bus.mark_lost(stream_id, floor=0)
 
     def on_all_subscribers_left(self, stream_id: str, callback: AllLeftCallback) -> None:
         """Run ``callback`` each time the last local subscriber of the stream leaves."""

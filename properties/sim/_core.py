@@ -222,7 +222,7 @@ class _SimCore:
         self._replication.popleft()
         del self._items[entry.id]
         assert self._replica is not None
-        reply = self._replica.execute(entry.fields, entry.at)
+        reply = self._replica.execute(entry.fields, entry.at, replicating=self._engine.run_id)
         outcome = (
             f"error {type(reply).__name__}: {reply}" if isinstance(reply, ResponseError) else "ok"
         )

@@ -15,7 +15,9 @@ Every private fakeredis hook the simulation depends on is used in this module on
 * ``_lua_redis_call`` (what ``redis.call`` runs), replaced by a copy without the scan
   of the Lua globals fakeredis makes before every call (see :class:`_SimSocket`);
 * ``_get_server_runtime`` and ``FakeServer._lua_runtime``, to wrap the server's Lua
-  runtime so each script is compiled once (see :class:`_CompilingRuntime`).
+  runtime so each script is compiled once (see :class:`_CompilingRuntime`);
+* ``fakeredis._commands.command``, to add ``INFO`` (fakeredis has none), which answers
+  only the ``run_id`` field: impl's scripts read it to notice a failover or restart.
 
 Pitfall: the PUBLISH hook runs while fakeredis holds its server lock (a plain
 ``threading.Lock``): it must only enqueue and never run another engine command.
@@ -38,7 +40,7 @@ import fakeredis.commands_mixins.server_mixin
 import fakeredis.model._stream
 import redis
 from fakeredis import _msgs
-from fakeredis._commands import COMMANDS_WITH_SUB
+from fakeredis._commands import COMMANDS_WITH_SUB, command
 from fakeredis._helpers import SimpleError, decode_command_bytes
 from fakeredis._socket import FakeSocket
 
@@ -131,10 +133,16 @@ class _SimSocket(FakeSocket):
     """A fakeredis connection whose replies are kept, not queued, and whose PUBLISH goes
     to the simulation instead of fakeredis's own subscribers."""
 
-    def __init__(self, server: Any, hook: PublishHook | None) -> None:
+    def __init__(self, server: Any, hook: PublishHook | None, run_id: str) -> None:
         super().__init__(server, 0, client_class=redis.Redis, client_info={"resp": 3})
         self.hook = hook
         self.reply: Any = None
+        self.run_id = run_id
+
+    @command((), (bytes,), flags="")
+    def info(self, *sections: bytes) -> bytes:
+        # Redis answers every section asked for; the run id is all impl reads.
+        return f"# Server\r\nrun_id:{self.run_id}\r\n".encode()
 
     def put_response(self, msg: Any) -> None:
         self.reply = msg
@@ -192,11 +200,14 @@ class Engine:
     is returned (not raised) as a redis-py ``ResponseError`` instance.
     """
 
-    def __init__(self, hook: PublishHook | None, server: Any = None) -> None:
+    def __init__(self, hook: PublishHook | None, server: Any = None, *, number: int = 0) -> None:
         if server is None:
             server = fakeredis.FakeServer(version=(7, 0))
         self.server: Any = server
-        self._socket = _SimSocket(server, hook)
+        #: Each server process has its own run id (what INFO reports); a copy is a
+        #: new process, so a promoted replica answers with a different one.
+        self.number = number
+        self._socket = _SimSocket(server, hook, f"{number:040x}")
         runtime = self._socket._get_server_runtime(server)
         server._lua_runtime = _CompilingRuntime(runtime)
 
@@ -209,17 +220,31 @@ class Engine:
     def hook(self, hook: PublishHook | None) -> None:
         self._socket.hook = hook
 
-    def execute(self, fields: list[bytes], now: float) -> Any:
-        """Run one command at simulated time ``now``; return its raw reply."""
+    @property
+    def run_id(self) -> str:
+        run_id: str = self._socket.run_id
+        return run_id
+
+    def execute(self, fields: list[bytes], now: float, *, replicating: str | None = None) -> Any:
+        """Run one command at simulated time ``now``; return its raw reply.
+
+        ``replicating`` is the run id of the primary whose command a replica replays:
+        Redis replicates a script's effects, so what the script read from INFO there
+        is what the replica must store (the replay re-runs the script here).
+        """
         if _SHIM.depth == 0:
             raise RuntimeError("the simulated Redis runs only inside sim_time(clock)")
         sock = self._socket
+        own_run_id = sock.run_id
+        if replicating is not None:
+            sock.run_id = replicating
         sock.reply = None
         _SHIM.frozen = now
         try:
             sock._process_command(fields)
         finally:
             _SHIM.frozen = None
+            sock.run_id = own_run_id
         return sock.reply
 
     def copy(self, hook: PublishHook | None) -> Engine:
@@ -230,7 +255,7 @@ class Engine:
             target._dict = copy.deepcopy(db._dict)
             target._expiry_heap = list(db._expiry_heap)
             target.time = db.time
-        return Engine(hook, server)
+        return Engine(hook, server, number=self.number + 1)
 
     def forget_scripts(self) -> None:
         """SCRIPT FLUSH: a promoted replica has no scripts (Redis replicates effects)."""

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hypothesis import HealthCheck, Phase, settings
+from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import HypothesisException
-from hypothesis.stateful import run_state_machine_as_test
+from hypothesis.stateful import get_state_machine_test
 
 from impl._canaries import Canary
 from model import AnomalyKind
@@ -53,9 +54,7 @@ def _quiet() -> Iterator[None]:
         logging.disable(logging.NOTSET)
 
 
-def campaign_settings(
-    examples: int, *, seed: int | None = None, shrink: bool = True, steps: int = 30
-) -> settings:
+def campaign_settings(examples: int, *, shrink: bool = True, steps: int = 30) -> settings:
     phases = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target]
     if shrink:
         phases.append(Phase.shrink)
@@ -66,7 +65,6 @@ def campaign_settings(
         phases=phases,
         suppress_health_check=list(HealthCheck),
         database=None,
-        derandomize=seed is not None,
         print_blob=True,
         report_multiple_bugs=False,
     )
@@ -87,9 +85,13 @@ def run_campaign(
     crashed: str | None = None
     with _quiet():
         try:
-            run_state_machine_as_test(
-                machine, settings=campaign_settings(examples, seed=seed, shrink=shrink)
+            test = get_state_machine_test(
+                machine, settings=campaign_settings(examples, shrink=shrink)
             )
+            if seed is not None:
+                # The same seed explores the same examples; different seeds, different ones.
+                test = hypothesis_seed(seed)(test)
+            test()
         except (AssertionError, HypothesisException) as exc:
             if machine.last_failure is None:
                 crashed = f"{type(exc).__name__}: {exc}"[:2000]

@@ -150,6 +150,12 @@ class StreamMachine(RuleBasedStateMachine):
     def failover(self) -> None:
         self._do("failover")
 
+    @precondition(lambda self: Fault.FAILOVER in self.faults)
+    @rule(stream=STREAMS)
+    def failover_after_emit(self, stream: str) -> None:
+        """A chunk is acknowledged to its generator and lost by the failover."""
+        self._do("failover_after_emit", stream=stream)
+
     @precondition(lambda self: Fault.CLOCK in self.faults)
     @rule(dt=st.sampled_from([0.1, 0.6, 2.5, 31.0]))
     def jump(self, dt: float) -> None:

@@ -32,7 +32,9 @@ CANARY_BUDGET = 500
 REQUIRED_LABELS = {
     "abort during a reconnect",
     "duplicate dropped",
+    "failover lost writes",
     "gap repaired from the log",
+    "lost writes signalled as a gap",
     "new turn on a reused stream id",
     "resume after a crash",
     "subscribe acknowledged after emits",

@@ -30,7 +30,7 @@ from impl._seams import WallClock
 from impl._status import JobStatus
 from impl._types import JobUpdate, SerializableJobData
 from impl.redis import RedisConnectionError
-from impl.transport._bus import Bus, EventKind, Published, PublishOutcome
+from impl.transport._bus import Bus, EventKind, Published, PublishOutcome, PublishRefused
 from impl.transport._envelope import AbortSignal, SequencedEvent
 from impl.transport._verdict import PRODUCER_LOST, silent_subscriber_verdict
 from model import Chunk, Done, Failure, JSONValue, StreamEvent
@@ -249,6 +249,8 @@ class StreamActor:
         #: Last seq each recent generation published from this replica: what readers
         #: here are owed even if Redis loses it (see ReorderBuffer.note_published).
         self._published: dict[str, int] = {}
+        #: Recent generations that published their terminal from this replica.
+        self._ended: dict[str, None] = {}
         self._counts = _Counts()
         canaries = timings.canaries
         self._force_flush = bool(
@@ -415,6 +417,16 @@ class StreamActor:
                     self._abort_callbacks[generation] = callback
 
     async def _emit(self, command: _Emit) -> None:
+        if self._fenced and command.generation in self._ended:
+            # Redis enforces this too, unless a failover lost the terminal: then only
+            # this replica remembers that the turn already ended (found by the
+            # simulation: an abort after a lost done published a second terminal).
+            command.reply.set(
+                PublishRefused.JOB_ENDED
+                if command.kind is EventKind.CHUNK
+                else PublishRefused.TERMINAL_ALREADY_SENT
+            )
+            return
         try:
             outcome = await self._bus.publish(
                 self.stream_id,
@@ -436,6 +448,10 @@ class StreamActor:
                 self._local_counter += 1
             self._high_water = max(self._high_water, outcome.seq)
             self._remember_published(command.generation, outcome.seq)
+            if command.kind is not EventKind.CHUNK:
+                self._ended[command.generation] = None
+                while len(self._ended) > REMEMBERED_GENERATIONS:
+                    del self._ended[next(iter(self._ended))]
             producer = self._producer
             if producer is not None and producer.generation == command.generation:
                 producer.early.record(_as_event(command, outcome.seq), command.size)

@@ -117,6 +117,32 @@ def _canaries(args: argparse.Namespace) -> int:
     return EXIT_ANOMALY if (missed or control_failed) else EXIT_OK
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from properties.bench import (
+        BenchOptions,
+        check_redis_url,
+        exit_code,
+        parse_only,
+        run_benchmarks,
+    )
+
+    try:
+        only = parse_only(args.only)
+        check_redis_url(args.redis_url)
+    except ValueError as exc:
+        print(f"streamcheck: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    options = BenchOptions(
+        quick=args.quick, redis_url=args.redis_url, only=only, reports=Path(args.reports)
+    )
+    try:
+        report, _ = run_benchmarks(options)
+    except OSError as exc:
+        print(f"streamcheck: cannot write the bench report: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return exit_code(report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamcheck",
@@ -183,6 +209,29 @@ def build_parser() -> argparse.ArgumentParser:
     canaries.add_argument("--seed", type=int, default=None)
     canaries.add_argument("--reports", default="reports")
     canaries.set_defaults(handler=_canaries)
+
+    bench = commands.add_parser(
+        "bench",
+        help="measure emit cost, latency, simulation speed, memory and throughput",
+        description=(
+            "Run the benchmarks, print each figure with its baseline, ratio and goal (met\n"
+            "or not), and write <reports>/bench-<UTC timestamp>.json. Benchmarks:\n"
+            "emit-cost, latency, sim-speed, idle-memory, throughput. If Redis is\n"
+            "unreachable, the Redis benchmarks are reported as skipped and the others run.\n\n"
+            "exit codes: 0 the benchmarks ran (whether or not goals were met), 2 usage or\n"
+            "environment error (or a benchmark could not finish)\n\n"
+            "examples:\n  streamcheck bench\n  streamcheck bench --quick\n"
+            "  streamcheck bench --only emit-cost,throughput --redis-url redis://127.0.0.1:6380"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench.add_argument(
+        "--quick", action="store_true", help="small sizes: a smoke run, too small to judge goals"
+    )
+    bench.add_argument("--redis-url", default="redis://127.0.0.1:6379")
+    bench.add_argument("--only", default="", help="comma-separated benchmark names (default all)")
+    bench.add_argument("--reports", default="reports", help="where the JSON report goes")
+    bench.set_defaults(handler=_bench)
     return parser
 
 

@@ -1,0 +1,103 @@
+"""Benchmark 3: how fast the simulation explores, in rule steps and examples per second.
+
+One rule step is one decision (:meth:`properties._simulation.Simulation.apply`): a rule
+of the state machine, or one of the steps a macro rule is made of. The campaign is the
+one ``streamcheck run`` runs (correct implementation, no shrinking, fixed seed), and the
+rate is decisions over its whole wall time, so Hypothesis's own work, starting each
+example's world and each example's heal phase count against it. The rate inside
+``apply`` alone is reported too, to show where the rest goes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from properties._campaign import run_campaign
+from properties._simulation import Decision, Simulation
+from properties.bench._model import (
+    BenchContext,
+    Benchmark,
+    BenchResult,
+    Check,
+    Figure,
+    Goal,
+    Op,
+)
+
+NAME = "sim-speed"
+TITLE = "simulation speed: rule steps (decisions) and examples per second"
+#: Fixed so two runs explore the same examples and their speeds can be compared.
+SEED = 0
+GOAL = Goal(
+    text=">= 2,000 rule steps/s",
+    checks=(Check(figure="rule steps/s", op=Op.AT_LEAST, threshold=2000),),
+)
+
+
+@dataclass(slots=True)
+class _Decisions:
+    count: int = 0
+    seconds: float = 0.0
+
+
+@contextmanager
+def _counting_decisions() -> Iterator[_Decisions]:
+    """Count every decision applied while the block runs, and the time inside them.
+
+    The campaign builds its own machine and simulations, so the count is taken where
+    every decision passes: ``Simulation.apply``, wrapped for the block and restored.
+    """
+    tally = _Decisions()
+    original = Simulation.apply
+
+    def counting(self: Simulation, decision: Decision) -> None:
+        started = time.perf_counter()
+        try:
+            original(self, decision)
+        finally:
+            tally.count += 1
+            tally.seconds += time.perf_counter() - started
+
+    Simulation.apply = counting  # type: ignore[method-assign]
+    try:
+        yield tally
+    finally:
+        Simulation.apply = original  # type: ignore[method-assign]
+
+
+def run(context: BenchContext) -> BenchResult:
+    examples = context.sizes.sim_examples
+    with _counting_decisions() as decisions:
+        result = run_campaign(examples=examples, seed=SEED, shrink=False)
+    notes = [
+        f"{examples} examples requested (Hypothesis may run a few more), seed {SEED}, "
+        "no shrinking; rates over the campaign's whole wall time"
+    ]
+    if result.crashed:
+        notes.append(f"the campaign crashed: {result.crashed.splitlines()[0]}")
+    if result.found:
+        kinds = ", ".join(k.value for k in result.anomaly_kinds)
+        notes.append(f"the campaign found an anomaly ({kinds}); speed still measured")
+    return BenchResult(
+        name=NAME,
+        title=TITLE,
+        figures=(
+            Figure(name="rule steps/s", value=decisions.count / result.seconds, unit="steps/s"),
+            Figure(name="examples/s", value=result.examples / result.seconds, unit="examples/s"),
+            Figure(
+                name="rule steps/s inside apply only",
+                value=decisions.count / decisions.seconds if decisions.seconds else 0.0,
+                unit="steps/s",
+            ),
+            Figure(name="rule steps", value=decisions.count, unit="steps"),
+            Figure(name="examples", value=result.examples, unit="examples"),
+        ),
+        goal=GOAL,
+        notes=tuple(notes),
+    )
+
+
+BENCHMARK = Benchmark(name=NAME, title=TITLE, goal=GOAL, needs_redis=False, run=run)

@@ -1,0 +1,154 @@
+"""``streamcheck bench``: the command runs end to end and writes a well-formed report.
+
+Benchmarks never run as timed assertions here: these tests run ``--quick`` through the
+CLI entry point, in process, and check the report's shape (schema, every benchmark
+present, measured or skipped with a reason, goals judged from figures), never the size
+of a figure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from impl.redis import open_coredis
+from properties.bench import NAMES, SCHEMA
+from properties.bench._redis import count_prefixed
+from properties.cli import EXIT_OK, EXIT_USAGE, main
+from tests.redis_support import find_free_port
+
+
+def _only_report(reports: Path) -> dict[str, Any]:
+    files = list(reports.glob("bench-*.json"))
+    assert len(files) == 1, files
+    data: dict[str, Any] = json.loads(files[0].read_text(encoding="utf-8"))
+    return data
+
+
+def _assert_well_formed(result: dict[str, Any]) -> None:
+    """Shape only: every figure a finite number with a unit, the verdict consistent."""
+    assert result["status"] in {"measured", "skipped", "error"}
+    assert result["goal"] is not None and result["goal"]["checks"]
+    if result["status"] == "measured":
+        assert result["reason"] is None
+        assert result["figures"]
+        for figure in result["figures"]:
+            assert isinstance(figure["name"], str) and figure["name"]
+            assert isinstance(figure["value"], int | float) and math.isfinite(figure["value"])
+            assert isinstance(figure["unit"], str) and figure["unit"]
+        assert result["met"] in {True, False, None}
+        if result["met"] is None:
+            # Not judged only because --quick did not reach the goal's sizes.
+            assert result["unmeasured"]
+        if result["baseline"] is not None:
+            assert result["baseline"]["source"]
+            assert isinstance(result["ratio"], float)
+    else:
+        reason = result["reason"]
+        assert isinstance(reason, str) and reason and "\n" not in reason
+        assert result["figures"] == [] and result["met"] is None
+
+
+@pytest.mark.redis
+def test_quick_bench_measures_every_benchmark_and_cleans_up_its_keys(
+    redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["bench", "--quick", "--redis-url", redis_url, "--reports", str(tmp_path)])
+
+    assert code == EXIT_OK
+    report = _only_report(tmp_path)
+    assert report["schema"] == SCHEMA
+    assert report["quick"] is True
+    assert report["date"].endswith("+00:00")
+    machine = report["machine"]
+    assert isinstance(machine["cpu_count"], int)
+    assert isinstance(machine["python"], str)
+    assert isinstance(machine["redis_version"], str)
+    results = {r["name"]: r for r in report["results"]}
+    assert list(results) == list(NAMES)
+    for result in results.values():
+        _assert_well_formed(result)
+        assert result["status"] == "measured", result
+    # Losses are correctness, not timing: the quick run must deliver everything.
+    latency = {f["name"]: f["value"] for f in results["latency"]["figures"]}
+    assert latency["lost (all runs)"] == 0 and latency["duplicated (all runs)"] == 0
+    throughput = {f["name"]: f["value"] for f in results["throughput"]["figures"]}
+    assert throughput["lost"] == 0 and throughput["duplicated"] == 0
+    assert "LibreChat" in results["throughput"]["baseline"]["source"]
+
+    printed = capsys.readouterr().out
+    for name in NAMES:
+        assert name in printed
+    assert str(tmp_path / "bench-") in printed
+
+    prefix = report["redis_key_prefix"]
+    assert isinstance(prefix, str) and prefix.startswith("bench:")
+
+    async def keys_left() -> int:
+        async with open_coredis(redis_url) as redis:
+            return await count_prefixed(redis, prefix)
+
+    assert trio.run(keys_left) == 0
+
+
+def test_unreachable_redis_skips_the_redis_benchmarks_and_runs_the_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nobody = f"redis://127.0.0.1:{find_free_port()}"
+
+    only = "emit-cost,idle-memory"
+    argv = ["bench", "--quick", "--only", only, "--redis-url", nobody, "--reports", str(tmp_path)]
+
+    code = main(argv)
+
+    assert code == EXIT_OK
+    report = _only_report(tmp_path)
+    assert report["schema"] == SCHEMA
+    assert report["machine"]["redis_version"] is None
+    assert report["redis_key_prefix"] is None
+    results = {r["name"]: r for r in report["results"]}
+    assert list(results) == ["emit-cost", "idle-memory"]
+    for result in results.values():
+        _assert_well_formed(result)
+    assert results["emit-cost"]["status"] == "skipped"
+    assert "Redis" in results["emit-cost"]["reason"]
+    assert results["idle-memory"]["status"] == "measured"
+    assert "skipped" in capsys.readouterr().out
+
+
+def test_unknown_benchmark_name_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["bench", "--only", "emit-cost,warp-speed", "--reports", str(tmp_path)])
+
+    assert code == EXIT_USAGE
+    assert "unknown benchmark 'warp-speed'" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_redis_url_of_another_scheme_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["bench", "--redis-url", "http://127.0.0.1:6379", "--reports", str(tmp_path)])
+
+    assert code == EXIT_USAGE
+    assert "--redis-url" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_help_names_the_benchmarks_and_gives_examples(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["bench", "--help"])
+
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert "examples:" in text and "streamcheck bench --quick" in text
+    for name in NAMES:
+        assert name in text

@@ -29,6 +29,10 @@ from properties.sim import SimRedis, sim_time
 #: ``lossy_emit(k=LOSE_ALL_COPIES)`` loses the message on every connection.
 LOSE_ALL_COPIES = 3
 
+#: How long a failover keeps the stream's Redis away. Sentinel and Cluster first wait
+#: for the primary to be judged down (seconds), then elect a replica: one second is a
+#: low bound, and a promoted server's clock is never the old one's.
+FAILOVER_SECONDS = 1.0
 HEAL_JUMPS = (0.6, 2.5, 2.5, 11.0, 31.0, 2.5, 61.0, 2.5, 2.5)
 
 
@@ -251,6 +255,7 @@ class Simulation:
 
     def _do_failover(self) -> None:
         self._s().failover()
+        self.clock.jump(FAILOVER_SECONDS)
 
     async def _do_failover_after_emit(self, stream: str) -> None:
         """A macro step: a chunk is published but not yet replicated when the primary
@@ -265,6 +270,7 @@ class Simulation:
             sim.step(commands[0].id)
             await trio.testing.wait_all_tasks_blocked()
         sim.failover()
+        self.clock.jump(FAILOVER_SECONDS)
 
     async def _do_jump(self, dt: float) -> None:
         self.clock.jump(dt)

@@ -395,20 +395,22 @@ async def test_failover_loses_unreplicated_writes() -> None:
     assert [r[0] for r in await a.xrange(keys.chunks(sid), "-", "+")] == ["0-1"]
     assert "terminalSeq" not in await a.hgetall(keys.job(sid))
     # The promoted primary has no scripts: EVALSHA gets NOSCRIPT, then EVAL. It has
-    # another run id than the one stored beside the counter, so the script skips 100
-    # seqs (more than the floor of 3 the writer had seen) and logs them as lost.
+    # another run id than the one stored beside the counter, so the script jumps past
+    # the floor of 3 the writer had seen, past 100 more seqs and up to the server's
+    # clock in ms, and logs the seqs in between as lost.
     floor_args = [*args[:5], 3, *args[6:]]
-    assert await a.run_script(PUBLISH, keys=script_keys, args=floor_args) == [101, 1]
+    seq, regressed = await a.run_script(PUBLISH, keys=script_keys, args=floor_args)
+    assert regressed == 1 and seq >= 1_700_000_000_000  # the simulated clock, in ms
     assert "EVALSHA publish" in sim.trace[-2] and "NoScriptError" in sim.trace[-2]
     rows = await a.xrange(keys.chunks(sid), "-", "+")
-    assert [r[0] for r in rows] == ["0-1", "100-2", "101-1"]
-    assert rows[1][1] == {"seq": "100", "type": "lost", "first": "1"}
+    assert [r[0] for r in rows] == ["0-1", f"{seq - 1}-2", f"{seq}-1"]
+    assert rows[1][1] == {"seq": str(seq - 1), "type": "lost", "first": "1"}
     # Once moved on the new server, the counter is trusted again: no second skip.
-    assert await a.run_script(PUBLISH, keys=script_keys, args=floor_args) == [102, 0]
+    assert await a.run_script(PUBLISH, keys=script_keys, args=floor_args) == [seq + 1, 0]
     # The fresh replica is a full copy of the new primary.
     assert sim.peek("GET", keys.seq(sid), replica=True) == "1"
     sim.replicate(10)
-    assert sim.peek("GET", keys.seq(sid), replica=True) == "103"
+    assert sim.peek("GET", keys.seq(sid), replica=True) == str(seq + 2)
     assert sim.peek("TTL", keys.seq(sid), replica=True) == sim.peek("TTL", keys.seq(sid))
 
 

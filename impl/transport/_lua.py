@@ -33,7 +33,12 @@ _RAISE_TO_FLOOR = """
 --   floor: the lowest acceptable next seq (1 + the highest seq the caller has seen);
 --   the server's run id differs from the one stored in `epoch_key`: this Redis was
 --   restarted or failed over since the counter last moved, so it may have lost any
---   recent allocation, seen by nobody still alive; skip `skip` seqs to be safe.
+--   recent allocation, seen by nobody still alive. Jump to the server's clock in
+--   milliseconds: a later failover from the same stale counter then lands past what
+--   this server hands out, as long as a stream allocates less than one seq per
+--   millisecond. Only if the counter is already past the clock (a clock behind the
+--   old server's) does it skip `skip` seqs instead, which a second failover from the
+--   same counter would repeat.
 -- Returns (pushed, first lost seq): (0, -1) if nothing was wrong, (1, -1) if the log
 -- still had every seq below the new counter.
 local function raise_to_floor(seq_key, log_key, epoch_key, floor, skip, log_ttl, counter_ttl)
@@ -43,7 +48,15 @@ local function raise_to_floor(seq_key, log_key, epoch_key, floor, skip, log_ttl,
   local stored = redis.call('GET', epoch_key)
   if stored ~= run_id then
     redis.call('SET', epoch_key, run_id, 'EX', counter_ttl)
-    if stored and n + skip > target then target = n + skip end
+    if stored then
+      local now = redis.call('TIME')
+      local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+      if now_ms > n then
+        target = math.max(target, now_ms)
+      else
+        target = math.max(target, n + skip)
+      end
+    end
   end
   if n >= target then return 0, -1 end
   local first = n
@@ -54,14 +67,17 @@ local function raise_to_floor(seq_key, log_key, epoch_key, floor, skip, log_ttl,
     if logged >= first then first = logged + 1 end
   end
   if first <= last then
-    redis.call('XADD', log_key, last .. '-2', 'seq', last, 'type', 'lost', 'first', first)
+    local last_s = string.format('%d', last)  -- never 1e+12 notation
+    redis.call(
+      'XADD', log_key, last_s .. '-2', 'seq', last_s, 'type', 'lost',
+      'first', string.format('%d', first))
     if redis.call('TTL', log_key) < log_ttl then
       redis.call('EXPIRE', log_key, log_ttl)
     end
   else
     first = -1
   end
-  redis.call('SET', seq_key, target, 'EX', counter_ttl)
+  redis.call('SET', seq_key, string.format('%d', target), 'EX', counter_ttl)
   return 1, first
 end
 """

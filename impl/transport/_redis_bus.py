@@ -46,9 +46,10 @@ logger = logging.getLogger(__name__)
 
 #: Counter TTL (spec §2.3, July): sliding, extend-only, 24 h.
 COUNTER_TTL_S = 86_400
-#: Seqs skipped (and logged as lost) when a stream's counter is first advanced on a
-#: Redis that restarted or failed over: more than one stream can have allocated in
-#: the replication lag, so anything allocated there is covered without a witness.
+#: When a stream's counter is first advanced on a Redis that restarted or failed over,
+#: the script jumps to the server's clock in ms, so that whatever the old server handed
+#: out in its replication lag is skipped (and logged as lost) without a witness. This
+#: many seqs are skipped instead if the counter is already past that clock.
 FAILOVER_SKIP = 10_000
 #: Backoff between reconnect attempts of the pub/sub connection.
 RECONNECT_BACKOFF_MIN_S = 0.05

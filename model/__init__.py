@@ -36,6 +36,7 @@ from model._history import (
     SessionEnd,
     SessionMode,
     SessionOpened,
+    WritesLost,
     digest,
 )
 from model._reference import (
@@ -77,6 +78,7 @@ __all__ = [
     "SessionOpened",
     "StreamEvent",
     "Terminal",
+    "WritesLost",
     "check",
     "digest",
     "expectation_from_index",

@@ -4,7 +4,9 @@
 
 1. judges each **generation** on what it emitted: seqs allocated in increasing order
    and never twice, none below its start seq, at most one terminal, no chunk after
-   the terminal, and an acknowledged abort honoured;
+   the terminal, and an acknowledged abort honoured (the last three unless Redis
+   lost writes in between, a ``WritesLost`` record: the fence cannot remember what
+   Redis forgot, but readers must still see one terminal and nothing after it);
 2. judges each **session** on what it received (:mod:`model._session_judge`):
    safety always; liveness (terminal received, nothing owed missing) only for
    sessions that did not detach or lose their replica, and only when the history
@@ -125,6 +127,7 @@ def _judge_generation(
     last_good = gen.started_index
     previous: Emitted | None = None
     terminals = 0
+    first_terminal: int | None = None
     late_chunks: list[tuple[int, Emitted]] = []
     for i in gen.ok_emits:
         if i in reused:
@@ -158,7 +161,11 @@ def _judge_generation(
             )
         elif record.kind is not EmitKind.CHUNK:
             terminals += 1
-            bad = terminals > 1
+            if first_terminal is None:
+                first_terminal = i
+            # Redis may lose the write that ended the turn (WritesLost): then the fence
+            # cannot know, and a second terminal is what async replication allows.
+            bad = terminals > 1 and not index.lost_between(first_terminal, i)
             if bad:
                 out.append(
                     _generation_anomaly(
@@ -171,7 +178,11 @@ def _judge_generation(
                         f"the one at seq {terminal_seq}; the fence allows one terminal",
                     )
                 )
-        elif terminal_seq is not None and seq > terminal_seq:
+        elif (
+            terminal_seq is not None
+            and seq > terminal_seq
+            and not index.lost_between(gen.terminal_index, i)
+        ):
             late_chunks.append((i, record))
         else:
             bad = False
@@ -210,7 +221,11 @@ def _judge_abort(
         # No terminal to compare seqs with: fall back on time.
         for i in gen.ok_emits:
             record = _emitted(index, i)
-            if record.kind is EmitKind.CHUNK and record.time > abort.time + abort_grace:
+            if (
+                record.kind is EmitKind.CHUNK
+                and record.time > abort.time + abort_grace
+                and not index.lost_between(abort_at, i)
+            ):
                 offenders.append((i, record))
     if not offenders:
         return

@@ -154,6 +154,17 @@ class BoundExceeded:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class WritesLost:
+    """Redis lost ``writes`` acknowledged writes (a failover promoted a replica that
+    lacked them). Across such a record a generation may end twice or emit past its
+    terminal, because the write that ended it is gone; readers still may not see it."""
+
+    index: int = -1
+    time: float
+    writes: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Healed:
     """Faults stopped and every timeout passed: from here on, liveness is judged."""
 
@@ -170,6 +181,7 @@ Record = (
     | Delivered
     | SessionClosed
     | BoundExceeded
+    | WritesLost
     | Healed
 )
 

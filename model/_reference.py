@@ -39,6 +39,7 @@ from model._history import (
     Record,
     SessionClosed,
     SessionOpened,
+    WritesLost,
 )
 
 GenKey = tuple[str, str]
@@ -112,6 +113,15 @@ class HistoryIndex:
     starts: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
     sessions: dict[str, SessionFacts] = field(default_factory=dict)
     healed_index: int | None = None
+    #: Indexes of WritesLost records, ascending.
+    writes_lost: list[int] = field(default_factory=list)
+
+    def lost_between(self, after: int | None, before: int) -> bool:
+        """Did Redis lose writes between records ``after`` and ``before``?"""
+        if after is None:
+            return False
+        i = bisect.bisect_right(self.writes_lost, after)
+        return i < len(self.writes_lost) and self.writes_lost[i] < before
 
     def generation(self, stream_id: str, generation: str) -> GenerationFacts:
         key = (stream_id, generation)
@@ -171,6 +181,8 @@ def index_history(history: History | Sequence[Record]) -> HistoryIndex:
                 index.generation(record.stream_id, target).acknowledged_aborts.append(i)
         elif kind is Healed and index.healed_index is None:
             index.healed_index = i
+        elif kind is WritesLost:
+            index.writes_lost.append(i)
     for starts in index.starts.values():
         starts.sort()
     for gen in index.generations.values():

@@ -20,7 +20,7 @@ import trio
 import trio.testing
 
 from impl._canaries import Canary
-from model import CheckReport, Healed, check
+from model import CheckReport, Healed, WritesLost, check
 from properties._world import EPOCH_S, SIM_SETTINGS, World
 from properties.sim import SimRedis, sim_time
 
@@ -254,7 +254,15 @@ class Simulation:
             self._s().disconnect(connections[k % len(connections)])
 
     def _do_failover(self) -> None:
-        self._s().failover()
+        self._failover()
+
+    def _failover(self) -> None:
+        sim = self._s()
+        lost_before = sim.statistics().writes_lost
+        sim.failover()
+        lost = sim.statistics().writes_lost - lost_before
+        if lost:
+            self._w().history.append(WritesLost(time=self.clock.current_time(), writes=lost))
         self.clock.jump(FAILOVER_SECONDS)
 
     async def _do_failover_after_emit(self, stream: str) -> None:
@@ -269,8 +277,7 @@ class Simulation:
                 break
             sim.step(commands[0].id)
             await trio.testing.wait_all_tasks_blocked()
-        sim.failover()
-        self.clock.jump(FAILOVER_SECONDS)
+        self._failover()
 
     async def _do_jump(self, dt: float) -> None:
         self.clock.jump(dt)

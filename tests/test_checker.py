@@ -35,6 +35,7 @@ from model import (
     SessionMode,
     SessionOpened,
     StreamEvent,
+    WritesLost,
     check,
     digest,
     expected_for_session,
@@ -850,3 +851,48 @@ def test_bound_exceeded_is_flagged_and_its_absence_is_not() -> None:
     report = check(history)
     assert [(a.kind, a.first_bad) for a in report.anomalies] == [(AnomalyKind.BOUND_EXCEEDED, 0)]
     assert "over the limit of 8" in report.anomalies[0].explanation
+
+
+@pytest.mark.parametrize("redis_lost_writes", [False, True])
+def test_a_second_terminal_is_excused_only_across_lost_writes(redis_lost_writes: bool) -> None:
+    # The turn's done (seq 2) was acknowledged; if Redis then lost it, the fence could
+    # not know, and an abort's done at seq 10 is what async replication allows.
+    b = Builder()
+    b.start("g1")
+    b.chunks([0, 1], "g1")
+    b.done(2, "g1")
+    if redis_lost_writes:
+        b.history.append(WritesLost(time=b._now(), writes=1))
+    second = b.emit(EmitKind.DONE, {"aborted": True}, 10, "g1")
+    report = check(b.history)
+    if redis_lost_writes:
+        assert report.ok, report.summary()
+    else:
+        only(report, AnomalyKind.TERMINAL_TWICE, second)
+
+
+@pytest.mark.parametrize("redis_lost_writes", [False, True])
+def test_a_chunk_after_the_terminal_is_excused_only_across_lost_writes(
+    redis_lost_writes: bool,
+) -> None:
+    b = Builder()
+    b.start("g1")
+    b.chunks([0], "g1")
+    b.done(1, "g1")
+    if redis_lost_writes:
+        b.history.append(WritesLost(time=b._now(), writes=1))
+    late = b.emit(EmitKind.CHUNK, chunk_data("g1", 5), 5, "g1")
+    report = check(b.history)
+    if redis_lost_writes:
+        assert report.ok, report.summary()
+    else:
+        only(report, AnomalyKind.EVENT_AFTER_TERMINAL, late)
+
+
+def test_lost_writes_never_excuse_a_reused_seq() -> None:
+    b = Builder()
+    b.start("g1")
+    b.chunks([0, 1], "g1")
+    b.history.append(WritesLost(time=b._now(), writes=1))
+    again = b.emit(EmitKind.CHUNK, {"other": True}, 1, "g1")
+    assert AnomalyKind.DUPLICATE in check(b.history).by_kind(), again

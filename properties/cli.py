@@ -82,6 +82,11 @@ def _run(args: argparse.Namespace) -> int:
         f"{result.first_failure_seconds:.1f} s; shrunk to {result.shrunk_steps} steps)"
     )
     print(f"replay file: {result.replay_file}  (streamcheck replay {result.replay_file})")
+    if result.replay_file is not None:
+        from properties.report import TIMELINE_FILENAME, write_timeline
+
+        page = write_timeline(result.replay_file, result.replay_file.parent / TIMELINE_FILENAME)
+        print(f"timeline:    {page}  (open it in a browser)")
     return EXIT_ANOMALY
 
 

@@ -1,4 +1,6 @@
-"""Private redis-server processes for tests: loopback only, bounded in time, stopped by pid.
+"""Private redis-server processes for tests and the real-Redis tier.
+
+Loopback only, bounded in time, stopped by pid.
 
 Every wait here gives up after :data:`STARTUP_TIMEOUT_S` with an error that includes the
 server's log tail, so a broken environment fails loudly instead of hanging a test run.
@@ -17,7 +19,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import BinaryIO, Self
 
 from impl.redis import CoredisRedis, open_coredis
 
@@ -58,29 +60,39 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def resp_call(port: int, *args: str, timeout: float = 1.0) -> str | int | None:
-    """One command over a fresh socket; enough RESP2 for simple, error, integer and bulk
-    replies. Raises ``OSError`` when nothing answers, ``RuntimeError`` on an error reply."""
+RespReply = str | int | list["RespReply"] | None
+
+
+def resp_call(port: int, *args: str, timeout: float = 1.0) -> RespReply:
+    """One command over a fresh socket; enough RESP2 for simple, error, integer, bulk and
+    array replies. Raises ``OSError`` when nothing answers, ``RuntimeError`` on an error
+    reply."""
     payload = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
     with socket.create_connection((HOST, port), timeout=timeout) as sock:
         sock.sendall(payload.encode())
-        reader = sock.makefile("rb")
-        line = reader.readline().decode().rstrip("\r\n")
-        if not line:
-            raise OSError(f"connection to port {port} closed without a reply")
-        kind, rest = line[0], line[1:]
-        if kind == "+":
-            return rest
-        if kind == "-":
-            raise RuntimeError(rest)
-        if kind == ":":
-            return int(rest)
-        if kind == "$":
-            size = int(rest)
-            if size < 0:
-                return None
-            return reader.read(size + 2)[:size].decode()
-        raise RuntimeError(f"unexpected reply {line!r}")
+        return _read_reply(sock.makefile("rb"), port)
+
+
+def _read_reply(reader: BinaryIO, port: int) -> RespReply:
+    line = reader.readline().decode().rstrip("\r\n")
+    if not line:
+        raise OSError(f"connection to port {port} closed without a reply")
+    kind, rest = line[0], line[1:]
+    if kind == "+":
+        return rest
+    if kind == "-":
+        raise RuntimeError(rest)
+    if kind == ":":
+        return int(rest)
+    if kind == "$":
+        size = int(rest)
+        if size < 0:
+            return None
+        return reader.read(size + 2)[:size].decode()
+    if kind == "*":
+        count = int(rest)
+        return None if count < 0 else [_read_reply(reader, port) for _ in range(count)]
+    raise RuntimeError(f"unexpected reply {line!r}")
 
 
 def answers_ping(port: int, *, timeout: float = 0.5) -> bool:
@@ -248,7 +260,8 @@ def _signal(process: subprocess.Popen[bytes], signum: signal.Signals) -> None:
 
 
 class RedisClusterServers:
-    """A Redis Cluster of ``masters`` nodes without replicas on free loopback ports.
+    """A Redis Cluster of ``masters`` nodes (each with ``replicas_per_master``
+    replicas) on free loopback ports.
 
     Node timeout 5000 ms (research redis-cluster-publish.md). Created with
     ``redis-cli --cluster create``; :meth:`start` returns once every node reports
@@ -257,11 +270,12 @@ class RedisClusterServers:
 
     NODE_TIMEOUT_MS = 5000
 
-    def __init__(self, *, masters: int = 3) -> None:
+    def __init__(self, *, masters: int = 3, replicas_per_master: int = 0) -> None:
         if masters < 3:
             raise ValueError("redis-cli --cluster create needs at least 3 masters")
         self.nodes: list[RedisServer] = []
         self._masters = masters
+        self._replicas = replicas_per_master
 
     def __repr__(self) -> str:
         return f"<RedisClusterServers ports={self.ports}>"
@@ -277,7 +291,7 @@ class RedisClusterServers:
 
     def start(self) -> None:
         try:
-            for _ in range(self._masters):
+            for _ in range(self._masters * (1 + self._replicas)):
                 port = find_free_port(with_cluster_bus=True)
                 node = RedisServer(
                     port=port,
@@ -321,7 +335,7 @@ class RedisClusterServers:
             "create",
             *(f"{HOST}:{port}" for port in self.ports),
             "--cluster-replicas",
-            "0",
+            str(self._replicas),
             "--cluster-yes",
         ]
         result = subprocess.run(

@@ -1,10 +1,12 @@
-"""The simulated world: N replicas from impl/ over one simulated Redis, clients,
-generators, and the history they produce.
+"""The world: N replicas from impl/ over one Redis, clients, generators, and the
+history they produce.
 
-Everything here runs inside one trio loop on a ``MockClock`` that only moves when a
-decision says so. Each decision method starts operations as tasks and returns; the
-driver then waits until every task is blocked (on a simulated Redis step, an event or
-the clock), so one decision's effects are complete before the next is drawn.
+In the simulation everything runs inside one trio loop on a ``MockClock`` that only
+moves when a decision says so, over the simulated Redis. Each decision method starts
+operations as tasks and returns; the driver then waits until every task is blocked
+(on a simulated Redis step, an event or the clock), so one decision's effects are
+complete before the next is drawn. The real-Redis tier runs the same world, one
+replica per process, over a real server (:class:`RedisSource` is the seam).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import trio
 
@@ -27,7 +30,8 @@ from impl import (
     Subscription,
     open_replica,
 )
-from impl.redis import RedisConnectionError
+from impl._seams import WallClock
+from impl.redis import RedisConnectionError, RedisLike
 from impl.transport._actor import DeliveryTotals
 from model import (
     AbortRequested,
@@ -71,6 +75,19 @@ SIM_SETTINGS = ReplicaSettings(
     heartbeat_interval_s=10.0,
     cleanup_interval_s=60.0,
 )
+
+
+class RedisSource(Protocol):
+    """Where the world's replicas get their Redis client (:class:`SimRedis` is one)."""
+
+    def client(self, name: str) -> RedisLike:
+        """The client of replica incarnation ``name``."""
+
+    def connections(self) -> list[str]:
+        """Names of the open connections (a connection's name starts with its client's)."""
+
+    def disconnect(self, connection: str) -> None:
+        """Drop one connection, as a process death does."""
 
 
 class SimWallClock:
@@ -127,17 +144,31 @@ class Session:
 class World:
     def __init__(
         self,
-        sim: SimRedis,
+        sim: RedisSource,
         nursery: trio.Nursery,
         *,
         replicas: int,
         settings: ReplicaSettings = SIM_SETTINGS,
+        wall_clock: WallClock | None = None,
+        replica_names: list[str] | None = None,
+        incarnation: int = 0,
+        history: History | None = None,
+        session_prefix: str = "",
+        on_emit_invoked: Callable[[Emitted], None] | None = None,
     ) -> None:
         self.sim = sim
-        self.history = History()
+        self._wall_clock = wall_clock if wall_clock is not None else SimWallClock()
+        #: Session names must be unique across the processes of the real-Redis tier,
+        #: whose histories are merged.
+        self._session_prefix = session_prefix
+        #: Told of each emit before it is sent (as an INDETERMINATE record), so a process
+        #: killed mid-emit leaves evidence that the emit may have happened.
+        self._on_emit_invoked = on_emit_invoked
+        self.history = history if history is not None else History()
         self.settings = settings
         self._nursery = nursery
-        self.replicas = [Replica(f"r{i}") for i in range(replicas)]
+        names = replica_names if replica_names is not None else [f"r{i}" for i in range(replicas)]
+        self.replicas = [Replica(name, incarnation=incarnation) for name in names]
         #: The latest turn per stream (what emit/finish decisions act on) ...
         self.generators: dict[str, Generator] = {}
         #: ... and every turn ever started, so the heal phase can finish older turns
@@ -171,7 +202,7 @@ class World:
                     client,
                     settings=self.settings,
                     keys=Keys(),
-                    wall_clock=SimWallClock(),
+                    wall_clock=self._wall_clock,
                     ids=CountingIds(f"{replica.name}.{replica.incarnation}-g"),
                 ) as manager,
                 trio.open_nursery() as ops,
@@ -313,6 +344,19 @@ class World:
         stream_id = gen.stream_id
         outcome = OpOutcome.FAIL
         seq: int | None = None
+        if self._on_emit_invoked is not None:
+            self._on_emit_invoked(
+                Emitted(
+                    time=trio.current_time(),
+                    stream_id=stream_id,
+                    generation=gen.live_job.generation,
+                    replica=gen.replica,
+                    kind=kind,
+                    payload_digest=digest(payload),
+                    outcome=OpOutcome.INDETERMINATE,
+                    seq=None,
+                )
+            )
         try:
             if kind is EmitKind.CHUNK:
                 receipt = await manager.emit_chunk(stream_id, payload)
@@ -441,7 +485,9 @@ class World:
         except RedisConnectionError:
             return
         self._session_counter += 1
-        session = Session(f"s{self._session_counter}", stream_id, replica, subscription)
+        session = Session(
+            f"{self._session_prefix}s{self._session_counter}", stream_id, replica, subscription
+        )
         self.sessions.append(session)
         self.history.append(
             SessionOpened(
@@ -546,8 +592,7 @@ class World:
         if any(t.gaps for t in totals):
             labels.add("gap signalled")
         labels |= _history_labels(self.history, self.crash_marks)
-        stats = self.sim.statistics()
-        if stats.writes_lost:
+        if isinstance(self.sim, SimRedis) and self.sim.statistics().writes_lost:
             labels.add("failover lost writes")
         return labels
 

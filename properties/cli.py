@@ -51,11 +51,9 @@ def _run(args: argparse.Namespace) -> int:
     from properties._campaign import run_campaign
 
     if args.backend != "sim":
-        print(
-            f"streamcheck: --backend {args.backend} is not built yet (see the real-Redis tier "
-            "issue); use --backend sim",
-            file=sys.stderr,
-        )
+        return _run_real(args)
+    if args.soak or args.faults:
+        print("streamcheck: --soak and --faults apply to --backend redis|cluster", file=sys.stderr)
         return EXIT_USAGE
     try:
         canaries = _canaries_from(args)
@@ -65,10 +63,9 @@ def _run(args: argparse.Namespace) -> int:
     replay = Path(args.reports) / "failures" / "run.json"
     replay.unlink(missing_ok=True)
     label = ", ".join(sorted(c.value for c in canaries)) or "none"
-    print(f"simulation: {args.examples} examples, canaries: {label}")
-    result = run_campaign(
-        canaries=canaries, examples=args.examples, seed=args.seed, replay_file=replay
-    )
+    examples = args.examples if args.examples is not None else 300
+    print(f"simulation: {examples} examples, canaries: {label}")
+    result = run_campaign(canaries=canaries, examples=examples, seed=args.seed, replay_file=replay)
     print(f"{result.examples} examples in {result.seconds:.1f} s")
     if result.crashed:
         print(f"the run crashed: {result.crashed}")
@@ -88,6 +85,70 @@ def _run(args: argparse.Namespace) -> int:
         page = write_timeline(result.replay_file, result.replay_file.parent / TIMELINE_FILENAME)
         print(f"timeline:    {page}  (open it in a browser)")
     return EXIT_ANOMALY
+
+
+def _run_real(args: argparse.Namespace) -> int:
+    import shutil
+    import time
+
+    from properties.realredis._harness import FAULTS, PROFILES, Backend, FaultKind, run_tier
+    from properties.realredis._report import run_line, table, to_json, write
+
+    if args.canary or args.profile:
+        print("streamcheck: canaries run in the simulation only (--backend sim)", file=sys.stderr)
+        return EXIT_USAGE
+    for tool in ("redis-server", "redis-cli"):
+        if shutil.which(tool) is None:
+            print(
+                f"streamcheck: {tool} is not on PATH; install Redis (Debian: apt-get install "
+                "redis-server) or use --backend sim",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+    backend = Backend(args.backend)
+    profile = PROFILES["soak" if args.soak else "short"]
+    try:
+        faults = (
+            tuple(FaultKind(name.strip()) for name in args.faults.split(",") if name.strip())
+            if args.faults
+            else FAULTS[backend]
+        )
+    except ValueError:
+        known = ", ".join(f.value for f in FAULTS[backend])
+        print(f"streamcheck: unknown fault in {args.faults!r}; known: {known}", file=sys.stderr)
+        return EXIT_USAGE
+    unsupported = [f.value for f in faults if f not in FAULTS[backend]]
+    if unsupported:
+        print(
+            f"streamcheck: {', '.join(unsupported)} cannot run on --backend {backend.value}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    seed = args.seed if args.seed is not None else 1
+    runs = args.examples if args.examples is not None else profile.runs_per_fault
+    print(
+        f"real {backend.value}: profile {profile.name}, {runs} run(s) per fault, "
+        f"{len(faults)} fault kinds, seed {seed}"
+    )
+    started = time.monotonic()
+    figures = trio.run(
+        lambda: run_tier(
+            backend,
+            profile,
+            seed=seed,
+            runs_per_fault=runs,
+            faults=faults,
+            on_run=lambda result: print(run_line(result), flush=True),
+        )
+    )
+    print()
+    print(table(figures))
+    path = write(
+        to_json(backend, profile, seed, figures, time.monotonic() - started), Path(args.reports)
+    )
+    print(f"\nfigures written to {path}")
+    found = any(f.anomalies or f.agent_failures for f in figures)
+    return EXIT_ANOMALY if found else EXIT_OK
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -171,19 +232,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser(
         "run",
-        help="run the property-based simulation (or, later, the real-Redis tier)",
+        help="run the simulation, or the workload against real Redis with faults",
         description=(
             "Drive replicas from impl/ over a simulated Redis whose every delivery is a "
             "test-drawn choice, check each history, and write a replay file on failure.\n\n"
             "exit codes: 0 nothing found, 1 anomaly found, 2 usage or environment error\n\n"
             "examples:\n  streamcheck run --examples 500\n"
             "  streamcheck run --canary force-flush-skips-gap --examples 500\n"
-            "  streamcheck run --profile librechat-2026-02-10"
+            "  streamcheck run --profile librechat-2026-02-10\n"
+            "  streamcheck run --backend redis              # real redis-server, every fault\n"
+            "  streamcheck run --backend cluster --soak     # 3-master cluster, longer runs\n"
+            "  streamcheck run --backend redis --faults redis-pause,replica-sigkill"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("--backend", choices=["sim", "redis", "cluster"], default="sim")
-    run.add_argument("--examples", type=int, default=300)
+    run.add_argument(
+        "--examples",
+        type=int,
+        default=None,
+        help="sim: examples (default 300); redis|cluster: runs per fault kind",
+    )
+    run.add_argument("--soak", action="store_true", help="redis|cluster: the longer profile")
+    run.add_argument(
+        "--faults", default="", help="redis|cluster: comma-separated fault kinds (default all)"
+    )
     run.add_argument("--seed", type=int, default=None, help="derandomize the search")
     run.add_argument("--canary", default="", help="comma-separated canary names")
     run.add_argument("--profile", default="", help=f"canary profile: {', '.join(PROFILES)}")

@@ -1,0 +1,546 @@
+"""The real-Redis tier: the workload and checker against redis-server with faults.
+
+One *run* starts its own Redis (a server, or a 3-master cluster with a replica each)
+on free loopback ports, one agent process per replica (each behind a
+:class:`FaultProxy` on a single server), gives every agent its part of a seeded plan,
+injects one kind of fault while the workload runs, waits for the agents to heal and
+exit, merges their histories and judges the result with the model's checker. Every
+server and process is stopped by pid, also when a run fails; every wait is bounded.
+
+Figures per fault kind: runs, events delivered, faults injected, anomalies by class,
+abort latency (the abort's call to the generator's stop) and resume latency (the
+resume call to its snapshot), p50 and p99.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from model import CheckReport, GeneratorStopped, Healed, History, SessionMode, SessionOpened, check
+from properties.realredis._agent import Action, AgentPlan
+from properties.realredis._merge import merge_histories, read_agent_history
+from properties.realredis._plan import Kill, Workload, draw_plans
+from properties.realredis._proxy import Blackhole, Cut, FaultProxy, Latency, SlowReader
+from properties.realredis._servers import RedisClusterServers, RedisServer, resp_call
+
+#: Seconds the agents get to start (import, connect) before the plan's t=0.
+AGENT_STARTUP_S = 2.5
+#: Seconds past its planned end after which an agent is killed as hung.
+AGENT_OVERRUN_S = 20.0
+
+
+class FaultKind(enum.StrEnum):
+    NONE = "none"
+    LATENCY = "latency"
+    CUT = "connection-cut"
+    BLACKHOLE = "blackhole"
+    SLOW_READER = "slow-reader"
+    PUBSUB_KILL = "client-kill-pubsub"
+    PAUSE = "redis-pause"
+    RESTART = "redis-restart-aof"
+    REPLICA_KILL = "replica-sigkill"
+    CLUSTER_FAILOVER = "cluster-failover"
+    SLOT_MIGRATION = "slot-migration"
+
+
+class Backend(enum.StrEnum):
+    REDIS = "redis"
+    CLUSTER = "cluster"
+
+
+FAULTS: dict[Backend, tuple[FaultKind, ...]] = {
+    Backend.REDIS: (
+        FaultKind.NONE,
+        FaultKind.LATENCY,
+        FaultKind.CUT,
+        FaultKind.BLACKHOLE,
+        FaultKind.SLOW_READER,
+        FaultKind.PUBSUB_KILL,
+        FaultKind.PAUSE,
+        FaultKind.RESTART,
+        FaultKind.REPLICA_KILL,
+    ),
+    # The proxy faults need one upstream; a cluster client talks to every node.
+    Backend.CLUSTER: (
+        FaultKind.NONE,
+        FaultKind.PUBSUB_KILL,
+        FaultKind.REPLICA_KILL,
+        FaultKind.CLUSTER_FAILOVER,
+        FaultKind.SLOT_MIGRATION,
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    name: str
+    runs_per_fault: int
+    workload: Workload
+    #: Seconds every agent keeps serving after the workload (past every timeout).
+    heal_s: float
+
+
+PROFILES: dict[str, Profile] = {
+    "short": Profile(
+        "short",
+        runs_per_fault=1,
+        workload=Workload(replicas=3, streams=4, chunks=25, chunk_interval_s=0.03, duration_s=2.5),
+        heal_s=5.0,
+    ),
+    "soak": Profile(
+        "soak",
+        runs_per_fault=3,
+        workload=Workload(
+            replicas=3, streams=12, chunks=120, chunk_interval_s=0.02, duration_s=6.0
+        ),
+        heal_s=6.0,
+    ),
+}
+
+
+@dataclass(slots=True)
+class RunResult:
+    fault: FaultKind
+    seed: int
+    report: CheckReport
+    events: int
+    faults_injected: int
+    abort_latencies_s: list[float]
+    resume_latencies_s: list[float]
+    seconds: float
+    #: Agents that exited with an error or overran (their stderr tail).
+    agent_failures: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Topology:
+    """What the fault injector may act on."""
+
+    server: RedisServer | None
+    cluster: RedisClusterServers | None
+    proxies: list[FaultProxy]
+    agents: list[trio.Process]
+
+
+async def run_once(
+    backend: Backend, fault: FaultKind, profile: Profile, seed: int, workdir: Path
+) -> RunResult:
+    """One run: servers, agents, the fault, the merged history and its verdict."""
+    started = time.monotonic()
+    rng = random.Random(f"{backend}-{fault}-{seed}")
+    workload = profile.workload
+    kill = (
+        Kill(replica=1, at=workload.duration_s * 0.4) if fault is FaultKind.REPLICA_KILL else None
+    )
+    plans = draw_plans(workload, rng, kill=kill)
+    with _servers(backend, aof=fault is FaultKind.RESTART) as (server, cluster):
+        url = server.url if server is not None else cluster.url  # type: ignore[union-attr]
+        async with trio.open_nursery() as nursery:
+            proxies: list[FaultProxy] = []
+            if server is not None:
+                for i in range(workload.replicas):
+                    proxy = FaultProxy(server.port, rng=random.Random(f"{seed}-proxy-{i}"))
+                    await nursery.start(proxy.run)
+                    proxies.append(proxy)
+            start_at = time.monotonic() + AGENT_STARTUP_S
+            agents, outputs, stderrs = await _start_agents(
+                plans, proxies, url, backend, start_at, profile, workdir
+            )
+            topology = _Topology(server, cluster, proxies, agents)
+            try:
+                injected, killed_at = await _inject(fault, topology, start_at, workload, rng)
+                deadline = start_at + workload.duration_s + profile.heal_s + AGENT_OVERRUN_S
+                failures = await _wait_for_agents(agents, stderrs, deadline, killed=kill)
+            finally:
+                for agent in agents:
+                    if agent.returncode is None:
+                        agent.kill()
+                for proxy in proxies:
+                    proxy.close()
+    history = merge_histories(
+        [read_agent_history(path) for path in outputs],
+        killed_at={f"r{kill.replica}": killed_at} if kill is not None else None,
+    )
+    history.append(Healed(time=start_at + workload.duration_s + profile.heal_s))
+    return RunResult(
+        fault=fault,
+        seed=seed,
+        report=check(history),
+        events=sum(1 for r in history.records if type(r).__name__ == "Delivered"),
+        faults_injected=injected,
+        abort_latencies_s=_abort_latencies(history, plans, start_at),
+        resume_latencies_s=_resume_latencies(history, plans, start_at),
+        seconds=time.monotonic() - started,
+        agent_failures=failures,
+    )
+
+
+@contextmanager
+def _servers(
+    backend: Backend, *, aof: bool
+) -> Iterator[tuple[RedisServer | None, RedisClusterServers | None]]:
+    with ExitStack() as stack:
+        if backend is Backend.REDIS:
+            extra = ("--appendonly", "yes", "--appendfsync", "always") if aof else ()
+            yield stack.enter_context(RedisServer(extra_args=extra)), None
+        else:
+            yield None, stack.enter_context(RedisClusterServers(masters=3, replicas_per_master=1))
+
+
+async def _start_agents(
+    plans: list[list[Action]],
+    proxies: list[FaultProxy],
+    url: str,
+    backend: Backend,
+    start_at: float,
+    profile: Profile,
+    workdir: Path,
+) -> tuple[list[trio.Process], list[Path], list[Path]]:
+    agents: list[trio.Process] = []
+    outputs: list[Path] = []
+    stderrs: list[Path] = []
+    for i, actions in enumerate(plans):
+        agent_url = f"redis://127.0.0.1:{proxies[i].port}" if proxies else url
+        plan = AgentPlan(
+            replica=f"r{i}",
+            incarnation=1,
+            redis_url=agent_url,
+            cluster=backend is Backend.CLUSTER,
+            start_at=start_at,
+            end_after=profile.workload.duration_s,
+            heal_for=profile.heal_s,
+            actions=tuple(actions),
+        )
+        plan_path = workdir / f"r{i}.plan.json"
+        plan_path.write_text(plan.to_json())
+        out, err = workdir / f"r{i}.history.jsonl", workdir / f"r{i}.stderr"
+        outputs.append(out)
+        stderrs.append(err)
+        with err.open("wb") as err_file:
+            agents.append(
+                await trio.lowlevel.open_process(
+                    [sys.executable, "-m", "properties.realredis.agent", str(plan_path), str(out)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err_file,
+                )
+            )
+    return agents, outputs, stderrs
+
+
+async def _inject(
+    fault: FaultKind,
+    topology: _Topology,
+    start_at: float,
+    workload: Workload,
+    rng: random.Random,
+) -> tuple[int, float]:
+    """Inject the run's fault on its schedule; returns (faults injected, kill time)."""
+
+    async def at(seconds: float) -> None:
+        await trio.sleep_until(_trio_time(start_at + seconds))
+
+    duration = workload.duration_s
+    injected = 0
+    killed_at = math.inf
+    proxies, server, cluster = topology.proxies, topology.server, topology.cluster
+    match fault:
+        case FaultKind.NONE:
+            pass
+        case FaultKind.LATENCY:
+            await at(0.3)
+            for proxy in proxies:
+                proxy.inject(Latency(delay_s=0.01, jitter_s=0.02))
+                injected += 1
+            await at(duration - 0.3)
+            for proxy in proxies:
+                proxy.heal()
+        case FaultKind.CUT:
+            for moment in (duration * 0.3, duration * 0.6):
+                await at(moment)
+                victim = proxies[rng.randrange(len(proxies))]
+                victim.inject(Cut(refuse_for_s=0.1))
+                injected += 1
+        case FaultKind.BLACKHOLE:
+            await at(duration * 0.3)
+            proxies[0].inject(Blackhole(duration_s=0.8))
+            proxies[1].inject(Blackhole(duration_s=0.4))
+            injected += 2
+        case FaultKind.SLOW_READER:
+            await at(0.3)
+            for proxy in proxies:
+                proxy.inject(SlowReader(bytes_per_s=20_000))
+                injected += 1
+            await at(duration - 0.3)
+            for proxy in proxies:
+                proxy.heal()
+        case FaultKind.PUBSUB_KILL:
+            for moment in (duration * 0.3, duration * 0.6):
+                await at(moment)
+                for port in _ports(server, cluster):
+                    await trio.to_thread.run_sync(_kill_pubsub, port)
+                injected += 1
+        case FaultKind.PAUSE:
+            assert server is not None
+            await at(duration * 0.3)
+            server.pause()
+            await trio.sleep(rng.uniform(1.0, 1.5))
+            server.resume()
+            injected += 1
+        case FaultKind.RESTART:
+            assert server is not None
+            await at(duration * 0.4)
+            await trio.to_thread.run_sync(server.restart)
+            injected += 1
+        case FaultKind.REPLICA_KILL:
+            await at(workload.duration_s * 0.4)
+            victim_agent = topology.agents[1]
+            victim_agent.send_signal(signal.SIGKILL)
+            killed_at = time.monotonic()
+            injected += 1
+        case FaultKind.CLUSTER_FAILOVER:
+            assert cluster is not None
+            await at(duration * 0.35)
+            await trio.to_thread.run_sync(_cluster_failover, cluster, "s0")
+            injected += 1
+        case FaultKind.SLOT_MIGRATION:
+            assert cluster is not None
+            await at(duration * 0.35)
+            await trio.to_thread.run_sync(_migrate_slot, cluster, "s1")
+            injected += 1
+    return injected, killed_at
+
+
+def _trio_time(monotonic_at: float) -> float:
+    """A ``time.monotonic()`` instant on trio's clock (which has its own offset)."""
+    return trio.current_time() + (monotonic_at - time.monotonic())
+
+
+def _ports(server: RedisServer | None, cluster: RedisClusterServers | None) -> list[int]:
+    return [server.port] if server is not None else cluster.ports if cluster is not None else []
+
+
+def _kill_pubsub(port: int) -> None:
+    resp_call(port, "CLIENT", "KILL", "TYPE", "pubsub")
+
+
+def _owner_of(cluster: RedisClusterServers, stream: str) -> tuple[int, str]:
+    """(port, node id) of the master that serves ``stream``'s slot."""
+    slot = resp_call(cluster.ports[0], "CLUSTER", "KEYSLOT", f"{{{stream}}}")
+    assert isinstance(slot, int)
+    for line in _nodes(cluster.ports[0]):
+        fields = line.split()
+        if "master" not in fields[2]:
+            continue
+        for part in fields[8:]:
+            low, _, high = part.partition("-")
+            if low.isdigit() and int(low) <= slot <= int(high or low):
+                return int(fields[1].split(":")[1].split("@")[0]), fields[0]
+    raise RuntimeError(f"no master serves the slot of {stream!r}")
+
+
+def _nodes(port: int) -> list[str]:
+    text = resp_call(port, "CLUSTER", "NODES")
+    assert isinstance(text, str)
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _cluster_failover(cluster: RedisClusterServers, stream: str) -> None:
+    """A manual failover of the master serving ``stream``: its replica takes over."""
+    _, master_id = _owner_of(cluster, stream)
+    replicas = [
+        int(fields[1].split(":")[1].split("@")[0])
+        for fields in (line.split() for line in _nodes(cluster.ports[0]))
+        if fields[3] == master_id
+    ]
+    if not replicas:
+        raise RuntimeError(f"the master of {stream!r} has no replica")
+    port = replicas[0]
+    resp_call(port, "CLUSTER", "FAILOVER", timeout=5.0)
+    _wait(lambda: "slave" in _role_flags(port, master_id), "the old master to step down")
+
+
+def _role_flags(port: int, node_id: str) -> str:
+    for line in _nodes(port):
+        fields = line.split()
+        if fields[0] == node_id:
+            return fields[2]
+    return ""
+
+
+def _migrate_slot(cluster: RedisClusterServers, stream: str) -> None:
+    """Move ``stream``'s slot, keys and all, to another master while it streams."""
+    source_port, source_id = _owner_of(cluster, stream)
+    slot = resp_call(source_port, "CLUSTER", "KEYSLOT", f"{{{stream}}}")
+    masters = [
+        (int(f[1].split(":")[1].split("@")[0]), f[0])
+        for f in (line.split() for line in _nodes(source_port))
+        if "master" in f[2] and f[0] != source_id
+    ]
+    target_port, target_id = masters[0]
+    resp_call(target_port, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id)
+    resp_call(source_port, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id)
+    while True:
+        keys = resp_call(source_port, "CLUSTER", "GETKEYSINSLOT", str(slot), "100")
+        if not keys:
+            break
+        assert isinstance(keys, list)
+        resp_call(
+            source_port,
+            "MIGRATE",
+            "127.0.0.1",
+            str(target_port),
+            "",
+            "0",
+            "5000",
+            "KEYS",
+            *[str(k) for k in keys],
+            timeout=10.0,
+        )
+    # The target first, then the source, then the other masters (replicas learn it).
+    others = [port for port, _ in masters[1:]]
+    for port in (target_port, source_port, *others):
+        resp_call(port, "CLUSTER", "SETSLOT", str(slot), "NODE", target_id)
+
+
+def _wait(check_ok: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check_ok():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+async def _wait_for_agents(
+    agents: list[trio.Process], stderrs: list[Path], deadline: float, *, killed: Kill | None
+) -> list[str]:
+    failures: list[str] = []
+    with trio.move_on_at(_trio_time(deadline)):
+        for agent in agents:
+            await agent.wait()
+    for i, agent in enumerate(agents):
+        if agent.returncode is None:
+            agent.kill()
+            await agent.wait()
+            failures.append(f"r{i} overran its plan: {_tail(stderrs[i])}")
+        elif agent.returncode != 0 and not (killed is not None and killed.replica == i):
+            failures.append(f"r{i} exited with {agent.returncode}: {_tail(stderrs[i])}")
+    return failures
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no stderr)"
+
+
+def _abort_latencies(history: History, plans: list[list[Action]], start_at: float) -> list[float]:
+    stops: dict[str, list[float]] = {}
+    for record in history.records:
+        if isinstance(record, GeneratorStopped):
+            stops.setdefault(record.stream_id, []).append(record.time)
+    out: list[float] = []
+    for actions in plans:
+        for action in actions:
+            if action.op == "abort":
+                asked = start_at + action.at
+                after = [t - asked for t in stops.get(action.stream, []) if t >= asked]
+                if after:
+                    out.append(min(after))
+    return out
+
+
+def _resume_latencies(history: History, plans: list[list[Action]], start_at: float) -> list[float]:
+    asked: dict[tuple[str, str], list[float]] = {}
+    for i, actions in enumerate(plans):
+        for action in actions:
+            if action.op == "resume":
+                asked.setdefault((f"r{i}", action.stream), []).append(start_at + action.at)
+    out: list[float] = []
+    for record in history.records:
+        if isinstance(record, SessionOpened) and record.mode is SessionMode.RESUME:
+            key = (record.replica, record.stream_id)
+            times = [t for t in asked.get(key, []) if t <= record.time]
+            if times:
+                out.append(record.time - max(times))
+    return out
+
+
+@dataclass(slots=True)
+class FaultFigures:
+    fault: FaultKind
+    runs: int = 0
+    events: int = 0
+    faults_injected: int = 0
+    anomalies: Counter[str] = field(default_factory=Counter)
+    abort_latencies_s: list[float] = field(default_factory=list)
+    resume_latencies_s: list[float] = field(default_factory=list)
+    agent_failures: list[str] = field(default_factory=list)
+    failing_seeds: list[int] = field(default_factory=list)
+
+    def add(self, run: RunResult) -> None:
+        self.runs += 1
+        self.events += run.events
+        self.faults_injected += run.faults_injected
+        for kind, count in run.report.by_kind().items():
+            self.anomalies[kind.value] += count
+        self.abort_latencies_s += run.abort_latencies_s
+        self.resume_latencies_s += run.resume_latencies_s
+        self.agent_failures += run.agent_failures
+        if not run.report.ok or run.agent_failures:
+            self.failing_seeds.append(run.seed)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+async def run_tier(
+    backend: Backend,
+    profile: Profile,
+    *,
+    seed: int,
+    runs_per_fault: int | None = None,
+    faults: tuple[FaultKind, ...] | None = None,
+    on_run: Callable[[RunResult], None] | None = None,
+) -> list[FaultFigures]:
+    """Every fault kind of ``backend``, ``runs_per_fault`` runs each."""
+    figures: list[FaultFigures] = []
+    runs = runs_per_fault if runs_per_fault is not None else profile.runs_per_fault
+    for fault in faults if faults is not None else FAULTS[backend]:
+        totals = FaultFigures(fault)
+        for n in range(runs):
+            with tempfile.TemporaryDirectory(prefix=f"streamcheck-{fault}-") as tmp:
+                result = await run_once(backend, fault, profile, seed + n, Path(tmp))
+            totals.add(result)
+            if on_run is not None:
+                on_run(result)
+        figures.append(totals)
+    return figures
+
+
+def agent_environment() -> dict[str, str]:
+    """The agents import this project: make sure they find it from any working dir."""
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else root}

@@ -24,8 +24,8 @@ What each fault models (each is a frozen value; :class:`FaultKind` names its kin
 * :class:`Cut`, the connections die: every open connection is closed on both sides at
   once (FIN, or RST with ``reset=True``) and the bytes the proxy held are dropped. For
   ``refuse_for_s`` afterwards new connections are reset as soon as they are accepted: a
-  proxy cannot refuse a SYN while it listens, so the client's connect succeeds and its
-  first read fails.
+  proxy cannot refuse a SYN while it listens, so the client's connect, or else its first
+  read, fails with ECONNRESET rather than ECONNREFUSED.
 * :class:`Blackhole`, a transient partition for ``duration_s``: nothing moves in either
   direction. Bytes, EOFs and a side's reset are held, not dropped, and flow when it ends,
   as TCP retransmission delivers them after a short partition; meanwhile clients see

@@ -299,7 +299,7 @@ async def _inject(
             assert server is not None
             await at(duration * 0.3)
             server.pause()
-            await trio.sleep(rng.uniform(1.0, 1.5))
+            await trio.sleep(rng.uniform(1.0, 3.0))
             server.resume()
             injected += 1
         case FaultKind.RESTART:

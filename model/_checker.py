@@ -3,10 +3,11 @@
 :func:`check` reads the history once into an index (:mod:`model._reference`), then
 
 1. judges each **generation** on what it emitted: seqs allocated in increasing order
-   and never twice, none below its start seq, at most one terminal, no chunk after
-   the terminal, and an acknowledged abort honoured (the last three unless Redis
-   lost writes in between, a ``WritesLost`` record: the fence cannot remember what
-   Redis forgot, but readers must still see one terminal and nothing after it);
+   (per replica: emits from two replicas may complete out of order) and never twice,
+   none below its start seq, at most one terminal, no chunk after the terminal, and an
+   acknowledged abort honoured (the last three unless Redis lost writes in between, a
+   ``WritesLost`` record: the fence cannot remember what Redis forgot, but readers
+   must still see one terminal and nothing after it);
 2. judges each **session** on what it received (:mod:`model._session_judge`):
    safety always; liveness (terminal received, nothing owed missing) only for
    sessions that did not detach or lose their replica, and only when the history
@@ -125,7 +126,10 @@ def _judge_generation(
     aborted = bool(gen.acknowledged_aborts)
     terminal_seq = gen.terminal_seq
     last_good = gen.started_index
-    previous: Emitted | None = None
+    #: The last OK emit per replica: one replica's emits of a turn are sequential, but
+    #: an abort's terminal from another replica may complete before a chunk that got a
+    #: lower seq (found by the real-Redis tier under a slow network).
+    previous_by_replica: dict[str, Emitted] = {}
     terminals = 0
     first_terminal: int | None = None
     late_chunks: list[tuple[int, Emitted]] = []
@@ -147,7 +151,11 @@ def _judge_generation(
                     f"emitted seq {seq}, below its start seq {start}, in an earlier turn's range",
                 )
             )
-        elif previous is not None and previous.seq is not None and seq <= previous.seq:
+        elif (
+            (previous := previous_by_replica.get(record.replica)) is not None
+            and previous.seq is not None
+            and seq <= previous.seq
+        ):
             out.append(
                 _generation_anomaly(
                     gen,
@@ -186,7 +194,7 @@ def _judge_generation(
             late_chunks.append((i, record))
         else:
             bad = False
-        previous = record
+        previous_by_replica[record.replica] = record
         if not bad:
             last_good = i
     if aborted:

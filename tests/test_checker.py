@@ -896,3 +896,35 @@ def test_lost_writes_never_excuse_a_reused_seq() -> None:
     b.history.append(WritesLost(time=b._now(), writes=1))
     again = b.emit(EmitKind.CHUNK, {"other": True}, 1, "g1")
     assert AnomalyKind.DUPLICATE in check(b.history).by_kind(), again
+
+
+@pytest.mark.parametrize("same_replica", [True, False])
+def test_emits_complete_out_of_seq_order_only_across_replicas(same_replica: bool) -> None:
+    # A chunk got seq 3 and an abort's done (from another replica) seq 4, but the
+    # chunk's acknowledgement arrived later. One replica's emits are sequential, so
+    # there the same records mean seqs went backwards.
+    b = Builder()
+    b.start("g1")
+    b.chunks([0, 1, 2], "g1")
+
+    def emitted(replica: str, kind: EmitKind, seq: int, payload: JSONValue) -> int:
+        return b.history.append(
+            Emitted(
+                time=b._now(),
+                stream_id=b.stream,
+                generation="g1",
+                replica=replica,
+                kind=kind,
+                payload_digest=digest(payload),
+                outcome=OpOutcome.OK,
+                seq=seq,
+            )
+        ).index
+
+    emitted("r1" if same_replica else "r2", EmitKind.DONE, 4, done_data("g1"))
+    late = emitted("r1", EmitKind.CHUNK, 3, chunk_data("g1", 3))
+    report = check(b.history)
+    if same_replica:
+        only(report, AnomalyKind.REORDERED, late)
+    else:
+        assert report.ok, report.summary()

@@ -15,9 +15,11 @@ resume call to its snapshot), p50 and p99.
 from __future__ import annotations
 
 import enum
+import json
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +34,7 @@ from pathlib import Path
 import trio
 
 from model import CheckReport, GeneratorStopped, Healed, History, SessionMode, SessionOpened, check
+from properties._replay import record_to_json
 from properties.realredis._agent import Action, AgentPlan
 from properties.realredis._merge import merge_histories, read_agent_history
 from properties.realredis._plan import Kill, Workload, draw_plans
@@ -125,6 +128,8 @@ class RunResult:
     seconds: float
     #: Agents that exited with an error or overran (their stderr tail).
     agent_failures: list[str] = field(default_factory=list)
+    #: Where a failing run's files were kept, if they were.
+    kept: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,10 +182,18 @@ async def run_once(
         killed_at={f"r{kill.replica}": killed_at} if kill is not None else None,
     )
     history.append(Healed(time=start_at + workload.duration_s + profile.heal_s))
+    report = check(history)
+    if not report.ok or failures:
+        # Keep the evidence: the merged history and the checker's report beside the
+        # agents' own files (the caller copies the work directory away).
+        (workdir / "history.json").write_text(
+            json.dumps([record_to_json(r) for r in history.records], indent=0)
+        )
+        (workdir / "report.txt").write_text(report.summary())
     return RunResult(
         fault=fault,
         seed=seed,
-        report=check(history),
+        report=report,
         events=sum(1 for r in history.records if type(r).__name__ == "Delivered"),
         faults_injected=injected,
         abort_latencies_s=_abort_latencies(history, plans, start_at),
@@ -523,8 +536,11 @@ async def run_tier(
     runs_per_fault: int | None = None,
     faults: tuple[FaultKind, ...] | None = None,
     on_run: Callable[[RunResult], None] | None = None,
+    keep_failures: Path | None = None,
 ) -> list[FaultFigures]:
-    """Every fault kind of ``backend``, ``runs_per_fault`` runs each."""
+    """Every fault kind of ``backend``, ``runs_per_fault`` runs each. A failing run's
+    files (plans, agent histories and logs, merged history, report) are copied to
+    ``keep_failures/<backend>-<fault>-seed<N>/``."""
     figures: list[FaultFigures] = []
     runs = runs_per_fault if runs_per_fault is not None else profile.runs_per_fault
     for fault in faults if faults is not None else FAULTS[backend]:
@@ -532,6 +548,10 @@ async def run_tier(
         for n in range(runs):
             with tempfile.TemporaryDirectory(prefix=f"streamcheck-{fault}-") as tmp:
                 result = await run_once(backend, fault, profile, seed + n, Path(tmp))
+                if keep_failures is not None and (not result.report.ok or result.agent_failures):
+                    kept = keep_failures / f"{backend}-{fault}-seed{seed + n}"
+                    shutil.copytree(tmp, kept, dirs_exist_ok=True)
+                    result.kept = kept
             totals.add(result)
             if on_run is not None:
                 on_run(result)

@@ -24,9 +24,10 @@ def run_line(result: RunResult) -> str:
     kinds = ", ".join(f"{k.value} {n}" for k, n in sorted(result.report.by_kind().items()))
     extra = f" ({kinds})" if kinds else ""
     failed = f"; agents: {'; '.join(result.agent_failures)}" if result.agent_failures else ""
+    kept = f"\n      evidence: {result.kept}" if result.kept is not None else ""
     return (
         f"  {result.fault.value:<20} seed {result.seed:<4} {result.events:>6} events "
-        f"{result.seconds:5.1f} s  {verdict}{extra}{failed}"
+        f"{result.seconds:5.1f} s  {verdict}{extra}{failed}{kept}"
     )
 
 

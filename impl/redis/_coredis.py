@@ -40,11 +40,13 @@ from coredis.connection import TCPLocation
 from coredis.exceptions import (
     AuthenticationError,
     AuthorizationError,
+    ClusterDownError,
     NoScriptError,
 )
 from coredis.exceptions import (
     ConnectionError as CoredisConnectionError,
 )
+from coredis.retry import ConstantRetryPolicy, NoRetryPolicy
 
 from impl._config import redact_uri_list
 from impl._errors import BackendUnavailable
@@ -349,6 +351,14 @@ def _startup_error(exc: BaseException, url: str) -> BackendUnavailable | None:
     return None
 
 
+#: coredis retries a command after a connection error by default. A connection that
+#: drops after Redis ran the publish script but before its reply arrived would then
+#: publish the event twice, under two seqs (found by the real-Redis tier across a Redis
+#: restart). impl treats a connection error as "maybe done" instead, and never retries
+#: a write blindly.
+_NO_RETRY = NoRetryPolicy()
+
+
 def _build_client(
     url: str, cluster: bool, max_connections: int, connect_timeout: float
 ) -> RedisClient:
@@ -368,7 +378,12 @@ def _build_client(
             connect_timeout=connect_timeout,
             startup_nodes=[TCPLocation(n.hostname or "localhost", n.port or 6379) for n in nodes],
         )
-        return coredis.RedisCluster(connection_pool=cluster_pool, decode_responses=True)
+        return coredis.RedisCluster(
+            connection_pool=cluster_pool,
+            decode_responses=True,
+            # A cluster that says CLUSTERDOWN refused the command: retrying is safe.
+            retry_policy=ConstantRetryPolicy((ClusterDownError,), retries=2, delay=0.1),
+        )
     if len(uris) != 1:
         raise ValueError("several Redis URIs name Cluster startup nodes: pass cluster=True")
     pool = SlotSafeConnectionPool.from_url(
@@ -378,4 +393,4 @@ def _build_client(
         max_connections=max_connections,
         connect_timeout=connect_timeout,
     )
-    return coredis.Redis(connection_pool=pool, decode_responses=True)
+    return coredis.Redis(connection_pool=pool, decode_responses=True, retry_policy=_NO_RETRY)

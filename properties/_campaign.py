@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +20,7 @@ from hypothesis.errors import HypothesisException
 from hypothesis.stateful import get_state_machine_test
 
 from impl._canaries import Canary
-from model import AnomalyKind
+from model import AnomalyKind, CheckReport
 from properties.machine import StreamMachine, machine_for
 
 
@@ -38,6 +38,19 @@ class CampaignResult:
     crashed: str | None = None
     #: Rare paths reached, with how many examples reached each.
     labels: dict[str, int] = field(default_factory=dict)
+    #: The example budget (``max_examples``) the campaign ran with.
+    budget: int | None = None
+    #: The seed of the search: the one passed in, or the one Hypothesis drew (None when
+    #: the settings derandomize). Passing it back as ``seed`` repeats the search.
+    seed: int | None = None
+    #: Decisions applied over the whole campaign, shrinking included (one rule step is
+    #: one decision, as in ``streamcheck bench``'s sim-speed figure).
+    rule_steps: int | None = None
+    #: Examples that failed (the first one, then every failing shrink attempt).
+    failing_examples: int = 0
+    #: The checker's report on the last (shrunk) failing example, with every anomaly's
+    #: explanation sentence; None when nothing failed.
+    report: CheckReport | None = None
 
     @property
     def found(self) -> bool:
@@ -70,6 +83,38 @@ def campaign_settings(examples: int, *, shrink: bool = True, steps: int = 30) ->
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A campaign's state, passed to ``run_campaign(on_progress=...)``.
+
+    Sent after every example, failing ones included (from the machine's teardown), and
+    once more with ``finished=True`` when the campaign returns.
+    """
+
+    #: Examples finished so far (shrink attempts included).
+    examples: int
+    #: The example budget (``max_examples``).
+    budget: int
+    #: Examples that failed so far (the first failure, then failing shrink attempts).
+    failing_examples: int
+    #: The anomaly classes of the latest failing example.
+    anomaly_kinds: tuple[AnomalyKind, ...]
+    #: Wall seconds since the campaign started.
+    elapsed: float
+    #: The campaign is over (the last call).
+    finished: bool = False
+    #: The settings let Hypothesis shrink a failing example.
+    shrink: bool = True
+
+    @property
+    def found(self) -> bool:
+        """An example failed (Hypothesis then shrinks it, when ``shrink`` is on)."""
+        return self.failing_examples > 0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
 def run_campaign(
     *,
     canaries: frozenset[Canary] = frozenset(),
@@ -77,17 +122,35 @@ def run_campaign(
     seed: int | None = None,
     replay_file: Path | None = None,
     shrink: bool = True,
+    hypothesis_settings: settings | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> CampaignResult:
-    """Run the machine until ``examples`` pass or one fails (then shrink it)."""
+    """Run the machine until ``examples`` pass or one fails (then shrink it).
+
+    ``hypothesis_settings`` replaces :func:`campaign_settings` (``examples`` and
+    ``shrink`` are then ignored): the pytest plugin passes its profiles here. A
+    ``seed`` overrides the settings' own randomness (``derandomize`` included).
+    ``on_progress`` is called with a :class:`Progress` as the campaign goes.
+    """
+    chosen = (
+        hypothesis_settings
+        if hypothesis_settings is not None
+        else campaign_settings(examples, shrink=shrink)
+    )
     machine = machine_for(canaries, failure_path=replay_file)
-    counter = _Counter(machine)
     started = time.perf_counter()
+    counter = _Counter(
+        machine,
+        budget=chosen.max_examples,
+        shrink=Phase.shrink in chosen.phases,
+        started=started,
+        on_progress=on_progress,
+    )
     crashed: str | None = None
+    test: Callable[[], None] | None = None
     with _quiet():
         try:
-            test = get_state_machine_test(
-                machine, settings=campaign_settings(examples, shrink=shrink)
-            )
+            test = get_state_machine_test(machine, settings=chosen)
             if seed is not None:
                 # The same seed explores the same examples; different seeds, different ones.
                 test = hypothesis_seed(seed)(test)
@@ -102,6 +165,12 @@ def run_campaign(
     shrunk = None
     if report is not None and replay_file is not None and replay_file.exists():
         shrunk = len(json.loads(replay_file.read_text())["decisions"])
+    counter.notify(finished=True)
+    if seed is None and test is not None:
+        # The seed Hypothesis drew for this run (None when derandomized): passing it as
+        # ``seed`` explores the same examples again.
+        drawn = getattr(test, "_hypothesis_internal_use_generated_seed", None)
+        seed = drawn if isinstance(drawn, int) else None
     return CampaignResult(
         canaries=canaries,
         examples=counter.examples,
@@ -115,32 +184,87 @@ def run_campaign(
         replay_file=replay_file if report is not None else None,
         crashed=crashed,
         labels=dict(machine.labels_seen),
+        budget=chosen.max_examples,
+        seed=seed,
+        rule_steps=counter.rule_steps,
+        failing_examples=counter.failing_examples,
+        report=report,
     )
 
 
 class _Counter:
-    """Counts examples and notes when the first one failed (via the machine's hooks)."""
+    """Counts examples, decisions and failures, notes when the first example failed,
+    and reports progress (all via the machine's hooks, on the campaign's own subclass)."""
 
-    def __init__(self, machine: type[StreamMachine]) -> None:
+    def __init__(
+        self,
+        machine: type[StreamMachine],
+        *,
+        budget: int = 0,
+        shrink: bool = True,
+        started: float | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
         self.examples = 0
+        self.finished_examples = 0
+        self.rule_steps = 0
+        self.failing_examples = 0
+        self.latest_kinds: tuple[AnomalyKind, ...] = ()
         self.first_failure_example: int | None = None
         self.first_failure_at: float | None = None
+        self.budget = budget
+        self.shrink = shrink
+        self.started = time.perf_counter() if started is None else started
+        self.on_progress = on_progress
         counter = self
         original_init = machine.__init__
         original_judge = machine._judge
+        original_do = machine._do
+        original_teardown = machine.teardown
 
         def counting_init(self: StreamMachine) -> None:
             counter.examples += 1
             original_init(self)
 
-        def noting_judge(self: StreamMachine, report: object) -> None:
-            if counter.first_failure_example is None and not getattr(report, "ok", True):
-                counter.first_failure_example = counter.examples
-                counter.first_failure_at = time.perf_counter()
-            original_judge(self, report)  # type: ignore[arg-type]
+        def noting_judge(self: StreamMachine, report: CheckReport) -> None:
+            if not report.ok:
+                counter.failing_examples += 1
+                counter.latest_kinds = tuple(sorted(report.by_kind(), key=lambda k: k.value))
+                if counter.first_failure_example is None:
+                    counter.first_failure_example = counter.examples
+                    counter.first_failure_at = time.perf_counter()
+            original_judge(self, report)
+
+        def counting_do(self: StreamMachine, name: str, **args: object) -> None:
+            counter.rule_steps += 1
+            original_do(self, name, **args)
+
+        def reporting_teardown(self: StreamMachine) -> None:
+            try:
+                original_teardown(self)
+            finally:
+                counter.finished_examples += 1
+                counter.notify()
 
         machine.__init__ = counting_init  # type: ignore[method-assign]
         machine._judge = noting_judge  # type: ignore[method-assign]
+        machine._do = counting_do  # type: ignore[method-assign]
+        machine.teardown = reporting_teardown  # type: ignore[method-assign]
+
+    def notify(self, *, finished: bool = False) -> None:
+        if self.on_progress is None:
+            return
+        self.on_progress(
+            Progress(
+                examples=self.finished_examples,
+                budget=self.budget,
+                failing_examples=self.failing_examples,
+                anomaly_kinds=self.latest_kinds,
+                elapsed=time.perf_counter() - self.started,
+                finished=finished,
+                shrink=self.shrink,
+            )
+        )
 
 
 def _describe_crash(exc: BaseException) -> str:

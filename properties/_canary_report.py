@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from impl._canaries import Canary
-from properties._campaign import CampaignResult, run_campaign
+from properties._campaign import CampaignResult, ProgressCallback, run_campaign
 
 SCHEMA_VERSION = 1
 
@@ -26,6 +26,7 @@ def run_canaries(
     seed: int | None,
     reports: Path,
     progress: Callable[[str], None] = print,
+    on_progress: ProgressCallback | None = None,
 ) -> list[tuple[str, CampaignResult]]:
     rows: list[tuple[str, CampaignResult]] = []
     subjects: list[tuple[str, frozenset[Canary]]] = [("(correct implementation)", frozenset())]
@@ -35,7 +36,13 @@ def run_canaries(
         replay = reports / "failures" / f"canary-{slug}.json"
         replay.unlink(missing_ok=True)
         progress(f"{name}: running up to {examples} examples ...")
-        result = run_campaign(canaries=canaries, examples=examples, seed=seed, replay_file=replay)
+        result = run_campaign(
+            canaries=canaries,
+            examples=examples,
+            seed=seed,
+            replay_file=replay,
+            on_progress=on_progress,
+        )
         rows.append((name, result))
         progress(f"  {_verdict(name, result)}")
     write_reports(rows, reports=reports, examples=examples, seed=seed)

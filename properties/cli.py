@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,9 +49,21 @@ def _canaries_from(args: argparse.Namespace) -> frozenset[Canary]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from properties._campaign import run_campaign
+    from properties._campaign import campaign_settings, run_campaign
+    from properties._progress import ProgressBar
+    from properties._run_report import (
+        RunInfo,
+        command_line,
+        exit_code,
+        new_run_dir,
+        utc_now,
+        write_run_report,
+    )
 
     if args.backend != "sim":
+        if args.run_dir:
+            print("streamcheck: --run-dir applies to --backend sim", file=sys.stderr)
+            return EXIT_USAGE
         return _run_real(args)
     if args.soak or args.faults:
         print("streamcheck: --soak and --faults apply to --backend redis|cluster", file=sys.stderr)
@@ -60,31 +73,66 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"streamcheck: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    replay = Path(args.reports) / "failures" / "run.json"
+    reports = Path(args.reports)
+    replay = reports / "failures" / "run.json"
     replay.unlink(missing_ok=True)
     label = ", ".join(sorted(c.value for c in canaries)) or "none"
     examples = args.examples if args.examples is not None else 300
-    print(f"simulation: {examples} examples, canaries: {label}")
-    result = run_campaign(canaries=canaries, examples=examples, seed=args.seed, replay_file=replay)
+    chosen = campaign_settings(examples)
+    print(f"simulation: {examples} examples, canaries: {label}", flush=True)
+    started = utc_now()
+    bar = ProgressBar()
+    try:
+        result = run_campaign(
+            canaries=canaries,
+            seed=args.seed,
+            replay_file=replay,
+            hypothesis_settings=chosen,
+            on_progress=bar,
+        )
+    finally:
+        bar.clear()  # also on Ctrl-C, so the traceback starts on a clean line
     print(f"{result.examples} examples in {result.seconds:.1f} s")
+    timeline: Path | None = None
     if result.crashed:
         print(f"the run crashed: {result.crashed}")
-        return EXIT_ANOMALY
-    if not result.found:
+    elif not result.found:
         print("no anomaly found")
-        return EXIT_OK
-    kinds = ", ".join(k.value for k in result.anomaly_kinds)
-    print(
-        f"ANOMALY: {kinds} (first failing example #{result.first_failure_example} after "
-        f"{result.first_failure_seconds:.1f} s; shrunk to {result.shrunk_steps} steps)"
-    )
-    print(f"replay file: {result.replay_file}  (streamcheck replay {result.replay_file})")
-    if result.replay_file is not None:
-        from properties.report import TIMELINE_FILENAME, write_timeline
+    else:
+        kinds = ", ".join(k.value for k in result.anomaly_kinds)
+        print(
+            f"ANOMALY: {kinds} (first failing example #{result.first_failure_example} after "
+            f"{result.first_failure_seconds:.1f} s; shrunk to {result.shrunk_steps} steps)"
+        )
+        if result.replay_file is not None:
+            from properties.report import TIMELINE_FILENAME, write_timeline
 
-        page = write_timeline(result.replay_file, result.replay_file.parent / TIMELINE_FILENAME)
-        print(f"timeline:    {page}  (open it in a browser)")
-    return EXIT_ANOMALY
+            timeline = write_timeline(
+                result.replay_file, result.replay_file.parent / TIMELINE_FILENAME
+            )
+    info = RunInfo(
+        command=command_line("streamcheck", args.argv),
+        backend="sim",
+        settings=chosen,
+        seed=args.seed,
+        started=started,
+        finished=utc_now(),
+        replay_file=result.replay_file,
+        timeline=timeline,
+    )
+    try:
+        run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(reports, started)
+        data = write_run_report(result, info, run_dir)
+    except OSError as exc:
+        print(f"streamcheck: cannot write the run report: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if data["replay_command"]:
+        replay_copy = run_dir / data["files"]["replay_file"]
+        print(f"replay file: {replay_copy}  ({data['replay_command']})")
+    if data["files"]["timeline"]:
+        print(f"timeline:    {run_dir / data['files']['timeline']}  (open it in a browser)")
+    print(f"report:      {run_dir / data['files']['summary']} and {data['files']['results']}")
+    return exit_code(result)
 
 
 def _run_real(args: argparse.Namespace) -> int:
@@ -126,6 +174,9 @@ def _run_real(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     seed = args.seed if args.seed is not None else 1
     runs = args.examples if args.examples is not None else profile.runs_per_fault
+    # A terminated run must still stop its servers and agents: make SIGTERM unwind
+    # like Ctrl-C, through every context manager that owns a process.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(
         f"real {backend.value}: profile {profile.name}, {runs} run(s) per fault, "
         f"{len(faults)} fault kinds, seed {seed}"
@@ -139,6 +190,7 @@ def _run_real(args: argparse.Namespace) -> int:
             runs_per_fault=runs,
             faults=faults,
             on_run=lambda result: print(run_line(result), flush=True),
+            keep_failures=Path(args.reports) / "realredis-failures",
         )
     )
     print()
@@ -175,8 +227,19 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _canaries(args: argparse.Namespace) -> int:
     from properties._canary_report import run_canaries
+    from properties._progress import ProgressBar
 
-    rows = run_canaries(examples=args.examples, seed=args.seed, reports=Path(args.reports))
+    bar = ProgressBar()
+    try:
+        rows = run_canaries(
+            examples=args.examples,
+            seed=args.seed,
+            reports=Path(args.reports),
+            progress=lambda line: print(line, flush=True),
+            on_progress=bar,
+        )
+    finally:
+        bar.clear()
     print(f"wrote {Path(args.reports) / 'canaries.md'} and canaries.json")
     missed = [name for name, r in rows if name[0] != "(" and not r.found]
     control_failed = any(name[0] == "(" and (r.found or r.crashed) for name, r in rows)
@@ -234,8 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run the simulation, or the workload against real Redis with faults",
         description=(
-            "Drive replicas from impl/ over a simulated Redis whose every delivery is a "
-            "test-drawn choice, check each history, and write a replay file on failure.\n\n"
+            "Drive replicas from impl/ over a simulated Redis whose every delivery is a\n"
+            "test-drawn choice, check each history, and write a replay file on failure.\n"
+            "The simulation writes summary.md and results.json (schema streamcheck.run/1,\n"
+            "see reports/README.md) to <reports>/runs/<UTC timestamp>/, with copies of the\n"
+            "replay file and timeline.html when an example failed. On a terminal a progress\n"
+            "bar is drawn on stderr.\n\n"
             "exit codes: 0 nothing found, 1 anomaly found, 2 usage or environment error\n\n"
             "examples:\n  streamcheck run --examples 500\n"
             "  streamcheck run --canary force-flush-skips-gap --examples 500\n"
@@ -260,7 +327,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=None, help="derandomize the search")
     run.add_argument("--canary", default="", help="comma-separated canary names")
     run.add_argument("--profile", default="", help=f"canary profile: {', '.join(PROFILES)}")
-    run.add_argument("--reports", default="reports", help="where replay files go")
+    run.add_argument(
+        "--reports",
+        default="reports",
+        help="where replay files (failures/) and per-run reports (runs/<UTC timestamp>/) go",
+    )
+    run.add_argument(
+        "--run-dir",
+        default="",
+        help="sim: write this run's summary.md and results.json here instead of "
+        "<reports>/runs/<UTC timestamp>/",
+    )
     run.set_defaults(handler=_run)
 
     replay = commands.add_parser(
@@ -315,7 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(arguments)
+    args.argv = arguments
     code: int = args.handler(args)
     return code
 

@@ -8,6 +8,15 @@ on the event path.
 Where this design has a second line of defence that LibreChat lacked (the chunk log
 repairs gaps, catch-up reads the log), a canary that would otherwise be masked also
 restores LibreChat's behaviour on that path, as its description says.
+
+Spec §5 bugs without a canary, because the harness cannot observe them here: #1 (a
+seq is allocated when Redis runs the publish, so racing publishes reach every reader
+in one consistent order; the scramble is against the generator's call order, which
+the history does not record), #5 (generators run only on the replica that created
+their job, which registers the abort listener; there are no lazily built runtimes),
+#9 (a frontier outlives its attachment only if the counter goes back, which the
+checker already reports as a reused seq: that is #10), #12 (its effects are false
+reorder timeouts and warnings on a replica with no reader; nothing is delivered).
 """
 
 from __future__ import annotations
@@ -36,13 +45,64 @@ class Canary(enum.StrEnum):
     #: §5 #6: after a disconnect the producer buffers again, and a resume on its replica
     #: replays that buffer on top of the snapshot that already holds those events.
     EARLY_BUFFER_ON_RESUME = "early-buffer-on-resume"
+    #: §5 #3: the last unsubscribe deletes the stream's state on that replica, and with
+    #: it the abort callbacks and the manager's all-subscribers-left hook, as before
+    #: #11842. The first reconnect is fine (the hook still resets ``hasSubscriber``); from
+    #: the second disconnect on nothing resets it, so later attachments there are not
+    #: synchronised: no early-buffer replay and no log read at their start seq (this
+    #: design's sync), and their first gap is skipped after the reorder timeout, as
+    #: LibreChat's fresh ``nextSeq`` was. The publish fence stays on, so the lost abort
+    #: callback shows only as a later stop (``abort-channel-dropped`` measures that).
+    STATE_DELETED_ON_LEAVE = "state-deleted-on-leave"
+    #: §5 #4: an error is neither stored on the job nor kept: ``complete_job`` with an
+    #: error deletes the job, and with it the chunk log (LibreChat's ``deleteJob``), as
+    #: before #11372. A client arriving later is refused (the 404, which the history
+    #: does not record); one caught attaching finds neither log nor job and ends with
+    #: "stream lost" instead of the error, without the chunks it was owed.
+    ERROR_NOT_KEPT = "error-not-kept"
+    #: §5 #7: a subscriber on a replica with no local buffer for the turn (not its
+    #: producer) gets nothing published before its SUBSCRIBE took effect, the turn's
+    #: first event (LibreChat's ``created``) first; its first gap is skipped after the
+    #: reorder timeout, as the Feb-10 sync to that replica's own counter did, before
+    #: #12231. The log catch-up is the defence this removes, on that path only: the
+    #: producer's replica and resumes (whose snapshot covers the start) keep it.
+    CREATED_LOST_CROSS_REPLICA = "created-lost-cross-replica"
+    #: §5 #10: a replica's cleanup of an idle stream whose turn has ended deletes the
+    #: shared counter, as ``resetSequence`` did until #14411, so the next turn restarts
+    #: at seq 0 and reuses the previous turn's seqs (a subscriber that kept its
+    #: frontier then dropped that whole turn; here every subscription is one turn's,
+    #: so what the harness sees is the seqs reused). LibreChat had no publish floor, so
+    #: this canary also turns the floor off (else a replica that saw the old seqs would
+    #: push the counter back past them), and a seq behind the log's tail is appended by
+    #: arrival (``XADD *``, as LibreChat's log always was).
+    COUNTER_DELETED_ON_CLEANUP = "counter-deleted-on-cleanup"
+    #: §5 #11: a fresh attachment is live at once (no deferred delivery), and waits for
+    #: a Redis round trip (the counter GET, standing for LibreChat's wait on its early
+    #: publishes) before the producer's early buffer is replayed, straight to the
+    #: client as LibreChat's ``onChunk`` replay was; pub/sub copies of early events
+    #: that land in that wait reach the client first, so they arrive twice (before
+    #: ``deliveryDeferred``). Resumes clear the buffer unreplayed (#12225), as then.
+    NO_DEFERRED_DELIVERY = "no-deferred-delivery"
 
 
 #: The canaries the seed commit (LibreChat e646a3615e, 2026-02-10) still had that
-#: this implementation can reproduce.
+#: this implementation can reproduce: spec §5 #3 (fixed 02-18), #6 and #7 (03-14), #8
+#: (04-08), #13 (08-03), #17 (later) and the force-flush (never removed). Not #2 (the
+#: seed's own fix), #4 (#11372, January) nor #10 and #11, bugs of the shared counter
+#: and its asynchronous sync, which came in April.
 PROFILES: dict[str, frozenset[Canary]] = {
     "none": frozenset(),
-    "librechat-2026-02-10": frozenset({Canary.FORCE_FLUSH_SKIPS_GAP}),
+    "librechat-2026-02-10": frozenset(
+        {
+            Canary.FORCE_FLUSH_SKIPS_GAP,
+            Canary.STATE_DELETED_ON_LEAVE,
+            Canary.EARLY_BUFFER_ON_RESUME,
+            Canary.CREATED_LOST_CROSS_REPLICA,
+            Canary.PER_PROCESS_COUNTERS,
+            Canary.UNBOUNDED_EARLY_BUFFER,
+            Canary.ABORT_CHANNEL_DROPPED,
+        }
+    ),
 }
 
 

@@ -31,6 +31,7 @@ from typing import Final
 
 import trio
 
+from impl._canaries import Canary
 from impl._content import aggregate_content, collect_run_steps, content_text
 from impl._early_buffer import EarlyBuffer
 from impl._errors import IllegalTransition, StreamAccessDenied
@@ -65,6 +66,8 @@ class ManagerSettings:
     heartbeat_interval_s: float = 10.0
     early_buffer_max_events: int = 5_000
     early_buffer_max_bytes: int = 8 * 1024 * 1024
+    #: Historical bugs to put back (harness calibration only; see impl/_canaries.py).
+    canaries: frozenset[Canary] = frozenset()
 
 
 @dataclass(eq=False, slots=True)
@@ -102,6 +105,10 @@ class GenerationJobManager:
         self._ids = ids
         self._settings = settings if settings is not None else ManagerSettings()
         self._runtimes: dict[str, GenerationJob] = {}
+        #: Canary ERROR_NOT_KEPT: an errored turn's job is deleted, its error not stored.
+        self._forget_errors = Canary.ERROR_NOT_KEPT in self._settings.canaries
+        #: Canary COUNTER_DELETED_ON_CLEANUP: cleanup deletes the shared counter.
+        self._reset_on_cleanup = Canary.COUNTER_DELETED_ON_CLEANUP in self._settings.canaries
 
     # -- generator side -----------------------------------------------------------
 
@@ -187,9 +194,10 @@ class GenerationJobManager:
         if job is None:
             return None
         job.error = message
-        await self.job_store.update_job(
-            stream_id, JobUpdate(error=message), expected_generation=job.generation
-        )
+        if not self._forget_errors:
+            await self.job_store.update_job(
+                stream_id, JobUpdate(error=message), expected_generation=job.generation
+            )
         outcome = await self.transport.emit_error(stream_id, job.generation, message)
         return self._published(job, outcome)
 
@@ -201,6 +209,12 @@ class GenerationJobManager:
         status = JobStatus.ERROR if (error or job.error) else JobStatus.COMPLETE
         if job.is_aborted:
             status = JobStatus.ABORTED
+        if status is JobStatus.ERROR and self._forget_errors:
+            # Canary: LibreChat before #11372 deleted the job (and its chunk log) here,
+            # leaving late subscribers nothing to learn the error from.
+            await self.job_store.delete_job(stream_id, expected_generation=job.generation)
+            await self._retire(job)
+            return
         try:
             await self.job_store.update_job(
                 stream_id,
@@ -395,7 +409,18 @@ class GenerationJobManager:
                 continue
             # Idle on this replica: a later subscribe or emit starts a fresh actor.
             self.transport.cleanup(stream_id)
+            if self._reset_on_cleanup:
+                await self._reset_sequence(stream_id)
         return removed
+
+    async def _reset_sequence(self, stream_id: str) -> None:
+        """Canary COUNTER_DELETED_ON_CLEANUP: LibreChat cleaned a stream's transport once
+        its job was gone (deleted when the turn ended) and ``resetSequence`` deleted the
+        shared counter with it, until #14411 (spec §5 #10). Here an ended job is kept
+        for late readers, so "gone" means "not running"."""
+        current = await self.job_store.get_job(stream_id)
+        if current is None or current.status.is_terminal:
+            await self._bus.reset_counter(stream_id)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Periodic cleanup and producer heartbeats, until cancelled."""

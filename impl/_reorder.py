@@ -81,6 +81,7 @@ class ReorderBuffer:
         capacity: int,
         idle_probe: float,
         force_flush: bool = False,
+        deferred: bool = True,
     ) -> None:
         self.generation = generation
         self.next_seq = start_seq
@@ -92,7 +93,9 @@ class ReorderBuffer:
         self._pending: dict[int, SequencedEvent] = {}
         self._first_parked_at: float | None = None
         self._last_progress_at = now
-        self._deferred = True
+        #: Live traffic parks until the catch-up is done (``False``: canary
+        #: NO_DEFERRED_DELIVERY, live at once from ``start_seq``).
+        self._deferred = deferred
         self._fetch_in_flight = False
         #: Highest parked seq at the moment the in-flight fetch was issued: every
         #: seq below it was in the log before the read started.
@@ -246,6 +249,17 @@ class ReorderBuffer:
             self._last_progress_at = now
             self._idle_fetch = True
             self._request_fetch(step)
+        return self._finish(step, now)
+
+    def replayed(self, last_seq: int, now: float) -> Step:
+        """Canary NO_DEFERRED_DELIVERY: seqs up to ``last_seq`` reached the reader
+        outside this buffer (LibreChat's raw replay of its early buffer); move the
+        frontier past them, as LibreChat's sync did, whatever was delivered already."""
+        step = Step()
+        if not self._finished and last_seq >= self.next_seq:
+            self.next_seq = last_seq + 1
+            self._drop_below_frontier()
+            self._drain(step)
         return self._finish(step, now)
 
     def note_published(self, seq: int) -> None:

@@ -67,6 +67,7 @@ class ReplicaSettings:
             heartbeat_interval_s=self.heartbeat_interval_s,
             early_buffer_max_events=self.early_buffer_max_events,
             early_buffer_max_bytes=self.early_buffer_max_bytes,
+            canaries=self.canaries,
         )
 
 

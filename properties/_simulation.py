@@ -186,6 +186,9 @@ class Simulation:
     def _do_detach(self, which: int) -> None:
         self._w().detach(which)
 
+    def _do_reconnect(self, which: int, replica: int, mode: str) -> None:
+        self._w().reconnect(which, replica, resume=mode == "resume")
+
     def _do_step(self, k: int) -> None:
         items = self._s().runnable()
         if items:

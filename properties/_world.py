@@ -73,7 +73,9 @@ SIM_SETTINGS = ReplicaSettings(
     idle_probe_s=2.0,
     producer_timeout_s=30.0,
     heartbeat_interval_s=10.0,
-    cleanup_interval_s=60.0,
+    # LibreChat's is 60 s: here every heartbeat tick also cleans up, so runs reach
+    # cleanup passes (and their races with new turns) without long clock jumps.
+    cleanup_interval_s=10.0,
 )
 
 
@@ -389,6 +391,10 @@ class World:
             )
         )
 
+    def in_progress(self, stream_id: str) -> bool:
+        """A turn of the stream has started and its generator can act now."""
+        return self._ready_generator(stream_id) is not None
+
     def _ready_generator(self, stream_id: str) -> Generator | None:
         gen = self.generators.get(stream_id)
         if gen is None or gen.busy or gen.finished or gen.job is None:
@@ -541,6 +547,16 @@ class World:
         session = open_sessions[which % len(open_sessions)]
         session.scope.cancel()
         self._spawn(session.replica, self._detach, session)
+
+    def reconnect(self, which: int, replica: int, *, resume: bool) -> None:
+        """A client drops one of the open sessions and at once attaches again to its
+        stream, on ``replica`` (LibreChat's resume after a dropped connection)."""
+        open_sessions = [s for s in self.sessions if s.open]
+        if not open_sessions:
+            return
+        stream_id = open_sessions[which % len(open_sessions)].stream_id
+        self.detach(which)
+        self.attach(stream_id, replica, resume=resume)
 
     async def _detach(self, session: Session) -> None:
         with trio.CancelScope(shield=True), contextlib.suppress(RedisConnectionError):

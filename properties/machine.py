@@ -23,7 +23,11 @@ from model import CheckReport
 from properties._replay import write_replay_file
 from properties._simulation import Decision, Simulation
 
-STREAMS = st.sampled_from(["s0", "s1"])
+#: Seconds a user reads between two turns in ``next_turn``: past the simulation's
+#: cleanup interval (10 s), short of its producer timeout (30 s).
+READING_PAUSE_S = 11.0
+STREAM_IDS = ("s0", "s1")
+STREAMS = st.sampled_from(STREAM_IDS)
 REPLICAS = st.integers(min_value=0, max_value=1)
 
 
@@ -84,6 +88,21 @@ class StreamMachine(RuleBasedStateMachine):
         self._do("subscribe", stream=stream, replica=reader)
         self._do("settle")
 
+    @rule(stream=STREAMS, producer=REPLICAS, reader=REPLICAS)
+    def next_turn(self, stream: str, producer: int, reader: int) -> None:
+        """A macro step: the turn in progress (if any) ends, the user reads for a while
+        (a cleanup pass, not yet a producer timeout), then asks again on the same
+        conversation, so the same stream id, and a client attaches to the new turn.
+
+        State that outlives a turn (counters, frontiers, cleanup) is where LibreChat's
+        cross-turn bugs lived; without time between turns no cleanup ever ran there.
+        """
+        self._do("finish", stream=stream, error=False)
+        self._do("settle")
+        self._do("jump", dt=READING_PAUSE_S)
+        self._do("settle")
+        self.conversation(stream, producer, reader)
+
     @rule(stream=STREAMS)
     def emit(self, stream: str) -> None:
         self._do("emit", stream=stream)
@@ -115,6 +134,60 @@ class StreamMachine(RuleBasedStateMachine):
     @rule(which=st.integers(0, 7))
     def detach(self, which: int) -> None:
         self._do("detach", which=which)
+
+    @rule(
+        which=st.integers(0, 7),
+        replica=REPLICAS,
+        mode=st.sampled_from(["resume", "subscribe"]),
+        cycles=st.integers(1, 3),
+        settled=st.booleans(),
+    )
+    def reconnect(self, which: int, replica: int, mode: str, cycles: int, settled: bool) -> None:
+        """A macro step: a client drops and comes back at once on ``replica``, perhaps
+        several times in a row (a flaky network), each attachment settled before the
+        next drop.
+
+        Reconnect cycles are what resumable streams are for; several in a row on one
+        replica, one decision at a time, were rare enough that bugs hid behind them.
+        """
+        for cycle in range(cycles):
+            # Later cycles drop the attachment just made: the newest open session.
+            self._do("reconnect", which=which if cycle == 0 else -1, replica=replica, mode=mode)
+            if settled or cycle < cycles - 1:
+                self._do("settle")
+
+    @rule(
+        stream=STREAMS,
+        producer=REPLICAS,
+        replica=REPLICAS,
+        mode=st.sampled_from(["subscribe", "resume"]),
+        then=st.sampled_from(["emit", "done", "error"]),
+    )
+    def attach_during(self, stream: str, producer: int, replica: int, mode: str, then: str) -> None:
+        """A macro step: a client attaches to a turn in progress (the drawn stream's,
+        else the other's, else a new one on ``producer``) just after it emitted a chunk
+        whose messages are still on their way, while its generator moves on; then
+        everything settles.
+
+        The attachment boundary is where the design's promises are hardest (no gap and
+        no duplicate, on any replica); one decision at a time rarely put a generator
+        step inside an attachment, so bugs hid behind it.
+        """
+        world = self.sim.world
+        assert world is not None
+        if not world.in_progress(stream):
+            stream = next((s for s in STREAM_IDS if world.in_progress(s)), stream)
+        if not world.in_progress(stream):
+            self._do("create", stream=stream, replica=producer)
+            self._do("settle")
+        self._do("emit", stream=stream)
+        self._do("pump")
+        self._do(mode, stream=stream, replica=replica)
+        if then == "emit":
+            self._do("emit", stream=stream)
+        else:
+            self._do("finish", stream=stream, error=then == "error")
+        self._do("settle")
 
     @rule(k=st.integers(0, 15))
     def step(self, k: int) -> None:

@@ -58,6 +58,25 @@ EXPECTED: dict[Canary, set[AnomalyKind]] = {
         AnomalyKind.SKIPPED_WITHOUT_GAP,
         AnomalyKind.TERMINAL_BEFORE_CHUNKS,
     },
+    # The unsynced attachment skips what it was owed before its first live event.
+    Canary.STATE_DELETED_ON_LEAVE: {
+        AnomalyKind.TERMINAL_BEFORE_CHUNKS,
+        AnomalyKind.SKIPPED_WITHOUT_GAP,
+        AnomalyKind.LOST,
+    },
+    # "Stream lost" stands in for the error, over chunks that were never delivered.
+    Canary.ERROR_NOT_KEPT: {AnomalyKind.LOST},
+    Canary.CREATED_LOST_CROSS_REPLICA: {
+        AnomalyKind.TERMINAL_BEFORE_CHUNKS,
+        AnomalyKind.SKIPPED_WITHOUT_GAP,
+        AnomalyKind.LOST,
+    },
+    # The next turn reuses seqs: allocated twice, or below the turn's own start seq.
+    Canary.COUNTER_DELETED_ON_CLEANUP: {
+        AnomalyKind.DUPLICATE,
+        AnomalyKind.CROSS_GENERATION_LEAK,
+    },
+    Canary.NO_DEFERRED_DELIVERY: {AnomalyKind.DUPLICATE},
 }
 
 

@@ -128,6 +128,19 @@ class _Attach:
     job_ended: bool
     reply: _Reply[None]
     resume: bool = False
+    #: False only under canary STATE_DELETED_ON_LEAVE: no replay and no catch-up.
+    synced: bool = True
+    #: False only under canary NO_DEFERRED_DELIVERY: live at once; the replay and the
+    #: catch-up wait for a later ``_ReplayEarly``.
+    deferred: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class _ReplayEarly:
+    sub_id: int
+    #: A resume: LibreChat (``skipBufferReplay``, #12225) cleared the buffer unreplayed.
+    resume: bool
+    reply: _Reply[None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +184,7 @@ class _OnAbort:
 _Command = (
     _Emit
     | _Attach
+    | _ReplayEarly
     | _Detach
     | _Incoming
     | _Restored
@@ -258,7 +272,13 @@ class StreamActor:
         )
         self._early_only = Canary.SUBSCRIBER_BEFORE_ACK in canaries
         self._early_on_resume = Canary.EARLY_BUFFER_ON_RESUME in canaries
+        #: Canary CREATED_LOST_CROSS_REPLICA: first attachments (not resumes) here to a
+        #: turn produced elsewhere (no local buffer) are not synchronised.
+        self._cross_unsynced = Canary.CREATED_LOST_CROSS_REPLICA in canaries
         self._fenced = Canary.ABORT_CHANNEL_DROPPED not in canaries
+        #: Canary COUNTER_DELETED_ON_CLEANUP: no publish floor (LibreChat had none), and
+        #: the counter may go back behind the log.
+        self._counter_resets = Canary.COUNTER_DELETED_ON_CLEANUP in canaries
         #: Canary PER_PROCESS_COUNTERS: this replica's own counter for the stream.
         self._local_counter: int | None = 0 if Canary.PER_PROCESS_COUNTERS in canaries else None
 
@@ -280,11 +300,20 @@ class StreamActor:
         out: trio.MemorySendChannel[StreamEvent],
         job_ended: bool,
         resume: bool = False,
+        synced: bool = True,
+        deferred: bool = True,
     ) -> None:
         reply: _Reply[None] = _Reply()
         self._send.send_nowait(
-            _Attach(sub_id, generation, start_seq, out, job_ended, reply, resume)
+            _Attach(sub_id, generation, start_seq, out, job_ended, reply, resume, synced, deferred)
         )
+        await reply.wait()
+
+    async def replay_early(self, sub_id: int, *, resume: bool) -> None:
+        """Canary NO_DEFERRED_DELIVERY: replay the early buffer to an attachment that is
+        already live (unless it resumes), then catch it up from the log."""
+        reply: _Reply[None] = _Reply()
+        self._send.send_nowait(_ReplayEarly(sub_id, resume, reply))
         await reply.wait()
 
     async def detach(self, sub_id: int) -> int:
@@ -318,9 +347,10 @@ class StreamActor:
     def malformed(self) -> None:
         self._counts.malformed += 1
 
-    def forget_abort_callbacks(self) -> int:
-        """Canary ABORT_CHANNEL_DROPPED only: drop every abort callback; returns how many."""
-        dropped = len(self._abort_callbacks)
+    def forget_abort_callbacks(self) -> list[str]:
+        """Canaries ABORT_CHANNEL_DROPPED and STATE_DELETED_ON_LEAVE only: drop every
+        abort callback; returns the generations they were for."""
+        dropped = list(self._abort_callbacks)
         self._abort_callbacks.clear()
         return dropped
 
@@ -381,6 +411,8 @@ class StreamActor:
                 await self._emit(command)
             case _Attach():
                 await self._attach(command, now)
+            case _ReplayEarly():
+                await self._replay_early(command, now)
             case _Detach(sub_id=sub_id, reply=reply):
                 self._remove(sub_id)
                 if self._early_on_resume and not self._subscribers and self._producer:
@@ -433,9 +465,10 @@ class StreamActor:
                 generation=command.generation,
                 kind=command.kind,
                 body=command.body,
-                floor=self._high_water + 1,
+                floor=0 if self._counter_resets else self._high_water + 1,
                 pinned_seq=self._local_counter,
                 fenced=self._fenced,
+                reused_seqs=self._counter_resets,
             )
         except (RedisConnectionError, OSError) as exc:
             command.reply.fail(exc)
@@ -475,11 +508,17 @@ class StreamActor:
         if self._local_counter is not None:
             return
         try:
-            await self._bus.mark_lost(self.stream_id, floor=self._high_water + 1)
+            floor = 0 if self._counter_resets else self._high_water + 1
+            await self._bus.mark_lost(self.stream_id, floor=floor)
         except (RedisConnectionError, OSError) as exc:
             logger.warning("stream %s: lost-write check failed (%s)", self.stream_id, exc)
 
     async def _attach(self, command: _Attach, now: float) -> None:
+        producer = self._producer
+        local = producer is not None and producer.generation == command.generation
+        # Unsynced (canaries): no replay, no catch-up; see STATE_DELETED_ON_LEAVE and
+        # CREATED_LOST_CROSS_REPLICA.
+        synced = command.synced and (local or command.resume or not self._cross_unsynced)
         buffer = ReorderBuffer(
             generation=command.generation,
             start_seq=command.start_seq,
@@ -487,7 +526,9 @@ class StreamActor:
             timeout=self._timings.reorder_timeout,
             capacity=self._timings.reorder_capacity,
             idle_probe=self._timings.idle_probe,
-            force_flush=self._force_flush,
+            # Unsynced: LibreChat's ``nextSeq`` was a guess, fixed only by the force-flush.
+            force_flush=self._force_flush or not synced,
+            deferred=command.deferred,
         )
         if (published := self._published.get(command.generation)) is not None:
             buffer.note_published(published)
@@ -496,7 +537,8 @@ class StreamActor:
         )
         self._subscribers[command.sub_id] = sub
         command.reply.set(None)
-        producer = self._producer
+        if not command.deferred:
+            return  # canary NO_DEFERRED_DELIVERY: live now; _ReplayEarly does the rest
         if (
             command.resume
             and self._early_on_resume
@@ -506,19 +548,47 @@ class StreamActor:
             # Canary: replay the buffer raw, on top of the snapshot (LibreChat #12225).
             for event in producer.early.take():
                 command.out.send_nowait(event)
-        if (
-            producer is not None
-            and producer.generation == command.generation
-            and not producer.early.closed
-        ):
+        if synced and producer is not None and local and not producer.early.closed:
             await self._apply(sub, buffer.preload(producer.early.take(), now))
-        if self._early_only:
+        if self._early_only or not synced:
             # Canary: no log catch-up; whatever was published before the (not awaited)
-            # subscription took effect is simply missing.
+            # subscription took effect, or before an unsynced attachment, is missing.
             buffer.begin(now)
             await self._apply(sub, buffer.apply_log([], exhausted=True, now=now))
         elif not buffer.finished:
             await self._apply(sub, buffer.begin(now))
+
+    async def _replay_early(self, command: _ReplayEarly, now: float) -> None:
+        """Canary NO_DEFERRED_DELIVERY: LibreChat's replay, after live delivery began.
+
+        The early buffer's chunks go straight to the reader (``onChunk``), not through
+        its reorder buffer, so copies that arrived live meanwhile are not recognised.
+        """
+        command.reply.set(None)
+        sub = self._subscribers.get(command.sub_id)
+        if sub is None:
+            return
+        producer = self._producer
+        replayed: list[SequencedEvent] = []
+        if (
+            producer is not None
+            and producer.generation == sub.buffer.generation
+            and not producer.early.closed
+        ):
+            for event in producer.early.take():
+                if command.resume or not isinstance(event, Chunk):
+                    break  # LibreChat buffered chunks only; terminals come live
+                replayed.append(event)
+        try:
+            for event in replayed:
+                sub.out.send_nowait(event)
+        except trio.BrokenResourceError:
+            self._remove(sub.sub_id)
+            return
+        if replayed:
+            await self._apply(sub, sub.buffer.replayed(replayed[-1].seq, now))
+        if command.sub_id in self._subscribers and not sub.buffer.finished:
+            await self._apply(sub, sub.buffer.begin(now))
 
     async def _fire_timers(self, now: float) -> None:
         for sub in list(self._subscribers.values()):

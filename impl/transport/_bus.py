@@ -71,11 +71,13 @@ class Bus(Protocol):
         floor: int,
         pinned_seq: int | None = None,
         fenced: bool = True,
+        reused_seqs: bool = False,
     ) -> PublishOutcome:
         """Allocate a seq ``>= floor``, log and publish; or refuse without side effects.
 
-        ``pinned_seq`` and ``fenced=False`` exist for canaries only: publish with that
-        seq instead of one from the shared counter; skip the publish fence.
+        ``pinned_seq``, ``fenced=False`` and ``reused_seqs`` exist for canaries only:
+        publish with that seq instead of one from the shared counter; skip the publish
+        fence; accept a counter that went back behind the log (log such seqs by arrival).
         """
 
     async def publish_abort(self, stream_id: str, generation: str) -> None: ...
@@ -89,6 +91,10 @@ class Bus(Protocol):
 
     async def counter(self, stream_id: str) -> int:
         """The next seq the stream will allocate (0 for a new stream)."""
+
+    async def reset_counter(self, stream_id: str) -> None:
+        """Canary COUNTER_DELETED_ON_CLEANUP only: delete the stream's counter, as
+        LibreChat's ``resetSequence`` did (the next seq is 0 again)."""
 
     async def acquire_channel(self, stream_id: str) -> None: ...
 

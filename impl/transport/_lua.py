@@ -9,6 +9,8 @@ ARGV: 1 generation  2 kind (chunk|done|error)  3 envelope prefix  4 envelope suf
       11 "1" to apply the fence, "0" to skip it (canaries that restore LibreChat's
          fenceless publish only)
       12 seqs to skip after a failover or restart (see ``raise_to_floor``)
+      13 "1" (canary COUNTER_DELETED_ON_CLEANUP only): the counter may have gone back
+         below the log's tail; append such a seq with ``XADD *`` (absent: never)
 
 Returns ``{seq, regressed}`` or ``{code, 0}`` with a negative refusal code:
 -1 no job, -2 another generation owns the stream, -3 the job has ended or sent its
@@ -111,6 +113,12 @@ else
     tonumber(ARGV[9]))
   seq = redis.call('INCR', KEYS[1]) - 1
   entry = seq .. '-1'
+  if ARGV[13] == '1' then
+    local tail = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+    if tail[1] and tonumber(string.match(tail[1][1], '^(%d+)-')) >= seq then
+      entry = '*'  -- LibreChat's log was keyed by arrival; ids cannot go back
+    end
+  end
 end
 local counter_ttl = tonumber(ARGV[9])
 if redis.call('TTL', KEYS[1]) < counter_ttl / 2 then

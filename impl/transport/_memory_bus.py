@@ -63,6 +63,12 @@ class MemoryHub:
         log = self._streams.get(stream_id)
         return len(log.entries) if log is not None else 0
 
+    def reset_counter(self, stream_id: str) -> None:
+        """Canary COUNTER_DELETED_ON_CLEANUP only: the next seq is 0 again."""
+        log = self._streams.get(stream_id)
+        if log is not None:
+            log.next_seq = 0
+
     def forget(self, stream_id: str) -> None:
         """Drop a stream's log (its job expired); the counter survives, as in Redis."""
         log = self._streams.get(stream_id)
@@ -185,7 +191,9 @@ class MemoryBus:
         floor: int,
         pinned_seq: int | None = None,
         fenced: bool = True,
+        reused_seqs: bool = False,
     ) -> PublishOutcome:
+        # A list needs no id order, so ``reused_seqs`` changes nothing here.
         return self._hub._publish(stream_id, generation, kind, body, floor, pinned_seq, fenced)
 
     async def publish_abort(self, stream_id: str, generation: str) -> None:
@@ -199,6 +207,9 @@ class MemoryBus:
 
     async def counter(self, stream_id: str) -> int:
         return self._hub.counter_now(stream_id)
+
+    async def reset_counter(self, stream_id: str) -> None:
+        self._hub.reset_counter(stream_id)
 
     async def acquire_channel(self, stream_id: str) -> None:
         count = self._refs.get(stream_id, 0)

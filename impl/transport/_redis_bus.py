@@ -121,6 +121,7 @@ class RedisBus:
         floor: int,
         pinned_seq: int | None = None,
         fenced: bool = True,
+        reused_seqs: bool = False,
     ) -> PublishOutcome:
         prefix, suffix = encode_split(kind.value, generation, body)
         log_payload = str(body) if kind is EventKind.ERROR else json.dumps(body)
@@ -145,6 +146,7 @@ class RedisBus:
                 "" if pinned_seq is None else pinned_seq,
                 "1" if fenced else "0",
                 self._failover_skip,
+                "1" if reused_seqs else "0",
             ],
         )
         if not isinstance(reply, list) or len(reply) != 2:
@@ -168,6 +170,9 @@ class RedisBus:
             return int(raw) if raw is not None else 0
         except ValueError:
             return 0
+
+    async def reset_counter(self, stream_id: str) -> None:
+        await self._redis.delete(self._keys.seq(stream_id))
 
     async def mark_lost(self, stream_id: str, *, floor: int) -> LostWrites | None:
         reply = await self._redis.run_script(

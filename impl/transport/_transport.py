@@ -141,7 +141,21 @@ class EventTransport:
         self._malformed = 0
         self._untracked = 0
         self._delivery_totals = DeliveryTotals()
-        self._drop_abort_on_leave = Canary.ABORT_CHANNEL_DROPPED in timings.canaries
+        canaries = timings.canaries
+        self._drop_abort_on_leave = bool(
+            canaries & {Canary.ABORT_CHANNEL_DROPPED, Canary.STATE_DELETED_ON_LEAVE}
+        )
+        #: Abort callbacks those canaries dropped, whose channel reference is released
+        #: already (releasing it again at ``remove_abort`` would drop someone else's).
+        self._forgotten_aborts: set[tuple[str, str]] = set()
+        self._delete_state_on_leave = Canary.STATE_DELETED_ON_LEAVE in canaries
+        self._undeferred = Canary.NO_DEFERRED_DELIVERY in canaries
+        #: Canary STATE_DELETED_ON_LEAVE: streams whose state was deleted once here,
+        #: taking the manager's all-subscribers-left hook with it ...
+        self._hook_lost: set[str] = set()
+        #: ... and those deleted again without it: ``hasSubscriber`` stays set, so no
+        #: later attachment here is synchronised.
+        self._unsynced: set[str] = set()
         bus.attach_sink(self)
 
     # -- Sink ---------------------------------------------------------------------
@@ -213,6 +227,10 @@ class EventTransport:
     def start_producing(self, stream_id: str, generation: str, early: EarlyBuffer) -> None:
         if Canary.UNBOUNDED_EARLY_BUFFER in self._timings.canaries:
             early = dataclasses.replace(early, unbounded=True)
+        if self._delete_state_on_leave:
+            # A new turn builds a new runtime here and registers the hook again.
+            self._hook_lost.discard(stream_id)
+            self._unsynced.discard(stream_id)
         self._actor(stream_id).produce(generation, early)
 
     def stop_producing(self, stream_id: str, generation: str) -> None:
@@ -254,12 +272,31 @@ class EventTransport:
                 out=send,
                 job_ended=job_ended,
                 resume=resume,
+                synced=not (self._delete_state_on_leave and stream_id in self._unsynced),
+                deferred=not self._undeferred,
             )
+            if self._undeferred:
+                await self._settle_then_replay(actor, stream_id, sub_id, resume=resume)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._bus.release_channel(stream_id)
             raise
         return Subscription(self, stream_id, generation, sub_id, receive, start_seq)
+
+    async def _settle_then_replay(
+        self, actor: StreamActor, stream_id: str, sub_id: int, *, resume: bool
+    ) -> None:
+        """Canary NO_DEFERRED_DELIVERY (spec §5 #11): LibreChat's attachment, already
+        live, awaited its early publishes and the frontier GET before replaying its
+        early buffer; pub/sub copies that land meanwhile reach the reader first."""
+        try:
+            with contextlib.suppress(ConnectionError, OSError):
+                await self._bus.counter(stream_id)  # the round trip is the window
+            await actor.replay_early(sub_id, resume=resume)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await actor.detach(sub_id)
+            raise
 
     async def _acquire_quietly(self, stream_id: str) -> None:
         # Canary only: LibreChat logged a failed un-awaited SUBSCRIBE and moved on.
@@ -276,11 +313,23 @@ class EventTransport:
         await self._bus.release_channel(subscription.stream_id)
         if remaining == 0 and entry is not None and self._drop_abort_on_leave:
             # Canary: LibreChat's last unsubscribe forgot the abort listener and its
-            # channel subscription (spec §5 #17).
-            for _ in range(entry[0].forget_abort_callbacks()):
+            # channel subscription (spec §5 #17, and #3 with the rest of the state).
+            for generation in entry[0].forget_abort_callbacks():
+                self._forgotten_aborts.add((subscription.stream_id, generation))
                 await self._bus.release_channel(subscription.stream_id)
+        if remaining == 0 and self._delete_state_on_leave:
+            self._state_deleted(subscription.stream_id)
         if remaining == 0 and (callback := self._all_left.get(subscription.stream_id)):
             callback()
+
+    def _state_deleted(self, stream_id: str) -> None:
+        """Canary STATE_DELETED_ON_LEAVE: the last subscriber left and LibreChat deleted
+        the stream's state. The hook that resets ``hasSubscriber`` lived in it: the
+        first time it still ran; from then on nothing resets the flag (spec §5 #3)."""
+        if stream_id in self._hook_lost:
+            self._unsynced.add(stream_id)
+        else:
+            self._hook_lost.add(stream_id)
 
     def sync_reorder_buffer(self, stream_id: str) -> None:
         """Make every local subscriber of the stream re-read the chunk log from its frontier.
@@ -343,6 +392,9 @@ class EventTransport:
         if entry is None:
             return
         entry[0].on_abort(generation, None)
+        if (stream_id, generation) in self._forgotten_aborts:
+            self._forgotten_aborts.discard((stream_id, generation))
+            return
         await self._bus.release_channel(stream_id)
 
     # -- lifecycle ----------------------------------------------------------------------

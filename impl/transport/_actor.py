@@ -25,6 +25,7 @@ import trio
 from impl._canaries import Canary
 from impl._early_buffer import EarlyBuffer
 from impl._errors import IllegalTransition
+from impl._log import LostWrites
 from impl._reorder import ReorderBuffer, ReorderStats, Step
 from impl._seams import WallClock
 from impl._status import JobStatus
@@ -499,19 +500,21 @@ class StreamActor:
             if sub.buffer.generation == generation:
                 sub.buffer.note_published(seq)
 
-    async def _mark_lost(self) -> None:
+    async def _mark_lost(self) -> LostWrites | None:
         """Redis may have lost writes (a failover or restart behind a reconnect): push
         the counter past every seq this replica saw, and past a safety margin if the
         server changed, and log them as lost, so that no seq names two events and
         readers get a gap. The publish script does the same on every emit; this covers
-        replicas that learn of it before their next emit, or never emit."""
+        replicas that learn of it before their next emit, or never emit. Returns what
+        it logged as lost, if anything."""
         if self._local_counter is not None:
-            return
+            return None
         try:
             floor = 0 if self._counter_resets else self._high_water + 1
-            await self._bus.mark_lost(self.stream_id, floor=floor)
+            return await self._bus.mark_lost(self.stream_id, floor=floor)
         except (RedisConnectionError, OSError) as exc:
             logger.warning("stream %s: lost-write check failed (%s)", self.stream_id, exc)
+            return None
 
     async def _attach(self, command: _Attach, now: float) -> None:
         producer = self._producer
@@ -650,6 +653,12 @@ class StreamActor:
         )
         if verdict is None:
             return None
+        # Before concluding from silence: the silence may be Redis having lost writes
+        # that nobody has logged as lost yet (this replica's reconnect check may not
+        # have run). If so, read the log again: the lost seqs arrive as a gap first.
+        lost = await self._mark_lost()
+        if lost is not None and lost.last_seq >= sub.buffer.next_seq:
+            return sub.buffer.resync(trio.current_time())
         if (
             job is not None
             and job.generation_id == sub.buffer.generation

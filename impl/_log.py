@@ -17,6 +17,9 @@ class LostWrites:
 
     first_seq: int
     last_seq: int
+    #: Seqs from here on were skipped only because the server changed (see
+    #: ``GapReason.POSSIBLY_LOST``); below it a replica had seen them. ``None``: all seen.
+    possibly_from: int | None = None
 
     @property
     def seq(self) -> int:

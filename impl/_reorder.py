@@ -392,11 +392,16 @@ class ReorderBuffer:
 
     def _gap_before(self, seq: int, row: LostWrites, step: Step) -> None:
         """A gap from the frontier up to ``seq - 1``, split where ``row``'s lost range
-        starts: below it the log simply lacks the seqs, from it on Redis lost them."""
-        if self.next_seq < row.first_seq:
-            self._emit_gap(self.next_seq, min(seq, row.first_seq) - 1, step)
-        if self.next_seq < seq:
-            self._emit_gap(self.next_seq, seq - 1, step, GapReason.WRITES_LOST)
+        starts (below it the log simply lacks the seqs, from it on Redis lost them) and
+        where its witnessed part ends (above it they may never have existed)."""
+        possibly = row.possibly_from if row.possibly_from is not None else seq
+        for end, reason in (
+            (row.first_seq, GapReason.NOT_IN_LOG),
+            (possibly, GapReason.WRITES_LOST),
+            (seq, GapReason.POSSIBLY_LOST),
+        ):
+            if self.next_seq < min(end, seq):
+                self._emit_gap(self.next_seq, min(end, seq) - 1, step, reason)
 
     def _emit_gap(
         self, first: int, last: int, step: Step, reason: GapReason = GapReason.NOT_IN_LOG

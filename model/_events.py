@@ -62,6 +62,10 @@ class GapReason(enum.Enum):
     NOT_IN_LOG = "not_in_log"
     #: Redis lost acknowledged writes (restart or failover) and the counter went back.
     WRITES_LOST = "writes_lost"
+    #: Redis restarted, failed over or moved the stream, and nobody alive saw what it
+    #: may have handed out just before: these seqs were skipped to be safe. They may
+    #: never have existed (a lossless move), so a reader may treat this as a warning.
+    POSSIBLY_LOST = "possibly_lost"
     #: The producing replica died; nothing more will come for this generation.
     PRODUCER_LOST = "producer_lost"
 

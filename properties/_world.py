@@ -640,7 +640,7 @@ def _history_labels(history: History, crash_marks: list[int]) -> set[str]:
         elif (
             isinstance(record, Delivered)
             and isinstance(record.event, Gap)
-            and record.event.reason is GapReason.WRITES_LOST
+            and record.event.reason in (GapReason.WRITES_LOST, GapReason.POSSIBLY_LOST)
         ):
             labels.add("lost writes signalled as a gap")
         elif isinstance(record, SessionOpened):

@@ -308,3 +308,17 @@ def test_known_published_seqs_that_did_arrive_need_no_gap() -> None:
     buf.offer(chunk(0), 0.0)
     step = buf.end_with(Failure(seq=1, generation=G, message="producer lost"), 40.0)
     assert step.deliver == [Failure(seq=1, generation=G, message="producer lost")]
+
+
+def test_a_lost_row_splits_into_missing_lost_and_possibly_lost() -> None:
+    # Seqs 0..1 simply are not in the log, 2..3 a replica saw before Redis lost them,
+    # 4..9 were skipped because the server changed: they may never have existed.
+    buf = live()
+    buf.on_timer(2.0)
+    row = LostWrites(first_seq=2, last_seq=9, possibly_from=4)
+    step = buf.apply_log([row], exhausted=True, now=2.0)
+    assert [(g.first_seq, g.last_seq, g.reason) for g in step.deliver if isinstance(g, Gap)] == [
+        (0, 1, GapReason.NOT_IN_LOG),
+        (2, 3, GapReason.WRITES_LOST),
+        (4, 9, GapReason.POSSIBLY_LOST),
+    ]

@@ -70,9 +70,12 @@ local function raise_to_floor(seq_key, log_key, epoch_key, floor, skip, log_ttl,
   end
   if first <= last then
     local last_s = string.format('%d', last)  -- never 1e+12 notation
-    redis.call(
-      'XADD', log_key, last_s .. '-2', 'seq', last_s, 'type', 'lost',
-      'first', string.format('%d', first))
+    local row = {'seq', last_s, 'type', 'lost', 'first', string.format('%d', first)}
+    if target > floor then  -- the part above the floor nobody saw: maybe never used
+      table.insert(row, 'possibly')
+      table.insert(row, string.format('%d', math.max(floor, first)))
+    end
+    redis.call('XADD', log_key, last_s .. '-2', unpack(row))
     if redis.call('TTL', log_key) < log_ttl then
       redis.call('EXPIRE', log_key, log_ttl)
     end

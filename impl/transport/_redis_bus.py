@@ -351,7 +351,10 @@ def _decode_log_row(fields: dict[str, str]) -> LogRow | None:
         kind = fields["type"]
         if kind == "lost":
             first = int(fields["first"])
-            return LostWrites(first_seq=first, last_seq=seq) if 0 <= first <= seq else None
+            possibly = int(fields["possibly"]) if "possibly" in fields else None
+            if not 0 <= first <= seq or (possibly is not None and not first <= possibly <= seq):
+                return None
+            return LostWrites(first_seq=first, last_seq=seq, possibly_from=possibly)
         generation = fields["gen"]
         if kind == "error":
             return Failure(seq=seq, generation=generation, message=fields.get("error", ""))

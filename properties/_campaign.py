@@ -6,6 +6,7 @@ that what CI checks and what a person runs are the same thing.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
@@ -65,6 +66,27 @@ def _quiet() -> Iterator[None]:
         yield
     finally:
         logging.disable(logging.NOTSET)
+
+
+@contextmanager
+def _gc_frozen() -> Iterator[None]:
+    """Leave everything alive before the campaign out of the cyclic collector's scans.
+
+    The simulation allocates fast, so collections are frequent, and each older one
+    walked every module, class and function the process had imported: about a tenth of
+    a campaign's time, half of which this saves. The objects are only moved to the
+    permanent generation until the campaign ends (``unfreeze``), never freed by it.
+    The collector finalizes nothing a history depends on (replay runs, which
+    allocate differently, give identical histories), so this is speed only.
+    """
+    if gc.get_freeze_count():  # the caller froze objects: leave them as they are
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def campaign_settings(examples: int, *, shrink: bool = True, steps: int = 30) -> settings:
@@ -148,7 +170,7 @@ def run_campaign(
     )
     crashed: str | None = None
     test: Callable[[], None] | None = None
-    with _quiet():
+    with _quiet(), _gc_frozen():
         try:
             test = get_state_machine_test(machine, settings=chosen)
             if seed is not None:

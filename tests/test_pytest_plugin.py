@@ -23,7 +23,7 @@ pytest_plugins = ["pytester"]
 #: Rare paths the ci profile reaches on the correct implementation (derandomized, so the
 #: same every run); the full list is test_properties.py's, at a larger budget.
 CI_LABELS = (
-    "gap repaired from the log",
+    "duplicate dropped",
     "new turn on a reused stream id",
     "subscribe acknowledged after emits",
 )

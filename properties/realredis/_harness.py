@@ -17,7 +17,6 @@ from __future__ import annotations
 import enum
 import json
 import math
-import os
 import random
 import shutil
 import signal
@@ -33,7 +32,16 @@ from pathlib import Path
 
 import trio
 
-from model import CheckReport, GeneratorStopped, Healed, History, SessionMode, SessionOpened, check
+from model import (
+    CheckReport,
+    Delivered,
+    GeneratorStopped,
+    Healed,
+    History,
+    SessionMode,
+    SessionOpened,
+    check,
+)
 from properties._replay import record_to_json
 from properties.realredis._agent import Action, AgentPlan
 from properties.realredis._merge import merge_histories, read_agent_history
@@ -194,7 +202,7 @@ async def run_once(
         fault=fault,
         seed=seed,
         report=report,
-        events=sum(1 for r in history.records if type(r).__name__ == "Delivered"),
+        events=sum(1 for r in history.records if isinstance(r, Delivered)),
         faults_injected=injected,
         abort_latencies_s=_abort_latencies(history, plans, start_at),
         resume_latencies_s=_resume_latencies(history, plans, start_at),
@@ -557,10 +565,3 @@ async def run_tier(
                 on_run(result)
         figures.append(totals)
     return figures
-
-
-def agent_environment() -> dict[str, str]:
-    """The agents import this project: make sure they find it from any working dir."""
-    root = str(Path(__file__).resolve().parents[2])
-    path = os.environ.get("PYTHONPATH", "")
-    return {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else root}

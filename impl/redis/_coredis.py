@@ -28,7 +28,7 @@ Edge cases:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, final
@@ -50,6 +50,7 @@ from coredis.retry import ConstantRetryPolicy, NoRetryPolicy
 
 from impl._config import redact_uri_list
 from impl._errors import BackendUnavailable
+from impl.redis._batching import BatcherStats, Outcome, ScriptBatcher, ScriptCall
 from impl.redis._coredis_subscriber import CoredisSubscriber
 from impl.redis._coredis_support import (
     ReconnectPolicy,
@@ -115,6 +116,7 @@ class CoredisRedis:
         self._client = client
         self._url = redact_uri_list(url)
         self._counters = _Counters()
+        self._batcher = ScriptBatcher(self._send_scripts)
 
     def __repr__(self) -> str:
         c = self._counters
@@ -144,8 +146,8 @@ class CoredisRedis:
         )
 
     @contextmanager
-    def _command(self) -> Iterator[None]:
-        self._counters.commands += 1
+    def _command(self, count: int = 1) -> Iterator[None]:
+        self._counters.commands += count
         try:
             yield
         except BaseException as exc:
@@ -159,15 +161,59 @@ class CoredisRedis:
     ) -> object:
         """EVALSHA, or EVAL when the server does not have the script (a restart, SCRIPT
         FLUSH, a freshly promoted replica). EVAL also caches the script, and in Cluster it is
-        routed by ``keys`` like EVALSHA, so it lands on the node that owns their slot."""
+        routed by ``keys`` like EVALSHA, so it lands on the node that owns their slot.
+
+        Calls made while others are in flight share their next round trip (one pipeline;
+        see :mod:`impl.redis._batching`)."""
+        return await self._batcher.call(ScriptCall(script, keys, args))
+
+    def batching(self) -> BatcherStats:
+        return self._batcher.statistics()
+
+    async def _send_scripts(self, calls: Sequence[ScriptCall]) -> list[Outcome]:
+        """One round trip for all ``calls`` (a non-transactional pipeline; in Cluster,
+        one per node), then EVAL, one by one and in order, for those the server did not
+        have the script for: those never ran, so nothing runs twice."""
+        if len(calls) == 1:
+            # A lone call skips the pipeline machinery, which costs more than it saves.
+            return [await _outcome_of(self._run_script_now(calls[0]))]
+        try:
+            with self._command(len(calls)):
+                async with self._client.pipeline(transaction=False, raise_on_error=False) as pipe:
+                    for call in calls:
+                        pipe.evalsha(call.script.sha1, keys=list(call.keys), args=list(call.args))
+                results = pipe.results
+        except RedisConnectionError as exc:
+            return [RedisConnectionError(str(exc)) for _ in calls]
+        if results is None or len(results) != len(calls):
+            raise RedisConnectionError(f"pipeline of {len(calls)} calls answered {results!r}")
+        outcomes: list[Outcome] = []
+        for call, result in zip(calls, results, strict=True):
+            if isinstance(result, NoScriptError):
+                outcomes.append(await _outcome_of(self._eval(call)))
+            elif isinstance(result, BaseException) and is_connection_error(result):
+                self._counters.connection_errors += 1
+                outcomes.append(RedisConnectionError(f"Redis at {self._url}: {describe(result)}"))
+            else:
+                outcomes.append(result)
+        return outcomes
+
+    async def _run_script_now(self, call: ScriptCall) -> object:
         try:
             with self._command():
-                return await self._client.evalsha(script.sha1, keys=list(keys), args=list(args))
+                return await self._client.evalsha(
+                    call.script.sha1, keys=list(call.keys), args=list(call.args)
+                )
         except NoScriptError:
             pass
+        return await self._eval(call)
+
+    async def _eval(self, call: ScriptCall) -> object:
         self._counters.script_loads += 1
         with self._command():
-            return await self._client.eval(script.source, keys=list(keys), args=list(args))
+            return await self._client.eval(
+                call.script.source, keys=list(call.keys), args=list(call.args)
+            )
 
     async def get(self, key: str) -> str | None:
         with self._command():
@@ -305,11 +351,16 @@ async def open_coredis(
             if probe.cancelled_caught:
                 raise _NoPong(f"no answer to PING within {connect_timeout} s")
             started = True
-            try:
-                yield CoredisRedis(client, url=url)
-            except BaseException as exc:
-                body_error = exc
-                raise
+            redis = CoredisRedis(client, url=url)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(redis._batcher.run)
+                try:
+                    yield redis
+                except BaseException as exc:
+                    body_error = exc
+                    raise
+                finally:
+                    nursery.cancel_scope.cancel()
     except BaseException as exc:
         outcome = unwrap_exit_error(exc, body_error) if started else _startup_error(exc, url)
         if outcome is None:
@@ -394,3 +445,11 @@ def _build_client(
         connect_timeout=connect_timeout,
     )
     return coredis.Redis(connection_pool=pool, decode_responses=True, retry_policy=_NO_RETRY)
+
+
+async def _outcome_of(call: Awaitable[object]) -> Outcome:
+    """The call's reply, or the exception it raised (cancellation excepted)."""
+    try:
+        return await call
+    except Exception as exc:
+        return exc

@@ -34,6 +34,8 @@ class CampaignResult:
     #: Examples and wall seconds until the first failing example (None: none failed).
     first_failure_example: int | None
     first_failure_seconds: float | None
+    #: The shrunk failing example's length: decisions (what a replay file lists) and
+    #: state-machine rules (what Hypothesis prints; a macro rule makes several decisions).
     shrunk_steps: int | None
     replay_file: Path | None
     crashed: str | None = None
@@ -47,6 +49,9 @@ class CampaignResult:
     #: Decisions applied over the whole campaign, shrinking included (one rule step is
     #: one decision, as in ``streamcheck bench``'s sim-speed figure).
     rule_steps: int | None = None
+    #: State-machine rules run over the whole campaign (each one decision or more).
+    rules: int | None = None
+    shrunk_rules: int | None = None
     #: Examples that failed (the first one, then every failing shrink attempt).
     failing_examples: int = 0
     #: The checker's report on the last (shrunk) failing example, with every anomaly's
@@ -184,9 +189,11 @@ def run_campaign(
             crashed = _describe_crash(exc)
     seconds = time.perf_counter() - started
     report = machine.last_failure
-    shrunk = None
+    shrunk = shrunk_rules = None
     if report is not None and replay_file is not None and replay_file.exists():
-        shrunk = len(json.loads(replay_file.read_text())["decisions"])
+        replayed = json.loads(replay_file.read_text())
+        shrunk = len(replayed["decisions"])
+        shrunk_rules = replayed.get("rule_steps")
     counter.notify(finished=True)
     if seed is None and test is not None:
         # The seed Hypothesis drew for this run (None when derandomized): passing it as
@@ -209,6 +216,8 @@ def run_campaign(
         budget=chosen.max_examples,
         seed=seed,
         rule_steps=counter.rule_steps,
+        rules=counter.rules,
+        shrunk_rules=shrunk_rules,
         failing_examples=counter.failing_examples,
         report=report,
     )
@@ -230,6 +239,7 @@ class _Counter:
         self.examples = 0
         self.finished_examples = 0
         self.rule_steps = 0
+        self.rules = 0
         self.failing_examples = 0
         self.latest_kinds: tuple[AnomalyKind, ...] = ()
         self.first_failure_example: int | None = None
@@ -265,6 +275,7 @@ class _Counter:
             try:
                 original_teardown(self)
             finally:
+                counter.rules += self.sim.rule_steps
                 counter.finished_examples += 1
                 counter.notify()
 

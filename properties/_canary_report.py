@@ -57,7 +57,8 @@ def _verdict(name: str, result: CampaignResult) -> str:
     kinds = ", ".join(k.value for k in result.anomaly_kinds)
     return (
         f"found {kinds} at example {result.first_failure_example} after "
-        f"{result.first_failure_seconds:.1f} s; shrunk to {result.shrunk_steps} steps"
+        f"{result.first_failure_seconds:.1f} s; shrunk to {result.shrunk_rules} rules, "
+        f"{result.shrunk_steps} decisions"
     )
 
 
@@ -79,6 +80,7 @@ def write_reports(
                 "examples_to_first_failure": result.first_failure_example,
                 "seconds_to_first_failure": result.first_failure_seconds,
                 "shrunk_trace_steps": result.shrunk_steps,
+                "shrunk_trace_rules": result.shrunk_rules,
                 "examples_run": result.examples,
                 "wall_seconds": round(result.seconds, 2),
                 "crashed": result.crashed,
@@ -96,8 +98,8 @@ def write_reports(
         + "`.",
         "",
         "| canary | detected | anomaly classes | examples to first failure "
-        "| seconds to first failure | shrunk trace (steps) |",
-        "|---|---|---|---|---|---|",
+        "| seconds to first failure | shrunk trace: rules | shrunk trace: decisions |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, result in rows:
         seconds = (
@@ -109,6 +111,6 @@ def write_reports(
             f"| {name} | {'yes' if result.found else ('crashed' if result.crashed else 'no')} "
             f"| {', '.join(k.value for k in result.anomaly_kinds) or '-'} "
             f"| {result.first_failure_example or '-'} | {seconds} "
-            f"| {result.shrunk_steps or '-'} |"
+            f"| {result.shrunk_rules or '-'} | {result.shrunk_steps or '-'} |"
         )
     (reports / "canaries.md").write_text("\n".join(lines) + "\n")

@@ -61,6 +61,7 @@ def write_replay_file(
         "replicas": len(simulation.world.replicas),
         "hypothesis_seed": hypothesis_seed,
         "decisions": [d.to_json() for d in simulation.decisions],
+        "rule_steps": simulation.rule_steps,
         "history": history_to_json(simulation.world.history),
         "report": report.to_json(),
         "redis_trace": simulation.sim.trace[-2000:] if simulation.sim is not None else [],

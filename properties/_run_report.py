@@ -164,6 +164,8 @@ def results_json(
                 else round(result.first_failure_seconds, 3)
             ),
             "shrunk_steps": result.shrunk_steps,
+            "shrunk_rules": result.shrunk_rules,
+            "rules": result.rules,
         },
         "coverage_labels": dict(sorted(result.labels.items())),
         "anomalies": {
@@ -292,7 +294,12 @@ def render_summary(data: dict[str, Any]) -> str:
         )
         lines.append(f"| failing examples (shrinking included) | {figures['failing_examples']} |")
     if figures["shrunk_steps"] is not None:
-        lines.append(f"| shrunk to | {figures['shrunk_steps']} decisions |")
+        rules = figures.get("shrunk_rules")
+        lines.append(
+            f"| shrunk to | {rules} rules, {figures['shrunk_steps']} decisions |"
+            if rules is not None
+            else f"| shrunk to | {figures['shrunk_steps']} decisions |"
+        )
     lines += ["", "## Coverage labels reached", ""]
     labels: dict[str, int] = data["coverage_labels"]
     if labels:

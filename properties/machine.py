@@ -59,6 +59,8 @@ class StreamMachine(RuleBasedStateMachine):
         self._failed = False
         #: History length at the last safety check.
         self._judged_length = 0
+        #: Decisions made when the previous rule ended.
+        self._decided = 0
 
     def _do(self, name: str, **args: object) -> None:
         decision = Decision(name, dict(args))
@@ -256,6 +258,11 @@ class StreamMachine(RuleBasedStateMachine):
 
     @invariant()
     def safe(self) -> None:
+        # Invariants run after every rule: count the rules that decided something.
+        decided = len(self.sim.decisions)
+        if decided != self._decided:
+            self._decided = decided
+            self.sim.rule_steps += 1
         # A decision that recorded nothing cannot have broken a safety property.
         recorded = self.sim.history_length()
         if recorded != self._judged_length:

@@ -92,6 +92,11 @@ def run(context: BenchContext) -> BenchResult:
                 value=decisions.count / decisions.seconds if decisions.seconds else 0.0,
                 unit="steps/s",
             ),
+            Figure(
+                name="state-machine rules/s (a macro rule makes several steps)",
+                value=(result.rules or 0) / result.seconds,
+                unit="rules/s",
+            ),
             Figure(name="rule steps", value=decisions.count, unit="steps"),
             Figure(name="examples", value=result.examples, unit="examples"),
         ),

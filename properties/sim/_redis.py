@@ -191,6 +191,8 @@ class SimRedis(_SimCore):
     def peek(self, *command: str | int, replica: bool = False) -> object:
         """Run a read-only command on the primary (or the replica) at once, outside the
         simulation (no step, no trace), e.g. ``peek("HGETALL", key)``; reply decoded."""
+        if replica and self._replica is not None:
+            self._catch_up_replica()
         engine = self._replica if replica else self._engine
         if engine is None:
             raise RuntimeError("this SimRedis has no replica")
@@ -261,6 +263,7 @@ class SimRedis(_SimCore):
         for entry in self._replication:
             del self._items[entry.id]
         self._replication.clear()
+        self._catch_up_replica()
         promoted = self._replica
         promoted.hook = self._on_publish
         promoted.forget_scripts()

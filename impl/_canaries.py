@@ -9,11 +9,9 @@ Where this design has a second line of defence that LibreChat lacked (the chunk 
 repairs gaps, catch-up reads the log), a canary that would otherwise be masked also
 restores LibreChat's behaviour on that path, as its description says.
 
-Spec §5 bugs without a canary, because the harness cannot observe them here: #1 (a
-seq is allocated when Redis runs the publish, so racing publishes reach every reader
-in one consistent order; the scramble is against the generator's call order, which
-the history does not record), #5 (generators run only on the replica that created
-their job, which registers the abort listener; there are no lazily built runtimes),
+Spec §5 bugs without a canary, because the harness cannot observe them here: #5
+(generators run only on the replica that created their job, which registers the
+abort listener; there are no lazily built runtimes),
 #9 (a frontier outlives its attachment only if the counter goes back, which the
 checker already reports as a reused seq: that is #10), #12 (its effects are false
 reorder timeouts and warnings on a replica with no reader; nothing is delivered).
@@ -25,6 +23,11 @@ import enum
 
 
 class Canary(enum.StrEnum):
+    #: §5 #1: ``emit_chunk`` (and the terminals) start the publish and return without
+    #: awaiting it, as before #11650, so a generator's consecutive events race to
+    #: Redis on separate connections. Each seq is allocated when its script runs, so
+    #: every reader sees one order, Redis's, which need not be the generator's.
+    UNAWAITED_PUBLISHES = "unawaited-publishes"
     #: §5 #2: the subscriber is marked live before Redis acknowledged SUBSCRIBE; its
     #: catch-up is the early buffer only (no log read), as in LibreChat before #11710.
     SUBSCRIBER_BEFORE_ACK = "subscriber-before-ack"

@@ -49,7 +49,7 @@ from impl._types import (
 )
 from impl.jobstore._protocol import JobStore
 from impl.transport._actor import LOG_PAGE
-from impl.transport._bus import Bus, Published, PublishRefused
+from impl.transport._bus import Bus, Dispatched, Published, PublishRefused
 from impl.transport._transport import EventTransport, Subscription
 from model import Chunk, JSONValue
 
@@ -165,7 +165,7 @@ class GenerationJobManager:
             raise
         return job
 
-    async def emit_chunk(self, stream_id: str, event: JSONValue) -> Published | None:
+    async def emit_chunk(self, stream_id: str, event: JSONValue) -> Published | Dispatched | None:
         """Publish one chunk: its receipt (with the seq), or ``None`` if it was dropped
         because the turn was aborted, has ended or was superseded."""
         job = self._runtimes.get(stream_id)
@@ -176,7 +176,9 @@ class GenerationJobManager:
         outcome = await self.transport.emit_chunk(stream_id, job.generation, event)
         return self._published(job, outcome)
 
-    async def emit_done(self, stream_id: str, final_event: JSONValue) -> Published | None:
+    async def emit_done(
+        self, stream_id: str, final_event: JSONValue
+    ) -> Published | Dispatched | None:
         job = self._runtimes.get(stream_id)
         if job is None:
             return None
@@ -189,7 +191,7 @@ class GenerationJobManager:
         outcome = await self.transport.emit_done(stream_id, job.generation, final_event)
         return self._published(job, outcome)
 
-    async def emit_error(self, stream_id: str, message: str) -> Published | None:
+    async def emit_error(self, stream_id: str, message: str) -> Published | Dispatched | None:
         job = self._runtimes.get(stream_id)
         if job is None:
             return None
@@ -228,9 +230,9 @@ class GenerationJobManager:
         await self._retire(job)
 
     def _published(
-        self, job: GenerationJob, outcome: Published | PublishRefused
-    ) -> Published | None:
-        if isinstance(outcome, Published):
+        self, job: GenerationJob, outcome: Published | PublishRefused | Dispatched
+    ) -> Published | Dispatched | None:
+        if isinstance(outcome, Published | Dispatched):
             return outcome
         if outcome in (PublishRefused.OTHER_GENERATION, PublishRefused.NO_JOB):
             # The turn was replaced or its job vanished: stop the generator.

@@ -79,6 +79,11 @@ class GenerationFacts:
     error_digests: set[str] = field(default_factory=set)
     #: Record indexes of acknowledged aborts of this generation.
     acknowledged_aborts: list[int] = field(default_factory=list)
+    #: Payload digest -> (replica, record index) of every OK or INDETERMINATE emit: the
+    #: order one replica's generator made its events in (it makes one at a time).
+    made: dict[str, tuple[str, int]] = field(default_factory=dict)
+    #: Digests emitted more than once: their order cannot be told.
+    made_twice: set[str] = field(default_factory=set)
 
     @property
     def terminal_seq(self) -> int | None:
@@ -192,6 +197,11 @@ def index_history(history: History | Sequence[Record]) -> HistoryIndex:
 
 def _index_emit(index: HistoryIndex, record: Emitted, i: int) -> None:
     gen = index.generation(record.stream_id, record.generation)
+    if record.outcome is not OpOutcome.FAIL:
+        if record.payload_digest in gen.made:
+            gen.made_twice.add(record.payload_digest)
+        else:
+            gen.made[record.payload_digest] = (record.replica, i)
     if record.outcome is OpOutcome.INDETERMINATE:
         gen.indeterminate.add((record.kind, record.payload_digest))
         if record.kind is EmitKind.ERROR:

@@ -63,6 +63,9 @@ class SessionJudge:
         #: Chunks a terminal jumped over or hid (already reported; not reported again).
         self.hidden_by_terminal: frozenset[int] = frozenset()
         self.last_good: int | None = facts.opened_index
+        #: Per producing replica, the latest-made emit received so far: (its Emitted
+        #: record index, the event as delivered).
+        self.latest_made: dict[str, tuple[int, SequencedEvent]] = {}
 
     # -- reporting -------------------------------------------------------------------
 
@@ -137,7 +140,10 @@ class SessionJudge:
             return True
         if verdict in (Verdict.SYNTHETIC, Verdict.BAD_SYNTHETIC):
             return self._synthetic_terminal(i, event) or verdict is Verdict.BAD_SYNTHETIC
-        return self._place(i, event) or verdict is Verdict.MISMATCH
+        bad = self._place(i, event)
+        if not bad and verdict is Verdict.REAL:
+            bad = self._out_of_making_order(i, event, record.payload_digest)
+        return bad or verdict is Verdict.MISMATCH
 
     # -- placement in seq order -------------------------------------------------------
 
@@ -200,6 +206,34 @@ class SessionJudge:
         for s in jumped:
             self.skipped[s] = (i, seq, self.last_good)
         return False  # judged at the end: a skip only if they never come
+
+    def _out_of_making_order(self, i: int, event: SequencedEvent, digest: str | None) -> bool:
+        """True (reported) if the generator made this event before one already received.
+
+        Seq order alone cannot tell: a seq is given when Redis runs the publish, so
+        publishes that race (spec §5 #1) reach everyone in one seq order that is not
+        the generator's. Events of one replica's generator are compared (it makes one
+        at a time); an abort's terminal from another replica is concurrent with them.
+        """
+        gen = self.gen
+        if gen is None or digest is None or digest in gen.made_twice:
+            return False
+        made = gen.made.get(digest)
+        if made is None:
+            return False
+        replica, position = made
+        latest = self.latest_made.get(replica)
+        if latest is None or position > latest[0]:
+            self.latest_made[replica] = (position, event)
+            return False
+        self.report(
+            AnomalyKind.REORDERED,
+            i,
+            event.seq,
+            f"received {what(event)} after {what(latest[1])}, which its generator emitted "
+            "later; a turn's events must arrive in the order they were emitted",
+        )
+        return True
 
     def _synthetic_terminal(self, i: int, event: SequencedEvent) -> bool:
         self.tally.synthetic_terminals += 1

@@ -22,6 +22,7 @@ import trio.testing
 
 from impl._canaries import Canary
 from model import CheckReport, Healed, WritesLost, check
+from properties._pct import PctScheduler
 from properties._world import EPOCH_S, SIM_SETTINGS, World
 from properties.sim import SimRedis, sim_time
 
@@ -34,6 +35,8 @@ LOSE_ALL_COPIES = 3
 #: for the primary to be judged down (seconds), then elect a replica: one second is a
 #: low bound, and a promoted server's clock is never the old one's.
 FAILOVER_SECONDS = 1.0
+#: Most steps one ``pct`` decision runs (a settle's bound).
+PCT_STEP_LIMIT = 500
 HEAL_JUMPS = (0.6, 2.5, 2.5, 11.0, 31.0, 2.5, 61.0, 2.5, 2.5)
 
 
@@ -205,6 +208,9 @@ class Simulation:
     def _do_emit(self, stream: str) -> None:
         self._w().emit(stream)
 
+    def _do_generate(self, stream: str, n: int) -> None:
+        self._w().emit(stream, count=n)
+
     def _do_finish(self, stream: str, error: bool) -> None:
         self._w().finish(stream, error=error)
 
@@ -330,6 +336,16 @@ class Simulation:
 
     async def _do_settle(self) -> None:
         await _settle(self._s())
+
+    async def _do_pct(self, seed: int, depth: int) -> None:
+        """Run every pending step in the order a PCT scheduler picks (see _pct)."""
+        sim, scheduler = self._s(), PctScheduler(seed, depth)
+        for _ in range(PCT_STEP_LIMIT):
+            pending = sim.runnable()
+            if not pending:
+                return
+            sim.step(scheduler.choose(pending).id)
+            await trio.testing.wait_all_tasks_blocked()
 
     # -- judging ----------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from impl import (
 )
 from impl._seams import WallClock
 from impl.redis import RedisConnectionError, RedisLike
+from impl.transport import Dispatched, Published
 from impl.transport._actor import DeliveryTotals
 from model import (
     AbortRequested,
@@ -302,13 +303,27 @@ class World:
         )
         gen.finished = True
 
-    def emit(self, stream_id: str) -> None:
+    def emit(self, stream_id: str, count: int = 1) -> None:
+        """The generator emits ``count`` chunks, each awaited before the next is made
+        (an LLM's token loop); the loop stops early if the turn ends."""
         gen = self._ready_generator(stream_id)
         if gen is None:
             return
         manager = self._manager_named(gen.replica)
         if manager is None:
             return
+        gen.busy = True
+        self._spawn(gen.replica, self._emit_chunks, manager, gen, count)
+
+    async def _emit_chunks(self, manager: GenerationJobManager, gen: Generator, count: int) -> None:
+        for made in range(count):
+            if made:
+                if gen.finished or gen.live_job.aborted.is_set():
+                    return
+                gen.busy = True
+            await self._emit(manager, gen, EmitKind.CHUNK, self._next_chunk(gen))
+
+    def _next_chunk(self, gen: Generator) -> JSONValue:
         payload: JSONValue = {
             "event": "on_message_delta",
             "data": {
@@ -321,8 +336,7 @@ class World:
             },
         }
         gen.emitted += 1
-        gen.busy = True
-        self._spawn(gen.replica, self._emit, manager, gen, EmitKind.CHUNK, payload)
+        return payload
 
     def finish(self, stream_id: str, *, error: bool) -> None:
         gen = self._ready_generator(stream_id)
@@ -367,8 +381,11 @@ class World:
             else:
                 assert isinstance(payload, str)
                 receipt = await manager.emit_error(stream_id, payload)
-            if receipt is not None:
+            if isinstance(receipt, Published):
                 outcome, seq = OpOutcome.OK, receipt.seq
+            elif isinstance(receipt, Dispatched):
+                # Canary UNAWAITED_PUBLISHES: started, not awaited; maybe published.
+                outcome = OpOutcome.INDETERMINATE
             if kind is not EmitKind.CHUNK:
                 await manager.complete_job(
                     stream_id, error=payload if isinstance(payload, str) else None

@@ -113,6 +113,12 @@ class StreamMachine(RuleBasedStateMachine):
     def burst(self, stream: str, n: int) -> None:
         self._do("burst", stream=stream, n=n)
 
+    @rule(stream=STREAMS, n=st.integers(2, 6))
+    def generate(self, stream: str, n: int) -> None:
+        """The generator starts a loop of ``n`` chunks, each awaited before the next;
+        later decisions step it along, interleaved with everything else."""
+        self._do("generate", stream=stream, n=n)
+
     @rule(stream=STREAMS, how=st.sampled_from(["done", "error", "abort-r0", "abort-r1"]))
     def end(self, stream: str, how: str) -> None:
         """End a turn: the generator finishes (done or error) or a client aborts it."""
@@ -206,6 +212,12 @@ class StreamMachine(RuleBasedStateMachine):
     @rule()
     def settle(self) -> None:
         self._do("settle")
+
+    @rule(seed=st.integers(0, 2**16 - 1), depth=st.integers(1, 3))
+    def pct(self, seed: int, depth: int) -> None:
+        """Run everything pending in a PCT order (priorities per lane, depth - 1
+        priority changes): reaches deep orderings a uniform step choice rarely does."""
+        self._do("pct", seed=seed, depth=depth)
 
     @precondition(lambda self: Fault.DROP in self.faults)
     @rule(k=st.integers(0, 15))

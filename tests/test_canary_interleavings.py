@@ -1,4 +1,4 @@
-"""Each canary added for spec §5 bugs 3, 4, 7, 10 and 11, on the interleaving §5 gives.
+"""Each canary added for spec §5 bugs 1, 3, 4, 7, 10 and 11, on the interleaving §5 gives.
 
 The campaign in test_properties.py shows the state machine finds each canary by
 itself; these hand-written decision lists pin the mechanism: with the canary on the
@@ -107,6 +107,20 @@ SCENARIOS: dict[Canary, tuple[Steps, set[AnomalyKind]]] = {
             SETTLE,
         ],
         {AnomalyKind.DUPLICATE},
+    ),
+    # §5 #1: the generator's loop makes three chunks without awaiting their publishes;
+    # Redis runs the second first (step 1 of the pending scripts), so the second chunk
+    # gets the lower seq and every reader sees it first.
+    Canary.UNAWAITED_PUBLISHES: (
+        [
+            *_turn(),
+            ("subscribe", {"stream": "s0", "replica": 1}),
+            SETTLE,
+            ("generate", {"stream": "s0", "n": 3}),
+            ("step", {"k": 1}),
+            SETTLE,
+        ],
+        {AnomalyKind.REORDERED},
     ),
 }
 

@@ -258,6 +258,35 @@ def test_reordered_chunks(swapped: bool) -> None:
         passes(b)
 
 
+@pytest.mark.parametrize("raced", [True, False])
+def test_reordered_against_the_generators_order_although_seqs_ascend(raced: bool) -> None:
+    # Spec §5 #1: publishes not awaited (seq unknown to the generator) race to Redis,
+    # which numbers them in the order it runs them. Every seq arrives in order; the
+    # generator's order is what was broken.
+    b = Builder()
+    b.start()
+    made = [{"text": name} for name in ("first", "second", "third")]
+    for payload in made:
+        b.emit(EmitKind.CHUNK, payload, None, outcome=OpOutcome.INDETERMINATE)
+    b.emit(EmitKind.DONE, done_data("g1"), None, outcome=OpOutcome.INDETERMINATE)
+    b.open("s1")
+    order = [1, 0, 2] if raced else [0, 1, 2]
+    late = None
+    for seq, which in enumerate(order):
+        at = b.deliver("s1", Chunk(seq=seq, generation="g1", data=made[which]))
+        if seq == 1:
+            late = at
+    b.d("s1", 3)
+    b.close("s1")
+    b.heal()
+    if raced:
+        report = check(b.history)
+        only(report, AnomalyKind.REORDERED, late or -1)
+        assert "which its generator emitted later" in report.anomalies[0].explanation
+    else:
+        passes(b)
+
+
 @pytest.mark.parametrize("signalled", [True, False])
 def test_skip_without_gap_versus_signalled_gap(signalled: bool) -> None:
     b = one_turn()

@@ -77,6 +77,7 @@ EXPECTED: dict[Canary, set[AnomalyKind]] = {
         AnomalyKind.CROSS_GENERATION_LEAK,
     },
     Canary.NO_DEFERRED_DELIVERY: {AnomalyKind.DUPLICATE},
+    Canary.UNAWAITED_PUBLISHES: {AnomalyKind.REORDERED, AnomalyKind.TERMINAL_BEFORE_CHUNKS},
 }
 
 

@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from impl import Keys
+from impl.transport import Published
 from impl.transport._redis_bus import FAILOVER_SKIP
 from model import Chunk, Done, Failure, Gap, GapReason
 from tests.backends import collect, delta, replicas, texts
@@ -77,7 +78,7 @@ async def test_failover_to_a_lagging_replica_is_a_gap_and_reuses_no_seq(
         await a.create_job("s1", "u1")
         await a.emit_chunk("s1", delta("kept"))
         lost = await a.emit_chunk("s1", delta("lost"))
-        assert lost is not None
+        assert isinstance(lost, Published)
         resp_call(port, "XDEL", keys.chunks("s1"), f"{lost.seq}-1")
         resp_call(port, "SET", keys.seq("s1"), str(lost.seq))
         resp_call(port, "SET", keys.seq_epoch("s1"), "f" * 40)

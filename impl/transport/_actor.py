@@ -14,6 +14,7 @@ back to them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -31,7 +32,14 @@ from impl._seams import WallClock
 from impl._status import JobStatus
 from impl._types import JobUpdate, SerializableJobData
 from impl.redis import RedisConnectionError
-from impl.transport._bus import Bus, EventKind, Published, PublishOutcome, PublishRefused
+from impl.transport._bus import (
+    Bus,
+    Dispatched,
+    EventKind,
+    Published,
+    PublishOutcome,
+    PublishRefused,
+)
 from impl.transport._envelope import AbortSignal, SequencedEvent
 from impl.transport._verdict import PRODUCER_LOST, silent_subscriber_verdict
 from model import Chunk, Done, Failure, JSONValue, StreamEvent
@@ -117,7 +125,7 @@ class _Emit:
     kind: EventKind
     body: JSONValue
     size: int
-    reply: _Reply[PublishOutcome]
+    reply: _Reply[PublishOutcome | Dispatched]
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,13 +290,16 @@ class StreamActor:
         self._counter_resets = Canary.COUNTER_DELETED_ON_CLEANUP in canaries
         #: Canary PER_PROCESS_COUNTERS: this replica's own counter for the stream.
         self._local_counter: int | None = 0 if Canary.PER_PROCESS_COUNTERS in canaries else None
+        #: Canary UNAWAITED_PUBLISHES: publishes run in tasks of their own, here.
+        self._unawaited = Canary.UNAWAITED_PUBLISHES in canaries
+        self._publishes: trio.Nursery | None = None
 
     # -- API used by the transport (each call is one command) --------------------
 
     async def emit(
         self, generation: str, kind: EventKind, body: JSONValue, size: int
-    ) -> PublishOutcome:
-        reply: _Reply[PublishOutcome] = _Reply()
+    ) -> PublishOutcome | Dispatched:
+        reply: _Reply[PublishOutcome | Dispatched] = _Reply()
         self._send.send_nowait(_Emit(generation, kind, body, size, reply))
         return await reply.wait()
 
@@ -384,7 +395,12 @@ class StreamActor:
 
     async def run(self) -> None:
         try:
-            await self._loop()
+            if self._unawaited:
+                async with trio.open_nursery() as publishes:
+                    self._publishes = publishes
+                    await self._loop()
+            else:
+                await self._loop()
         finally:
             # Cancelled (cleanup or replica crash): readers see their stream end
             # instead of hanging; they resume elsewhere.
@@ -455,6 +471,14 @@ class StreamActor:
                     self._abort_callbacks[generation] = callback
 
     async def _emit(self, command: _Emit) -> None:
+        if self._publishes is not None:
+            # Canary: the caller goes on at once; this publish races the next ones.
+            command.reply.set(Dispatched())
+            self._publishes.start_soon(self._publish, dataclasses.replace(command, reply=_Reply()))
+            return
+        await self._publish(command)
+
+    async def _publish(self, command: _Emit) -> None:
         if self._fenced and command.generation in self._ended:
             # Redis enforces this too, unless a failover lost the terminal: then only
             # this replica remembers that the turn already ended (found by the

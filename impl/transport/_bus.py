@@ -48,6 +48,12 @@ PublishOutcome = Published | PublishRefused
 
 
 @dataclass(frozen=True, slots=True)
+class Dispatched:
+    """Canary UNAWAITED_PUBLISHES only (spec §5 #1): the publish was started and not
+    awaited, so neither its seq nor whether the fence let it through is known."""
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelRestored:
     """The subscription was re-established; traffic in between may be lost."""
 

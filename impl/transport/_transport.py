@@ -38,7 +38,7 @@ from impl.transport._actor import (
     JobRecords,
     StreamActor,
 )
-from impl.transport._bus import Bus, EventKind, PublishOutcome
+from impl.transport._bus import Bus, Dispatched, EventKind, PublishOutcome
 from impl.transport._envelope import AbortSignal, SequencedEvent
 from model import JSONValue, StreamEvent
 
@@ -204,18 +204,24 @@ class EventTransport:
 
     # -- publishing ------------------------------------------------------------------
 
-    async def emit_chunk(self, stream_id: str, generation: str, event: JSONValue) -> PublishOutcome:
+    async def emit_chunk(
+        self, stream_id: str, generation: str, event: JSONValue
+    ) -> PublishOutcome | Dispatched:
         return await self._emit(stream_id, generation, EventKind.CHUNK, event)
 
-    async def emit_done(self, stream_id: str, generation: str, final: JSONValue) -> PublishOutcome:
+    async def emit_done(
+        self, stream_id: str, generation: str, final: JSONValue
+    ) -> PublishOutcome | Dispatched:
         return await self._emit(stream_id, generation, EventKind.DONE, final)
 
-    async def emit_error(self, stream_id: str, generation: str, message: str) -> PublishOutcome:
+    async def emit_error(
+        self, stream_id: str, generation: str, message: str
+    ) -> PublishOutcome | Dispatched:
         return await self._emit(stream_id, generation, EventKind.ERROR, message)
 
     async def _emit(
         self, stream_id: str, generation: str, kind: EventKind, body: JSONValue
-    ) -> PublishOutcome:
+    ) -> PublishOutcome | Dispatched:
         size = len(json.dumps(body).encode())
         if size > self._max_event_bytes:
             raise EventTooLarge(stream_id=stream_id, size=size, limit=self._max_event_bytes)

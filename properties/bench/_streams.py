@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import trio
 
 from impl import GenerationJobManager, Subscription
+from impl.transport import Published
 from model import Chunk, Done, Failure, Gap, JSONValue
 
 USER = "bench-user"
@@ -142,10 +143,10 @@ async def _produce(
             stream.first_emit_at = sent
         published = await manager.emit_chunk(stream.stream_id, delta(index, sent))
         stream.last_emit_done_at = time.perf_counter()
-        if published is None:
-            stream.refused += 1
-        else:
+        if isinstance(published, Published):
             stream.emitted.add(published.seq)
+        else:
+            stream.refused += 1
     await manager.emit_done(stream.stream_id, {"final": True})
     await manager.complete_job(stream.stream_id)
 

@@ -9,12 +9,10 @@ Where this design has a second line of defence that LibreChat lacked (the chunk 
 repairs gaps, catch-up reads the log), a canary that would otherwise be masked also
 restores LibreChat's behaviour on that path, as its description says.
 
-Spec §5 bugs without a canary, because the harness cannot observe them here: #5
-(generators run only on the replica that created their job, which registers the
-abort listener; there are no lazily built runtimes),
-#9 (a frontier outlives its attachment only if the counter goes back, which the
-checker already reports as a reused seq: that is #10), #12 (its effects are false
-reorder timeouts and warnings on a replica with no reader; nothing is delivered).
+Spec §5 bugs without a canary, because the harness cannot observe them here: #9 (a
+frontier outlives its attachment only if the counter goes back, which the checker
+already reports as a reused seq: that is #10), #12 (its effects are false reorder
+timeouts and warnings on a replica with no reader; nothing is delivered).
 """
 
 from __future__ import annotations
@@ -28,6 +26,12 @@ class Canary(enum.StrEnum):
     #: Redis on separate connections. Each seq is allocated when its script runs, so
     #: every reader sees one order, Redis's, which need not be the generator's.
     UNAWAITED_PUBLISHES = "unawaited-publishes"
+    #: §5 #5: an abort pressed on a replica that does not run the generator is not
+    #: sent across (no pub/sub abort, as before #11233): it ends the turn for readers
+    #: and in the job, but the generator elsewhere never hears of it. LibreChat had no
+    #: publish fence then either, so this canary also turns the fence off (else the
+    #: fence would stop the generator at its next chunk and hide the bug).
+    NO_CROSS_REPLICA_ABORT = "no-cross-replica-abort"
     #: §5 #2: the subscriber is marked live before Redis acknowledged SUBSCRIBE; its
     #: catch-up is the early buffer only (no log read), as in LibreChat before #11710.
     SUBSCRIBER_BEFORE_ACK = "subscriber-before-ack"

@@ -107,6 +107,7 @@ class GenerationJobManager:
         self._runtimes: dict[str, GenerationJob] = {}
         #: Canary ERROR_NOT_KEPT: an errored turn's job is deleted, its error not stored.
         self._forget_errors = Canary.ERROR_NOT_KEPT in self._settings.canaries
+        self._abort_stays_local = Canary.NO_CROSS_REPLICA_ABORT in self._settings.canaries
         #: Canary COUNTER_DELETED_ON_CLEANUP: cleanup deletes the shared counter.
         self._reset_on_cleanup = Canary.COUNTER_DELETED_ON_CLEANUP in self._settings.canaries
 
@@ -350,8 +351,9 @@ class GenerationJobManager:
         usage = self.job_store.get_collected_usage(stream_id)
         if job.status.is_terminal:
             return AbortResult(outcome=AbortOutcome.ALREADY_TERMINAL, job=job)
-        await self.transport.emit_abort(stream_id, job.generation_id)
         local = self._runtimes.get(stream_id)
+        if not self._abort_stays_local:
+            await self.transport.emit_abort(stream_id, job.generation_id)
         if local is not None and local.generation == job.generation_id:
             local.aborted.set()
         content = await self.job_store.get_content_parts(stream_id)

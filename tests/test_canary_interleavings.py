@@ -1,4 +1,4 @@
-"""Each canary added for spec §5 bugs 1, 3, 4, 7, 10 and 11, on the interleaving §5 gives.
+"""Each canary added for spec §5 bugs 1, 3, 4, 5, 7, 10 and 11, on the interleaving §5 gives.
 
 The campaign in test_properties.py shows the state machine finds each canary by
 itself; these hand-written decision lists pin the mechanism: with the canary on the
@@ -107,6 +107,24 @@ SCENARIOS: dict[Canary, tuple[Steps, set[AnomalyKind]]] = {
             SETTLE,
         ],
         {AnomalyKind.DUPLICATE},
+    ),
+    # §5 #5: Stop pressed on replica 1 while the generator runs on replica 0: the abort
+    # ends the turn for readers, but replica 0 never hears of it and keeps generating.
+    Canary.NO_CROSS_REPLICA_ABORT: (
+        [
+            *_turn(),
+            ("subscribe", {"stream": "s0", "replica": 1}),
+            SETTLE,
+            ("emit", {"stream": "s0"}),
+            SETTLE,
+            ("abort", {"stream": "s0", "replica": 1}),
+            SETTLE,
+            ("emit", {"stream": "s0"}),
+            SETTLE,
+            ("finish", {"stream": "s0", "error": False}),
+            SETTLE,
+        ],
+        {AnomalyKind.ABORT_NOT_HONOURED, AnomalyKind.TERMINAL_TWICE},
     ),
     # §5 #1: the generator's loop makes three chunks without awaiting their publishes;
     # Redis runs the second first (step 1 of the pending scripts), so the second chunk

@@ -265,7 +265,7 @@ def test_reordered_against_the_generators_order_although_seqs_ascend(raced: bool
     # generator's order is what was broken.
     b = Builder()
     b.start()
-    made = [{"text": name} for name in ("first", "second", "third")]
+    made: list[JSONValue] = [{"text": name} for name in ("first", "second", "third")]
     for payload in made:
         b.emit(EmitKind.CHUNK, payload, None, outcome=OpOutcome.INDETERMINATE)
     b.emit(EmitKind.DONE, done_data("g1"), None, outcome=OpOutcome.INDETERMINATE)

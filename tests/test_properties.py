@@ -51,6 +51,11 @@ EXPECTED: dict[Canary, set[AnomalyKind]] = {
         AnomalyKind.TERMINAL_TWICE,
         AnomalyKind.EVENT_AFTER_TERMINAL,
     },
+    Canary.NO_CROSS_REPLICA_ABORT: {
+        AnomalyKind.ABORT_NOT_HONOURED,
+        AnomalyKind.TERMINAL_TWICE,
+        AnomalyKind.EVENT_AFTER_TERMINAL,
+    },
     Canary.EARLY_BUFFER_ON_RESUME: {AnomalyKind.DUPLICATE},
     Canary.UNBOUNDED_EARLY_BUFFER: {AnomalyKind.BOUND_EXCEEDED},
     Canary.PER_PROCESS_COUNTERS: {AnomalyKind.DUPLICATE, AnomalyKind.REORDERED},

@@ -284,7 +284,7 @@ class StreamActor:
         #: Canary CREATED_LOST_CROSS_REPLICA: first attachments (not resumes) here to a
         #: turn produced elsewhere (no local buffer) are not synchronised.
         self._cross_unsynced = Canary.CREATED_LOST_CROSS_REPLICA in canaries
-        self._fenced = Canary.ABORT_CHANNEL_DROPPED not in canaries
+        self._fenced = not canaries & {Canary.ABORT_CHANNEL_DROPPED, Canary.NO_CROSS_REPLICA_ABORT}
         #: Canary COUNTER_DELETED_ON_CLEANUP: no publish floor (LibreChat had none), and
         #: the counter may go back behind the log.
         self._counter_resets = Canary.COUNTER_DELETED_ON_CLEANUP in canaries

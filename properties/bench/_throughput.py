@@ -88,6 +88,11 @@ def run(context: BenchContext) -> BenchResult:
                 value=raw,
                 unit="events/s",
             ),
+            Figure(
+                name="logged events vs raw PUBLISH, same concurrency",
+                value=rate / raw if raw > 0 else 0.0,
+                unit="x",
+            ),
         ),
         baseline=Baseline(
             name="LibreChat TS transport",

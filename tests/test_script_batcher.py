@@ -152,7 +152,7 @@ async def test_calls_left_when_the_batcher_stops_fail_as_connection_errors() -> 
         "the Redis client closed before the call",
         "the Redis client closed with the call in flight",
     ]
-    with pytest.raises(RuntimeError, match="before run"):
+    with pytest.raises(RuntimeError, match="not running"):
         await batcher.call(_call("late"))
 
 

@@ -94,7 +94,7 @@ class ScriptBatcher:
         may have run (as with any command cancelled in flight).
         """
         if not self._running:
-            raise RuntimeError("ScriptBatcher.call() before run() started")
+            raise RuntimeError("the script batcher is not running (the Redis client is not open)")
         pending = _Pending(call)
         self._queue.append(pending)
         self._wake.unpark()

@@ -299,6 +299,9 @@ class Simulation:
         if connections:
             self._s().disconnect(connections[k % len(connections)])
 
+    def _do_relay_pubsub(self) -> None:
+        self._s().relay_pubsub()
+
     def _do_failover(self) -> None:
         self._failover()
 

@@ -37,6 +37,8 @@ class Fault(enum.Enum):
     FAILOVER = "failover"
     CRASH = "crash"
     CLOCK = "clock"
+    #: Not a fault but a topology: Redis Cluster's relayed pub/sub (SimRedis.relay_pubsub).
+    RELAYED_PUBSUB = "relayed-pubsub"
 
 
 class StreamMachine(RuleBasedStateMachine):
@@ -71,6 +73,8 @@ class StreamMachine(RuleBasedStateMachine):
     def choose_faults(self, faults: frozenset[Fault]) -> None:
         self.faults = faults
         note(f"faults: {sorted(f.value for f in faults)}")
+        if Fault.RELAYED_PUBSUB in faults:
+            self._do("relay_pubsub")
 
     @rule(stream=STREAMS, replica=REPLICAS, settled=st.booleans())
     def create(self, stream: str, replica: int, settled: bool) -> None:

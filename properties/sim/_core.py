@@ -63,6 +63,8 @@ class _SimCore:
         self._auto_deliveries: list[_Delivery] = []
         self._t0: float | None = None
         self.trace: list[str] = []
+        #: Redis Cluster's pub/sub (see SimRedis.relay_pubsub).
+        self._relayed = False
         # counters
         self._commands = 0
         self._commands_failed = 0
@@ -94,7 +96,7 @@ class _SimCore:
         if isinstance(item, _Command):
             queue: deque[Any] = item.connection.commands
         elif isinstance(item, _Delivery):
-            queue = item.connection.inbound
+            return item in item.connection.lane_heads()
         else:
             queue = self._replication
         return bool(queue) and queue[0] is item
@@ -254,7 +256,10 @@ class _SimCore:
     def _enqueue_delivery(
         self, conn: _SubConnection, channel: str, data: str, ack: _Command | None
     ) -> None:
-        delivery = _Delivery(self._new_id(), conn, channel, data, ack)
+        # Acks come from the node the subscriber is connected to; messages, relayed,
+        # from the primary that published them.
+        lane = f"from {self._engine.run_id[:8]}" if self._relayed and ack is None else ""
+        delivery = _Delivery(self._new_id(), conn, channel, data, ack, lane)
         conn.inbound.append(delivery)
         self._added(delivery)
         if self._auto:
@@ -262,7 +267,7 @@ class _SimCore:
 
     def _deliver(self, delivery: _Delivery) -> None:
         conn = delivery.connection
-        conn.inbound.popleft()
+        conn.inbound.remove(delivery)
         del self._items[delivery.id]
         ack = delivery.ack
         if ack is not None:

@@ -87,6 +87,16 @@ class _SubConnection(_Connection):
         self.server_channels: set[str] = set()
         self.receiver: trio.Event | None = None
 
+    def lane_heads(self) -> list[_Delivery]:
+        """The deliverable items: the first queued delivery of each lane."""
+        heads: list[_Delivery] = []
+        lanes: set[str] = set()
+        for delivery in self.inbound:
+            if delivery.lane not in lanes:
+                lanes.add(delivery.lane)
+                heads.append(delivery)
+        return heads
+
 
 class _Command:
     __slots__ = (
@@ -130,7 +140,7 @@ class _Command:
 
 
 class _Delivery:
-    __slots__ = ("ack", "channel", "connection", "data", "id", "public")
+    __slots__ = ("ack", "channel", "connection", "data", "id", "lane", "public")
 
     def __init__(
         self,
@@ -139,12 +149,16 @@ class _Delivery:
         channel: str,
         data: str,
         ack: _Command | None,
+        lane: str = "",
     ) -> None:
         self.id = item_id
         self.connection = connection
         self.channel = channel
         self.data = data
         self.ack = ack
+        #: Deliveries of one lane arrive in order; lanes are independent (see
+        #: SimRedis.relay_pubsub).
+        self.lane = lane
         self.public: PendingItem | None = None
 
 

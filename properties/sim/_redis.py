@@ -157,7 +157,7 @@ class SimRedis(_SimCore):
             if conn.commands:
                 heads.append(conn.commands[0])
             if isinstance(conn, _SubConnection) and conn.inbound:
-                heads.append(conn.inbound[0])
+                heads.extend(conn.lane_heads())
         if self._replication:
             heads.append(self._replication[0])
         heads.sort(key=_item_id)
@@ -254,6 +254,16 @@ class SimRedis(_SimCore):
             done += 1
         return done
 
+    def relay_pubsub(self) -> None:
+        """Model Redis Cluster's pub/sub from now on: a subscriber is connected to
+        another node than the stream's primary, which relays each message over the
+        cluster bus. Messages from one primary keep their order; messages from two
+        (before and after a failover) may interleave. A failover then drops the command
+        connections only: subscribers keep their connection and their channels, and
+        what the old primary already relayed may still arrive."""
+        self._relayed = True
+        self._log(0, "topology", "cluster", "pub/sub relayed by other nodes")
+
     def failover(self) -> None:
         """Promote the replica: unreplicated writes are lost, cached scripts forgotten,
         every connection dropped; a fresh replica copies the new primary."""
@@ -274,6 +284,8 @@ class SimRedis(_SimCore):
         self._writes_lost += lost
         self._log(0, "failover", "primary", f"{lost} unreplicated writes lost")
         for conn in list(self._connections.values()):
+            if self._relayed and isinstance(conn, _SubConnection):
+                continue  # connected to another node, which stays up
             self._close(conn, "dropped by failover", fault=True)
 
     def run_until_quiet(self, limit: int = 10_000) -> int:
@@ -288,9 +300,9 @@ class SimRedis(_SimCore):
                     if best is None or head.id < best.id:
                         best = head
                 if isinstance(conn, _SubConnection) and conn.inbound:
-                    head = conn.inbound[0]
-                    if best is None or head.id < best.id:
-                        best = head
+                    for head in conn.lane_heads():
+                        if best is None or head.id < best.id:
+                            best = head
             if self._replication:
                 head = self._replication[0]
                 if best is None or head.id < best.id:

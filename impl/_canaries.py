@@ -9,10 +9,8 @@ Where this design has a second line of defence that LibreChat lacked (the chunk 
 repairs gaps, catch-up reads the log), a canary that would otherwise be masked also
 restores LibreChat's behaviour on that path, as its description says.
 
-Spec §5 bugs without a canary, because the harness cannot observe them here: #9 (a
-frontier outlives its attachment only if the counter goes back, which the checker
-already reports as a reused seq: that is #10), #12 (its effects are false reorder
-timeouts and warnings on a replica with no reader; nothing is delivered).
+Every bug of spec §5's list 1-13 and 17 has a canary; #12 shows as a resource bound
+(events parked on a replica with no reader), since nothing wrong is delivered.
 """
 
 from __future__ import annotations
@@ -46,6 +44,13 @@ class Canary(enum.StrEnum):
     #: fence either, so this canary also turns the fence off (else the fence would stop
     #: the generator at its next chunk and hide the bug).
     ABORT_CHANNEL_DROPPED = "abort-channel-dropped"
+    #: §5 #12: a replica holding a stream's channel for the generator's abort listener
+    #: only (no reader there) still runs the sequenced traffic through a reorder state
+    #: whose frontier went back to 0 when its last reader left, as before #14557: every
+    #: later event parks, waiting for seqs long gone, until the cap (100, LibreChat's)
+    #: skips them all ("skipping 16,119 missing messages"). Nothing reaches a reader;
+    #: the world's resource bound "events parked with no reader" reports it.
+    SEQUENCED_ON_ABORT_ONLY = "sequenced-on-abort-only"
     #: §5 #13: the early buffer has no caps and keeps buffering after attachments, so
     #: a long detached run grows without bound (a 2 GiB heap in production).
     UNBOUNDED_EARLY_BUFFER = "unbounded-early-buffer"
@@ -74,6 +79,13 @@ class Canary(enum.StrEnum):
     #: #12231. The log catch-up is the defence this removes, on that path only: the
     #: producer's replica and resumes (whose snapshot covers the start) keep it.
     CREATED_LOST_CROSS_REPLICA = "created-lost-cross-replica"
+    #: §5 #9: a replica keeps a stream's frontier after its last reader left (the state
+    #: kept since #11842) and starts the next turn's first attachment there, as before
+    #: #13117. The frontier is stale only once the counter went back, so this canary
+    #: also deletes the counter on cleanup (#10's mechanism, which the bug needed in
+    #: production too): the next turn restarts below the old frontier, and its events
+    #: are dropped as already seen.
+    STALE_FRONTIER_ACROSS_TURNS = "stale-frontier-across-turns"
     #: §5 #10: a replica's cleanup of an idle stream whose turn has ended deletes the
     #: shared counter, as ``resetSequence`` did until #14411, so the next turn restarts
     #: at seq 0 and reuses the previous turn's seqs (a subscriber that kept its

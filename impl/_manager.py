@@ -109,7 +109,10 @@ class GenerationJobManager:
         self._forget_errors = Canary.ERROR_NOT_KEPT in self._settings.canaries
         self._abort_stays_local = Canary.NO_CROSS_REPLICA_ABORT in self._settings.canaries
         #: Canary COUNTER_DELETED_ON_CLEANUP: cleanup deletes the shared counter.
-        self._reset_on_cleanup = Canary.COUNTER_DELETED_ON_CLEANUP in self._settings.canaries
+        self._reset_on_cleanup = bool(
+            self._settings.canaries
+            & {Canary.COUNTER_DELETED_ON_CLEANUP, Canary.STALE_FRONTIER_ACROSS_TURNS}
+        )
 
     # -- generator side -----------------------------------------------------------
 

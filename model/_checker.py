@@ -81,9 +81,10 @@ def _judge_bounds(index: HistoryIndex, anomalies: list[Anomaly]) -> None:
                     first_bad=i,
                     last_good=None,
                     explanation=(
-                        f"replica {record.replica} held {record.value} in its {record.resource} "
-                        f"for stream {record.stream_id}, over the limit of {record.limit}; "
-                        "memory must stay bounded however long a client stays away"
+                        f"replica {record.replica} reached {record.value} for {record.resource} "
+                        f"on stream {record.stream_id}, over the bound of {record.limit}; "
+                        "a replica's work and memory for a stream must stay bounded, whoever "
+                        "reads it and however long a client stays away"
                     ),
                 )
             )

@@ -81,7 +81,7 @@ def replay_decisions(
     decisions: list[Decision], *, canaries: frozenset[Canary], replicas: int
 ) -> ReplayResult:
     """Run the decisions in a fresh simulation, then heal and judge."""
-    _seed_scheduler()
+    seed_scheduler()
     logging.disable(logging.WARNING)
     simulation = Simulation(replicas=replicas, canaries=canaries)
     try:
@@ -116,7 +116,7 @@ def replay_twice(
     return first, first.history == second.history
 
 
-def _seed_scheduler() -> None:
+def seed_scheduler() -> None:
     # Hypothesis registers trio's scheduler Random and seeds it with 0 for every
     # example (deterministic_PRNG); do the same so a replay takes the same paths.
     from trio._core import _run

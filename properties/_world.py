@@ -183,7 +183,7 @@ class World:
         self.crash_marks: list[int] = []
         #: Delivery statistics of replicas that crashed (their transports are gone).
         self.crashed_delivery: list[DeliveryTotals] = []
-        self._bounds_reported: set[tuple[str, str]] = set()
+        self._bounds_reported: set[tuple[str, str, str]] = set()
 
     # -- replicas ---------------------------------------------------------------
 
@@ -591,25 +591,32 @@ class World:
                 self._finish(gen, error=False)
 
     def sample_bounds(self) -> None:
-        """Record any early buffer past its cap (once per replica and stream)."""
+        """Record any resource past its bound (once per replica, stream and resource):
+        an early buffer past its cap, or events parked on a replica with no reader
+        (there is nobody to order them for)."""
         limit = self.settings.early_buffer_max_events
         for replica in self.replicas:
             if replica.manager is None:
                 continue
             for stats in replica.manager.transport.actor_statistics():
-                key = (replica.name, stats.stream_id)
-                if stats.early_buffer_events > limit and key not in self._bounds_reported:
-                    self._bounds_reported.add(key)
-                    self.history.append(
-                        BoundExceeded(
-                            time=trio.current_time(),
-                            replica=replica.name,
-                            stream_id=stats.stream_id,
-                            resource="early buffer (events)",
-                            value=stats.early_buffer_events,
-                            limit=limit,
+                bounds = (
+                    ("early buffer (events)", stats.early_buffer_events, limit),
+                    ("events parked with no reader", stats.parked_without_reader, 0),
+                )
+                for resource, value, bound in bounds:
+                    key = (replica.name, stats.stream_id, resource)
+                    if value > bound and key not in self._bounds_reported:
+                        self._bounds_reported.add(key)
+                        self.history.append(
+                            BoundExceeded(
+                                time=trio.current_time(),
+                                replica=replica.name,
+                                stream_id=stats.stream_id,
+                                resource=resource,
+                                value=value,
+                                limit=bound,
+                            )
                         )
-                    )
 
     def coverage_labels(self) -> set[str]:
         """Names of the rare paths this run exercised (reported with hypothesis.event)."""

@@ -1,4 +1,4 @@
-"""Each canary added for spec §5 bugs 1, 3, 4, 5, 7, 10 and 11, on the interleaving §5 gives.
+"""Each canary added for spec §5 bugs 1, 3, 4, 5, 7, 9, 10, 11 and 12, on the interleaving §5 gives.
 
 The campaign in test_properties.py shows the state machine finds each canary by
 itself; these hand-written decision lists pin the mechanism: with the canary on the
@@ -16,8 +16,8 @@ import pytest
 
 from impl._canaries import Canary
 from model import AnomalyKind
-from properties._replay import replay_twice
-from properties._simulation import Decision
+from properties._replay import replay_twice, seed_scheduler
+from properties._simulation import Decision, Simulation
 
 Steps = list[tuple[str, dict[str, Any]]]
 
@@ -126,6 +126,22 @@ SCENARIOS: dict[Canary, tuple[Steps, set[AnomalyKind]]] = {
         ],
         {AnomalyKind.ABORT_NOT_HONOURED, AnomalyKind.TERMINAL_TWICE},
     ),
+    # §5 #12: the reader on the producer's replica leaves; the replica keeps the channel
+    # for its abort listener, its frontier back at 0, and the next event parks there.
+    Canary.SEQUENCED_ON_ABORT_ONLY: (
+        [
+            *_turn(),
+            ("subscribe", {"stream": "s0", "replica": 0}),
+            SETTLE,
+            ("emit", {"stream": "s0"}),
+            SETTLE,
+            ("detach", {"which": 0}),
+            SETTLE,
+            ("emit", {"stream": "s0"}),
+            SETTLE,
+        ],
+        {AnomalyKind.BOUND_EXCEEDED},
+    ),
     # §5 #1: the generator's loop makes three chunks without awaiting their publishes;
     # Redis runs the second first (step 1 of the pending scripts), so the second chunk
     # gets the lower seq and every reader sees it first.
@@ -168,3 +184,49 @@ def test_the_canary_shows_its_anomaly_on_the_section_5_interleaving(canary: Cana
 def test_the_correct_implementation_runs_the_same_interleaving_clean(canary: Canary) -> None:
     steps, _ = SCENARIOS[canary]
     assert _kinds(steps, frozenset()) == set()
+
+
+# §5 #9 needs the counter to go back first (#10's mechanism, which its canary turns on
+# too), and that shows as a reused seq before anything else. What the stale frontier
+# adds is pinned here: the same turns, healed, leave the next turn's reader hanging
+# with #9, and not with #10 alone.
+STALE_FRONTIER_TURNS: Steps = [
+    *_turn(),
+    ("subscribe", {"stream": "s0", "replica": 1}),
+    SETTLE,
+    ("emit", {"stream": "s0"}),
+    SETTLE,
+    ("emit", {"stream": "s0"}),
+    SETTLE,
+    ("finish", {"stream": "s0", "error": False}),
+    SETTLE,
+    ("jump", {"dt": 11.0}),  # past the cleanup interval: the counter is deleted
+    SETTLE,
+    *_turn(),
+    ("subscribe", {"stream": "s0", "replica": 1}),
+    SETTLE,
+    ("emit", {"stream": "s0"}),
+    SETTLE,
+    ("finish", {"stream": "s0", "error": False}),
+    SETTLE,
+]
+
+
+def _healed_kinds(steps: Steps, canaries: frozenset[Canary]) -> set[AnomalyKind]:
+    seed_scheduler()
+    simulation = Simulation(replicas=2, canaries=canaries)
+    try:
+        for name, args in steps:
+            simulation.apply(Decision(name, dict(args)))
+        return set(simulation.heal().by_kind())
+    finally:
+        simulation.close()
+
+
+def test_a_stale_frontier_leaves_the_next_turns_reader_hanging() -> None:
+    stale = _healed_kinds(STALE_FRONTIER_TURNS, frozenset({Canary.STALE_FRONTIER_ACROSS_TURNS}))
+    deleted = _healed_kinds(STALE_FRONTIER_TURNS, frozenset({Canary.COUNTER_DELETED_ON_CLEANUP}))
+    assert AnomalyKind.TERMINAL_MISSING in stale
+    assert AnomalyKind.TERMINAL_MISSING not in deleted
+    assert deleted == {AnomalyKind.DUPLICATE}
+    assert _healed_kinds(STALE_FRONTIER_TURNS, frozenset()) == set()

@@ -879,7 +879,7 @@ def test_bound_exceeded_is_flagged_and_its_absence_is_not() -> None:
     )
     report = check(history)
     assert [(a.kind, a.first_bad) for a in report.anomalies] == [(AnomalyKind.BOUND_EXCEEDED, 0)]
-    assert "over the limit of 8" in report.anomalies[0].explanation
+    assert "over the bound of 8" in report.anomalies[0].explanation
 
 
 @pytest.mark.parametrize("redis_lost_writes", [False, True])

@@ -57,6 +57,14 @@ EXPECTED: dict[Canary, set[AnomalyKind]] = {
         AnomalyKind.EVENT_AFTER_TERMINAL,
     },
     Canary.EARLY_BUFFER_ON_RESUME: {AnomalyKind.DUPLICATE},
+    # Its precondition, the counter deleted on cleanup, shows first as a reused seq; the
+    # stale frontier's own effect is pinned in test_canary_interleavings.py.
+    Canary.STALE_FRONTIER_ACROSS_TURNS: {
+        AnomalyKind.DUPLICATE,
+        AnomalyKind.TERMINAL_MISSING,
+        AnomalyKind.LOST,
+    },
+    Canary.SEQUENCED_ON_ABORT_ONLY: {AnomalyKind.BOUND_EXCEEDED},
     Canary.UNBOUNDED_EARLY_BUFFER: {AnomalyKind.BOUND_EXCEEDED},
     Canary.PER_PROCESS_COUNTERS: {AnomalyKind.DUPLICATE, AnomalyKind.REORDERED},
     Canary.FORCE_FLUSH_SKIPS_GAP: {

@@ -214,6 +214,8 @@ class ActorStats:
     abort_signals: int
     #: Events held in the producer's early buffer (0 when not producing here).
     early_buffer_events: int
+    #: Canary SEQUENCED_ON_ABORT_ONLY: events parked while no reader is attached here.
+    parked_without_reader: int = 0
 
 
 @dataclass(slots=True)
@@ -287,10 +289,18 @@ class StreamActor:
         self._fenced = not canaries & {Canary.ABORT_CHANNEL_DROPPED, Canary.NO_CROSS_REPLICA_ABORT}
         #: Canary COUNTER_DELETED_ON_CLEANUP: no publish floor (LibreChat had none), and
         #: the counter may go back behind the log.
-        self._counter_resets = Canary.COUNTER_DELETED_ON_CLEANUP in canaries
+        self._counter_resets = bool(
+            canaries & {Canary.COUNTER_DELETED_ON_CLEANUP, Canary.STALE_FRONTIER_ACROSS_TURNS}
+        )
         #: Canary PER_PROCESS_COUNTERS: this replica's own counter for the stream.
         self._local_counter: int | None = 0 if Canary.PER_PROCESS_COUNTERS in canaries else None
         #: Canary UNAWAITED_PUBLISHES: publishes run in tasks of their own, here.
+        #: Canary SEQUENCED_ON_ABORT_ONLY: the readerless reorder state (frontier, parked).
+        self._readerless: _ReaderlessOrder | None = (
+            _ReaderlessOrder() if Canary.SEQUENCED_ON_ABORT_ONLY in canaries else None
+        )
+        #: The turn the last reader here read, and the frontier it left at.
+        self.last_reader_left: tuple[str, int] | None = None
         self._unawaited = Canary.UNAWAITED_PUBLISHES in canaries
         self._publishes: trio.Nursery | None = None
 
@@ -383,6 +393,7 @@ class StreamActor:
             malformed=self._counts.malformed,
             abort_signals=self._counts.abort_signals,
             early_buffer_events=len(self._producer.early.events) if self._producer else 0,
+            parked_without_reader=len(self._readerless.parked) if self._readerless else 0,
         )
 
     def __repr__(self) -> str:
@@ -448,6 +459,8 @@ class StreamActor:
             case _Incoming(message=message):
                 assert not isinstance(message, AbortSignal)
                 self._high_water = max(self._high_water, message.seq)
+                if self._readerless is not None and not self._subscribers:
+                    self._readerless.offer(message.seq)
                 for sub in list(self._subscribers.values()):
                     await self._apply(sub, sub.buffer.offer(message, now))
             case _Restored():
@@ -546,6 +559,8 @@ class StreamActor:
             return None
 
     async def _attach(self, command: _Attach, now: float) -> None:
+        if self._readerless is not None:
+            self._readerless.parked.clear()  # a reader's attachment synchronises it
         producer = self._producer
         local = producer is not None and producer.generation == command.generation
         # Unsynced (canaries): no replay, no catch-up; see STATE_DELETED_ON_LEAVE and
@@ -720,9 +735,43 @@ class StreamActor:
     def _remove(self, sub_id: int) -> None:
         sub = self._subscribers.pop(sub_id, None)
         if sub is not None:
+            if not self._subscribers:
+                self.last_reader_left = (sub.buffer.generation, self._high_water)
+                if self._readerless is not None:
+                    self._readerless.reset()
             self._totals.add(sub.buffer.statistics())
             sub.buffer.close()
             sub.out.close()
+
+
+@dataclass(slots=True)
+class _ReaderlessOrder:
+    """Canary SEQUENCED_ON_ABORT_ONLY: LibreChat's reorder state for a stream on a
+    replica with no reader, before #14557; it orders events for nobody."""
+
+    frontier: int = 0
+    parked: set[int] = dataclasses.field(default_factory=set)
+
+    def offer(self, seq: int) -> None:
+        if seq > self.frontier:
+            self.parked.add(seq)
+            if len(self.parked) > READERLESS_CAP:
+                self.frontier = max(self.parked) + 1  # "skipping N missing messages"
+                self.parked.clear()
+            return
+        if seq == self.frontier:
+            self.frontier += 1
+            while self.frontier in self.parked:
+                self.parked.discard(self.frontier)
+                self.frontier += 1
+
+    def reset(self) -> None:
+        self.frontier = 0
+        self.parked.clear()
+
+
+#: LibreChat's reorder buffer cap (spec §2.4), for the canary above.
+READERLESS_CAP = 100
 
 
 def _as_event(command: _Emit, seq: int) -> SequencedEvent:

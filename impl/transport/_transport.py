@@ -150,6 +150,10 @@ class EventTransport:
         self._forgotten_aborts: set[tuple[str, str]] = set()
         self._delete_state_on_leave = Canary.STATE_DELETED_ON_LEAVE in canaries
         self._undeferred = Canary.NO_DEFERRED_DELIVERY in canaries
+        #: Canary STALE_FRONTIER_ACROSS_TURNS: per stream, the turn and the frontier its
+        #: last reader here left at (kept, like LibreChat's state, past cleanup).
+        self._stale_frontiers = Canary.STALE_FRONTIER_ACROSS_TURNS in canaries
+        self._frontier_left: dict[str, tuple[str, int]] = {}
         #: Canary STATE_DELETED_ON_LEAVE: streams whose state was deleted once here,
         #: taking the manager's all-subscribers-left hook with it ...
         self._hook_lost: set[str] = set()
@@ -270,11 +274,22 @@ class EventTransport:
         send, receive = trio.open_memory_channel[StreamEvent](float("inf"))
         self._next_sub_id += 1
         sub_id = self._next_sub_id
+        attach_from = start_seq
+        left = actor.last_reader_left or self._frontier_left.get(stream_id)
+        if (
+            self._stale_frontiers
+            and left is not None
+            and not resume
+            and left[0] != generation
+            and left[1] >= start_seq
+        ):
+            # Canary: the next turn starts where the last reader of the previous left.
+            attach_from = left[1] + 1
         try:
             await actor.attach(
                 sub_id,
                 generation=generation,
-                start_seq=start_seq,
+                start_seq=attach_from,
                 out=send,
                 job_ended=job_ended,
                 resume=resume,
@@ -325,6 +340,7 @@ class EventTransport:
                 await self._bus.release_channel(subscription.stream_id)
         if remaining == 0 and self._delete_state_on_leave:
             self._state_deleted(subscription.stream_id)
+
         if remaining == 0 and (callback := self._all_left.get(subscription.stream_id)):
             callback()
 
@@ -424,6 +440,8 @@ class EventTransport:
         entry = self._actors.pop(stream_id, None)
         self._all_left.pop(stream_id, None)
         if entry is not None:
+            if self._stale_frontiers and entry[0].last_reader_left is not None:
+                self._frontier_left[stream_id] = entry[0].last_reader_left
             entry[1].cancel()
 
     def destroy(self) -> None:

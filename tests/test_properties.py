@@ -24,11 +24,10 @@ CORRECT_EXAMPLES = int(os.environ.get("STREAMCHECK_EXAMPLES", "1000"))
 CANARY_BUDGET = 500
 
 #: Rare paths the CI budget must reach, or a green run means little. ("gap filled
-#: late" is not here: on standalone Redis one subscriber connection receives messages
-#: in seq order, so a gap can only be filled from the log; it needs the cluster model.
-#: "gap signalled" and "failover lost writes" need a failover to lose a write before it
-#: was replicated: too rare for this budget; the `failover_after_emit` decision reaches
-#: them directly and found the open bug kept in test_simulation_regressions.py.)
+#: late" is not here: one primary's messages reach a subscriber in seq order, and with
+#: the relayed (Cluster) topology a new primary's first publish jumps the counter past
+#: the old one's range, so on the correct implementation a gap is only ever filled
+#: from the log. "gap signalled" is reached, but not reliably within this budget.)
 REQUIRED_LABELS = {
     "abort during a reconnect",
     "duplicate dropped",

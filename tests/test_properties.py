@@ -27,12 +27,13 @@ CANARY_BUDGET = 500
 #: late" is not here: one primary's messages reach a subscriber in seq order, and with
 #: the relayed (Cluster) topology a new primary's first publish jumps the counter past
 #: the old one's range, so on the correct implementation a gap is only ever filled
-#: from the log. "gap signalled" is reached, but not reliably within this budget.)
+#: from the log.)
 REQUIRED_LABELS = {
     "abort during a reconnect",
     "duplicate dropped",
     "failover lost writes",
     "gap repaired from the log",
+    "gap signalled",
     "lost writes signalled as a gap",
     "new turn on a reused stream id",
     "resume after a crash",

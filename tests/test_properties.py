@@ -67,9 +67,11 @@ EXPECTED: dict[Canary, set[AnomalyKind]] = {
     Canary.SEQUENCED_ON_ABORT_ONLY: {AnomalyKind.BOUND_EXCEEDED},
     Canary.UNBOUNDED_EARLY_BUFFER: {AnomalyKind.BOUND_EXCEEDED},
     Canary.PER_PROCESS_COUNTERS: {AnomalyKind.DUPLICATE, AnomalyKind.REORDERED},
+    # Skipped chunks, or (when the reader's terminal is a synthetic one) chunks lost.
     Canary.FORCE_FLUSH_SKIPS_GAP: {
         AnomalyKind.SKIPPED_WITHOUT_GAP,
         AnomalyKind.TERMINAL_BEFORE_CHUNKS,
+        AnomalyKind.LOST,
     },
     # The unsynced attachment skips what it was owed before its first live event.
     Canary.STATE_DELETED_ON_LEAVE: {

@@ -433,6 +433,40 @@ async def test_failover_drops_every_connection() -> None:
         nursery.cancel_scope.cancel()
 
 
+async def test_relayed_pubsub_keeps_subscribers_and_lanes_per_primary() -> None:
+    # Redis Cluster: the subscriber sits on another node. A failover drops the command
+    # connections only; the old primary's relayed message may still arrive, in any
+    # order against the new primary's, while each primary's own messages keep theirs.
+    sim = new_sim(with_replica=True)
+    sim.relay_pubsub()
+    a, b = sim.client("a"), sim.client("b")
+    async with b.subscriber() as sub, trio.open_nursery() as nursery:
+        await start(nursery, lambda: sub.subscribe("ch"))
+        await sim.settle()
+        for text in ("old-1", "old-2"):
+            await start(nursery, lambda text=text: a.publish("ch", text))
+            sim.step(only(sim, "command"))
+        pending = await start(nursery, lambda: a.get("k"))
+        sim.failover()
+        await trio.testing.wait_all_tasks_blocked()
+        assert isinstance(pending[0], RedisConnectionError)
+        for text in ("new-1", "new-2"):
+            await start(nursery, lambda text=text: a.publish("ch", text))
+            sim.step(only(sim, "command"))
+        heads = [i for i in sim.runnable() if i.kind == "delivery"]
+        assert [h.description.split()[-1] for h in heads] == ["old-1", "new-1"]
+        sim.step(heads[1].id)  # the new primary's first message overtakes the old ones
+        await sim.settle()
+        received = [await sub.receive() for _ in range(4)]
+        assert [m.data for m in received if isinstance(m, PubSubMessage)] == [
+            "new-1",
+            "old-1",
+            "old-2",
+            "new-2",
+        ]
+        nursery.cancel_scope.cancel()
+
+
 async def test_failover_without_replica_is_refused() -> None:
     with pytest.raises(RuntimeError):
         new_sim().failover()

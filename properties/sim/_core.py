@@ -258,7 +258,7 @@ class _SimCore:
     ) -> None:
         # Acks come from the node the subscriber is connected to; messages, relayed,
         # from the primary that published them.
-        lane = f"from {self._engine.run_id[:8]}" if self._relayed and ack is None else ""
+        lane = f"from server {self._engine.number}" if self._relayed and ack is None else ""
         delivery = _Delivery(self._new_id(), conn, channel, data, ack, lane)
         conn.inbound.append(delivery)
         self._added(delivery)

@@ -3,6 +3,7 @@ impl's replicas running over it in auto and in manual mode."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -223,7 +224,7 @@ async def test_dropped_message_is_lost_and_disconnect_fails_pending_commands() -
         await start(nursery, lambda: sub.subscribe("ch"))
         await sim.settle()
         for text in ("m1", "m2", "m3"):
-            await start(nursery, lambda text=text: a.publish("ch", text))  # type: ignore[misc]
+            await start(nursery, functools.partial(a.publish, "ch", text))
             sim.step(only(sim, "command"))
         queued = [i for i in sim.pending() if i.kind == "delivery"]
         assert len(queued) == 3
@@ -444,14 +445,14 @@ async def test_relayed_pubsub_keeps_subscribers_and_lanes_per_primary() -> None:
         await start(nursery, lambda: sub.subscribe("ch"))
         await sim.settle()
         for text in ("old-1", "old-2"):
-            await start(nursery, lambda text=text: a.publish("ch", text))
+            await start(nursery, functools.partial(a.publish, "ch", text))
             sim.step(only(sim, "command"))
         pending = await start(nursery, lambda: a.get("k"))
         sim.failover()
         await trio.testing.wait_all_tasks_blocked()
         assert isinstance(pending[0], RedisConnectionError)
         for text in ("new-1", "new-2"):
-            await start(nursery, lambda text=text: a.publish("ch", text))
+            await start(nursery, functools.partial(a.publish, "ch", text))
             sim.step(only(sim, "command"))
         heads = [i for i in sim.runnable() if i.kind == "delivery"]
         assert [h.description.split()[-1] for h in heads] == ["old-1", "new-1"]

@@ -275,16 +275,11 @@ class EventTransport:
         self._next_sub_id += 1
         sub_id = self._next_sub_id
         attach_from = start_seq
-        left = actor.last_reader_left or self._frontier_left.get(stream_id)
-        if (
-            self._stale_frontiers
-            and left is not None
-            and not resume
-            and left[0] != generation
-            and left[1] >= start_seq
-        ):
+        if self._stale_frontiers and not resume:
             # Canary: the next turn starts where the last reader of the previous left.
-            attach_from = left[1] + 1
+            left = actor.last_reader_left or self._frontier_left.get(stream_id)
+            if left is not None and left[0] != generation and left[1] >= start_seq:
+                attach_from = left[1] + 1
         try:
             await actor.attach(
                 sub_id,

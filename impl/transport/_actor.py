@@ -294,13 +294,14 @@ class StreamActor:
         )
         #: Canary PER_PROCESS_COUNTERS: this replica's own counter for the stream.
         self._local_counter: int | None = 0 if Canary.PER_PROCESS_COUNTERS in canaries else None
-        #: Canary UNAWAITED_PUBLISHES: publishes run in tasks of their own, here.
         #: Canary SEQUENCED_ON_ABORT_ONLY: the readerless reorder state (frontier, parked).
         self._readerless: _ReaderlessOrder | None = (
             _ReaderlessOrder() if Canary.SEQUENCED_ON_ABORT_ONLY in canaries else None
         )
-        #: The turn the last reader here read, and the frontier it left at.
+        #: The turn the last reader here read, and the frontier it left at (what canary
+        #: STALE_FRONTIER_ACROSS_TURNS carries into the next turn).
         self.last_reader_left: tuple[str, int] | None = None
+        #: Canary UNAWAITED_PUBLISHES: publishes run in tasks of their own, here.
         self._unawaited = Canary.UNAWAITED_PUBLISHES in canaries
         self._publishes: trio.Nursery | None = None
 

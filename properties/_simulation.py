@@ -247,6 +247,25 @@ class Simulation:
             sim.step(commands[0].id)
             await trio.testing.wait_all_tasks_blocked()
 
+    def in_flight_messages(self) -> list[int]:
+        """Ids of the pub/sub messages queued for delivery now (acks excepted)."""
+        return [
+            item.id
+            for item in self._s().pending()
+            if item.kind == "delivery" and item.description.startswith("message ")
+        ]
+
+    def _do_deliver_item(self, item: int) -> None:
+        """Deliver that message if it is next on its connection (else nothing)."""
+        sim = self._s()
+        if any(pending.id == item for pending in sim.runnable()):
+            sim.step(item)
+
+    def _do_drop_item(self, item: int) -> None:
+        """Lose that message if it is still queued (else nothing)."""
+        if item in self.in_flight_messages():
+            self._s().drop(item)
+
     def _do_deliver(self, k: int) -> None:
         items = [i for i in self._s().runnable() if i.kind == "delivery"]
         if items:

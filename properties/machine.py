@@ -16,7 +16,16 @@ from typing import ClassVar
 
 from hypothesis import event, note
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    initialize,
+    invariant,
+    multiple,
+    precondition,
+    rule,
+)
 
 from impl._canaries import Canary
 from model import CheckReport
@@ -52,8 +61,14 @@ class StreamMachine(RuleBasedStateMachine):
     #: How many examples reached each rare path (see World.coverage_labels).
     labels_seen: ClassVar[Counter[str]]
 
+    #: Pub/sub messages in flight, named by ``messages_in_flight`` so that a rule can
+    #: deliver or lose one of them by name (shrinks to "that message", not "the k-th").
+    messages = Bundle("messages")
+
     def __init__(self) -> None:
         super().__init__()
+        #: Message ids already put in the bundle.
+        self._named: set[int] = set()
         self.sim = Simulation(replicas=2, canaries=self.canaries)
         self.faults: frozenset[Fault] = frozenset()
         #: Set when a safety check failed: teardown then skips the heal, so the replay
@@ -213,6 +228,17 @@ class StreamMachine(RuleBasedStateMachine):
     def deliver(self, k: int) -> None:
         self._do("deliver", k=k)
 
+    @rule(target=messages)
+    def messages_in_flight(self) -> object:
+        """Name the messages now in flight (no decision: nothing changes)."""
+        new = [i for i in self.sim.in_flight_messages() if i not in self._named]
+        self._named.update(new)
+        return multiple(*new)
+
+    @rule(message=consumes(messages))
+    def deliver_message(self, message: int) -> None:
+        self._do("deliver_item", item=message)
+
     @rule()
     def settle(self) -> None:
         self._do("settle")
@@ -227,6 +253,11 @@ class StreamMachine(RuleBasedStateMachine):
     @rule(k=st.integers(0, 15))
     def drop(self, k: int) -> None:
         self._do("drop", k=k)
+
+    @precondition(lambda self: Fault.DROP in self.faults)
+    @rule(message=consumes(messages))
+    def drop_message(self, message: int) -> None:
+        self._do("drop_item", item=message)
 
     @precondition(lambda self: Fault.DROP in self.faults)
     @rule(stream=STREAMS, k=st.integers(0, 3))

@@ -66,7 +66,12 @@ EXPECTED: dict[Canary, set[AnomalyKind]] = {
     },
     Canary.SEQUENCED_ON_ABORT_ONLY: {AnomalyKind.BOUND_EXCEEDED},
     Canary.UNBOUNDED_EARLY_BUFFER: {AnomalyKind.BOUND_EXCEEDED},
-    Canary.PER_PROCESS_COUNTERS: {AnomalyKind.DUPLICATE, AnomalyKind.REORDERED},
+    # Seqs reused: twice in one turn, out of order, or inside an earlier turn's range.
+    Canary.PER_PROCESS_COUNTERS: {
+        AnomalyKind.DUPLICATE,
+        AnomalyKind.REORDERED,
+        AnomalyKind.CROSS_GENERATION_LEAK,
+    },
     # Skipped chunks, or (when the reader's terminal is a synthetic one) chunks lost.
     Canary.FORCE_FLUSH_SKIPS_GAP: {
         AnomalyKind.SKIPPED_WITHOUT_GAP,

@@ -713,6 +713,20 @@ class StreamActor:
             # (whatever it published before the fence) and the failure it now stores.
             await self._fence_silent_producer(sub.buffer.generation)
             return None
+        if job is not None and job.generation_id == sub.buffer.generation:
+            # The turn ended after this reader last read the log: its last events, the
+            # real terminal among them, were logged before the job said it had ended.
+            # Read once more before making a terminal up (found by the real-Redis tier:
+            # a reader read the log during a Redis pause, the abort's Done landed, and
+            # the synthetic Done it then built from the job hid a chunk and that Done).
+            try:
+                rows = await self._bus.read_log(
+                    self.stream_id, from_seq=sub.buffer.next_seq, count=1
+                )
+            except (RedisConnectionError, OSError):
+                return None
+            if rows:
+                return sub.buffer.resync(trio.current_time())
         return sub.buffer.end_with(verdict, trio.current_time())
 
     async def _fence_silent_producer(self, generation: str) -> None:

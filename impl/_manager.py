@@ -171,7 +171,8 @@ class GenerationJobManager:
 
     async def emit_chunk(self, stream_id: str, event: JSONValue) -> Published | Dispatched | None:
         """Publish one chunk: its receipt (with the seq), or ``None`` if it was dropped
-        because the turn was aborted, has ended or was superseded."""
+        because the turn was aborted, has ended or was superseded. (``Dispatched``, seq
+        unknown, only under the canary UNAWAITED_PUBLISHES.)"""
         job = self._runtimes.get(stream_id)
         if job is None or job.is_aborted:
             return None

@@ -22,7 +22,7 @@ from contextlib import AsyncExitStack
 
 import trio
 
-from impl import MemoryBackend, open_replica
+from impl import GenerationJobManager, MemoryBackend, open_replica
 from impl.transport._envelope import encode_split
 from properties.bench._model import (
     RATIO,
@@ -119,15 +119,7 @@ def _rate(tally: Tally) -> float:
 async def _redis_once(url: str, run_prefix: str, sizes: Sizes) -> Tally:
     async with redis_replicas(url, 2, run_prefix=run_prefix) as redis_run:
         producer, reader = redis_run.managers
-        ids = [f"bench-{redis_run.token}-tp-{i}" for i in range(sizes.throughput_streams)]
-        streams = await open_streams(producer, reader, ids)
-        return await drive(
-            producer,
-            streams,
-            events=sizes.throughput_events,
-            period=None,
-            drain_timeout=DRAIN_TIMEOUT_S,
-        )
+        return await _stream_all(producer, reader, redis_run.token, sizes)
 
 
 async def _memory_once(sizes: Sizes) -> Tally:
@@ -135,16 +127,22 @@ async def _memory_once(sizes: Sizes) -> Tally:
     async with AsyncExitStack() as stack:
         producer = await stack.enter_async_context(open_replica(backend))
         reader = await stack.enter_async_context(open_replica(backend))
-        token = new_token()
-        ids = [f"bench-{token}-tp-{i}" for i in range(sizes.throughput_streams)]
-        streams = await open_streams(producer, reader, ids)
-        return await drive(
-            producer,
-            streams,
-            events=sizes.throughput_events,
-            period=None,
-            drain_timeout=DRAIN_TIMEOUT_S,
-        )
+        return await _stream_all(producer, reader, new_token(), sizes)
+
+
+async def _stream_all(
+    producer: GenerationJobManager, reader: GenerationJobManager, token: str, sizes: Sizes
+) -> Tally:
+    """Every stream's generator on ``producer``, its client on ``reader``, all at once."""
+    ids = [f"bench-{token}-tp-{i}" for i in range(sizes.throughput_streams)]
+    streams = await open_streams(producer, reader, ids)
+    return await drive(
+        producer,
+        streams,
+        events=sizes.throughput_events,
+        period=None,
+        drain_timeout=DRAIN_TIMEOUT_S,
+    )
 
 
 async def _raw_publish(url: str, run_prefix: str, sizes: Sizes) -> float:

@@ -1,5 +1,6 @@
-"""One simulated run: a trio loop on a mock clock in a thread, a simulated Redis, the
-world of replicas and clients, and the list of decisions that drove it.
+"""One simulated run: a trio loop on a mock clock (driven step by step, see
+:mod:`properties._stepped_loop`), a simulated Redis, the world of replicas and clients,
+and the list of decisions that drove it.
 
 The driver (a Hypothesis state machine, or the replay runner) calls
 :meth:`Simulation.apply` with one decision at a time. Each decision runs inside the
@@ -11,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import queue
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -23,6 +22,7 @@ import trio.testing
 from impl._canaries import Canary
 from model import CheckReport, Healed, WritesLost, check
 from properties._pct import PctScheduler
+from properties._stepped_loop import LoopFinished, SteppedLoop
 from properties._world import EPOCH_S, SIM_SETTINGS, World
 from properties.sim import SimRedis, sim_time
 
@@ -38,17 +38,6 @@ FAILOVER_SECONDS = 1.0
 #: Most steps one ``pct`` decision runs (a settle's bound).
 PCT_STEP_LIMIT = 500
 HEAL_JUMPS = (0.6, 2.5, 2.5, 11.0, 31.0, 2.5, 61.0, 2.5, 2.5)
-
-
-_Work = Callable[[], Awaitable[None] | None]
-
-
-class _Finished:
-    """The answer _call gets when the loop ended instead of running its work."""
-
-
-_FINISHED = _Finished()
-_Answer = Exception | _Finished | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,108 +71,63 @@ class Simulation:
         #: several): the length of the trace as Hypothesis prints it.
         self.rule_steps = 0
         self.clock = trio.testing.MockClock()
-        self._ready = threading.Event()
-        self._stop: trio.Event | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._crash: BaseException | None = None
         self._replica_count = replicas
         self._with_replica = with_replica
         self.world: World | None = None
         self.sim: SimRedis | None = None
-        #: Work for the loop's driver task, and its answers (see _call).
-        self._work: trio.MemorySendChannel[_Work] | None = None
-        self._answers: queue.SimpleQueue[_Answer] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._thread_main, daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._crash is not None:
-            raise SimulationCrashed("the simulated world failed to start") from self._crash
+        # fakeredis's clock is patched process-wide, for as long as this run lives.
+        self._sim_time = contextlib.ExitStack()
+        self._sim_time.enter_context(sim_time(self._now))
+        self._loop = SteppedLoop(
+            self._build_world,
+            clock=self.clock,
+            after_each=self._sample_bounds,
+            on_close=self._before_stop,
+        )
+        if self._loop.finished:
+            self._sim_time.close()
+            raise SimulationCrashed("the simulated world failed to start") from self._loop.crash
 
-    # -- the loop thread ----------------------------------------------------------
+    # -- the loop -------------------------------------------------------------------
 
-    def _thread_main(self) -> None:
-        try:
-            trio.run(self._main, clock=self.clock)
-        except BaseException as exc:  # surfaced to the driver by _call
-            self._crash = exc
-        finally:
-            self._ready.set()
-            # Whoever waits in _call learns that the loop is gone.
-            self._answers.put(_FINISHED)
+    def _now(self) -> float:
+        return EPOCH_S + self.clock.current_time()
 
-    async def _main(self) -> None:
-        self._token = trio.lowlevel.current_trio_token()
-        self._stop = trio.Event()
-        with sim_time(lambda: EPOCH_S + self.clock.current_time()):
-            sim = SimRedis(
-                clock=lambda: EPOCH_S + self.clock.current_time(), with_replica=self._with_replica
-            )
-            self.sim = sim
-            work_in, work_out = trio.open_memory_channel[_Work](1)
-            self._work = work_in
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._drive, work_out)
-                self.world = World(
-                    sim,
-                    nursery,
-                    replicas=self._replica_count,
-                    settings=replace(SIM_SETTINGS, canaries=self.canaries),
-                )
-                for index in range(self._replica_count):
-                    await self.world.start_replica(index)
-                self._ready.set()
-                await self._stop.wait()
-                nursery.cancel_scope.cancel()
+    async def _build_world(self, nursery: trio.Nursery) -> None:
+        sim = SimRedis(clock=self._now, with_replica=self._with_replica)
+        self.sim = sim
+        self.world = World(
+            sim,
+            nursery,
+            replicas=self._replica_count,
+            settings=replace(SIM_SETTINGS, canaries=self.canaries),
+        )
+        for index in range(self._replica_count):
+            await self.world.start_replica(index)
 
-    async def _drive(self, work: trio.MemoryReceiveChannel[_Work]) -> None:
-        """Run each piece of work _call hands over, then wait until every task is
-        blocked, and answer. One long-lived task instead of trio.from_thread.run's task
-        per call: the hop between the threads is a tenth of each decision's cost."""
-        async for fn in work:
-            try:
-                result = fn()
-                if result is not None:
-                    await result
-                await trio.testing.wait_all_tasks_blocked()
-                if self.world is not None:
-                    self.world.sample_bounds()
-            except Exception as exc:
-                self._answers.put(exc)
-            else:
-                self._answers.put(None)
+    def _sample_bounds(self) -> None:
+        if self.world is not None:
+            self.world.sample_bounds()
+
+    def _before_stop(self) -> None:
+        # Shielded clean-ups (unsubscribe, status writes) still await simulated
+        # commands while the world is cancelled; nobody will step them any more, so
+        # let the simulated Redis answer by itself from here on.
+        if self.sim is not None:
+            self.sim.set_auto(True)
 
     def _call(self, fn: Callable[[], Awaitable[None] | None]) -> None:
-        if self._crash is not None:
-            raise SimulationCrashed("the simulated world crashed earlier") from self._crash
-        assert self._token is not None and self._work is not None
         try:
-            self._token.run_sync_soon(self._work.send_nowait, fn)
-        except trio.RunFinishedError:
-            answer: _Answer = _FINISHED
-        else:
-            answer = self._answers.get()
-        if answer is _FINISHED:
+            self._loop.run(fn)
+        except LoopFinished as exc:
             # The loop ended because a task raised: surface that error.
-            self._thread.join(timeout=5)
-            raise SimulationCrashed("the simulated world crashed") from self._crash
-        if isinstance(answer, Exception):
-            raise answer
+            raise SimulationCrashed("the simulated world crashed") from exc.__cause__
 
     def close(self) -> None:
-        if self._token is not None and self._stop is not None and self._crash is None:
-            stop, sim = self._stop, self.sim
-
-            def shut_down() -> None:
-                # Shielded clean-ups (unsubscribe, status writes) still await simulated
-                # commands while the world is cancelled; nobody will step them any more,
-                # so let the simulated Redis answer by itself from here on.
-                if sim is not None:
-                    sim.set_auto(True)
-                stop.set()
-
-            with contextlib.suppress(trio.RunFinishedError):
-                trio.from_thread.run_sync(shut_down, trio_token=self._token)
-        self._thread.join(timeout=10)
+        try:
+            self._loop.close()
+        finally:
+            self._sim_time.close()
 
     # -- decisions ------------------------------------------------------------------
 
@@ -382,15 +326,15 @@ class Simulation:
         world, sim = self._w(), self._s()
 
         async def step(action: Callable[[], Awaitable[None] | None]) -> None:
-            # What one _call does, without a thread hop per step (the heal is about
-            # forty steps: as many hops as the rest of an example).
+            # What one _call does, in one piece of work: the heal is about forty
+            # steps, none of which the driver needs to see.
             result = action()
             if result is not None:
                 await result
             await trio.testing.wait_all_tasks_blocked()
             world.sample_bounds()
 
-        async def heal_in_one_hop() -> None:
+        async def heal_all_at_once() -> None:
             await step(lambda: _settle(sim))
             for dt in HEAL_JUMPS:
                 await step(world.finish_all)
@@ -398,7 +342,7 @@ class Simulation:
                 await step(functools.partial(self._do_jump, dt))
                 await step(lambda: _settle(sim))
 
-        self._call(heal_in_one_hop)
+        self._call(heal_all_at_once)
         world.history.append(Healed(time=self.clock.current_time()))
         return check(world.history)
 

@@ -84,7 +84,7 @@ def replay(replay_file: Path) -> dict[str, Any]:
     kinds = [a["kind"] for a in data["report"]["anomalies"]]
     # If the canary or the simulation changes, this fixture needs a new decision list
     # (take the one `streamcheck run --canary subscriber-before-ack` prints).
-    assert kinds == ["skipped_without_gap", "skipped_without_gap"], kinds
+    assert kinds == ["lost", "skipped_without_gap"], kinds
     first = data["report"]["anomalies"][0]
     assert data["history"][first["first_bad"]]["type"] == "Delivered"
     assert any(" drop " in line for line in data["redis_trace"])

@@ -68,6 +68,25 @@ async def test_calls_made_during_a_round_trip_share_the_next_one() -> None:
     assert (stats.calls, stats.round_trips, stats.largest_batch) == (5, 2, 4)
 
 
+async def test_a_call_with_nothing_in_flight_goes_out_from_its_callers_task() -> None:
+    senders: list[trio.lowlevel.Task] = []
+
+    async def send(calls: Sequence[ScriptCall]) -> list[Outcome]:
+        senders.append(trio.lowlevel.current_task())
+        await trio.lowlevel.checkpoint()
+        return [c.args[0] for c in calls]
+
+    batcher = ScriptBatcher(send)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(batcher.run)
+        assert await batcher.call(_call("alone")) == "alone"
+        assert await batcher.call(_call("alone again")) == "alone again"
+        nursery.cancel_scope.cancel()
+    assert senders == [trio.lowlevel.current_task()] * 2
+    stats = batcher.statistics()
+    assert (stats.calls, stats.round_trips, stats.largest_batch) == (2, 2, 1)
+
+
 async def test_a_failed_call_fails_only_its_caller() -> None:
     send = _ScriptedSend()
     send.release_first.set()

@@ -114,24 +114,27 @@ class SteppedLoop:
 
     async def _drive(self) -> None:
         assert self._stop is not None
+        await trio.testing.wait_all_tasks_blocked()  # the world is set up
         answer: Exception | None = None
         while True:
-            await trio.testing.wait_all_tasks_blocked()
             work = self._switch_to_host(answer)
             if isinstance(work, _Stop):
                 self._on_close()
                 self._stop.set()
                 return
+            answer = None
             try:
                 result = work()
                 if result is not None:
                     await result
-                await trio.testing.wait_all_tasks_blocked()
-                self._after_each()
             except Exception as exc:
                 answer = exc
-            else:
-                answer = None
+            await trio.testing.wait_all_tasks_blocked()
+            if answer is None:
+                try:
+                    self._after_each()
+                except Exception as exc:
+                    answer = exc
 
     # -- switching ---------------------------------------------------------------
 

@@ -12,12 +12,17 @@ back, after every other task had blocked; nothing in the world moves between pie
 of work, exactly as before with the thread.
 
 Trio keeps "which run and which task is current" in a thread-local, which greenlets
-on one thread share; each switch therefore swaps it out and back in, so the caller is
-never "inside" the trio run it drives (and may itself be inside another one).
+on one thread share, and a run on the main thread claims the signal wakeup fd; each
+switch therefore swaps both out and back in, so the caller is never "inside" the trio
+run it drives (and may itself be inside another one). Loops that live side by side
+should be closed in the reverse order of their creation: each run restores, when it
+ends, the SIGINT handler it found when it started.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -62,7 +67,7 @@ class SteppedLoop:
         after_each: AfterEach,
         on_close: Callable[[], None],
     ) -> None:
-        self.crash: BaseException | None = None
+        self.crash: Exception | None = None
         self._setup = setup
         self._clock = clock
         self._after_each = after_each
@@ -99,9 +104,10 @@ class SteppedLoop:
     def _run_trio(self, _: object) -> _Stop:
         try:
             trio.run(self._main, clock=self._clock)
-        except BaseException as exc:  # handed to the caller through ``crash``
+        except Exception as exc:  # handed to the caller through ``crash``
             self.crash = exc
-        # Returning ends the greenlet and resumes the host with this value.
+        # Returning ends the greenlet and resumes the host with this value; what is
+        # not an Exception (KeyboardInterrupt, SystemExit) is raised in the host.
         return _STOP
 
     async def _main(self) -> None:
@@ -149,8 +155,18 @@ def _switch(target: greenlet.greenlet, value: object) -> Any:
     """Switch to ``target``; back here, put this greenlet's trio context back."""
     saved = dict(vars(GLOBAL_RUN_CONTEXT))
     vars(GLOBAL_RUN_CONTEXT).clear()
+    wakeup_fd = _set_signal_wakeup_fd(-1)
     try:
         return target.switch(value)
     finally:
+        _set_signal_wakeup_fd(wakeup_fd)
         vars(GLOBAL_RUN_CONTEXT).clear()
         vars(GLOBAL_RUN_CONTEXT).update(saved)
+
+
+def _set_signal_wakeup_fd(fd: int) -> int:
+    """Each trio run on the main thread claims the signal wakeup fd (and warns if it
+    was taken): it is part of the context a switch swaps. Elsewhere there is none."""
+    if threading.current_thread() is not threading.main_thread():
+        return -1
+    return signal.set_wakeup_fd(fd, warn_on_full_buffer=False)

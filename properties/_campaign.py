@@ -22,6 +22,7 @@ from hypothesis.stateful import get_state_machine_test
 
 from impl._canaries import Canary
 from model import AnomalyKind, CheckReport
+from properties._minimize import minimize_replay_file
 from properties.machine import StreamMachine, machine_for
 
 
@@ -34,8 +35,9 @@ class CampaignResult:
     #: Examples and wall seconds until the first failing example (None: none failed).
     first_failure_example: int | None
     first_failure_seconds: float | None
-    #: The shrunk failing example's length: decisions (what a replay file lists) and
-    #: state-machine rules (what Hypothesis prints; a macro rule makes several decisions).
+    #: The shrunk failing example's length: decisions (what its replay file lists, after
+    #: minimization) and state-machine rules (what Hypothesis printed; a macro rule
+    #: makes several decisions).
     shrunk_steps: int | None
     replay_file: Path | None
     crashed: str | None = None
@@ -52,6 +54,9 @@ class CampaignResult:
     #: State-machine rules run over the whole campaign (each one decision or more).
     rules: int | None = None
     shrunk_rules: int | None = None
+    #: Decisions in Hypothesis's shrunk example, before :mod:`properties._minimize`
+    #: deleted what the failure did not need (None: nothing failed).
+    hypothesis_shrunk_steps: int | None = None
     #: Examples that failed (the first one, then every failing shrink attempt).
     failing_examples: int = 0
     #: The checker's report on the last (shrunk) failing example, with every anomaly's
@@ -61,6 +66,12 @@ class CampaignResult:
     @property
     def found(self) -> bool:
         return self.first_failure_example is not None
+
+    def shrink_summary(self) -> str:
+        """``shrunk to 4 decisions (Hypothesis: 12 rules, 18 decisions)``."""
+        rules = f"{self.shrunk_rules} rule{'' if self.shrunk_rules == 1 else 's'}"
+        hypothesis = f"{rules}, {self.hypothesis_shrunk_steps} decisions"
+        return f"shrunk to {self.shrunk_steps} decisions (Hypothesis: {hypothesis})"
 
 
 @contextmanager
@@ -189,11 +200,16 @@ def run_campaign(
             crashed = _describe_crash(exc)
     seconds = time.perf_counter() - started
     report = machine.last_failure
-    shrunk = shrunk_rules = None
+    shrunk = shrunk_rules = hypothesis_shrunk = None
     if report is not None and replay_file is not None and replay_file.exists():
         replayed = json.loads(replay_file.read_text())
-        shrunk = len(replayed["decisions"])
+        shrunk = hypothesis_shrunk = len(replayed["decisions"])
         shrunk_rules = replayed.get("rule_steps")
+        if Phase.shrink in chosen.phases and crashed is None:
+            minimized = minimize_replay_file(replay_file)
+            if minimized is not None:
+                shrunk, report = minimized.after, minimized.report
+        seconds = time.perf_counter() - started
     counter.notify(finished=True)
     if seed is None and test is not None:
         # The seed Hypothesis drew for this run (None when derandomized): passing it as
@@ -218,6 +234,7 @@ def run_campaign(
         rule_steps=counter.rule_steps,
         rules=counter.rules,
         shrunk_rules=shrunk_rules,
+        hypothesis_shrunk_steps=hypothesis_shrunk,
         failing_examples=counter.failing_examples,
         report=report,
     )

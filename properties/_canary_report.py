@@ -57,9 +57,14 @@ def _verdict(name: str, result: CampaignResult) -> str:
     kinds = ", ".join(k.value for k in result.anomaly_kinds)
     return (
         f"found {kinds} at example {result.first_failure_example} after "
-        f"{result.first_failure_seconds:.1f} s; shrunk to {result.shrunk_rules} rules, "
-        f"{result.shrunk_steps} decisions"
+        f"{result.first_failure_seconds:.1f} s; {result.shrink_summary()}"
     )
+
+
+def _hypothesis_shrink(result: CampaignResult) -> str:
+    if result.hypothesis_shrunk_steps is None:
+        return "-"
+    return f"{result.shrunk_rules}, {result.hypothesis_shrunk_steps}"
 
 
 def write_reports(
@@ -81,6 +86,7 @@ def write_reports(
                 "seconds_to_first_failure": result.first_failure_seconds,
                 "shrunk_trace_steps": result.shrunk_steps,
                 "shrunk_trace_rules": result.shrunk_rules,
+                "hypothesis_shrunk_steps": result.hypothesis_shrunk_steps,
                 "examples_run": result.examples,
                 "wall_seconds": round(result.seconds, 2),
                 "crashed": result.crashed,
@@ -98,7 +104,8 @@ def write_reports(
         + "`.",
         "",
         "| canary | detected | anomaly classes | examples to first failure "
-        "| seconds to first failure | shrunk trace: rules | shrunk trace: decisions |",
+        "| seconds to first failure | shrunk trace: decisions "
+        "| Hypothesis's shrunk example: rules, decisions |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, result in rows:
@@ -111,6 +118,6 @@ def write_reports(
             f"| {name} | {'yes' if result.found else ('crashed' if result.crashed else 'no')} "
             f"| {', '.join(k.value for k in result.anomaly_kinds) or '-'} "
             f"| {result.first_failure_example or '-'} | {seconds} "
-            f"| {result.shrunk_rules or '-'} | {result.shrunk_steps or '-'} |"
+            f"| {result.shrunk_steps or '-'} | {_hypothesis_shrink(result)} |"
         )
     (reports / "canaries.md").write_text("\n".join(lines) + "\n")

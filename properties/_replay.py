@@ -9,11 +9,13 @@ determinism self-check (both runs must produce identical histories).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import json
 import logging
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +53,9 @@ def write_replay_file(
     simulation: Simulation,
     report: CheckReport,
     hypothesis_seed: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
+    """Write the replay file; ``extra`` adds (or overrides) top-level fields."""
     assert simulation.world is not None
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {
@@ -66,6 +70,7 @@ def write_replay_file(
         "report": report.to_json(),
         "redis_trace": simulation.sim.trace[-2000:] if simulation.sim is not None else [],
     }
+    data.update(extra or {})
     path.write_text(json.dumps(data, indent=1, sort_keys=True))
     return path
 
@@ -81,6 +86,18 @@ def replay_decisions(
     decisions: list[Decision], *, canaries: frozenset[Canary], replicas: int
 ) -> ReplayResult:
     """Run the decisions in a fresh simulation, then heal and judge."""
+    with run_decisions(decisions, canaries=canaries, replicas=replicas) as (simulation, report):
+        assert simulation.world is not None
+        return ReplayResult(report, history_to_json(simulation.world.history))
+
+
+@contextlib.contextmanager
+def run_decisions(
+    decisions: list[Decision], *, canaries: frozenset[Canary], replicas: int
+) -> Iterator[tuple[Simulation, CheckReport]]:
+    """:func:`replay_decisions` as a block that gets the simulation itself (for
+    :func:`write_replay_file`); it is closed when the block ends, which adds the
+    records of its shutdown to the history."""
     seed_scheduler()
     logging.disable(logging.WARNING)
     simulation = Simulation(replicas=replicas, canaries=canaries)
@@ -92,8 +109,7 @@ def replay_decisions(
         report = simulation.safety_report()
         if report.ok:
             report = simulation.heal()
-        assert simulation.world is not None
-        return ReplayResult(report, history_to_json(simulation.world.history))
+        yield simulation, report
     finally:
         simulation.close()
 

@@ -165,6 +165,7 @@ def results_json(
             ),
             "shrunk_steps": result.shrunk_steps,
             "shrunk_rules": result.shrunk_rules,
+            "hypothesis_shrunk_steps": result.hypothesis_shrunk_steps,
             "rules": result.rules,
         },
         "coverage_labels": dict(sorted(result.labels.items())),
@@ -294,12 +295,10 @@ def render_summary(data: dict[str, Any]) -> str:
         )
         lines.append(f"| failing examples (shrinking included) | {figures['failing_examples']} |")
     if figures["shrunk_steps"] is not None:
-        rules = figures.get("shrunk_rules")
-        lines.append(
-            f"| shrunk to | {rules} rules, {figures['shrunk_steps']} decisions |"
-            if rules is not None
-            else f"| shrunk to | {figures['shrunk_steps']} decisions |"
-        )
+        lines.append(f"| shrunk to | {figures['shrunk_steps']} decisions |")
+        rules, steps = figures.get("shrunk_rules"), figures.get("hypothesis_shrunk_steps")
+        if rules is not None and steps is not None:
+            lines.append(f"| Hypothesis's shrunk example | {rules} rules, {steps} decisions |")
     lines += ["", "## Coverage labels reached", ""]
     labels: dict[str, int] = data["coverage_labels"]
     if labels:

@@ -5,7 +5,7 @@ and the list of decisions that drove it.
 The driver (a Hypothesis state machine, or the replay runner) calls
 :meth:`Simulation.apply` with one decision at a time. Each decision runs inside the
 loop, which then runs until every task is blocked; so the run is a pure function of
-the decision list (and the seed of trio's scheduler, which Hypothesis controls).
+the decision list (trio's scheduler is reseeded before each decision).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 import trio
 import trio.testing
+from trio._core import _run
 
 from impl._canaries import Canary
 from model import CheckReport, Healed, WritesLost, check
@@ -117,8 +118,17 @@ class Simulation:
             self.sim.set_auto(True)
 
     def _call(self, fn: Callable[[], Awaitable[None] | None]) -> None:
+        def reseeded() -> Awaitable[None] | None:
+            # trio shuffles each batch of runnable tasks with one Random: reseeded per
+            # decision, a decision's interleaving depends on the world's state and the
+            # decision only, not on how many batches earlier decisions happened to run.
+            # Deleting a decision that changed nothing then changes nothing later, which
+            # is what shrinking and minimizing rely on.
+            _run._r.seed(0)
+            return fn()
+
         try:
-            self._loop.run(fn)
+            self._loop.run(reseeded)
         except LoopFinished as exc:
             # The loop ended because a task raised: surface that error.
             raise SimulationCrashed("the simulated world crashed") from exc.__cause__

@@ -102,8 +102,7 @@ def _run(args: argparse.Namespace) -> int:
         kinds = ", ".join(k.value for k in result.anomaly_kinds)
         print(
             f"ANOMALY: {kinds} (first failing example #{result.first_failure_example} after "
-            f"{result.first_failure_seconds:.1f} s; shrunk to {result.shrunk_rules} rules, "
-            f"{result.shrunk_steps} decisions)"
+            f"{result.first_failure_seconds:.1f} s; {result.shrink_summary()})"
         )
         if result.replay_file is not None:
             from properties.report import TIMELINE_FILENAME, write_timeline

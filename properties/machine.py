@@ -1,7 +1,7 @@
 """The Hypothesis state machine: interleaved subscribe / emit / abort / failover.
 
 A plain ``hypothesis.stateful.RuleBasedStateMachine`` (hypothesis-trio is broken with
-current Hypothesis) driving a :class:`Simulation` whose trio loop runs in a thread.
+current Hypothesis) driving a :class:`Simulation` whose trio loop it steps one decision at a time.
 Every rule is one decision; safety is checked after each, liveness after the heal
 phase in ``teardown``. Fault families are switched on per example (swarm testing), so
 some examples run with no faults at all and others with many of one kind.

@@ -397,8 +397,7 @@ class StreamcheckCampaign:
                 again = f"\nsearch again: {self._command(f'--streamcheck-seed {drawn_seed}')}"
             return (
                 f"streamcheck found an anomaly ({what}): first failing example "
-                f"#{result.first_failure_example}, shrunk to {result.shrunk_rules} rules "
-                f"({result.shrunk_steps} decisions)\n"
+                f"#{result.first_failure_example}, {result.shrink_summary()}\n"
                 f"{summary}\n{_files(folder)}{again}"
             )
         if expect_anomaly and not result.found:

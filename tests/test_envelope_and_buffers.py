@@ -61,6 +61,13 @@ def test_split_envelope_round_trips_with_the_seq_spliced_in(
     assert decode(wire) == expected
 
 
+def test_the_split_envelope_is_compact_json_in_librechats_field_order() -> None:
+    prefix, suffix = encode_split("chunk", "g-1", {"a": [], "t": "é"})
+    assert f"{prefix}7{suffix}" == (
+        '{"type":"chunk","seq":7,"generationId":"g-1","data":{"a":[],"t":"\\u00e9"}}'
+    )
+
+
 def test_abort_is_unsequenced() -> None:
     assert decode('{"type": "abort", "generationId": "g"}') == AbortSignal("g")
 

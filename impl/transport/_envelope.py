@@ -33,16 +33,28 @@ class MalformedPayload(ValueError):
         super().__init__(reason)
 
 
-def encode_split(event_type: str, generation: str, body: Any) -> tuple[str, str]:
+def encode_body(body: Any) -> str:
+    """The event's JSON as the envelope and the chunk log carry it (compact, ASCII, so
+    its length is its size in bytes)."""
+    return json.dumps(body, separators=(",", ":"))
+
+
+def encode_split(
+    event_type: str, generation: str, body: Any, *, encoded_body: str | None = None
+) -> tuple[str, str]:
     """The envelope as ``(prefix, suffix)`` around the seq, which only Redis knows.
 
     The publish script concatenates ``prefix .. seq .. suffix`` instead of re-encoding
-    with cjson (which would turn ``[]`` into ``{}`` and alter floats).
+    with cjson (which would turn ``[]`` into ``{}`` and alter floats). Pass
+    ``encoded_body`` (from :func:`encode_body`) when the caller has it already.
     """
     key = "error" if event_type == "error" else "data"
-    head = json.dumps({"type": event_type}, separators=(",", ":"))[:-1]
-    tail = json.dumps({"generationId": generation, key: body}, separators=(",", ":"))[1:]
-    return f'{head},"seq":', f",{tail}"
+    if encoded_body is None:
+        encoded_body = encode_body(body)
+    return (
+        f'{{"type":{json.dumps(event_type)},"seq":',
+        f',"generationId":{json.dumps(generation)},"{key}":{encoded_body}}}',
+    )
 
 
 def encode_abort(generation: str) -> str:

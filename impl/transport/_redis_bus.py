@@ -37,6 +37,7 @@ from impl.transport._envelope import (
     MalformedPayload,
     decode,
     encode_abort,
+    encode_body,
     encode_split,
 )
 from impl.transport._lua import MARK_LOST, PUBLISH
@@ -123,8 +124,9 @@ class RedisBus:
         fenced: bool = True,
         reused_seqs: bool = False,
     ) -> PublishOutcome:
-        prefix, suffix = encode_split(kind.value, generation, body)
-        log_payload = str(body) if kind is EventKind.ERROR else json.dumps(body)
+        encoded = encode_body(body)
+        prefix, suffix = encode_split(kind.value, generation, body, encoded_body=encoded)
+        log_payload = str(body) if kind is EventKind.ERROR else encoded
         reply = await self._redis.run_script(
             PUBLISH,
             keys=[

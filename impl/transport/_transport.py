@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from impl.transport._actor import (
     StreamActor,
 )
 from impl.transport._bus import Bus, Dispatched, EventKind, PublishOutcome
-from impl.transport._envelope import AbortSignal, SequencedEvent
+from impl.transport._envelope import AbortSignal, SequencedEvent, encode_body
 from model import JSONValue, StreamEvent
 
 logger = logging.getLogger(__name__)
@@ -226,7 +225,7 @@ class EventTransport:
     async def _emit(
         self, stream_id: str, generation: str, kind: EventKind, body: JSONValue
     ) -> PublishOutcome | Dispatched:
-        size = len(json.dumps(body).encode())
+        size = len(encode_body(body))  # ASCII: characters are bytes
         if size > self._max_event_bytes:
             raise EventTooLarge(stream_id=stream_id, size=size, limit=self._max_event_bytes)
         return await self._actor(stream_id).emit(generation, kind, body, size)

@@ -8,8 +8,10 @@ run on the same Redis. Both channels have one subscriber in this process (the
 producing replica holds its stream's channel for aborts; the baseline's channel gets a
 client that parses each message), so both pay the same fan-out.
 
-Emits and PUBLISHes alternate in rounds (order flipped each round) so drift on a noisy
-machine hits both; each side's figure is the median of its per-round means.
+Emits and PUBLISHes alternate in rounds (in a rotating order) so drift on a noisy
+machine hits both; each side's figure is the median of its per-round means. A third
+side, the bus's publish called directly, splits the emit's extra cost into what the
+script and the replica's pub/sub add and what the transport and the actor add.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 import trio
 
 from impl.redis import PubSubMessage, Subscriber
+from impl.transport import EventKind, Published
 from impl.transport._envelope import encode_split
 from properties.bench._model import (
     RATIO,
@@ -45,63 +48,93 @@ GOAL = Goal(
 )
 
 
+#: The three sides measured, alternating: the baseline, the bus's publish alone (the
+#: script through the batcher, the envelope, the replica receiving its own message back
+#: on the channel it holds for aborts) and the whole emit (plus the transport and the
+#: stream's actor).
+PUBLISH, BUS, EMIT = "raw PUBLISH", "RedisBus.publish", "emit_chunk"
+
+
 def run(context: BenchContext) -> BenchResult:
     assert context.redis_url is not None
-    emit_means, publish_means, emit_calls, publish_calls = trio.run(
-        _measure, context.redis_url, context.key_prefix, context.sizes
-    )
-    emit_ms = statistics.median(emit_means) * 1000
-    publish_ms = statistics.median(publish_means) * 1000
+    means, calls = trio.run(_measure, context.redis_url, context.key_prefix, context.sizes)
+    ms = {side: statistics.median(means[side]) * 1000 for side in (PUBLISH, BUS, EMIT)}
     sizes = context.sizes
     return BenchResult(
         name=NAME,
         title=TITLE,
         figures=(
-            Figure(name="emit_chunk round trip", value=emit_ms, unit="ms"),
+            Figure(name="emit_chunk round trip", value=ms[EMIT], unit="ms"),
             Figure(
                 name="emit_chunk p50 of single calls",
-                value=statistics.median(emit_calls) * 1000,
+                value=statistics.median(calls[EMIT]) * 1000,
                 unit="ms",
             ),
             Figure(
                 name="raw PUBLISH p50 of single calls",
-                value=statistics.median(publish_calls) * 1000,
+                value=statistics.median(calls[PUBLISH]) * 1000,
                 unit="ms",
             ),
+            Figure(name="RedisBus.publish round trip", value=ms[BUS], unit="ms"),
+            Figure(name="RedisBus.publish vs raw PUBLISH", value=ms[BUS] / ms[PUBLISH], unit="x"),
             Figure(name="emits per side", value=sizes.emit_rounds * sizes.emit_ops, unit="calls"),
         ),
-        baseline=Baseline(name="raw coredis PUBLISH round trip", value=publish_ms, unit="ms"),
-        ratio=emit_ms / publish_ms,
+        baseline=Baseline(name="raw coredis PUBLISH round trip", value=ms[PUBLISH], unit="ms"),
+        ratio=ms[EMIT] / ms[PUBLISH],
         goal=GOAL,
         notes=(
-            f"median of {sizes.emit_rounds} alternating rounds of {sizes.emit_ops} awaited "
-            f"calls per side, after {sizes.emit_warmup} warm-up calls each; one stream",
+            f"median of {sizes.emit_rounds} rounds of {sizes.emit_ops} awaited calls per "
+            f"side (sides in a rotating order), after {sizes.emit_warmup} warm-up calls "
+            "each; one stream each",
+            "RedisBus.publish is the emit without the transport and the stream's actor: "
+            "the publish script through the batcher, the envelope, and the replica "
+            "receiving the message back on the stream's channel (held for aborts)",
         ),
     )
 
 
 async def _measure(
     url: str, run_prefix: str, sizes: Sizes
-) -> tuple[list[float], list[float], list[float], list[float]]:
-    emit_means: list[float] = []
-    publish_means: list[float] = []
-    emit_calls: list[float] = []
-    publish_calls: list[float] = []
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    means: dict[str, list[float]] = {PUBLISH: [], BUS: [], EMIT: []}
+    calls: dict[str, list[float]] = {PUBLISH: [], BUS: [], EMIT: []}
     async with redis_replicas(url, 1, run_prefix=run_prefix) as redis_run:
         manager = redis_run.managers[0]
-        stream_id = f"bench-{redis_run.token}-emit"
-        job = await manager.create_job(stream_id, USER)
+        emitted = f"bench-{redis_run.token}-emit"
+        published = f"bench-{redis_run.token}-bus"
+        job = await manager.create_job(emitted, USER)
+        bus_job = await manager.create_job(published, USER)
+        bus = manager.transport.bus
         prefix, suffix = encode_split("chunk", job.generation, delta(0, 0.0))
         channel = f"bench-{redis_run.token}-raw-publish"
         client = redis_run.admin.raw
+        floor = 0
 
         async def emits(count: int) -> list[float]:
             bodies = [delta(i, 0.0) for i in range(count)]
             took: list[float] = []
             for body in bodies:
                 started = time.perf_counter()
-                await manager.emit_chunk(stream_id, body)
+                await manager.emit_chunk(emitted, body)
                 took.append(time.perf_counter() - started)
+            return took
+
+        async def bus_publishes(count: int) -> list[float]:
+            nonlocal floor
+            bodies = [delta(i, 0.0) for i in range(count)]
+            took: list[float] = []
+            for body in bodies:
+                started = time.perf_counter()
+                outcome = await bus.publish(
+                    published,
+                    generation=bus_job.generation,
+                    kind=EventKind.CHUNK,
+                    body=body,
+                    floor=floor,
+                )
+                took.append(time.perf_counter() - started)
+                assert isinstance(outcome, Published), outcome
+                floor = outcome.seq + 1
             return took
 
         async def publishes(count: int) -> list[float]:
@@ -113,24 +146,25 @@ async def _measure(
                 took.append(time.perf_counter() - started)
             return took
 
+        sides = {PUBLISH: publishes, BUS: bus_publishes, EMIT: emits}
+        order = [PUBLISH, BUS, EMIT]
         async with redis_run.admin.subscriber() as subscriber:
             await subscriber.subscribe(channel)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_parse_everything, subscriber)
-                await emits(sizes.emit_warmup)
-                await publishes(sizes.emit_warmup)
+                for side in order:
+                    await sides[side](sizes.emit_warmup)
                 for round_ in range(sizes.emit_rounds):
-                    sides = (emits, publishes) if round_ % 2 == 0 else (publishes, emits)
-                    for side in sides:
-                        took = await side(sizes.emit_ops)
-                        means = emit_means if side is emits else publish_means
-                        calls = emit_calls if side is emits else publish_calls
-                        means.append(sum(took) / len(took))
-                        calls.extend(took)
+                    # Rotate the order so drift on a noisy machine hits every side.
+                    for side in order[round_ % 3 :] + order[: round_ % 3]:
+                        took = await sides[side](sizes.emit_ops)
+                        means[side].append(sum(took) / len(took))
+                        calls[side].extend(took)
                 nursery.cancel_scope.cancel()
-        await manager.emit_done(stream_id, {"final": True})
-        await manager.complete_job(stream_id)
-    return emit_means, publish_means, emit_calls, publish_calls
+        for stream_id in (emitted, published):
+            await manager.emit_done(stream_id, {"final": True})
+            await manager.complete_job(stream_id)
+    return means, calls
 
 
 async def _parse_everything(subscriber: Subscriber) -> None:

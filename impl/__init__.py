@@ -11,6 +11,7 @@ from impl._errors import (
     EventTooLarge,
     IllegalTransition,
     StreamAccessDenied,
+    StreamActorStopped,
     StreamcheckError,
 )
 from impl._manager import GenerationJob, GenerationJobManager, ManagerSettings
@@ -58,6 +59,7 @@ __all__ = [
     "ResumeState",
     "SerializableJobData",
     "StreamAccessDenied",
+    "StreamActorStopped",
     "StreamConfig",
     "StreamcheckError",
     "Subscription",

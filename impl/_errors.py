@@ -79,3 +79,12 @@ def redact_url(url: str) -> str:
     if parts.port is not None:
         netloc += f":{parts.port}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class StreamActorStopped(StreamcheckError, RuntimeError):
+    """The stream's actor has stopped (its replica shut down or crashed, or the stream
+    was cleaned up): nothing more can be done with the stream on this replica."""
+
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        super().__init__(f"the actor of stream {stream_id!r} has stopped on this replica")

@@ -6,10 +6,13 @@ that what CI checks and what a person runs are the same thing.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import logging
+import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +26,7 @@ from hypothesis.stateful import get_state_machine_test
 from impl._canaries import Canary
 from model import AnomalyKind, CheckReport
 from properties._minimize import minimize_replay_file
+from properties._replica_limits import DEFAULT_REPLICAS
 from properties.machine import StreamMachine, machine_for
 
 
@@ -62,6 +66,10 @@ class CampaignResult:
     #: The checker's report on the last (shrunk) failing example, with every anomaly's
     #: explanation sentence; None when nothing failed.
     report: CheckReport | None = None
+    #: Replicas in each example's world.
+    replicas: int = DEFAULT_REPLICAS
+    #: The wall-clock budget of a :func:`run_within` run (None: examples only).
+    budget_seconds: float | None = None
 
     @property
     def found(self) -> bool:
@@ -143,6 +151,8 @@ class Progress:
     finished: bool = False
     #: The settings let Hypothesis shrink a failing example.
     shrink: bool = True
+    #: The run's wall-clock budget (:func:`run_within`), if it has one.
+    budget_seconds: float | None = None
 
     @property
     def found(self) -> bool:
@@ -162,6 +172,7 @@ def run_campaign(
     shrink: bool = True,
     hypothesis_settings: settings | None = None,
     on_progress: ProgressCallback | None = None,
+    replicas: int = DEFAULT_REPLICAS,
 ) -> CampaignResult:
     """Run the machine until ``examples`` pass or one fails (then shrink it).
 
@@ -175,7 +186,7 @@ def run_campaign(
         if hypothesis_settings is not None
         else campaign_settings(examples, shrink=shrink)
     )
-    machine = machine_for(canaries, failure_path=replay_file)
+    machine = machine_for(canaries, failure_path=replay_file, replicas=replicas)
     started = time.perf_counter()
     counter = _Counter(
         machine,
@@ -237,6 +248,113 @@ def run_campaign(
         hypothesis_shrunk_steps=hypothesis_shrunk,
         failing_examples=counter.failing_examples,
         report=report,
+        replicas=replicas,
+    )
+
+
+#: Examples per campaign in a run bounded by time (:func:`run_within`): few enough
+#: that the budget is overshot by seconds at most, enough that Hypothesis gets well
+#: past the simplest examples each campaign starts with.
+CHUNK_EXAMPLES = 100
+
+
+def run_within(
+    seconds: float,
+    *,
+    examples: int | None = None,
+    canaries: frozenset[Canary] = frozenset(),
+    seed: int | None = None,
+    replay_file: Path | None = None,
+    on_progress: ProgressCallback | None = None,
+    replicas: int = DEFAULT_REPLICAS,
+) -> CampaignResult:
+    """Campaigns of :data:`CHUNK_EXAMPLES` examples, one after another, until one finds
+    an anomaly or crashes, ``examples`` ran (if given), or ``seconds`` passed; merged
+    into one result. Hypothesis cannot be stopped mid-campaign, so the budget is checked
+    between campaigns. The campaigns use seeds ``seed``, ``seed + 1``, ... (a ``seed``
+    is drawn if none is given), so the same seed explores the same examples in the
+    same order."""
+    if seconds <= 0:
+        raise ValueError(f"the time budget must be positive, not {seconds}")
+    if seed is None:
+        # One seed for the whole run, so that results' seed repeats all of it.
+        seed = secrets.randbits(32)
+    started = time.perf_counter()
+    results: list[tuple[float, int, CampaignResult]] = []
+    done = 0
+
+    def shifted(progress: Progress) -> None:
+        if on_progress is not None and not progress.finished:
+            on_progress(
+                dataclasses.replace(
+                    progress,
+                    examples=done + progress.examples,
+                    budget=examples or 0,
+                    elapsed=time.perf_counter() - started,
+                    budget_seconds=seconds,
+                )
+            )
+
+    while True:
+        size = CHUNK_EXAMPLES if examples is None else min(CHUNK_EXAMPLES, examples - done)
+        offset = time.perf_counter() - started
+        result = run_campaign(
+            canaries=canaries,
+            examples=size,
+            seed=seed + len(results),
+            replay_file=replay_file,
+            on_progress=shifted,
+            replicas=replicas,
+        )
+        results.append((offset, done, result))
+        done += result.examples
+        out_of_examples = examples is not None and done >= examples
+        if result.found or result.crashed or out_of_examples:
+            break
+        if time.perf_counter() - started >= seconds:
+            break
+    merged = _merged(results, seconds=time.perf_counter() - started, budget=examples)
+    merged = dataclasses.replace(merged, budget_seconds=seconds)
+    if on_progress is not None:
+        on_progress(
+            Progress(
+                examples=merged.examples,
+                budget=examples or 0,
+                failing_examples=merged.failing_examples,
+                anomaly_kinds=merged.anomaly_kinds,
+                elapsed=merged.seconds,
+                finished=True,
+                budget_seconds=seconds,
+            )
+        )
+    return merged
+
+
+def _merged(
+    results: list[tuple[float, int, CampaignResult]], *, seconds: float, budget: int | None
+) -> CampaignResult:
+    """One result for consecutive campaigns: counts summed, the failure (the last
+    campaign's, the only one that can have failed) placed after the ones before."""
+    offset, before, last = results[-1]
+    first = results[0][2]
+    labels: Counter[str] = Counter()
+    for _, _, result in results:
+        labels.update(result.labels)
+    return dataclasses.replace(
+        last,
+        examples=sum(r.examples for _, _, r in results),
+        seconds=seconds,
+        first_failure_example=(
+            before + last.first_failure_example if last.first_failure_example is not None else None
+        ),
+        first_failure_seconds=(
+            offset + last.first_failure_seconds if last.first_failure_seconds is not None else None
+        ),
+        labels=dict(labels),
+        budget=budget,
+        seed=first.seed,
+        rule_steps=sum(r.rule_steps or 0 for _, _, r in results),
+        rules=sum(r.rules or 0 for _, _, r in results),
     )
 
 

@@ -48,11 +48,21 @@ def render(progress: Progress, *, label: str = "", width: int = 80) -> str:
         doing = "shrinking, " if progress.shrink else ""
         anomalies = f"FOUND {kinds} ({doing}{progress.failing_examples} failing)"
     else:
-        filled = BAR_WIDTH * min(progress.examples, budget) // budget
-        bar = "#" * filled + "-" * (BAR_WIDTH - filled)
+        done = min(progress.examples, budget) / budget
         count = f"{progress.examples}/{progress.budget} examples"
+        if progress.budget_seconds is not None:
+            # Bounded by time (and maybe examples): whichever runs out first.
+            spent = min(progress.elapsed / progress.budget_seconds, 1.0)
+            done = max(done, spent) if progress.budget else spent
+            if not progress.budget:
+                count = f"{progress.examples} examples"
+        filled = int(BAR_WIDTH * done)
+        bar = "#" * filled + "-" * (BAR_WIDTH - filled)
         anomalies = "anomalies: 0"
-    text = f"[{bar}] {count}, {progress.elapsed:.0f} s, {anomalies}"
+    seconds = f"{progress.elapsed:.0f} s"
+    if progress.budget_seconds is not None:
+        seconds += f"/{progress.budget_seconds:g} s"
+    text = f"[{bar}] {count}, {seconds}, {anomalies}"
     if label:
         text = f"{label}: {text}"
     limit = max(width - 1, 10)

@@ -137,7 +137,9 @@ def results_json(
         "finished": _iso(info.finished),
         "backend": info.backend,
         "canaries": sorted(c.value for c in result.canaries),
+        "replicas": result.replicas,
         "budget_examples": result.budget,
+        "budget_seconds": result.budget_seconds,
         "seed_requested": info.seed,
         "seed": result.seed,
         "settings": settings_to_json(info.settings),
@@ -259,7 +261,13 @@ def render_summary(data: dict[str, Any]) -> str:
         "|---|---|",
         f"| backend | {data['backend']} |",
         f"| canaries | {', '.join(data['canaries']) or 'none (the correct implementation)'} |",
-        f"| examples (budget) | {data['budget_examples']} |",
+        f"| replicas | {data['replicas']} |",
+        f"| examples (budget) | {data['budget_examples'] or 'no limit'} |",
+        *(
+            [f"| time budget | {data['budget_seconds']:g} s (checked between campaigns) |"]
+            if data["budget_seconds"] is not None
+            else []
+        ),
         f"| seed | {_cell(seed_text)} |",
         f"| versions | streamcheck {data['versions']['streamcheck']}, hypothesis "
         f"{data['versions']['hypothesis']}, Python {data['versions']['python']} |",

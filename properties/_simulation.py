@@ -136,6 +136,8 @@ class Simulation:
     def close(self) -> None:
         try:
             self._loop.close()
+        except LoopFinished as exc:
+            raise SimulationCrashed("the simulated world failed to shut down") from exc.__cause__
         finally:
             self._sim_time.close()
 

@@ -39,6 +39,13 @@ Work = Callable[[], Awaitable[None] | None]
 Setup = Callable[[trio.Nursery], Awaitable[None]]
 #: Called at the end of every piece of work, inside the run, once all tasks blocked.
 AfterEach = Callable[[], None]
+#: Real seconds with every task blocked after which a run is taken to be stuck.
+STALL_SECONDS = 10.0
+
+
+class WorldStalled(RuntimeError):
+    """Every task of the run, the driver's work included, waited with nothing left to
+    wake it (see ``SteppedLoop``'s ``stall_seconds``)."""
 
 
 class LoopFinished(RuntimeError):
@@ -63,11 +70,21 @@ class SteppedLoop:
         self,
         setup: Setup,
         *,
-        clock: trio.abc.Clock,
+        clock: trio.testing.MockClock,
         after_each: AfterEach,
         on_close: Callable[[], None],
+        stall_seconds: float = STALL_SECONDS,
     ) -> None:
         self.crash: Exception | None = None
+        # Where a mock clock would autojump (every task blocked for ``stall_seconds``
+        # of real time) the run is stuck instead: the work in progress is cancelled
+        # and answered with WorldStalled. Without this the thread would sleep in the
+        # run's I/O wait for ever. (A private hook of MockClock, which is final; trio is
+        # pinned.)
+        clock.autojump_threshold = stall_seconds
+        clock._autojump = self._stalled  # type: ignore[method-assign]
+        self._stall_seconds = stall_seconds
+        self._work_scope: trio.CancelScope | None = None
         self._setup = setup
         self._clock = clock
         self._after_each = after_each
@@ -95,9 +112,13 @@ class SteppedLoop:
             raise answer
 
     def close(self) -> None:
-        """Run ``on_close`` inside the loop, stop the world and end the run."""
+        """Run ``on_close`` inside the loop, stop the world and end the run. Raises
+        :class:`LoopFinished` if the run failed while stopping (a stuck shutdown
+        included)."""
         if not self.finished:
             self._switch_into_loop(_STOP)
+            if self.crash is not None:
+                raise LoopFinished("the trio run failed while stopping") from self.crash
 
     # -- inside the greenlet -------------------------------------------------------
 
@@ -130,17 +151,36 @@ class SteppedLoop:
                 return
             answer = None
             try:
-                result = work()
-                if result is not None:
-                    await result
+                with trio.CancelScope() as self._work_scope:
+                    result = work()
+                    if result is not None:
+                        await result
+                if self._work_scope.cancelled_caught:
+                    answer = self._stall()
             except Exception as exc:
                 answer = exc
+            finally:
+                self._work_scope = None
             await trio.testing.wait_all_tasks_blocked()
             if answer is None:
                 try:
                     self._after_each()
                 except Exception as exc:
                     answer = exc
+
+    def _stalled(self) -> None:
+        # Called by trio's run loop, outside any task, when every task has been
+        # blocked for stall_seconds of real time.
+        if self._work_scope is not None:
+            self._work_scope.cancel()
+        else:  # stuck outside any work (a shutdown): end the run, uncleanly
+            raise self._stall()
+
+    def _stall(self) -> WorldStalled:
+        return WorldStalled(
+            f"every task waited for {self._stall_seconds:g} s of real time with nothing "
+            "left to wake it: a deadlock in the simulated world"
+        )
 
     # -- switching ---------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
@@ -13,6 +14,7 @@ import trio
 
 from impl._canaries import PROFILES, Canary, parse_canaries
 from impl._errors import BackendUnavailable
+from properties._replica_limits import DEFAULT_REPLICAS, MAX_REPLICAS, MIN_REPLICAS
 
 EXIT_OK, EXIT_ANOMALY, EXIT_USAGE = 0, 1, 2
 
@@ -49,7 +51,7 @@ def _canaries_from(args: argparse.Namespace) -> frozenset[Canary]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from properties._campaign import campaign_settings, run_campaign
+    from properties._campaign import CHUNK_EXAMPLES, campaign_settings, run_campaign, run_within
     from properties._progress import ProgressBar
     from properties._run_report import (
         RunInfo,
@@ -60,6 +62,13 @@ def _run(args: argparse.Namespace) -> int:
         write_run_report,
     )
 
+    if args.replicas is not None and not MIN_REPLICAS <= args.replicas <= MAX_REPLICAS:
+        print(
+            f"streamcheck: --replicas must be {MIN_REPLICAS} to {MAX_REPLICAS}, "
+            f"not {args.replicas}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if args.backend != "sim":
         if args.run_dir:
             print("streamcheck: --run-dir applies to --backend sim", file=sys.stderr)
@@ -68,28 +77,64 @@ def _run(args: argparse.Namespace) -> int:
     if args.soak or args.faults:
         print("streamcheck: --soak and --faults apply to --backend redis|cluster", file=sys.stderr)
         return EXIT_USAGE
+    if args.budget is not None and args.budget <= 0:
+        print(
+            f"streamcheck: --budget must be positive seconds, not {args.budget:g}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if args.examples is not None and args.examples < 1:
+        print(f"streamcheck: --examples must be at least 1, not {args.examples}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         canaries = _canaries_from(args)
     except ValueError as exc:
         print(f"streamcheck: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    replicas = args.replicas if args.replicas is not None else DEFAULT_REPLICAS
     reports = Path(args.reports)
     replay = reports / "failures" / "run.json"
     replay.unlink(missing_ok=True)
     label = ", ".join(sorted(c.value for c in canaries)) or "none"
-    examples = args.examples if args.examples is not None else 300
-    chosen = campaign_settings(examples)
-    print(f"simulation: {examples} examples, canaries: {label}", flush=True)
     started = utc_now()
     bar = ProgressBar()
-    try:
-        result = run_campaign(
-            canaries=canaries,
-            seed=args.seed,
-            replay_file=replay,
-            hypothesis_settings=chosen,
-            on_progress=bar,
+    if args.budget is not None:
+        # Bounded by time: campaigns of CHUNK_EXAMPLES until the budget is spent (and
+        # at most --examples, if given).
+        examples_cap: int | None = args.examples
+        chosen = campaign_settings(CHUNK_EXAMPLES)
+        cap = f"at most {examples_cap} examples" if examples_cap else "examples"
+        print(
+            f"simulation: {cap} within {args.budget:g} s, {replicas} replicas, canaries: {label}",
+            flush=True,
         )
+    else:
+        examples = args.examples if args.examples is not None else 300
+        chosen = campaign_settings(examples)
+        print(
+            f"simulation: {examples} examples, {replicas} replicas, canaries: {label}",
+            flush=True,
+        )
+    try:
+        if args.budget is not None:
+            result = run_within(
+                args.budget,
+                examples=examples_cap,
+                canaries=canaries,
+                seed=args.seed,
+                replay_file=replay,
+                on_progress=bar,
+                replicas=replicas,
+            )
+        else:
+            result = run_campaign(
+                canaries=canaries,
+                seed=args.seed,
+                replay_file=replay,
+                hypothesis_settings=chosen,
+                on_progress=bar,
+                replicas=replicas,
+            )
     finally:
         bar.clear()  # also on Ctrl-C, so the traceback starts on a clean line
     print(f"{result.examples} examples in {result.seconds:.1f} s")
@@ -145,6 +190,13 @@ def _run_real(args: argparse.Namespace) -> int:
     if args.canary or args.profile:
         print("streamcheck: canaries run in the simulation only (--backend sim)", file=sys.stderr)
         return EXIT_USAGE
+    if args.budget is not None:
+        print(
+            "streamcheck: --budget applies to --backend sim (the real tier runs "
+            "--examples runs per fault kind)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     for tool in ("redis-server", "redis-cli"):
         if shutil.which(tool) is None:
             print(
@@ -155,6 +207,10 @@ def _run_real(args: argparse.Namespace) -> int:
             return EXIT_USAGE
     backend = Backend(args.backend)
     profile = PROFILES["soak" if args.soak else "short"]
+    if args.replicas is not None:
+        profile = dataclasses.replace(
+            profile, workload=dataclasses.replace(profile.workload, replicas=args.replicas)
+        )
     try:
         faults = (
             tuple(FaultKind(name.strip()) for name in args.faults.split(",") if name.strip())
@@ -307,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
             "examples:\n  streamcheck run --examples 500\n"
             "  streamcheck run --canary force-flush-skips-gap --examples 500\n"
             "  streamcheck run --profile librechat-2026-02-10\n"
+            "  streamcheck run --replicas 3 --examples 500\n"
+            "  streamcheck run --budget 600                 # as many examples as 10 min allow\n"
             "  streamcheck run --backend redis              # real redis-server, every fault\n"
             "  streamcheck run --backend cluster --soak     # 3-master cluster, longer runs\n"
             "  streamcheck run --backend redis --faults redis-pause,replica-sigkill"
@@ -323,6 +381,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--soak", action="store_true", help="redis|cluster: the longer profile")
     run.add_argument(
         "--faults", default="", help="redis|cluster: comma-separated fault kinds (default all)"
+    )
+    run.add_argument(
+        "--replicas",
+        type=int,
+        default=None,
+        help=f"replicas of impl/ in each world, {MIN_REPLICAS} to {MAX_REPLICAS} "
+        f"(default: sim {DEFAULT_REPLICAS}, redis|cluster the profile's)",
+    )
+    run.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="sim: run short campaigns one after another until SECONDS have passed "
+        "(with --examples, whichever comes first; checked between campaigns)",
     )
     run.add_argument("--seed", type=int, default=None, help="derandomize the search")
     run.add_argument("--canary", default="", help="comma-separated canary names")

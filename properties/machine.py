@@ -10,6 +10,7 @@ some examples run with no faults at all and others with many of one kind.
 from __future__ import annotations
 
 import enum
+import functools
 from collections import Counter
 from pathlib import Path
 from typing import ClassVar
@@ -30,6 +31,7 @@ from hypothesis.stateful import (
 from impl._canaries import Canary
 from model import CheckReport
 from properties._replay import write_replay_file
+from properties._replica_limits import DEFAULT_REPLICAS, MAX_REPLICAS, MIN_REPLICAS
 from properties._simulation import Decision, Simulation
 
 #: Seconds a user reads between two turns in ``next_turn``: past the simulation's
@@ -37,7 +39,15 @@ from properties._simulation import Decision, Simulation
 READING_PAUSE_S = 11.0
 STREAM_IDS = ("s0", "s1")
 STREAMS = st.sampled_from(STREAM_IDS)
-REPLICAS = st.integers(min_value=0, max_value=1)
+
+
+@functools.cache
+def _replica_index(count: int) -> st.SearchStrategy[int]:
+    return st.integers(min_value=0, max_value=count - 1)
+
+
+#: A replica of the machine's world (drawn like ``st.integers(0, 1)`` with two).
+REPLICAS = st.runner().flatmap(lambda machine: _replica_index(machine.replica_count))
 
 
 class Fault(enum.Enum):
@@ -53,6 +63,8 @@ class Fault(enum.Enum):
 class StreamMachine(RuleBasedStateMachine):
     #: Canaries switched on in every replica (see :func:`machine_for`).
     canaries: ClassVar[frozenset[Canary]] = frozenset()
+    #: Replicas in each example's world.
+    replica_count: ClassVar[int] = DEFAULT_REPLICAS
     #: Where a failing example writes its replay file (the last one written is the
     #: shrunk example, because Hypothesis replays it last).
     failure_path: ClassVar[Path | None] = None
@@ -69,7 +81,7 @@ class StreamMachine(RuleBasedStateMachine):
         super().__init__()
         #: Message ids already put in the bundle.
         self._named: set[int] = set()
-        self.sim = Simulation(replicas=2, canaries=self.canaries)
+        self.sim = Simulation(replicas=self.replica_count, canaries=self.canaries)
         self.faults: frozenset[Fault] = frozenset()
         #: Set when a safety check failed: teardown then skips the heal, so the replay
         #: file keeps the history exactly as it was at the failure.
@@ -140,9 +152,10 @@ class StreamMachine(RuleBasedStateMachine):
 
     @rule(stream=STREAMS, how=st.sampled_from(["done", "error", "abort-r0", "abort-r1"]))
     def end(self, stream: str, how: str) -> None:
-        """End a turn: the generator finishes (done or error) or a client aborts it."""
+        """End a turn: the generator finishes (done or error) or a client aborts it
+        (on replica 0 or 1, whatever the replica count)."""
         if how.startswith("abort"):
-            self._do("abort", stream=stream, replica=int(how[-1]))
+            self._do("abort", stream=stream, replica=int(how[-1]) % self.replica_count)
         else:
             self._do("finish", stream=stream, error=how == "error")
 
@@ -331,15 +344,22 @@ class StreamMachine(RuleBasedStateMachine):
 
 
 def machine_for(
-    canaries: frozenset[Canary] = frozenset(), *, failure_path: Path | None = None
+    canaries: frozenset[Canary] = frozenset(),
+    *,
+    failure_path: Path | None = None,
+    replicas: int = DEFAULT_REPLICAS,
 ) -> type[StreamMachine]:
-    """A state machine class with the given canaries on and replay files written."""
+    """A state machine class with the given canaries on, ``replicas`` replicas in each
+    example's world, and replay files written."""
+    if not MIN_REPLICAS <= replicas <= MAX_REPLICAS:
+        raise ValueError(f"replicas must be {MIN_REPLICAS} to {MAX_REPLICAS}, not {replicas}")
     label = "_".join(sorted(c.name for c in canaries)) or "correct"
     return type(
-        f"StreamMachine_{label}",
+        f"StreamMachine_{label}_{replicas}",
         (StreamMachine,),
         {
             "canaries": canaries,
+            "replica_count": replicas,
             "failure_path": failure_path,
             "last_failure": None,
             "labels_seen": Counter(),

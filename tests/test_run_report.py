@@ -157,6 +157,95 @@ def test_run_dir_is_refused_for_real_redis(capsys: pytest.CaptureFixture[str]) -
     assert "--run-dir applies to --backend sim" in capsys.readouterr().err
 
 
+def test_a_run_with_three_replicas_records_them_and_replays_with_them(tmp_path: Path) -> None:
+    code = main(
+        [
+            "run",
+            "--canary",
+            "per-process-counters",
+            "--replicas",
+            "3",
+            "--examples",
+            "60",
+            "--seed",
+            "0",
+            "--reports",
+            str(tmp_path),
+        ]
+    )
+    assert code == EXIT_ANOMALY
+    [run_dir] = (tmp_path / "runs").iterdir()
+    data = json.loads((run_dir / "results.json").read_text())
+    assert data["replicas"] == 3
+    assert "| replicas | 3 |" in (run_dir / "summary.md").read_text()
+    decisions, _, replicas, _ = load_replay(run_dir / "run.json")
+    assert replicas == 3
+    assert all(
+        0 <= value < 3
+        for decision in decisions
+        for name, value in decision.args.items()
+        if name == "replica"
+    )
+
+
+def test_a_time_budget_runs_campaigns_until_the_examples_or_the_time_run_out(
+    tmp_path: Path,
+) -> None:
+    code = main(
+        ["run", "--budget", "60", "--examples", "150", "--seed", "0", "--reports", str(tmp_path)]
+    )
+    assert code == EXIT_OK
+    [run_dir] = (tmp_path / "runs").iterdir()
+    data = json.loads((run_dir / "results.json").read_text())
+    assert (data["budget_seconds"], data["budget_examples"]) == (60, 150)
+    # Two campaigns (100 + 50 examples; Hypothesis may run a few more), well within 60 s.
+    assert 150 <= data["figures"]["examples"] < 200
+    assert data["seed"] == 0
+    assert (
+        "| time budget | 60 s (checked between campaigns) |" in (run_dir / "summary.md").read_text()
+    )
+
+
+def test_a_time_budget_stops_at_the_first_failure(tmp_path: Path) -> None:
+    code = main(
+        [
+            "run",
+            "--canary",
+            "unbounded-early-buffer",
+            "--budget",
+            "60",
+            "--seed",
+            "0",
+            "--reports",
+            str(tmp_path),
+        ]
+    )
+    assert code == EXIT_ANOMALY
+    [run_dir] = (tmp_path / "runs").iterdir()
+    data = json.loads((run_dir / "results.json").read_text())
+    assert data["budget_examples"] is None and data["budget_seconds"] == 60
+    assert data["figures"]["first_failure_example"] <= data["figures"]["examples"]
+    assert load_replay(run_dir / "run.json")[0]
+
+
+@pytest.mark.parametrize("argv", [["--budget", "0"], ["--examples", "0"], ["--budget", "-1"]])
+def test_a_budget_that_cannot_run_is_a_usage_error(argv: list[str]) -> None:
+    assert main(["run", *argv]) == 2
+
+
+def test_the_real_tier_refuses_a_time_budget(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--backend", "redis", "--budget", "5"]) == 2
+    assert "--budget applies to --backend sim" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("replicas", ["1", "9"])
+def test_replicas_out_of_range_is_a_usage_error(
+    replicas: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "--replicas", replicas]) == 2
+    assert f"--replicas must be 2 to 8, not {replicas}" in capsys.readouterr().err
+
+
 def test_a_crash_is_reported(tmp_path: Path) -> None:
     result = CampaignResult(
         canaries=frozenset({Canary.PER_PROCESS_COUNTERS}),

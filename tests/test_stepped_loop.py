@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from properties._stepped_loop import LoopFinished, SteppedLoop
+from properties._stepped_loop import LoopFinished, SteppedLoop, WorldStalled
 
 
 class _World:
@@ -150,3 +150,22 @@ def test_an_interrupt_inside_the_run_reaches_the_caller() -> None:
         assert isinstance(raised, KeyboardInterrupt)
     assert loop.finished and loop.crash is None
     loop.close()
+
+
+def test_work_that_waits_for_nothing_is_answered_as_stalled_and_the_loop_goes_on() -> None:
+    world = _World()
+    loop = SteppedLoop(
+        world.setup,
+        clock=world.clock,
+        after_each=world.after_each,
+        on_close=world.on_close,
+        stall_seconds=0.2,
+    )
+    never = trio.Event()
+    try:
+        with pytest.raises(WorldStalled, match="deadlock"):
+            loop.run(never.wait)
+        loop.run(lambda: _send(world, 5))
+        assert world.seen == [5]
+    finally:
+        loop.close()

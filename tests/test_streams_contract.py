@@ -13,6 +13,7 @@ from dataclasses import replace
 import pytest
 import trio
 import trio.lowlevel
+import trio.testing
 
 from impl import (
     AbortOutcome,
@@ -389,3 +390,21 @@ async def test_memory_backend_forgets_the_log_of_an_expired_job() -> None:
         assert await manager.get_job("s1") is None
         assert backend.hub.log_length("s1") == 0
         assert backend.hub.counter_now("s1") == 2  # the counter survives, as in Redis
+
+
+async def test_a_stopped_stream_actor_refuses_requests_instead_of_hanging() -> None:
+    """Found by the simulation: a client's shielded detach, sent while its replica shut
+    down, waited for ever on the actor that had just stopped."""
+    from impl import MemoryBackend, StreamActorStopped, open_replica
+
+    async with open_replica(MemoryBackend()) as manager:
+        await manager.create_job("s1", "u1")
+        subscription = await manager.subscribe("s1", "u1")
+        actor = manager.transport._actor("s1")
+        manager.transport._actors["s1"][1].cancel()  # the stream's actor task ends
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.fail_after(5):
+            await subscription.aclose()  # detach: nothing left to wait for
+            assert await actor.detach(99) == 0
+            with pytest.raises(StreamActorStopped, match="s1"):
+                await actor.audit()

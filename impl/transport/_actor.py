@@ -25,7 +25,7 @@ import trio
 
 from impl._canaries import Canary
 from impl._early_buffer import EarlyBuffer
-from impl._errors import IllegalTransition
+from impl._errors import IllegalTransition, StreamActorStopped
 from impl._log import LostWrites
 from impl._reorder import ReorderBuffer, ReorderStats, Step
 from impl._seams import WallClock
@@ -91,6 +91,14 @@ class _Reply(Generic[T]):
         if self._error is not None:
             raise self._error
         return self._value  # type: ignore[return-value]
+
+
+def _refuse(command: object, stream_id: str) -> None:
+    """Answer a request the stopped actor will never run (commands without a reply
+    need no answer)."""
+    reply = getattr(command, "reply", None)
+    if isinstance(reply, _Reply):
+        reply.fail(StreamActorStopped(stream_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +279,8 @@ class StreamActor:
         self._abort_callbacks: dict[str, AbortCallback] = {}
         #: Highest seq this replica has seen on the stream: the publish floor.
         self._high_water = -1
+        #: The actor's task has ended: requests are refused (see ``_tell``).
+        self._stopped = False
         #: Last seq each recent generation published from this replica: what readers
         #: here are owed even if Redis loses it (see ReorderBuffer.note_published).
         self._published: dict[str, int] = {}
@@ -311,7 +321,7 @@ class StreamActor:
         self, generation: str, kind: EventKind, body: JSONValue, size: int
     ) -> PublishOutcome | Dispatched:
         reply: _Reply[PublishOutcome | Dispatched] = _Reply()
-        self._send.send_nowait(_Emit(generation, kind, body, size, reply))
+        self._tell(_Emit(generation, kind, body, size, reply))
         return await reply.wait()
 
     async def attach(
@@ -327,7 +337,7 @@ class StreamActor:
         deferred: bool = True,
     ) -> None:
         reply: _Reply[None] = _Reply()
-        self._send.send_nowait(
+        self._tell(
             _Attach(sub_id, generation, start_seq, out, job_ended, reply, resume, synced, deferred)
         )
         await reply.wait()
@@ -336,36 +346,40 @@ class StreamActor:
         """Canary NO_DEFERRED_DELIVERY: replay the early buffer to an attachment that is
         already live (unless it resumes), then catch it up from the log."""
         reply: _Reply[None] = _Reply()
-        self._send.send_nowait(_ReplayEarly(sub_id, resume, reply))
+        self._tell(_ReplayEarly(sub_id, resume, reply))
         await reply.wait()
 
     async def detach(self, sub_id: int) -> int:
-        """Remove a subscriber; returns how many remain."""
+        """Remove a subscriber; returns how many remain (none once the actor stopped:
+        it removed them all)."""
         reply: _Reply[int] = _Reply()
-        self._send.send_nowait(_Detach(sub_id, reply))
-        return await reply.wait()
+        self._tell(_Detach(sub_id, reply))
+        try:
+            return await reply.wait()
+        except StreamActorStopped:
+            return 0
 
     def incoming(self, message: SequencedEvent | AbortSignal) -> None:
-        self._send.send_nowait(_Incoming(message))
+        self._tell(_Incoming(message))
 
     def restored(self) -> None:
-        self._send.send_nowait(_Restored())
+        self._tell(_Restored())
 
     async def audit(self) -> None:
         """Make sure Redis still has every seq this replica saw (see ``_mark_lost``)."""
         reply: _Reply[None] = _Reply()
-        self._send.send_nowait(_Audit(reply))
+        self._tell(_Audit(reply))
         await reply.wait()
 
     def produce(self, generation: str, early: EarlyBuffer) -> None:
-        self._send.send_nowait(_Produce(generation, early))
+        self._tell(_Produce(generation, early))
 
     def stop_producing(self, generation: str) -> None:
-        self._send.send_nowait(_StopProducing(generation))
+        self._tell(_StopProducing(generation))
 
     def on_abort(self, generation: str, callback: AbortCallback | None) -> None:
         """Register (or with ``None`` remove) the abort callback of ``generation``."""
-        self._send.send_nowait(_OnAbort(generation, callback))
+        self._tell(_OnAbort(generation, callback))
 
     def malformed(self) -> None:
         self._counts.malformed += 1
@@ -403,6 +417,15 @@ class StreamActor:
             f"high_water={self._high_water}>"
         )
 
+    def _tell(self, command: _Command) -> None:
+        """Queue ``command``; once the actor has stopped, answer it at once instead
+        (a request that waited for a stopped actor would wait for ever, found by the
+        simulation: a client's shielded detach during a replica's shutdown)."""
+        if self._stopped:
+            _refuse(command, self.stream_id)
+        else:
+            self._send.send_nowait(command)
+
     # -- the task -----------------------------------------------------------------
 
     async def run(self) -> None:
@@ -415,9 +438,16 @@ class StreamActor:
                 await self._loop()
         finally:
             # Cancelled (cleanup or replica crash): readers see their stream end
-            # instead of hanging; they resume elsewhere.
+            # instead of hanging; they resume elsewhere. Requests still queued, and
+            # any made from now on, are refused rather than left waiting.
+            self._stopped = True
             for sub_id in list(self._subscribers):
                 self._remove(sub_id)
+            while True:
+                try:
+                    _refuse(self._inbox.receive_nowait(), self.stream_id)
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
 
     async def _loop(self) -> None:
         while True:

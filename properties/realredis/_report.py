@@ -58,6 +58,7 @@ def to_json(
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "backend": backend.value,
         "profile": profile.name,
+        "replicas": profile.workload.replicas,
         "seed": seed,
         "seconds": round(seconds, 1),
         "machine": {"python": platform.python_version(), "platform": platform.platform()},

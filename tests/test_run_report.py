@@ -328,6 +328,17 @@ def _progress(**overrides: Any) -> Progress:
     return Progress(**values)
 
 
+def test_render_with_a_time_budget() -> None:
+    # Time only: the bar fills with the time spent.
+    assert render(_progress(budget=0, elapsed=30.0, budget_seconds=60.0)) == (
+        "[############------------] 120 examples, 30 s/60 s, anomalies: 0"
+    )
+    # Time and examples: whichever is further along.
+    assert render(_progress(elapsed=6.0, budget_seconds=60.0)) == (
+        "[#########---------------] 120/300 examples, 6 s/60 s, anomalies: 0"
+    )
+
+
 def test_render() -> None:
     assert render(_progress()) == "[#########---------------] 120/300 examples, 12 s, anomalies: 0"
     found = render(

@@ -209,7 +209,6 @@ def run_campaign(
                 crashed = f"{type(exc).__name__}: {exc}"[:2000]
         except Exception as exc:  # a crash of impl/ or the harness is a finding too
             crashed = _describe_crash(exc)
-    seconds = time.perf_counter() - started
     report = machine.last_failure
     shrunk = shrunk_rules = hypothesis_shrunk = None
     if report is not None and replay_file is not None and replay_file.exists():
@@ -220,7 +219,7 @@ def run_campaign(
             minimized = minimize_replay_file(replay_file)
             if minimized is not None:
                 shrunk, report = minimized.after, minimized.report
-        seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started  # minimizing included
     counter.notify(finished=True)
     if seed is None and test is not None:
         # The seed Hypothesis drew for this run (None when derandomized): passing it as

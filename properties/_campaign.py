@@ -26,7 +26,7 @@ from hypothesis.stateful import get_state_machine_test
 from impl._canaries import Canary
 from model import AnomalyKind, CheckReport
 from properties._minimize import minimize_replay_file
-from properties._replica_limits import DEFAULT_REPLICAS
+from properties._run_limits import DEFAULT_REPLICAS
 from properties.machine import StreamMachine, machine_for
 
 
@@ -70,6 +70,8 @@ class CampaignResult:
     replicas: int = DEFAULT_REPLICAS
     #: The wall-clock budget of a :func:`run_within` run (None: examples only).
     budget_seconds: float | None = None
+    #: Processes the campaigns ran in (see :mod:`properties._parallel`).
+    workers: int = 1
 
     @property
     def found(self) -> bool:

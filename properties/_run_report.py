@@ -140,6 +140,7 @@ def results_json(
         "replicas": result.replicas,
         "budget_examples": result.budget,
         "budget_seconds": result.budget_seconds,
+        "workers": result.workers,
         "seed_requested": info.seed,
         "seed": result.seed,
         "settings": settings_to_json(info.settings),
@@ -266,6 +267,14 @@ def render_summary(data: dict[str, Any]) -> str:
         *(
             [f"| time budget | {data['budget_seconds']:g} s (checked between campaigns) |"]
             if data["budget_seconds"] is not None
+            else []
+        ),
+        *(
+            [
+                f"| worker processes | {data['workers']} (campaigns of "
+                f"{settings_['max_examples']} examples shared among them) |"
+            ]
+            if data["workers"] > 1
             else []
         ),
         f"| seed | {_cell(seed_text)} |",

@@ -14,7 +14,7 @@ import trio
 
 from impl._canaries import PROFILES, Canary, parse_canaries
 from impl._errors import BackendUnavailable
-from properties._replica_limits import DEFAULT_REPLICAS, MAX_REPLICAS, MIN_REPLICAS
+from properties._run_limits import DEFAULT_REPLICAS, MAX_REPLICAS, MAX_WORKERS, MIN_REPLICAS
 
 EXIT_OK, EXIT_ANOMALY, EXIT_USAGE = 0, 1, 2
 
@@ -73,6 +73,9 @@ def _run(args: argparse.Namespace) -> int:
         if args.run_dir:
             print("streamcheck: --run-dir applies to --backend sim", file=sys.stderr)
             return EXIT_USAGE
+        if args.workers != 1:
+            print("streamcheck: --workers applies to --backend sim", file=sys.stderr)
+            return EXIT_USAGE
         return _run_real(args)
     if args.soak or args.faults:
         print("streamcheck: --soak and --faults apply to --backend redis|cluster", file=sys.stderr)
@@ -86,6 +89,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.examples is not None and args.examples < 1:
         print(f"streamcheck: --examples must be at least 1, not {args.examples}", file=sys.stderr)
         return EXIT_USAGE
+    if not 1 <= args.workers <= MAX_WORKERS:
+        print(
+            f"streamcheck: --workers must be 1 to {MAX_WORKERS}, not {args.workers}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         canaries = _canaries_from(args)
     except ValueError as exc:
@@ -98,25 +107,41 @@ def _run(args: argparse.Namespace) -> int:
     label = ", ".join(sorted(c.value for c in canaries)) or "none"
     started = utc_now()
     bar = ProgressBar()
+    in_workers = f" in {args.workers} worker processes" if args.workers > 1 else ""
+    examples_cap: int | None = args.examples
     if args.budget is not None:
         # Bounded by time: campaigns of CHUNK_EXAMPLES until the budget is spent (and
         # at most --examples, if given).
-        examples_cap: int | None = args.examples
         chosen = campaign_settings(CHUNK_EXAMPLES)
         cap = f"at most {examples_cap} examples" if examples_cap else "examples"
         print(
-            f"simulation: {cap} within {args.budget:g} s, {replicas} replicas, canaries: {label}",
+            f"simulation: {cap} within {args.budget:g} s{in_workers}, {replicas} replicas, "
+            f"canaries: {label}",
             flush=True,
         )
     else:
-        examples = args.examples if args.examples is not None else 300
-        chosen = campaign_settings(examples)
+        examples = examples_cap = args.examples if args.examples is not None else 300
+        # Several workers share the examples out in campaigns of CHUNK_EXAMPLES.
+        chosen = campaign_settings(CHUNK_EXAMPLES if args.workers > 1 else examples)
         print(
-            f"simulation: {examples} examples, {replicas} replicas, canaries: {label}",
+            f"simulation: {examples} examples{in_workers}, {replicas} replicas, canaries: {label}",
             flush=True,
         )
     try:
-        if args.budget is not None:
+        if args.workers > 1:
+            from properties._parallel import run_in_workers
+
+            result = run_in_workers(
+                args.workers,
+                seconds=args.budget,
+                examples=examples_cap,
+                canaries=canaries,
+                seed=args.seed,
+                replay_file=replay,
+                on_progress=bar,
+                replicas=replicas,
+            )
+        elif args.budget is not None:
             result = run_within(
                 args.budget,
                 examples=examples_cap,
@@ -365,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  streamcheck run --profile librechat-2026-02-10\n"
             "  streamcheck run --replicas 3 --examples 500\n"
             "  streamcheck run --budget 600                 # as many examples as 10 min allow\n"
+            "  streamcheck run --budget 600 --workers 2     # the same on two cores\n"
             "  streamcheck run --backend redis              # real redis-server, every fault\n"
             "  streamcheck run --backend cluster --soak     # 3-master cluster, longer runs\n"
             "  streamcheck run --backend redis --faults redis-pause,replica-sigkill"
@@ -396,6 +422,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="sim: run short campaigns one after another until SECONDS have passed "
         "(with --examples, whichever comes first; checked between campaigns)",
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="sim: run campaigns in N processes at once (one per core is the most that "
+        "helps); the examples or the time budget are shared among them",
     )
     run.add_argument("--seed", type=int, default=None, help="derandomize the search")
     run.add_argument("--canary", default="", help="comma-separated canary names")

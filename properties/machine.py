@@ -31,7 +31,7 @@ from hypothesis.stateful import (
 from impl._canaries import Canary
 from model import CheckReport
 from properties._replay import write_replay_file
-from properties._replica_limits import DEFAULT_REPLICAS, MAX_REPLICAS, MIN_REPLICAS
+from properties._run_limits import DEFAULT_REPLICAS, MAX_REPLICAS, MIN_REPLICAS
 from properties._simulation import Decision, Simulation
 
 #: Seconds a user reads between two turns in ``next_turn``: past the simulation's

@@ -1,5 +1,5 @@
-"""How many replicas of impl/ a run may put in its world (no heavy imports: the CLI
-reads these before it loads the simulation)."""
+"""How big a run may be: replicas of impl/ in its world, worker processes (no heavy
+imports: the CLI reads these before it loads the simulation)."""
 
 from __future__ import annotations
 
@@ -9,3 +9,5 @@ DEFAULT_REPLICAS = 2
 #: only multiplies tasks (and, against real Redis, agent processes) without new paths.
 MIN_REPLICAS = 2
 MAX_REPLICAS = 8
+#: Most worker processes of one simulation run (each holds a simulation, ~100 MB).
+MAX_WORKERS = 32

@@ -134,13 +134,13 @@ class ReorderBuffer:
     def offer(self, event: SequencedEvent, now: float) -> Step:
         step = Step()
         if self._finished:
-            return step
-        if event.seq < self.next_seq:
+            return self._finish(step, now)
+        if event.seq < self.next_seq or event.seq in self._pending:
+            # Still a full step: a bare one would carry no timer, and the shell would
+            # stop waking this reader (found by the simulation: a duplicate relayed
+            # after a failover left a reader without its idle probe, waiting for ever).
             self._duplicates += 1
-            return step
-        if event.seq in self._pending:
-            self._duplicates += 1
-            return step
+            return self._finish(step, now)
         self._pending[event.seq] = event
         if self._first_parked_at is None:
             self._first_parked_at = now
@@ -172,7 +172,7 @@ class ReorderBuffer:
         was_repair = self._repair_in_flight
         self._repair_in_flight = False
         if self._finished:
-            return step
+            return self._finish(step, now)
         before = self.next_seq
         for entry in entries:
             if self._finished:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from impl._log import LostWrites
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from impl._log import LogRow, LostWrites
 from impl._reorder import SUPERSEDED, ReorderBuffer, Step
 from model import Chunk, Done, Failure, Gap, GapReason, StreamEvent
 
@@ -177,6 +180,55 @@ def test_idle_probe_finds_the_lost_tail() -> None:
     step = buf.apply_log([chunk(0), done(1)], exhausted=True, now=2.1)
     assert seqs(step.deliver) == [0, 1]
     assert step.finished
+
+
+def test_a_duplicate_keeps_the_idle_probe_armed() -> None:
+    buf = live()
+    buf.offer(chunk(0), 0.0)
+    buf.offer(chunk(2), 0.1)
+    for duplicate in (chunk(0), chunk(2)):  # below the frontier, already parked
+        step = buf.offer(duplicate, 0.2)
+        assert not step.deliver and step.wake_at is not None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("offer"), st.integers(0, 6)),
+            st.tuples(st.just("done"), st.integers(0, 6)),
+            st.tuples(st.just("timer"), st.floats(0.0, 3.0)),
+            st.tuples(st.just("resync"), st.just(0)),
+        ),
+        max_size=30,
+    ),
+    st.booleans(),
+)
+def test_a_live_reader_always_has_a_timer_or_a_read_in_flight(
+    inputs: list[tuple[str, float]], log_has_everything: bool
+) -> None:
+    """Whatever arrives, a step of a reader that has not finished either asks for a log
+    read or says when to wake it: otherwise the shell would never call it again."""
+    buf = live()
+    now = 0.0
+    published: dict[int, Chunk | Done] = {}
+    for kind, value in inputs:
+        if kind == "timer":
+            now += value
+            step = buf.on_timer(now)
+        elif kind == "resync":
+            step = buf.resync(now)
+        else:
+            seq = int(value)
+            event = done(seq) if kind == "done" else chunk(seq)
+            published.setdefault(seq, event)
+            step = buf.offer(published[seq], now)
+        while step.fetch_from is not None:
+            rows: list[LogRow] = [published[s] for s in sorted(published) if s >= step.fetch_from]
+            step = buf.apply_log(rows if log_has_everything else [], exhausted=True, now=now)
+        assert step.finished or step.wake_at is not None, (kind, value, buf)
+        if step.finished:
+            return
 
 
 def test_failed_read_is_retried_after_the_timeout() -> None:

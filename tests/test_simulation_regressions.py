@@ -223,6 +223,21 @@ REGRESSIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         *[("step", {"k": 4})] * 9,  # the abort, all of it, still before the job read
         ("settle", {}),
     ],
+    # Relayed pub/sub (Cluster): the failover spared the subscriber connection, so the
+    # reader on the producing replica, served chunk 0 from the producer's receipt, got
+    # it again from pub/sub. The duplicate's step carried no timer, the reader's idle
+    # probe was never re-armed, and when the new turn's replica crashed before emitting
+    # anything the reader waited for ever instead of learning it was superseded.
+    "duplicate-disarmed-the-idle-probe": [
+        ("relay_pubsub", {}),
+        ("create", {"replica": 0, "stream": "s0"}),
+        ("settle", {}),
+        ("subscribe", {"replica": 0, "stream": "s0"}),
+        ("failover_after_emit", {"stream": "s0"}),
+        ("create", {"replica": 1, "stream": "s0"}),
+        ("settle", {}),
+        ("crash", {"replica": 1}),
+    ],
 }
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from impl._canaries import Canary
+from model import AnomalyKind
 from properties._campaign import (
     CHUNK_EXAMPLES,
     CampaignResult,
@@ -70,7 +71,7 @@ class _Tick:
     worker: int
     examples: int
     failing_examples: int
-    anomaly_kinds: tuple[Any, ...]
+    anomaly_kinds: tuple[AnomalyKind, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,6 +74,8 @@ class Simulation:
         self.clock = trio.testing.MockClock()
         self._replica_count = replicas
         self._with_replica = with_replica
+        #: Seeds trio's scheduler before every decision (``shuffle_tasks`` sets it).
+        self.scheduler_seed = 0
         self.world: World | None = None
         self.sim: SimRedis | None = None
         # fakeredis's clock is patched process-wide, for as long as this run lives.
@@ -123,8 +125,10 @@ class Simulation:
             # decision, a decision's interleaving depends on the world's state and the
             # decision only, not on how many batches earlier decisions happened to run.
             # Deleting a decision that changed nothing then changes nothing later, which
-            # is what shrinking and minimizing rely on.
-            _run._r.seed(0)
+            # is what shrinking and minimizing rely on. The seed itself is the test's
+            # choice (``shuffle_tasks``): the order of tasks woken together is one more
+            # source of nondeterminism the test draws, not one fixed order for ever.
+            _run._r.seed(self.scheduler_seed)
             return fn()
 
         try:
@@ -157,6 +161,11 @@ class Simulation:
     def _s(self) -> SimRedis:
         assert self.sim is not None
         return self.sim
+
+    def _do_shuffle_tasks(self, seed: int) -> None:
+        """From the next decision on, trio orders each batch of runnable tasks by
+        ``seed`` (two tasks woken by one step run in another order)."""
+        self.scheduler_seed = seed
 
     def _do_create(self, stream: str, replica: int) -> None:
         self._w().create(stream, replica)

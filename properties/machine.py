@@ -256,6 +256,12 @@ class StreamMachine(RuleBasedStateMachine):
     def settle(self) -> None:
         self._do("settle")
 
+    @rule(seed=st.integers(1, 2**16 - 1))
+    def shuffle_tasks(self, seed: int) -> None:
+        """Order the tasks each later step wakes together another way: trio runs a
+        batch of runnable tasks in a shuffled order, here seeded by the test."""
+        self._do("shuffle_tasks", seed=seed)
+
     @rule(seed=st.integers(0, 2**16 - 1), depth=st.integers(1, 3))
     def pct(self, seed: int, depth: int) -> None:
         """Run everything pending in a PCT order (priorities per lane, depth - 1

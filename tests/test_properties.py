@@ -9,14 +9,17 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import pytest
+from trio._core import _run
 
 from impl._canaries import Canary
 from model import AnomalyKind
 from properties._campaign import run_campaign
 from properties._replay import load_replay, replay_twice
+from properties._simulation import Decision, Simulation
 
 #: CI budget, derandomized; nightly runs raise it with STREAMCHECK_EXAMPLES and search
 #: afresh with STREAMCHECK_RANDOM=1.
@@ -133,3 +136,28 @@ def test_canary_is_detected_and_named(canary: Canary, tmp_path: Path) -> None:
     assert rerun.history == data["history"]
     assert not rerun.report.ok
     assert set(rerun.report.by_kind()) & EXPECTED[canary], rerun.report.by_kind()
+
+
+def test_the_order_of_tasks_woken_together_is_the_tests_choice() -> None:
+    """trio runs each batch of runnable tasks in an order drawn from one Random; the
+    simulation seeds it before every decision with the seed the last ``shuffle_tasks``
+    decision chose (0 before any), so a replay repeats the order and Hypothesis can
+    vary it."""
+    simulation = Simulation()
+    states: list[object] = []
+    try:
+        simulation._call(lambda: states.append(_run._r.getstate()))
+        simulation.apply(Decision("shuffle_tasks", {"seed": 5}))
+        simulation._call(lambda: states.append(_run._r.getstate()))
+    finally:
+        simulation.close()
+    assert states == [random.Random(0).getstate(), random.Random(5).getstate()]
+    decisions = [
+        Decision("create", {"stream": "s0", "replica": 0}),
+        Decision("shuffle_tasks", {"seed": 977}),
+        Decision("subscribe", {"stream": "s0", "replica": 1}),
+        Decision("burst", {"stream": "s0", "n": 4}),
+        Decision("pct", {"seed": 3, "depth": 2}),
+    ]
+    result, deterministic = replay_twice(decisions, canaries=frozenset(), replicas=2)
+    assert deterministic and result.report.ok, result.report.summary()

@@ -132,7 +132,8 @@ class _Emit:
     generation: str
     kind: EventKind
     body: JSONValue
-    size: int
+    #: ``body`` as JSON (encoded once, by the transport, which checked its size).
+    encoded: str
     reply: _Reply[PublishOutcome | Dispatched]
 
 
@@ -318,10 +319,10 @@ class StreamActor:
     # -- API used by the transport (each call is one command) --------------------
 
     async def emit(
-        self, generation: str, kind: EventKind, body: JSONValue, size: int
+        self, generation: str, kind: EventKind, body: JSONValue, encoded: str
     ) -> PublishOutcome | Dispatched:
         reply: _Reply[PublishOutcome | Dispatched] = _Reply()
-        self._tell(_Emit(generation, kind, body, size, reply))
+        self._tell(_Emit(generation, kind, body, encoded, reply))
         return await reply.wait()
 
     async def attach(
@@ -539,6 +540,7 @@ class StreamActor:
                 generation=command.generation,
                 kind=command.kind,
                 body=command.body,
+                encoded_body=command.encoded,
                 floor=0 if self._counter_resets else self._high_water + 1,
                 pinned_seq=self._local_counter,
                 fenced=self._fenced,
@@ -561,7 +563,8 @@ class StreamActor:
                     del self._ended[next(iter(self._ended))]
             producer = self._producer
             if producer is not None and producer.generation == command.generation:
-                producer.early.record(_as_event(command, outcome.seq), command.size)
+                # ASCII JSON: its length in characters is its size in bytes.
+                producer.early.record(_as_event(command, outcome.seq), len(command.encoded))
         command.reply.set(outcome)
 
     def _remember_published(self, generation: str, seq: int) -> None:

@@ -75,11 +75,15 @@ class Bus(Protocol):
         kind: EventKind,
         body: JSONValue,
         floor: int,
+        encoded_body: str | None = None,
         pinned_seq: int | None = None,
         fenced: bool = True,
         reused_seqs: bool = False,
     ) -> PublishOutcome:
         """Allocate a seq ``>= floor``, log and publish; or refuse without side effects.
+
+        ``encoded_body`` is ``body`` as :func:`~impl.transport._envelope.encode_body`
+        writes it, when the caller has it already (saves encoding it twice).
 
         ``pinned_seq``, ``fenced=False`` and ``reused_seqs`` exist for canaries only:
         publish with that seq instead of one from the shared counter; skip the publish

@@ -189,10 +189,12 @@ class MemoryBus:
         kind: EventKind,
         body: JSONValue,
         floor: int,
+        encoded_body: str | None = None,
         pinned_seq: int | None = None,
         fenced: bool = True,
         reused_seqs: bool = False,
     ) -> PublishOutcome:
+        # Events stay Python objects here: ``encoded_body`` is not needed.
         # A list needs no id order, so ``reused_seqs`` changes nothing here.
         return self._hub._publish(stream_id, generation, kind, body, floor, pinned_seq, fenced)
 

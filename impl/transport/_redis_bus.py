@@ -120,11 +120,12 @@ class RedisBus:
         kind: EventKind,
         body: JSONValue,
         floor: int,
+        encoded_body: str | None = None,
         pinned_seq: int | None = None,
         fenced: bool = True,
         reused_seqs: bool = False,
     ) -> PublishOutcome:
-        encoded = encode_body(body)
+        encoded = encoded_body if encoded_body is not None else encode_body(body)
         prefix, suffix = encode_split(kind.value, generation, body, encoded_body=encoded)
         log_payload = str(body) if kind is EventKind.ERROR else encoded
         reply = await self._redis.run_script(

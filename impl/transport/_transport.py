@@ -225,10 +225,11 @@ class EventTransport:
     async def _emit(
         self, stream_id: str, generation: str, kind: EventKind, body: JSONValue
     ) -> PublishOutcome | Dispatched:
-        size = len(encode_body(body))  # ASCII: characters are bytes
+        encoded = encode_body(body)
+        size = len(encoded)  # ASCII: characters are bytes
         if size > self._max_event_bytes:
             raise EventTooLarge(stream_id=stream_id, size=size, limit=self._max_event_bytes)
-        return await self._actor(stream_id).emit(generation, kind, body, size)
+        return await self._actor(stream_id).emit(generation, kind, body, encoded)
 
     async def emit_abort(self, stream_id: str, generation: str) -> None:
         await self._bus.publish_abort(stream_id, generation)

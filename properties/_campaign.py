@@ -27,6 +27,7 @@ from impl._canaries import Canary
 from model import AnomalyKind, CheckReport
 from properties._minimize import minimize_replay_file
 from properties._run_limits import DEFAULT_REPLICAS
+from properties._simulation import describe_crash
 from properties.machine import StreamMachine, machine_for
 
 
@@ -210,7 +211,7 @@ def run_campaign(
             if machine.last_failure is None:
                 crashed = f"{type(exc).__name__}: {exc}"[:2000]
         except Exception as exc:  # a crash of impl/ or the harness is a finding too
-            crashed = _describe_crash(exc)
+            crashed = describe_crash(exc)
     report = machine.last_failure
     shrunk = shrunk_rules = hypothesis_shrunk = None
     if report is not None and replay_file is not None and replay_file.exists():
@@ -238,7 +239,13 @@ def run_campaign(
             counter.first_failure_at - started if counter.first_failure_at is not None else None
         ),
         shrunk_steps=shrunk,
-        replay_file=replay_file if report is not None else None,
+        # A crash of the simulated world writes its decisions too (see StreamMachine._do).
+        replay_file=(
+            replay_file
+            if report is not None
+            or (crashed is not None and replay_file is not None and replay_file.exists())
+            else None
+        ),
         crashed=crashed,
         labels=dict(machine.labels_seen),
         budget=chosen.max_examples,
@@ -434,27 +441,3 @@ class _Counter:
                 shrink=self.shrink,
             )
         )
-
-
-def _describe_crash(exc: BaseException) -> str:
-    """The innermost causes of a crash, one line each (ExceptionGroups flattened)."""
-    lines: list[str] = []
-
-    def walk(error: BaseException, depth: int) -> None:
-        if depth > 8 or len(lines) > 20:
-            return
-        if isinstance(error, BaseExceptionGroup):
-            for inner in error.exceptions:
-                walk(inner, depth + 1)
-            return
-        tb = error.__traceback__
-        where = ""
-        while tb is not None:
-            where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
-            tb = tb.tb_next
-        lines.append(f"{type(error).__name__}: {error} (at {where})")
-        if error.__cause__ is not None:
-            walk(error.__cause__, depth + 1)
-
-    walk(exc, 0)
-    return "\n".join(lines)[:4000]

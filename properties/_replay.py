@@ -21,7 +21,7 @@ from typing import Any
 
 from impl._canaries import Canary
 from model import CheckReport, History, Record
-from properties._simulation import Decision, Simulation
+from properties._simulation import Decision, Simulation, SimulationCrashed, describe_crash
 
 FORMAT_VERSION = 1
 
@@ -85,10 +85,31 @@ class ReplayResult:
 def replay_decisions(
     decisions: list[Decision], *, canaries: frozenset[Canary], replicas: int
 ) -> ReplayResult:
-    """Run the decisions in a fresh simulation, then heal and judge."""
-    with run_decisions(decisions, canaries=canaries, replicas=replicas) as (simulation, report):
+    """Run the decisions in a fresh simulation, then heal and judge; a crash of the
+    simulated world is reported in ``crashed``, with the history up to it."""
+    seed_scheduler()
+    logging.disable(logging.WARNING)
+    simulation = Simulation(replicas=replicas, canaries=canaries)
+    crashed: str | None = None
+    try:
+        try:
+            report = _apply_and_judge(simulation, decisions)
+        except SimulationCrashed as exc:
+            crashed = describe_crash(exc)
+            report = simulation.safety_report()
         assert simulation.world is not None
-        return ReplayResult(report, history_to_json(simulation.world.history))
+        return ReplayResult(report, history_to_json(simulation.world.history), crashed)
+    finally:
+        simulation.close()
+
+
+def _apply_and_judge(simulation: Simulation, decisions: list[Decision]) -> CheckReport:
+    # A recorded run ends at the rule whose invariant failed (one rule may hold several
+    # decisions), or ran to completion and failed in the heal phase.
+    for decision in decisions:
+        simulation.apply(decision)
+    report = simulation.safety_report()
+    return simulation.heal() if report.ok else report
 
 
 @contextlib.contextmanager
@@ -102,14 +123,7 @@ def run_decisions(
     logging.disable(logging.WARNING)
     simulation = Simulation(replicas=replicas, canaries=canaries)
     try:
-        # A recorded run ends at the rule whose invariant failed (one rule may hold
-        # several decisions), or ran to completion and failed in the heal phase.
-        for decision in decisions:
-            simulation.apply(decision)
-        report = simulation.safety_report()
-        if report.ok:
-            report = simulation.heal()
-        yield simulation, report
+        yield simulation, _apply_and_judge(simulation, decisions)
     finally:
         simulation.close()
 
@@ -126,10 +140,12 @@ def load_replay(path: Path) -> tuple[list[Decision], frozenset[Canary], int, dic
 def replay_twice(
     decisions: list[Decision], *, canaries: frozenset[Canary], replicas: int
 ) -> tuple[ReplayResult, bool]:
-    """Run twice; the bool says whether both histories were identical."""
+    """Run twice; the bool says whether both runs were identical (histories, and
+    crashes if any)."""
     first = replay_decisions(decisions, canaries=canaries, replicas=replicas)
     second = replay_decisions(decisions, canaries=canaries, replicas=replicas)
-    return first, first.history == second.history
+    same = first.history == second.history and first.crashed == second.crashed
+    return first, same
 
 
 def seed_scheduler() -> None:

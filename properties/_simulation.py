@@ -58,6 +58,30 @@ class SimulationCrashed(RuntimeError):
     """A task in the simulated world raised: a bug in impl/ or in the harness."""
 
 
+def describe_crash(exc: BaseException) -> str:
+    """The innermost causes of a crash, one line each (ExceptionGroups flattened)."""
+    lines: list[str] = []
+
+    def walk(error: BaseException, depth: int) -> None:
+        if depth > 8 or len(lines) > 20:
+            return
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                walk(inner, depth + 1)
+            return
+        tb = error.__traceback__
+        where = ""
+        while tb is not None:
+            where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
+            tb = tb.tb_next
+        lines.append(f"{type(error).__name__}: {error} (at {where})")
+        if error.__cause__ is not None:
+            walk(error.__cause__, depth + 1)
+
+    walk(exc, 0)
+    return "\n".join(lines)[:4000]
+
+
 class Simulation:
     def __init__(
         self,

@@ -297,13 +297,15 @@ def _replay(args: argparse.Namespace) -> int:
     for decision in decisions:
         print(f"  {decision}")
     result, deterministic = replay_twice(decisions, canaries=canaries, replicas=replicas)
+    if result.crashed:
+        print(f"the simulated world CRASHED (a bug in impl/ or the harness):\n{result.crashed}")
     print(result.report.summary())
     print(f"deterministic: {'yes' if deterministic else 'NO (two replays differed)'}")
     recorded = data.get("history")
     if recorded is not None:
         same = recorded == result.history
         print(f"same history as recorded: {'yes' if same else 'no'}")
-    return EXIT_OK if result.report.ok else EXIT_ANOMALY
+    return EXIT_OK if result.report.ok and not result.crashed else EXIT_ANOMALY
 
 
 def _canaries(args: argparse.Namespace) -> int:

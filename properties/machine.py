@@ -32,7 +32,7 @@ from impl._canaries import Canary
 from model import CheckReport
 from properties._replay import write_replay_file
 from properties._run_limits import DEFAULT_REPLICAS, MAX_REPLICAS, MIN_REPLICAS
-from properties._simulation import Decision, Simulation
+from properties._simulation import Decision, Simulation, SimulationCrashed, describe_crash
 
 #: Seconds a user reads between two turns in ``next_turn``: past the simulation's
 #: cleanup interval (10 s), short of its producer timeout (30 s).
@@ -94,7 +94,21 @@ class StreamMachine(RuleBasedStateMachine):
     def _do(self, name: str, **args: object) -> None:
         decision = Decision(name, dict(args))
         note(str(decision))
-        self.sim.apply(decision)
+        try:
+            self.sim.apply(decision)
+        except SimulationCrashed as exc:
+            # A crash is a finding too: keep the decisions that led to it, so that
+            # `streamcheck replay` reproduces it without Hypothesis.
+            self._failed = True
+            if self.failure_path is not None:
+                write_replay_file(
+                    self.failure_path,
+                    name=type(self).__name__,
+                    simulation=self.sim,
+                    report=self.sim.safety_report(),
+                    extra={"crashed": describe_crash(exc)},
+                )
+            raise
 
     @initialize(faults=st.frozensets(st.sampled_from(Fault)))
     def choose_faults(self, faults: frozenset[Fault]) -> None:

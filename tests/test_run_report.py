@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from impl import GenerationJobManager
 from impl._canaries import Canary
 from model import AnomalyKind
 from properties._campaign import CampaignResult, Progress, campaign_settings, run_campaign
@@ -394,3 +395,27 @@ def test_run_campaign_reports_progress() -> None:
     assert seen[-1].examples == result.examples
     assert {p.budget for p in seen} == {5}
     assert result.rule_steps is not None and result.rule_steps > 0
+
+
+def test_a_crash_of_the_simulated_world_leaves_a_replay_file_that_reproduces_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A bug that makes a task of the world raise (here: every emit) crashes the world;
+    # the decisions that led there are written like a failure's, and replay repeats it.
+    async def broken_emit(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("injected crash")
+
+    monkeypatch.setattr(GenerationJobManager, "emit_chunk", broken_emit)
+    replay = tmp_path / "crash.json"
+    result = run_campaign(examples=50, seed=0, replay_file=replay)
+    assert result.crashed is not None and "injected crash" in result.crashed
+    assert result.replay_file == replay
+    data = json.loads(replay.read_text())
+    assert "injected crash" in data["crashed"]
+    assert any(name in {"emit", "burst", "generate"} for name, _ in data["decisions"])
+    decisions, canaries, replicas, _ = load_replay(replay)
+    replayed, deterministic = replay_twice(decisions, canaries=canaries, replicas=replicas)
+    assert deterministic and replayed.crashed is not None
+    assert "injected crash" in replayed.crashed
+    assert main(["replay", str(replay)]) == EXIT_ANOMALY
+    assert "the simulated world CRASHED" in capsys.readouterr().out

@@ -238,7 +238,33 @@ REGRESSIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("settle", {}),
         ("crash", {"replica": 1}),
     ],
+    # Three replicas: an abort pressed on a replica that was not producing emitted its
+    # Done through that replica's actor for the stream, idle there (no reader, no abort
+    # callback); the periodic cleanup stopped it with the emit queued, and the emit
+    # raised StreamActorStopped out of abort_job. Emits now hold the stream, as
+    # subscribes do, so cleanup leaves the actor alone until they are answered.
+    "cleanup-stopped-the-actor-under-an-abort": [
+        ("create", {"replica": 0, "stream": "s1"}),
+        ("settle", {}),
+        ("subscribe", {"replica": 0, "stream": "s1"}),
+        ("settle", {}),
+        ("finish", {"error": False, "stream": "s0"}),
+        ("settle", {}),
+        ("jump", {"dt": 11.0}),
+        ("settle", {}),
+        ("create", {"replica": 1, "stream": "s0"}),
+        ("settle", {}),
+        ("subscribe", {"replica": 1, "stream": "s0"}),
+        ("settle", {}),
+        ("jump", {"dt": 31.0}),
+        ("abort", {"replica": 0, "stream": "s0"}),
+        ("settle", {}),
+    ],
 }
+
+
+#: Regressions found in worlds of more than two replicas.
+REPLICAS = {"cleanup-stopped-the-actor-under-an-abort": 3}
 
 
 @pytest.mark.parametrize("name", sorted(REGRESSIONS))
@@ -246,10 +272,13 @@ def test_found_bug_stays_fixed_and_replays_deterministically(name: str) -> None:
     logging.disable(logging.WARNING)
     try:
         decisions = [Decision(n, dict(a)) for n, a in REGRESSIONS[name]]
-        result, deterministic = replay_twice(decisions, canaries=frozenset(), replicas=2)
+        result, deterministic = replay_twice(
+            decisions, canaries=frozenset(), replicas=REPLICAS.get(name, 2)
+        )
     finally:
         logging.disable(logging.NOTSET)
     assert deterministic
+    assert result.crashed is None, result.crashed
     assert result.report.ok, result.report.summary()
 
 

@@ -229,7 +229,11 @@ class EventTransport:
         size = len(encoded)  # ASCII: characters are bytes
         if size > self._max_event_bytes:
             raise EventTooLarge(stream_id=stream_id, size=size, limit=self._max_event_bytes)
-        return await self._actor(stream_id).emit(generation, kind, body, encoded)
+        # Held while in flight, so that cleanup never stops the actor under it (found by
+        # the simulation: an abort on a replica that was not producing emitted its Done
+        # through an idle actor, which the periodic cleanup stopped before it ran).
+        with self._holding(stream_id):
+            return await self._actor(stream_id).emit(generation, kind, body, encoded)
 
     async def emit_abort(self, stream_id: str, generation: str) -> None:
         await self._bus.publish_abort(stream_id, generation)
@@ -364,10 +368,11 @@ class EventTransport:
         """If Redis lost seqs of the stream (this replica saw them, or the server was
         restarted or failed over), push the shared counter past them and log them as
         lost, so that what comes next never reuses their numbers."""
-        if (entry := self._actors.get(stream_id)) is not None:
-            await entry[0].audit()
-        else:
-            await self._bus.mark_lost(stream_id, floor=0)
+        with self._holding(stream_id):  # as an emit: cleanup must not stop its actor
+            if (entry := self._actors.get(stream_id)) is not None:
+                await entry[0].audit()
+            else:
+                await self._bus.mark_lost(stream_id, floor=0)
 
     def on_all_subscribers_left(self, stream_id: str, callback: AllLeftCallback) -> None:
         """Run ``callback`` each time the last local subscriber of the stream leaves."""

@@ -214,14 +214,20 @@ def run_campaign(
             crashed = describe_crash(exc)
     report = machine.last_failure
     shrunk = shrunk_rules = hypothesis_shrunk = None
-    if report is not None and replay_file is not None and replay_file.exists():
+    # An anomaly or a crash of the simulated world wrote the replay file (a crash of
+    # the harness itself writes none).
+    failed = report is not None or crashed is not None
+    wrote = failed and replay_file is not None and replay_file.exists()
+    if wrote and replay_file is not None:
         replayed = json.loads(replay_file.read_text())
         shrunk = hypothesis_shrunk = len(replayed["decisions"])
         shrunk_rules = replayed.get("rule_steps")
-        if Phase.shrink in chosen.phases and crashed is None:
+        if Phase.shrink in chosen.phases:
             minimized = minimize_replay_file(replay_file)
             if minimized is not None:
-                shrunk, report = minimized.after, minimized.report
+                shrunk = minimized.after
+                if report is not None and crashed is None:
+                    report = minimized.report
     seconds = time.perf_counter() - started  # minimizing included
     counter.notify(finished=True)
     if seed is None and test is not None:
@@ -239,13 +245,7 @@ def run_campaign(
             counter.first_failure_at - started if counter.first_failure_at is not None else None
         ),
         shrunk_steps=shrunk,
-        # A crash of the simulated world writes its decisions too (see StreamMachine._do).
-        replay_file=(
-            replay_file
-            if report is not None
-            or (crashed is not None and replay_file is not None and replay_file.exists())
-            else None
-        ),
+        replay_file=replay_file if wrote else None,
         crashed=crashed,
         labels=dict(machine.labels_seen),
         budget=chosen.max_examples,

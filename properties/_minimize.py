@@ -25,7 +25,15 @@ from pathlib import Path
 
 from impl._canaries import Canary
 from model import AnomalyKind, CheckReport
-from properties._replay import load_replay, replay_decisions, run_decisions, write_replay_file
+from properties._replay import (
+    apply_and_judge,
+    crash_signature,
+    load_replay,
+    replay_decisions,
+    replay_simulation,
+    write_crash_replay_file,
+    write_replay_file,
+)
 from properties._simulation import Decision, SimulationCrashed
 
 #: Wall seconds one failure's minimization may take (replays cost 5 to 50 ms each).
@@ -91,9 +99,25 @@ def shows_anomaly(kind: AnomalyKind, *, canaries: frozenset[Canary], replicas: i
     def still_fails(decisions: list[Decision]) -> bool:
         try:
             result = replay_decisions(decisions, canaries=canaries, replicas=replicas)
-        except SimulationCrashed:
+        except SimulationCrashed:  # the world failed to start
+            return False
+        if result.crashed is not None:
             return False
         return any(a.kind is kind for a in result.report.anomalies)
+
+    return still_fails
+
+
+def crashes_like(signature: str, *, canaries: frozenset[Canary], replicas: int) -> StillFails:
+    """A ``still_fails`` for replays: the world crashes with the same innermost error,
+    raised at the same place (:func:`~properties._replay.crash_signature`)."""
+
+    def still_fails(decisions: list[Decision]) -> bool:
+        try:
+            result = replay_decisions(decisions, canaries=canaries, replicas=replicas)
+        except SimulationCrashed:
+            return False
+        return result.crashed is not None and crash_signature(result.crashed) == signature
 
     return still_fails
 
@@ -105,7 +129,8 @@ class MinimizedReplay:
     after: int
     replays: int
     out_of_time: bool
-    #: The checker's report on the file's run, as now written in it.
+    #: The checker's report on the file's run, as now written in it (for a crash, the
+    #: safety report at the crash).
     report: CheckReport
 
 
@@ -113,39 +138,49 @@ def minimize_replay_file(
     path: Path, *, seconds: float = MINIMIZE_SECONDS
 ) -> MinimizedReplay | None:
     """Minimize the replay file at ``path`` in place, keeping the class of its first
-    anomaly; ``None`` if it has none or does not reproduce (then it is left as is).
-    The rewritten file says, under ``minimized``, how long the list was before."""
+    anomaly, or its crash; ``None`` if it has neither or does not reproduce (then it is
+    left as is). The rewritten file says, under ``minimized``, how long the list was
+    before."""
     decisions, canaries, replicas, data = load_replay(path)
+    crashed = data.get("crashed")
     anomalies = data["report"]["anomalies"]
-    if not anomalies:
+    if crashed:
+        kept = "crash"
+        still_fails = crashes_like(crash_signature(crashed), canaries=canaries, replicas=replicas)
+    elif anomalies:
+        kept = anomalies[0]["kind"]
+        still_fails = shows_anomaly(AnomalyKind(kept), canaries=canaries, replicas=replicas)
+    else:
         return None
-    kind = AnomalyKind(anomalies[0]["kind"])
-    still_fails = shows_anomaly(kind, canaries=canaries, replicas=replicas)
     if not still_fails(decisions):
         return None
     result = minimize_decisions(decisions, still_fails, deadline=time.monotonic() + seconds)
-    with run_decisions(result.decisions, canaries=canaries, replicas=replicas) as (
-        simulation,
-        report,
-    ):
-        if len(result.decisions) < len(decisions):
-            write_replay_file(
-                path,
-                name=data["name"],
-                simulation=simulation,
-                report=report,
-                hypothesis_seed=data.get("hypothesis_seed"),
-                extra={
-                    # Hypothesis's shrunk example's rule count, which this file shortens.
-                    "rule_steps": data.get("rule_steps"),
-                    "minimized": {
-                        "from_decisions": len(decisions),
-                        "replays": result.replays,
-                        "out_of_time": result.out_of_time,
-                        "kept_anomaly": kind.value,
-                    },
-                },
-            )
+    extra = {
+        # Hypothesis's shrunk example's rule count, which this file shortens.
+        "rule_steps": data.get("rule_steps"),
+        "hypothesis_seed": data.get("hypothesis_seed"),
+        "minimized": {
+            "from_decisions": len(decisions),
+            "replays": result.replays,
+            "out_of_time": result.out_of_time,
+            "kept_anomaly": kept,
+        },
+    }
+    rewrite = len(result.decisions) < len(decisions)
+    with replay_simulation(canaries=canaries, replicas=replicas) as simulation:
+        try:
+            report = apply_and_judge(simulation, result.decisions)
+        except SimulationCrashed as crash:
+            report = simulation.safety_report()
+            if rewrite:
+                write_crash_replay_file(
+                    path, name=data["name"], simulation=simulation, crash=crash, extra=extra
+                )
+        else:
+            if rewrite:
+                write_replay_file(
+                    path, name=data["name"], simulation=simulation, report=report, extra=extra
+                )
     return MinimizedReplay(
         before=len(decisions),
         after=len(result.decisions),

@@ -75,6 +75,31 @@ def write_replay_file(
     return path
 
 
+def write_crash_replay_file(
+    path: Path,
+    *,
+    name: str,
+    simulation: Simulation,
+    crash: SimulationCrashed,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """The replay file of a run whose world crashed: the decisions up to the crash,
+    the history so far, its safety report, and the crash under ``crashed``."""
+    return write_replay_file(
+        path,
+        name=name,
+        simulation=simulation,
+        report=simulation.safety_report(),
+        extra={"crashed": describe_crash(crash), **(extra or {})},
+    )
+
+
+def crash_signature(crashed: str) -> str:
+    """What identifies a crash across replays of different decision lists: its
+    innermost error, with where it was raised (the last line of ``describe_crash``)."""
+    return crashed.strip().splitlines()[-1]
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class ReplayResult:
     report: CheckReport
@@ -87,23 +112,32 @@ def replay_decisions(
 ) -> ReplayResult:
     """Run the decisions in a fresh simulation, then heal and judge; a crash of the
     simulated world is reported in ``crashed``, with the history up to it."""
-    seed_scheduler()
-    logging.disable(logging.WARNING)
-    simulation = Simulation(replicas=replicas, canaries=canaries)
-    crashed: str | None = None
-    try:
+    with replay_simulation(canaries=canaries, replicas=replicas) as simulation:
+        crashed: str | None = None
         try:
-            report = _apply_and_judge(simulation, decisions)
+            report = apply_and_judge(simulation, decisions)
         except SimulationCrashed as exc:
             crashed = describe_crash(exc)
             report = simulation.safety_report()
         assert simulation.world is not None
         return ReplayResult(report, history_to_json(simulation.world.history), crashed)
+
+
+@contextlib.contextmanager
+def replay_simulation(*, canaries: frozenset[Canary], replicas: int) -> Iterator[Simulation]:
+    """A fresh simulation as a replay runs it (trio's scheduler seeded as Hypothesis
+    seeds it, impl's warnings off), closed when the block ends."""
+    seed_scheduler()
+    logging.disable(logging.WARNING)
+    simulation = Simulation(replicas=replicas, canaries=canaries)
+    try:
+        yield simulation
     finally:
         simulation.close()
 
 
-def _apply_and_judge(simulation: Simulation, decisions: list[Decision]) -> CheckReport:
+def apply_and_judge(simulation: Simulation, decisions: list[Decision]) -> CheckReport:
+    """Apply ``decisions``, then judge safety, then heal and judge liveness if safe."""
     # A recorded run ends at the rule whose invariant failed (one rule may hold several
     # decisions), or ran to completion and failed in the heal phase.
     for decision in decisions:
@@ -119,13 +153,8 @@ def run_decisions(
     """:func:`replay_decisions` as a block that gets the simulation itself (for
     :func:`write_replay_file`); it is closed when the block ends, which adds the
     records of its shutdown to the history."""
-    seed_scheduler()
-    logging.disable(logging.WARNING)
-    simulation = Simulation(replicas=replicas, canaries=canaries)
-    try:
-        yield simulation, _apply_and_judge(simulation, decisions)
-    finally:
-        simulation.close()
+    with replay_simulation(canaries=canaries, replicas=replicas) as simulation:
+        yield simulation, apply_and_judge(simulation, decisions)
 
 
 def load_replay(path: Path) -> tuple[list[Decision], frozenset[Canary], int, dict[str, Any]]:

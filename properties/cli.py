@@ -165,7 +165,8 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{result.examples} examples in {result.seconds:.1f} s")
     timeline: Path | None = None
     if result.crashed:
-        print(f"the run crashed: {result.crashed}")
+        shrunk = f" ({result.shrink_summary()})" if result.shrunk_steps is not None else ""
+        print(f"the run crashed{shrunk}: {result.crashed}")
     elif not result.found:
         print("no anomaly found")
     else:

@@ -30,9 +30,9 @@ from hypothesis.stateful import (
 
 from impl._canaries import Canary
 from model import CheckReport
-from properties._replay import write_replay_file
+from properties._replay import write_crash_replay_file, write_replay_file
 from properties._run_limits import DEFAULT_REPLICAS, MAX_REPLICAS, MIN_REPLICAS
-from properties._simulation import Decision, Simulation, SimulationCrashed, describe_crash
+from properties._simulation import Decision, Simulation, SimulationCrashed
 
 #: Seconds a user reads between two turns in ``next_turn``: past the simulation's
 #: cleanup interval (10 s), short of its producer timeout (30 s).
@@ -101,12 +101,8 @@ class StreamMachine(RuleBasedStateMachine):
             # `streamcheck replay` reproduces it without Hypothesis.
             self._failed = True
             if self.failure_path is not None:
-                write_replay_file(
-                    self.failure_path,
-                    name=type(self).__name__,
-                    simulation=self.sim,
-                    report=self.sim.safety_report(),
-                    extra={"crashed": describe_crash(exc)},
+                write_crash_replay_file(
+                    self.failure_path, name=type(self).__name__, simulation=self.sim, crash=exc
                 )
             raise
 

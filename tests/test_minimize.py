@@ -7,11 +7,22 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
+from impl import GenerationJobManager
 from impl._canaries import Canary
 from model import AnomalyKind
 from properties._minimize import minimize_decisions, minimize_replay_file, shows_anomaly
-from properties._replay import load_replay, replay_twice, run_decisions, write_replay_file
-from properties._simulation import Decision
+from properties._replay import (
+    crash_signature,
+    load_replay,
+    replay_simulation,
+    replay_twice,
+    run_decisions,
+    write_crash_replay_file,
+    write_replay_file,
+)
+from properties._simulation import Decision, SimulationCrashed
 
 FAR = 3600.0
 
@@ -106,3 +117,37 @@ def test_a_file_without_anomalies_is_left_alone(tmp_path: Path) -> None:
     assert minimize_replay_file(path) is None
     assert path.read_text() == before
     assert "minimized" not in json.loads(before)
+
+
+def test_a_crash_replay_file_is_shortened_and_still_crashes_the_same_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Emits crash the world (an injected bug); everything before the emit but the
+    # turn it needs is noise the minimizer deletes.
+    async def broken_emit(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("injected crash")
+
+    monkeypatch.setattr(GenerationJobManager, "emit_chunk", broken_emit)
+    decisions = [
+        Decision("create", {"stream": "s1", "replica": 1}),
+        Decision("jump", {"dt": 2.5}),
+        Decision("create", {"stream": "s0", "replica": 0}),
+        Decision("settle"),
+        Decision("subscribe", {"stream": "s0", "replica": 1}),
+        Decision("settle"),
+        Decision("emit", {"stream": "s0"}),
+    ]
+    path = tmp_path / "crash.json"
+    with replay_simulation(canaries=frozenset(), replicas=2) as simulation:
+        with pytest.raises(SimulationCrashed) as crash:
+            for decision in decisions:
+                simulation.apply(decision)
+        write_crash_replay_file(path, name="test", simulation=simulation, crash=crash.value)
+    minimized = minimize_replay_file(path)
+    assert minimized is not None and minimized.after < minimized.before == 7
+    shorter, _, _, data = load_replay(path)
+    assert _names(shorter)[-1] == "emit" and "subscribe" not in _names(shorter)
+    assert data["minimized"]["kept_anomaly"] == "crash"
+    replayed, deterministic = replay_twice(shorter, canaries=frozenset(), replicas=2)
+    assert deterministic and replayed.crashed is not None
+    assert crash_signature(replayed.crashed) == crash_signature(data["crashed"])

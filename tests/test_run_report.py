@@ -410,6 +410,9 @@ def test_a_crash_of_the_simulated_world_leaves_a_replay_file_that_reproduces_it(
     result = run_campaign(examples=50, seed=0, replay_file=replay)
     assert result.crashed is not None and "injected crash" in result.crashed
     assert result.replay_file == replay
+    # Shrunk by Hypothesis, then minimized like an anomaly's trace.
+    assert result.shrunk_steps is not None and result.hypothesis_shrunk_steps is not None
+    assert result.shrunk_steps <= result.hypothesis_shrunk_steps
     data = json.loads(replay.read_text())
     assert "injected crash" in data["crashed"]
     assert any(name in {"emit", "burst", "generate"} for name, _ in data["decisions"])

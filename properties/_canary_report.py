@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import multiprocessing
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -27,26 +29,53 @@ def run_canaries(
     reports: Path,
     progress: Callable[[str], None] = print,
     on_progress: ProgressCallback | None = None,
+    workers: int = 1,
+    only: frozenset[Canary] | None = None,
 ) -> list[tuple[str, CampaignResult]]:
-    rows: list[tuple[str, CampaignResult]] = []
+    """One campaign per canary (every one, or those in ``only``) and one for the correct
+    implementation; with ``workers`` > 1 that many run at once, each in its own process
+    (each campaign's figures are its own; ``on_progress`` is then not called)."""
     subjects: list[tuple[str, frozenset[Canary]]] = [("(correct implementation)", frozenset())]
-    subjects += [(c.value, frozenset({c})) for c in Canary]
+    subjects += [(c.value, frozenset({c})) for c in Canary if only is None or c in only]
+    replays: dict[str, Path] = {}
     for name, canaries in subjects:
         slug = "correct" if not canaries else name
-        replay = reports / "failures" / f"canary-{slug}.json"
-        replay.unlink(missing_ok=True)
-        progress(f"{name}: running up to {examples} examples ...")
-        result = run_campaign(
-            canaries=canaries,
-            examples=examples,
-            seed=seed,
-            replay_file=replay,
-            on_progress=on_progress,
-        )
-        rows.append((name, result))
-        progress(f"  {_verdict(name, result)}")
-    write_reports(rows, reports=reports, examples=examples, seed=seed)
+        replays[name] = reports / "failures" / f"canary-{slug}.json"
+        replays[name].unlink(missing_ok=True)
+    results: dict[str, CampaignResult] = {}
+    if workers > 1:
+        context = multiprocessing.get_context("spawn")  # fresh interpreters, as in run
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            progress(f"{len(subjects)} campaigns of up to {examples} examples, {workers} at once")
+            futures = {
+                pool.submit(_campaign, canaries, examples, seed, replays[name]): name
+                for name, canaries in subjects
+            }
+            for future in as_completed(futures):
+                name = futures[future]
+                results[name] = future.result()
+                progress(f"{name}: {_verdict(name, results[name])}")
+    else:
+        for name, canaries in subjects:
+            progress(f"{name}: running up to {examples} examples ...")
+            results[name] = run_campaign(
+                canaries=canaries,
+                examples=examples,
+                seed=seed,
+                replay_file=replays[name],
+                on_progress=on_progress,
+            )
+            progress(f"  {_verdict(name, results[name])}")
+    rows = [(name, results[name]) for name, _ in subjects]
+    write_reports(rows, reports=reports, examples=examples, seed=seed, workers=workers, only=only)
     return rows
+
+
+def _campaign(
+    canaries: frozenset[Canary], examples: int, seed: int | None, replay: Path
+) -> CampaignResult:
+    """One canary's campaign in a worker process."""
+    return run_campaign(canaries=canaries, examples=examples, seed=seed, replay_file=replay)
 
 
 def _verdict(name: str, result: CampaignResult) -> str:
@@ -68,7 +97,13 @@ def _hypothesis_shrink(result: CampaignResult) -> str:
 
 
 def write_reports(
-    rows: list[tuple[str, CampaignResult]], *, reports: Path, examples: int, seed: int | None
+    rows: list[tuple[str, CampaignResult]],
+    *,
+    reports: Path,
+    examples: int,
+    seed: int | None,
+    workers: int = 1,
+    only: frozenset[Canary] | None = None,
 ) -> None:
     reports.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
@@ -101,6 +136,8 @@ def write_reports(
         "",
         f"Generated {stamp} by `streamcheck canaries --examples {examples}"
         + (f" --seed {seed}" if seed is not None else "")
+        + (f" --only {','.join(sorted(c.value for c in only))}" if only else "")
+        + (f" --workers {workers}" if workers > 1 else "")
         + "`.",
         "",
         "| canary | detected | anomaly classes | examples to first failure "

@@ -313,6 +313,17 @@ def _canaries(args: argparse.Namespace) -> int:
     from properties._canary_report import run_canaries
     from properties._progress import ProgressBar
 
+    if not 1 <= args.workers <= MAX_WORKERS:
+        print(
+            f"streamcheck: --workers must be 1 to {MAX_WORKERS}, not {args.workers}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        only = parse_canaries(args.only) if args.only else None
+    except ValueError as exc:
+        print(f"streamcheck: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     bar = ProgressBar()
     try:
         rows = run_canaries(
@@ -321,6 +332,8 @@ def _canaries(args: argparse.Namespace) -> int:
             reports=Path(args.reports),
             progress=lambda line: print(line, flush=True),
             on_progress=bar,
+            workers=args.workers,
+            only=only,
         )
     finally:
         bar.clear()
@@ -466,13 +479,24 @@ def build_parser() -> argparse.ArgumentParser:
             "Run the state machine against every canary and the correct implementation; "
             "write reports/canaries.md and .json.\n\n"
             "exit codes: 0 every canary found and the control clean, 1 otherwise\n\n"
-            "examples:\n  streamcheck canaries\n  streamcheck canaries --examples 1000 --seed 0"
+            "examples:\n  streamcheck canaries\n  streamcheck canaries --examples 1000 --seed 0\n"
+            "  streamcheck canaries --workers 2           # two campaigns at a time"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     canaries.add_argument("--examples", type=int, default=500)
     canaries.add_argument("--seed", type=int, default=None)
     canaries.add_argument("--reports", default="reports")
+    canaries.add_argument(
+        "--only", default="", metavar="NAMES", help="comma-separated canaries (default all)"
+    )
+    canaries.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N campaigns at once, each in its own process (one per core at most)",
+    )
     canaries.set_defaults(handler=_canaries)
 
     bench = commands.add_parser(

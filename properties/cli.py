@@ -39,6 +39,14 @@ def _demo(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_ANOMALY
 
 
+def _workers_ok(workers: int) -> bool:
+    """``--workers`` is in range; otherwise says so on stderr."""
+    if 1 <= workers <= MAX_WORKERS:
+        return True
+    print(f"streamcheck: --workers must be 1 to {MAX_WORKERS}, not {workers}", file=sys.stderr)
+    return False
+
+
 def _canaries_from(args: argparse.Namespace) -> frozenset[Canary]:
     chosen: frozenset[Canary] = frozenset()
     if args.profile:
@@ -89,11 +97,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.examples is not None and args.examples < 1:
         print(f"streamcheck: --examples must be at least 1, not {args.examples}", file=sys.stderr)
         return EXIT_USAGE
-    if not 1 <= args.workers <= MAX_WORKERS:
-        print(
-            f"streamcheck: --workers must be 1 to {MAX_WORKERS}, not {args.workers}",
-            file=sys.stderr,
-        )
+    if not _workers_ok(args.workers):
         return EXIT_USAGE
     try:
         canaries = _canaries_from(args)
@@ -313,11 +317,7 @@ def _canaries(args: argparse.Namespace) -> int:
     from properties._canary_report import run_canaries
     from properties._progress import ProgressBar
 
-    if not 1 <= args.workers <= MAX_WORKERS:
-        print(
-            f"streamcheck: --workers must be 1 to {MAX_WORKERS}, not {args.workers}",
-            file=sys.stderr,
-        )
+    if not _workers_ok(args.workers):
         return EXIT_USAGE
     try:
         only = parse_canaries(args.only) if args.only else None

@@ -324,18 +324,22 @@ def run_within(
     merged = _merged(results, seconds=time.perf_counter() - started, budget=examples)
     merged = dataclasses.replace(merged, budget_seconds=seconds)
     if on_progress is not None:
-        on_progress(
-            Progress(
-                examples=merged.examples,
-                budget=examples or 0,
-                failing_examples=merged.failing_examples,
-                anomaly_kinds=merged.anomaly_kinds,
-                elapsed=merged.seconds,
-                finished=True,
-                budget_seconds=seconds,
-            )
-        )
+        on_progress(finished_progress(merged))
     return merged
+
+
+def finished_progress(result: CampaignResult) -> Progress:
+    """The last progress report of a run made of several campaigns, from its merged
+    result."""
+    return Progress(
+        examples=result.examples,
+        budget=result.budget or 0,
+        failing_examples=result.failing_examples,
+        anomaly_kinds=result.anomaly_kinds,
+        elapsed=result.seconds,
+        finished=True,
+        budget_seconds=result.budget_seconds,
+    )
 
 
 def _merged(

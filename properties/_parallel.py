@@ -38,6 +38,7 @@ from properties._campaign import (
     CampaignResult,
     Progress,
     ProgressCallback,
+    finished_progress,
     run_campaign,
 )
 from properties._run_limits import DEFAULT_REPLICAS, MAX_WORKERS
@@ -246,19 +247,7 @@ class _Collector:
             labels.update(result.labels)
         base = chosen if chosen is not None else _empty(plan)
         failed = chosen is not None and chosen.found
-        if self._on_progress is not None:
-            self._on_progress(
-                Progress(
-                    examples=sum(r.examples for r in results),
-                    budget=plan.examples or 0,
-                    failing_examples=sum(r.failing_examples for r in results),
-                    anomaly_kinds=base.anomaly_kinds,
-                    elapsed=seconds,
-                    finished=True,
-                    budget_seconds=plan.seconds,
-                )
-            )
-        return dataclasses.replace(
+        merged = dataclasses.replace(
             base,
             examples=sum(r.examples for r in results),
             seconds=seconds,
@@ -275,6 +264,9 @@ class _Collector:
             budget_seconds=plan.seconds,
             workers=plan.workers,
         )
+        if self._on_progress is not None:
+            self._on_progress(finished_progress(merged))
+        return merged
 
     def _settle_replay_files(self, chosen: CampaignResult | None) -> Path | None:
         """Move the chosen failure's replay file to the run's path; drop the others."""

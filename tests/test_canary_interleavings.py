@@ -102,8 +102,12 @@ SCENARIOS: dict[Canary, tuple[Steps, set[AnomalyKind]]] = {
     Canary.NO_DEFERRED_DELIVERY: (
         [
             *_turn(),
-            ("subscribe", {"stream": "s0", "replica": 0}),
+            ("subscribe", {"stream": "s0", "replica": 0}),  # its job read waits
             ("emit", {"stream": "s0"}),
+            ("step", {"k": 1}),  # the publish (NOSCRIPT: EVAL follows)
+            ("step", {"k": 0}),  # the job read: the attachment goes live, reads the counter
+            ("step", {"k": 0}),  # the publish runs; its copy and the counter read wait
+            ("deliver", {"k": 0}),  # the copy lands live; then the buffer replays it
             SETTLE,
         ],
         {AnomalyKind.DUPLICATE},

@@ -49,6 +49,13 @@ from impl.redis._protocol import (
     SubscriptionsRestored,
 )
 
+
+class _MessageStream(Protocol):
+    """The receiving end of coredis's message stream (an anyio memory stream)."""
+
+    async def receive(self) -> CoredisMessage | None: ...
+
+
 _SUBSCRIBE_ACK = "subscribe"
 _MESSAGE = "message"
 
@@ -75,6 +82,7 @@ class CoredisSubscriber:
 
     def __init__(self, pubsub: BasePubSub[str, Any], sink: RestorationSink) -> None:
         self._pubsub = pubsub
+        self._stream: _MessageStream | None = getattr(pubsub, "_receive_stream", None)
         self._sink = sink
         # Channels the caller asked for (subscribe called, unsubscribe not yet): messages on
         # them are delivered, even while subscribe() still waits to return, because a
@@ -157,7 +165,7 @@ class CoredisSubscriber:
         self._receiving = True
         try:
             while True:
-                raw = await self._pubsub.get_message()
+                raw = await self._next_raw()
                 if raw is None:
                     continue
                 event = self._classify(raw)
@@ -165,6 +173,15 @@ class CoredisSubscriber:
                     return event
         finally:
             self._receiving = False
+
+    async def _next_raw(self) -> CoredisMessage | None:
+        # get_message() wraps every read in a cancel scope for its optional timeout,
+        # which costs more than the rest of a message's handling; without a timeout it
+        # is this stream's receive (coredis 6.9, pinned), so read the stream itself.
+        stream = self._stream
+        if stream is None:
+            return await self._pubsub.get_message()
+        return await stream.receive()
 
     def _forget(self, channel: str) -> None:
         self._wanted.discard(channel)

@@ -361,6 +361,20 @@ class StreamActor:
             return 0
 
     def incoming(self, message: SequencedEvent | AbortSignal) -> None:
+        if (
+            not isinstance(message, AbortSignal)
+            and not self._subscribers
+            and self._readerless is None
+            and not self._stopped
+            and self._inbox.statistics().current_buffer_used == 0
+        ):
+            # With no reader here, an event only moves the high-water mark (a producer
+            # hears its own chunks on the channel it holds for aborts). Nothing is
+            # queued before it and the update commutes with any command in progress,
+            # so doing it now is what the actor would do next; it saves a task switch
+            # per event on every producing replica.
+            self._high_water = max(self._high_water, message.seq)
+            return
         self._tell(_Incoming(message))
 
     def restored(self) -> None:

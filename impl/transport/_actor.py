@@ -88,6 +88,12 @@ class _Reply(Generic[T]):
 
     async def wait(self) -> T:
         await self._done.wait()
+        return self.result()
+
+    def result(self) -> T:
+        """The answer, once it has been given."""
+        if not self._done.is_set():
+            raise RuntimeError("the actor has not answered yet")
         if self._error is not None:
             raise self._error
         return self._value  # type: ignore[return-value]
@@ -275,6 +281,12 @@ class StreamActor:
         self._wall = wall_clock
         self._timings = timings
         self._send, self._inbox = trio.open_memory_channel[_Command](math.inf)
+        #: Commands told but not yet taken by the actor's task (queued, or handed to it
+        #: while it waited and not yet seen by it).
+        self._untaken = 0
+        #: Held while a command is handled: by the actor's task, or by an emitting task
+        #: that found the actor with nothing to do (see ``emit``).
+        self._turn = trio.Lock()
         self._subscribers: dict[int, _Subscriber] = {}
         self._producer: _Producer | None = None
         self._abort_callbacks: dict[str, AbortCallback] = {}
@@ -322,7 +334,19 @@ class StreamActor:
         self, generation: str, kind: EventKind, body: JSONValue, encoded: str
     ) -> PublishOutcome | Dispatched:
         reply: _Reply[PublishOutcome | Dispatched] = _Reply()
-        self._tell(_Emit(generation, kind, body, encoded, reply))
+        command = _Emit(generation, kind, body, encoded, reply)
+        if not self._unawaited and self._take_turn_now():
+            # Nothing waits for the actor: handle the emit from the caller's task, as
+            # the actor would handle it next, and save the two task switches of the
+            # round trip through its inbox. Commands told meanwhile wait for the turn.
+            # (Cancelled mid-publish, the caller leaves the actor's bookkeeping of this
+            # event undone, as the actor's own cancellation would: Redis has it or not.)
+            try:
+                await self._publish(command)
+            finally:
+                self._turn.release()
+            return reply.result()
+        self._tell(command)
         return await reply.wait()
 
     async def attach(
@@ -365,14 +389,14 @@ class StreamActor:
             not isinstance(message, AbortSignal)
             and not self._subscribers
             and self._readerless is None
+            and self._untaken == 0
             and not self._stopped
-            and self._inbox.statistics().current_buffer_used == 0
         ):
             # With no reader here, an event only moves the high-water mark (a producer
-            # hears its own chunks on the channel it holds for aborts). Nothing is
-            # queued before it and the update commutes with any command in progress,
-            # so doing it now is what the actor would do next; it saves a task switch
-            # per event on every producing replica.
+            # hears its own chunks on the channel it holds for aborts). No command waits
+            # before it and the update commutes with one in progress, so doing it now
+            # is what the actor would do next; it saves a task switch per event on
+            # every producing replica.
             self._high_water = max(self._high_water, message.seq)
             return
         self._tell(_Incoming(message))
@@ -439,7 +463,31 @@ class StreamActor:
         if self._stopped:
             _refuse(command, self.stream_id)
         else:
+            self._untaken += 1
             self._send.send_nowait(command)
+
+    def _take_turn_now(self) -> bool:
+        """Take the turn if no command is waiting or being handled."""
+        if self._untaken or self._stopped:
+            return False
+        try:
+            self._turn.acquire_nowait()
+        except trio.WouldBlock:
+            return False
+        return True
+
+    async def _take_turn(self, command: _Command | None) -> None:
+        """Take the turn for ``command`` (``None``: the timers), after an emit that a
+        caller is handling, if one is."""
+        try:
+            self._turn.acquire_nowait()
+        except trio.WouldBlock:
+            try:
+                await self._turn.acquire()
+            except BaseException:
+                if command is not None:
+                    _refuse(command, self.stream_id)
+                raise
 
     # -- the task -----------------------------------------------------------------
 
@@ -478,10 +526,16 @@ class StreamActor:
             else:
                 with trio.move_on_at(deadline):
                     command = await self._inbox.receive()
-            if command is None:
-                await self._fire_timers(trio.current_time())
-            else:
-                await self._handle(command)
+            if command is not None:
+                self._untaken -= 1
+            await self._take_turn(command)
+            try:
+                if command is None:
+                    await self._fire_timers(trio.current_time())
+                else:
+                    await self._handle(command)
+            finally:
+                self._turn.release()
 
     async def _handle(self, command: _Command) -> None:
         now = trio.current_time()

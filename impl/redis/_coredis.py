@@ -432,6 +432,7 @@ def _build_client(
         return coredis.RedisCluster(
             connection_pool=cluster_pool,
             decode_responses=True,
+            verify_version=False,  # as for a single server, below
             # A cluster that says CLUSTERDOWN refused the command: retrying is safe.
             retry_policy=ConstantRetryPolicy((ClusterDownError,), retries=2, delay=0.1),
         )
@@ -444,7 +445,14 @@ def _build_client(
         max_connections=max_connections,
         connect_timeout=connect_timeout,
     )
-    return coredis.Redis(connection_pool=pool, decode_responses=True, retry_policy=_NO_RETRY)
+    return coredis.Redis(
+        connection_pool=pool,
+        decode_responses=True,
+        # The check costs each command a look at the environment; every command sent
+        # here exists on every server coredis can speak to (RESP3: Redis 6 and later).
+        verify_version=False,
+        retry_policy=_NO_RETRY,
+    )
 
 
 async def _outcome_of(call: Awaitable[object]) -> Outcome:

@@ -33,10 +33,14 @@ class MalformedPayload(ValueError):
         super().__init__(reason)
 
 
+#: json.dumps with options builds an encoder per call; this one is built once.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def encode_body(body: Any) -> str:
     """The event's JSON as the envelope and the chunk log carry it (compact, ASCII, so
     its length is its size in bytes)."""
-    return json.dumps(body, separators=(",", ":"))
+    return _COMPACT.encode(body)
 
 
 def encode_split(

@@ -12,6 +12,10 @@ Emits and PUBLISHes alternate in rounds (in a rotating order) so drift on a nois
 machine hits both; each side's figure is the median of its per-round means. A third
 side, the bus's publish called directly, splits the emit's extra cost into what the
 script and the replica's pub/sub add and what the transport and the actor add.
+
+Redis's own CPU per call (``INFO commandstats``, read before and after: every client of
+the server counts) shows what the script costs the server, and so the most events one
+Redis core can log this way.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from typing import Any
 
 import trio
 
@@ -57,7 +62,7 @@ PUBLISH, BUS, EMIT = "raw PUBLISH", "RedisBus.publish", "emit_chunk"
 
 def run(context: BenchContext) -> BenchResult:
     assert context.redis_url is not None
-    means, calls = trio.run(_measure, context.redis_url, context.key_prefix, context.sizes)
+    means, calls, server = trio.run(_measure, context.redis_url, context.key_prefix, context.sizes)
     ms = {side: statistics.median(means[side]) * 1000 for side in (PUBLISH, BUS, EMIT)}
     sizes = context.sizes
     return BenchResult(
@@ -78,6 +83,21 @@ def run(context: BenchContext) -> BenchResult:
             Figure(name="RedisBus.publish round trip", value=ms[BUS], unit="ms"),
             Figure(name="RedisBus.publish vs raw PUBLISH", value=ms[BUS] / ms[PUBLISH], unit="x"),
             Figure(name="emits per side", value=sizes.emit_rounds * sizes.emit_ops, unit="calls"),
+            *(
+                Figure(name=f"Redis CPU per {command}", value=us, unit="µs")
+                for command, us in server.items()
+            ),
+            *(
+                [
+                    Figure(
+                        name="events/s one Redis core can log at that cost",
+                        value=1e6 / server["EVALSHA"],
+                        unit="events/s",
+                    )
+                ]
+                if server.get("EVALSHA")
+                else []
+            ),
         ),
         baseline=Baseline(name="raw coredis PUBLISH round trip", value=ms[PUBLISH], unit="ms"),
         ratio=ms[EMIT] / ms[PUBLISH],
@@ -95,7 +115,7 @@ def run(context: BenchContext) -> BenchResult:
 
 async def _measure(
     url: str, run_prefix: str, sizes: Sizes
-) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, float]]:
     means: dict[str, list[float]] = {PUBLISH: [], BUS: [], EMIT: []}
     calls: dict[str, list[float]] = {PUBLISH: [], BUS: [], EMIT: []}
     async with redis_replicas(url, 1, run_prefix=run_prefix) as redis_run:
@@ -146,6 +166,7 @@ async def _measure(
                 took.append(time.perf_counter() - started)
             return took
 
+        server_before = await _command_stats(client)
         sides = {PUBLISH: publishes, BUS: bus_publishes, EMIT: emits}
         order = [PUBLISH, BUS, EMIT]
         async with redis_run.admin.subscriber() as subscriber:
@@ -161,10 +182,37 @@ async def _measure(
                         means[side].append(sum(took) / len(took))
                         calls[side].extend(took)
                 nursery.cancel_scope.cancel()
+        server = _per_call(server_before, await _command_stats(client))
         for stream_id in (emitted, published):
             await manager.emit_done(stream_id, {"final": True})
             await manager.complete_job(stream_id)
-    return means, calls
+    return means, calls, server
+
+
+#: Redis commands whose server CPU is reported: the publish script and the baseline.
+_SERVER_COMMANDS = ("EVALSHA", "PUBLISH")
+
+
+async def _command_stats(client: Any) -> dict[str, tuple[int, int]]:
+    """``(calls, µs)`` so far for each of :data:`_SERVER_COMMANDS`, server-wide."""
+    stats = await client.info("commandstats")
+    found: dict[str, tuple[int, int]] = {}
+    for command in _SERVER_COMMANDS:
+        row = stats.get(f"cmdstat_{command.lower()}") or {}
+        found[command] = (int(row.get("calls", 0)), int(row.get("usec", 0)))
+    return found
+
+
+def _per_call(
+    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]
+) -> dict[str, float]:
+    """Server µs per call between two readings (commands not called are left out)."""
+    per_call: dict[str, float] = {}
+    for command, (calls, usec) in after.items():
+        calls_before, usec_before = before.get(command, (0, 0))
+        if calls > calls_before:
+            per_call[command] = (usec - usec_before) / (calls - calls_before)
+    return per_call
 
 
 async def _parse_everything(subscriber: Subscriber) -> None:

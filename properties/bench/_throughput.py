@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 
 import trio
@@ -61,8 +62,10 @@ def run(context: BenchContext) -> BenchResult:
     assert context.redis_url is not None
     url, prefix, sizes = context.redis_url, context.key_prefix, context.sizes
     reps = sizes.throughput_repetitions
-    redis = [trio.run(_redis_once, url, prefix, sizes) for _ in range(reps)]
-    memory = [trio.run(_memory_once, sizes) for _ in range(reps)]
+    redis_runs = [_with_cpu(_redis_once, url, prefix, sizes) for _ in range(reps)]
+    memory_runs = [_with_cpu(_memory_once, sizes) for _ in range(reps)]
+    redis = [tally for tally, _ in redis_runs]
+    memory = [tally for tally, _ in memory_runs]
     raw = trio.run(_raw_publish, url, prefix, sizes)
     rate = statistics.median(_rate(t) for t in redis)
     every = redis + memory
@@ -82,6 +85,16 @@ def run(context: BenchContext) -> BenchResult:
                 name="events/s (memory backend, reference)",
                 value=statistics.median(_rate(t) for t in memory),
                 unit="events/s",
+            ),
+            Figure(
+                name="Python CPU per event (Redis; both replicas, one process)",
+                value=statistics.median(_cpu_per_event(run) for run in redis_runs),
+                unit="µs",
+            ),
+            Figure(
+                name="Python CPU per event (memory backend)",
+                value=statistics.median(_cpu_per_event(run) for run in memory_runs),
+                unit="µs",
             ),
             Figure(
                 name="raw coredis PUBLISH, same concurrency (reference)",
@@ -110,6 +123,18 @@ def run(context: BenchContext) -> BenchResult:
             *(f"{t.unterminated} clients missed the terminal" for t in every if t.unterminated),
         ),
     )
+
+
+def _with_cpu(main: Callable[..., Awaitable[Tally]], *args: object) -> tuple[Tally, float]:
+    """The run's tally and the CPU seconds this process spent on it (all threads)."""
+    started = time.process_time()
+    tally = trio.run(main, *args)
+    return tally, time.process_time() - started
+
+
+def _cpu_per_event(run: tuple[Tally, float]) -> float:
+    tally, cpu = run
+    return cpu / tally.delivered * 1e6 if tally.delivered else 0.0
 
 
 def _rate(tally: Tally) -> float:

@@ -5,6 +5,12 @@ and the abort callbacks, and nothing else touches them: callers send commands th
 its inbox and wait for a reply. Every interleaving is therefore a message order,
 which is what the simulation enumerates.
 
+Commands are handled one at a time, each under the actor's turn (a lock). The two
+commands of every event, an emit and an incoming pub/sub message, are handled by the
+calling task itself when the actor has nothing queued or in hand: it takes the turn
+and does what the actor would do next, sparing the task switches through the inbox.
+Whatever is asked meanwhile queues behind it, so the order is the same.
+
 The actor makes no decisions of its own. It feeds inputs to the sans-IO cores
 (:class:`~impl._reorder.ReorderBuffer`, :class:`~impl._early_buffer.EarlyBuffer`),
 performs the I/O they ask for (publish, log reads, job lookups) and reports failures

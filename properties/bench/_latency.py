@@ -13,9 +13,16 @@ one machine, not one replica's share of it. If that machine can't keep up with t
 offered rate, generators fall behind their schedule: latency is still measured from
 the actual call, so the wait before it shows in ``generator lag max`` and in the
 achieved rate (below the offered one), not in the percentiles.
+
+``Python CPU per event`` is the process's CPU time over a stream count's run (setting
+up its streams included) per chunk delivered: what decides how many events per second
+one process keeps up with at that pacing. Paced events rarely share a wake-up, so each
+costs more than in the throughput benchmark's back-to-back runs.
 """
 
 from __future__ import annotations
+
+import time
 
 import trio
 
@@ -51,7 +58,14 @@ GOAL = Goal(
 def run(context: BenchContext) -> BenchResult:
     assert context.redis_url is not None
     url, prefix, sizes = context.redis_url, context.key_prefix, context.sizes
-    tallies = [(n, trio.run(_measure, url, prefix, sizes, n)) for n in sizes.latency_streams]
+    tallies: list[tuple[int, Tally]] = []
+    cpu_per_event: dict[int, float] = {}
+    for n in sizes.latency_streams:
+        started = time.process_time()
+        tally = trio.run(_measure, url, prefix, sizes, n)
+        if tally.delivered:
+            cpu_per_event[n] = (time.process_time() - started) / tally.delivered * 1e6
+        tallies.append((n, tally))
     figures: list[Figure] = []
     notes: list[str] = [
         f"{sizes.latency_seconds:g} s of paced emits per stream count, "
@@ -72,6 +86,11 @@ def run(context: BenchContext) -> BenchResult:
             Figure(name=f"lost {at}", value=tally.lost, unit="chunks"),
             Figure(name=f"duplicated {at}", value=tally.duplicated, unit="chunks"),
             Figure(name=f"generator lag max {at}", value=tally.max_lag * 1000, unit="ms"),
+            *(
+                [Figure(name=f"Python CPU per event {at}", value=cpu_per_event[n], unit="µs")]
+                if n in cpu_per_event
+                else []
+            ),
             Figure(
                 name=f"achieved emit rate {at}",
                 value=tally.emitted / tally.emit_seconds if tally.emit_seconds else 0.0,

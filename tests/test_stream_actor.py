@@ -1,9 +1,10 @@
 """A stream's commands run one at a time, in the order they were made.
 
 An emit that finds its stream's actor with nothing to do is handled from the emitting
-task (it saves two task switches per event); these tests hold a publish in flight to
-pin what that must not change: whatever is asked of the stream meanwhile waits behind
-it, in order, and a caller cancelled mid-publish leaves the stream usable.
+task, an incoming event from the delivering task (each saves task switches per event);
+these tests pin what that must not change: whatever is asked of the stream meanwhile
+waits behind it, in order; a caller cancelled mid-publish leaves the stream usable; and
+a timer armed that way wakes the actor when it is due.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
 from impl import GenerationJobManager, MemoryBackend, open_replica
 from impl.transport import Published
 from model import Chunk, Done
-from tests.backends import FAST, collect, delta
+from tests.backends import FAST, collect, delta, replicas
 
 
 class _Gate:
@@ -103,3 +105,32 @@ async def test_an_emitter_cancelled_mid_publish_leaves_the_stream_usable() -> No
         with trio.fail_after(5):
             receipt = await manager.emit_chunk("s1", delta("next"))
         assert isinstance(receipt, Published)
+
+
+async def test_a_gap_seen_outside_the_actor_is_repaired_at_the_reorder_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An event handled from the delivering task can arm a timer earlier than the one
+    the actor waits for (here the reorder timeout, before the idle probe): the actor
+    must wake for it, not sleep on until its old deadline."""
+    async with replicas("memory", 2) as (producer, reader):
+        job = await producer.create_job("s1", "u1")
+        subscription = await reader.subscribe("s1", "u1")
+        await trio.testing.wait_all_tasks_blocked()
+        reads: list[float] = []
+        bus = reader.transport.bus
+        read_log = bus.read_log
+
+        async def recorded(*args: Any, **kwargs: Any) -> Any:
+            reads.append(trio.current_time())
+            return await read_log(*args, **kwargs)
+
+        bus.read_log = recorded  # type: ignore[method-assign]
+        gap_at = trio.current_time()
+        # Seq 1 arrives, seq 0 never will: the reader parks 1 and arms its reorder timer.
+        reader.transport.deliver("s1", Chunk(seq=1, generation=job.generation, data={}))
+        await trio.sleep(FAST.idle_probe_s)
+        await subscription.aclose()
+    assert reads, "the gap was never repaired from the log"
+    assert reads[0] - gap_at == pytest.approx(FAST.reorder_timeout_s, abs=0.01)
+    assert FAST.reorder_timeout_s < FAST.idle_probe_s

@@ -18,7 +18,9 @@ import trio
 
 from impl.redis import open_coredis
 from properties.bench import NAMES, SCHEMA
+from properties.bench._model import RATIO, BenchResult, Check, Goal, Op
 from properties.bench._redis import count_prefixed
+from properties.bench._report import format_ratio
 from properties.cli import EXIT_OK, EXIT_USAGE, main
 from tests.redis_support import find_free_port
 
@@ -152,3 +154,20 @@ def test_help_names_the_benchmarks_and_gives_examples(
     assert "examples:" in text and "streamcheck bench --quick" in text
     for name in NAMES:
         assert name in text
+
+
+@pytest.mark.parametrize(
+    ("ratio", "printed"),
+    [
+        (1.28, "1.28x"),
+        (1.3026, "1.303x"),
+        (1.2996, "1.2996x"),
+        (1.29996, "1.3000x"),
+        (1.3, "1.30x"),
+    ],
+)
+def test_a_ratio_beside_its_threshold_gets_the_digits_that_tell_them_apart(
+    ratio: float, printed: str
+) -> None:
+    goal = Goal(text="<= 1.3x", checks=(Check(figure=RATIO, op=Op.AT_MOST, threshold=1.3),))
+    assert format_ratio(BenchResult(name="n", title="t", ratio=ratio, goal=goal)) == printed

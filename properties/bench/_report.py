@@ -168,6 +168,23 @@ def format_value(value: float, unit: str) -> str:
     return f"{number} {unit}"
 
 
+def format_ratio(result: BenchResult) -> str:
+    """The ratio to two decimals, or more where two would print the goal's threshold
+    for a ratio that is not exactly it (1.3026 beside a 1.3 goal reads "1.303x")."""
+    ratio = result.ratio
+    if ratio is None:
+        return "-"
+    thresholds = (
+        [c.threshold for c in result.goal.checks if c.figure == RATIO] if result.goal else []
+    )
+    text = f"{ratio:.2f}"
+    for digits in (3, 4):
+        if not any(float(text) == t != ratio for t in thresholds):
+            break
+        text = f"{ratio:.{digits}f}"
+    return f"{text}x"
+
+
 def verdict(result: BenchResult) -> str:
     if result.status is Status.SKIPPED:
         return "skipped"
@@ -212,7 +229,7 @@ def render_result(timed: TimedResult) -> str:
             f"  {'baseline':<{width}}  {format_value(b.value, b.unit)}  {b.name} ({b.source})"
         )
     if r.ratio is not None:
-        lines.append(f"  {RATIO:<{width}}  {r.ratio:.2f}x")
+        lines.append(f"  {RATIO:<{width}}  {format_ratio(r)}")
     if r.goal is not None:
         lines.append(f"  {'goal':<{width}}  {r.goal.text}: {verdict(r)}")
     lines += [f"  note: {note}" for note in r.notes]
@@ -237,7 +254,7 @@ def _key_figure(result: BenchResult) -> str:
     if result.status is not Status.MEASURED:
         return "-"
     if result.ratio is not None and result.baseline is not None:
-        return f"{result.ratio:.2f}x {result.baseline.name}"
+        return f"{format_ratio(result)} {result.baseline.name}"
     names = [result.headline] if result.headline is not None else []
     names += [c.figure for c in result.goal.checks] if result.goal is not None else []
     for name in names:

@@ -107,30 +107,38 @@ async def test_an_emitter_cancelled_mid_publish_leaves_the_stream_usable() -> No
         assert isinstance(receipt, Published)
 
 
+@asynccontextmanager
+async def _reader_with_log_reads() -> AsyncIterator[tuple[GenerationJobManager, str, list[float]]]:
+    """A turn produced on one replica and read on another, the reader attached and
+    settled; yields the reader, the turn's generation and the times (trio's clock) at
+    which the reader's replica reads the chunk log from then on."""
+    async with replicas("memory", 2) as (producer, reader):
+        job = await producer.create_job("s1", "u1")
+        async with await reader.subscribe("s1", "u1"):
+            await trio.testing.wait_all_tasks_blocked()
+            reads: list[float] = []
+            bus = reader.transport.bus
+            read_log = bus.read_log
+
+            async def recorded(*args: Any, **kwargs: Any) -> Any:
+                reads.append(trio.current_time())
+                return await read_log(*args, **kwargs)
+
+            bus.read_log = recorded  # type: ignore[method-assign]
+            yield reader, job.generation, reads
+
+
 async def test_a_gap_seen_outside_the_actor_is_repaired_at_the_reorder_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """An event handled from the delivering task can arm a timer earlier than the one
     the actor waits for (here the reorder timeout, before the idle probe): the actor
     must wake for it, not sleep on until its old deadline."""
-    async with replicas("memory", 2) as (producer, reader):
-        job = await producer.create_job("s1", "u1")
-        subscription = await reader.subscribe("s1", "u1")
-        await trio.testing.wait_all_tasks_blocked()
-        reads: list[float] = []
-        bus = reader.transport.bus
-        read_log = bus.read_log
-
-        async def recorded(*args: Any, **kwargs: Any) -> Any:
-            reads.append(trio.current_time())
-            return await read_log(*args, **kwargs)
-
-        bus.read_log = recorded  # type: ignore[method-assign]
+    async with _reader_with_log_reads() as (reader, generation, reads):
         gap_at = trio.current_time()
         # Seq 1 arrives, seq 0 never will: the reader parks 1 and arms its reorder timer.
-        reader.transport.deliver("s1", Chunk(seq=1, generation=job.generation, data={}))
+        reader.transport.deliver("s1", Chunk(seq=1, generation=generation, data={}))
         await trio.sleep(FAST.idle_probe_s)
-        await subscription.aclose()
     assert reads, "the gap was never repaired from the log"
     assert reads[0] - gap_at == pytest.approx(FAST.reorder_timeout_s, abs=0.01)
     assert FAST.reorder_timeout_s < FAST.idle_probe_s
@@ -142,24 +150,11 @@ async def test_a_log_read_asked_for_outside_the_actor_is_done_by_it_at_once(
     """An event handled from the delivering task whose step needs I/O (here: the
     reorder buffer is full, so it asks for the log at once) hands that I/O to the
     actor, which does it before anything else, without waiting for a timer."""
-    async with replicas("memory", 2) as (producer, reader):
-        job = await producer.create_job("s1", "u1")
-        subscription = await reader.subscribe("s1", "u1")
-        await trio.testing.wait_all_tasks_blocked()
-        reads: list[float] = []
-        bus = reader.transport.bus
-        read_log = bus.read_log
-
-        async def recorded(*args: Any, **kwargs: Any) -> Any:
-            reads.append(trio.current_time())
-            return await read_log(*args, **kwargs)
-
-        bus.read_log = recorded  # type: ignore[method-assign]
+    async with _reader_with_log_reads() as (reader, generation, reads):
         full_at = trio.current_time()
         # Seq 0 never arrives; seqs 1.. fill the reorder buffer to its capacity, each
         # delivered when the actor has nothing to do (so each is handled outside it).
         for seq in range(1, FAST.reorder_capacity + 1):
-            reader.transport.deliver("s1", Chunk(seq=seq, generation=job.generation, data={}))
+            reader.transport.deliver("s1", Chunk(seq=seq, generation=generation, data={}))
             await trio.testing.wait_all_tasks_blocked()
         assert reads[:1] == [full_at]
-        await subscription.aclose()

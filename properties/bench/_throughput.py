@@ -119,6 +119,8 @@ def run(context: BenchContext) -> BenchResult:
             f"{sizes.throughput_streams} streams x {sizes.throughput_events} awaited emits, "
             f"median of {sizes.throughput_repetitions} repetition(s) per backend; "
             "generators on replica A, clients on replica B, one Python thread",
+            "Python CPU per event: the process's CPU over a whole run, its setup "
+            "included, per chunk delivered",
             *(f"{t.refused} emits refused by the fence" for t in every if t.refused),
             *(f"{t.unterminated} clients missed the terminal" for t in every if t.unterminated),
         ),

@@ -509,10 +509,7 @@ class StreamActor:
         """Take the turn if no command is waiting or being handled."""
         if self._untaken or self._stopped or self._turn.locked():
             return False
-        try:
-            self._turn.acquire_nowait()
-        except trio.WouldBlock:
-            return False
+        self._turn.acquire_nowait()  # free (released locks hand over to waiters at once)
         return True
 
     async def _take_turn(self, command: _Command | None) -> None:

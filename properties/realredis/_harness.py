@@ -381,6 +381,11 @@ def _nodes(port: int) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
+#: Manual failovers asked for before giving up, and how long each may take.
+FAILOVER_ATTEMPTS = 3
+FAILOVER_WAIT_S = 10.0
+
+
 def _cluster_failover(cluster: RedisClusterServers, stream: str) -> None:
     """A manual failover of the master serving ``stream``: its replica takes over."""
     _, master_id = _owner_of(cluster, stream)
@@ -392,8 +397,20 @@ def _cluster_failover(cluster: RedisClusterServers, stream: str) -> None:
     if not replicas:
         raise RuntimeError(f"the master of {stream!r} has no replica")
     port = replicas[0]
-    resp_call(port, "CLUSTER", "FAILOVER", timeout=5.0)
-    _wait(lambda: "slave" in _role_flags(port, master_id), "the old master to step down")
+    # A manual failover that does not complete within Redis's own timeout is dropped
+    # without a word (the command only starts it; seen on a loaded CI run): ask again.
+    for attempt in range(1, FAILOVER_ATTEMPTS + 1):
+        resp_call(port, "CLUSTER", "FAILOVER", timeout=5.0)
+        try:
+            _wait(
+                lambda: "slave" in _role_flags(port, master_id),
+                "the old master to step down",
+                timeout=FAILOVER_WAIT_S,
+            )
+            return
+        except RuntimeError:
+            if attempt == FAILOVER_ATTEMPTS:
+                raise
 
 
 def _role_flags(port: int, node_id: str) -> str:

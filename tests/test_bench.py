@@ -18,9 +18,9 @@ import trio
 
 from impl.redis import open_coredis
 from properties.bench import NAMES, SCHEMA
-from properties.bench._model import RATIO, BenchResult, Check, Goal, Op
+from properties.bench._model import RATIO, Baseline, BenchResult, Check, Figure, Goal, Op
 from properties.bench._redis import count_prefixed
-from properties.bench._report import format_ratio
+from properties.bench._report import format_ratio, key_figure
 from properties.cli import EXIT_OK, EXIT_USAGE, main
 from tests.redis_support import find_free_port
 
@@ -79,6 +79,9 @@ def test_quick_bench_measures_every_benchmark_and_cleans_up_its_keys(
     # Losses are correctness, not timing: the quick run must deliver everything.
     latency = {f["name"]: f["value"] for f in results["latency"]["figures"]}
     assert latency["lost (all runs)"] == 0 and latency["duplicated (all runs)"] == 0
+    # The floor is measured beside ours at each stream count, and is the baseline.
+    assert {"raw PUBLISH p99 @ 1 stream", "raw PUBLISH p99 @ 16 streams"} <= set(latency)
+    assert results["latency"]["baseline"]["value"] == latency["raw PUBLISH p99 @ 16 streams"]
     throughput = {f["name"]: f["value"] for f in results["throughput"]["figures"]}
     assert throughput["lost"] == 0 and throughput["duplicated"] == 0
     # Read from the server, not computed here: a run that logged events used its CPU.
@@ -173,3 +176,14 @@ def test_a_ratio_beside_its_threshold_gets_the_digits_that_tell_them_apart(
 ) -> None:
     goal = Goal(text="<= 1.3x", checks=(Check(figure=RATIO, op=Op.AT_MOST, threshold=1.3),))
     assert format_ratio(BenchResult(name="n", title="t", ratio=ratio, goal=goal)) == printed
+
+
+def test_the_key_figure_is_the_headline_with_its_ratio_else_the_ratio() -> None:
+    floor = Baseline(name="raw floor p99", value=2.0, unit="ms", source="this run")
+    p99 = Figure(name="p99 @ 256 streams", value=62.0, unit="ms")
+    with_headline = BenchResult(
+        name="n", title="t", figures=(p99,), baseline=floor, ratio=31.0, headline=p99.name
+    )
+    assert key_figure(with_headline) == "p99 @ 256 streams = 62.0 ms (31.00x raw floor p99)"
+    ratio_only = BenchResult(name="n", title="t", figures=(p99,), baseline=floor, ratio=31.0)
+    assert key_figure(ratio_only) == "31.00x raw floor p99"

@@ -18,15 +18,27 @@ achieved rate (below the offered one), not in the percentiles.
 share of one core: near 100 % the process cannot keep up and latency becomes queueing.
 Paced events rarely share a wake-up, so each costs more CPU than in the throughput
 benchmark's back-to-back runs.
+
+The baseline, measured in the same run right after each stream count: as many paced
+loops of raw coredis PUBLISH (one client), at the same rate and slots, to one coredis
+subscriber (another client) that parses each message, latency from just before the
+PUBLISH to the parsed message. No design delivers faster than that on this machine, so
+it is the floor the goal sits on: the result's baseline is its p99 at the largest
+stream count, and the ratio ours over it.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import dataclass
 
 import trio
 
+from impl.redis import PubSubMessage, Subscriber, open_coredis
+from impl.transport._envelope import encode_split
 from properties.bench._model import (
+    Baseline,
     BenchContext,
     Benchmark,
     BenchResult,
@@ -36,9 +48,9 @@ from properties.bench._model import (
     Op,
     percentile,
 )
-from properties.bench._redis import redis_replicas
+from properties.bench._redis import new_token, redis_replicas
 from properties.bench._sizes import Sizes
-from properties.bench._streams import Tally, drive, open_streams
+from properties.bench._streams import Tally, delta, drive, open_streams
 
 NAME = "latency"
 TITLE = "emit->deliver latency across replicas over Redis, 20 events/s per stream"
@@ -60,9 +72,11 @@ def run(context: BenchContext) -> BenchResult:
     url, prefix, sizes = context.redis_url, context.key_prefix, context.sizes
     tallies: list[tuple[int, Tally]] = []
     busy: dict[int, float] = {}
+    floors: dict[int, _RawTally] = {}
     for n in sizes.latency_streams:
         tally, busy[n] = trio.run(_measure, url, prefix, sizes, n)
         tallies.append((n, tally))
+        floors[n] = trio.run(_measure_raw, url, sizes, n)
     figures: list[Figure] = []
     notes: list[str] = [
         f"{sizes.latency_seconds:g} s of paced emits per stream count, "
@@ -90,6 +104,24 @@ def run(context: BenchContext) -> BenchResult:
                 unit="events/s",
             ),
         ]
+        floor = floors[n]
+        if floor.latencies:
+            floor_ms = [x * 1000 for x in floor.latencies]
+            floor_p99 = percentile(floor_ms, 0.99)
+            figures += [
+                Figure(name=f"raw PUBLISH p50 {at}", value=percentile(floor_ms, 0.50), unit="ms"),
+                Figure(name=f"raw PUBLISH p99 {at}", value=floor_p99, unit="ms"),
+            ]
+            if latencies_ms and floor_p99 > 0:
+                ours_over_floor = percentile(latencies_ms, 0.99) / floor_p99
+                figures.append(
+                    Figure(name=f"p99 vs raw PUBLISH p99 {at}", value=ours_over_floor, unit="x")
+                )
+        if floor.published != floor.received:
+            notes.append(
+                f"{at}: the raw baseline received {floor.received:,} of "
+                f"{floor.published:,} PUBLISHes within the drain timeout"
+            )
         offered = n * sizes.latency_rate_hz
         notes.append(f"{at}: offered {offered:,.0f} events/s in total")
         notes += _anomaly_notes(at, tally)
@@ -102,13 +134,29 @@ def run(context: BenchContext) -> BenchResult:
         ),
     ]
     largest = max(sizes.latency_streams)
+    at_largest = f"@ {largest} stream{'s' if largest != 1 else ''}"
+    ours = next((f.value for f in figures if f.name == f"p99 {at_largest}"), None)
+    floor_at_largest = next(
+        (f.value for f in figures if f.name == f"raw PUBLISH p99 {at_largest}"), None
+    )
     return BenchResult(
         name=NAME,
         title=TITLE,
         figures=tuple(figures),
+        baseline=(
+            Baseline(
+                name=f"raw coredis PUBLISH->receive p99 {at_largest}",
+                value=floor_at_largest,
+                unit="ms",
+                source="measured in this run, same pacing and slots",
+            )
+            if floor_at_largest is not None
+            else None
+        ),
+        ratio=ours / floor_at_largest if ours is not None and floor_at_largest else None,
         goal=GOAL,
         notes=tuple(notes),
-        headline=f"p99 @ {largest} stream{'s' if largest != 1 else ''}",
+        headline=f"p99 {at_largest}",
     )
 
 
@@ -140,6 +188,61 @@ async def _measure(url: str, run_prefix: str, sizes: Sizes, streams: int) -> tup
         )
         busy = (time.process_time() - cpu) / (time.perf_counter() - wall)
         return tally, busy
+
+
+@dataclass(frozen=True, slots=True)
+class _RawTally:
+    published: int
+    received: int
+    #: PUBLISH→parsed-message latency of every message received, seconds, ascending.
+    latencies: list[float]
+
+
+async def _measure_raw(url: str, sizes: Sizes, streams: int) -> _RawTally:
+    """The floor: paced raw PUBLISHes from one client to a subscriber on another."""
+    token = new_token()
+    channels = [f"bench-{token}-raw-lat-{i}" for i in range(streams)]
+    events = int(sizes.latency_seconds * sizes.latency_rate_hz)
+    period = 1.0 / sizes.latency_rate_hz
+    latencies: list[float] = []
+    published = 0
+    async with (
+        open_coredis(url) as publisher,
+        open_coredis(url) as listener,
+        listener.subscriber() as subscriber,
+    ):
+        for channel in channels:
+            await subscriber.subscribe(channel)
+
+        async def publish_paced(channel: str, first_slot: float) -> None:
+            nonlocal published
+            for index in range(events):
+                await trio.sleep_until(first_slot + index * period)
+                sent = time.perf_counter()
+                prefix, suffix = encode_split("chunk", "g" * 32, delta(index, sent))
+                await publisher.publish(channel, f"{prefix}{index}{suffix}")
+                published += 1
+
+        async with trio.open_nursery() as nursery:
+            receiving = trio.CancelScope()
+            nursery.start_soon(_receive_all, subscriber, streams * events, latencies, receiving)
+            start = trio.current_time()
+            async with trio.open_nursery() as loops:
+                for i, channel in enumerate(channels):
+                    loops.start_soon(publish_paced, channel, start + i * period / streams)
+            receiving.deadline = trio.current_time() + DRAIN_TIMEOUT_S
+    return _RawTally(published=published, received=len(latencies), latencies=sorted(latencies))
+
+
+async def _receive_all(
+    subscriber: Subscriber, expected: int, latencies: list[float], scope: trio.CancelScope
+) -> None:
+    with scope:
+        while len(latencies) < expected:
+            event = await subscriber.receive()
+            if isinstance(event, PubSubMessage):
+                sent_at = json.loads(event.data)["data"]["data"]["sentAt"]
+                latencies.append(time.perf_counter() - sent_at)
 
 
 BENCHMARK = Benchmark(name=NAME, title=TITLE, goal=GOAL, needs_redis=True, run=run)

@@ -241,7 +241,7 @@ def render_summary(report: BenchReport) -> str:
     rows = [("benchmark", "key figure", "goal", "result")]
     for timed in report.results:
         r = timed.result
-        rows.append((r.name, _key_figure(r), r.goal.text if r.goal else "", verdict(r)))
+        rows.append((r.name, key_figure(r), r.goal.text if r.goal else "", verdict(r)))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     return "\n".join(
         f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}"
@@ -249,12 +249,20 @@ def render_summary(report: BenchReport) -> str:
     )
 
 
-def _key_figure(result: BenchResult) -> str:
-    """The result's headline figure, else the first one its goal judges, else its first."""
+def key_figure(result: BenchResult) -> str:
+    """The result's headline figure (with its ratio to the baseline, if any), else the
+    ratio, else the first figure its goal judges, else its first figure."""
     if result.status is not Status.MEASURED:
         return "-"
+    ratio = None
     if result.ratio is not None and result.baseline is not None:
-        return f"{format_ratio(result)} {result.baseline.name}"
+        ratio = f"{format_ratio(result)} {result.baseline.name}"
+    headline = next((f for f in result.figures if f.name == result.headline), None)
+    if headline is not None:
+        text = f"{headline.name} = {format_value(headline.value, headline.unit)}"
+        return f"{text} ({ratio})" if ratio is not None else text
+    if ratio is not None:
+        return ratio
     names = [result.headline] if result.headline is not None else []
     names += [c.figure for c in result.goal.checks] if result.goal is not None else []
     for name in names:

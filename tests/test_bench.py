@@ -8,6 +8,7 @@ of a figure.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 from pathlib import Path
@@ -18,6 +19,7 @@ import trio
 
 from impl.redis import open_coredis
 from properties.bench import NAMES, SCHEMA
+from properties.bench._gc_pauses import recording_gc_pauses
 from properties.bench._model import RATIO, Baseline, BenchResult, Check, Figure, Goal, Op
 from properties.bench._redis import count_prefixed
 from properties.bench._report import format_ratio, key_figure
@@ -187,3 +189,14 @@ def test_the_key_figure_is_the_headline_with_its_ratio_else_the_ratio() -> None:
     assert key_figure(with_headline) == "p99 @ 256 streams = 62.0 ms (31.00x raw floor p99)"
     ratio_only = BenchResult(name="n", title="t", figures=(p99,), baseline=floor, ratio=31.0)
     assert key_figure(ratio_only) == "31.00x raw floor p99"
+
+
+def test_gc_pauses_are_recorded_while_the_block_runs_and_not_after() -> None:
+    with recording_gc_pauses() as pauses:
+        gc.collect()  # a full collection
+        gc.collect(0)
+    recorded = len(pauses.seconds)  # at least those two; the allocator may add one
+    assert pauses.full_collections == 1 and recorded >= 2
+    assert pauses.longest > 0
+    gc.collect()
+    assert pauses.full_collections == 1 and len(pauses.seconds) == recorded

@@ -17,7 +17,9 @@ achieved rate (below the offered one), not in the percentiles.
 ``Python CPU busy`` is the process's CPU time while a stream count's chunks flow, as a
 share of one core: near 100 % the process cannot keep up and latency becomes queueing.
 Paced events rarely share a wake-up, so each costs more CPU than in the throughput
-benchmark's back-to-back runs.
+benchmark's back-to-back runs. ``longest GC pause`` and ``full GC collections`` tell a
+tail made by Python's garbage collector (a full collection walks every object in the
+process, the benchmark's own and its imports') from one made by the transport.
 
 The baseline, measured in the same run right after each stream count: as many paced
 loops of raw coredis PUBLISH (one client), at the same rate and slots, to one coredis
@@ -37,6 +39,7 @@ import trio
 
 from impl.redis import PubSubMessage, Subscriber, open_coredis
 from impl.transport._envelope import encode_split
+from properties.bench._gc_pauses import GcPauses, recording_gc_pauses
 from properties.bench._model import (
     Baseline,
     BenchContext,
@@ -72,9 +75,10 @@ def run(context: BenchContext) -> BenchResult:
     url, prefix, sizes = context.redis_url, context.key_prefix, context.sizes
     tallies: list[tuple[int, Tally]] = []
     busy: dict[int, float] = {}
+    pauses: dict[int, GcPauses] = {}
     floors: dict[int, _RawTally] = {}
     for n in sizes.latency_streams:
-        tally, busy[n] = trio.run(_measure, url, prefix, sizes, n)
+        tally, busy[n], pauses[n] = trio.run(_measure, url, prefix, sizes, n)
         tallies.append((n, tally))
         floors[n] = trio.run(_measure_raw, url, sizes, n)
     figures: list[Figure] = []
@@ -98,6 +102,12 @@ def run(context: BenchContext) -> BenchResult:
             Figure(name=f"duplicated {at}", value=tally.duplicated, unit="chunks"),
             Figure(name=f"generator lag max {at}", value=tally.max_lag * 1000, unit="ms"),
             Figure(name=f"Python CPU busy {at}", value=busy[n] * 100, unit="% of a core"),
+            Figure(name=f"longest GC pause {at}", value=pauses[n].longest * 1000, unit="ms"),
+            Figure(
+                name=f"full GC collections {at}",
+                value=pauses[n].full_collections,
+                unit="collections",
+            ),
             Figure(
                 name=f"achieved emit rate {at}",
                 value=tally.emitted / tally.emit_seconds if tally.emit_seconds else 0.0,
@@ -171,23 +181,27 @@ def _anomaly_notes(at: str, tally: Tally) -> list[str]:
     return notes
 
 
-async def _measure(url: str, run_prefix: str, sizes: Sizes, streams: int) -> tuple[Tally, float]:
-    """The streams' tally, and the share of one core this process was busy while they
-    ran (from the first emit to the last delivery or the drain timeout)."""
+async def _measure(
+    url: str, run_prefix: str, sizes: Sizes, streams: int
+) -> tuple[Tally, float, GcPauses]:
+    """The streams' tally, the share of one core this process was busy while they ran
+    (from the first emit to the last delivery or the drain timeout), and the garbage
+    collector's pauses meanwhile."""
     async with redis_replicas(url, 2, run_prefix=run_prefix) as redis_run:
         producer, reader = redis_run.managers
         ids = [f"bench-{redis_run.token}-lat-{i}" for i in range(streams)]
         opened = await open_streams(producer, reader, ids)
         cpu, wall = time.process_time(), time.perf_counter()
-        tally = await drive(
-            producer,
-            opened,
-            events=int(sizes.latency_seconds * sizes.latency_rate_hz),
-            period=1.0 / sizes.latency_rate_hz,
-            drain_timeout=DRAIN_TIMEOUT_S,
-        )
+        with recording_gc_pauses() as pauses:
+            tally = await drive(
+                producer,
+                opened,
+                events=int(sizes.latency_seconds * sizes.latency_rate_hz),
+                period=1.0 / sizes.latency_rate_hz,
+                drain_timeout=DRAIN_TIMEOUT_S,
+            )
         busy = (time.process_time() - cpu) / (time.perf_counter() - wall)
-        return tally, busy
+        return tally, busy, pauses
 
 
 @dataclass(frozen=True, slots=True)

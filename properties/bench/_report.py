@@ -33,7 +33,7 @@ from properties.bench._model import RATIO, BenchResult, Status
 
 SCHEMA = "streamcheck.bench/1"
 #: Units whose values are counts, printed without decimals.
-COUNT_UNITS = frozenset({"chunks", "calls", "actors", "steps", "examples"})
+COUNT_UNITS = frozenset({"chunks", "calls", "actors", "steps", "examples", "collections"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

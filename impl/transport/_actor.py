@@ -433,12 +433,15 @@ class StreamActor:
         saves a task switch per event and reader replica."""
         self._high_water = max(self._high_water, message.seq)
         now = trio.current_time()
+        rearm = False
         for sub in list(self._subscribers.values()):
             step = sub.buffer.offer(message, now)
             if self._carry_out(sub, step):
                 self._tell(_Continue(sub.sub_id, step))
             elif sub.wake_at is not None and sub.wake_at < self._waiting_until:
-                self._tell(_Rearm())
+                rearm = True
+        if rearm:  # one wake-up looks at every timer
+            self._tell(_Rearm())
 
     def restored(self) -> None:
         self._tell(_Restored())

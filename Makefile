@@ -3,20 +3,24 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+INSTALL_LOG := $(VENV)/install.log
 
-$(STAMP): pyproject.toml
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
-	touch $(STAMP)
+# The installer's output goes to a log, so `make demo` shows the demo; on failure the log's tail.
+$(STAMP): pyproject.toml .ci/constraints.txt
+	@echo "installing streamcheck into $(VENV) (log: $(INSTALL_LOG))"
+	@$(PY) -m venv $(VENV)
+	@( $(BIN)/pip install --upgrade pip && \
+	   $(BIN)/pip install -e '.[test]' -c .ci/constraints.txt ) > $(INSTALL_LOG) 2>&1 || \
+	  (tail -n 30 $(INSTALL_LOG); echo "install failed: see $(INSTALL_LOG)"; exit 1)
+	@touch $(STAMP)
 
-.PHONY: demo test lint browser
+.PHONY: demo test lint browser package
 demo: $(STAMP)
-	$(BIN)/streamcheck demo
+	@$(BIN)/streamcheck demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check model impl properties tests
-	$(BIN)/ruff format --check model impl properties tests
+	$(BIN)/ruff check model impl properties tests streamcheck/__init__.py
+	$(BIN)/ruff format --check model impl properties tests streamcheck/__init__.py
 	$(BIN)/mypy
 
 # The timeline test renders a page in Debian's Chromium; without it that test is skipped.
@@ -26,5 +30,9 @@ browser:
 	   (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)) \
 	  >/dev/null 2>&1 || echo "chromium could not be installed: the browser test will be skipped"
 
-test: lint browser
+# The wheel as a new user installs it: fresh venv, library alone, then the harness extra.
+package: $(STAMP)
+	@bash .ci/check-package $(BIN)/python
+
+test: lint browser package
 	$(BIN)/pytest -q

@@ -1,12 +1,12 @@
 """streamcheck's reference implementation of resumable generation streams.
 
 Start with :func:`open_replica` over a :class:`MemoryBackend` (one process) or a
-:class:`~impl.redis.RedisLike` (many processes), then use the
+:class:`~streamcheck.impl.redis.RedisLike` (many processes), then use the
 :class:`GenerationJobManager` it yields.
 """
 
-from impl._config import StreamConfig
-from impl._errors import (
+from streamcheck.impl._config import StreamConfig
+from streamcheck.impl._errors import (
     BackendUnavailable,
     EventTooLarge,
     IllegalTransition,
@@ -14,16 +14,16 @@ from impl._errors import (
     StreamActorStopped,
     StreamcheckError,
 )
-from impl._manager import GenerationJob, GenerationJobManager, ManagerSettings
-from impl._seams import CountingIds, ManualWallClock, RandomIds, SystemWallClock
-from impl._service import (
+from streamcheck.impl._manager import GenerationJob, GenerationJobManager, ManagerSettings
+from streamcheck.impl._seams import CountingIds, ManualWallClock, RandomIds, SystemWallClock
+from streamcheck.impl._service import (
     MemoryBackend,
     ReplicaSettings,
     open_configured_replica,
     open_replica,
     replica_settings,
 )
-from impl._types import (
+from streamcheck.impl._types import (
     AbortOutcome,
     AbortResult,
     JobStatus,
@@ -34,8 +34,8 @@ from impl._types import (
     UserMessage,
     read_usage,
 )
-from impl.redis import Keys, RedisLike
-from impl.transport._transport import EventTransport, Subscription
+from streamcheck.impl.redis import Keys, RedisLike
+from streamcheck.impl.transport._transport import EventTransport, Subscription
 
 __all__ = [
     "AbortOutcome",

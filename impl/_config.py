@@ -49,7 +49,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from impl._errors import redact_url
+from streamcheck.impl._errors import redact_url
 
 # Reorder buffer: a missing seq is waited for 500 ms, at most 100 messages are parked
 # (spec §7 "Reorder buffer", §2.4).
@@ -87,7 +87,7 @@ def _enabled(value: str | None) -> bool:
 
 
 def redact_uri_list(uris: str) -> str:
-    """:func:`impl._errors.redact_url` for each URI of a comma-separated list."""
+    """:func:`streamcheck.impl._errors.redact_url` for each URI of a comma-separated list."""
     return ",".join(redact_url(uri.strip()) for uri in uris.split(","))
 
 
@@ -150,7 +150,8 @@ class StreamConfig:
     @property
     def effective_key_prefix(self) -> str:
         """The prefix LibreChat's ioredis puts before every key: ``<prefix>::`` (also with
-        an empty prefix). Pass this to :class:`impl.redis.Keys` to share keys with it."""
+        an empty prefix). Pass this to :class:`streamcheck.impl.redis.Keys` to share keys with
+        it."""
         return f"{self.key_prefix}{KEY_PREFIX_SEPARATOR}"
 
     @classmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from model import JSONValue
+from streamcheck.model import JSONValue
 
 TEXT_EVENTS = {"on_message_delta": "text", "on_reasoning_delta": "think"}
 RUN_STEP_EVENTS = {"on_run_step", "on_run_step_completed", "on_run_step_delta"}

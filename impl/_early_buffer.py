@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from model import SequencedEvent
+from streamcheck.model import SequencedEvent
 
 #: Caps from LibreChat #14612 (spec §7).
 MAX_EVENTS = 5_000

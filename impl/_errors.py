@@ -5,7 +5,7 @@
   whether the stream exists.
 * The backend being unreachable raises :class:`BackendUnavailable` naming the URL with
   its password redacted.
-* Data loss is never an exception: it reaches subscribers as a ``model.Gap`` event.
+* Data loss is never an exception: it reaches subscribers as a ``streamcheck.model.Gap`` event.
 """
 
 from __future__ import annotations

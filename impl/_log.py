@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from model import Chunk, Done, Failure
+from streamcheck.model import Chunk, Done, Failure
 
 SequencedEvent = Chunk | Done | Failure
 

@@ -31,14 +31,14 @@ from typing import Final
 
 import trio
 
-from impl._canaries import Canary
-from impl._content import aggregate_content, collect_run_steps, content_text
-from impl._early_buffer import EarlyBuffer
-from impl._errors import IllegalTransition, StreamAccessDenied
-from impl._ids import validate_stream_id, validate_user_id
-from impl._log import LostWrites
-from impl._seams import IdSource, WallClock
-from impl._types import (
+from streamcheck.impl._canaries import Canary
+from streamcheck.impl._content import aggregate_content, collect_run_steps, content_text
+from streamcheck.impl._early_buffer import EarlyBuffer
+from streamcheck.impl._errors import IllegalTransition, StreamAccessDenied
+from streamcheck.impl._ids import validate_stream_id, validate_user_id
+from streamcheck.impl._log import LostWrites
+from streamcheck.impl._seams import IdSource, WallClock
+from streamcheck.impl._types import (
     AbortOutcome,
     AbortResult,
     JobStatus,
@@ -47,11 +47,11 @@ from impl._types import (
     SerializableJobData,
     UserMessage,
 )
-from impl.jobstore._protocol import JobStore
-from impl.transport._actor import LOG_PAGE
-from impl.transport._bus import Bus, Dispatched, Published, PublishRefused
-from impl.transport._transport import EventTransport, Subscription
-from model import Chunk, JSONValue
+from streamcheck.impl.jobstore._protocol import JobStore
+from streamcheck.impl.transport._actor import LOG_PAGE
+from streamcheck.impl.transport._bus import Bus, Dispatched, Published, PublishRefused
+from streamcheck.impl.transport._transport import EventTransport, Subscription
+from streamcheck.model import Chunk, JSONValue
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ sequence one subscriber must see. Rules:
 3. A gap is never skipped silently. When it does not fill within ``timeout`` of the
    first parked message (or ``capacity`` messages park) the core asks for the chunk
    log from the frontier (:attr:`Step.fetch_from`). Only a seq that the log proves
-   missing becomes a :class:`model.Gap`; so does a ``LostWrites`` row, the log's record
+   missing becomes a :class:`streamcheck.model.Gap`; so does a ``LostWrites`` row, the log's record
    of seqs that Redis lost (reason ``WRITES_LOST``).
 4. While ``deferred`` (a fresh attachment catching up from the log) live traffic
    parks and neither the timer nor the capacity limit fires.
@@ -29,8 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from impl._log import LogRow, LostWrites, SequencedEvent
-from model import Done, Failure, Gap, GapReason, StreamEvent, is_terminal
+from streamcheck.impl._log import LogRow, LostWrites, SequencedEvent
+from streamcheck.model import Done, Failure, Gap, GapReason, StreamEvent, is_terminal
 
 #: Message delivered when a newer turn took over the stream id before this
 #: generation's terminal was seen (it can never arrive: the publish fence refuses it).

@@ -13,18 +13,18 @@ from dataclasses import dataclass, replace
 
 import trio
 
-from impl._canaries import Canary
-from impl._config import StreamConfig
-from impl._manager import GenerationJobManager, ManagerSettings
-from impl._seams import IdSource, RandomIds, SystemWallClock, WallClock
-from impl.jobstore._memory import MemoryJobStore
-from impl.jobstore._redis import RedisJobStore
-from impl.redis import Keys, RedisLike
-from impl.transport._actor import ActorTimings
-from impl.transport._bus import Bus
-from impl.transport._memory_bus import JobFacts, MemoryBus, MemoryHub
-from impl.transport._redis_bus import RedisBus
-from impl.transport._transport import EventTransport
+from streamcheck.impl._canaries import Canary
+from streamcheck.impl._config import StreamConfig
+from streamcheck.impl._manager import GenerationJobManager, ManagerSettings
+from streamcheck.impl._seams import IdSource, RandomIds, SystemWallClock, WallClock
+from streamcheck.impl.jobstore._memory import MemoryJobStore
+from streamcheck.impl.jobstore._redis import RedisJobStore
+from streamcheck.impl.redis import Keys, RedisLike
+from streamcheck.impl.transport._actor import ActorTimings
+from streamcheck.impl.transport._bus import Bus
+from streamcheck.impl.transport._memory_bus import JobFacts, MemoryBus, MemoryHub
+from streamcheck.impl.transport._redis_bus import RedisBus
+from streamcheck.impl.transport._transport import EventTransport
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +176,8 @@ async def open_configured_replica(
 
     Without ``USE_REDIS_STREAMS`` it runs on ``memory`` (or a fresh in-process backend);
     with it, on Redis or Redis Cluster, keys prefixed as LibreChat's ioredis does.
-    Raises :class:`~impl.BackendUnavailable` (password redacted) if Redis is unreachable.
+    Raises :class:`~streamcheck.impl.BackendUnavailable` (password redacted) if Redis is
+    unreachable.
     """
     settings = replica_settings(config)
     if not config.use_redis_streams:
@@ -185,7 +186,7 @@ async def open_configured_replica(
             yield manager
         return
     assert config.redis_url is not None  # StreamConfig validates this
-    from impl.redis._coredis import open_coredis
+    from streamcheck.impl.redis._coredis import open_coredis
 
     async with (
         open_coredis(config.redis_url, cluster=config.use_redis_cluster) as redis,

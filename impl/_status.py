@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 
-from impl._errors import IllegalTransition
+from streamcheck.impl._errors import IllegalTransition
 
 
 class JobStatus(enum.StrEnum):

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from impl._status import JobStatus
-from model import JSONValue
+from streamcheck.impl._status import JobStatus
+from streamcheck.model import JSONValue
 
 __all__ = [
     "AbortOutcome",

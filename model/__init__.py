@@ -6,9 +6,9 @@ system can prove that events were lost for good it says so with a :class:`Gap`
 instead of staying silent.
 """
 
-from model._anomalies import Anomaly, AnomalyKind, CheckReport, CheckStatistics
-from model._checker import check
-from model._events import (
+from streamcheck.model._anomalies import Anomaly, AnomalyKind, CheckReport, CheckStatistics
+from streamcheck.model._checker import check
+from streamcheck.model._events import (
     Chunk,
     Done,
     Failure,
@@ -20,7 +20,7 @@ from model._events import (
     Terminal,
     is_terminal,
 )
-from model._history import (
+from streamcheck.model._history import (
     AbortRequested,
     BoundExceeded,
     Delivered,
@@ -39,7 +39,7 @@ from model._history import (
     WritesLost,
     digest,
 )
-from model._reference import (
+from streamcheck.model._reference import (
     HistoryIndex,
     SessionExpectation,
     expectation_from_index,

@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import final
 
-from model._events import JSONValue
+from streamcheck.model._events import JSONValue
 
 #: How many anomalies :meth:`CheckReport.summary` spells out before it abbreviates.
 SUMMARY_DETAIL_LIMIT = 20

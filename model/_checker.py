@@ -1,6 +1,6 @@
 """The history checker: judge a whole run against the reference model.
 
-:func:`check` reads the history once into an index (:mod:`model._reference`), then
+:func:`check` reads the history once into an index (:mod:`streamcheck.model._reference`), then
 
 1. judges each **generation** on what it emitted: seqs allocated in increasing order
    (per replica: emits from two replicas may complete out of order) and never twice,
@@ -8,7 +8,7 @@
    acknowledged abort honoured (the last three unless Redis lost writes in between, a
    ``WritesLost`` record: the fence cannot remember what Redis forgot, but readers
    must still see one terminal and nothing after it);
-2. judges each **session** on what it received (:mod:`model._session_judge`):
+2. judges each **session** on what it received (:mod:`streamcheck.model._session_judge`):
    safety always; liveness (terminal received, nothing owed missing) only for
    sessions that did not detach or lose their replica, and only when the history
    contains a ``Healed`` record.
@@ -28,11 +28,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from model._anomalies import Anomaly, AnomalyKind, CheckReport, CheckStatistics
-from model._history import AbortRequested, BoundExceeded, EmitKind, Emitted, History, Record
-from model._identify import seq_list
-from model._reference import GenerationFacts, HistoryIndex, index_history
-from model._session_judge import SessionJudge, SessionTally
+from streamcheck.model._anomalies import Anomaly, AnomalyKind, CheckReport, CheckStatistics
+from streamcheck.model._history import (
+    AbortRequested,
+    BoundExceeded,
+    EmitKind,
+    Emitted,
+    History,
+    Record,
+)
+from streamcheck.model._identify import seq_list
+from streamcheck.model._reference import GenerationFacts, HistoryIndex, index_history
+from streamcheck.model._session_judge import SessionJudge, SessionTally
 
 #: Seconds after an acknowledged abort during which an emit may still return OK. The
 #: publish fence refuses chunks once the abort's terminal is written, so none.

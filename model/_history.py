@@ -18,7 +18,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field, replace
 
-from model._events import JSONValue, StreamEvent
+from streamcheck.model._events import JSONValue, StreamEvent
 
 
 def digest(value: JSONValue) -> str:

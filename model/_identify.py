@@ -23,10 +23,15 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from model._anomalies import AnomalyKind
-from model._events import Done, Failure, Gap, SequencedEvent, StreamEvent
-from model._history import EmitKind, Emitted, SessionMode, SessionOpened
-from model._reference import GenerationFacts, HistoryIndex, event_kind, expected_snapshot
+from streamcheck.model._anomalies import AnomalyKind
+from streamcheck.model._events import Done, Failure, Gap, SequencedEvent, StreamEvent
+from streamcheck.model._history import EmitKind, Emitted, SessionMode, SessionOpened
+from streamcheck.model._reference import (
+    GenerationFacts,
+    HistoryIndex,
+    event_kind,
+    expected_snapshot,
+)
 
 
 class Verdict(enum.Enum):

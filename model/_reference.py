@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import final
 
-from model._events import Chunk, Done, Failure, Gap, StreamEvent
-from model._history import (
+from streamcheck.model._events import Chunk, Done, Failure, Gap, StreamEvent
+from streamcheck.model._history import (
     AbortRequested,
     Delivered,
     EmitKind,

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from model._anomalies import Anomaly, AnomalyKind
-from model._events import Chunk, Done, Failure, Gap, SequencedEvent, StreamEvent
-from model._history import Delivered, SessionEnd
-from model._identify import Verdict, identify, seq_list, snapshot_problem, what
-from model._reference import GenerationFacts, HistoryIndex, SessionFacts
+from streamcheck.model._anomalies import Anomaly, AnomalyKind
+from streamcheck.model._events import Chunk, Done, Failure, Gap, SequencedEvent, StreamEvent
+from streamcheck.model._history import Delivered, SessionEnd
+from streamcheck.model._identify import Verdict, identify, seq_list, snapshot_problem, what
+from streamcheck.model._reference import GenerationFacts, HistoryIndex, SessionFacts
 
 _FAR = 1 << 62
 

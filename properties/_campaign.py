@@ -23,12 +23,12 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import HypothesisException
 from hypothesis.stateful import get_state_machine_test
 
-from impl._canaries import Canary
-from model import AnomalyKind, CheckReport
-from properties._minimize import minimize_replay_file
-from properties._run_limits import DEFAULT_REPLICAS
-from properties._simulation import describe_crash
-from properties.machine import StreamMachine, machine_for
+from streamcheck.impl._canaries import Canary
+from streamcheck.model import AnomalyKind, CheckReport
+from streamcheck.properties._minimize import minimize_replay_file
+from streamcheck.properties._run_limits import DEFAULT_REPLICAS
+from streamcheck.properties._simulation import describe_crash
+from streamcheck.properties.machine import StreamMachine, machine_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +59,7 @@ class CampaignResult:
     #: State-machine rules run over the whole campaign (each one decision or more).
     rules: int | None = None
     shrunk_rules: int | None = None
-    #: Decisions in Hypothesis's shrunk example, before :mod:`properties._minimize`
+    #: Decisions in Hypothesis's shrunk example, before :mod:`streamcheck.properties._minimize`
     #: deleted what the failure did not need (None: nothing failed).
     hypothesis_shrunk_steps: int | None = None
     #: Examples that failed (the first one, then every failing shrink attempt).
@@ -71,7 +71,7 @@ class CampaignResult:
     replicas: int = DEFAULT_REPLICAS
     #: The wall-clock budget of a :func:`run_within` run (None: examples only).
     budget_seconds: float | None = None
-    #: Processes the campaigns ran in (see :mod:`properties._parallel`).
+    #: Processes the campaigns ran in (see :mod:`streamcheck.properties._parallel`).
     workers: int = 1
 
     @property

@@ -23,9 +23,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from impl._canaries import Canary
-from model import AnomalyKind, CheckReport
-from properties._replay import (
+from streamcheck.impl._canaries import Canary
+from streamcheck.model import AnomalyKind, CheckReport
+from streamcheck.properties._replay import (
     apply_and_judge,
     crash_signature,
     load_replay,
@@ -34,7 +34,7 @@ from properties._replay import (
     write_crash_replay_file,
     write_replay_file,
 )
-from properties._simulation import Decision, SimulationCrashed
+from streamcheck.properties._simulation import Decision, SimulationCrashed
 
 #: Wall seconds one failure's minimization may take (replays cost 5 to 50 ms each).
 MINIMIZE_SECONDS = 30.0
@@ -110,7 +110,7 @@ def shows_anomaly(kind: AnomalyKind, *, canaries: frozenset[Canary], replicas: i
 
 def crashes_like(signature: str, *, canaries: frozenset[Canary], replicas: int) -> StillFails:
     """A ``still_fails`` for replays: the world crashes with the same innermost error,
-    raised at the same place (:func:`~properties._replay.crash_signature`)."""
+    raised at the same place (:func:`~streamcheck.properties._replay.crash_signature`)."""
 
     def still_fails(decisions: list[Decision]) -> bool:
         try:

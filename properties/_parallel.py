@@ -1,7 +1,7 @@
 """Campaigns in several worker processes at once: more examples per wall second.
 
 One Python process runs one simulation at a time on one core; a machine with more
-cores can run more. The work is the same as :func:`properties._campaign.run_within`'s:
+cores can run more. The work is the same as :func:`streamcheck.properties._campaign.run_within`'s:
 campaigns of ``chunk`` examples with seeds ``seed``, ``seed + 1``, ..., here handed out
 from a shared counter to whichever worker is free, so the same seed explores the same
 campaigns (which worker runs which one, and how far a time budget gets, depend on
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from impl._canaries import Canary
-from model import AnomalyKind
-from properties._campaign import (
+from streamcheck.impl._canaries import Canary
+from streamcheck.model import AnomalyKind
+from streamcheck.properties._campaign import (
     CHUNK_EXAMPLES,
     CampaignResult,
     Progress,
@@ -41,7 +41,7 @@ from properties._campaign import (
     finished_progress,
     run_campaign,
 )
-from properties._run_limits import DEFAULT_REPLICAS, MAX_WORKERS
+from streamcheck.properties._run_limits import DEFAULT_REPLICAS, MAX_WORKERS
 
 #: Seconds the parent waits for a message before checking that its workers still live.
 _POLL_S = 0.25

@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from properties.sim import PendingItem
+from streamcheck.properties.sim import PendingItem
 
 #: The step indices at which priorities may change are drawn from this many steps: a
 #: settle after a few rules rarely runs more.

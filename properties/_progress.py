@@ -2,7 +2,7 @@
 
 It draws on stderr, in place (``\\r``, then erase to the end of the line), and only
 when stderr is a terminal: in CI logs, pipes and tests it writes nothing at all. It is
-a :data:`properties._campaign.ProgressCallback`::
+a :data:`streamcheck.properties._campaign.ProgressCallback`::
 
     bar = ProgressBar("correct implementation")
     run_campaign(examples=500, on_progress=bar)
@@ -19,7 +19,7 @@ import sys
 import time
 from typing import TextIO
 
-from properties._campaign import Progress
+from streamcheck.properties._campaign import Progress
 
 #: Seconds between two redraws (the last report always redraws).
 REDRAW_INTERVAL_S = 0.1

@@ -19,9 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from impl._canaries import Canary
-from model import CheckReport, History, Record
-from properties._simulation import Decision, Simulation, SimulationCrashed, describe_crash
+from streamcheck.impl._canaries import Canary
+from streamcheck.model import CheckReport, History, Record
+from streamcheck.properties._simulation import (
+    Decision,
+    Simulation,
+    SimulationCrashed,
+    describe_crash,
+)
 
 FORMAT_VERSION = 1
 

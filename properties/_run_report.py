@@ -31,7 +31,7 @@ from typing import Any
 
 from hypothesis import settings as HypothesisSettings
 
-from properties._campaign import CampaignResult
+from streamcheck.properties._campaign import CampaignResult
 
 SCHEMA = "streamcheck.run/1"
 SUMMARY_FILENAME = "summary.md"

@@ -1,5 +1,5 @@
 """One simulated run: a trio loop on a mock clock (driven step by step, see
-:mod:`properties._stepped_loop`), a simulated Redis, the world of replicas and clients,
+:mod:`streamcheck.properties._stepped_loop`), a simulated Redis, the world of replicas and clients,
 and the list of decisions that drove it.
 
 The driver (a Hypothesis state machine, or the replay runner) calls
@@ -20,12 +20,12 @@ import trio
 import trio.testing
 from trio._core import _run
 
-from impl._canaries import Canary
-from model import CheckReport, Healed, WritesLost, check
-from properties._pct import PctScheduler
-from properties._stepped_loop import LoopFinished, SteppedLoop
-from properties._world import EPOCH_S, SIM_SETTINGS, World
-from properties.sim import SimRedis, sim_time
+from streamcheck.impl._canaries import Canary
+from streamcheck.model import CheckReport, Healed, WritesLost, check
+from streamcheck.properties._pct import PctScheduler
+from streamcheck.properties._stepped_loop import LoopFinished, SteppedLoop
+from streamcheck.properties._world import EPOCH_S, SIM_SETTINGS, World
+from streamcheck.properties.sim import SimRedis, sim_time
 
 #: Clock jumps of the heal phase: past the reorder timeout, the idle probe, the
 #: producer timeout and the cleanup interval, with settling in between.

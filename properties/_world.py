@@ -19,7 +19,7 @@ from typing import Protocol
 
 import trio
 
-from impl import (
+from streamcheck.impl import (
     AbortOutcome,
     CountingIds,
     GenerationJob,
@@ -30,11 +30,11 @@ from impl import (
     Subscription,
     open_replica,
 )
-from impl._seams import WallClock
-from impl.redis import RedisConnectionError, RedisLike
-from impl.transport import Dispatched, Published
-from impl.transport._actor import DeliveryTotals
-from model import (
+from streamcheck.impl._seams import WallClock
+from streamcheck.impl.redis import RedisConnectionError, RedisLike
+from streamcheck.impl.transport import Dispatched, Published
+from streamcheck.impl.transport._actor import DeliveryTotals
+from streamcheck.model import (
     AbortRequested,
     BoundExceeded,
     Chunk,
@@ -57,7 +57,7 @@ from model import (
     StreamEvent,
     digest,
 )
-from properties.sim import SimRedis
+from streamcheck.properties.sim import SimRedis
 
 logger = logging.getLogger(__name__)
 

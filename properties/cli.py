@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import logging
 import signal
 import sys
@@ -12,15 +13,20 @@ from pathlib import Path
 
 import trio
 
-from impl._canaries import PROFILES, Canary, parse_canaries
-from impl._errors import BackendUnavailable
-from properties._run_limits import DEFAULT_REPLICAS, MAX_REPLICAS, MAX_WORKERS, MIN_REPLICAS
+from streamcheck.impl._canaries import PROFILES, Canary, parse_canaries
+from streamcheck.impl._errors import BackendUnavailable
+from streamcheck.properties._run_limits import (
+    DEFAULT_REPLICAS,
+    MAX_REPLICAS,
+    MAX_WORKERS,
+    MIN_REPLICAS,
+)
 
 EXIT_OK, EXIT_ANOMALY, EXIT_USAGE = 0, 1, 2
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from properties.demo import run_demo
+    from streamcheck.properties.demo import run_demo
 
     print(f"two replicas on the {args.backend} backend; generator on A, client on B")
     try:
@@ -59,9 +65,14 @@ def _canaries_from(args: argparse.Namespace) -> frozenset[Canary]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from properties._campaign import CHUNK_EXAMPLES, campaign_settings, run_campaign, run_within
-    from properties._progress import ProgressBar
-    from properties._run_report import (
+    from streamcheck.properties._campaign import (
+        CHUNK_EXAMPLES,
+        campaign_settings,
+        run_campaign,
+        run_within,
+    )
+    from streamcheck.properties._progress import ProgressBar
+    from streamcheck.properties._run_report import (
         RunInfo,
         command_line,
         exit_code,
@@ -133,7 +144,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     try:
         if args.workers > 1:
-            from properties._parallel import run_in_workers
+            from streamcheck.properties._parallel import run_in_workers
 
             result = run_in_workers(
                 args.workers,
@@ -180,7 +191,7 @@ def _run(args: argparse.Namespace) -> int:
             f"{result.first_failure_seconds:.1f} s; {result.shrink_summary()})"
         )
         if result.replay_file is not None:
-            from properties.report import TIMELINE_FILENAME, write_timeline
+            from streamcheck.properties.report import TIMELINE_FILENAME, write_timeline
 
             timeline = write_timeline(
                 result.replay_file, result.replay_file.parent / TIMELINE_FILENAME
@@ -214,8 +225,14 @@ def _run_real(args: argparse.Namespace) -> int:
     import shutil
     import time
 
-    from properties.realredis._harness import FAULTS, PROFILES, Backend, FaultKind, run_tier
-    from properties.realredis._report import run_line, table, to_json, write
+    from streamcheck.properties.realredis._harness import (
+        FAULTS,
+        PROFILES,
+        Backend,
+        FaultKind,
+        run_tier,
+    )
+    from streamcheck.properties.realredis._report import run_line, table, to_json, write
 
     if args.canary or args.profile:
         print("streamcheck: canaries run in the simulation only (--backend sim)", file=sys.stderr)
@@ -290,7 +307,7 @@ def _run_real(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from properties._replay import load_replay, replay_twice
+    from streamcheck.properties._replay import load_replay, replay_twice
 
     path = Path(args.file)
     try:
@@ -314,8 +331,8 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _canaries(args: argparse.Namespace) -> int:
-    from properties._canary_report import run_canaries
-    from properties._progress import ProgressBar
+    from streamcheck.properties._canary_report import run_canaries
+    from streamcheck.properties._progress import ProgressBar
 
     if not _workers_ok(args.workers):
         return EXIT_USAGE
@@ -344,7 +361,7 @@ def _canaries(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from properties.bench import (
+    from streamcheck.properties.bench import (
         BenchOptions,
         check_redis_url,
         exit_code,
@@ -533,8 +550,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+#: What ``pip install streamcheck`` leaves out; the ``harness`` extra brings them.
+HARNESS_MODULES = ("hypothesis", "fakeredis", "greenlet")
+
+
+def missing_harness() -> list[str]:
+    """The harness's libraries that are not installed."""
+    return [name for name in HARNESS_MODULES if importlib.util.find_spec(name) is None]
+
+
 def run() -> None:
     """Console-script entry point."""
+    missing = missing_harness()
+    if missing:
+        print(
+            f"streamcheck: the command line needs the harness ({', '.join(missing)} not "
+            "installed): pip install 'streamcheck[harness]'",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_USAGE)
     sys.exit(main())
 
 

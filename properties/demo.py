@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import trio
 
-from impl import GenerationJobManager, MemoryBackend, ReplicaSettings, open_replica
-from impl._content import content_text
-from model import Chunk, Done, Gap, JSONValue
+from streamcheck.impl import GenerationJobManager, MemoryBackend, ReplicaSettings, open_replica
+from streamcheck.impl._content import content_text
+from streamcheck.model import Chunk, Done, Gap, JSONValue
 
 ANSWER = (
     "Resumable streams keep every event in a log ordered by sequence number, so a "
@@ -57,7 +57,7 @@ async def _two_replicas(
         ):
             yield a, b
         return
-    from impl.redis._coredis import open_coredis
+    from streamcheck.impl.redis._coredis import open_coredis
 
     async with (
         open_coredis(redis_url) as ra,

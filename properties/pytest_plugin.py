@@ -20,7 +20,7 @@ It provides
 * the marker ``@pytest.mark.streamcheck(canaries=..., backend="sim")``: the fixture's
   defaults for that test (canaries: a comma-separated string or an iterable of names);
 * the fixture ``streamcheck_campaign``: a callable that runs the state machine with the
-  selected profile and returns the :class:`~properties._campaign.CampaignResult`. When
+  selected profile and returns the :class:`~streamcheck.properties._campaign.CampaignResult`. When
   an example fails it writes the replay file, ``timeline.html``, ``summary.md`` and
   ``results.json`` to ``<reports>/<test id>/`` and fails the test with the anomalies
   and the ``streamcheck replay`` command (``expect_anomaly=True`` turns that around
@@ -45,8 +45,8 @@ import pytest
 if TYPE_CHECKING:
     from hypothesis import settings as HypothesisSettings
 
-    from impl._canaries import Canary
-    from properties._campaign import CampaignResult
+    from streamcheck.impl._canaries import Canary
+    from streamcheck.properties._campaign import CampaignResult
 
 PROFILES = ("ci", "nightly")
 #: The Hypothesis profile names (prefixed, so a suite's own ``ci`` profile is untouched).
@@ -180,7 +180,7 @@ def register_profiles(options: Options) -> None:
     from hypothesis import settings
     from hypothesis.database import DirectoryBasedExampleDatabase
 
-    from properties._campaign import campaign_settings
+    from streamcheck.properties._campaign import campaign_settings
 
     settings.register_profile(
         HYPOTHESIS_PROFILE["ci"],
@@ -207,7 +207,7 @@ _STATE = pytest.StashKey[_State]()
 
 
 def _canaries_from(value: object) -> frozenset[Canary]:
-    from impl._canaries import Canary, parse_canaries
+    from streamcheck.impl._canaries import Canary, parse_canaries
 
     if value is None:
         return frozenset()
@@ -287,7 +287,7 @@ class StreamcheckCampaign:
         crashed. Failing runs leave their files in ``<reports>/<test id>/``.
         """
         __tracebackhide__ = True
-        from properties._campaign import run_campaign
+        from streamcheck.properties._campaign import run_campaign
 
         if self.backend not in BACKENDS:
             pytest.fail(
@@ -344,8 +344,8 @@ class StreamcheckCampaign:
         seed: int | None,
         started: datetime.datetime,
     ) -> None:
-        from properties._run_report import RunInfo, write_run_report
-        from properties.report import TIMELINE_FILENAME, write_timeline
+        from streamcheck.properties._run_report import RunInfo, write_run_report
+        from streamcheck.properties.report import TIMELINE_FILENAME, write_timeline
 
         timeline = None
         if result.replay_file is not None and result.replay_file.exists():

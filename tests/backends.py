@@ -7,8 +7,14 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import trio
 
-from impl import GenerationJobManager, Keys, MemoryBackend, ReplicaSettings, open_replica
-from model import Chunk, JSONValue, StreamEvent
+from streamcheck.impl import (
+    GenerationJobManager,
+    Keys,
+    MemoryBackend,
+    ReplicaSettings,
+    open_replica,
+)
+from streamcheck.model import Chunk, JSONValue, StreamEvent
 
 #: Short timings so repair paths run in test time; the defaults are LibreChat's.
 FAST = ReplicaSettings(

@@ -1,6 +1,6 @@
 """The private-Redis helpers live with the real-Redis tier; tests import them from here."""
 
-from properties.realredis._servers import (
+from streamcheck.properties.realredis._servers import (
     HOST,
     RedisClusterServers,
     RedisServer,

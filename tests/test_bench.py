@@ -17,13 +17,21 @@ from typing import Any
 import pytest
 import trio
 
-from impl.redis import open_coredis
-from properties.bench import NAMES, SCHEMA
-from properties.bench._gc_pauses import recording_gc_pauses
-from properties.bench._model import RATIO, Baseline, BenchResult, Check, Figure, Goal, Op
-from properties.bench._redis import count_prefixed
-from properties.bench._report import format_ratio, key_figure
-from properties.cli import EXIT_OK, EXIT_USAGE, main
+from streamcheck.impl.redis import open_coredis
+from streamcheck.properties.bench import NAMES, SCHEMA
+from streamcheck.properties.bench._gc_pauses import recording_gc_pauses
+from streamcheck.properties.bench._model import (
+    RATIO,
+    Baseline,
+    BenchResult,
+    Check,
+    Figure,
+    Goal,
+    Op,
+)
+from streamcheck.properties.bench._redis import count_prefixed
+from streamcheck.properties.bench._report import format_ratio, key_figure
+from streamcheck.properties.cli import EXIT_OK, EXIT_USAGE, main
 from tests.redis_support import find_free_port
 
 

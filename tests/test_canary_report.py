@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from properties.cli import EXIT_ANOMALY, EXIT_OK, EXIT_USAGE, main
+from streamcheck.properties.cli import EXIT_ANOMALY, EXIT_OK, EXIT_USAGE, main
 
 #: Two canaries a small budget finds (see reports/sample/canaries.md), and the control.
 CHOSEN = "per-process-counters,early-buffer-on-resume"

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import event as note_event
 from hypothesis import strategies as st
 
-from model import (
+from streamcheck.model import (
     AbortRequested,
     AnomalyKind,
     CheckReport,
@@ -867,7 +867,7 @@ def test_records_without_a_history_are_indexed_by_position() -> None:
 
 
 def test_bound_exceeded_is_flagged_and_its_absence_is_not() -> None:
-    from model import BoundExceeded, History, check
+    from streamcheck.model import BoundExceeded, History, check
 
     clean = History()
     assert check(clean).ok

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from impl._config import (
+from streamcheck.impl._config import (
     CLEANUP_INTERVAL_S,
     COMPLETED_TTL_S,
     EARLY_BUFFER_MAX_BYTES,
@@ -17,7 +17,7 @@ from impl._config import (
     STALE_JOB_TIMEOUT_S,
     StreamConfig,
 )
-from impl.redis import Keys
+from streamcheck.impl.redis import Keys
 
 
 def test_defaults_without_any_variable_are_memory_mode_with_spec_timings() -> None:
@@ -198,7 +198,7 @@ def test_only_redis_urls_are_accepted() -> None:
 
 
 def test_redact_url_handles_cluster_node_lists() -> None:
-    from impl._errors import redact_url
+    from streamcheck.impl._errors import redact_url
 
     assert (
         redact_url("redis://a:pw@h1:1,redis://a:pw@h2:2") == "redis://a:***@h1:1,redis://a:***@h2:2"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from impl import BackendUnavailable, StreamConfig, open_configured_replica
+from streamcheck.impl import BackendUnavailable, StreamConfig, open_configured_replica
 from tests.backends import collect, delta, texts
 
 

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import pytest
 import trio
 
-from impl import BackendUnavailable
-from impl.redis import (
+from streamcheck.impl import BackendUnavailable
+from streamcheck.impl.redis import (
     CoredisRedis,
     LuaScript,
     PubSubMessage,

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from impl._early_buffer import EarlyBuffer
-from impl.transport._envelope import AbortSignal, MalformedPayload, decode, encode_split
-from model import Chunk, Done, Failure
+from streamcheck.impl._early_buffer import EarlyBuffer
+from streamcheck.impl.transport._envelope import AbortSignal, MalformedPayload, decode, encode_split
+from streamcheck.model import Chunk, Done, Failure
 
 
 @pytest.mark.parametrize(

@@ -21,8 +21,8 @@ import pytest
 import trio
 import trio.testing
 
-from impl.redis import RedisConnectionError, open_coredis
-from properties.realredis import (
+from streamcheck.impl.redis import RedisConnectionError, open_coredis
+from streamcheck.properties.realredis import (
     LOOPBACK,
     Blackhole,
     Cut,

@@ -18,14 +18,14 @@ from typing import cast
 
 import pytest
 
-from impl._errors import IllegalTransition
-from impl._seams import ManualWallClock
-from impl._status import ALLOWED_TRANSITIONS, JobStatus
-from impl._types import JobUpdate, UsageMetadata, UserMessage
-from impl.jobstore import JobStore, MemoryJobStore, RedisJobStore
-from impl.redis import Keys, LuaScript, RedisLike
-from impl.redis._protocol import ScriptArg
-from model import JSONValue
+from streamcheck.impl._errors import IllegalTransition
+from streamcheck.impl._seams import ManualWallClock
+from streamcheck.impl._status import ALLOWED_TRANSITIONS, JobStatus
+from streamcheck.impl._types import JobUpdate, UsageMetadata, UserMessage
+from streamcheck.impl.jobstore import JobStore, MemoryJobStore, RedisJobStore
+from streamcheck.impl.redis import Keys, LuaScript, RedisLike
+from streamcheck.impl.redis._protocol import ScriptArg
+from streamcheck.model import JSONValue
 
 MINUTE = 60_000
 

@@ -12,12 +12,12 @@ import re
 
 import pytest
 
-from impl._errors import IllegalTransition
-from impl._seams import ManualWallClock
-from impl._status import JobStatus
-from impl._types import JobUpdate, UsageMetadata, UserMessage
-from impl.jobstore import MemoryJobStore, MemoryJobStoreStats
-from model import JSONValue
+from streamcheck.impl._errors import IllegalTransition
+from streamcheck.impl._seams import ManualWallClock
+from streamcheck.impl._status import JobStatus
+from streamcheck.impl._types import JobUpdate, UsageMetadata, UserMessage
+from streamcheck.impl.jobstore import MemoryJobStore, MemoryJobStoreStats
+from streamcheck.model import JSONValue
 
 MINUTE = 60_000
 
@@ -58,7 +58,7 @@ async def test_create_at_capacity_evicts_the_oldest_job(caplog: pytest.LogCaptur
     clock.advance(1)
     await store.create_job("a", "u", generation_id="ga")
     clock.advance(1)
-    with caplog.at_level(logging.WARNING, logger="impl.jobstore._memory"):
+    with caplog.at_level(logging.WARNING, logger="streamcheck.impl.jobstore._memory"):
         await store.create_job("c", "u", generation_id="gc")
     assert not await store.has_job("b")
     assert await store.has_job("a")

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from impl import GenerationJobManager
-from impl._canaries import Canary
-from model import AnomalyKind
-from properties._minimize import minimize_decisions, minimize_replay_file, shows_anomaly
-from properties._replay import (
+from streamcheck.impl import GenerationJobManager
+from streamcheck.impl._canaries import Canary
+from streamcheck.model import AnomalyKind
+from streamcheck.properties._minimize import minimize_decisions, minimize_replay_file, shows_anomaly
+from streamcheck.properties._replay import (
     crash_signature,
     load_replay,
     replay_simulation,
@@ -22,7 +22,7 @@ from properties._replay import (
     write_crash_replay_file,
     write_replay_file,
 )
-from properties._simulation import Decision, SimulationCrashed
+from streamcheck.properties._simulation import Decision, SimulationCrashed
 
 FAR = 3600.0
 

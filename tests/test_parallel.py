@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from impl._canaries import Canary
-from properties import _parallel
-from properties._parallel import run_in_workers, worker_replay_file
-from properties._replay import load_replay, replay_twice
-from properties.cli import EXIT_ANOMALY, EXIT_OK, EXIT_USAGE, main
+from streamcheck.impl._canaries import Canary
+from streamcheck.properties import _parallel
+from streamcheck.properties._parallel import run_in_workers, worker_replay_file
+from streamcheck.properties._replay import load_replay, replay_twice
+from streamcheck.properties.cli import EXIT_ANOMALY, EXIT_OK, EXIT_USAGE, main
 
 
 def test_workers_share_the_example_budget(tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from properties._pct import PctScheduler, lane_of
-from properties.sim import PendingItem
+from streamcheck.properties._pct import PctScheduler, lane_of
+from streamcheck.properties.sim import PendingItem
 
 
 def _drain(scheduler: PctScheduler, lanes: dict[str, int]) -> list[str]:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-import properties.pytest_plugin as plugin
-from properties._replay import load_replay, replay_twice
-from properties._run_report import SCHEMA
+import streamcheck.properties.pytest_plugin as plugin
+from streamcheck.properties._replay import load_replay, replay_twice
+from streamcheck.properties._run_report import SCHEMA
 
 pytest_plugins = ["pytester"]
 
@@ -178,7 +178,7 @@ def test_marker_errors_fail_the_test_with_a_reason(pytester: pytest.Pytester) ->
 def test_reports_default_under_the_rootdir(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
-        from properties.pytest_plugin import DEFAULT_REPORTS, _STATE
+        from streamcheck.properties.pytest_plugin import DEFAULT_REPORTS, _STATE
 
         def test_where(request):
             options = request.config.stash[_STATE].options

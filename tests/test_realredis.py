@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from model import (
+from streamcheck.model import (
     AbortRequested,
     Chunk,
     Delivered,
@@ -26,17 +26,17 @@ from model import (
     WritesLost,
     check,
 )
-from properties._replay import record_to_json
-from properties.realredis._agent import Action, AgentPlan
-from properties.realredis._harness import FAULTS, PROFILES, Backend, run_tier
-from properties.realredis._merge import (
+from streamcheck.properties._replay import record_to_json
+from streamcheck.properties.realredis._agent import Action, AgentPlan
+from streamcheck.properties.realredis._harness import FAULTS, PROFILES, Backend, run_tier
+from streamcheck.properties.realredis._merge import (
     MalformedHistoryLine,
     merge_histories,
     read_agent_history,
     record_from_json,
 )
-from properties.realredis._plan import Kill, Workload, draw_plans
-from properties.realredis._servers import have_redis_binaries
+from streamcheck.properties.realredis._plan import Kill, Workload, draw_plans
+from streamcheck.properties.realredis._servers import have_redis_binaries
 
 needs_redis = pytest.mark.skipif(not have_redis_binaries(), reason="redis-server is not on PATH")
 

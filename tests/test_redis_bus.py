@@ -5,11 +5,11 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from impl.redis import RedisConnectionError
-from impl.transport import RedisBus
-from impl.transport._envelope import AbortSignal
-from model import SequencedEvent
-from properties.sim import SimRedis, sim_time
+from streamcheck.impl.redis import RedisConnectionError
+from streamcheck.impl.transport import RedisBus
+from streamcheck.impl.transport._envelope import AbortSignal
+from streamcheck.model import SequencedEvent
+from streamcheck.properties.sim import SimRedis, sim_time
 
 EPOCH = 1_700_000_000.0
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from impl._log import LogRow, LostWrites
-from impl._reorder import SUPERSEDED, ReorderBuffer, Step
-from model import Chunk, Done, Failure, Gap, GapReason, StreamEvent
+from streamcheck.impl._log import LogRow, LostWrites
+from streamcheck.impl._reorder import SUPERSEDED, ReorderBuffer, Step
+from streamcheck.model import Chunk, Done, Failure, Gap, GapReason, StreamEvent
 
 G = "g1"
 

@@ -20,14 +20,19 @@ from typing import Any
 
 import pytest
 
-from impl import GenerationJobManager
-from impl._canaries import Canary
-from model import AnomalyKind
-from properties._campaign import CampaignResult, Progress, campaign_settings, run_campaign
-from properties._progress import ProgressBar, render
-from properties._replay import load_replay, replay_twice
-from properties._run_report import SCHEMA, RunInfo, new_run_dir, write_run_report
-from properties.cli import EXIT_ANOMALY, EXIT_OK, main
+from streamcheck.impl import GenerationJobManager
+from streamcheck.impl._canaries import Canary
+from streamcheck.model import AnomalyKind
+from streamcheck.properties._campaign import (
+    CampaignResult,
+    Progress,
+    campaign_settings,
+    run_campaign,
+)
+from streamcheck.properties._progress import ProgressBar, render
+from streamcheck.properties._replay import load_replay, replay_twice
+from streamcheck.properties._run_report import SCHEMA, RunInfo, new_run_dir, write_run_report
+from streamcheck.properties.cli import EXIT_ANOMALY, EXIT_OK, main
 
 ROOT = Path(__file__).parent.parent
 README = ROOT / "reports" / "README.md"

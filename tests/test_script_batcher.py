@@ -9,8 +9,8 @@ import pytest
 import trio
 import trio.testing
 
-from impl.redis import LuaScript, RedisConnectionError
-from impl.redis._batching import Outcome, ScriptBatcher, ScriptCall
+from streamcheck.impl.redis import LuaScript, RedisConnectionError
+from streamcheck.impl.redis._batching import Outcome, ScriptBatcher, ScriptCall
 from tests.redis_support import RedisServer, have_redis_binaries, open_redis, resp_call
 
 TEST_DEADLINE_S = 10

@@ -12,13 +12,13 @@ import pytest
 import trio
 import trio.testing
 
-from impl import GenerationJobManager, open_replica
-from impl._seams import CountingIds
-from impl.redis import Keys, PubSubMessage, RedisConnectionError
-from impl.transport._lua import PUBLISH
-from model import Done, Gap
-from properties.sim import RedisCommandError, SimRedis, SimSubscriber, sim_time
-from properties.sim._engine import Engine
+from streamcheck.impl import GenerationJobManager, open_replica
+from streamcheck.impl._seams import CountingIds
+from streamcheck.impl.redis import Keys, PubSubMessage, RedisConnectionError
+from streamcheck.impl.transport._lua import PUBLISH
+from streamcheck.model import Done, Gap
+from streamcheck.properties.sim import RedisCommandError, SimRedis, SimSubscriber, sim_time
+from streamcheck.properties.sim._engine import Engine
 from tests.backends import FAST, collect, delta, texts
 
 EPOCH = 1_700_000_000.0

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from impl.transport._redis_bus import FAILOVER_SKIP
-from model import GapReason
-from properties._replay import replay_twice
-from properties._simulation import Decision
+from streamcheck.impl.transport._redis_bus import FAILOVER_SKIP
+from streamcheck.model import GapReason
+from streamcheck.properties._replay import replay_twice
+from streamcheck.properties._simulation import Decision
 
 LOST_TAIL_THEN_NEW_TURN: list[tuple[str, dict[str, Any]]] = [
     ("create", {"replica": 0, "stream": "s0"}),

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from impl._errors import IllegalTransition
-from impl._status import ALLOWED_TRANSITIONS, JobStatus, check_transition
-from impl.jobstore._lua import lua_status_tables
+from streamcheck.impl._errors import IllegalTransition
+from streamcheck.impl._status import ALLOWED_TRANSITIONS, JobStatus, check_transition
+from streamcheck.impl.jobstore._lua import lua_status_tables
 
 
 def test_terminal_statuses_never_change() -> None:

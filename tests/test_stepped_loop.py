@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from properties._stepped_loop import LoopFinished, SteppedLoop, WorldStalled
+from streamcheck.properties._stepped_loop import LoopFinished, SteppedLoop, WorldStalled
 
 
 class _World:

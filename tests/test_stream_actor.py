@@ -17,9 +17,9 @@ import pytest
 import trio
 import trio.testing
 
-from impl import GenerationJobManager, MemoryBackend, open_replica
-from impl.transport import Published
-from model import Chunk, Done
+from streamcheck.impl import GenerationJobManager, MemoryBackend, open_replica
+from streamcheck.impl.transport import Published
+from streamcheck.model import Chunk, Done
 from tests.backends import FAST, collect, delta, replicas
 
 

@@ -15,15 +15,15 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from impl import (
+from streamcheck.impl import (
     AbortOutcome,
     EventTooLarge,
     GenerationJobManager,
     JobStatus,
     StreamAccessDenied,
 )
-from impl._content import content_text
-from model import Chunk, Done, Failure, Gap, StreamEvent
+from streamcheck.impl._content import content_text
+from streamcheck.model import Chunk, Done, Failure, Gap, StreamEvent
 from tests.backends import FAST, collect, delta, replicas, texts
 
 BACKENDS = [
@@ -374,8 +374,8 @@ async def test_generator_finishing_after_a_remote_abort_is_not_an_error(backend:
 
 
 async def test_memory_backend_forgets_the_log_of_an_expired_job() -> None:
-    from impl import MemoryBackend, ReplicaSettings, open_replica
-    from impl._seams import ManualWallClock
+    from streamcheck.impl import MemoryBackend, ReplicaSettings, open_replica
+    from streamcheck.impl._seams import ManualWallClock
 
     clock = ManualWallClock()
     backend = MemoryBackend(wall_clock=clock, settings=ReplicaSettings(completed_ttl_s=300))
@@ -395,7 +395,7 @@ async def test_memory_backend_forgets_the_log_of_an_expired_job() -> None:
 async def test_a_stopped_stream_actor_refuses_requests_instead_of_hanging() -> None:
     """Found by the simulation: a client's shielded detach, sent while its replica shut
     down, waited for ever on the actor that had just stopped."""
-    from impl import MemoryBackend, StreamActorStopped, open_replica
+    from streamcheck.impl import MemoryBackend, StreamActorStopped, open_replica
 
     async with open_replica(MemoryBackend()) as manager:
         await manager.create_job("s1", "u1")

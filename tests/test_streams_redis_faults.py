@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import pytest
 import trio
 
-from impl import Keys
-from impl.transport import Published
-from impl.transport._redis_bus import FAILOVER_SKIP
-from model import Chunk, Done, Failure, Gap, GapReason
+from streamcheck.impl import Keys
+from streamcheck.impl.transport import Published
+from streamcheck.impl.transport._redis_bus import FAILOVER_SKIP
+from streamcheck.model import Chunk, Done, Failure, Gap, GapReason
 from tests.backends import collect, delta, replicas, texts
 from tests.redis_support import RedisServer, have_redis_binaries, open_redis, resp_call
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from impl import UsageMetadata, read_usage
-from model import Chunk, Gap, GapReason
+from streamcheck.impl import UsageMetadata, read_usage
+from streamcheck.model import Chunk, Gap, GapReason
 
 
 def test_openai_usage_counts_cached_tokens_as_cache_reads() -> None:

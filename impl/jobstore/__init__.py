@@ -4,9 +4,9 @@
 every replica. Both implement :class:`JobStore`.
 """
 
-from impl.jobstore._memory import MemoryJobStore, MemoryJobStoreStats
-from impl.jobstore._protocol import ContentSource, JobStore
-from impl.jobstore._redis import RedisJobStore, RedisJobStoreStats
+from streamcheck.impl.jobstore._memory import MemoryJobStore, MemoryJobStoreStats
+from streamcheck.impl.jobstore._protocol import ContentSource, JobStore
+from streamcheck.impl.jobstore._redis import RedisJobStore, RedisJobStoreStats
 
 __all__ = [
     "ContentSource",

@@ -18,8 +18,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Final, Literal
 
-from impl._status import JobStatus
-from impl._types import JobUpdate, SerializableJobData, UserMessage
+from streamcheck.impl._status import JobStatus
+from streamcheck.impl._types import JobUpdate, SerializableJobData, UserMessage
 
 __all__ = ["decode_job", "encode_job", "encode_update"]
 

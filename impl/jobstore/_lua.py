@@ -5,8 +5,9 @@ Cluster hash slot, so it runs atomically on standalone Redis and Cluster alike. 
 cross-slot indices (``stream:running``, the user sets) are updated by the caller with
 separate commands.
 
-The status table in :data:`UPDATE` is generated from :data:`impl._status.ALLOWED_TRANSITIONS`,
-so the Lua CAS and :func:`impl._status.check_transition` cannot drift apart.
+The status table in :data:`UPDATE` is generated from
+:data:`streamcheck.impl._status.ALLOWED_TRANSITIONS`, so the Lua CAS and
+:func:`streamcheck.impl._status.check_transition` cannot drift apart.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from __future__ import annotations
 import json
 from typing import Final
 
-from impl._status import ALLOWED_TRANSITIONS, JobStatus
-from impl.redis import LuaScript
+from streamcheck.impl._status import ALLOWED_TRANSITIONS, JobStatus
+from streamcheck.impl.redis import LuaScript
 
 __all__ = ["CREATE", "DELETE", "SET_EX", "TOUCH", "UPDATE", "lua_status_tables"]
 

@@ -13,12 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import final
 
-from impl._ids import validate_stream_id, validate_user_id
-from impl._seams import WallClock
-from impl._status import JobStatus, check_transition
-from impl._types import JobUpdate, SerializableJobData, UsageMetadata
-from impl.jobstore._protocol import ContentSource
-from model import JSONValue
+from streamcheck.impl._ids import validate_stream_id, validate_user_id
+from streamcheck.impl._seams import WallClock
+from streamcheck.impl._status import JobStatus, check_transition
+from streamcheck.impl._types import JobUpdate, SerializableJobData, UsageMetadata
+from streamcheck.impl.jobstore._protocol import ContentSource
+from streamcheck.model import JSONValue
 
 __all__ = [
     "DEFAULT_MAX_JOBS",

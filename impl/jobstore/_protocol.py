@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from impl._status import JobStatus
-from impl._types import JobUpdate, SerializableJobData, UsageMetadata
-from model import JSONValue
+from streamcheck.impl._status import JobStatus
+from streamcheck.impl._types import JobUpdate, SerializableJobData, UsageMetadata
+from streamcheck.model import JSONValue
 
 
 class ContentSource(Protocol):

@@ -2,7 +2,7 @@
 
 Keys (spec §4.2; ``{id}`` is the Cluster hash tag):
 
-* ``stream:{id}:job`` hash, camelCase fields (see :mod:`impl.jobstore._codec`);
+* ``stream:{id}:job`` hash, camelCase fields (see :mod:`streamcheck.impl.jobstore._codec`);
   TTL 1200 s while running, 300 s once terminal.
 * ``stream:{id}:chunks`` the transport's chunk log: read for resume content, given the
   terminal TTL, deleted with the job. ``stream:{id}:runsteps`` JSON array (SET … EX).
@@ -21,24 +21,24 @@ import weakref
 from collections.abc import Iterable, Sequence
 from typing import Final, final
 
-from impl._content import aggregate_content, collect_run_steps
-from impl._errors import IllegalTransition
-from impl._ids import validate_stream_id, validate_user_id
-from impl._seams import WallClock
-from impl._status import JobStatus
-from impl._types import JobUpdate, SerializableJobData, UsageMetadata
-from impl.jobstore import _lua
-from impl.jobstore._codec import decode_job, encode_job, encode_update
-from impl.jobstore._protocol import ContentSource
-from impl.jobstore._redis_support import (
+from streamcheck.impl._content import aggregate_content, collect_run_steps
+from streamcheck.impl._errors import IllegalTransition
+from streamcheck.impl._ids import validate_stream_id, validate_user_id
+from streamcheck.impl._seams import WallClock
+from streamcheck.impl._status import JobStatus
+from streamcheck.impl._types import JobUpdate, SerializableJobData, UsageMetadata
+from streamcheck.impl.jobstore import _lua
+from streamcheck.impl.jobstore._codec import decode_job, encode_job, encode_update
+from streamcheck.impl.jobstore._protocol import ContentSource
+from streamcheck.impl.jobstore._redis_support import (
     LocalContent,
     RedisJobStoreStats,
     read_generation_events,
     script_args,
     script_text,
 )
-from impl.redis import Keys, RedisLike
-from model import JSONValue
+from streamcheck.impl.redis import Keys, RedisLike
+from streamcheck.model import JSONValue
 
 __all__ = [
     "COMPLETED_TTL_S",

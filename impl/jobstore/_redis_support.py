@@ -1,6 +1,7 @@
-"""Helpers of :class:`~impl.jobstore._redis.RedisJobStore`: script replies and the chunk log.
+"""Helpers of :class:`~streamcheck.impl.jobstore._redis.RedisJobStore`: script replies and the
+chunk log.
 
-The chunk log's format is :mod:`impl.redis._chunklog`'s; this module only reads it.
+The chunk log's format is :mod:`streamcheck.impl.redis._chunklog`'s; this module only reads it.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, final
 
-from impl._types import UsageMetadata
-from impl.jobstore._protocol import ContentSource
-from impl.redis import RedisLike
-from impl.redis._protocol import ScriptArg
-from model import JSONValue
+from streamcheck.impl._types import UsageMetadata
+from streamcheck.impl.jobstore._protocol import ContentSource
+from streamcheck.impl.redis import RedisLike
+from streamcheck.impl.redis._protocol import ScriptArg
+from streamcheck.model import JSONValue
 
 __all__ = [
     "LocalContent",

@@ -1,10 +1,10 @@
 """The Redis surface impl/ uses (a Protocol the simulation implements) and its real
 adapter over coredis."""
 
-from impl.redis._coredis import CoredisRedis, CoredisStatistics, open_coredis
-from impl.redis._coredis_subscriber import CoredisSubscriber, SubscriberStatistics
-from impl.redis._keys import Keys
-from impl.redis._protocol import (
+from streamcheck.impl.redis._coredis import CoredisRedis, CoredisStatistics, open_coredis
+from streamcheck.impl.redis._coredis_subscriber import CoredisSubscriber, SubscriberStatistics
+from streamcheck.impl.redis._keys import Keys
+from streamcheck.impl.redis._protocol import (
     LuaScript,
     PubSubMessage,
     RedisConnectionError,

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from impl.redis._protocol import LuaScript, RedisConnectionError, ScriptArg
+from streamcheck.impl.redis._protocol import LuaScript, RedisConnectionError, ScriptArg
 
 #: Most calls one round trip carries; more wait for the next one. Large enough that
 #: hundreds of streams share a handful of round trips, small enough that one reply

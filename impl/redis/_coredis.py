@@ -1,4 +1,5 @@
-"""The real :class:`~impl.redis.RedisLike`: coredis 6.9 (standalone or Cluster) under trio.
+"""The real :class:`~streamcheck.impl.redis.RedisLike`: coredis 6.9 (standalone or Cluster)
+under trio.
 
 The problem: the rest of impl speaks only the small RedisLike surface, while coredis has
 its own argument shapes, wraps errors in ExceptionGroups, leaks pool slots and reconnects
@@ -14,9 +15,9 @@ Example::
 
 Edge cases:
 
-* :func:`open_coredis` raises :class:`~impl.BackendUnavailable` (password redacted) when
+* :func:`open_coredis` raises :class:`~streamcheck.impl.BackendUnavailable` (password redacted) when
   Redis can't be reached or refuses the credentials at startup. Afterwards every
-  connection failure or timeout is a :class:`~impl.redis.RedisConnectionError`; other
+  connection failure or timeout is a :class:`~streamcheck.impl.redis.RedisConnectionError`; other
   Redis errors (a Lua error, WRONGTYPE, a cross-slot call) are programming errors and
   propagate as coredis raised them.
 * An exception raised in the ``async with`` body leaves it unchanged, not wrapped in the
@@ -48,11 +49,11 @@ from coredis.exceptions import (
 )
 from coredis.retry import ConstantRetryPolicy, NoRetryPolicy
 
-from impl._config import redact_uri_list
-from impl._errors import BackendUnavailable
-from impl.redis._batching import BatcherStats, Outcome, ScriptBatcher, ScriptCall
-from impl.redis._coredis_subscriber import CoredisSubscriber
-from impl.redis._coredis_support import (
+from streamcheck.impl._config import redact_uri_list
+from streamcheck.impl._errors import BackendUnavailable
+from streamcheck.impl.redis._batching import BatcherStats, Outcome, ScriptBatcher, ScriptCall
+from streamcheck.impl.redis._coredis_subscriber import CoredisSubscriber
+from streamcheck.impl.redis._coredis_support import (
     ReconnectPolicy,
     SlotSafeClusterConnectionPool,
     SlotSafeConnectionPool,
@@ -61,7 +62,7 @@ from impl.redis._coredis_support import (
     leaves,
     unwrap_exit_error,
 )
-from impl.redis._protocol import LuaScript, RedisConnectionError, ScriptArg
+from streamcheck.impl.redis._protocol import LuaScript, RedisConnectionError, ScriptArg
 
 # LibreChat's Redis client connect timeout, 10 000 ms (spec §7, "Redis client tuning"). Used
 # for establishing each connection and for the startup PING.
@@ -110,7 +111,8 @@ class _Counters:
 
 @final
 class CoredisRedis:
-    """:class:`~impl.redis.RedisLike` over a coredis client; build it with :func:`open_coredis`."""
+    """:class:`~streamcheck.impl.redis.RedisLike` over a coredis client; build it with
+    :func:`open_coredis`."""
 
     def __init__(self, client: RedisClient, *, url: str) -> None:
         self._client = client
@@ -164,7 +166,7 @@ class CoredisRedis:
         routed by ``keys`` like EVALSHA, so it lands on the node that owns their slot.
 
         Calls made while others are in flight share their next round trip (one pipeline;
-        see :mod:`impl.redis._batching`)."""
+        see :mod:`streamcheck.impl.redis._batching`)."""
         return await self._batcher.call(ScriptCall(script, keys, args))
 
     def batching(self) -> BatcherStats:
@@ -279,7 +281,7 @@ class CoredisRedis:
 
         Raises :class:`RedisConnectionError` if Redis is unreachable when it opens. Later
         drops are repaired in the background and reported as
-        :class:`~impl.redis.SubscriptionsRestored`."""
+        :class:`~streamcheck.impl.redis.SubscriptionsRestored`."""
         return self._open_subscriber()
 
     @asynccontextmanager
@@ -337,7 +339,7 @@ async def open_coredis(
     """Connect to Redis (``redis://`` or ``rediss://``, credentials in the URL) and PING it.
 
     With ``cluster=True`` the URL names one startup node; the rest are discovered.
-    Raises :class:`~impl.BackendUnavailable` once, with the password redacted, if the
+    Raises :class:`~streamcheck.impl.BackendUnavailable` once, with the password redacted, if the
     server can't be reached, refuses the credentials or does not answer the PING within
     ``connect_timeout`` seconds.
     """

@@ -1,4 +1,4 @@
-"""A :class:`~impl.redis.Subscriber` over one coredis pub/sub connection.
+"""A :class:`~streamcheck.impl.redis.Subscriber` over one coredis pub/sub connection.
 
 The problem: coredis reconnects a dropped pub/sub connection and re-subscribes every
 channel by itself, silently. Whatever was published in between is gone, and the caller
@@ -29,7 +29,7 @@ Edge cases:
   follow. That is the safe mistake: the caller merely re-reads the log, whereas treating a
   real reconnection as a late ack would hide a loss.
 * If coredis gives up reconnecting, the ``async with`` block is cancelled and exits with
-  :class:`~impl.redis.RedisConnectionError`.
+  :class:`~streamcheck.impl.redis.RedisConnectionError`.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from typing import Any, Protocol, final
 from coredis.patterns.pubsub import BasePubSub
 from coredis.response.types import PubSubMessage as CoredisMessage
 
-from impl.redis._coredis_support import describe, is_connection_error
-from impl.redis._protocol import (
+from streamcheck.impl.redis._coredis_support import describe, is_connection_error
+from streamcheck.impl.redis._protocol import (
     PubSubEvent,
     PubSubMessage,
     RedisConnectionError,

@@ -36,7 +36,7 @@ from coredis.exceptions import (
 from coredis.pool import ClusterConnectionPool, ConnectionPool
 from coredis.retry import RetryPolicy
 
-from impl.redis._protocol import RedisConnectionError
+from streamcheck.impl.redis._protocol import RedisConnectionError
 
 R = TypeVar("R")
 

@@ -1,6 +1,6 @@
 """The whole Redis surface impl/ depends on, written down.
 
-Two implementations exist: :mod:`impl.redis._coredis` (real Redis and Redis Cluster)
+Two implementations exist: :mod:`streamcheck.impl.redis._coredis` (real Redis and Redis Cluster)
 and the simulated Redis in ``properties/`` whose every delivery a test chooses. Keep
 this surface small: each method here is one more thing the simulation must model.
 

@@ -12,7 +12,8 @@ and does what the actor would do next, sparing the task switches through the inb
 Whatever is asked meanwhile queues behind it, so the order is the same.
 
 The actor makes no decisions of its own. It feeds inputs to the sans-IO cores
-(:class:`~impl._reorder.ReorderBuffer`, :class:`~impl._early_buffer.EarlyBuffer`),
+(:class:`~streamcheck.impl._reorder.ReorderBuffer`,
+:class:`~streamcheck.impl._early_buffer.EarlyBuffer`),
 performs the I/O they ask for (publish, log reads, job lookups) and reports failures
 back to them.
 """
@@ -29,16 +30,16 @@ from typing import Generic, Protocol, TypeVar
 
 import trio
 
-from impl._canaries import Canary
-from impl._early_buffer import EarlyBuffer
-from impl._errors import IllegalTransition, StreamActorStopped
-from impl._log import LostWrites
-from impl._reorder import ReorderBuffer, ReorderStats, Step
-from impl._seams import WallClock
-from impl._status import JobStatus
-from impl._types import JobUpdate, SerializableJobData
-from impl.redis import RedisConnectionError
-from impl.transport._bus import (
+from streamcheck.impl._canaries import Canary
+from streamcheck.impl._early_buffer import EarlyBuffer
+from streamcheck.impl._errors import IllegalTransition, StreamActorStopped
+from streamcheck.impl._log import LostWrites
+from streamcheck.impl._reorder import ReorderBuffer, ReorderStats, Step
+from streamcheck.impl._seams import WallClock
+from streamcheck.impl._status import JobStatus
+from streamcheck.impl._types import JobUpdate, SerializableJobData
+from streamcheck.impl.redis import RedisConnectionError
+from streamcheck.impl.transport._bus import (
     Bus,
     Dispatched,
     EventKind,
@@ -46,9 +47,9 @@ from impl.transport._bus import (
     PublishOutcome,
     PublishRefused,
 )
-from impl.transport._envelope import AbortSignal, SequencedEvent
-from impl.transport._verdict import PRODUCER_LOST, silent_subscriber_verdict
-from model import Chunk, Done, Failure, JSONValue, StreamEvent
+from streamcheck.impl.transport._envelope import AbortSignal, SequencedEvent
+from streamcheck.impl.transport._verdict import PRODUCER_LOST, silent_subscriber_verdict
+from streamcheck.model import Chunk, Done, Failure, JSONValue, StreamEvent
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ REMEMBERED_GENERATIONS = 8
 
 
 class JobRecords(Protocol):
-    """The part of the job store an actor needs (a :class:`~impl.jobstore.JobStore`)."""
+    """The part of the job store an actor needs (a :class:`~streamcheck.impl.jobstore.JobStore`)."""
 
     async def get_job(self, stream_id: str) -> SerializableJobData | None: ...
 

@@ -1,8 +1,8 @@
 """The wire below the stream actors: a ``Bus`` moves sequenced events between replicas.
 
 Two implementations share every line above them (actors, manager):
-:class:`~impl.transport._memory_bus.MemoryBus` (one process) and
-:class:`~impl.transport._redis_bus.RedisBus` (LibreChat's Redis layout). A bus
+:class:`~streamcheck.impl.transport._memory_bus.MemoryBus` (one process) and
+:class:`~streamcheck.impl.transport._redis_bus.RedisBus` (LibreChat's Redis layout). A bus
 
 * publishes one event atomically: allocates the next stream-wide seq, appends it to
   the chunk log and fans it out (``publish``);
@@ -20,9 +20,9 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
-from impl._log import LogRow, LostWrites
-from impl.transport._envelope import AbortSignal, SequencedEvent
-from model import EmitKind, JSONValue
+from streamcheck.impl._log import LogRow, LostWrites
+from streamcheck.impl.transport._envelope import AbortSignal, SequencedEvent
+from streamcheck.model import EmitKind, JSONValue
 
 #: The kinds of sequenced event are the model's (chunk, done, error).
 EventKind = EmitKind
@@ -82,7 +82,7 @@ class Bus(Protocol):
     ) -> PublishOutcome:
         """Allocate a seq ``>= floor``, log and publish; or refuse without side effects.
 
-        ``encoded_body`` is ``body`` as :func:`~impl.transport._envelope.encode_body`
+        ``encoded_body`` is ``body`` as :func:`~streamcheck.impl.transport._envelope.encode_body`
         writes it, when the caller has it already (saves encoding it twice).
 
         ``pinned_seq``, ``fenced=False`` and ``reused_seqs`` exist for canaries only:

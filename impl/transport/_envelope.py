@@ -11,8 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from impl._log import SequencedEvent as SequencedEvent
-from model import Chunk, Done, Failure
+from streamcheck.impl._log import SequencedEvent as SequencedEvent
+from streamcheck.model import Chunk, Done, Failure
 
 
 @dataclass(frozen=True, slots=True)

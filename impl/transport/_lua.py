@@ -27,7 +27,7 @@ reconnect or starts a new turn.
 
 from __future__ import annotations
 
-from impl.redis import LuaScript
+from streamcheck.impl.redis import LuaScript
 
 _RAISE_TO_FLOOR = """
 -- Make sure the counter `seq_key` is past every seq that may already have been used,

@@ -11,17 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from impl._log import LogRow, LostWrites
-from impl._status import JobStatus
-from impl.transport._bus import (
+from streamcheck.impl._log import LogRow, LostWrites
+from streamcheck.impl._status import JobStatus
+from streamcheck.impl.transport._bus import (
     EventKind,
     Published,
     PublishOutcome,
     PublishRefused,
     Sink,
 )
-from impl.transport._envelope import AbortSignal, SequencedEvent
-from model import Chunk, Done, Failure, JSONValue
+from streamcheck.impl.transport._envelope import AbortSignal, SequencedEvent
+from streamcheck.model import Chunk, Done, Failure, JSONValue
 
 
 @dataclass(frozen=True, slots=True)

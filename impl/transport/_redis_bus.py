@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import trio
 
-from impl._log import LogRow, LostWrites
-from impl.redis import (
+from streamcheck.impl._log import LogRow, LostWrites
+from streamcheck.impl.redis import (
     Keys,
     PubSubMessage,
     RedisConnectionError,
@@ -25,23 +25,23 @@ from impl.redis import (
     Subscriber,
     SubscriptionsRestored,
 )
-from impl.redis._chunklog import entry_id
-from impl.transport._bus import (
+from streamcheck.impl.redis._chunklog import entry_id
+from streamcheck.impl.transport._bus import (
     EventKind,
     Published,
     PublishOutcome,
     PublishRefused,
     Sink,
 )
-from impl.transport._envelope import (
+from streamcheck.impl.transport._envelope import (
     MalformedPayload,
     decode,
     encode_abort,
     encode_body,
     encode_split,
 )
-from impl.transport._lua import MARK_LOST, PUBLISH
-from model import Chunk, Done, Failure, JSONValue
+from streamcheck.impl.transport._lua import MARK_LOST, PUBLISH
+from streamcheck.model import Chunk, Done, Failure, JSONValue
 
 logger = logging.getLogger(__name__)
 

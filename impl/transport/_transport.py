@@ -26,20 +26,20 @@ from typing import Self
 
 import trio
 
-from impl._canaries import Canary
-from impl._early_buffer import EarlyBuffer
-from impl._errors import EventTooLarge
-from impl._seams import WallClock
-from impl.transport._actor import (
+from streamcheck.impl._canaries import Canary
+from streamcheck.impl._early_buffer import EarlyBuffer
+from streamcheck.impl._errors import EventTooLarge
+from streamcheck.impl._seams import WallClock
+from streamcheck.impl.transport._actor import (
     ActorStats,
     ActorTimings,
     DeliveryTotals,
     JobRecords,
     StreamActor,
 )
-from impl.transport._bus import Bus, Dispatched, EventKind, PublishOutcome
-from impl.transport._envelope import AbortSignal, SequencedEvent, encode_body
-from model import JSONValue, StreamEvent
+from streamcheck.impl.transport._bus import Bus, Dispatched, EventKind, PublishOutcome
+from streamcheck.impl.transport._envelope import AbortSignal, SequencedEvent, encode_body
+from streamcheck.model import JSONValue, StreamEvent
 
 logger = logging.getLogger(__name__)
 

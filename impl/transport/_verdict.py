@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from typing import Final
 
-from impl._reorder import SUPERSEDED
-from impl._types import JobStatus, SerializableJobData
-from model import Done, Failure
+from streamcheck.impl._reorder import SUPERSEDED
+from streamcheck.impl._types import JobStatus, SerializableJobData
+from streamcheck.model import Done, Failure
 
 STREAM_LOST: Final = "stream expired or lost before its end was delivered"
 PRODUCER_LOST: Final = "producer lost: the generating replica stopped responding"

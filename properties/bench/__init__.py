@@ -9,10 +9,10 @@ with the reason, when Redis can't be reached. The test suite runs ``--quick`` on
 check that everything runs; no figure is ever asserted there.
 """
 
-from properties.bench._model import BenchResult, Figure, Status
-from properties.bench._redis import DEFAULT_REDIS_URL
-from properties.bench._report import SCHEMA, BenchReport
-from properties.bench._runner import (
+from streamcheck.properties.bench._model import BenchResult, Figure, Status
+from streamcheck.properties.bench._redis import DEFAULT_REDIS_URL
+from streamcheck.properties.bench._report import SCHEMA, BenchReport
+from streamcheck.properties.bench._runner import (
     NAMES,
     BenchOptions,
     check_redis_url,

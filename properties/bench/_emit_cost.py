@@ -27,10 +27,10 @@ from typing import Any
 
 import trio
 
-from impl.redis import PubSubMessage, Subscriber
-from impl.transport import EventKind, Published
-from impl.transport._envelope import encode_split
-from properties.bench._model import (
+from streamcheck.impl.redis import PubSubMessage, Subscriber
+from streamcheck.impl.transport import EventKind, Published
+from streamcheck.impl.transport._envelope import encode_split
+from streamcheck.properties.bench._model import (
     RATIO,
     Baseline,
     BenchContext,
@@ -41,9 +41,9 @@ from properties.bench._model import (
     Goal,
     Op,
 )
-from properties.bench._redis import redis_replicas
-from properties.bench._sizes import Sizes
-from properties.bench._streams import USER, delta
+from streamcheck.properties.bench._redis import redis_replicas
+from streamcheck.properties.bench._sizes import Sizes
+from streamcheck.properties.bench._streams import USER, delta
 
 NAME = "emit-cost"
 TITLE = "per-event emit cost over Redis, vs one raw coredis PUBLISH round trip"

@@ -23,9 +23,9 @@ import tracemalloc
 import trio
 import trio.testing
 
-from impl import MemoryBackend, open_replica
-from impl._early_buffer import EarlyBuffer
-from properties.bench._model import (
+from streamcheck.impl import MemoryBackend, open_replica
+from streamcheck.impl._early_buffer import EarlyBuffer
+from streamcheck.properties.bench._model import (
     BenchContext,
     Benchmark,
     BenchResult,

@@ -37,10 +37,10 @@ from dataclasses import dataclass
 
 import trio
 
-from impl.redis import PubSubMessage, Subscriber, open_coredis
-from impl.transport._envelope import encode_split
-from properties.bench._gc_pauses import GcPauses, recording_gc_pauses
-from properties.bench._model import (
+from streamcheck.impl.redis import PubSubMessage, Subscriber, open_coredis
+from streamcheck.impl.transport._envelope import encode_split
+from streamcheck.properties.bench._gc_pauses import GcPauses, recording_gc_pauses
+from streamcheck.properties.bench._model import (
     Baseline,
     BenchContext,
     Benchmark,
@@ -51,9 +51,9 @@ from properties.bench._model import (
     Op,
     percentile,
 )
-from properties.bench._redis import new_token, redis_replicas
-from properties.bench._sizes import Sizes
-from properties.bench._streams import Tally, delta, drive, open_streams
+from streamcheck.properties.bench._redis import new_token, redis_replicas
+from streamcheck.properties.bench._sizes import Sizes
+from streamcheck.properties.bench._streams import Tally, delta, drive, open_streams
 
 NAME = "latency"
 TITLE = "emit->deliver latency across replicas over Redis, 20 events/s per stream"

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from properties.bench._sizes import Sizes
+from streamcheck.properties.bench._sizes import Sizes
 
 #: The source of a baseline measured in the same run as the figure it is compared to.
 MEASURED_HERE = "measured in this run"

@@ -15,10 +15,16 @@ from dataclasses import dataclass
 
 import trio
 
-from impl import BackendUnavailable, GenerationJobManager, Keys, ReplicaSettings, open_replica
-from impl._config import redact_uri_list
-from impl.redis import CoredisRedis, open_coredis
-from properties.bench._model import describe_error
+from streamcheck.impl import (
+    BackendUnavailable,
+    GenerationJobManager,
+    Keys,
+    ReplicaSettings,
+    open_replica,
+)
+from streamcheck.impl._config import redact_uri_list
+from streamcheck.impl.redis import CoredisRedis, open_coredis
+from streamcheck.properties.bench._model import describe_error
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
 #: A benchmark run should say "Redis unreachable" quickly rather than wait coredis's

@@ -28,8 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from impl._config import redact_uri_list
-from properties.bench._model import RATIO, BenchResult, Status
+from streamcheck.impl._config import redact_uri_list
+from streamcheck.properties.bench._model import RATIO, BenchResult, Status
 
 SCHEMA = "streamcheck.bench/1"
 #: Units whose values are counts, printed without decimals.

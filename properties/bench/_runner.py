@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
-from properties.bench import (
+from streamcheck.properties.bench import (
     _emit_cost,
     _idle_memory,
     _latency,
     _sim_speed,
     _throughput,
 )
-from properties.bench._model import (
+from streamcheck.properties.bench._model import (
     BenchContext,
     Benchmark,
     BenchResult,
@@ -24,8 +24,13 @@ from properties.bench._model import (
     describe_error,
     skipped,
 )
-from properties.bench._redis import DEFAULT_REDIS_URL, RedisProbe, new_run_prefix, probe_redis
-from properties.bench._report import (
+from streamcheck.properties.bench._redis import (
+    DEFAULT_REDIS_URL,
+    RedisProbe,
+    new_run_prefix,
+    probe_redis,
+)
+from streamcheck.properties.bench._report import (
     BenchReport,
     Machine,
     TimedResult,
@@ -35,7 +40,7 @@ from properties.bench._report import (
     render_summary,
     write_report,
 )
-from properties.bench._sizes import FULL, QUICK
+from streamcheck.properties.bench._sizes import FULL, QUICK
 
 #: In the issue's order.
 BENCHMARKS: tuple[Benchmark, ...] = (

@@ -1,6 +1,6 @@
 """Benchmark 3: how fast the simulation explores, in rule steps and examples per second.
 
-One rule step is one decision (:meth:`properties._simulation.Simulation.apply`): a rule
+One rule step is one decision (:meth:`streamcheck.properties._simulation.Simulation.apply`): a rule
 of the state machine, or one of the steps a macro rule is made of. The campaign is the
 one ``streamcheck run`` runs (correct implementation, no shrinking, fixed seed), and the
 rate is decisions over its whole wall time, so Hypothesis's own work, starting each
@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from properties._campaign import run_campaign
-from properties._parallel import run_in_workers
-from properties._simulation import Decision, Simulation
-from properties.bench._model import (
+from streamcheck.properties._campaign import run_campaign
+from streamcheck.properties._parallel import run_in_workers
+from streamcheck.properties._simulation import Decision, Simulation
+from streamcheck.properties.bench._model import (
     BenchContext,
     Benchmark,
     BenchResult,

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import trio
 
-from impl import GenerationJobManager, Subscription
-from impl.transport import Published
-from model import Chunk, Done, Failure, Gap, JSONValue
+from streamcheck.impl import GenerationJobManager, Subscription
+from streamcheck.impl.transport import Published
+from streamcheck.model import Chunk, Done, Failure, Gap, JSONValue
 
 USER = "bench-user"
 #: 64 characters, the text size of LibreChat's measured delta (librechat-ts-measured.md §2).

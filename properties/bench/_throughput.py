@@ -25,9 +25,9 @@ from typing import Any
 
 import trio
 
-from impl import GenerationJobManager, MemoryBackend, open_replica
-from impl.transport._envelope import encode_split
-from properties.bench._model import (
+from streamcheck.impl import GenerationJobManager, MemoryBackend, open_replica
+from streamcheck.impl.transport._envelope import encode_split
+from streamcheck.properties.bench._model import (
     RATIO,
     Baseline,
     BenchContext,
@@ -38,9 +38,9 @@ from properties.bench._model import (
     Goal,
     Op,
 )
-from properties.bench._redis import new_token, redis_replicas
-from properties.bench._sizes import Sizes
-from properties.bench._streams import Tally, delta, drive, open_streams
+from streamcheck.properties.bench._redis import new_token, redis_replicas
+from streamcheck.properties.bench._sizes import Sizes
+from streamcheck.properties.bench._streams import Tally, delta, drive, open_streams
 
 NAME = "throughput"
 TITLE = "aggregate throughput, concurrent streams of awaited emits, every event logged"

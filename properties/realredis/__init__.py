@@ -2,7 +2,7 @@
 the harness. :func:`open_fault_proxy` sits between a replica and Redis and injects
 latency, cuts, blackholes and a slow reader on cue (see :mod:`._proxy`)."""
 
-from properties.realredis._proxy import (
+from streamcheck.properties.realredis._proxy import (
     LOOPBACK,
     Blackhole,
     Cut,

@@ -1,7 +1,7 @@
 """One replica process of the real-Redis tier: impl's manager, driven by a plan.
 
-The harness starts one agent per replica (``python -m properties.realredis.agent
-PLAN OUT``). An agent runs the same :class:`~properties._world.World` as the
+The harness starts one agent per replica (``python -m streamcheck.properties.realredis.agent
+PLAN OUT``). An agent runs the same :class:`~streamcheck.properties._world.World` as the
 simulation, with one replica, over a real Redis client, and performs its plan's
 actions at their times: turns it produces, chunks, ends, aborts, clients that attach,
 detach and resume. Every history record is written to ``OUT`` (one JSON line each)
@@ -24,11 +24,11 @@ from typing import IO, Any
 
 import trio
 
-from impl import ReplicaSettings, SystemWallClock
-from impl.redis import RedisLike, open_coredis
-from model import Emitted, History, Record
-from properties._replay import record_to_json
-from properties._world import World
+from streamcheck.impl import ReplicaSettings, SystemWallClock
+from streamcheck.impl.redis import RedisLike, open_coredis
+from streamcheck.model import Emitted, History, Record
+from streamcheck.properties._replay import record_to_json
+from streamcheck.properties._world import World
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class StreamedHistory(History):
 
 
 class _OneClient:
-    """The :class:`~properties._world.RedisSource` of an agent: its one client."""
+    """The :class:`~streamcheck.properties._world.RedisSource` of an agent: its one client."""
 
     def __init__(self, client: RedisLike) -> None:
         self._client = client
@@ -197,7 +197,10 @@ def _perform(world: World, action: Action) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python -m properties.realredis.agent PLAN.json OUT.jsonl", file=sys.stderr)
+        print(
+            "usage: python -m streamcheck.properties.realredis.agent PLAN.json OUT.jsonl",
+            file=sys.stderr,
+        )
         return 2
     plan = AgentPlan.from_json(Path(args[0]).read_text())
     logging.basicConfig(level=logging.WARNING, format=f"{plan.replica} %(levelname)s %(message)s")

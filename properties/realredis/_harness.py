@@ -32,7 +32,7 @@ from pathlib import Path
 
 import trio
 
-from model import (
+from streamcheck.model import (
     CheckReport,
     Delivered,
     GeneratorStopped,
@@ -42,12 +42,12 @@ from model import (
     SessionOpened,
     check,
 )
-from properties._replay import record_to_json
-from properties.realredis._agent import Action, AgentPlan
-from properties.realredis._merge import merge_histories, read_agent_history
-from properties.realredis._plan import Kill, Workload, draw_plans
-from properties.realredis._proxy import Blackhole, Cut, FaultProxy, Latency, SlowReader
-from properties.realredis._servers import RedisClusterServers, RedisServer, resp_call
+from streamcheck.properties._replay import record_to_json
+from streamcheck.properties.realredis._agent import Action, AgentPlan
+from streamcheck.properties.realredis._merge import merge_histories, read_agent_history
+from streamcheck.properties.realredis._plan import Kill, Workload, draw_plans
+from streamcheck.properties.realredis._proxy import Blackhole, Cut, FaultProxy, Latency, SlowReader
+from streamcheck.properties.realredis._servers import RedisClusterServers, RedisServer, resp_call
 
 #: Seconds the agents get to start (import, connect) before the plan's t=0.
 AGENT_STARTUP_S = 2.5
@@ -255,7 +255,13 @@ async def _start_agents(
         with err.open("wb") as err_file:
             agents.append(
                 await trio.lowlevel.open_process(
-                    [sys.executable, "-m", "properties.realredis.agent", str(plan_path), str(out)],
+                    [
+                        sys.executable,
+                        "-m",
+                        "streamcheck.properties.realredis.agent",
+                        str(plan_path),
+                        str(out),
+                    ],
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=err_file,

@@ -21,18 +21,18 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import model
-from model import Emitted, History, Record, SessionClosed, SessionEnd, SessionOpened
+import streamcheck.model
+from streamcheck.model import Emitted, History, Record, SessionClosed, SessionEnd, SessionOpened
 
 #: Every type a history line can name: the records and the events inside them.
 _TYPES: Mapping[str, type[Any]] = {
     cls.__name__: cls
     for cls in (
-        *typing.get_args(model.Record),
-        model.Chunk,
-        model.Done,
-        model.Failure,
-        model.Gap,
+        *typing.get_args(streamcheck.model.Record),
+        streamcheck.model.Chunk,
+        streamcheck.model.Done,
+        streamcheck.model.Failure,
+        streamcheck.model.Gap,
     )
 }
 
@@ -43,7 +43,7 @@ class MalformedHistoryLine(ValueError):
 
 def record_from_json(raw: Mapping[str, Any]) -> Record:
     value = _decode(raw)
-    if not isinstance(value, typing.get_args(model.Record)):
+    if not isinstance(value, typing.get_args(streamcheck.model.Record)):
         raise MalformedHistoryLine(f"not a history record: {raw!r}"[:300])
     record: Record = value
     return record

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from properties.realredis._agent import Action
+from streamcheck.properties.realredis._agent import Action
 
 #: Chunks a plan gives each stream: LLM answers are tens to hundreds of events.
 DEFAULT_CHUNKS = 30

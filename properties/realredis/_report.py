@@ -9,7 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from properties.realredis._harness import Backend, FaultFigures, Profile, RunResult, percentile
+from streamcheck.properties.realredis._harness import (
+    Backend,
+    FaultFigures,
+    Profile,
+    RunResult,
+    percentile,
+)
 
 SCHEMA = "streamcheck.realredis/1"
 

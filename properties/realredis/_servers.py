@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Self
 
-from impl.redis import CoredisRedis, open_coredis
+from streamcheck.impl.redis import CoredisRedis, open_coredis
 
 HOST = "127.0.0.1"
 # How long a server (or a whole cluster) may take to answer before we call it broken.
@@ -370,5 +370,5 @@ class RedisClusterServers:
 
 
 def open_redis(url: str, *, cluster: bool = False) -> AbstractAsyncContextManager[CoredisRedis]:
-    """The adapter tests use; the same as :func:`impl.redis.open_coredis`."""
+    """The adapter tests use; the same as :func:`streamcheck.impl.redis.open_coredis`."""
     return open_coredis(url, cluster=cluster)

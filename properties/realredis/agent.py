@@ -1,8 +1,8 @@
-"""``python -m properties.realredis.agent PLAN OUT``: one replica process."""
+"""``python -m streamcheck.properties.realredis.agent PLAN OUT``: one replica process."""
 
 import sys
 
-from properties.realredis._agent import main
+from streamcheck.properties.realredis._agent import main
 
 if __name__ == "__main__":
     sys.exit(main())

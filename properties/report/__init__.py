@@ -7,6 +7,10 @@
   asked).
 """
 
-from properties.report._timeline import TIMELINE_FILENAME, render_timeline, write_timeline
+from streamcheck.properties.report._timeline import (
+    TIMELINE_FILENAME,
+    render_timeline,
+    write_timeline,
+)
 
 __all__ = ["TIMELINE_FILENAME", "render_timeline", "write_timeline"]

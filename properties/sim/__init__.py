@@ -1,8 +1,8 @@
 """The deterministic simulation tier: a simulated Redis whose every command execution,
 pub/sub delivery and replication is a step the test chooses (see :mod:`._redis`)."""
 
-from properties.sim._engine import sim_time
-from properties.sim._redis import (
+from streamcheck.properties.sim._engine import sim_time
+from streamcheck.properties.sim._redis import (
     DEFAULT_POOL_SIZE,
     PendingItem,
     RedisCommandError,

@@ -1,5 +1,6 @@
 """The simulated Redis's client: :class:`SimClient` implements
-:class:`~impl.redis.RedisLike` over the simulation (see :mod:`properties.sim._redis`)."""
+:class:`~streamcheck.impl.redis.RedisLike` over the simulation (see
+:mod:`streamcheck.properties.sim._redis`)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, final
 
-from impl.redis import LuaScript
-from impl.redis._protocol import ScriptArg
-from properties.sim._items import _Connection, _NoScript, _SubConnection
-from properties.sim._replies import (
+from streamcheck.impl.redis import LuaScript
+from streamcheck.impl.redis._protocol import ScriptArg
+from streamcheck.properties.sim._items import _Connection, _NoScript, _SubConnection
+from streamcheck.properties.sim._replies import (
     _ARG_CHARS,
     _decode,
     _describe,
@@ -20,16 +21,16 @@ from properties.sim._replies import (
     _short,
     _string_set,
 )
-from properties.sim._subscriber import SimSubscriber
+from streamcheck.properties.sim._subscriber import SimSubscriber
 
 if TYPE_CHECKING:
-    from properties.sim._redis import SimRedis
+    from streamcheck.properties.sim._redis import SimRedis
 
 
 @final
 class SimClient:
     """One replica's Redis client over the simulation; implements
-    :class:`~impl.redis.RedisLike` with the coredis adapter's reply shapes."""
+    :class:`~streamcheck.impl.redis.RedisLike` with the coredis adapter's reply shapes."""
 
     def __init__(self, sim: SimRedis, name: str, pool_size: int) -> None:
         self._sim = sim

@@ -1,6 +1,7 @@
 """The step machinery of the simulated Redis: queueing items, executing commands on the
 engine, delivering messages, replicating, opening and closing connections, and the trace
-(see :mod:`properties.sim._redis`; :class:`~properties.sim.SimRedis` adds the control API).
+(see :mod:`streamcheck.properties.sim._redis`; :class:`~streamcheck.properties.sim.SimRedis`
+adds the control API).
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 from redis.exceptions import NoScriptError, ResponseError
 
-from impl.redis import LuaScript, PubSubMessage, RedisConnectionError
-from properties.sim._engine import Engine
-from properties.sim._items import (
+from streamcheck.impl.redis import LuaScript, PubSubMessage, RedisConnectionError
+from streamcheck.properties.sim._engine import Engine
+from streamcheck.properties.sim._items import (
     _PLAIN,
     _SUBSCRIBE,
     PendingItem,
@@ -27,16 +28,16 @@ from properties.sim._items import (
     _Replication,
     _SubConnection,
 )
-from properties.sim._replies import _message_description, _summary
+from streamcheck.properties.sim._replies import _message_description, _summary
 
 if TYPE_CHECKING:
-    from properties.sim._client import SimClient
+    from streamcheck.properties.sim._client import SimClient
 
 _WRITES: Final = frozenset({b"EVALSHA", b"EVAL", b"DEL", b"EXPIRE", b"SADD", b"SREM"})
 
 
 class _SimCore:
-    """The state and internals of :class:`~properties.sim.SimRedis`."""
+    """The state and internals of :class:`~streamcheck.properties.sim.SimRedis`."""
 
     def __init__(
         self,

@@ -99,7 +99,7 @@ def sim_time(clock: Callable[[], float]) -> Iterator[TimeShim]:
     the innermost clock; the previous one is restored on exit). Redis expiry is lazy, in
     fakeredis as in Redis: a key whose deadline passed vanishes when next touched.
 
-    :class:`~properties.sim.SimRedis` needs it: every simulated command runs at the
+    :class:`~streamcheck.properties.sim.SimRedis` needs it: every simulated command runs at the
     time of the simulated clock, read once when the command executes.
     """
     shim = _SHIM
@@ -212,7 +212,7 @@ def _share_lua(donor: Any, server: Any) -> None:
     ``redis.call`` reads) at the calling socket; compiled chunks are pure functions of
     their source; a script that sets a global fails (EVAL checks after every run) and
     impl's scripts set none; the engines sharing a runtime all belong to one
-    :class:`~properties.sim.SimRedis`, so they run in one thread, one at a time.
+    :class:`~streamcheck.properties.sim.SimRedis`, so they run in one thread, one at a time.
     """
     for name in _LUA_ATTRIBUTES:
         setattr(server, name, getattr(donor, name))

@@ -1,5 +1,5 @@
 """The simulated Redis's queued items and connections: what a step acts on (see
-:mod:`properties.sim._redis`).
+:mod:`streamcheck.properties.sim._redis`).
 
 Every nondeterministic event is one item with an id from one counter: a :class:`_Command`
 queued on a connection, a :class:`_Delivery` queued on a subscriber connection's inbound
@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 
-from impl.redis import PubSubMessage
+from streamcheck.impl.redis import PubSubMessage
 
 if TYPE_CHECKING:
-    from properties.sim._client import SimClient
+    from streamcheck.properties.sim._client import SimClient
 
 ItemKind = Literal["command", "delivery", "replication"]
 _PLAIN, _SUBSCRIBE, _UNSUBSCRIBE = 0, 1, 2

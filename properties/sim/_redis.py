@@ -1,10 +1,11 @@
 """A simulated Redis whose every command execution and every pub/sub delivery is a step
-the test chooses; commands run on fakeredis (real Lua), see :mod:`properties.sim._engine`.
+the test chooses; commands run on fakeredis (real Lua), see
+:mod:`streamcheck.properties.sim._engine`.
 
 The problem: impl/ must be checked against Redis's real failure semantics (at-most-once
 pub/sub, the SUBSCRIBE acknowledgement window, connection drops, asynchronous
 replication and failover) under interleavings a test picks, deterministically. This
-module implements exactly the :class:`~impl.redis.RedisLike` surface impl/ uses and
+module implements exactly the :class:`~streamcheck.impl.redis.RedisLike` surface impl/ uses and
 makes every nondeterministic event an explicit :class:`PendingItem`.
 
 Example::
@@ -26,7 +27,7 @@ The model:
   connection is a FIFO; only its head is runnable and connections are independent. A
   caller parks until its command is executed (``auto=False``), or the command executes
   at call time (``auto=True``). Executing runs it atomically on the engine and wakes the
-  caller with the reply, or with :class:`~impl.redis.RedisConnectionError` if its
+  caller with the reply, or with :class:`~streamcheck.impl.redis.RedisConnectionError` if its
   connection dropped first. ``run_script`` is EVALSHA, then EVAL on NOSCRIPT (a second
   command, as in the coredis adapter). Connections are named ``<client>/c<n>``
   (commands) and ``<client>/s<n>`` (subscribers), numbered per client from 0.
@@ -54,7 +55,7 @@ The model:
   the replica (unreplicated writes are lost), forgets every cached script (the next
   EVALSHA gets NOSCRIPT), starts a fresh replica as a copy and drops every connection.
 * **Time.** Keys expire on the simulated clock, read once per executed command; the
-  engine needs :func:`~properties.sim.sim_time` active (it patches fakeredis globals).
+  engine needs :func:`~streamcheck.properties.sim.sim_time` active (it patches fakeredis globals).
 * **Determinism.** No real time, no randomness; items get ids from one counter and
   :meth:`SimRedis.runnable` lists them by id. Ids follow the order in which tasks issue
   commands, so trio's scheduler must be made deterministic by the harness.
@@ -75,9 +76,9 @@ import trio
 import trio.testing
 from redis.exceptions import ResponseError
 
-from properties.sim._client import SimClient
-from properties.sim._core import _SimCore
-from properties.sim._items import (
+from streamcheck.properties.sim._client import SimClient
+from streamcheck.properties.sim._core import _SimCore
+from streamcheck.properties.sim._items import (
     PendingItem,
     RedisCommandError,
     SimRedisStatistics,
@@ -87,8 +88,8 @@ from properties.sim._items import (
     _item_id,
     _SubConnection,
 )
-from properties.sim._replies import _decode, _message_description
-from properties.sim._subscriber import SimSubscriber
+from streamcheck.properties.sim._replies import _decode, _message_description
+from streamcheck.properties.sim._subscriber import SimSubscriber
 
 __all__ = [
     "DEFAULT_POOL_SIZE",
@@ -100,7 +101,7 @@ __all__ = [
     "SimSubscriber",
 ]
 
-#: coredis's default pool size (impl.redis._coredis.DEFAULT_MAX_CONNECTIONS).
+#: coredis's default pool size (streamcheck.impl.redis._coredis.DEFAULT_MAX_CONNECTIONS).
 DEFAULT_POOL_SIZE: Final = 64
 _READS: Final = frozenset(
     b"GET EXISTS TTL PTTL TYPE KEYS DBSIZE HGET HMGET HGETALL HLEN SMEMBERS SCARD "

@@ -1,5 +1,6 @@
 """Reply shapes (coredis with ``decode_responses=True``) and the trace's descriptions of
-commands, messages and replies for the simulated Redis (see :mod:`properties.sim._redis`)."""
+commands, messages and replies for the simulated Redis (see
+:mod:`streamcheck.properties.sim._redis`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any, Final
 
 from redis.exceptions import ResponseError
 
-from properties.sim._items import RedisCommandError, _Delivery
+from streamcheck.properties.sim._items import RedisCommandError, _Delivery
 
 _ARG_CHARS: Final = 48
 _DESCRIPTION_CHARS: Final = 240

@@ -1,5 +1,5 @@
 """The simulated Redis's pub/sub connection: :class:`SimSubscriber` implements
-:class:`~impl.redis.Subscriber` (see :mod:`properties.sim._redis`)."""
+:class:`~streamcheck.impl.redis.Subscriber` (see :mod:`streamcheck.properties.sim._redis`)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,18 @@ from typing import TYPE_CHECKING, final
 
 import trio
 
-from impl.redis import RedisConnectionError
-from impl.redis._protocol import PubSubEvent
-from properties.sim._items import _SUBSCRIBE, _UNSUBSCRIBE, _SubConnection
-from properties.sim._replies import _decode
+from streamcheck.impl.redis import RedisConnectionError
+from streamcheck.impl.redis._protocol import PubSubEvent
+from streamcheck.properties.sim._items import _SUBSCRIBE, _UNSUBSCRIBE, _SubConnection
+from streamcheck.properties.sim._replies import _decode
 
 if TYPE_CHECKING:
-    from properties.sim._redis import SimRedis
+    from streamcheck.properties.sim._redis import SimRedis
 
 
 @final
 class SimSubscriber:
-    """One simulated pub/sub connection; implements :class:`~impl.redis.Subscriber`
+    """One simulated pub/sub connection; implements :class:`~streamcheck.impl.redis.Subscriber`
     with the coredis subscriber's client-side rules (see the module docstring)."""
 
     def __init__(self, sim: SimRedis, conn: _SubConnection) -> None:

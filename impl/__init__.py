@@ -18,6 +18,7 @@ from streamcheck.impl._manager import GenerationJob, GenerationJobManager, Manag
 from streamcheck.impl._seams import CountingIds, ManualWallClock, RandomIds, SystemWallClock
 from streamcheck.impl._service import (
     MemoryBackend,
+    ReplicaParts,
     ReplicaSettings,
     open_configured_replica,
     open_replica,
@@ -55,6 +56,7 @@ __all__ = [
     "MemoryBackend",
     "RandomIds",
     "RedisLike",
+    "ReplicaParts",
     "ReplicaSettings",
     "ResumeState",
     "SerializableJobData",

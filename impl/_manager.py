@@ -134,14 +134,7 @@ class GenerationJobManager:
         )
         job = GenerationJob(stream_id, user_id, generation, data.start_seq)
         self._runtimes[stream_id] = job
-        self.transport.start_producing(
-            stream_id,
-            generation,
-            EarlyBuffer(
-                max_events=self._settings.early_buffer_max_events,
-                max_bytes=self._settings.early_buffer_max_bytes,
-            ),
-        )
+        self.transport.start_producing(stream_id, generation, self._early_buffer())
         try:
             await self.transport.on_abort(stream_id, generation, job.aborted.set)
         except BaseException:
@@ -201,10 +194,7 @@ class GenerationJobManager:
         if job is None:
             return None
         job.error = message
-        if not self._forget_errors:
-            await self.job_store.update_job(
-                stream_id, JobUpdate(error=message), expected_generation=job.generation
-            )
+        await self._keep_error(job, message)
         outcome = await self.transport.emit_error(stream_id, job.generation, message)
         return self._published(job, outcome)
 
@@ -216,15 +206,37 @@ class GenerationJobManager:
         status = JobStatus.ERROR if (error or job.error) else JobStatus.COMPLETE
         if job.is_aborted:
             status = JobStatus.ABORTED
+        await self._record_end(job, status, error)
+        await self._retire(job)
+
+    def _early_buffer(self) -> EarlyBuffer:
+        """The new turn's early buffer: what it publishes before its first local reader
+        attaches, replayed to that reader without a log read. It is bounded: a turn that
+        nobody reads here must not grow the heap without limit."""
+        return EarlyBuffer(
+            max_events=self._settings.early_buffer_max_events,
+            max_bytes=self._settings.early_buffer_max_bytes,
+        )
+
+    async def _keep_error(self, job: GenerationJob, message: str) -> None:
+        """Store the turn's error on its job before it is published: a reader that
+        arrives after the turn ended learns the error from the job."""
+        if not self._forget_errors:
+            await self.job_store.update_job(
+                job.stream_id, JobUpdate(error=message), expected_generation=job.generation
+            )
+
+    async def _record_end(self, job: GenerationJob, status: JobStatus, error: str | None) -> None:
+        """Record how the turn ended. The job is kept until its TTL, so late readers
+        find the final event or the error and the chunk log with it."""
         if status is JobStatus.ERROR and self._forget_errors:
             # Canary: LibreChat before #11372 deleted the job (and its chunk log) here,
             # leaving late subscribers nothing to learn the error from.
-            await self.job_store.delete_job(stream_id, expected_generation=job.generation)
-            await self._retire(job)
+            await self.job_store.delete_job(job.stream_id, expected_generation=job.generation)
             return
         try:
             await self.job_store.update_job(
-                stream_id,
+                job.stream_id,
                 JobUpdate(status=status, completed_at=self._wall.now_ms(), error=error),
                 expected_generation=job.generation,
             )
@@ -232,7 +244,6 @@ class GenerationJobManager:
             # An abort from another replica ended the turn first (its terminal won the
             # publish fence); the job already holds that outcome.
             job.aborted.set()
-        await self._retire(job)
 
     def _published(
         self, job: GenerationJob, outcome: Published | PublishRefused | Dispatched
@@ -415,11 +426,17 @@ class GenerationJobManager:
         for stream_id in self.transport.get_tracked_stream_ids():
             if stream_id in self._runtimes or not self.transport.is_idle(stream_id):
                 continue
-            # Idle on this replica: a later subscribe or emit starts a fresh actor.
-            self.transport.cleanup(stream_id)
-            if self._reset_on_cleanup:
-                await self._reset_sequence(stream_id)
+            await self._forget_idle_stream(stream_id)
         return removed
+
+    async def _forget_idle_stream(self, stream_id: str) -> None:
+        """Stop the actor of a stream nobody uses on this replica any more: a later
+        subscribe or emit starts a fresh one. The shared counter stays: seqs are
+        monotonic across turns, so no reader can mistake a new turn's seq for an old
+        one's."""
+        self.transport.cleanup(stream_id)
+        if self._reset_on_cleanup:
+            await self._reset_sequence(stream_id)
 
     async def _reset_sequence(self, stream_id: str) -> None:
         """Canary COUNTER_DELETED_ON_CLEANUP: LibreChat cleaned a stream's transport once

@@ -238,18 +238,25 @@ class ReorderBuffer:
             self._request_fetch(step)
         elif self._pending and self._first_parked_at is not None:
             if now >= self._first_parked_at + self._timeout:
-                if self._force_flush:
-                    self._skip_to_pending(step)
-                else:
-                    self._repairs += 1
-                    self._repair_in_flight = True
-                    self._request_fetch(step)
+                self._gap_timed_out(step)
         elif now >= self._last_progress_at + self._idle_probe:
             # Count the probe as progress so an empty answer re-arms a full interval.
             self._last_progress_at = now
             self._idle_fetch = True
             self._request_fetch(step)
         return self._finish(step, now)
+
+    def _gap_timed_out(self, step: Step) -> None:
+        """A gap outlived the reorder timeout: read the log from the frontier. Pub/sub
+        may have lost the missing seqs, the log has them unless Redis lost them too,
+        and only what the log proves missing becomes a :class:`~streamcheck.model.Gap`
+        (rule 3), so nothing is ever skipped silently."""
+        if self._force_flush:
+            self._skip_to_pending(step)
+            return
+        self._repairs += 1
+        self._repair_in_flight = True
+        self._request_fetch(step)
 
     def replayed(self, last_seq: int, now: float) -> Step:
         """Canary NO_DEFERRED_DELIVERY: seqs up to ``last_seq`` reached the reader

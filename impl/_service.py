@@ -20,7 +20,7 @@ from streamcheck.impl._seams import IdSource, RandomIds, SystemWallClock, WallCl
 from streamcheck.impl.jobstore._memory import MemoryJobStore
 from streamcheck.impl.jobstore._redis import RedisJobStore
 from streamcheck.impl.redis import Keys, RedisLike
-from streamcheck.impl.transport._actor import ActorTimings
+from streamcheck.impl.transport._actor import ActorTimings, StreamActor
 from streamcheck.impl.transport._bus import Bus
 from streamcheck.impl.transport._memory_bus import JobFacts, MemoryBus, MemoryHub
 from streamcheck.impl.transport._redis_bus import RedisBus
@@ -71,6 +71,21 @@ class ReplicaSettings:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ReplicaParts:
+    """The classes a replica is assembled from; each has one implementation here.
+
+    They are named so that a test harness can build a replica from subclasses of them
+    (for instance, to put a historical bug back and check that the harness finds it)
+    without this package knowing of any alternative.
+    """
+
+    manager: type[GenerationJobManager] = GenerationJobManager
+    transport: type[EventTransport] = EventTransport
+    actor: type[StreamActor] = StreamActor
+    redis_bus: type[RedisBus] = RedisBus
+
+
 class MemoryBackend:
     """The embedded default: jobs, counters and logs in this process, shared by replicas."""
 
@@ -103,6 +118,7 @@ async def open_replica(
     keys: Keys | None = None,
     wall_clock: WallClock | None = None,
     ids: IdSource | None = None,
+    parts: ReplicaParts = ReplicaParts(),
 ) -> AsyncIterator[GenerationJobManager]:
     """Run one replica until the block exits (its tasks are cancelled then)."""
     settings = settings if settings is not None else ReplicaSettings()
@@ -116,7 +132,7 @@ async def open_replica(
             job_store: MemoryJobStore | RedisJobStore = store
         else:
             wall = wall_clock if wall_clock is not None else SystemWallClock()
-            redis_bus = RedisBus(backend, keys=keys, log_ttl_s=settings.running_ttl_s)
+            redis_bus = parts.redis_bus(backend, keys=keys, log_ttl_s=settings.running_ttl_s)
             job_store = RedisJobStore(
                 backend,
                 keys=keys if keys is not None else Keys(),
@@ -127,15 +143,16 @@ async def open_replica(
             )
             await nursery.start(redis_bus.run)
             bus = redis_bus
-        transport = EventTransport(
+        transport = parts.transport(
             bus,
             nursery=nursery,
             jobs=job_store,
             wall_clock=wall,
             timings=settings.actor_timings(),
             max_event_bytes=settings.max_event_bytes,
+            actor_type=parts.actor,
         )
-        manager = GenerationJobManager(
+        manager = parts.manager(
             job_store=job_store,
             transport=transport,
             bus=bus,

@@ -639,28 +639,12 @@ class StreamActor:
         await self._publish(command)
 
     async def _publish(self, command: _Emit) -> None:
-        if self._fenced and command.generation in self._ended:
-            # Redis enforces this too, unless a failover lost the terminal: then only
-            # this replica remembers that the turn already ended (found by the
-            # simulation: an abort after a lost done published a second terminal).
-            command.reply.set(
-                PublishRefused.JOB_ENDED
-                if command.kind is EventKind.CHUNK
-                else PublishRefused.TERMINAL_ALREADY_SENT
-            )
+        refusal = self._refused_here(command)
+        if refusal is not None:
+            command.reply.set(refusal)
             return
         try:
-            outcome = await self._bus.publish(
-                self.stream_id,
-                generation=command.generation,
-                kind=command.kind,
-                body=command.body,
-                encoded_body=command.encoded,
-                floor=0 if self._counter_resets else self._high_water + 1,
-                pinned_seq=self._local_counter,
-                fenced=self._fenced,
-                reused_seqs=self._counter_resets,
-            )
+            outcome = await self._publish_on_bus(command)
         except (RedisConnectionError, OSError) as exc:
             command.reply.fail(exc)
             return
@@ -682,6 +666,36 @@ class StreamActor:
                 producer.early.record(_as_event(command, outcome.seq), len(command.encoded))
         command.reply.set(outcome)
 
+    def _refused_here(self, command: _Emit) -> PublishRefused | None:
+        """The publish fence as this replica remembers it: a turn that published its
+        terminal from here publishes nothing more. Redis enforces this too, unless a
+        failover lost the terminal; then only this replica still knows the turn ended."""
+        if not self._fenced or command.generation not in self._ended:
+            return None
+        if command.kind is EventKind.CHUNK:
+            return PublishRefused.JOB_ENDED
+        return PublishRefused.TERMINAL_ALREADY_SENT
+
+    async def _publish_on_bus(self, command: _Emit) -> PublishOutcome:
+        """Publish one event through the bus (fence, seq, log and fan-out in one step)."""
+        return await self._bus.publish(
+            self.stream_id,
+            generation=command.generation,
+            kind=command.kind,
+            body=command.body,
+            encoded_body=command.encoded,
+            floor=self._floor(),
+            pinned_seq=self._local_counter,
+            fenced=self._fenced,
+            reused_seqs=self._counter_resets,
+        )
+
+    def _floor(self) -> int:
+        """The lowest seq the shared counter may hand out next: past every seq this
+        replica has seen. After Redis lost writes (a failover, a restart), the counter
+        is pushed past them, so one seq never names two events."""
+        return 0 if self._counter_resets else self._high_water + 1
+
     def _remember_published(self, generation: str, seq: int) -> None:
         self._published.pop(generation, None)
         self._published[generation] = seq
@@ -701,8 +715,7 @@ class StreamActor:
         if self._local_counter is not None:
             return None
         try:
-            floor = 0 if self._counter_resets else self._high_water + 1
-            return await self._bus.mark_lost(self.stream_id, floor=floor)
+            return await self._bus.mark_lost(self.stream_id, floor=self._floor())
         except (RedisConnectionError, OSError) as exc:
             logger.warning("stream %s: lost-write check failed (%s)", self.stream_id, exc)
             return None
@@ -710,22 +723,7 @@ class StreamActor:
     async def _attach(self, command: _Attach, now: float) -> None:
         if self._readerless is not None:
             self._readerless.parked.clear()  # a reader's attachment synchronises it
-        producer = self._producer
-        local = producer is not None and producer.generation == command.generation
-        # Unsynced (canaries): no replay, no catch-up; see STATE_DELETED_ON_LEAVE and
-        # CREATED_LOST_CROSS_REPLICA.
-        synced = command.synced and (local or command.resume or not self._cross_unsynced)
-        buffer = ReorderBuffer(
-            generation=command.generation,
-            start_seq=command.start_seq,
-            now=now,
-            timeout=self._timings.reorder_timeout,
-            capacity=self._timings.reorder_capacity,
-            idle_probe=self._timings.idle_probe,
-            # Unsynced: LibreChat's ``nextSeq`` was a guess, fixed only by the force-flush.
-            force_flush=self._force_flush or not synced,
-            deferred=command.deferred,
-        )
+        buffer = self._reorder_buffer(command, now)
         if (published := self._published.get(command.generation)) is not None:
             buffer.note_published(published)
         sub = _Subscriber(
@@ -735,6 +733,39 @@ class StreamActor:
         command.reply.set(None)
         if not command.deferred:
             return  # canary NO_DEFERRED_DELIVERY: live now; _ReplayEarly does the rest
+        await self._catch_up(sub, command, now)
+
+    def _synced(self, command: _Attach) -> bool:
+        # Unsynced (canaries): no replay, no catch-up; see STATE_DELETED_ON_LEAVE and
+        # CREATED_LOST_CROSS_REPLICA.
+        producer = self._producer
+        local = producer is not None and producer.generation == command.generation
+        return command.synced and (local or command.resume or not self._cross_unsynced)
+
+    def _reorder_buffer(self, command: _Attach, now: float) -> ReorderBuffer:
+        """A new reader's reorder buffer: it orders the stream's traffic for the reader
+        from its first seq on, and parks live traffic until the catch-up is done."""
+        return ReorderBuffer(
+            generation=command.generation,
+            start_seq=command.start_seq,
+            now=now,
+            timeout=self._timings.reorder_timeout,
+            capacity=self._timings.reorder_capacity,
+            idle_probe=self._timings.idle_probe,
+            # Unsynced: LibreChat's ``nextSeq`` was a guess, fixed only by the force-flush.
+            force_flush=self._force_flush or not self._synced(command),
+            deferred=command.deferred,
+        )
+
+    async def _catch_up(self, sub: _Subscriber, command: _Attach, now: float) -> None:
+        """Bring a new reader up to live: the producer's early buffer when the turn is
+        produced here and the buffer is still open (no Redis read), then the chunk log
+        from the reader's frontier. Live traffic parks meanwhile, so the boundary between
+        what was published before the attachment and after it has no gap and no
+        duplicate."""
+        producer = self._producer
+        local = producer is not None and producer.generation == command.generation
+        synced = self._synced(command)
         if (
             command.resume
             and self._early_on_resume
@@ -745,14 +776,23 @@ class StreamActor:
             for event in producer.early.take():
                 command.out.send_nowait(event)
         if synced and producer is not None and local and not producer.early.closed:
-            await self._apply(sub, buffer.preload(producer.early.take(), now))
-        if self._early_only or not synced:
+            await self._apply(sub, sub.buffer.preload(producer.early.take(), now))
+        if not synced:
+            sub.buffer.begin(now)
+            await self._apply(sub, sub.buffer.apply_log([], exhausted=True, now=now))
+        elif not sub.buffer.finished:
+            await self._catch_up_from_log(sub, now)
+
+    async def _catch_up_from_log(self, sub: _Subscriber, now: float) -> None:
+        """The catch-up's log read: everything from the reader's frontier (after what
+        the early buffer supplied) until the log is exhausted."""
+        if self._early_only:
             # Canary: no log catch-up; whatever was published before the (not awaited)
-            # subscription took effect, or before an unsynced attachment, is missing.
-            buffer.begin(now)
-            await self._apply(sub, buffer.apply_log([], exhausted=True, now=now))
-        elif not buffer.finished:
-            await self._apply(sub, buffer.begin(now))
+            # subscription took effect is missing.
+            sub.buffer.begin(now)
+            await self._apply(sub, sub.buffer.apply_log([], exhausted=True, now=now))
+            return
+        await self._apply(sub, sub.buffer.begin(now))
 
     async def _replay_early(self, command: _ReplayEarly, now: float) -> None:
         """Canary NO_DEFERRED_DELIVERY: LibreChat's replay, after live delivery began.

@@ -124,8 +124,10 @@ class EventTransport:
         wall_clock: WallClock,
         timings: ActorTimings,
         max_event_bytes: int,
+        actor_type: type[StreamActor] = StreamActor,
     ) -> None:
         self._bus = bus
+        self._actor_type = actor_type
         self._nursery = nursery
         self._jobs = jobs
         self._wall = wall_clock
@@ -187,7 +189,7 @@ class EventTransport:
         entry = self._actors.get(stream_id)
         if entry is not None:
             return entry[0]
-        actor = StreamActor(
+        actor = self._actor_type(
             stream_id,
             bus=self._bus,
             jobs=self._jobs,
@@ -270,38 +272,67 @@ class EventTransport:
         self, stream_id: str, generation: str, start_seq: int, job_ended: bool, resume: bool
     ) -> Subscription:
         actor = self._actor(stream_id)
-        if Canary.SUBSCRIBER_BEFORE_ACK in self._timings.canaries:
-            # Canary: SUBSCRIBE is sent but not awaited (LibreChat before #11710).
-            self._nursery.start_soon(self._acquire_quietly, stream_id)
-        else:
-            await self._bus.acquire_channel(stream_id)
+        await self._subscribe_channel(stream_id)
         send, receive = trio.open_memory_channel[StreamEvent](float("inf"))
         self._next_sub_id += 1
         sub_id = self._next_sub_id
-        attach_from = start_seq
-        if self._stale_frontiers and not resume:
-            # Canary: the next turn starts where the last reader of the previous left.
-            left = actor.last_reader_left or self._frontier_left.get(stream_id)
-            if left is not None and left[0] != generation and left[1] >= start_seq:
-                attach_from = left[1] + 1
         try:
-            await actor.attach(
+            await self._attach_reader(
+                actor,
                 sub_id,
                 generation=generation,
-                start_seq=attach_from,
+                start_seq=start_seq,
                 out=send,
                 job_ended=job_ended,
                 resume=resume,
-                synced=not (self._delete_state_on_leave and stream_id in self._unsynced),
-                deferred=not self._undeferred,
             )
-            if self._undeferred:
-                await self._settle_then_replay(actor, stream_id, sub_id, resume=resume)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._bus.release_channel(stream_id)
             raise
         return Subscription(self, stream_id, generation, sub_id, receive, start_seq)
+
+    async def _subscribe_channel(self, stream_id: str) -> None:
+        """Hold the stream's channel for a new reader. Returns once Redis acknowledged
+        the SUBSCRIBE: everything published from then on reaches this replica, and the
+        reader's catch-up from the log covers everything before."""
+        if Canary.SUBSCRIBER_BEFORE_ACK in self._timings.canaries:
+            # Canary: SUBSCRIBE is sent but not awaited (LibreChat before #11710).
+            self._nursery.start_soon(self._acquire_quietly, stream_id)
+        else:
+            await self._bus.acquire_channel(stream_id)
+
+    async def _attach_reader(
+        self,
+        actor: StreamActor,
+        sub_id: int,
+        *,
+        generation: str,
+        start_seq: int,
+        out: trio.MemorySendChannel[StreamEvent],
+        job_ended: bool,
+        resume: bool,
+    ) -> None:
+        """Attach a reader to the stream's actor, which catches it up from ``start_seq``
+        before it goes live."""
+        attach_from = start_seq
+        if self._stale_frontiers and not resume:
+            # Canary: the next turn starts where the last reader of the previous left.
+            left = actor.last_reader_left or self._frontier_left.get(actor.stream_id)
+            if left is not None and left[0] != generation and left[1] >= start_seq:
+                attach_from = left[1] + 1
+        await actor.attach(
+            sub_id,
+            generation=generation,
+            start_seq=attach_from,
+            out=out,
+            job_ended=job_ended,
+            resume=resume,
+            synced=not (self._delete_state_on_leave and actor.stream_id in self._unsynced),
+            deferred=not self._undeferred,
+        )
+        if self._undeferred:
+            await self._settle_then_replay(actor, actor.stream_id, sub_id, resume=resume)
 
     async def _settle_then_replay(
         self, actor: StreamActor, stream_id: str, sub_id: int, *, resume: bool
@@ -331,16 +362,24 @@ class EventTransport:
         if entry is not None:
             remaining = await entry[0].detach(subscription.sub_id)
         await self._bus.release_channel(subscription.stream_id)
-        if remaining == 0 and entry is not None and self._drop_abort_on_leave:
+        if remaining == 0:
+            await self._last_reader_left(
+                subscription.stream_id, entry[0] if entry is not None else None
+            )
+
+    async def _last_reader_left(self, stream_id: str, actor: StreamActor | None) -> None:
+        """The last local reader of the stream left. The actor keeps the stream's state
+        (abort callbacks, the producer's buffer) and the channel stays held for as long
+        as an abort callback needs it; only the all-left callback runs."""
+        if actor is not None and self._drop_abort_on_leave:
             # Canary: LibreChat's last unsubscribe forgot the abort listener and its
             # channel subscription (spec §5 #17, and #3 with the rest of the state).
-            for generation in entry[0].forget_abort_callbacks():
-                self._forgotten_aborts.add((subscription.stream_id, generation))
-                await self._bus.release_channel(subscription.stream_id)
-        if remaining == 0 and self._delete_state_on_leave:
-            self._state_deleted(subscription.stream_id)
-
-        if remaining == 0 and (callback := self._all_left.get(subscription.stream_id)):
+            for generation in actor.forget_abort_callbacks():
+                self._forgotten_aborts.add((stream_id, generation))
+                await self._bus.release_channel(stream_id)
+        if self._delete_state_on_leave:
+            self._state_deleted(stream_id)
+        if callback := self._all_left.get(stream_id):
             callback()
 
     def _state_deleted(self, stream_id: str) -> None:

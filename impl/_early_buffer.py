@@ -27,8 +27,6 @@ class EarlyBuffer:
     size_bytes: int = 0
     overflowed: bool = False
     closed: bool = False
-    #: Canary UNBOUNDED_EARLY_BUFFER only: no caps, and buffering resumes after a take.
-    unbounded: bool = False
 
     def record(self, event: SequencedEvent, size_bytes: int) -> None:
         if self.closed or self.overflowed:
@@ -36,7 +34,7 @@ class EarlyBuffer:
         over = len(self.events) + 1 > self.max_events or (
             self.size_bytes + size_bytes > self.max_bytes
         )
-        if over and not self.unbounded:
+        if over:
             self.overflowed = True
             self.events = []
             self.size_bytes = 0
@@ -44,17 +42,10 @@ class EarlyBuffer:
         self.events.append(event)
         self.size_bytes += size_bytes
 
-    def reopen(self) -> None:
-        """Canary EARLY_BUFFER_ON_RESUME only: buffer again after a disconnect."""
-        self.events = []
-        self.size_bytes = 0
-        self.overflowed = False
-        self.closed = False
-
     def take(self) -> list[SequencedEvent]:
         """Hand the buffer to the first attachment and close; empty if it overflowed."""
         events = [] if self.overflowed else self.events
         self.events = []
         self.size_bytes = 0
-        self.closed = not self.unbounded
+        self.closed = True
         return events

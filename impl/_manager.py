@@ -105,8 +105,6 @@ class GenerationJobManager:
         self._ids = ids
         self._settings = settings if settings is not None else ManagerSettings()
         self._runtimes: dict[str, GenerationJob] = {}
-        #: Canary ERROR_NOT_KEPT: an errored turn's job is deleted, its error not stored.
-        self._forget_errors = Canary.ERROR_NOT_KEPT in self._settings.canaries
         self._abort_stays_local = Canary.NO_CROSS_REPLICA_ABORT in self._settings.canaries
         #: Canary COUNTER_DELETED_ON_CLEANUP: cleanup deletes the shared counter.
         self._reset_on_cleanup = bool(
@@ -221,19 +219,13 @@ class GenerationJobManager:
     async def _keep_error(self, job: GenerationJob, message: str) -> None:
         """Store the turn's error on its job before it is published: a reader that
         arrives after the turn ended learns the error from the job."""
-        if not self._forget_errors:
-            await self.job_store.update_job(
-                job.stream_id, JobUpdate(error=message), expected_generation=job.generation
-            )
+        await self.job_store.update_job(
+            job.stream_id, JobUpdate(error=message), expected_generation=job.generation
+        )
 
     async def _record_end(self, job: GenerationJob, status: JobStatus, error: str | None) -> None:
         """Record how the turn ended. The job is kept until its TTL, so late readers
         find the final event or the error and the chunk log with it."""
-        if status is JobStatus.ERROR and self._forget_errors:
-            # Canary: LibreChat before #11372 deleted the job (and its chunk log) here,
-            # leaving late subscribers nothing to learn the error from.
-            await self.job_store.delete_job(job.stream_id, expected_generation=job.generation)
-            return
         try:
             await self.job_store.update_job(
                 job.stream_id,

@@ -25,6 +25,7 @@ from streamcheck.model import CheckReport, Healed, WritesLost, check
 from streamcheck.properties._pct import PctScheduler
 from streamcheck.properties._stepped_loop import LoopFinished, SteppedLoop
 from streamcheck.properties._world import EPOCH_S, SIM_SETTINGS, World
+from streamcheck.properties.canaries import replica_build
 from streamcheck.properties.sim import SimRedis, sim_time
 
 #: Clock jumps of the heal phase: past the reorder timeout, the idle probe, the
@@ -128,6 +129,7 @@ class Simulation:
             nursery,
             replicas=self._replica_count,
             settings=replace(SIM_SETTINGS, canaries=self.canaries),
+            build=replica_build(self.canaries),
         )
         for index in range(self._replica_count):
             await self.world.start_replica(index)

@@ -33,7 +33,7 @@ from streamcheck.impl import (
 from streamcheck.impl._seams import WallClock
 from streamcheck.impl.redis import RedisConnectionError, RedisLike
 from streamcheck.impl.transport import Dispatched, Published
-from streamcheck.impl.transport._actor import DeliveryTotals
+from streamcheck.impl.transport._actor import ActorStats, DeliveryTotals
 from streamcheck.model import (
     AbortRequested,
     BoundExceeded,
@@ -57,6 +57,7 @@ from streamcheck.model import (
     StreamEvent,
     digest,
 )
+from streamcheck.properties.canaries import CORRECT, ReplicaBuild, ResourceBound
 from streamcheck.properties.sim import SimRedis
 
 logger = logging.getLogger(__name__)
@@ -158,8 +159,12 @@ class World:
         history: History | None = None,
         session_prefix: str = "",
         on_emit_invoked: Callable[[Emitted], None] | None = None,
+        build: ReplicaBuild = CORRECT,
     ) -> None:
         self.sim = sim
+        #: The parts every replica is built from, and the resource bounds beside the
+        #: early buffer's that the world samples (see ``sample_bounds``).
+        self._build = build
         self._wall_clock = wall_clock if wall_clock is not None else SimWallClock()
         #: Session names must be unique across the processes of the real-Redis tier,
         #: whose histories are merged.
@@ -207,6 +212,7 @@ class World:
                     keys=Keys(),
                     wall_clock=self._wall_clock,
                     ids=CountingIds(f"{replica.name}.{replica.incarnation}-g"),
+                    parts=self._build.parts,
                 ) as manager,
                 trio.open_nursery() as ops,
             ):
@@ -592,18 +598,21 @@ class World:
 
     def sample_bounds(self) -> None:
         """Record any resource past its bound (once per replica, stream and resource):
-        an early buffer past its cap, or events parked on a replica with no reader
-        (there is nobody to order them for)."""
-        limit = self.settings.early_buffer_max_events
+        an early buffer past its cap, or one the build adds."""
+        bounds = (
+            ResourceBound(
+                "early buffer (events)",
+                _early_buffer_events,
+                self.settings.early_buffer_max_events,
+            ),
+            *self._build.bounds,
+        )
         for replica in self.replicas:
             if replica.manager is None:
                 continue
             for stats in replica.manager.transport.actor_statistics():
-                bounds = (
-                    ("early buffer (events)", stats.early_buffer_events, limit),
-                    ("events parked with no reader", stats.parked_without_reader, 0),
-                )
-                for resource, value, bound in bounds:
+                for resource, reading, bound in bounds:
+                    value = reading(stats)
                     key = (replica.name, stats.stream_id, resource)
                     if value > bound and key not in self._bounds_reported:
                         self._bounds_reported.add(key)
@@ -635,6 +644,10 @@ class World:
         if isinstance(self.sim, SimRedis) and self.sim.statistics().writes_lost:
             labels.add("failover lost writes")
         return labels
+
+
+def _early_buffer_events(stats: ActorStats) -> int:
+    return stats.early_buffer_events
 
 
 def _payload_digest(event: StreamEvent) -> str | None:

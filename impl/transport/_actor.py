@@ -252,8 +252,6 @@ class ActorStats:
     abort_signals: int
     #: Events held in the producer's early buffer (0 when not producing here).
     early_buffer_events: int
-    #: Canary SEQUENCED_ON_ABORT_ONLY: events parked while no reader is attached here.
-    parked_without_reader: int = 0
 
 
 @dataclass(slots=True)
@@ -331,7 +329,6 @@ class StreamActor:
             canaries & {Canary.FORCE_FLUSH_SKIPS_GAP, Canary.SUBSCRIBER_BEFORE_ACK}
         )
         self._early_only = Canary.SUBSCRIBER_BEFORE_ACK in canaries
-        self._early_on_resume = Canary.EARLY_BUFFER_ON_RESUME in canaries
         #: Canary CREATED_LOST_CROSS_REPLICA: first attachments (not resumes) here to a
         #: turn produced elsewhere (no local buffer) are not synchronised.
         self._cross_unsynced = Canary.CREATED_LOST_CROSS_REPLICA in canaries
@@ -343,10 +340,6 @@ class StreamActor:
         )
         #: Canary PER_PROCESS_COUNTERS: this replica's own counter for the stream.
         self._local_counter: int | None = 0 if Canary.PER_PROCESS_COUNTERS in canaries else None
-        #: Canary SEQUENCED_ON_ABORT_ONLY: the readerless reorder state (frontier, parked).
-        self._readerless: _ReaderlessOrder | None = (
-            _ReaderlessOrder() if Canary.SEQUENCED_ON_ABORT_ONLY in canaries else None
-        )
         #: The turn the last reader here read, and the frontier it left at (what canary
         #: STALE_FRONTIER_ACROSS_TURNS carries into the next turn).
         self.last_reader_left: tuple[str, int] | None = None
@@ -411,7 +404,7 @@ class StreamActor:
             return 0
 
     def incoming(self, message: SequencedEvent | AbortSignal) -> None:
-        if isinstance(message, AbortSignal) or self._readerless is not None:
+        if isinstance(message, AbortSignal):
             self._tell(_Incoming(message))
         elif not self._subscribers and self._untaken == 0 and not self._stopped:
             # With no reader here, an event only moves the high-water mark (a producer
@@ -490,7 +483,6 @@ class StreamActor:
             malformed=self._counts.malformed,
             abort_signals=self._counts.abort_signals,
             early_buffer_events=len(self._producer.early.events) if self._producer else 0,
-            parked_without_reader=len(self._readerless.parked) if self._readerless else 0,
         )
 
     def __repr__(self) -> str:
@@ -590,8 +582,6 @@ class StreamActor:
                 await self._replay_early(command, now)
             case _Detach(sub_id=sub_id, reply=reply):
                 self._remove(sub_id)
-                if self._early_on_resume and not self._subscribers and self._producer:
-                    self._producer.early.reopen()
                 reply.set(len(self._subscribers))
             case _Incoming(message=AbortSignal(generation=generation)):
                 self._counts.abort_signals += 1
@@ -601,8 +591,6 @@ class StreamActor:
             case _Incoming(message=message):
                 assert not isinstance(message, AbortSignal)
                 self._high_water = max(self._high_water, message.seq)
-                if self._readerless is not None and not self._subscribers:
-                    self._readerless.offer(message.seq)
                 for sub in list(self._subscribers.values()):
                     await self._apply(sub, sub.buffer.offer(message, now))
             case _Continue(sub_id=sub_id, step=step):
@@ -721,8 +709,6 @@ class StreamActor:
             return None
 
     async def _attach(self, command: _Attach, now: float) -> None:
-        if self._readerless is not None:
-            self._readerless.parked.clear()  # a reader's attachment synchronises it
         buffer = self._reorder_buffer(command, now)
         if (published := self._published.get(command.generation)) is not None:
             buffer.note_published(published)
@@ -766,15 +752,6 @@ class StreamActor:
         producer = self._producer
         local = producer is not None and producer.generation == command.generation
         synced = self._synced(command)
-        if (
-            command.resume
-            and self._early_on_resume
-            and producer is not None
-            and producer.generation == command.generation
-        ):
-            # Canary: replay the buffer raw, on top of the snapshot (LibreChat #12225).
-            for event in producer.early.take():
-                command.out.send_nowait(event)
         if synced and producer is not None and local and not producer.early.closed:
             await self._apply(sub, sub.buffer.preload(producer.early.take(), now))
         if not synced:
@@ -950,41 +927,9 @@ class StreamActor:
         if sub is not None:
             if not self._subscribers:
                 self.last_reader_left = (sub.buffer.generation, self._high_water)
-                if self._readerless is not None:
-                    self._readerless.reset()
             self._totals.add(sub.buffer.statistics())
             sub.buffer.close()
             sub.out.close()
-
-
-@dataclass(slots=True)
-class _ReaderlessOrder:
-    """Canary SEQUENCED_ON_ABORT_ONLY: LibreChat's reorder state for a stream on a
-    replica with no reader, before #14557; it orders events for nobody."""
-
-    frontier: int = 0
-    parked: set[int] = dataclasses.field(default_factory=set)
-
-    def offer(self, seq: int) -> None:
-        if seq > self.frontier:
-            self.parked.add(seq)
-            if len(self.parked) > READERLESS_CAP:
-                self.frontier = max(self.parked) + 1  # "skipping N missing messages"
-                self.parked.clear()
-            return
-        if seq == self.frontier:
-            self.frontier += 1
-            while self.frontier in self.parked:
-                self.parked.discard(self.frontier)
-                self.frontier += 1
-
-    def reset(self) -> None:
-        self.frontier = 0
-        self.parked.clear()
-
-
-#: LibreChat's reorder buffer cap (spec §2.4), for the canary above.
-READERLESS_CAP = 100
 
 
 def _as_event(command: _Emit, seq: int) -> SequencedEvent:

@@ -241,8 +241,6 @@ class EventTransport:
         await self._bus.publish_abort(stream_id, generation)
 
     def start_producing(self, stream_id: str, generation: str, early: EarlyBuffer) -> None:
-        if Canary.UNBOUNDED_EARLY_BUFFER in self._timings.canaries:
-            early = dataclasses.replace(early, unbounded=True)
         if self._delete_state_on_leave:
             # A new turn builds a new runtime here and registers the hook again.
             self._hook_lost.discard(stream_id)

@@ -80,22 +80,17 @@ class ReorderBuffer:
         timeout: float,
         capacity: int,
         idle_probe: float,
-        force_flush: bool = False,
-        deferred: bool = True,
     ) -> None:
         self.generation = generation
         self.next_seq = start_seq
         self._timeout = timeout
         self._capacity = capacity
         self._idle_probe = idle_probe
-        #: Canary FORCE_FLUSH_SKIPS_GAP: LibreChat's silent skip instead of repair.
-        self._force_flush = force_flush
         self._pending: dict[int, SequencedEvent] = {}
         self._first_parked_at: float | None = None
         self._last_progress_at = now
-        #: Live traffic parks until the catch-up is done (``False``: canary
-        #: NO_DEFERRED_DELIVERY, live at once from ``start_seq``).
-        self._deferred = deferred
+        #: Live traffic parks until the catch-up is done.
+        self._deferred = True
         self._fetch_in_flight = False
         #: Highest parked seq at the moment the in-flight fetch was issued: every
         #: seq below it was in the log before the read started.
@@ -251,23 +246,9 @@ class ReorderBuffer:
         may have lost the missing seqs, the log has them unless Redis lost them too,
         and only what the log proves missing becomes a :class:`~streamcheck.model.Gap`
         (rule 3), so nothing is ever skipped silently."""
-        if self._force_flush:
-            self._skip_to_pending(step)
-            return
         self._repairs += 1
         self._repair_in_flight = True
         self._request_fetch(step)
-
-    def replayed(self, last_seq: int, now: float) -> Step:
-        """Canary NO_DEFERRED_DELIVERY: seqs up to ``last_seq`` reached the reader
-        outside this buffer (LibreChat's raw replay of its early buffer); move the
-        frontier past them, as LibreChat's sync did, whatever was delivered already."""
-        step = Step()
-        if not self._finished and last_seq >= self.next_seq:
-            self.next_seq = last_seq + 1
-            self._drop_below_frontier()
-            self._drain(step)
-        return self._finish(step, now)
 
     def note_published(self, seq: int) -> None:
         """This generation published ``seq`` (the producer's receipt said so)."""
@@ -368,16 +349,6 @@ class ReorderBuffer:
             self._accept_in_order(self._pending.pop(self.next_seq), step)
         if not self._pending:
             self._first_parked_at = None
-
-    def _skip_to_pending(self, step: Step) -> None:
-        """The canary's behaviour: deliver every parked message, holes and all."""
-        for seq in sorted(self._pending):
-            if self._finished:
-                break
-            self.next_seq = seq
-            self._accept_in_order(self._pending.pop(seq), step)
-        self._pending.clear()
-        self._first_parked_at = None
 
     def _drop_below_frontier(self) -> None:
         for seq in [s for s in self._pending if s < self.next_seq]:

@@ -250,25 +250,6 @@ def test_each_input_one_at_a_time_matches_all_at_once() -> None:
     assert seqs(out) == [0, 1, 2, 3, 4, 5]
 
 
-def test_force_flush_canary_skips_the_gap_silently() -> None:
-    # The LibreChat behaviour the canary restores: no repair, no Gap event.
-    buf = ReorderBuffer(
-        generation=G,
-        start_seq=0,
-        now=0.0,
-        timeout=0.5,
-        capacity=100,
-        idle_probe=2.0,
-        force_flush=True,
-    )
-    buf.begin(0.0)
-    buf.apply_log([], exhausted=True, now=0.0)
-    buf.offer(chunk(2), 1.0)
-    step = buf.on_timer(1.5)
-    assert step.fetch_from is None
-    assert step.deliver == [chunk(2)]
-
-
 def test_statistics_tell_late_fills_from_log_repairs() -> None:
     buf = live()
     buf.offer(chunk(1), 0.0)

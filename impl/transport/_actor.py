@@ -159,19 +159,6 @@ class _Attach:
     job_ended: bool
     reply: _Reply[None]
     resume: bool = False
-    #: False only under canary STATE_DELETED_ON_LEAVE: no replay and no catch-up.
-    synced: bool = True
-    #: False only under canary NO_DEFERRED_DELIVERY: live at once; the replay and the
-    #: catch-up wait for a later ``_ReplayEarly``.
-    deferred: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class _ReplayEarly:
-    sub_id: int
-    #: A resume: LibreChat (``skipBufferReplay``, #12225) cleared the buffer unreplayed.
-    resume: bool
-    reply: _Reply[None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +216,6 @@ class _OnAbort:
 _Command = (
     _Emit
     | _Attach
-    | _ReplayEarly
     | _Detach
     | _Incoming
     | _Continue
@@ -325,13 +311,6 @@ class StreamActor:
         self._ended: dict[str, None] = {}
         self._counts = _Counts()
         canaries = timings.canaries
-        self._force_flush = bool(
-            canaries & {Canary.FORCE_FLUSH_SKIPS_GAP, Canary.SUBSCRIBER_BEFORE_ACK}
-        )
-        self._early_only = Canary.SUBSCRIBER_BEFORE_ACK in canaries
-        #: Canary CREATED_LOST_CROSS_REPLICA: first attachments (not resumes) here to a
-        #: turn produced elsewhere (no local buffer) are not synchronised.
-        self._cross_unsynced = Canary.CREATED_LOST_CROSS_REPLICA in canaries
         self._fenced = not canaries & {Canary.ABORT_CHANNEL_DROPPED, Canary.NO_CROSS_REPLICA_ABORT}
         #: Canary COUNTER_DELETED_ON_CLEANUP: no publish floor (LibreChat had none), and
         #: the counter may go back behind the log.
@@ -377,20 +356,9 @@ class StreamActor:
         out: trio.MemorySendChannel[StreamEvent],
         job_ended: bool,
         resume: bool = False,
-        synced: bool = True,
-        deferred: bool = True,
     ) -> None:
         reply: _Reply[None] = _Reply()
-        self._tell(
-            _Attach(sub_id, generation, start_seq, out, job_ended, reply, resume, synced, deferred)
-        )
-        await reply.wait()
-
-    async def replay_early(self, sub_id: int, *, resume: bool) -> None:
-        """Canary NO_DEFERRED_DELIVERY: replay the early buffer to an attachment that is
-        already live (unless it resumes), then catch it up from the log."""
-        reply: _Reply[None] = _Reply()
-        self._tell(_ReplayEarly(sub_id, resume, reply))
+        self._tell(_Attach(sub_id, generation, start_seq, out, job_ended, reply, resume))
         await reply.wait()
 
     async def detach(self, sub_id: int) -> int:
@@ -578,8 +546,6 @@ class StreamActor:
                 await self._emit(command)
             case _Attach():
                 await self._attach(command, now)
-            case _ReplayEarly():
-                await self._replay_early(command, now)
             case _Detach(sub_id=sub_id, reply=reply):
                 self._remove(sub_id)
                 reply.set(len(self._subscribers))
@@ -717,16 +683,7 @@ class StreamActor:
         )
         self._subscribers[command.sub_id] = sub
         command.reply.set(None)
-        if not command.deferred:
-            return  # canary NO_DEFERRED_DELIVERY: live now; _ReplayEarly does the rest
         await self._catch_up(sub, command, now)
-
-    def _synced(self, command: _Attach) -> bool:
-        # Unsynced (canaries): no replay, no catch-up; see STATE_DELETED_ON_LEAVE and
-        # CREATED_LOST_CROSS_REPLICA.
-        producer = self._producer
-        local = producer is not None and producer.generation == command.generation
-        return command.synced and (local or command.resume or not self._cross_unsynced)
 
     def _reorder_buffer(self, command: _Attach, now: float) -> ReorderBuffer:
         """A new reader's reorder buffer: it orders the stream's traffic for the reader
@@ -738,9 +695,6 @@ class StreamActor:
             timeout=self._timings.reorder_timeout,
             capacity=self._timings.reorder_capacity,
             idle_probe=self._timings.idle_probe,
-            # Unsynced: LibreChat's ``nextSeq`` was a guess, fixed only by the force-flush.
-            force_flush=self._force_flush or not self._synced(command),
-            deferred=command.deferred,
         )
 
     async def _catch_up(self, sub: _Subscriber, command: _Attach, now: float) -> None:
@@ -750,58 +704,19 @@ class StreamActor:
         what was published before the attachment and after it has no gap and no
         duplicate."""
         producer = self._producer
-        local = producer is not None and producer.generation == command.generation
-        synced = self._synced(command)
-        if synced and producer is not None and local and not producer.early.closed:
+        if (
+            producer is not None
+            and producer.generation == command.generation
+            and not producer.early.closed
+        ):
             await self._apply(sub, sub.buffer.preload(producer.early.take(), now))
-        if not synced:
-            sub.buffer.begin(now)
-            await self._apply(sub, sub.buffer.apply_log([], exhausted=True, now=now))
-        elif not sub.buffer.finished:
+        if not sub.buffer.finished:
             await self._catch_up_from_log(sub, now)
 
     async def _catch_up_from_log(self, sub: _Subscriber, now: float) -> None:
         """The catch-up's log read: everything from the reader's frontier (after what
         the early buffer supplied) until the log is exhausted."""
-        if self._early_only:
-            # Canary: no log catch-up; whatever was published before the (not awaited)
-            # subscription took effect is missing.
-            sub.buffer.begin(now)
-            await self._apply(sub, sub.buffer.apply_log([], exhausted=True, now=now))
-            return
         await self._apply(sub, sub.buffer.begin(now))
-
-    async def _replay_early(self, command: _ReplayEarly, now: float) -> None:
-        """Canary NO_DEFERRED_DELIVERY: LibreChat's replay, after live delivery began.
-
-        The early buffer's chunks go straight to the reader (``onChunk``), not through
-        its reorder buffer, so copies that arrived live meanwhile are not recognised.
-        """
-        command.reply.set(None)
-        sub = self._subscribers.get(command.sub_id)
-        if sub is None:
-            return
-        producer = self._producer
-        replayed: list[SequencedEvent] = []
-        if (
-            producer is not None
-            and producer.generation == sub.buffer.generation
-            and not producer.early.closed
-        ):
-            for event in producer.early.take():
-                if command.resume or not isinstance(event, Chunk):
-                    break  # LibreChat buffered chunks only; terminals come live
-                replayed.append(event)
-        try:
-            for event in replayed:
-                sub.out.send_nowait(event)
-        except trio.BrokenResourceError:
-            self._remove(sub.sub_id)
-            return
-        if replayed:
-            await self._apply(sub, sub.buffer.replayed(replayed[-1].seq, now))
-        if command.sub_id in self._subscribers and not sub.buffer.finished:
-            await self._apply(sub, sub.buffer.begin(now))
 
     async def _fire_timers(self, now: float) -> None:
         for sub in list(self._subscribers.values()):

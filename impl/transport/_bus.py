@@ -99,9 +99,6 @@ class Bus(Protocol):
         """If the counter is below ``floor`` (Redis lost writes this replica saw), push
         it there and log which seqs are gone; returns them, or ``None`` if none were."""
 
-    async def counter(self, stream_id: str) -> int:
-        """The next seq the stream will allocate (0 for a new stream)."""
-
     async def reset_counter(self, stream_id: str) -> None:
         """Canary COUNTER_DELETED_ON_CLEANUP only: delete the stream's counter, as
         LibreChat's ``resetSequence`` did (the next seq is 0 again)."""

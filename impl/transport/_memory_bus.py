@@ -207,9 +207,6 @@ class MemoryBus:
     async def mark_lost(self, stream_id: str, *, floor: int) -> LostWrites | None:
         return self._hub._mark_lost(stream_id, floor)
 
-    async def counter(self, stream_id: str) -> int:
-        return self._hub.counter_now(stream_id)
-
     async def reset_counter(self, stream_id: str) -> None:
         self._hub.reset_counter(stream_id)
 

@@ -167,13 +167,6 @@ class RedisBus:
     async def publish_abort(self, stream_id: str, generation: str) -> None:
         await self._redis.publish(Keys.channel(stream_id), encode_abort(generation))
 
-    async def counter(self, stream_id: str) -> int:
-        raw = await self._redis.get(self._keys.seq(stream_id))
-        try:
-            return int(raw) if raw is not None else 0
-        except ValueError:
-            return 0
-
     async def reset_counter(self, stream_id: str) -> None:
         await self._redis.delete(self._keys.seq(stream_id))
 

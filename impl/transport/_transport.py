@@ -143,24 +143,14 @@ class EventTransport:
         self._untracked = 0
         self._delivery_totals = DeliveryTotals()
         canaries = timings.canaries
-        self._drop_abort_on_leave = bool(
-            canaries & {Canary.ABORT_CHANNEL_DROPPED, Canary.STATE_DELETED_ON_LEAVE}
-        )
+        self._drop_abort_on_leave = Canary.ABORT_CHANNEL_DROPPED in canaries
         #: Abort callbacks those canaries dropped, whose channel reference is released
         #: already (releasing it again at ``remove_abort`` would drop someone else's).
         self._forgotten_aborts: set[tuple[str, str]] = set()
-        self._delete_state_on_leave = Canary.STATE_DELETED_ON_LEAVE in canaries
-        self._undeferred = Canary.NO_DEFERRED_DELIVERY in canaries
         #: Canary STALE_FRONTIER_ACROSS_TURNS: per stream, the turn and the frontier its
         #: last reader here left at (kept, like LibreChat's state, past cleanup).
         self._stale_frontiers = Canary.STALE_FRONTIER_ACROSS_TURNS in canaries
         self._frontier_left: dict[str, tuple[str, int]] = {}
-        #: Canary STATE_DELETED_ON_LEAVE: streams whose state was deleted once here,
-        #: taking the manager's all-subscribers-left hook with it ...
-        self._hook_lost: set[str] = set()
-        #: ... and those deleted again without it: ``hasSubscriber`` stays set, so no
-        #: later attachment here is synchronised.
-        self._unsynced: set[str] = set()
         bus.attach_sink(self)
 
     # -- Sink ---------------------------------------------------------------------
@@ -241,10 +231,6 @@ class EventTransport:
         await self._bus.publish_abort(stream_id, generation)
 
     def start_producing(self, stream_id: str, generation: str, early: EarlyBuffer) -> None:
-        if self._delete_state_on_leave:
-            # A new turn builds a new runtime here and registers the hook again.
-            self._hook_lost.discard(stream_id)
-            self._unsynced.discard(stream_id)
         self._actor(stream_id).produce(generation, early)
 
     def stop_producing(self, stream_id: str, generation: str) -> None:
@@ -294,11 +280,7 @@ class EventTransport:
         """Hold the stream's channel for a new reader. Returns once Redis acknowledged
         the SUBSCRIBE: everything published from then on reaches this replica, and the
         reader's catch-up from the log covers everything before."""
-        if Canary.SUBSCRIBER_BEFORE_ACK in self._timings.canaries:
-            # Canary: SUBSCRIBE is sent but not awaited (LibreChat before #11710).
-            self._nursery.start_soon(self._acquire_quietly, stream_id)
-        else:
-            await self._bus.acquire_channel(stream_id)
+        await self._bus.acquire_channel(stream_id)
 
     async def _attach_reader(
         self,
@@ -326,33 +308,7 @@ class EventTransport:
             out=out,
             job_ended=job_ended,
             resume=resume,
-            synced=not (self._delete_state_on_leave and actor.stream_id in self._unsynced),
-            deferred=not self._undeferred,
         )
-        if self._undeferred:
-            await self._settle_then_replay(actor, actor.stream_id, sub_id, resume=resume)
-
-    async def _settle_then_replay(
-        self, actor: StreamActor, stream_id: str, sub_id: int, *, resume: bool
-    ) -> None:
-        """Canary NO_DEFERRED_DELIVERY (spec §5 #11): LibreChat's attachment, already
-        live, awaited its early publishes and the frontier GET before replaying its
-        early buffer; pub/sub copies that land meanwhile reach the reader first."""
-        try:
-            with contextlib.suppress(ConnectionError, OSError):
-                await self._bus.counter(stream_id)  # the round trip is the window
-            await actor.replay_early(sub_id, resume=resume)
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await actor.detach(sub_id)
-            raise
-
-    async def _acquire_quietly(self, stream_id: str) -> None:
-        # Canary only: LibreChat logged a failed un-awaited SUBSCRIBE and moved on.
-        try:
-            await self._bus.acquire_channel(stream_id)
-        except ConnectionError as exc:
-            logger.warning("stream %s: subscribe failed: %s", stream_id, exc)
 
     async def _detach(self, subscription: Subscription) -> None:
         entry = self._actors.get(subscription.stream_id)
@@ -375,19 +331,8 @@ class EventTransport:
             for generation in actor.forget_abort_callbacks():
                 self._forgotten_aborts.add((stream_id, generation))
                 await self._bus.release_channel(stream_id)
-        if self._delete_state_on_leave:
-            self._state_deleted(stream_id)
         if callback := self._all_left.get(stream_id):
             callback()
-
-    def _state_deleted(self, stream_id: str) -> None:
-        """Canary STATE_DELETED_ON_LEAVE: the last subscriber left and LibreChat deleted
-        the stream's state. The hook that resets ``hasSubscriber`` lived in it: the
-        first time it still ran; from then on nothing resets the flag (spec §5 #3)."""
-        if stream_id in self._hook_lost:
-            self._unsynced.add(stream_id)
-        else:
-            self._hook_lost.add(stream_id)
 
     def sync_reorder_buffer(self, stream_id: str) -> None:
         """Make every local subscriber of the stream re-read the chunk log from its frontier.

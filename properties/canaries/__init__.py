@@ -11,9 +11,14 @@ from __future__ import annotations
 
 from streamcheck.impl._canaries import PROFILES, Canary, parse_canaries
 from streamcheck.properties.canaries import (
+    created_lost_cross_replica,
     early_buffer_on_resume,
     error_not_kept,
+    force_flush_skips_gap,
+    no_deferred_delivery,
     sequenced_on_abort_only,
+    state_deleted_on_leave,
+    subscriber_before_ack,
     unbounded_early_buffer,
 )
 from streamcheck.properties.canaries._build import (
@@ -24,12 +29,19 @@ from streamcheck.properties.canaries._build import (
     assemble,
 )
 
-#: The bug each canary restores, in the order their mixins compose (outermost first).
+#: The bug each canary restores, in the order their mixins compose (outermost first):
+#: ``no-deferred-delivery`` skips the catch-up at attachment entirely, so it comes
+#: before the canaries that change that catch-up.
 BUGS: dict[Canary, Bug] = {
+    Canary.NO_DEFERRED_DELIVERY: no_deferred_delivery.BUG,
+    Canary.SUBSCRIBER_BEFORE_ACK: subscriber_before_ack.BUG,
+    Canary.FORCE_FLUSH_SKIPS_GAP: force_flush_skips_gap.BUG,
     Canary.SEQUENCED_ON_ABORT_ONLY: sequenced_on_abort_only.BUG,
     Canary.UNBOUNDED_EARLY_BUFFER: unbounded_early_buffer.BUG,
     Canary.EARLY_BUFFER_ON_RESUME: early_buffer_on_resume.BUG,
+    Canary.STATE_DELETED_ON_LEAVE: state_deleted_on_leave.BUG,
     Canary.ERROR_NOT_KEPT: error_not_kept.BUG,
+    Canary.CREATED_LOST_CROSS_REPLICA: created_lost_cross_replica.BUG,
 }
 
 

@@ -8,7 +8,6 @@ composes into one class per part (:func:`assemble`), in the order given.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar, cast
@@ -74,11 +73,15 @@ def _mixins(groups: Iterable[tuple[type[T], ...]]) -> tuple[type[T], ...]:
     return tuple(dict.fromkeys(m for group in groups for m in group))
 
 
-@functools.cache
 def subclass(base: type[T], mixins: tuple[type[T], ...]) -> type[T]:
     """``base`` with ``mixins`` in front (the same class for the same mixins, so a
     replica rebuilt after a crash is an instance of the same class)."""
     if not mixins:
         return base
-    name = "".join(m.__name__ for m in mixins)
-    return cast("type[T]", type(name, (*mixins, base), {}))
+    key: tuple[type, tuple[type, ...]] = (base, mixins)
+    if key not in _SUBCLASSES:
+        _SUBCLASSES[key] = type("".join(m.__name__ for m in mixins), (*mixins, base), {})
+    return cast("type[T]", _SUBCLASSES[key])
+
+
+_SUBCLASSES: dict[tuple[type, tuple[type, ...]], type] = {}

@@ -31,7 +31,6 @@ from typing import Final
 
 import trio
 
-from streamcheck.impl._canaries import Canary
 from streamcheck.impl._content import aggregate_content, collect_run_steps, content_text
 from streamcheck.impl._early_buffer import EarlyBuffer
 from streamcheck.impl._errors import IllegalTransition, StreamAccessDenied
@@ -49,7 +48,7 @@ from streamcheck.impl._types import (
 )
 from streamcheck.impl.jobstore._protocol import JobStore
 from streamcheck.impl.transport._actor import LOG_PAGE
-from streamcheck.impl.transport._bus import Bus, Dispatched, Published, PublishRefused
+from streamcheck.impl.transport._bus import Bus, Published, PublishRefused
 from streamcheck.impl.transport._transport import EventTransport, Subscription
 from streamcheck.model import Chunk, JSONValue
 
@@ -66,8 +65,6 @@ class ManagerSettings:
     heartbeat_interval_s: float = 10.0
     early_buffer_max_events: int = 5_000
     early_buffer_max_bytes: int = 8 * 1024 * 1024
-    #: Historical bugs to put back (harness calibration only; see impl/_canaries.py).
-    canaries: frozenset[Canary] = frozenset()
 
 
 @dataclass(eq=False, slots=True)
@@ -105,12 +102,6 @@ class GenerationJobManager:
         self._ids = ids
         self._settings = settings if settings is not None else ManagerSettings()
         self._runtimes: dict[str, GenerationJob] = {}
-        self._abort_stays_local = Canary.NO_CROSS_REPLICA_ABORT in self._settings.canaries
-        #: Canary COUNTER_DELETED_ON_CLEANUP: cleanup deletes the shared counter.
-        self._reset_on_cleanup = bool(
-            self._settings.canaries
-            & {Canary.COUNTER_DELETED_ON_CLEANUP, Canary.STALE_FRONTIER_ACROSS_TURNS}
-        )
 
     # -- generator side -----------------------------------------------------------
 
@@ -160,10 +151,9 @@ class GenerationJobManager:
             raise
         return job
 
-    async def emit_chunk(self, stream_id: str, event: JSONValue) -> Published | Dispatched | None:
+    async def emit_chunk(self, stream_id: str, event: JSONValue) -> Published | None:
         """Publish one chunk: its receipt (with the seq), or ``None`` if it was dropped
-        because the turn was aborted, has ended or was superseded. (``Dispatched``, seq
-        unknown, only under the canary UNAWAITED_PUBLISHES.)"""
+        because the turn was aborted, has ended or was superseded."""
         job = self._runtimes.get(stream_id)
         if job is None or job.is_aborted:
             return None
@@ -172,9 +162,7 @@ class GenerationJobManager:
         outcome = await self.transport.emit_chunk(stream_id, job.generation, event)
         return self._published(job, outcome)
 
-    async def emit_done(
-        self, stream_id: str, final_event: JSONValue
-    ) -> Published | Dispatched | None:
+    async def emit_done(self, stream_id: str, final_event: JSONValue) -> Published | None:
         job = self._runtimes.get(stream_id)
         if job is None:
             return None
@@ -187,7 +175,7 @@ class GenerationJobManager:
         outcome = await self.transport.emit_done(stream_id, job.generation, final_event)
         return self._published(job, outcome)
 
-    async def emit_error(self, stream_id: str, message: str) -> Published | Dispatched | None:
+    async def emit_error(self, stream_id: str, message: str) -> Published | None:
         job = self._runtimes.get(stream_id)
         if job is None:
             return None
@@ -238,9 +226,9 @@ class GenerationJobManager:
             job.aborted.set()
 
     def _published(
-        self, job: GenerationJob, outcome: Published | PublishRefused | Dispatched
-    ) -> Published | Dispatched | None:
-        if isinstance(outcome, Published | Dispatched):
+        self, job: GenerationJob, outcome: Published | PublishRefused
+    ) -> Published | None:
+        if isinstance(outcome, Published):
             return outcome
         if outcome in (PublishRefused.OTHER_GENERATION, PublishRefused.NO_JOB):
             # The turn was replaced or its job vanished: stop the generator.
@@ -359,8 +347,7 @@ class GenerationJobManager:
         if job.status.is_terminal:
             return AbortResult(outcome=AbortOutcome.ALREADY_TERMINAL, job=job)
         local = self._runtimes.get(stream_id)
-        if not self._abort_stays_local:
-            await self.transport.emit_abort(stream_id, job.generation_id)
+        await self.transport.emit_abort(stream_id, job.generation_id)
         if local is not None and local.generation == job.generation_id:
             local.aborted.set()
         content = await self.job_store.get_content_parts(stream_id)
@@ -427,17 +414,6 @@ class GenerationJobManager:
         monotonic across turns, so no reader can mistake a new turn's seq for an old
         one's."""
         self.transport.cleanup(stream_id)
-        if self._reset_on_cleanup:
-            await self._reset_sequence(stream_id)
-
-    async def _reset_sequence(self, stream_id: str) -> None:
-        """Canary COUNTER_DELETED_ON_CLEANUP: LibreChat cleaned a stream's transport once
-        its job was gone (deleted when the turn ended) and ``resetSequence`` deleted the
-        shared counter with it, until #14411 (spec §5 #10). Here an ended job is kept
-        for late readers, so "gone" means "not running"."""
-        current = await self.job_store.get_job(stream_id)
-        if current is None or current.status.is_terminal:
-            await self._bus.reset_counter(stream_id)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Periodic cleanup and producer heartbeats, until cancelled."""

@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 
 import trio
 
-from streamcheck.impl._canaries import Canary
 from streamcheck.impl._config import StreamConfig
 from streamcheck.impl._manager import GenerationJobManager, ManagerSettings
 from streamcheck.impl._seams import IdSource, RandomIds, SystemWallClock, WallClock
@@ -49,8 +48,6 @@ class ReplicaSettings:
     #: Largest encoded event accepted by emit (1 MiB); larger raises EventTooLarge.
     max_event_bytes: int = 1024 * 1024
     max_jobs: int = 1000
-    #: Historical bugs to put back (harness calibration only; see impl/_canaries.py).
-    canaries: frozenset[Canary] = frozenset()
 
     def actor_timings(self) -> ActorTimings:
         return ActorTimings(
@@ -58,7 +55,6 @@ class ReplicaSettings:
             reorder_capacity=self.reorder_capacity,
             idle_probe=self.idle_probe_s,
             producer_timeout_ms=int(self.producer_timeout_s * 1000),
-            canaries=self.canaries,
         )
 
     def manager_settings(self) -> ManagerSettings:
@@ -67,7 +63,6 @@ class ReplicaSettings:
             heartbeat_interval_s=self.heartbeat_interval_s,
             early_buffer_max_events=self.early_buffer_max_events,
             early_buffer_max_bytes=self.early_buffer_max_bytes,
-            canaries=self.canaries,
         )
 
 

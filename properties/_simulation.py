@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -128,7 +128,7 @@ class Simulation:
             sim,
             nursery,
             replicas=self._replica_count,
-            settings=replace(SIM_SETTINGS, canaries=self.canaries),
+            settings=SIM_SETTINGS,
             build=replica_build(self.canaries),
         )
         for index in range(self._replica_count):

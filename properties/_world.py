@@ -32,7 +32,7 @@ from streamcheck.impl import (
 )
 from streamcheck.impl._seams import WallClock
 from streamcheck.impl.redis import RedisConnectionError, RedisLike
-from streamcheck.impl.transport import Dispatched, Published
+from streamcheck.impl.transport import Published
 from streamcheck.impl.transport._actor import ActorStats, DeliveryTotals
 from streamcheck.model import (
     AbortRequested,
@@ -58,6 +58,7 @@ from streamcheck.model import (
     digest,
 )
 from streamcheck.properties.canaries import CORRECT, ReplicaBuild, ResourceBound
+from streamcheck.properties.canaries.unawaited_publishes import Dispatched
 from streamcheck.properties.sim import SimRedis
 
 logger = logging.getLogger(__name__)
@@ -387,11 +388,10 @@ class World:
             else:
                 assert isinstance(payload, str)
                 receipt = await manager.emit_error(stream_id, payload)
-            if isinstance(receipt, Published):
+            if isinstance(receipt, Dispatched):
+                outcome = OpOutcome.INDETERMINATE  # started, not awaited: maybe published
+            elif isinstance(receipt, Published):
                 outcome, seq = OpOutcome.OK, receipt.seq
-            elif isinstance(receipt, Dispatched):
-                # Canary UNAWAITED_PUBLISHES: started, not awaited; maybe published.
-                outcome = OpOutcome.INDETERMINATE
             if kind is not EmitKind.CHUNK:
                 await manager.complete_job(
                     stream_id, error=payload if isinstance(payload, str) else None

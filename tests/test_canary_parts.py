@@ -3,8 +3,10 @@ subclass of impl's part, and any set of them composes into one replica build."""
 
 from __future__ import annotations
 
+from streamcheck.impl import ReplicaParts
 from streamcheck.impl._reorder import ReorderBuffer
 from streamcheck.model import Chunk
+from streamcheck.properties.canaries import BUGS, Canary, replica_build
 from streamcheck.properties.canaries._build import subclass
 from streamcheck.properties.canaries.force_flush_skips_gap import SkipsGaps
 from streamcheck.properties.canaries.no_deferred_delivery import LiveAtOnce
@@ -51,3 +53,27 @@ def test_the_unbounded_early_buffer_neither_overflows_nor_closes() -> None:
     assert early.take() == [chunk(s) for s in range(5)]
     early.record(chunk(5), 10)
     assert early.take() == [chunk(5)]
+
+
+def test_every_canary_restores_a_bug_and_none_is_impl_itself() -> None:
+    assert set(BUGS) == set(Canary)
+    assert replica_build(frozenset()).parts == ReplicaParts()
+    for canary in Canary:
+        assert replica_build(frozenset({canary})).parts != ReplicaParts(), canary
+
+
+def test_all_canaries_compose_into_one_build() -> None:
+    parts = replica_build(frozenset(Canary)).parts
+    for part, base in zip(
+        (parts.manager, parts.transport, parts.actor, parts.redis_bus),
+        (
+            ReplicaParts().manager,
+            ReplicaParts().transport,
+            ReplicaParts().actor,
+            ReplicaParts().redis_bus,
+        ),
+        strict=True,
+    ):
+        assert issubclass(part, base)
+    # A mechanism two canaries share is applied once.
+    assert len(parts.transport.__mro__) == len(set(parts.transport.__mro__))

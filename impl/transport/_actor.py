@@ -21,7 +21,6 @@ back to them.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -30,7 +29,6 @@ from typing import Generic, Protocol, TypeVar
 
 import trio
 
-from streamcheck.impl._canaries import Canary
 from streamcheck.impl._early_buffer import EarlyBuffer
 from streamcheck.impl._errors import IllegalTransition, StreamActorStopped
 from streamcheck.impl._log import LostWrites
@@ -41,7 +39,6 @@ from streamcheck.impl._types import JobUpdate, SerializableJobData
 from streamcheck.impl.redis import RedisConnectionError
 from streamcheck.impl.transport._bus import (
     Bus,
-    Dispatched,
     EventKind,
     Published,
     PublishOutcome,
@@ -120,7 +117,6 @@ class ActorTimings:
     reorder_capacity: int
     idle_probe: float
     producer_timeout_ms: int
-    canaries: frozenset[Canary] = frozenset()
 
 
 @dataclass(slots=True)
@@ -147,7 +143,7 @@ class _Emit:
     body: JSONValue
     #: ``body`` as JSON (encoded once, by the transport, which checked its size).
     encoded: str
-    reply: _Reply[PublishOutcome | Dispatched]
+    reply: _Reply[PublishOutcome]
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,30 +306,15 @@ class StreamActor:
         #: Recent generations that published their terminal from this replica.
         self._ended: dict[str, None] = {}
         self._counts = _Counts()
-        canaries = timings.canaries
-        self._fenced = not canaries & {Canary.ABORT_CHANNEL_DROPPED, Canary.NO_CROSS_REPLICA_ABORT}
-        #: Canary COUNTER_DELETED_ON_CLEANUP: no publish floor (LibreChat had none), and
-        #: the counter may go back behind the log.
-        self._counter_resets = bool(
-            canaries & {Canary.COUNTER_DELETED_ON_CLEANUP, Canary.STALE_FRONTIER_ACROSS_TURNS}
-        )
-        #: Canary PER_PROCESS_COUNTERS: this replica's own counter for the stream.
-        self._local_counter: int | None = 0 if Canary.PER_PROCESS_COUNTERS in canaries else None
-        #: The turn the last reader here read, and the frontier it left at (what canary
-        #: STALE_FRONTIER_ACROSS_TURNS carries into the next turn).
-        self.last_reader_left: tuple[str, int] | None = None
-        #: Canary UNAWAITED_PUBLISHES: publishes run in tasks of their own, here.
-        self._unawaited = Canary.UNAWAITED_PUBLISHES in canaries
-        self._publishes: trio.Nursery | None = None
 
     # -- API used by the transport (each call is one command) --------------------
 
     async def emit(
         self, generation: str, kind: EventKind, body: JSONValue, encoded: str
-    ) -> PublishOutcome | Dispatched:
-        reply: _Reply[PublishOutcome | Dispatched] = _Reply()
+    ) -> PublishOutcome:
+        reply: _Reply[PublishOutcome] = _Reply()
         command = _Emit(generation, kind, body, encoded, reply)
-        if not self._unawaited and self._take_turn_now():
+        if self._take_turn_now():
             # Nothing waits for the actor: handle the emit from the caller's task, as
             # the actor would handle it next, and save the two task switches of the
             # round trip through its inbox. Commands told meanwhile wait for the turn.
@@ -427,13 +408,6 @@ class StreamActor:
     def malformed(self) -> None:
         self._counts.malformed += 1
 
-    def forget_abort_callbacks(self) -> list[str]:
-        """Canaries ABORT_CHANNEL_DROPPED and STATE_DELETED_ON_LEAVE only: drop every
-        abort callback; returns the generations they were for."""
-        dropped = list(self._abort_callbacks)
-        self._abort_callbacks.clear()
-        return dropped
-
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
@@ -493,12 +467,7 @@ class StreamActor:
 
     async def run(self) -> None:
         try:
-            if self._unawaited:
-                async with trio.open_nursery() as publishes:
-                    self._publishes = publishes
-                    await self._loop()
-            else:
-                await self._loop()
+            await self._loop()
         finally:
             # Cancelled (cleanup or replica crash): readers see their stream end
             # instead of hanging; they resume elsewhere. Requests still queued, and
@@ -543,7 +512,7 @@ class StreamActor:
         now = trio.current_time()
         match command:
             case _Emit():
-                await self._emit(command)
+                await self._publish(command)
             case _Attach():
                 await self._attach(command, now)
             case _Detach(sub_id=sub_id, reply=reply):
@@ -584,14 +553,6 @@ class StreamActor:
                 else:
                     self._abort_callbacks[generation] = callback
 
-    async def _emit(self, command: _Emit) -> None:
-        if self._publishes is not None:
-            # Canary: the caller goes on at once; this publish races the next ones.
-            command.reply.set(Dispatched())
-            self._publishes.start_soon(self._publish, dataclasses.replace(command, reply=_Reply()))
-            return
-        await self._publish(command)
-
     async def _publish(self, command: _Emit) -> None:
         refusal = self._refused_here(command)
         if refusal is not None:
@@ -606,8 +567,6 @@ class StreamActor:
             command.reply.fail(exc)
             raise
         if isinstance(outcome, Published):
-            if self._local_counter is not None:
-                self._local_counter += 1
             self._high_water = max(self._high_water, outcome.seq)
             self._remember_published(command.generation, outcome.seq)
             if command.kind is not EventKind.CHUNK:
@@ -624,7 +583,7 @@ class StreamActor:
         """The publish fence as this replica remembers it: a turn that published its
         terminal from here publishes nothing more. Redis enforces this too, unless a
         failover lost the terminal; then only this replica still knows the turn ended."""
-        if not self._fenced or command.generation not in self._ended:
+        if command.generation not in self._ended:
             return None
         if command.kind is EventKind.CHUNK:
             return PublishRefused.JOB_ENDED
@@ -639,16 +598,13 @@ class StreamActor:
             body=command.body,
             encoded_body=command.encoded,
             floor=self._floor(),
-            pinned_seq=self._local_counter,
-            fenced=self._fenced,
-            reused_seqs=self._counter_resets,
         )
 
     def _floor(self) -> int:
         """The lowest seq the shared counter may hand out next: past every seq this
         replica has seen. After Redis lost writes (a failover, a restart), the counter
         is pushed past them, so one seq never names two events."""
-        return 0 if self._counter_resets else self._high_water + 1
+        return self._high_water + 1
 
     def _remember_published(self, generation: str, seq: int) -> None:
         self._published.pop(generation, None)
@@ -666,8 +622,6 @@ class StreamActor:
         readers get a gap. The publish script does the same on every emit; this covers
         replicas that learn of it before their next emit, or never emit. Returns what
         it logged as lost, if anything."""
-        if self._local_counter is not None:
-            return None
         try:
             return await self._bus.mark_lost(self.stream_id, floor=self._floor())
         except (RedisConnectionError, OSError) as exc:
@@ -840,8 +794,6 @@ class StreamActor:
     def _remove(self, sub_id: int) -> None:
         sub = self._subscribers.pop(sub_id, None)
         if sub is not None:
-            if not self._subscribers:
-                self.last_reader_left = (sub.buffer.generation, self._high_water)
             self._totals.add(sub.buffer.statistics())
             sub.buffer.close()
             sub.out.close()

@@ -48,12 +48,6 @@ PublishOutcome = Published | PublishRefused
 
 
 @dataclass(frozen=True, slots=True)
-class Dispatched:
-    """Canary UNAWAITED_PUBLISHES only (spec §5 #1): the publish was started and not
-    awaited, so neither its seq nor whether the fence let it through is known."""
-
-
-@dataclass(frozen=True, slots=True)
 class ChannelRestored:
     """The subscription was re-established; traffic in between may be lost."""
 
@@ -76,18 +70,11 @@ class Bus(Protocol):
         body: JSONValue,
         floor: int,
         encoded_body: str | None = None,
-        pinned_seq: int | None = None,
-        fenced: bool = True,
-        reused_seqs: bool = False,
     ) -> PublishOutcome:
         """Allocate a seq ``>= floor``, log and publish; or refuse without side effects.
 
         ``encoded_body`` is ``body`` as :func:`~streamcheck.impl.transport._envelope.encode_body`
         writes it, when the caller has it already (saves encoding it twice).
-
-        ``pinned_seq``, ``fenced=False`` and ``reused_seqs`` exist for canaries only:
-        publish with that seq instead of one from the shared counter; skip the publish
-        fence; accept a counter that went back behind the log (log such seqs by arrival).
         """
 
     async def publish_abort(self, stream_id: str, generation: str) -> None: ...
@@ -98,10 +85,6 @@ class Bus(Protocol):
     async def mark_lost(self, stream_id: str, *, floor: int) -> LostWrites | None:
         """If the counter is below ``floor`` (Redis lost writes this replica saw), push
         it there and log which seqs are gone; returns them, or ``None`` if none were."""
-
-    async def reset_counter(self, stream_id: str) -> None:
-        """Canary COUNTER_DELETED_ON_CLEANUP only: delete the stream's counter, as
-        LibreChat's ``resetSequence`` did (the next seq is 0 again)."""
 
     async def acquire_channel(self, stream_id: str) -> None: ...
 

@@ -5,12 +5,7 @@ KEYS: 1 ``stream:{id}:seq``  2 ``stream:{id}:chunks``  3 ``stream:{id}:job``
 ARGV: 1 generation  2 kind (chunk|done|error)  3 envelope prefix  4 envelope suffix
       5 channel  6 floor (lowest acceptable seq)  7 log payload (event JSON or error)
       8 chunk-log TTL seconds  9 counter TTL seconds
-      10 pinned seq or "" (canary PER_PROCESS_COUNTERS only: use this seq, no INCR)
-      11 "1" to apply the fence, "0" to skip it (canaries that restore LibreChat's
-         fenceless publish only)
-      12 seqs to skip after a failover or restart (see ``raise_to_floor``)
-      13 "1" (canary COUNTER_DELETED_ON_CLEANUP only): the counter may have gone back
-         below the log's tail; append such a seq with ``XADD *`` (absent: never)
+      10 seqs to skip after a failover or restart (see ``raise_to_floor``)
 
 Returns ``{seq, regressed}`` or ``{code, 0}`` with a negative refusal code:
 -1 no job, -2 another generation owns the stream, -3 the job has ended or sent its
@@ -23,13 +18,17 @@ pushed past every seq this replica has seen, so one seq never names two events, 
 a ``lost`` row (impl/redis/_chunklog.py) tells readers which seqs are gone for good.
 :data:`MARK_LOST` does the same without publishing, for a replica that learns of a
 reconnect or starts a new turn.
+
+The script is three Lua functions, one step each (:data:`FENCE_LUA`,
+:data:`RAISE_TO_FLOOR_LUA`, :data:`LOG_AND_PUBLISH_LUA`), and the few lines that run
+them in order.
 """
 
 from __future__ import annotations
 
 from streamcheck.impl.redis import LuaScript
 
-_RAISE_TO_FLOOR = """
+RAISE_TO_FLOOR_LUA = """
 -- Make sure the counter `seq_key` is past every seq that may already have been used,
 -- leaving a `lost` row in `log_key` for seqs that exist nowhere any more.
 --   floor: the lowest acceptable next seq (1 + the highest seq the caller has seen);
@@ -87,57 +86,60 @@ local function raise_to_floor(seq_key, log_key, epoch_key, floor, skip, log_ttl,
 end
 """
 
+FENCE_LUA = """
+-- The publish fence: nil if generation `gen` may publish an event of `kind` now, else
+-- the refusal code (see the module docstring).
+local function refusal(job_key, gen, kind)
+  local job = redis.call('HMGET', job_key, 'generationId', 'status', 'terminalSeq')
+  if not job[1] then return -1 end
+  if job[1] ~= gen then return -2 end
+  if kind == 'chunk' then
+    if job[2] ~= 'running' or job[3] then return -3 end
+  elseif job[3] then
+    return -4
+  end
+  return nil
+end
+"""
+
+LOG_AND_PUBLISH_LUA = """
+-- Append the event to the chunk log under entry id `entry` and publish it, with the
+-- publish script's KEYS and ARGV; keep the counter's and the log's TTLs fresh, and
+-- record a terminal's seq on the job (the fence's "terminal already sent").
+local function log_and_publish(seq, entry)
+  local kind = ARGV[2]
+  local counter_ttl = tonumber(ARGV[9])
+  if redis.call('TTL', KEYS[1]) < counter_ttl / 2 then
+    redis.call('EXPIRE', KEYS[1], counter_ttl)
+    redis.call('EXPIRE', KEYS[4], counter_ttl)
+  end
+  local field = 'event'
+  if kind == 'error' then field = 'error' end
+  redis.call('XADD', KEYS[2], entry, 'seq', seq, 'type', kind, 'gen', ARGV[1], field, ARGV[7])
+  local log_ttl = tonumber(ARGV[8])
+  if redis.call('TTL', KEYS[2]) < log_ttl then
+    redis.call('EXPIRE', KEYS[2], log_ttl)
+  end
+  if kind ~= 'chunk' then
+    redis.call('HSET', KEYS[3], 'terminalSeq', seq)
+  end
+  redis.call('PUBLISH', ARGV[5], ARGV[3] .. seq .. ARGV[4])
+end
+"""
+
 PUBLISH = LuaScript(
     "publish",
-    _RAISE_TO_FLOOR
+    FENCE_LUA
+    + RAISE_TO_FLOOR_LUA
+    + LOG_AND_PUBLISH_LUA
     + """
-local gen = ARGV[1]
-local kind = ARGV[2]
-if ARGV[11] ~= '0' then
-  local job = redis.call('HMGET', KEYS[3], 'generationId', 'status', 'terminalSeq')
-  if not job[1] then return {-1, 0} end
-  if job[1] ~= gen then return {-2, 0} end
-  if kind == 'chunk' then
-    if job[2] ~= 'running' or job[3] then return {-3, 0} end
-  elseif job[3] then
-    return {-4, 0}
-  end
-end
-local log_ttl = tonumber(ARGV[8])
-local regressed = 0
-local seq
-local entry
-if ARGV[10] ~= '' then
-  seq = tonumber(ARGV[10])
-  entry = '*'  -- a pinned seq may repeat or go backwards: let Redis pick the id
-else
-  regressed = raise_to_floor(  -- the first of its two results
-    KEYS[1], KEYS[2], KEYS[4], tonumber(ARGV[6]), tonumber(ARGV[12]), log_ttl,
-    tonumber(ARGV[9]))
-  seq = redis.call('INCR', KEYS[1]) - 1
-  entry = seq .. '-1'
-  if ARGV[13] == '1' then
-    local tail = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-    if tail[1] and tonumber(string.match(tail[1][1], '^(%d+)-')) >= seq then
-      entry = '*'  -- LibreChat's log was keyed by arrival; ids cannot go back
-    end
-  end
-end
-local counter_ttl = tonumber(ARGV[9])
-if redis.call('TTL', KEYS[1]) < counter_ttl / 2 then
-  redis.call('EXPIRE', KEYS[1], counter_ttl)
-  redis.call('EXPIRE', KEYS[4], counter_ttl)
-end
-local field = 'event'
-if kind == 'error' then field = 'error' end
-redis.call('XADD', KEYS[2], entry, 'seq', seq, 'type', kind, 'gen', gen, field, ARGV[7])
-if redis.call('TTL', KEYS[2]) < log_ttl then
-  redis.call('EXPIRE', KEYS[2], log_ttl)
-end
-if kind ~= 'chunk' then
-  redis.call('HSET', KEYS[3], 'terminalSeq', seq)
-end
-redis.call('PUBLISH', ARGV[5], ARGV[3] .. seq .. ARGV[4])
+local refused = refusal(KEYS[3], ARGV[1], ARGV[2])
+if refused then return {refused, 0} end
+local regressed = raise_to_floor(  -- the first of its two results
+  KEYS[1], KEYS[2], KEYS[4], tonumber(ARGV[6]), tonumber(ARGV[10]), tonumber(ARGV[8]),
+  tonumber(ARGV[9]))
+local seq = redis.call('INCR', KEYS[1]) - 1
+log_and_publish(seq, seq .. '-1')  -- the log is readable by seq
 return {seq, regressed}
 """,
 )
@@ -147,7 +149,7 @@ return {seq, regressed}
 #: Returns ``{first, last}`` of the seqs marked lost, or ``{-1, -1}`` if none were.
 MARK_LOST = LuaScript(
     "mark_lost",
-    _RAISE_TO_FLOOR
+    RAISE_TO_FLOOR_LUA
     + """
 local pushed, first = raise_to_floor(
   KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),

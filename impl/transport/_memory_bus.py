@@ -63,12 +63,6 @@ class MemoryHub:
         log = self._streams.get(stream_id)
         return len(log.entries) if log is not None else 0
 
-    def reset_counter(self, stream_id: str) -> None:
-        """Canary COUNTER_DELETED_ON_CLEANUP only: the next seq is 0 again."""
-        log = self._streams.get(stream_id)
-        if log is not None:
-            log.next_seq = 0
-
     def forget(self, stream_id: str) -> None:
         """Drop a stream's log (its job expired); the counter survives, as in Redis."""
         log = self._streams.get(stream_id)
@@ -82,21 +76,15 @@ class MemoryHub:
         kind: EventKind,
         body: JSONValue,
         floor: int,
-        pinned_seq: int | None = None,
-        fenced: bool = True,
     ) -> PublishOutcome:
         log = self._streams.setdefault(stream_id, _StreamLog())
-        if fenced:
-            refusal = self._fence(stream_id, generation, kind, log)
-            if refusal is not None:
-                return refusal
-        if pinned_seq is not None:
-            seq, regressed = pinned_seq, False
-        else:
-            regressed = log.next_seq < floor
-            self._raise_to_floor(log, floor)
-            seq = log.next_seq
-            log.next_seq = seq + 1
+        refusal = self._fence(stream_id, generation, kind, log)
+        if refusal is not None:
+            return refusal
+        regressed = log.next_seq < floor
+        self._raise_to_floor(log, floor)
+        seq = log.next_seq
+        log.next_seq = seq + 1
         event: SequencedEvent
         if kind is EventKind.CHUNK:
             event = Chunk(seq=seq, generation=generation, data=body)
@@ -190,13 +178,9 @@ class MemoryBus:
         body: JSONValue,
         floor: int,
         encoded_body: str | None = None,
-        pinned_seq: int | None = None,
-        fenced: bool = True,
-        reused_seqs: bool = False,
     ) -> PublishOutcome:
         # Events stay Python objects here: ``encoded_body`` is not needed.
-        # A list needs no id order, so ``reused_seqs`` changes nothing here.
-        return self._hub._publish(stream_id, generation, kind, body, floor, pinned_seq, fenced)
+        return self._hub._publish(stream_id, generation, kind, body, floor)
 
     async def publish_abort(self, stream_id: str, generation: str) -> None:
         self._hub._fan_out(stream_id, AbortSignal(generation=generation))
@@ -206,9 +190,6 @@ class MemoryBus:
 
     async def mark_lost(self, stream_id: str, *, floor: int) -> LostWrites | None:
         return self._hub._mark_lost(stream_id, floor)
-
-    async def reset_counter(self, stream_id: str) -> None:
-        self._hub.reset_counter(stream_id)
 
     async def acquire_channel(self, stream_id: str) -> None:
         count = self._refs.get(stream_id, 0)

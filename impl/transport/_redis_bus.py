@@ -26,6 +26,7 @@ from streamcheck.impl.redis import (
     SubscriptionsRestored,
 )
 from streamcheck.impl.redis._chunklog import entry_id
+from streamcheck.impl.redis._protocol import ScriptArg
 from streamcheck.impl.transport._bus import (
     EventKind,
     Published,
@@ -121,37 +122,59 @@ class RedisBus:
         body: JSONValue,
         floor: int,
         encoded_body: str | None = None,
-        pinned_seq: int | None = None,
-        fenced: bool = True,
-        reused_seqs: bool = False,
     ) -> PublishOutcome:
-        encoded = encoded_body if encoded_body is not None else encode_body(body)
-        prefix, suffix = encode_split(kind.value, generation, body, encoded_body=encoded)
-        log_payload = str(body) if kind is EventKind.ERROR else encoded
         reply = await self._redis.run_script(
             PUBLISH,
-            keys=[
-                self._keys.seq(stream_id),
-                self._keys.chunks(stream_id),
-                self._keys.job(stream_id),
-                self._keys.seq_epoch(stream_id),
-            ],
-            args=[
-                generation,
-                kind.value,
-                prefix,
-                suffix,
-                Keys.channel(stream_id),
-                floor,
-                log_payload,
-                self._log_ttl_s,
-                COUNTER_TTL_S,
-                "" if pinned_seq is None else pinned_seq,
-                "1" if fenced else "0",
-                self._failover_skip,
-                "1" if reused_seqs else "0",
-            ],
+            keys=self._publish_keys(stream_id),
+            args=self._publish_args(
+                stream_id,
+                generation=generation,
+                kind=kind,
+                body=body,
+                floor=floor,
+                encoded_body=encoded_body,
+            ),
         )
+        return self._publish_outcome(stream_id, reply)
+
+    def _publish_keys(self, stream_id: str) -> list[str]:
+        """KEYS of the publish script (impl/transport/_lua.py)."""
+        return [
+            self._keys.seq(stream_id),
+            self._keys.chunks(stream_id),
+            self._keys.job(stream_id),
+            self._keys.seq_epoch(stream_id),
+        ]
+
+    def _publish_args(
+        self,
+        stream_id: str,
+        *,
+        generation: str,
+        kind: EventKind,
+        body: JSONValue,
+        floor: int,
+        encoded_body: str | None,
+    ) -> list[ScriptArg]:
+        """ARGV of the publish script: the event, its envelope split around the seq
+        (which only the script knows), the floor and the TTLs."""
+        encoded = encoded_body if encoded_body is not None else encode_body(body)
+        prefix, suffix = encode_split(kind.value, generation, body, encoded_body=encoded)
+        return [
+            generation,
+            kind.value,
+            prefix,
+            suffix,
+            Keys.channel(stream_id),
+            floor,
+            str(body) if kind is EventKind.ERROR else encoded,
+            self._log_ttl_s,
+            COUNTER_TTL_S,
+            self._failover_skip,
+        ]
+
+    def _publish_outcome(self, stream_id: str, reply: object) -> PublishOutcome:
+        """The publish script's reply: the seq, or why the fence refused the event."""
         if not isinstance(reply, list) or len(reply) != 2:
             raise RedisConnectionError(f"unexpected publish script reply {reply!r}")
         code, regressed = int(reply[0]), int(reply[1])
@@ -166,9 +189,6 @@ class RedisBus:
 
     async def publish_abort(self, stream_id: str, generation: str) -> None:
         await self._redis.publish(Keys.channel(stream_id), encode_abort(generation))
-
-    async def reset_counter(self, stream_id: str) -> None:
-        await self._redis.delete(self._keys.seq(stream_id))
 
     async def mark_lost(self, stream_id: str, *, floor: int) -> LostWrites | None:
         reply = await self._redis.run_script(

@@ -26,7 +26,6 @@ from typing import Self
 
 import trio
 
-from streamcheck.impl._canaries import Canary
 from streamcheck.impl._early_buffer import EarlyBuffer
 from streamcheck.impl._errors import EventTooLarge
 from streamcheck.impl._seams import WallClock
@@ -37,7 +36,7 @@ from streamcheck.impl.transport._actor import (
     JobRecords,
     StreamActor,
 )
-from streamcheck.impl.transport._bus import Bus, Dispatched, EventKind, PublishOutcome
+from streamcheck.impl.transport._bus import Bus, EventKind, PublishOutcome
 from streamcheck.impl.transport._envelope import AbortSignal, SequencedEvent, encode_body
 from streamcheck.model import JSONValue, StreamEvent
 
@@ -142,15 +141,6 @@ class EventTransport:
         self._malformed = 0
         self._untracked = 0
         self._delivery_totals = DeliveryTotals()
-        canaries = timings.canaries
-        self._drop_abort_on_leave = Canary.ABORT_CHANNEL_DROPPED in canaries
-        #: Abort callbacks those canaries dropped, whose channel reference is released
-        #: already (releasing it again at ``remove_abort`` would drop someone else's).
-        self._forgotten_aborts: set[tuple[str, str]] = set()
-        #: Canary STALE_FRONTIER_ACROSS_TURNS: per stream, the turn and the frontier its
-        #: last reader here left at (kept, like LibreChat's state, past cleanup).
-        self._stale_frontiers = Canary.STALE_FRONTIER_ACROSS_TURNS in canaries
-        self._frontier_left: dict[str, tuple[str, int]] = {}
         bus.attach_sink(self)
 
     # -- Sink ---------------------------------------------------------------------
@@ -199,24 +189,18 @@ class EventTransport:
 
     # -- publishing ------------------------------------------------------------------
 
-    async def emit_chunk(
-        self, stream_id: str, generation: str, event: JSONValue
-    ) -> PublishOutcome | Dispatched:
+    async def emit_chunk(self, stream_id: str, generation: str, event: JSONValue) -> PublishOutcome:
         return await self._emit(stream_id, generation, EventKind.CHUNK, event)
 
-    async def emit_done(
-        self, stream_id: str, generation: str, final: JSONValue
-    ) -> PublishOutcome | Dispatched:
+    async def emit_done(self, stream_id: str, generation: str, final: JSONValue) -> PublishOutcome:
         return await self._emit(stream_id, generation, EventKind.DONE, final)
 
-    async def emit_error(
-        self, stream_id: str, generation: str, message: str
-    ) -> PublishOutcome | Dispatched:
+    async def emit_error(self, stream_id: str, generation: str, message: str) -> PublishOutcome:
         return await self._emit(stream_id, generation, EventKind.ERROR, message)
 
     async def _emit(
         self, stream_id: str, generation: str, kind: EventKind, body: JSONValue
-    ) -> PublishOutcome | Dispatched:
+    ) -> PublishOutcome:
         encoded = encode_body(body)
         size = len(encoded)  # ASCII: characters are bytes
         if size > self._max_event_bytes:
@@ -295,16 +279,10 @@ class EventTransport:
     ) -> None:
         """Attach a reader to the stream's actor, which catches it up from ``start_seq``
         before it goes live."""
-        attach_from = start_seq
-        if self._stale_frontiers and not resume:
-            # Canary: the next turn starts where the last reader of the previous left.
-            left = actor.last_reader_left or self._frontier_left.get(actor.stream_id)
-            if left is not None and left[0] != generation and left[1] >= start_seq:
-                attach_from = left[1] + 1
         await actor.attach(
             sub_id,
             generation=generation,
-            start_seq=attach_from,
+            start_seq=start_seq,
             out=out,
             job_ended=job_ended,
             resume=resume,
@@ -325,12 +303,6 @@ class EventTransport:
         """The last local reader of the stream left. The actor keeps the stream's state
         (abort callbacks, the producer's buffer) and the channel stays held for as long
         as an abort callback needs it; only the all-left callback runs."""
-        if actor is not None and self._drop_abort_on_leave:
-            # Canary: LibreChat's last unsubscribe forgot the abort listener and its
-            # channel subscription (spec §5 #17, and #3 with the rest of the state).
-            for generation in actor.forget_abort_callbacks():
-                self._forgotten_aborts.add((stream_id, generation))
-                await self._bus.release_channel(stream_id)
         if callback := self._all_left.get(stream_id):
             callback()
 
@@ -396,9 +368,6 @@ class EventTransport:
         if entry is None:
             return
         entry[0].on_abort(generation, None)
-        if (stream_id, generation) in self._forgotten_aborts:
-            self._forgotten_aborts.discard((stream_id, generation))
-            return
         await self._bus.release_channel(stream_id)
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -422,8 +391,6 @@ class EventTransport:
         entry = self._actors.pop(stream_id, None)
         self._all_left.pop(stream_id, None)
         if entry is not None:
-            if self._stale_frontiers and entry[0].last_reader_left is not None:
-                self._frontier_left[stream_id] = entry[0].last_reader_left
             entry[1].cancel()
 
     def destroy(self) -> None:

@@ -11,14 +11,20 @@ from __future__ import annotations
 
 from streamcheck.impl._canaries import PROFILES, Canary, parse_canaries
 from streamcheck.properties.canaries import (
+    abort_channel_dropped,
+    counter_deleted_on_cleanup,
     created_lost_cross_replica,
     early_buffer_on_resume,
     error_not_kept,
     force_flush_skips_gap,
+    no_cross_replica_abort,
     no_deferred_delivery,
+    per_process_counters,
     sequenced_on_abort_only,
+    stale_frontier_across_turns,
     state_deleted_on_leave,
     subscriber_before_ack,
+    unawaited_publishes,
     unbounded_early_buffer,
 )
 from streamcheck.properties.canaries._build import (
@@ -34,14 +40,20 @@ from streamcheck.properties.canaries._build import (
 #: before the canaries that change that catch-up.
 BUGS: dict[Canary, Bug] = {
     Canary.NO_DEFERRED_DELIVERY: no_deferred_delivery.BUG,
+    Canary.UNAWAITED_PUBLISHES: unawaited_publishes.BUG,
+    Canary.NO_CROSS_REPLICA_ABORT: no_cross_replica_abort.BUG,
     Canary.SUBSCRIBER_BEFORE_ACK: subscriber_before_ack.BUG,
     Canary.FORCE_FLUSH_SKIPS_GAP: force_flush_skips_gap.BUG,
+    Canary.PER_PROCESS_COUNTERS: per_process_counters.BUG,
+    Canary.ABORT_CHANNEL_DROPPED: abort_channel_dropped.BUG,
     Canary.SEQUENCED_ON_ABORT_ONLY: sequenced_on_abort_only.BUG,
     Canary.UNBOUNDED_EARLY_BUFFER: unbounded_early_buffer.BUG,
     Canary.EARLY_BUFFER_ON_RESUME: early_buffer_on_resume.BUG,
     Canary.STATE_DELETED_ON_LEAVE: state_deleted_on_leave.BUG,
     Canary.ERROR_NOT_KEPT: error_not_kept.BUG,
     Canary.CREATED_LOST_CROSS_REPLICA: created_lost_cross_replica.BUG,
+    Canary.STALE_FRONTIER_ACROSS_TURNS: stale_frontier_across_turns.BUG,
+    Canary.COUNTER_DELETED_ON_CLEANUP: counter_deleted_on_cleanup.BUG,
 }
 
 

@@ -69,8 +69,10 @@ def assemble(bugs: Iterable[Bug]) -> ReplicaBuild:
 
 
 def _mixins(groups: Iterable[tuple[type[T], ...]]) -> tuple[type[T], ...]:
-    # Two canaries may share a mechanism (the same mixin): it is applied once.
-    return tuple(dict.fromkeys(m for group in groups for m in group))
+    # Two canaries may share a mechanism (the same mixin, or one mixin and a subclass
+    # of it): it is applied once, where the subclass stands.
+    chosen = list(dict.fromkeys(m for group in groups for m in group))
+    return tuple(m for m in chosen if not any(n is not m and issubclass(n, m) for n in chosen))
 
 
 def subclass(base: type[T], mixins: tuple[type[T], ...]) -> type[T]:

@@ -1,0 +1,116 @@
+"""LibreChat's publish, for the canaries that change it: the same script with the
+options LibreChat's lacked defences need (``per-process-counters``,
+``counter-deleted-on-cleanup``, and the canaries that turn the publish fence off).
+
+ARGV 1-10 are impl's (impl/transport/_lua.py), then:
+      11 a seq to use instead of the shared counter's, or "" (no INCR, no floor)
+      12 "1" to apply the fence, "0" to skip it
+      13 "1": the counter may have gone back below the log's tail; such a seq is
+         appended with ``XADD *`` (LibreChat's log was keyed by arrival)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streamcheck.impl.redis import LuaScript
+from streamcheck.impl.transport import EventKind, RedisBus
+from streamcheck.impl.transport._actor import StreamActor, _Emit
+from streamcheck.impl.transport._bus import PublishOutcome
+from streamcheck.impl.transport._lua import FENCE_LUA, LOG_AND_PUBLISH_LUA, RAISE_TO_FLOOR_LUA
+from streamcheck.model import JSONValue
+
+PUBLISH_LIBRECHAT = LuaScript(
+    "publish_librechat",
+    FENCE_LUA
+    + RAISE_TO_FLOOR_LUA
+    + LOG_AND_PUBLISH_LUA
+    + """
+if ARGV[12] ~= '0' then
+  local refused = refusal(KEYS[3], ARGV[1], ARGV[2])
+  if refused then return {refused, 0} end
+end
+local regressed = 0
+local seq
+local entry
+if ARGV[11] ~= '' then
+  seq = tonumber(ARGV[11])
+  entry = '*'  -- a pinned seq may repeat or go backwards: let Redis pick the id
+else
+  regressed = raise_to_floor(
+    KEYS[1], KEYS[2], KEYS[4], tonumber(ARGV[6]), tonumber(ARGV[10]), tonumber(ARGV[8]),
+    tonumber(ARGV[9]))
+  seq = redis.call('INCR', KEYS[1]) - 1
+  entry = seq .. '-1'
+  if ARGV[13] == '1' then
+    local tail = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+    if tail[1] and tonumber(string.match(tail[1][1], '^(%d+)-')) >= seq then
+      entry = '*'  -- LibreChat's log was keyed by arrival; ids cannot go back
+    end
+  end
+end
+log_and_publish(seq, entry)
+return {seq, regressed}
+""",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PublishOptions:
+    #: Publish under this seq instead of one from the shared counter.
+    pinned_seq: int | None = None
+    #: Apply the publish fence.
+    fenced: bool = True
+    #: The counter may have gone back behind the log.
+    reused_seqs: bool = False
+
+
+class PublishesLikeLibreChat(RedisBus):
+    async def publish(
+        self,
+        stream_id: str,
+        *,
+        generation: str,
+        kind: EventKind,
+        body: JSONValue,
+        floor: int,
+        encoded_body: str | None = None,
+        options: PublishOptions = PublishOptions(),
+    ) -> PublishOutcome:
+        args = self._publish_args(
+            stream_id,
+            generation=generation,
+            kind=kind,
+            body=body,
+            floor=floor,
+            encoded_body=encoded_body,
+        )
+        args += [
+            "" if options.pinned_seq is None else options.pinned_seq,
+            "1" if options.fenced else "0",
+            "1" if options.reused_seqs else "0",
+        ]
+        reply = await self._redis.run_script(
+            PUBLISH_LIBRECHAT, keys=self._publish_keys(stream_id), args=args
+        )
+        return self._publish_outcome(stream_id, reply)
+
+
+class PublishesWithOptions(StreamActor):
+    """Publishes through :class:`PublishesLikeLibreChat` with the options each canary
+    adds (``_publish_options``)."""
+
+    def _publish_options(self) -> PublishOptions:
+        return PublishOptions()
+
+    async def _publish_on_bus(self, command: _Emit) -> PublishOutcome:
+        assert isinstance(self._bus, PublishesLikeLibreChat)
+        return await self._bus.publish(
+            self.stream_id,
+            generation=command.generation,
+            kind=command.kind,
+            body=command.body,
+            encoded_body=command.encoded,
+            floor=self._floor(),
+            options=self._publish_options(),
+        )

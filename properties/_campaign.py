@@ -23,11 +23,11 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import HypothesisException
 from hypothesis.stateful import get_state_machine_test
 
-from streamcheck.impl._canaries import Canary
 from streamcheck.model import AnomalyKind, CheckReport
 from streamcheck.properties._minimize import minimize_replay_file
 from streamcheck.properties._run_limits import DEFAULT_REPLICAS
 from streamcheck.properties._simulation import describe_crash
+from streamcheck.properties.canaries import Canary
 from streamcheck.properties.machine import StreamMachine, machine_for
 
 

@@ -16,8 +16,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from streamcheck.impl._canaries import Canary
 from streamcheck.properties._campaign import CampaignResult, ProgressCallback, run_campaign
+from streamcheck.properties.canaries import Canary
 
 SCHEMA_VERSION = 1
 

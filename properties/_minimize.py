@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamcheck.impl._canaries import Canary
 from streamcheck.model import AnomalyKind, CheckReport
 from streamcheck.properties._replay import (
     apply_and_judge,
@@ -35,6 +34,7 @@ from streamcheck.properties._replay import (
     write_replay_file,
 )
 from streamcheck.properties._simulation import Decision, SimulationCrashed
+from streamcheck.properties.canaries import Canary
 
 #: Wall seconds one failure's minimization may take (replays cost 5 to 50 ms each).
 MINIMIZE_SECONDS = 30.0

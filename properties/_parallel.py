@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streamcheck.impl._canaries import Canary
 from streamcheck.model import AnomalyKind
 from streamcheck.properties._campaign import (
     CHUNK_EXAMPLES,
@@ -42,6 +41,7 @@ from streamcheck.properties._campaign import (
     run_campaign,
 )
 from streamcheck.properties._run_limits import DEFAULT_REPLICAS, MAX_WORKERS
+from streamcheck.properties.canaries import Canary
 
 #: Seconds the parent waits for a message before checking that its workers still live.
 _POLL_S = 0.25

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from streamcheck.impl._canaries import Canary
 from streamcheck.model import CheckReport, History, Record
 from streamcheck.properties._simulation import (
     Decision,
@@ -27,6 +26,7 @@ from streamcheck.properties._simulation import (
     SimulationCrashed,
     describe_crash,
 )
+from streamcheck.properties.canaries import Canary
 
 FORMAT_VERSION = 1
 

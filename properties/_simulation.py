@@ -20,12 +20,11 @@ import trio
 import trio.testing
 from trio._core import _run
 
-from streamcheck.impl._canaries import Canary
 from streamcheck.model import CheckReport, Healed, WritesLost, check
 from streamcheck.properties._pct import PctScheduler
 from streamcheck.properties._stepped_loop import LoopFinished, SteppedLoop
 from streamcheck.properties._world import EPOCH_S, SIM_SETTINGS, World
-from streamcheck.properties.canaries import replica_build
+from streamcheck.properties.canaries import Canary, replica_build
 from streamcheck.properties.sim import SimRedis, sim_time
 
 #: Clock jumps of the heal phase: past the reorder timeout, the idle probe, the

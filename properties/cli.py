@@ -13,7 +13,6 @@ from pathlib import Path
 
 import trio
 
-from streamcheck.impl._canaries import PROFILES, Canary, parse_canaries
 from streamcheck.impl._errors import BackendUnavailable
 from streamcheck.properties._run_limits import (
     DEFAULT_REPLICAS,
@@ -21,6 +20,7 @@ from streamcheck.properties._run_limits import (
     MAX_WORKERS,
     MIN_REPLICAS,
 )
+from streamcheck.properties.canaries import PROFILES, Canary, parse_canaries
 
 EXIT_OK, EXIT_ANOMALY, EXIT_USAGE = 0, 1, 2
 

@@ -28,11 +28,11 @@ from hypothesis.stateful import (
     rule,
 )
 
-from streamcheck.impl._canaries import Canary
 from streamcheck.model import CheckReport
 from streamcheck.properties._replay import write_crash_replay_file, write_replay_file
 from streamcheck.properties._run_limits import DEFAULT_REPLICAS, MAX_REPLICAS, MIN_REPLICAS
 from streamcheck.properties._simulation import Decision, Simulation, SimulationCrashed
+from streamcheck.properties.canaries import Canary
 
 #: Seconds a user reads between two turns in ``next_turn``: past the simulation's
 #: cleanup interval (10 s), short of its producer timeout (30 s).

@@ -45,8 +45,8 @@ import pytest
 if TYPE_CHECKING:
     from hypothesis import settings as HypothesisSettings
 
-    from streamcheck.impl._canaries import Canary
     from streamcheck.properties._campaign import CampaignResult
+    from streamcheck.properties.canaries import Canary
 
 PROFILES = ("ci", "nightly")
 #: The Hypothesis profile names (prefixed, so a suite's own ``ci`` profile is untouched).
@@ -207,7 +207,7 @@ _STATE = pytest.StashKey[_State]()
 
 
 def _canaries_from(value: object) -> frozenset[Canary]:
-    from streamcheck.impl._canaries import Canary, parse_canaries
+    from streamcheck.properties.canaries import Canary, parse_canaries
 
     if value is None:
         return frozenset()

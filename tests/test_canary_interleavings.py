@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from streamcheck.impl._canaries import Canary
 from streamcheck.model import AnomalyKind
 from streamcheck.properties._replay import replay_twice, seed_scheduler
 from streamcheck.properties._simulation import Decision, Simulation
+from streamcheck.properties.canaries import Canary
 
 Steps = list[tuple[str, dict[str, Any]]]
 

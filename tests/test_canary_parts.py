@@ -3,6 +3,9 @@ subclass of impl's part, and any set of them composes into one replica build."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import streamcheck.impl
 from streamcheck.impl import ReplicaParts
 from streamcheck.impl._reorder import ReorderBuffer
 from streamcheck.model import Chunk
@@ -77,3 +80,13 @@ def test_all_canaries_compose_into_one_build() -> None:
         assert issubclass(part, base)
     # A mechanism two canaries share is applied once.
     assert len(parts.transport.__mro__) == len(set(parts.transport.__mro__))
+
+
+def test_impl_holds_no_canary() -> None:
+    impl = Path(streamcheck.impl.__file__).parent
+    mentions = [
+        path.relative_to(impl)
+        for path in sorted(impl.rglob("*.py"))
+        if "canar" in path.read_text(encoding="utf-8").lower()
+    ]
+    assert mentions == []

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from streamcheck.impl import GenerationJobManager
-from streamcheck.impl._canaries import Canary
 from streamcheck.model import AnomalyKind
 from streamcheck.properties._minimize import minimize_decisions, minimize_replay_file, shows_anomaly
 from streamcheck.properties._replay import (
@@ -23,6 +22,7 @@ from streamcheck.properties._replay import (
     write_replay_file,
 )
 from streamcheck.properties._simulation import Decision, SimulationCrashed
+from streamcheck.properties.canaries import Canary
 
 FAR = 3600.0
 

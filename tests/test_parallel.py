@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from streamcheck.impl._canaries import Canary
 from streamcheck.properties import _parallel
 from streamcheck.properties._parallel import run_in_workers, worker_replay_file
 from streamcheck.properties._replay import load_replay, replay_twice
+from streamcheck.properties.canaries import Canary
 from streamcheck.properties.cli import EXIT_ANOMALY, EXIT_OK, EXIT_USAGE, main
 
 

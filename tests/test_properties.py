@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from trio._core import _run
 
-from streamcheck.impl._canaries import Canary
 from streamcheck.model import AnomalyKind
 from streamcheck.properties._campaign import run_campaign
 from streamcheck.properties._replay import load_replay, replay_twice
 from streamcheck.properties._simulation import Decision, Simulation
+from streamcheck.properties.canaries import Canary
 
 #: CI budget, derandomized; nightly runs raise it with STREAMCHECK_EXAMPLES and search
 #: afresh with STREAMCHECK_RANDOM=1.

@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 
 from streamcheck.impl import GenerationJobManager
-from streamcheck.impl._canaries import Canary
 from streamcheck.model import AnomalyKind
 from streamcheck.properties._campaign import (
     CampaignResult,
@@ -32,6 +31,7 @@ from streamcheck.properties._campaign import (
 from streamcheck.properties._progress import ProgressBar, render
 from streamcheck.properties._replay import load_replay, replay_twice
 from streamcheck.properties._run_report import SCHEMA, RunInfo, new_run_dir, write_run_report
+from streamcheck.properties.canaries import Canary
 from streamcheck.properties.cli import EXIT_ANOMALY, EXIT_OK, main
 
 ROOT = Path(__file__).parent.parent

@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 
-from streamcheck.impl._canaries import Canary
 from streamcheck.properties._replay import seed_scheduler, write_replay_file
 from streamcheck.properties._simulation import Decision, Simulation
+from streamcheck.properties.canaries import Canary
 from streamcheck.properties.report import TIMELINE_FILENAME, render_timeline, write_timeline
 
 #: What ``streamcheck run --canary subscriber-before-ack --examples 300 --seed 0`` shrank

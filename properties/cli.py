@@ -88,6 +88,13 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    if args.backend == "sim" and args.impl != "python":
+        print(
+            "streamcheck: --impl runs a foreign implementation against real Redis: use "
+            "--backend redis or cluster (the simulation drives impl/ in-process)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if args.backend != "sim":
         if args.run_dir:
             print("streamcheck: --run-dir applies to --backend sim", file=sys.stderr)
@@ -225,6 +232,7 @@ def _run_real(args: argparse.Namespace) -> int:
     import shutil
     import time
 
+    from streamcheck.properties.protocol import agent_command
     from streamcheck.properties.realredis._harness import (
         FAULTS,
         PROFILES,
@@ -236,6 +244,11 @@ def _run_real(args: argparse.Namespace) -> int:
 
     if args.canary or args.profile:
         print("streamcheck: canaries run in the simulation only (--backend sim)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        command = agent_command(args.impl)
+    except ValueError as exc:
+        print(f"streamcheck: --impl: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.budget is not None:
         print(
@@ -294,9 +307,15 @@ def _run_real(args: argparse.Namespace) -> int:
             faults=faults,
             on_run=lambda result: print(run_line(result), flush=True),
             keep_failures=Path(args.reports) / "realredis-failures",
+            command=command,
         )
     )
     print()
+    implementation = next((f.implementation for f in figures if f.implementation), "unknown")
+    print(f"implementation: {implementation} ({args.impl})")
+    not_made = next((f.not_exercised for f in figures if f.not_exercised), [])
+    if not_made:
+        print(f"promises it does not make (not judged): {'; '.join(not_made)}")
     print(table(figures))
     path = write(
         to_json(backend, profile, seed, figures, time.monotonic() - started), Path(args.reports)
@@ -426,7 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  streamcheck run --budget 600 --workers 2     # the same on two cores\n"
             "  streamcheck run --backend redis              # real redis-server, every fault\n"
             "  streamcheck run --backend cluster --soak     # 3-master cluster, longer runs\n"
-            "  streamcheck run --backend redis --faults redis-pause,replica-sigkill"
+            "  streamcheck run --backend redis --faults redis-pause,replica-sigkill\n"
+            "  streamcheck run --backend redis --impl 'node my-port/agent.js'"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -438,6 +458,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="sim: examples (default 300); redis|cluster: runs per fault kind",
     )
     run.add_argument("--soak", action="store_true", help="redis|cluster: the longer profile")
+    run.add_argument(
+        "--impl",
+        default="python",
+        metavar="CMD",
+        help="redis|cluster: the implementation under test, as the command that starts one "
+        "replica agent speaking the replica protocol (docs/port-protocol.md); "
+        "'python' (the default) is streamcheck's own",
+    )
     run.add_argument(
         "--faults", default="", help="redis|cluster: comma-separated fault kinds (default all)"
     )

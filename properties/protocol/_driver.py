@@ -110,6 +110,9 @@ class Agent:
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
                     self._line(line.decode(errors="replace"))
+        # stdout closed: the agent is exiting; its status explains a missing hello.
+        with trio.move_on_after(5):
+            await self.process.wait()
         self._said_hello.set()
         self._ready.set()
 

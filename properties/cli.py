@@ -88,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    if args.backend == "sim" and args.impl != "python":
+    if args.backend == "sim" and args.impl:
         print(
             "streamcheck: --impl runs a foreign implementation against real Redis: use "
             "--backend redis or cluster (the simulation drives impl/ in-process)",
@@ -245,8 +245,9 @@ def _run_real(args: argparse.Namespace) -> int:
     if args.canary or args.profile:
         print("streamcheck: canaries run in the simulation only (--backend sim)", file=sys.stderr)
         return EXIT_USAGE
+    impls = args.impl or ["python"]
     try:
-        command = agent_command(args.impl)
+        commands = [agent_command(impl) for impl in impls]
     except ValueError as exc:
         print(f"streamcheck: --impl: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -307,12 +308,12 @@ def _run_real(args: argparse.Namespace) -> int:
             faults=faults,
             on_run=lambda result: print(run_line(result), flush=True),
             keep_failures=Path(args.reports) / "realredis-failures",
-            command=command,
+            commands=commands,
         )
     )
     print()
     implementation = next((f.implementation for f in figures if f.implementation), "unknown")
-    print(f"implementation: {implementation} ({args.impl})")
+    print(f"implementation: {implementation} ({' | '.join(impls)})")
     not_made = next((f.not_exercised for f in figures if f.not_exercised), [])
     if not_made:
         print(f"promises it does not make (not judged): {'; '.join(not_made)}")
@@ -460,11 +461,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--soak", action="store_true", help="redis|cluster: the longer profile")
     run.add_argument(
         "--impl",
-        default="python",
+        action="append",
         metavar="CMD",
         help="redis|cluster: the implementation under test, as the command that starts one "
         "replica agent speaking the replica protocol (docs/port-protocol.md); "
-        "'python' (the default) is streamcheck's own",
+        "'python' (the default) is streamcheck's own. Given more than once, replica i runs "
+        "the (i mod n)-th command: a mixed run of implementations on the same streams",
     )
     run.add_argument(
         "--faults", default="", help="redis|cluster: comma-separated fault kinds (default all)"

@@ -23,7 +23,7 @@ import signal
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,10 +177,12 @@ async def run_once(
     seed: int,
     workdir: Path,
     *,
-    command: list[str] | None = None,
+    commands: Sequence[list[str]] = (),
 ) -> RunResult:
-    """One run: servers, agents (``command``, streamcheck's own by default), the fault,
-    the merged history and its verdict."""
+    """One run: servers, agents, the fault, the merged history and its verdict. Replica
+    ``i`` runs ``commands[i % len(commands)]`` (several commands make a mixed run of
+    implementations sharing the streams); streamcheck's own agent if there are none."""
+    chosen = list(commands) or [list(PYTHON_AGENT)]
     started = time.monotonic()
     rng = random.Random(f"{backend}-{fault}-{seed}")
     workload = profile.workload
@@ -214,7 +216,7 @@ async def run_once(
                         settings=REAL_SETTINGS,
                     )
                     agents.append(
-                        await start_agent(nursery, command or list(PYTHON_AGENT), init, workdir)
+                        await start_agent(nursery, chosen[i % len(chosen)], init, workdir)
                     )
                 start_at = await start_plan(agents)
                 topology = _Topology(server, cluster, proxies, [a.process for a in agents])
@@ -574,7 +576,7 @@ async def run_tier(
     faults: tuple[FaultKind, ...] | None = None,
     on_run: Callable[[RunResult], None] | None = None,
     keep_failures: Path | None = None,
-    command: list[str] | None = None,
+    commands: Sequence[list[str]] = (),
 ) -> list[FaultFigures]:
     """Every fault kind of ``backend``, ``runs_per_fault`` runs each. A failing run's
     files (plans, agent histories and logs, merged history, report) are copied to
@@ -586,7 +588,7 @@ async def run_tier(
         for n in range(runs):
             with tempfile.TemporaryDirectory(prefix=f"streamcheck-{fault}-") as tmp:
                 result = await run_once(
-                    backend, fault, profile, seed + n, Path(tmp), command=command
+                    backend, fault, profile, seed + n, Path(tmp), commands=commands
                 )
                 if keep_failures is not None and (not result.report.ok or result.agent_failures):
                     kept = keep_failures / f"{backend}-{fault}-seed{seed + n}"

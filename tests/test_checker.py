@@ -35,6 +35,7 @@ from streamcheck.model import (
     SessionMode,
     SessionOpened,
     StreamEvent,
+    Verdict,
     WritesLost,
     check,
     digest,
@@ -957,3 +958,44 @@ def test_emits_complete_out_of_seq_order_only_across_replicas(same_replica: bool
         only(report, AnomalyKind.REORDERED, late)
     else:
         assert report.ok, report.summary()
+
+
+# -- histories that cannot be judged -------------------------------------------------------
+
+
+def _malformed_histories() -> dict[str, list[Record]]:
+    b = one_turn()
+    deliver_in_order(b, [0, 1, 2, 3])
+    good = list(b.history.records)
+    opened = next(i for i, r in enumerate(good) if isinstance(r, SessionOpened))
+    delivered = next(i for i, r in enumerate(good) if isinstance(r, Delivered))
+    delivery = good[delivered]
+    assert isinstance(delivery, Delivered)
+    stranger = replace(delivery, session="nobody")
+    late = replace(good[-1], time=good[0].time - 1)
+    emitted = good[1]
+    assert isinstance(emitted, Emitted)
+    succeeded_without_seq = replace(emitted, seq=None)
+    return {
+        "which was never opened": [*good[:delivered], stranger, *good[delivered:]],
+        "a second time": [*good, replace(good[opened], time=good[-1].time)],
+        "is earlier than record": [*good[:-1], late],
+        "succeeded without a seq": [good[0], succeeded_without_seq, *good[2:]],
+    }
+
+
+@pytest.mark.parametrize("problem", list(_malformed_histories()))
+def test_a_malformed_history_is_unknown_never_a_pass(problem: str) -> None:
+    report = check(_malformed_histories()[problem])
+    assert report.verdict is Verdict.UNKNOWN and not report.ok
+    assert report.unknown_reason is not None and problem in report.unknown_reason
+    assert "unknown" in report.summary() and report.to_json()["verdict"] == "unknown"
+
+
+def test_a_clean_history_is_ok_and_an_anomalous_one_is_anomaly() -> None:
+    b = one_turn()
+    deliver_in_order(b, [0, 1, 2, 3])
+    assert check(b.history).verdict is Verdict.OK
+    b = one_turn()
+    deliver_in_order(b, [0, 2, 1, 3])
+    assert check(b.history).verdict is Verdict.ANOMALY

@@ -256,6 +256,8 @@ async def run_once(
     )
     history.append(Healed(time=start_at + workload.duration_s + profile.heal_s))
     report = check(history)
+    if report.unknown_reason is not None:
+        failures.append(f"the agents' history cannot be judged: {report.unknown_reason}")
     if not report.ok or failures:
         # Keep the evidence: the merged history and the checker's report beside the
         # agents' own files (the caller copies the work directory away).

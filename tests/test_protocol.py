@@ -39,12 +39,14 @@ from streamcheck.properties.protocol import (
     start_agent,
     stop_agents,
 )
+from streamcheck.properties.protocol._identity import PHANTOM_SEQS, PlanIdentity, marker
 from streamcheck.properties.protocol._messages import (
     hello_line,
     parse_action,
     parse_hello,
     parse_init,
 )
+from streamcheck.properties.realredis._plan import chunk_payload
 
 HELLO = json.loads(hello_line("test-impl", "1.0", Capabilities()))
 
@@ -234,3 +236,48 @@ async def test_streamchecks_agent_in_interactive_mode_streams_a_turn(
     closed = [r for r in history.records if isinstance(r, SessionClosed)]
     assert [c.reason for c in closed] == [SessionEnd.TERMINAL]
     assert [r.action.id for r in transcript.refusals] == ["late"]
+
+
+def _planned_turn() -> dict[str, Action]:
+    turn = "s0.t1"
+    actions = [Action(id="c", op=Op.CREATE, stream="s0", at=0.0, user="u", turn=turn)]
+    actions += [
+        Action(id=f"e{n}", op=Op.EMIT, stream="s0", at=0.1 * (n + 1), turn=turn,
+               data=chunk_payload(turn, n))
+        for n in range(3)
+    ]  # fmt: skip
+    actions.append(Action(id="d", op=Op.DONE, stream="s0", at=1.0, turn=turn, data={"id": "x"}))
+    return {a.id: a for a in actions}
+
+
+def test_without_seqs_text_is_split_back_into_the_planned_chunks() -> None:
+    identity = PlanIdentity(_planned_turn())
+    assert [identity.emit_seq(a) for a in _planned_turn().values() if a.op is not Op.CREATE] == [
+        0,
+        1,
+        2,
+        3,
+    ]
+    text = marker("s0.t1", 1) + marker("s0.t1", 2) + "stray" + marker("s0.t2", 0)
+    events = identity.events({"kind": "text", "text": text}, "s0.t1", "x")
+    assert [(e.seq, e.generation) for e in events[:2]] == [(1, "s0.t1"), (2, "s0.t1")]
+    # The payload digests match what the harness sent, so nothing looks altered ...
+    assert [getattr(e, "data", None) for e in events[:2]] == [
+        chunk_payload("s0.t1", 1),
+        chunk_payload("s0.t1", 2),
+    ]
+    # ... and what it never sent gets a seq of its own: the checker reports it.
+    assert all(e.seq >= PHANTOM_SEQS for e in events[2:]) and len(events) == 4
+
+
+def test_without_seqs_an_altered_payload_is_a_phantom_and_the_end_follows_the_chunks() -> None:
+    identity = PlanIdentity(_planned_turn())
+    altered = {**chunk_payload("s0.t1", 0), "text": "edited"}  # type: ignore[dict-item]
+    (chunk,) = identity.events({"kind": "chunk", "data": altered}, "s0.t1", "x")
+    assert chunk.seq >= PHANTOM_SEQS
+    (done,) = identity.events({"kind": "done", "data": {"final": 1}}, "s0.t1", "x")
+    assert (done.seq, done.generation) == (3, "s0.t1")
+    snapshot = {"text": marker("s0.t1", 0) + marker("s0.t1", 1)}
+    assert identity.snapshot_seqs(snapshot, "x") == [0, 1]
+    with pytest.raises(ProtocolError, match="not 'gap'"):
+        identity.events({"kind": "gap"}, "s0.t1", "x")

@@ -4,10 +4,14 @@ agents are streamcheck's own, driven through the replica protocol."""
 from __future__ import annotations
 
 import random
+import sys
+from pathlib import Path
 
 import pytest
 
+import streamcheck
 from streamcheck.model import (
+    AnomalyKind,
     EmitKind,
     Emitted,
     OpOutcome,
@@ -20,7 +24,14 @@ from streamcheck.model import (
 )
 from streamcheck.properties.protocol import Op
 from streamcheck.properties.protocol._messages import ATTACH_OPS
-from streamcheck.properties.realredis._harness import FAULTS, PROFILES, Backend, run_tier
+from streamcheck.properties.realredis._harness import (
+    FAULTS,
+    PROFILES,
+    Backend,
+    FaultKind,
+    run_once,
+    run_tier,
+)
 from streamcheck.properties.realredis._merge import merge_histories
 from streamcheck.properties.realredis._plan import Kill, Workload, draw_plans
 from streamcheck.properties.realredis._servers import have_redis_binaries
@@ -119,3 +130,31 @@ def test_a_clean_history_from_two_agents_is_judged_clean() -> None:
         )
     ]
     assert check(merge_histories([r0, []])).ok
+
+
+SEQLESS_AGENT = [sys.executable, str(Path(__file__).parent / "agents" / "seqless.py")]
+
+
+@pytest.mark.redis
+@needs_redis
+@pytest.mark.parametrize("drop", [0, 9])
+def test_an_implementation_without_seqs_is_judged_by_the_harness_payload_ids(
+    tmp_path: Path, drop: int
+) -> None:
+    import trio
+
+    # streamcheck's own agent behind an adapter that hides every seq and delivers text.
+    command = [*SEQLESS_AGENT, "--drop", str(drop)]
+    result = trio.run(
+        lambda: run_once(
+            Backend.REDIS, FaultKind.NONE, PROFILES["short"], 1, tmp_path, commands=[command]
+        )
+    )
+    assert not result.agent_failures, result.agent_failures
+    assert result.implementation == f"streamcheck-python-seqless {streamcheck.__version__}"
+    assert "typed gap events" in result.not_exercised
+    assert result.events > 0
+    if drop:
+        assert AnomalyKind.SKIPPED_WITHOUT_GAP in result.report.kinds(), result.report.summary()
+    else:
+        assert result.report.ok, result.report.summary()

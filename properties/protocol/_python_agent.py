@@ -34,6 +34,7 @@ from streamcheck.impl import (
     StreamAccessDenied,
     Subscription,
     SystemWallClock,
+    content_text,
     open_replica,
 )
 from streamcheck.impl.redis import Keys, RedisConnectionError, open_coredis
@@ -224,11 +225,14 @@ class PythonReplica:
         )
 
     async def _attach(self, action: Action) -> None:
-        snapshot: list[int] = []
+        snapshot: dict[str, JSONValue] = {"seqs": []}
         try:
             if action.op is Op.RESUME:
                 state, subscription = await self._manager.resume(action.stream, action.user)
-                snapshot = list(state.folded_seqs)
+                snapshot = {
+                    "seqs": list(state.folded_seqs),
+                    "text": content_text(state.aggregated_content),
+                }
             else:
                 subscription = await self._manager.subscribe(action.stream, action.user)
         except StreamAccessDenied:
@@ -244,7 +248,7 @@ class PythonReplica:
             Outcome.OK,
             generation=subscription.generation,
             first_seq=subscription.start_seq,
-            snapshot={"seqs": snapshot},
+            snapshot=snapshot,
         )
         reason = "closed"
         with session.scope:

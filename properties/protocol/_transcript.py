@@ -11,7 +11,7 @@ have taken effect.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from streamcheck.model import (
     StreamEvent,
     digest,
 )
+from streamcheck.properties.protocol._identity import PlanIdentity
 from streamcheck.properties.protocol._messages import (
     Action,
     Hello,
@@ -100,6 +101,10 @@ class _Reader:
         self.generations: dict[str, str] = {}
         self.stream_of_turn = {a.turn: a.stream for a in actions.values() if a.op is Op.CREATE}
         self.invoked: dict[str, float] = {}
+        #: Without native seqs, identity comes from the harness's payloads.
+        self.native = True
+        self.identity = PlanIdentity(actions)
+        self.session_turn: dict[str, str] = {}
 
     def read(self, lines: list[str]) -> Transcript:
         for number, line in enumerate(lines, start=1):
@@ -108,11 +113,7 @@ class _Reader:
             kind = raw["type"]
             if number == 1:
                 self.out.hello = parse_hello(raw)
-                if not self.out.hello.capabilities.seqs:
-                    raise ProtocolError(
-                        f"{where}: this harness judges implementations with native seqs "
-                        "(capabilities.seqs true) only"
-                    )
+                self.native = self.out.hello.capabilities.seqs
             elif kind == "ready":
                 pass
             elif kind == "invoked":
@@ -120,7 +121,7 @@ class _Reader:
             elif kind == "result":
                 self._result(raw, where)
             elif kind == "event":
-                self.out.records.append(self._delivered(raw, where))
+                self.out.records += self._delivered(raw, where)
             elif kind == "closed":
                 reason = field_of(raw, "reason", str, where)
                 if reason not in ("terminal", "detached", "closed"):
@@ -138,9 +139,7 @@ class _Reader:
                     GeneratorStopped(
                         time=field_of(raw, "t", (int, float), where),
                         stream_id=self.stream_of_turn.get(turn, ""),
-                        generation=optional(
-                            raw, "generation", str, where, self.generations.get(turn, turn)
-                        ),
+                        generation=self._reported_generation(raw, turn, where),
                     )
                 )
             elif kind == "error":
@@ -173,8 +172,9 @@ class _Reader:
         match action.op:
             case Op.CREATE:
                 if outcome is Outcome.OK:
-                    generation = optional(raw, "generation", str, where, action.turn)
+                    generation = self._reported_generation(raw, action.turn, where)
                     self.generations[action.turn] = generation
+                    start = optional(raw, "start_seq", int, where, 0) if self.native else 0
                     self.out.records.append(
                         GenerationStarted(
                             time=t,
@@ -182,11 +182,17 @@ class _Reader:
                             generation=generation,
                             user_id=action.user,
                             replica=self.out.replica,
-                            start_seq=optional(raw, "start_seq", int, where, 0),
+                            start_seq=start,
                         )
                     )
             case Op.EMIT | Op.DONE | Op.ERROR:
-                seq = optional(raw, "seq", int, where, None) if outcome is Outcome.OK else None
+                seq = None
+                if outcome is Outcome.OK:
+                    seq = (
+                        optional(raw, "seq", int, where, None)
+                        if self.native
+                        else self.identity.emit_seq(action)
+                    )
                 self._emitted(t, action, _OUTCOMES[outcome], seq)
             case Op.ABORT:
                 self._abort(t, action, outcome, raw, where)
@@ -219,7 +225,9 @@ class _Reader:
         if outcome is Outcome.REFUSED:
             return
         aborted = outcome is Outcome.OK and field_of(raw, "aborted", bool, where)
-        generation = optional(raw, "generation", str, where, None)
+        turn = self.identity.turn_of_stream.get(action.stream, "")
+        generation = optional(raw, "generation", str, where, None) if self.native else turn or None
+        seq = optional(raw, "seq", int, where, None) if self.native else self.identity.end_of(turn)
         if aborted and generation is not None:
             # The abort published the turn's terminal: an emit the checker can match.
             self.out.records.append(
@@ -231,7 +239,7 @@ class _Reader:
                     kind=EmitKind.DONE,
                     payload_digest=digest(raw.get("data")),
                     outcome=OpOutcome.OK,
-                    seq=optional(raw, "seq", int, where, None),
+                    seq=seq,
                 )
             )
         self.out.records.append(
@@ -250,30 +258,50 @@ class _Reader:
         self, t: float, action: Action, raw: Mapping[str, Any], where: str
     ) -> SessionOpened:
         snapshot = optional(raw, "snapshot", dict, where, {})
-        seqs = optional(snapshot, "seqs", list, f"{where}.snapshot", [])
-        if not all(isinstance(s, int) and not isinstance(s, bool) for s in seqs):
-            raise ProtocolError(f"{where}: snapshot.seqs must be a list of integers")
+        if self.native:
+            generation = field_of(raw, "generation", str, where)
+            seqs = optional(snapshot, "seqs", list, f"{where}.snapshot", [])
+            if not all(isinstance(s, int) and not isinstance(s, bool) for s in seqs):
+                raise ProtocolError(f"{where}: snapshot.seqs must be a list of integers")
+            first_seq = optional(raw, "first_seq", int, where, 0)
+        else:
+            generation = self.identity.turn_of_stream.get(action.stream, "")
+            seqs = self.identity.snapshot_seqs(snapshot, f"{where}.snapshot")
+            first_seq = max(seqs) + 1 if seqs else 0
+        self.session_turn[action.session] = generation
         return SessionOpened(
             time=t,
             session=action.session,
             stream_id=action.stream,
-            generation=field_of(raw, "generation", str, where),
+            generation=generation,
             user_id=action.user,
             owner_id=self.owners.get(action.stream, action.user),
             replica=self.out.replica,
             mode=SessionMode.RESUME if action.op is Op.RESUME else SessionMode.SUBSCRIBE,
-            first_seq=optional(raw, "first_seq", int, where, 0),
+            first_seq=first_seq,
             snapshot_seqs=tuple(seqs),
         )
 
-    def _delivered(self, raw: Mapping[str, Any], where: str) -> Delivered:
-        event = _event(field_of(raw, "event", dict, where), f"{where}.event")
-        return Delivered(
-            time=field_of(raw, "t", (int, float), where),
-            session=field_of(raw, "session", str, where),
-            event=event,
-            payload_digest=_payload_digest(event),
-        )
+    def _delivered(self, raw: Mapping[str, Any], where: str) -> list[Delivered]:
+        time = field_of(raw, "t", (int, float), where)
+        session = field_of(raw, "session", str, where)
+        reported = field_of(raw, "event", dict, where)
+        events: Sequence[StreamEvent]
+        if self.native:
+            events = [_event(reported, f"{where}.event")]
+        else:
+            turn = self.session_turn.get(session, "")
+            events = self.identity.events(reported, turn, f"{where}.event")
+        return [
+            Delivered(time=time, session=session, event=e, payload_digest=_payload_digest(e))
+            for e in events
+        ]
+
+    def _reported_generation(self, raw: Mapping[str, Any], turn: str, where: str) -> str:
+        """The implementation's id of ``turn`` where it has one; else the harness's."""
+        if not self.native:
+            return turn
+        return str(optional(raw, "generation", str, where, self.generations.get(turn, turn)))
 
 
 def _event(raw: Mapping[str, Any], where: str) -> StreamEvent:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from streamcheck.model import JSONValue
 from streamcheck.properties.protocol import Action, Op
+from streamcheck.properties.protocol._identity import marker
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +43,14 @@ def owner_of(stream: str) -> str:
 
 
 def chunk_payload(turn: str, n: int) -> JSONValue:
-    """The n-th chunk of ``turn``, shaped as LibreChat's text deltas, with its id."""
+    """The n-th chunk of ``turn``, shaped as LibreChat's text deltas, with its id; ``text``
+    is what an implementation that streams text only sends for it."""
+    text = marker(turn, n)
     return {
         "id": f"{turn}#{n}",
+        "text": text,
         "event": "on_message_delta",
-        "data": {"index": 0, "delta": {"content": [{"type": "text", "text": f"{turn}:{n} "}]}},
+        "data": {"index": 0, "delta": {"content": [{"type": "text", "text": text}]}},
     }
 
 

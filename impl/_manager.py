@@ -9,7 +9,7 @@ replica and ``abort_job`` on any replica. Example::
     await manager.emit_done("conv-1", {"final": True})
     await manager.complete_job("conv-1")
 
-Differences from the seed, each fixing a bug of spec §5: subscribers are marked only
+Differences from the seed, each fixing a bug of docs/librechat.md: subscribers are marked only
 after SUBSCRIBE is acknowledged (#2); state survives disconnects and abort listeners
 keep the channel (#3, #17); errors and final events are kept for late subscribers
 (#4); any replica can serve and abort any stream (#5, #7); resume is a snapshot *up to
@@ -249,7 +249,7 @@ class GenerationJobManager:
 
     async def _record_created(self, job: GenerationJob, event: Mapping[str, JSONValue]) -> None:
         # Awaited before the publish so a replica that sees `created` also sees the
-        # user message in the job (spec §5 #7).
+        # user message in the job (docs/librechat.md, bug 7).
         message = event.get("message")
         if not isinstance(message, Mapping) or not isinstance(message.get("messageId"), str):
             return
@@ -407,7 +407,7 @@ class GenerationJobManager:
         for stream_id, job in list(self._runtimes.items()):
             current = await self.job_store.get_job(stream_id)
             if current is None or current.generation_id != job.generation:
-                # Identity check: never retire a replacement turn (spec §5 #20).
+                # Identity check: never retire a replacement turn (docs/librechat.md, bug 20).
                 if self._runtimes.get(stream_id) is job:
                     del self._runtimes[stream_id]
                 job.aborted.set()
@@ -424,7 +424,7 @@ class GenerationJobManager:
     async def _reset_sequence(self, stream_id: str) -> None:
         """Canary COUNTER_DELETED_ON_CLEANUP: LibreChat cleaned a stream's transport once
         its job was gone (deleted when the turn ended) and ``resetSequence`` deleted the
-        shared counter with it, until #14411 (spec §5 #10). Here an ended job is kept
+        shared counter with it, until #14411 (docs/librechat.md, bug 10). Here an ended job is kept
         for late readers, so "gone" means "not running"."""
         current = await self.job_store.get_job(stream_id)
         if current is None or current.status.is_terminal:
@@ -454,7 +454,7 @@ class GenerationJobManager:
 
 
 def _abort_final_event(job: SerializableJobData, content: list[JSONValue]) -> JSONValue:
-    """LibreChat's abort final event (spec §1.4 step 6)."""
+    """LibreChat's abort final event (docs/design.md, "Abort")."""
     early = not content and job.response_message_id is None
     request: JSONValue = None
     if job.user_message is not None:

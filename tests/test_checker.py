@@ -260,7 +260,7 @@ def test_reordered_chunks(swapped: bool) -> None:
 
 @pytest.mark.parametrize("raced", [True, False])
 def test_reordered_against_the_generators_order_although_seqs_ascend(raced: bool) -> None:
-    # Spec §5 #1: publishes not awaited (seq unknown to the generator) race to Redis,
+    # docs/librechat.md, bug 1: publishes not awaited (seq unknown to the generator) race to Redis,
     # which numbers them in the order it runs them. Every seq arrives in order; the
     # generator's order is what was broken.
     b = Builder()

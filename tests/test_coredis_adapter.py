@@ -208,7 +208,7 @@ async def test_commands_raise_redis_connection_error_while_the_server_is_down() 
             assert await redis.get("k") is None
 
 
-# --- the pool-slot leak (research trio-redis-clients.md §5.1) -------------------------
+# --- the pool-slot leak (docs/redis.md) ---------------------------------------------
 
 
 async def test_pool_keeps_its_slots_after_leased_connections_die(redis_url: str) -> None:

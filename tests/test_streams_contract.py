@@ -1,6 +1,6 @@
 """The stream contract, run against every backend: memory, Redis and Redis Cluster.
 
-Ports of the seed's regression tests (spec §2.5, §3.2, §5) plus the scenarios the
+Ports of the seed's regression tests (docs/librechat.md) plus the scenarios the
 fixed design promises. Each test drives real replicas through the public manager API.
 """
 
@@ -148,7 +148,7 @@ async def test_cross_replica_abort_stops_the_generator(backend: Backend) -> None
 
 
 async def test_abort_reaches_the_generator_after_its_subscribers_left(backend: Backend) -> None:
-    # Regression (spec §5 #17): the last unsubscribe used to drop the abort channel.
+    # Regression (docs/librechat.md, bug 17): the last unsubscribe used to drop the abort channel.
     async with two(backend) as (a, b):
         job = await a.create_job("s1", "u1")
         sub = await a.subscribe("s1", "u1")
@@ -319,7 +319,7 @@ async def test_late_subscriber_to_a_finished_turn_gets_everything_and_the_final_
 
 
 async def test_all_subscribers_left_fires_on_every_disconnect(backend: Backend) -> None:
-    # Regression (spec §5 #3): the callback used to be lost after the first disconnect.
+    # Regression (docs/librechat.md bug 3): the callback used to be lost after the first disconnect.
     async with two(backend) as (a, _b):
         await a.create_job("s1", "u1")
         fired: list[int] = []

@@ -943,7 +943,7 @@ class _ReaderlessOrder:
         self.parked.clear()
 
 
-#: LibreChat's reorder buffer cap (spec §2.4), for the canary above.
+#: LibreChat's reorder buffer cap (#11650), for the canary above.
 READERLESS_CAP = 100
 
 

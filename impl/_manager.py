@@ -146,8 +146,8 @@ class GenerationJobManager:
             await self.transport.on_abort(stream_id, generation, job.aborted.set)
         except BaseException:
             # Without its abort listener the turn cannot be stopped from elsewhere, so it
-            # must not start. Found by the simulation: a runtime left behind here kept
-            # heart-beating a job that no generator would ever finish.
+            # must not start, and no runtime may stay behind: it would heart-beat a job
+            # that no generator will ever finish.
             if self._runtimes.get(stream_id) is job:
                 del self._runtimes[stream_id]
             job.aborted.set()
@@ -371,8 +371,8 @@ class GenerationJobManager:
         if outcome in (PublishRefused.NO_JOB, PublishRefused.OTHER_GENERATION):
             return AbortResult(outcome=AbortOutcome.NO_SUCH_STREAM)
         # The generator's own completion may record its status between our publish and
-        # this write (found by the simulation). Our Done is the terminal subscribers
-        # received; the job is ended either way.
+        # this write. Our Done is the terminal subscribers received; the job is ended
+        # either way.
         with contextlib.suppress(IllegalTransition):
             await self.job_store.update_job(
                 stream_id,
@@ -439,7 +439,7 @@ class GenerationJobManager:
             for stream_id, job in list(self._runtimes.items()):
                 if job.is_aborted:
                     # Nobody generates any more: a heartbeat would keep readers waiting
-                    # for ever if Redis lost the abort's writes (found by the simulation).
+                    # for ever if Redis lost the abort's writes.
                     continue
                 try:
                     await self.job_store.record_activity(stream_id, job.generation)

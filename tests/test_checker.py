@@ -929,8 +929,9 @@ def test_lost_writes_never_excuse_a_reused_seq() -> None:
 
 @pytest.mark.parametrize("same_replica", [True, False])
 def test_emits_complete_out_of_seq_order_only_across_replicas(same_replica: bool) -> None:
-    # A chunk got seq 3 and an abort's done (from another replica) seq 4, but the
-    # chunk's acknowledgement arrived later. One replica's emits are sequential, so
+    # Found by the real-Redis tier under a slow network, where the checker reported
+    # this as reordered: a chunk got seq 3 and an abort's done (from another replica)
+    # seq 4, but the chunk's acknowledgement arrived later. One replica's emits are sequential, so
     # there the same records mean seqs went backwards.
     b = Builder()
     b.start("g1")

@@ -23,6 +23,7 @@ from streamcheck.impl import (
     StreamAccessDenied,
 )
 from streamcheck.impl._content import content_text
+from streamcheck.impl._types import JobUpdate
 from streamcheck.model import Chunk, Done, Failure, Gap, StreamEvent
 from tests.backends import FAST, collect, delta, replicas, texts
 
@@ -371,6 +372,39 @@ async def test_generator_finishing_after_a_remote_abort_is_not_an_error(backend:
         await a.complete_job("s1")
         job = await b.get_job("s1")
         assert job is not None and job.status is JobStatus.ABORTED
+
+
+async def test_an_abort_whose_status_write_loses_to_the_generators_completion(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by the simulation: the generator's own completion recorded the turn's status
+    # between the abort's publish of its Done and the abort's status write, which then
+    # raised IllegalTransition out of abort_job. The abort's Done is the terminal readers
+    # received, and the job has ended either way.
+    async with two(backend) as (a, b):
+        await a.create_job("s1", "u1")
+        original = b.job_store.update_job
+        raced = False
+
+        async def completion_first(
+            stream_id: str, update: JobUpdate, *, expected_generation: str | None = None
+        ) -> bool:
+            nonlocal raced
+            if not raced and update.status is JobStatus.ABORTED:
+                raced = True  # the generator, not yet reached by the abort, completes
+                await original(
+                    stream_id,
+                    JobUpdate(status=JobStatus.COMPLETE),
+                    expected_generation=expected_generation,
+                )
+            return await original(stream_id, update, expected_generation=expected_generation)
+
+        monkeypatch.setattr(b.job_store, "update_job", completion_first)
+        result = await b.abort_job("s1", "u1")
+        assert raced
+        assert result.outcome is AbortOutcome.ABORTED
+        job = await b.get_job("s1")
+        assert job is not None and job.status.is_terminal
 
 
 async def test_memory_backend_forgets_the_log_of_an_expired_job() -> None:

@@ -403,9 +403,8 @@ def _startup_error(exc: BaseException, url: str) -> BackendUnavailable | None:
 
 #: coredis retries a command after a connection error by default. A connection that
 #: drops after Redis ran the publish script but before its reply arrived would then
-#: publish the event twice, under two seqs (found by the real-Redis tier across a Redis
-#: restart). impl treats a connection error as "maybe done" instead, and never retries
-#: a write blindly.
+#: publish the event twice, under two seqs. impl treats a connection error as "maybe
+#: done" instead, and never retries a write blindly.
 _NO_RETRY = NoRetryPolicy()
 
 

@@ -287,8 +287,7 @@ class RedisBus:
             self._subscriber = None
             if self._connected.is_set():
                 # Replace only a set event: tasks may be waiting on an unset one, and a
-                # fresh event would orphan them (found by the simulation: a subscribe
-                # hung for ever after two failovers in a row).
+                # fresh event would orphan them.
                 self._connected = trio.Event()
             for channel in self._channels.values():
                 channel.acked = False

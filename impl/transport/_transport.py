@@ -229,9 +229,9 @@ class EventTransport:
         size = len(encoded)  # ASCII: characters are bytes
         if size > self._max_event_bytes:
             raise EventTooLarge(stream_id=stream_id, size=size, limit=self._max_event_bytes)
-        # Held while in flight, so that cleanup never stops the actor under it (found by
-        # the simulation: an abort on a replica that was not producing emitted its Done
-        # through an idle actor, which the periodic cleanup stopped before it ran).
+        # Held while in flight, so that cleanup never stops the actor under it: an
+        # abort on a replica that is not producing emits its Done through an actor
+        # that is idle there.
         with self._holding(stream_id):
             return await self._actor(stream_id).emit(generation, kind, body, encoded)
 

@@ -190,7 +190,7 @@ def _judge_generation(
     last_good = gen.started_index
     #: The last OK emit per replica: one replica's emits of a turn are sequential, but
     #: an abort's terminal from another replica may complete before a chunk that got a
-    #: lower seq (found by the real-Redis tier under a slow network).
+    #: lower seq.
     previous_by_replica: dict[str, Emitted] = {}
     terminals = 0
     first_terminal: int | None = None

@@ -28,7 +28,7 @@ EXIT_OK, EXIT_ANOMALY, EXIT_USAGE = 0, 1, 2
 def _demo(args: argparse.Namespace) -> int:
     from streamcheck.properties.demo import run_demo
 
-    print(f"two replicas on the {args.backend} backend; generator on A, client on B")
+    print(f"three replicas on the {args.backend} backend")
     try:
         result = trio.run(lambda: run_demo(backend=args.backend, redis_url=args.redis_url))
     except BackendUnavailable as exc:
@@ -414,10 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
         "demo",
-        help="two replicas, a client that drops mid-answer and resumes",
+        help="a client drops from one replica mid-answer and resumes on another",
         description=(
             "Run a generation on replica A, attach a client on replica B mid-answer, drop "
-            "it, resume it, and check the assembled answer.\n\n"
+            "it, resume it on replica C, and check the assembled answer.\n\n"
             "examples:\n  streamcheck demo\n"
             "  streamcheck demo --backend redis --redis-url redis://127.0.0.1:6379"
         ),

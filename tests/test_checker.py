@@ -261,7 +261,7 @@ def test_reordered_chunks(swapped: bool) -> None:
 
 @pytest.mark.parametrize("raced", [True, False])
 def test_reordered_against_the_generators_order_although_seqs_ascend(raced: bool) -> None:
-    # Spec §5 #1: publishes not awaited (seq unknown to the generator) race to Redis,
+    # docs/librechat.md, bug 1: publishes not awaited (seq unknown to the generator) race to Redis,
     # which numbers them in the order it runs them. Every seq arrives in order; the
     # generator's order is what was broken.
     b = Builder()
@@ -930,8 +930,9 @@ def test_lost_writes_never_excuse_a_reused_seq() -> None:
 
 @pytest.mark.parametrize("same_replica", [True, False])
 def test_emits_complete_out_of_seq_order_only_across_replicas(same_replica: bool) -> None:
-    # A chunk got seq 3 and an abort's done (from another replica) seq 4, but the
-    # chunk's acknowledgement arrived later. One replica's emits are sequential, so
+    # Found by the real-Redis tier under a slow network, where the checker reported
+    # this as reordered: a chunk got seq 3 and an abort's done (from another replica)
+    # seq 4, but the chunk's acknowledgement arrived later. One replica's emits are sequential, so
     # there the same records mean seqs went backwards.
     b = Builder()
     b.start("g1")

@@ -49,7 +49,7 @@ PublishOutcome = Published | PublishRefused
 
 @dataclass(frozen=True, slots=True)
 class Dispatched:
-    """Canary UNAWAITED_PUBLISHES only (spec §5 #1): the publish was started and not
+    """Canary UNAWAITED_PUBLISHES only (docs/librechat.md, bug 1): the publish was started and not
     awaited, so neither its seq nor whether the fence let it through is known."""
 
 

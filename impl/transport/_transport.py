@@ -11,7 +11,7 @@ Edge cases worth knowing:
   no event between ``start_seq`` and "live" is lost or duplicated.
 * Incoming traffic for a stream with no local actor is dropped (nothing here needs it).
 * The channel stays subscribed while abort callbacks exist, even with no SSE
-  subscriber, so a Stop pressed elsewhere still reaches the generator (spec §5 #17).
+  subscriber, so a Stop pressed elsewhere still reaches the generator (docs/librechat.md, bug 17).
 """
 
 from __future__ import annotations
@@ -229,9 +229,9 @@ class EventTransport:
         size = len(encoded)  # ASCII: characters are bytes
         if size > self._max_event_bytes:
             raise EventTooLarge(stream_id=stream_id, size=size, limit=self._max_event_bytes)
-        # Held while in flight, so that cleanup never stops the actor under it (found by
-        # the simulation: an abort on a replica that was not producing emitted its Done
-        # through an idle actor, which the periodic cleanup stopped before it ran).
+        # Held while in flight, so that cleanup never stops the actor under it: an
+        # abort on a replica that is not producing emits its Done through an actor
+        # that is idle there.
         with self._holding(stream_id):
             return await self._actor(stream_id).emit(generation, kind, body, encoded)
 
@@ -306,7 +306,7 @@ class EventTransport:
     async def _settle_then_replay(
         self, actor: StreamActor, stream_id: str, sub_id: int, *, resume: bool
     ) -> None:
-        """Canary NO_DEFERRED_DELIVERY (spec §5 #11): LibreChat's attachment, already
+        """Canary NO_DEFERRED_DELIVERY (docs/librechat.md, bug 11): LibreChat's attachment, already
         live, awaited its early publishes and the frontier GET before replaying its
         early buffer; pub/sub copies that land meanwhile reach the reader first."""
         try:
@@ -333,7 +333,7 @@ class EventTransport:
         await self._bus.release_channel(subscription.stream_id)
         if remaining == 0 and entry is not None and self._drop_abort_on_leave:
             # Canary: LibreChat's last unsubscribe forgot the abort listener and its
-            # channel subscription (spec §5 #17, and #3 with the rest of the state).
+            # channel subscription (bug 17, and bug 3 with the rest of the state).
             for generation in entry[0].forget_abort_callbacks():
                 self._forgotten_aborts.add((subscription.stream_id, generation))
                 await self._bus.release_channel(subscription.stream_id)
@@ -346,7 +346,7 @@ class EventTransport:
     def _state_deleted(self, stream_id: str) -> None:
         """Canary STATE_DELETED_ON_LEAVE: the last subscriber left and LibreChat deleted
         the stream's state. The hook that resets ``hasSubscriber`` lived in it: the
-        first time it still ran; from then on nothing resets the flag (spec §5 #3)."""
+        first time it still ran; from then on nothing resets the flag (docs/librechat.md, bug 3)."""
         if stream_id in self._hook_lost:
             self._unsynced.add(stream_id)
         else:
@@ -359,7 +359,7 @@ class EventTransport:
         attachment already starts from an exact seq, so "sync" means: assume pub/sub may
         have lost something and catch up from the log (what a reconnect does).
         There is deliberately no ``reset_sequence``: the counter is shared and monotonic
-        across turns, and resetting it is what caused spec §5 bugs 9 and 10.
+        across turns, and resetting it is what caused bugs 9 and 10 of docs/librechat.md.
         """
         if (entry := self._actors.get(stream_id)) is not None:
             entry[0].restored()

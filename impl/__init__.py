@@ -6,6 +6,7 @@ Start with :func:`open_replica` over a :class:`MemoryBackend` (one process) or a
 """
 
 from streamcheck.impl._config import StreamConfig
+from streamcheck.impl._content import content_text
 from streamcheck.impl._errors import (
     BackendUnavailable,
     EventTooLarge,
@@ -68,6 +69,7 @@ __all__ = [
     "SystemWallClock",
     "UsageMetadata",
     "UserMessage",
+    "content_text",
     "open_configured_replica",
     "open_replica",
     "read_usage",

@@ -1,6 +1,6 @@
 """Configuration, read from the environment the way LibreChat reads it.
 
-LibreChat's variables (spec §7; ``api/cache/cacheConfig.js`` and ``redisClients.js``):
+LibreChat's variables (docs/design.md; ``api/cache/cacheConfig.js`` and ``redisClients.js``):
 
 ``USE_REDIS``
     ``true`` (any case, surrounding blanks ignored) turns Redis on; any other value, or
@@ -52,26 +52,26 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from streamcheck.impl._errors import redact_url
 
 # Reorder buffer: a missing seq is waited for 500 ms, at most 100 messages are parked
-# (spec §7 "Reorder buffer", §2.4).
+# (LibreChat #11650; docs/design.md).
 REORDER_TIMEOUT_S = 0.5
 REORDER_CAPACITY = 100
-# RedisJobStore key TTLs: runningTtl 1200 s, completedTtl 300 s (spec §7).
+# RedisJobStore key TTLs: runningTtl 1200 s, completedTtl 300 s (docs/design.md).
 RUNNING_TTL_S = 1200
 COMPLETED_TTL_S = 300
-# Manager and store cleanup interval, 60 000 ms (spec §7 "Cleanup intervals").
+# Manager and store cleanup interval, 60 000 ms (docs/design.md).
 CLEANUP_INTERVAL_S = 60
-# Early buffer caps, 5 000 events / 8 MiB (spec §7, §5 #13).
+# Early buffer caps, 5 000 events / 8 MiB (LibreChat #14612; docs/librechat.md, bug 13).
 EARLY_BUFFER_MAX_EVENTS = 5000
 EARLY_BUFFER_MAX_BYTES = 8 * 1024 * 1024
 # Largest single event we publish. Not a LibreChat knob: streamcheck's own bound so one
-# event can never fill a subscriber's output buffer (redis-cluster-publish.md §0, "Output
-# buffer") or most of the early buffer.
+# event can never fill a subscriber's pub/sub output buffer (docs/redis.md) or most of
+# the early buffer.
 MAX_EVENT_BYTES = 1024 * 1024
-# staleJobTimeout, 20 min (spec §7, InMemoryJobStore options).
+# staleJobTimeout, 20 min (LibreChat #13396; docs/design.md).
 STALE_JOB_TIMEOUT_S = 1200
 # How long a subscriber waits in silence before it checks the chunk log for tail events
 # pub/sub lost. streamcheck's own: pub/sub loses messages silently in every fault class
-# (redis-cluster-publish.md §7.3), and a stream whose last events were lost would stay
+# (docs/redis.md), and a stream whose last events were lost would stay
 # silent forever without this probe.
 IDLE_PROBE_S = 2.0
 

@@ -1,6 +1,6 @@
 """Folding chunk events into the message a client shows (LibreChat's content aggregator).
 
-Accepted events (spec §3.1): ``on_message_delta`` and ``on_reasoning_delta`` append
+Accepted events (docs/design.md, resume): ``on_message_delta`` and ``on_reasoning_delta`` append
 text to the content part at ``data.index``; ``on_run_step`` / ``on_run_step_completed``
 are collected separately as run steps (upserted by ``id``). Anything else is ignored.
 The functions are pure so that the same fold runs live, on resume and in the checker.

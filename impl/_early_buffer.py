@@ -2,7 +2,7 @@
 
 While the generating replica has never had a local subscriber it keeps what it
 published, so the first local attachment replays it without a log read. It is bounded
-(spec §5 #13: an unbounded buffer grew a 2 GiB heap); on overflow it discards itself
+(docs/librechat.md, bug 13: an unbounded buffer grew a 2 GiB heap); on overflow it discards itself
 and that attachment catches up from the chunk log instead. After the first attachment
 it closes for good: later attachments always use the log, so nothing is replayed
 twice.
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from streamcheck.model import SequencedEvent
 
-#: Caps from LibreChat #14612 (spec §7).
+#: Caps from LibreChat #14612 (docs/design.md).
 MAX_EVENTS = 5_000
 MAX_BYTES = 8 * 1024 * 1024
 

@@ -9,7 +9,7 @@ replica and ``abort_job`` on any replica. Example::
     await manager.emit_done("conv-1", {"final": True})
     await manager.complete_job("conv-1")
 
-Differences from the seed, each fixing a bug of spec §5: subscribers are marked only
+Differences from the seed, each fixing a bug of docs/librechat.md: subscribers are marked only
 after SUBSCRIBE is acknowledged (#2); state survives disconnects and abort listeners
 keep the channel (#3, #17); errors and final events are kept for late subscribers
 (#4); any replica can serve and abort any stream (#5, #7); resume is a snapshot *up to
@@ -128,8 +128,8 @@ class GenerationJobManager:
             await self.transport.on_abort(stream_id, generation, job.aborted.set)
         except BaseException:
             # Without its abort listener the turn cannot be stopped from elsewhere, so it
-            # must not start. Found by the simulation: a runtime left behind here kept
-            # heart-beating a job that no generator would ever finish.
+            # must not start, and no runtime may stay behind: it would heart-beat a job
+            # that no generator will ever finish.
             if self._runtimes.get(stream_id) is job:
                 del self._runtimes[stream_id]
             job.aborted.set()
@@ -240,7 +240,7 @@ class GenerationJobManager:
 
     async def _record_created(self, job: GenerationJob, event: Mapping[str, JSONValue]) -> None:
         # Awaited before the publish so a replica that sees `created` also sees the
-        # user message in the job (spec §5 #7).
+        # user message in the job (docs/librechat.md, bug 7).
         message = event.get("message")
         if not isinstance(message, Mapping) or not isinstance(message.get("messageId"), str):
             return
@@ -361,8 +361,8 @@ class GenerationJobManager:
         if outcome in (PublishRefused.NO_JOB, PublishRefused.OTHER_GENERATION):
             return AbortResult(outcome=AbortOutcome.NO_SUCH_STREAM)
         # The generator's own completion may record its status between our publish and
-        # this write (found by the simulation). Our Done is the terminal subscribers
-        # received; the job is ended either way.
+        # this write. Our Done is the terminal subscribers received; the job is ended
+        # either way.
         with contextlib.suppress(IllegalTransition):
             await self.job_store.update_job(
                 stream_id,
@@ -397,7 +397,7 @@ class GenerationJobManager:
         for stream_id, job in list(self._runtimes.items()):
             current = await self.job_store.get_job(stream_id)
             if current is None or current.generation_id != job.generation:
-                # Identity check: never retire a replacement turn (spec §5 #20).
+                # Identity check: never retire a replacement turn (docs/librechat.md, bug 20).
                 if self._runtimes.get(stream_id) is job:
                     del self._runtimes[stream_id]
                 job.aborted.set()
@@ -424,7 +424,7 @@ class GenerationJobManager:
             for stream_id, job in list(self._runtimes.items()):
                 if job.is_aborted:
                     # Nobody generates any more: a heartbeat would keep readers waiting
-                    # for ever if Redis lost the abort's writes (found by the simulation).
+                    # for ever if Redis lost the abort's writes.
                     continue
                 try:
                     await self.job_store.record_activity(stream_id, job.generation)
@@ -439,7 +439,7 @@ class GenerationJobManager:
 
 
 def _abort_final_event(job: SerializableJobData, content: list[JSONValue]) -> JSONValue:
-    """LibreChat's abort final event (spec §1.4 step 6)."""
+    """LibreChat's abort final event (docs/design.md, "Abort")."""
     early = not content and job.response_message_id is None
     request: JSONValue = None
     if job.user_message is not None:

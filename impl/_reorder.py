@@ -132,8 +132,7 @@ class ReorderBuffer:
             return self._finish(step, now)
         if event.seq < self.next_seq or event.seq in self._pending:
             # Still a full step: a bare one would carry no timer, and the shell would
-            # stop waking this reader (found by the simulation: a duplicate relayed
-            # after a failover left a reader without its idle probe, waiting for ever).
+            # stop waking this reader (its idle probe would never run again).
             self._duplicates += 1
             return self._finish(step, now)
         self._pending[event.seq] = event

@@ -28,7 +28,7 @@ from streamcheck.impl.transport._transport import EventTransport
 
 @dataclass(frozen=True, slots=True)
 class ReplicaSettings:
-    """Every timing and limit of a replica; defaults are LibreChat's (spec §7)."""
+    """Every timing and limit of a replica; defaults are LibreChat's (docs/design.md)."""
 
     #: Reorder buffer: wait this long for a gap to fill before reading the log.
     reorder_timeout_s: float = 0.5

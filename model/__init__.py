@@ -6,7 +6,13 @@ system can prove that events were lost for good it says so with a :class:`Gap`
 instead of staying silent.
 """
 
-from streamcheck.model._anomalies import Anomaly, AnomalyKind, CheckReport, CheckStatistics
+from streamcheck.model._anomalies import (
+    Anomaly,
+    AnomalyKind,
+    CheckReport,
+    CheckStatistics,
+    Verdict,
+)
 from streamcheck.model._checker import check
 from streamcheck.model._events import (
     Chunk,
@@ -78,6 +84,7 @@ __all__ = [
     "SessionOpened",
     "StreamEvent",
     "Terminal",
+    "Verdict",
     "WritesLost",
     "check",
     "digest",

@@ -109,6 +109,16 @@ class Anomaly:
         )
 
 
+class Verdict(enum.StrEnum):
+    """Jepsen's three answers about a history: valid, invalid, or not known."""
+
+    OK = "ok"
+    ANOMALY = "anomaly"
+    #: The history is malformed (a delivery to a session never opened, time running
+    #: backwards, ...): it proves nothing either way.
+    UNKNOWN = "unknown"
+
+
 @final
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CheckStatistics:
@@ -153,10 +163,19 @@ class CheckReport:
 
     anomalies: tuple[Anomaly, ...]
     statistics: CheckStatistics
+    #: Why the history could not be judged (it is malformed); ``None`` when it was.
+    unknown_reason: str | None = None
+
+    @property
+    def verdict(self) -> Verdict:
+        if self.unknown_reason is not None:
+            return Verdict.UNKNOWN
+        return Verdict.ANOMALY if self.anomalies else Verdict.OK
 
     @property
     def ok(self) -> bool:
-        return not self.anomalies
+        """Judged and clean. A history that could not be judged is never a pass."""
+        return self.verdict is Verdict.OK
 
     def by_kind(self) -> dict[AnomalyKind, int]:
         return dict(Counter(a.kind for a in self.anomalies))
@@ -167,6 +186,8 @@ class CheckReport:
     def to_json(self) -> dict[str, JSONValue]:
         return {
             "ok": self.ok,
+            "verdict": self.verdict.value,
+            "unknown_reason": self.unknown_reason,
             "by_kind": {kind.value: n for kind, n in sorted(self.by_kind().items())},
             "statistics": self.statistics.to_json(),
             "anomalies": [a.to_json() for a in self.anomalies],
@@ -174,6 +195,8 @@ class CheckReport:
 
     def summary(self) -> str:
         s = self.statistics
+        if self.unknown_reason is not None:
+            return f"history check: unknown, the history cannot be judged: {self.unknown_reason}"
         verdict = "ok" if self.ok else f"{len(self.anomalies)} anomalies"
         lines = [
             f"history check: {verdict} in {s.records} records "

@@ -26,20 +26,33 @@ makes them equal to ``record.index``).
 
 from __future__ import annotations
 
+import math
+import typing
 from collections.abc import Sequence
 
 from streamcheck.model._anomalies import Anomaly, AnomalyKind, CheckReport, CheckStatistics
 from streamcheck.model._history import (
     AbortRequested,
     BoundExceeded,
+    Delivered,
     EmitKind,
     Emitted,
     History,
+    OpOutcome,
     Record,
+    SessionClosed,
+    SessionOpened,
 )
 from streamcheck.model._identify import seq_list
-from streamcheck.model._reference import GenerationFacts, HistoryIndex, index_history
+from streamcheck.model._reference import (
+    GenerationFacts,
+    HistoryIndex,
+    index_history,
+    records_of,
+)
 from streamcheck.model._session_judge import SessionJudge, SessionTally
+
+RECORD_TYPES = typing.get_args(Record)
 
 #: Seconds after an acknowledged abort during which an emit may still return OK. The
 #: publish fence refuses chunks once the abort's terminal is written, so none.
@@ -49,8 +62,13 @@ ABORT_GRACE_S = 0.0
 def check(
     history: History | Sequence[Record], *, abort_grace: float = ABORT_GRACE_S
 ) -> CheckReport:
-    """Judge ``history``; the report lists every anomaly, earliest evidence first."""
-    index = index_history(history)
+    """Judge ``history``; the report lists every anomaly, earliest evidence first. A
+    malformed history is judged ``unknown`` with the reason (never a pass)."""
+    records = records_of(history)
+    reason = malformed(records)
+    if reason is not None:
+        return CheckReport(anomalies=(), statistics=_unjudged(records), unknown_reason=reason)
+    index = index_history(records)
     anomalies: list[Anomaly] = []
     reused = {i for indexes in index.reused_seqs.values() for i in indexes}
     for gen in index.generations.values():
@@ -73,6 +91,42 @@ def check(
         healed=index.healed_index is not None,
     )
     return CheckReport(anomalies=tuple(anomalies), statistics=statistics)
+
+
+def malformed(records: Sequence[Record]) -> str | None:
+    """Why ``records`` is not a history the checker can judge, or ``None``."""
+    opened: set[str] = set()
+    previous = -math.inf
+    for i, record in enumerate(records):
+        if not isinstance(record, RECORD_TYPES):
+            return f"record {i} is a {type(record).__name__}, not a history record"
+        if record.time < previous:
+            return f"record {i} ({type(record).__name__}) is earlier than record {i - 1}"
+        previous = record.time
+        if isinstance(record, SessionOpened):
+            if record.session in opened:
+                return f"record {i} opens session {record.session!r} a second time"
+            opened.add(record.session)
+        elif isinstance(record, Delivered | SessionClosed) and record.session not in opened:
+            what = "delivers to" if isinstance(record, Delivered) else "closes"
+            return f"record {i} {what} session {record.session!r}, which was never opened"
+        elif isinstance(record, Emitted) and record.outcome is OpOutcome.OK and record.seq is None:
+            return f"record {i} is an emit that succeeded without a seq"
+    return None
+
+
+def _unjudged(records: Sequence[Record]) -> CheckStatistics:
+    return CheckStatistics(
+        records=len(records),
+        sessions=0,
+        sessions_judged_for_liveness=0,
+        generations=0,
+        events_delivered=0,
+        gaps_signalled=0,
+        seqs_signalled_lost=0,
+        synthetic_terminals=0,
+        healed=False,
+    )
 
 
 def _judge_bounds(index: HistoryIndex, anomalies: list[Anomaly]) -> None:
@@ -136,7 +190,7 @@ def _judge_generation(
     last_good = gen.started_index
     #: The last OK emit per replica: one replica's emits of a turn are sequential, but
     #: an abort's terminal from another replica may complete before a chunk that got a
-    #: lower seq (found by the real-Redis tier under a slow network).
+    #: lower seq.
     previous_by_replica: dict[str, Emitted] = {}
     terminals = 0
     first_terminal: int | None = None

@@ -211,7 +211,7 @@ class SessionJudge:
         """True (reported) if the generator made this event before one already received.
 
         Seq order alone cannot tell: a seq is given when Redis runs the publish, so
-        publishes that race (spec §5 #1) reach everyone in one seq order that is not
+        publishes that race (docs/librechat.md, bug 1) reach everyone in one seq order that is not
         the generator's. Events of one replica's generator are compared (it makes one
         at a time); an abort's terminal from another replica is concurrent with them.
         """

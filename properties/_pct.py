@@ -6,7 +6,7 @@ every lane (a connection's commands, a connection's deliveries, replication) a r
 priority, always runs the highest-priority lane's head, and at d - 1 chosen step
 indices drops the lane about to run below every other. A bug that needs d ordering
 constraints is then found with probability at least 1 / (lanes * steps^(d - 1)) per
-run (research verification-anchors.md §2.5).
+run (docs/simulation.md).
 
 The scheduler is pure: the same seed, depth and sequence of pending items give the
 same choices, so a decision ``pct(seed, depth)`` replays exactly and Hypothesis can

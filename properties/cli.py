@@ -28,7 +28,7 @@ EXIT_OK, EXIT_ANOMALY, EXIT_USAGE = 0, 1, 2
 def _demo(args: argparse.Namespace) -> int:
     from streamcheck.properties.demo import run_demo
 
-    print(f"two replicas on the {args.backend} backend; generator on A, client on B")
+    print(f"three replicas on the {args.backend} backend")
     try:
         result = trio.run(lambda: run_demo(backend=args.backend, redis_url=args.redis_url))
     except BackendUnavailable as exc:
@@ -85,6 +85,13 @@ def _run(args: argparse.Namespace) -> int:
         print(
             f"streamcheck: --replicas must be {MIN_REPLICAS} to {MAX_REPLICAS}, "
             f"not {args.replicas}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if args.backend == "sim" and args.impl:
+        print(
+            "streamcheck: --impl runs a foreign implementation against real Redis: use "
+            "--backend redis or cluster (the simulation drives impl/ in-process)",
             file=sys.stderr,
         )
         return EXIT_USAGE
@@ -225,6 +232,7 @@ def _run_real(args: argparse.Namespace) -> int:
     import shutil
     import time
 
+    from streamcheck.properties.protocol import agent_command
     from streamcheck.properties.realredis._harness import (
         FAULTS,
         PROFILES,
@@ -236,6 +244,12 @@ def _run_real(args: argparse.Namespace) -> int:
 
     if args.canary or args.profile:
         print("streamcheck: canaries run in the simulation only (--backend sim)", file=sys.stderr)
+        return EXIT_USAGE
+    impls = args.impl or ["python"]
+    try:
+        commands = [agent_command(impl) for impl in impls]
+    except ValueError as exc:
+        print(f"streamcheck: --impl: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.budget is not None:
         print(
@@ -294,9 +308,15 @@ def _run_real(args: argparse.Namespace) -> int:
             faults=faults,
             on_run=lambda result: print(run_line(result), flush=True),
             keep_failures=Path(args.reports) / "realredis-failures",
+            commands=commands,
         )
     )
     print()
+    implementation = next((f.implementation for f in figures if f.implementation), "unknown")
+    print(f"implementation: {implementation} ({' | '.join(impls)})")
+    not_made = next((f.not_exercised for f in figures if f.not_exercised), [])
+    if not_made:
+        print(f"promises it does not make (not judged): {'; '.join(not_made)}")
     print(table(figures))
     path = write(
         to_json(backend, profile, seed, figures, time.monotonic() - started), Path(args.reports)
@@ -394,10 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
         "demo",
-        help="two replicas, a client that drops mid-answer and resumes",
+        help="a client drops from one replica mid-answer and resumes on another",
         description=(
             "Run a generation on replica A, attach a client on replica B mid-answer, drop "
-            "it, resume it, and check the assembled answer.\n\n"
+            "it, resume it on replica C, and check the assembled answer.\n\n"
             "examples:\n  streamcheck demo\n"
             "  streamcheck demo --backend redis --redis-url redis://127.0.0.1:6379"
         ),
@@ -426,7 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  streamcheck run --budget 600 --workers 2     # the same on two cores\n"
             "  streamcheck run --backend redis              # real redis-server, every fault\n"
             "  streamcheck run --backend cluster --soak     # 3-master cluster, longer runs\n"
-            "  streamcheck run --backend redis --faults redis-pause,replica-sigkill"
+            "  streamcheck run --backend redis --faults redis-pause,replica-sigkill\n"
+            "  streamcheck run --backend redis --impl 'node my-port/agent.js'"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -438,6 +459,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="sim: examples (default 300); redis|cluster: runs per fault kind",
     )
     run.add_argument("--soak", action="store_true", help="redis|cluster: the longer profile")
+    run.add_argument(
+        "--impl",
+        action="append",
+        metavar="CMD",
+        help="redis|cluster: the implementation under test, as the command that starts one "
+        "replica agent speaking the replica protocol (docs/port-protocol.md); "
+        "'python' (the default) is streamcheck's own. Given more than once, replica i runs "
+        "the (i mod n)-th command: a mixed run of implementations on the same streams",
+    )
     run.add_argument(
         "--faults", default="", help="redis|cluster: comma-separated fault kinds (default all)"
     )

@@ -1,20 +1,30 @@
-"""The demo: two replicas, a client that attaches mid-generation, drops and resumes.
+"""The demo: a client attaches to one replica mid-generation, drops, and resumes on another.
 
-It prints the answer the client assembled and checks it against what the generator
-emitted: nothing lost, nothing duplicated, one terminal at the end.
+Three replicas share one backend. The generator runs on replica A; the client attaches
+to replica B while the answer is being written, drops after a few words, and resumes on
+replica C (a snapshot up to a seq, then everything after it). The demo prints where the
+client attached, dropped and resumed, and the answer it assembled, and checks that
+answer against what the generator emitted: nothing lost, nothing duplicated.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import trio
 
-from streamcheck.impl import GenerationJobManager, MemoryBackend, ReplicaSettings, open_replica
+from streamcheck.impl import (
+    GenerationJobManager,
+    MemoryBackend,
+    RedisLike,
+    ReplicaSettings,
+    open_replica,
+)
 from streamcheck.impl._content import content_text
+from streamcheck.impl.redis import open_coredis
 from streamcheck.model import Chunk, Done, Gap, JSONValue
 
 ANSWER = (
@@ -22,6 +32,9 @@ ANSWER = (
     "client that drops can come back on any replica, take a snapshot up to a known seq "
     "and continue from the next one without losing or repeating a single word."
 )
+#: Where each part runs: the generator, the client's first attachment, its resume.
+GENERATOR, ATTACH, RESUME = "A", "B", "C"
+REPLICAS = (GENERATOR, ATTACH, RESUME)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,27 +58,21 @@ def _delta(text: str) -> JSONValue:
 
 
 @asynccontextmanager
-async def _two_replicas(
-    backend: str, redis_url: str
-) -> AsyncIterator[tuple[GenerationJobManager, GenerationJobManager]]:
+async def _replicas(backend: str, redis_url: str) -> AsyncIterator[dict[str, GenerationJobManager]]:
+    """One replica per name of :data:`REPLICAS`, all on one backend (each its own
+    Redis client over Redis, as separate processes would have)."""
     settings = ReplicaSettings()
-    if backend == "memory":
-        shared = MemoryBackend(settings=settings)
-        async with (
-            open_replica(shared, settings=settings) as a,
-            open_replica(shared, settings=settings) as b,
-        ):
-            yield a, b
-        return
-    from streamcheck.impl.redis._coredis import open_coredis
-
-    async with (
-        open_coredis(redis_url) as ra,
-        open_coredis(redis_url) as rb,
-        open_replica(ra, settings=settings) as a,
-        open_replica(rb, settings=settings) as b,
-    ):
-        yield a, b
+    shared = MemoryBackend(settings=settings) if backend == "memory" else None
+    async with AsyncExitStack() as stack:
+        replicas: dict[str, GenerationJobManager] = {}
+        for name in REPLICAS:
+            store: MemoryBackend | RedisLike = (
+                shared
+                if shared is not None
+                else await stack.enter_async_context(open_coredis(redis_url))
+            )
+            replicas[name] = await stack.enter_async_context(open_replica(store, settings=settings))
+        yield replicas
 
 
 async def run_demo(
@@ -74,11 +81,16 @@ async def run_demo(
     stream_id, user = f"demo-{time.time_ns()}", "demo-user"
     words = [w + " " for w in ANSWER.split(" ")]
     started = time.perf_counter()
-    async with _two_replicas(backend, redis_url) as (replica_a, replica_b):
-        await replica_a.create_job(stream_id, user)
+    async with _replicas(backend, redis_url) as replicas:
+        generator, attach, resume = (replicas[name] for name in REPLICAS)
+        await generator.create_job(stream_id, user)
         attached = trio.Event()
         dropped_at = trio.Event()
         received: list[str] = []
+
+        def say(line: str) -> None:
+            if echo:
+                print(line)
 
         async def generate() -> None:
             for i, word in enumerate(words):
@@ -86,13 +98,14 @@ async def run_demo(
                     await attached.wait()  # make sure the client joins mid-answer
                 if i == 25:
                     await dropped_at.wait()  # and that some words land while it is away
-                await replica_a.emit_chunk(stream_id, _delta(word))
+                await generator.emit_chunk(stream_id, _delta(word))
                 await trio.sleep(word_delay)
-            await replica_a.emit_done(stream_id, {"final": True, "text": "".join(words)})
-            await replica_a.complete_job(stream_id)
+            await generator.emit_done(stream_id, {"final": True, "text": "".join(words)})
+            await generator.complete_job(stream_id)
 
         async def client() -> None:
-            subscription = await replica_b.subscribe(stream_id, user)
+            subscription = await attach.subscribe(stream_id, user)
+            say(f"client attached to replica {ATTACH} mid-answer")
             attached.set()
             async for event in subscription:
                 if isinstance(event, Chunk):
@@ -100,17 +113,15 @@ async def run_demo(
                 if len(received) == 18:
                     break
             await subscription.aclose()
-            if echo:
-                print(f"client on replica B: dropped after {len(received)} words")
+            say(f"client dropped from replica {ATTACH} after {len(received)} words")
             dropped_at.set()
             await trio.sleep(word_delay * 5)
-            state, resumed = await replica_b.resume(stream_id, user)
+            state, resumed = await resume.resume(stream_id, user)
             snapshot = content_text(state.aggregated_content)
-            if echo:
-                print(
-                    f"client resumed on replica B: snapshot through seq {state.through_seq} "
-                    f"holds {len(snapshot.split())} words"
-                )
+            say(
+                f"client resumed on replica {RESUME}: snapshot through seq {state.through_seq} "
+                f"holds {len(snapshot.split())} words, the rest follows live"
+            )
             received[:] = [snapshot]
             async for event in resumed:
                 if isinstance(event, Gap):
@@ -121,6 +132,7 @@ async def run_demo(
                     break
             result_box.append((state.through_seq, "".join(received)))
 
+        say(f"generator on replica {GENERATOR}")
         result_box: list[tuple[int | None, str]] = []
         async with trio.open_nursery() as nursery:
             nursery.start_soon(generate)

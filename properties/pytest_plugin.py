@@ -26,6 +26,10 @@ It provides
   and the ``streamcheck replay`` command (``expect_anomaly=True`` turns that around
   for canary tests; ``check=False`` only returns the result).
 
+* the option ``--streamcheck-impl CMD`` and the fixture ``streamcheck_real_redis``: the
+  real-Redis tier's workload and faults against that implementation's agents (see
+  :mod:`streamcheck.properties._pytest_real`).
+
 The module imports nothing heavy at start-up (stdlib and pytest only): the harness,
 Hypothesis and impl/ load when a test first uses the fixture, so an installed plugin
 costs suites that never use it nothing.
@@ -41,6 +45,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from streamcheck.properties._pytest_real import streamcheck_real_redis
 
 if TYPE_CHECKING:
     from hypothesis import settings as HypothesisSettings
@@ -94,6 +100,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             help=help_text,
         )
         parser.addini(f"streamcheck_{name}", help_text, default=None)
+    group.addoption(
+        "--streamcheck-impl",
+        dest="streamcheck_impl",
+        action="append",
+        metavar="CMD",
+        help="streamcheck: the implementation the streamcheck_real_redis fixture judges, as "
+        "the command that starts one replica agent (docs/port-protocol.md); 'python' (the "
+        "default) is streamcheck's own; given several times, replicas alternate",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -437,3 +452,6 @@ def streamcheck_campaign(request: pytest.FixtureRequest) -> StreamcheckCampaign:
     ``expect_anomaly=``, ``check=``) to get the CampaignResult; a failing run writes
     its replay file and timeline.html and fails the test."""
     return StreamcheckCampaign(request, request.config.stash[_STATE])
+
+
+__all__ = ["streamcheck_campaign", "streamcheck_real_redis"]

@@ -1,7 +1,7 @@
 """Session-wide Redis fixtures.
 
 All fixtures are synchronous on purpose: pytest-trio reuses an async fixture's value
-across Hypothesis examples (research trio-redis-clients.md §6.2), so tests take a URL
+across Hypothesis examples (docs/redis.md), so tests take a URL
 here and open their client inside the test body with ``async with open_redis(url)``.
 
 Tests that use ``redis_url`` are marked ``redis`` and tests that use

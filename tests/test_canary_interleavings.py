@@ -1,4 +1,4 @@
-"""Each canary added for spec §5 bugs 1, 3, 4, 5, 7, 9, 10, 11 and 12, on the interleaving §5 gives.
+"""Each canary of docs/librechat.md bugs 1, 3, 4, 5, 7, 9, 10, 11 and 12, on its interleaving.
 
 The campaign in test_properties.py shows the state machine finds each canary by
 itself; these hand-written decision lists pin the mechanism: with the canary on the
@@ -29,7 +29,7 @@ def _turn(stream: str = "s0", producer: int = 0) -> Steps:
 
 
 SCENARIOS: dict[Canary, tuple[Steps, set[AnomalyKind]]] = {
-    # §5 #3: attach, leave (the hook still resets hasSubscriber), attach, leave (no hook
+    # Bug 3: attach, leave (the hook still resets hasSubscriber), attach, leave (no hook
     # any more), attach: the third attachment is not synchronised and skips seqs 0-1.
     Canary.STATE_DELETED_ON_LEAVE: (
         [
@@ -53,7 +53,7 @@ SCENARIOS: dict[Canary, tuple[Steps, set[AnomalyKind]]] = {
         ],
         {AnomalyKind.SKIPPED_WITHOUT_GAP},
     ),
-    # §5 #4: a client attaches on the other replica as the turn fails; the job (and its
+    # Bug 4: a client attaches on the other replica as the turn fails; the job (and its
     # log) is deleted before the client can read it: "stream lost", chunks never seen.
     Canary.ERROR_NOT_KEPT: (
         [
@@ -66,7 +66,7 @@ SCENARIOS: dict[Canary, tuple[Steps, set[AnomalyKind]]] = {
         ],
         {AnomalyKind.LOST},
     ),
-    # §5 #7: the first event is published before the other replica's SUBSCRIBE; that
+    # Bug 7: the first event is published before the other replica's SUBSCRIBE; that
     # replica has no local buffer, and without the log catch-up it skips it.
     Canary.CREATED_LOST_CROSS_REPLICA: (
         [
@@ -80,7 +80,7 @@ SCENARIOS: dict[Canary, tuple[Steps, set[AnomalyKind]]] = {
         ],
         {AnomalyKind.SKIPPED_WITHOUT_GAP},
     ),
-    # §5 #10: the turn ends, a cleanup pass deletes the counter, the next turn on the
+    # Bug 10: the turn ends, a cleanup pass deletes the counter, the next turn on the
     # same stream id starts again at seq 0.
     Canary.COUNTER_DELETED_ON_CLEANUP: (
         [
@@ -97,7 +97,7 @@ SCENARIOS: dict[Canary, tuple[Steps, set[AnomalyKind]]] = {
         ],
         {AnomalyKind.DUPLICATE},
     ),
-    # §5 #11: a client attaches on the producer's replica while an early publish is in
+    # Bug 11: a client attaches on the producer's replica while an early publish is in
     # flight; its pub/sub copy lands while the attachment waits, then the buffer replays.
     Canary.NO_DEFERRED_DELIVERY: (
         [
@@ -112,7 +112,7 @@ SCENARIOS: dict[Canary, tuple[Steps, set[AnomalyKind]]] = {
         ],
         {AnomalyKind.DUPLICATE},
     ),
-    # §5 #5: Stop pressed on replica 1 while the generator runs on replica 0: the abort
+    # Bug 5: Stop pressed on replica 1 while the generator runs on replica 0: the abort
     # ends the turn for readers, but replica 0 never hears of it and keeps generating.
     Canary.NO_CROSS_REPLICA_ABORT: (
         [
@@ -130,7 +130,7 @@ SCENARIOS: dict[Canary, tuple[Steps, set[AnomalyKind]]] = {
         ],
         {AnomalyKind.ABORT_NOT_HONOURED, AnomalyKind.TERMINAL_TWICE},
     ),
-    # §5 #12: the reader on the producer's replica leaves; the replica keeps the channel
+    # Bug 12: the reader on the producer's replica leaves; the replica keeps the channel
     # for its abort listener, its frontier back at 0, and the next event parks there.
     Canary.SEQUENCED_ON_ABORT_ONLY: (
         [
@@ -146,7 +146,7 @@ SCENARIOS: dict[Canary, tuple[Steps, set[AnomalyKind]]] = {
         ],
         {AnomalyKind.BOUND_EXCEEDED},
     ),
-    # §5 #1: the generator's loop makes three chunks without awaiting their publishes;
+    # Bug 1: the generator's loop makes three chunks without awaiting their publishes;
     # Redis runs the second first (step 1 of the pending scripts), so the second chunk
     # gets the lower seq and every reader sees it first.
     Canary.UNAWAITED_PUBLISHES: (
@@ -190,7 +190,7 @@ def test_the_correct_implementation_runs_the_same_interleaving_clean(canary: Can
     assert _kinds(steps, frozenset()) == set()
 
 
-# §5 #9 needs the counter to go back first (#10's mechanism, which its canary turns on
+# Bug 9 needs the counter to go back first (#10's mechanism, which its canary turns on
 # too), and that shows as a reused seq before anything else. What the stale frontier
 # adds is pinned here: the same turns, healed, leave the next turn's reader hanging
 # with #9, and not with #10 alone.

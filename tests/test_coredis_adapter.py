@@ -24,6 +24,7 @@ from streamcheck.impl.redis import (
     SubscriptionsRestored,
     open_coredis,
 )
+from streamcheck.properties.realredis._proxy import Cut, Latency, open_fault_proxy
 from tests.redis_support import (
     RedisServer,
     find_free_port,
@@ -208,7 +209,49 @@ async def test_commands_raise_redis_connection_error_while_the_server_is_down() 
             assert await redis.get("k") is None
 
 
-# --- the pool-slot leak (research trio-redis-clients.md §5.1) -------------------------
+#: Counts its runs in KEYS[1] and says it ran on the list KEYS[2].
+COUNT_RUNS = LuaScript(
+    "count_runs", "redis.call('LPUSH', KEYS[2], 'ran'); return redis.call('INCR', KEYS[1])"
+)
+
+
+async def test_a_script_whose_reply_was_lost_is_not_run_again(
+    redis_url: str, key_prefix: str
+) -> None:
+    # Found by the real-Redis tier across a Redis restart: coredis retries a command after
+    # a connection error by default, so a publish script whose reply was lost with its
+    # connection ran a second time and published the event again under a new seq. A
+    # connection error now means "maybe done", and nothing is retried blindly.
+    runs, ran = f"{key_prefix}{{retry}}:runs", f"{key_prefix}{{retry}}:ran"
+    port = urlsplit(redis_url).port
+    assert port is not None
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with (
+            open_redis(redis_url) as direct,
+            open_fault_proxy(port) as proxy,
+            open_coredis(f"redis://127.0.0.1:{proxy.port}") as redis,
+        ):
+            await redis.run_script(COUNT_RUNS, keys=[f"{runs}:warm-up", ran], args=[])
+            await direct.raw.delete([ran])  # the script is loaded now
+            proxy.inject(Latency(delay_s=1.0))  # each way: the reply lags the run by 1 s
+            outcome: list[str] = []
+
+            async def call() -> None:
+                try:
+                    await redis.run_script(COUNT_RUNS, keys=[runs, ran], args=[])
+                    outcome.append("returned")
+                except RedisConnectionError:
+                    outcome.append("connection error")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call)
+                assert await direct.raw.blpop([ran], timeout=5)  # Redis has run it
+                proxy.inject(Cut())  # its reply, still in the proxy, is lost
+            assert outcome == ["connection error"]
+            assert await direct.get(runs) == "1"
+
+
+# --- the pool-slot leak (docs/redis.md) ---------------------------------------------
 
 
 async def test_pool_keeps_its_slots_after_leased_connections_die(redis_url: str) -> None:

@@ -266,7 +266,7 @@ async def test_transitions_follow_the_status_table(
 async def test_create_replaces_a_reused_stream_id_without_inherited_fields(
     backend: Backend,
 ) -> None:
-    # Fields of the previous turn used to survive on the re-created hash (spec §5 bug 16).
+    # Fields of the previous turn used to survive on the re-created hash (docs/librechat.md bug 16).
     store = backend.store()
     await store.create_job("s", "u", "conv", generation_id="g1")
     await store.update_job(

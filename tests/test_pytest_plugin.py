@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,27 @@ def test_documentation_has_the_ci_snippet() -> None:
         "streamcheck_campaign",
     ):
         assert needle in text
+
+
+REAL_SUITE = """
+def test_the_implementation_survives(streamcheck_real_redis):
+    (figures,) = streamcheck_real_redis(faults=["none"])
+    print("IMPLEMENTATION", figures.implementation, figures.events)
+"""
+
+
+@pytest.mark.redis
+def test_the_real_redis_fixture_judges_the_implementation_it_is_given(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(REAL_SUITE)
+    own = _run(pytester, "-s")
+    own.assert_outcomes(passed=1)
+    assert "IMPLEMENTATION streamcheck-python" in own.stdout.str()
+    # Another implementation: streamcheck's agent behind an adapter that loses chunks.
+    lossy = f"{sys.executable} {Path(__file__).parent / 'agents' / 'seqless.py'} --drop 9"
+    judged = _run(pytester, "--streamcheck-impl", lossy)
+    judged.assert_outcomes(failed=1)
+    output = judged.stdout.str()
+    assert "streamcheck found anomalies in streamcheck-python-seqless" in output
+    assert "skipped_without_gap" in output and "evidence kept under" in output

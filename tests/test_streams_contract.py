@@ -1,6 +1,6 @@
 """The stream contract, run against every backend: memory, Redis and Redis Cluster.
 
-Ports of the seed's regression tests (spec §2.5, §3.2, §5) plus the scenarios the
+Ports of the seed's regression tests (docs/librechat.md) plus the scenarios the
 fixed design promises. Each test drives real replicas through the public manager API.
 """
 
@@ -23,6 +23,7 @@ from streamcheck.impl import (
     StreamAccessDenied,
 )
 from streamcheck.impl._content import content_text
+from streamcheck.impl._types import JobUpdate
 from streamcheck.model import Chunk, Done, Failure, Gap, StreamEvent
 from tests.backends import FAST, collect, delta, replicas, texts
 
@@ -148,7 +149,7 @@ async def test_cross_replica_abort_stops_the_generator(backend: Backend) -> None
 
 
 async def test_abort_reaches_the_generator_after_its_subscribers_left(backend: Backend) -> None:
-    # Regression (spec §5 #17): the last unsubscribe used to drop the abort channel.
+    # Regression (docs/librechat.md, bug 17): the last unsubscribe used to drop the abort channel.
     async with two(backend) as (a, b):
         job = await a.create_job("s1", "u1")
         sub = await a.subscribe("s1", "u1")
@@ -319,7 +320,7 @@ async def test_late_subscriber_to_a_finished_turn_gets_everything_and_the_final_
 
 
 async def test_all_subscribers_left_fires_on_every_disconnect(backend: Backend) -> None:
-    # Regression (spec §5 #3): the callback used to be lost after the first disconnect.
+    # Regression (docs/librechat.md bug 3): the callback used to be lost after the first disconnect.
     async with two(backend) as (a, _b):
         await a.create_job("s1", "u1")
         fired: list[int] = []
@@ -371,6 +372,39 @@ async def test_generator_finishing_after_a_remote_abort_is_not_an_error(backend:
         await a.complete_job("s1")
         job = await b.get_job("s1")
         assert job is not None and job.status is JobStatus.ABORTED
+
+
+async def test_an_abort_whose_status_write_loses_to_the_generators_completion(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by the simulation: the generator's own completion recorded the turn's status
+    # between the abort's publish of its Done and the abort's status write, which then
+    # raised IllegalTransition out of abort_job. The abort's Done is the terminal readers
+    # received, and the job has ended either way.
+    async with two(backend) as (a, b):
+        await a.create_job("s1", "u1")
+        original = b.job_store.update_job
+        raced = False
+
+        async def completion_first(
+            stream_id: str, update: JobUpdate, *, expected_generation: str | None = None
+        ) -> bool:
+            nonlocal raced
+            if not raced and update.status is JobStatus.ABORTED:
+                raced = True  # the generator, not yet reached by the abort, completes
+                await original(
+                    stream_id,
+                    JobUpdate(status=JobStatus.COMPLETE),
+                    expected_generation=expected_generation,
+                )
+            return await original(stream_id, update, expected_generation=expected_generation)
+
+        monkeypatch.setattr(b.job_store, "update_job", completion_first)
+        result = await b.abort_job("s1", "u1")
+        assert raced
+        assert result.outcome is AbortOutcome.ABORTED
+        job = await b.get_job("s1")
+        assert job is not None and job.status.is_terminal
 
 
 async def test_memory_backend_forgets_the_log_of_an_expired_job() -> None:

@@ -1,4 +1,4 @@
-"""Job stores: where a generation's status and metadata live (spec §4).
+"""Job stores: where a generation's status and metadata live (docs/design.md).
 
 :class:`MemoryJobStore` serves a single process; :class:`RedisJobStore` is shared by
 every replica. Both implement :class:`JobStore`.

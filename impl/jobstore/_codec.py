@@ -1,4 +1,4 @@
-"""The job hash ``stream:{id}:job`` in LibreChat's serialisation (spec §4.2).
+"""The job hash ``stream:{id}:job`` in LibreChat's serialisation (docs/design.md).
 
 Writing: ``None`` fields are omitted, booleans become ``"1"``/``"0"``, the user message
 becomes JSON, everything else its decimal or string form. Reading: empty strings mean

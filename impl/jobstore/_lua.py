@@ -42,7 +42,7 @@ def lua_status_tables() -> str:
 
 
 #: KEYS: job, seq, runsteps. ARGV: running TTL (s), then field/value pairs.
-#: Replaces the job wholesale (no field of a previous turn survives, spec §5 bug 16)
+#: Replaces the job wholesale (no field of a previous turn survives: docs/librechat.md, bug 16)
 #: and stamps ``startSeq`` with the stream counter, read in the same atomic step.
 #: Returns ``startSeq``.
 CREATE: Final = LuaScript(

@@ -29,9 +29,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: LibreChat ``InMemoryJobStore`` option ``maxJobs`` (spec §4.3).
+#: LibreChat ``InMemoryJobStore`` option ``maxJobs`` (docs/design.md).
 DEFAULT_MAX_JOBS = 1000
-#: LibreChat ``staleJobTimeout`` (#13396): 20 minutes of inactivity (spec §4.3, bug 14).
+#: LibreChat ``staleJobTimeout`` (#13396): 20 minutes of inactivity (docs/librechat.md, bug 14).
 DEFAULT_STALE_JOB_TIMEOUT_MS = 20 * 60 * 1000
 
 

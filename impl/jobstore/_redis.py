@@ -1,6 +1,6 @@
 """``RedisJobStore``: the job store shared by every replica, on LibreChat's key layout.
 
-Keys (spec §4.2; ``{id}`` is the Cluster hash tag):
+Keys (docs/design.md, "Redis layout"; ``{id}`` is the Cluster hash tag):
 
 * ``stream:{id}:job`` hash, camelCase fields (see :mod:`streamcheck.impl.jobstore._codec`);
   TTL 1200 s while running, 300 s once terminal.
@@ -50,11 +50,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: LibreChat ``RedisJobStore`` ``runningTtl``: job hash TTL while running (spec §4.2, §7).
+#: LibreChat ``RedisJobStore`` ``runningTtl``: job hash TTL while running (docs/design.md).
 RUNNING_TTL_S: Final = 1200
-#: LibreChat ``completedTtl``: job hash TTL after a terminal update (spec §4.2, §7).
+#: LibreChat ``completedTtl``: job hash TTL after a terminal update (docs/design.md).
 COMPLETED_TTL_S: Final = 300
-#: Stale-job timeout, the same 20 minutes as the in-memory store (#13396, spec §4.3).
+#: Stale-job timeout, the same 20 minutes as the in-memory store (#13396).
 STALE_JOB_TIMEOUT_MS: Final = 1200 * 1000
 _DEFAULT_KEYS: Final = Keys()
 
@@ -64,7 +64,7 @@ class RedisJobStore:
     """Jobs in Redis, every status change an atomic compare-and-set script.
 
     The problem it solves: several replicas share jobs, and a late write from one turn
-    must never damage the next turn on the same stream id (spec §5 bugs 16 and 20).
+    must never damage the next turn on the same stream id (docs/librechat.md, bugs 16 and 20).
     Every write to a job hash is a Lua script that checks the generation; a replacement
     job is never updated, deleted or reaped by its predecessor's callers.
 

@@ -64,7 +64,7 @@ from streamcheck.impl.redis._coredis_support import (
 )
 from streamcheck.impl.redis._protocol import LuaScript, RedisConnectionError, ScriptArg
 
-# LibreChat's Redis client connect timeout, 10 000 ms (spec §7, "Redis client tuning"). Used
+# LibreChat's Redis client connect timeout, 10 000 ms (docs/design.md). Used
 # for establishing each connection and for the startup PING.
 CONNECT_TIMEOUT_S = 10.0
 # coredis's own default pool size.
@@ -73,8 +73,7 @@ DEFAULT_MAX_CONNECTIONS = 64
 # How a subscriber reconnects: first retry after 20 ms, doubling up to 1 s while failures
 # follow each other, from scratch once a connection held for 5 s. Pub/sub losses can only
 # be recovered once the subscriber is back, so it should come back fast (LibreChat's
-# ioredis caps its delay at 3 s, spec §7; research trio-redis-clients.md §4 saw coredis
-# reconnect in about 0.2 s).
+# ioredis caps its delay at 3 s; coredis was seen to reconnect in about 0.2 s: docs/redis.md).
 _SUBSCRIBER_RETRY = ReconnectPolicy(
     (CoredisConnectionError, TimeoutError), first_delay=0.02, max_delay=1.0, calm_after=5.0
 )
@@ -275,9 +274,8 @@ class CoredisRedis:
 
     def subscriber(self) -> AbstractAsyncContextManager[CoredisSubscriber]:
         """A dedicated pub/sub connection (classic SUBSCRIBE, also in Cluster: sharded
-        pub/sub breaks silently on failover and migration, research
-        redis-cluster-publish.md §0). Leaving the block closes the connection, which drops
-        every subscription.
+        pub/sub breaks silently on failover and migration, docs/redis.md). Leaving the
+        block closes the connection, which drops every subscription.
 
         Raises :class:`RedisConnectionError` if Redis is unreachable when it opens. Later
         drops are repaired in the background and reported as
@@ -294,8 +292,7 @@ class CoredisRedis:
         body_error: BaseException | None = None
         try:
             # Leave by cancelling this scope, never by falling out of the pubsub block:
-            # coredis hangs on a normal exit while it is reconnecting (research
-            # redis-cluster-publish.md §6.4).
+            # coredis hangs on a normal exit while it is reconnecting (docs/redis.md).
             with trio.CancelScope() as scope:
                 pubsub = self._client.pubsub(
                     ignore_subscribe_messages=False, retry_policy=_SUBSCRIBER_RETRY
@@ -406,9 +403,8 @@ def _startup_error(exc: BaseException, url: str) -> BackendUnavailable | None:
 
 #: coredis retries a command after a connection error by default. A connection that
 #: drops after Redis ran the publish script but before its reply arrived would then
-#: publish the event twice, under two seqs (found by the real-Redis tier across a Redis
-#: restart). impl treats a connection error as "maybe done" instead, and never retries
-#: a write blindly.
+#: publish the event twice, under two seqs. impl treats a connection error as "maybe
+#: done" instead, and never retries a write blindly.
 _NO_RETRY = NoRetryPolicy()
 
 

@@ -4,7 +4,7 @@ The problem: coredis reconnects a dropped pub/sub connection and re-subscribes e
 channel by itself, silently. Whatever was published in between is gone, and the caller
 must recover it from the chunk log, so it has to *know* a reconnection happened. The only
 trace coredis leaves is that the server's subscribe acknowledgements come out of the
-message iterator again (research redis-cluster-publish.md §6.6). This class turns that
+message iterator again (docs/redis.md). This class turns that
 repeat into one :class:`SubscriptionsRestored` per reconnection.
 
 Example::

@@ -9,7 +9,7 @@ wrapper only refills the slot when the dead connection is sitting in the queue. 
 ``max_connections`` such deaths every command waits forever for a slot (or fails with
 ``TimeoutError`` after ``pool_timeout``). The subclasses below give the slot back as an
 empty placeholder, which the pool turns into a fresh connection on the next lease. See
-/work/shared/research/trio-redis-clients.md §5.1; the regression tests are the
+docs/redis.md; the regression tests are the
 ``test_*pool_keeps_its_slots*`` tests in ``tests/test_coredis_adapter.py``."""
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ class SlotSafeClusterConnectionPool(ClusterConnectionPool):
 # the log), so they all become RedisConnectionError. OSError covers the builtin
 # ConnectionError family (so also our own RedisConnectionError). TimeoutError covers
 # coredis's pool and stream timeouts and the subscribe-ack deadline. ClusterError is what
-# coredis raises once its TRYAGAIN/MOVED retry budget runs out during a migration (research
-# redis-cluster-publish.md §6.8). ClusterCrossSlotError is deliberately absent: it is a
+# coredis raises once its TRYAGAIN/MOVED retry budget runs out during a migration
+# (docs/redis.md). ClusterCrossSlotError is deliberately absent: it is a
 # programming error, not an outage.
 _CONNECTION_LIKE: tuple[type[BaseException], ...] = (
     CoredisConnectionError,
@@ -179,7 +179,7 @@ def unwrap_exit_error(
     """Choose what leaves an ``async with`` around a coredis task group.
 
     coredis clients and pubsubs own a task group, so anything leaving their block comes out
-    wrapped in an ``ExceptionGroup`` (research trio-redis-clients.md §5.2). Callers should
+    wrapped in an ``ExceptionGroup`` (docs/redis.md). Callers should
     see the exception their own body raised, or one :class:`RedisConnectionError` when a
     background task lost the connection. Returns ``None`` to mean "re-raise ``error`` as is".
     """

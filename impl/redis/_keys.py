@@ -1,4 +1,4 @@
-"""LibreChat's Redis key and channel layout (spec §2.1, §4.2).
+"""LibreChat's Redis key and channel layout (docs/design.md, "Redis layout").
 
 Per-stream keys carry the stream id as a Cluster hash tag (``{id}``) so one stream's
 keys share a slot and one Lua script may touch them all. The key prefix applies to keys

@@ -435,8 +435,7 @@ class StreamActor:
 
     def _tell(self, command: _Command) -> None:
         """Queue ``command``; once the actor has stopped, answer it at once instead
-        (a request that waited for a stopped actor would wait for ever, found by the
-        simulation: a client's shielded detach during a replica's shutdown)."""
+        (a request that waited for a stopped actor would wait for ever)."""
         if self._stopped:
             _refuse(command, self.stream_id)
         else:
@@ -691,7 +690,6 @@ class StreamActor:
                 sub.out.send_nowait(event)
         except trio.BrokenResourceError:
             # The reader closed its end (it is detaching): nobody to deliver to.
-            # Found by the simulation: this used to crash the actor and the replica.
             self._remove(sub.sub_id)
             return False
         if step.finished:
@@ -760,9 +758,7 @@ class StreamActor:
         if job is not None and job.generation_id == sub.buffer.generation:
             # The turn ended after this reader last read the log: its last events, the
             # real terminal among them, were logged before the job said it had ended.
-            # Read once more before making a terminal up (found by the real-Redis tier:
-            # a reader read the log during a Redis pause, the abort's Done landed, and
-            # the synthetic Done it then built from the job hid a chunk and that Done).
+            # Read once more before making a terminal up, or it would hide them.
             try:
                 rows = await self._bus.read_log(
                     self.stream_id, from_seq=sub.buffer.next_seq, count=1
@@ -778,7 +774,7 @@ class StreamActor:
 
         A producer that was only slow (a stalled process, a heartbeat delayed past the
         timeout) would otherwise publish on, acknowledged, to readers who had already
-        been told it was gone (found by the simulation). Once the job is failed, the
+        been told it was gone. Once the job is failed, the
         publish fence refuses its events instead. If the job moved on meanwhile (it
         ended, or another turn replaced it), nothing is written.
         """

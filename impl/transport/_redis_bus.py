@@ -46,7 +46,7 @@ from streamcheck.model import Chunk, Done, Failure, JSONValue
 
 logger = logging.getLogger(__name__)
 
-#: Counter TTL (spec §2.3, July): sliding, extend-only, 24 h.
+#: Counter TTL (LibreChat #14411): sliding, extend-only, 24 h.
 COUNTER_TTL_S = 86_400
 #: When a stream's counter is first advanced on a Redis that restarted or failed over,
 #: the script jumps to the server's clock in ms, so that whatever the old server handed
@@ -300,8 +300,7 @@ class RedisBus:
             self._subscriber = None
             if self._connected.is_set():
                 # Replace only a set event: tasks may be waiting on an unset one, and a
-                # fresh event would orphan them (found by the simulation: a subscribe
-                # hung for ever after two failovers in a row).
+                # fresh event would orphan them.
                 self._connected = trio.Event()
             for channel in self._channels.values():
                 channel.acked = False

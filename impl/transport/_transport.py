@@ -11,7 +11,7 @@ Edge cases worth knowing:
   no event between ``start_seq`` and "live" is lost or duplicated.
 * Incoming traffic for a stream with no local actor is dropped (nothing here needs it).
 * The channel stays subscribed while abort callbacks exist, even with no SSE
-  subscriber, so a Stop pressed elsewhere still reaches the generator (spec §5 #17).
+  subscriber, so a Stop pressed elsewhere still reaches the generator (docs/librechat.md, bug 17).
 """
 
 from __future__ import annotations
@@ -205,9 +205,9 @@ class EventTransport:
         size = len(encoded)  # ASCII: characters are bytes
         if size > self._max_event_bytes:
             raise EventTooLarge(stream_id=stream_id, size=size, limit=self._max_event_bytes)
-        # Held while in flight, so that cleanup never stops the actor under it (found by
-        # the simulation: an abort on a replica that was not producing emitted its Done
-        # through an idle actor, which the periodic cleanup stopped before it ran).
+        # Held while in flight, so that cleanup never stops the actor under it: an
+        # abort on a replica that is not producing emits its Done through an actor
+        # that is idle there.
         with self._holding(stream_id):
             return await self._actor(stream_id).emit(generation, kind, body, encoded)
 
@@ -300,9 +300,10 @@ class EventTransport:
             )
 
     async def _last_reader_left(self, stream_id: str, actor: StreamActor | None) -> None:
-        """The last local reader of the stream left. The actor keeps the stream's state
-        (abort callbacks, the producer's buffer) and the channel stays held for as long
-        as an abort callback needs it; only the all-left callback runs."""
+        """The last local reader of the stream left ``actor`` (``None`` if the actor had
+        stopped). The actor keeps the stream's state (abort callbacks, the producer's
+        buffer) and the channel stays held for as long as an abort callback needs it;
+        only the all-left callback runs."""
         if callback := self._all_left.get(stream_id):
             callback()
 
@@ -313,7 +314,7 @@ class EventTransport:
         attachment already starts from an exact seq, so "sync" means: assume pub/sub may
         have lost something and catch up from the log (what a reconnect does).
         There is deliberately no ``reset_sequence``: the counter is shared and monotonic
-        across turns, and resetting it is what caused spec §5 bugs 9 and 10.
+        across turns, and resetting it is what caused bugs 9 and 10 of docs/librechat.md.
         """
         if (entry := self._actors.get(stream_id)) is not None:
             entry[0].restored()

@@ -22,7 +22,7 @@ from streamcheck.impl.transport import Published
 from streamcheck.model import Chunk, Done, Failure, Gap, JSONValue
 
 USER = "bench-user"
-#: 64 characters, the text size of LibreChat's measured delta (librechat-ts-measured.md §2).
+#: 64 characters, the text size of LibreChat's measured delta (docs/benchmarks.md).
 DELTA_TEXT = "Resumable streams keep every event in a log ordered by seq (64B)."[:64]
 
 

@@ -1,6 +1,6 @@
 """Benchmark 5: aggregate throughput, 16 streams x 500 awaited emits, every event logged.
 
-LibreChat's benchmark (c) (``../shared/research/librechat-ts-measured.md`` §2-3): 16
+LibreChat's benchmark (c) (docs/benchmarks.md, "The anchors"): 16
 streams at once, each awaiting its own emits, one publisher and one subscriber
 transport; chunks received per second of wall time. Here the generators run on replica
 A and the clients on replica B, and every emit also appends to the chunk log (which
@@ -46,8 +46,8 @@ NAME = "throughput"
 TITLE = "aggregate throughput, concurrent streams of awaited emits, every event logged"
 LIBRECHAT_EVENTS_PER_S = 65_000.0
 LIBRECHAT_SOURCE = (
-    "documented constant, not measured here: ../shared/research/librechat-ts-measured.md "
-    "§3(c), LibreChat TS transport 65k-73k events/s without the log append"
+    'documented constant, not measured here: docs/benchmarks.md, "The anchors", '
+    "LibreChat TS transport 65k-73k events/s without the log append"
 )
 DRAIN_TIMEOUT_S = 10.0
 GOAL = Goal(

@@ -11,7 +11,7 @@ repairs gaps, catch-up reads the log, the publish fence), a canary that would
 otherwise be masked also restores LibreChat's behaviour on that path, as its module
 says.
 
-Every bug of the issue's list (§5) 1-13 and 17 has a canary; #12 shows as a resource
+Every bug of docs/librechat.md (1-13 and 17) has a canary; bug 12 shows as a resource
 bound (events parked on a replica with no reader), since nothing wrong is delivered.
 """
 
@@ -48,43 +48,43 @@ from streamcheck.properties.canaries._build import (
 class Canary(enum.StrEnum):
     """One bug each; the module of the same name (with underscores) restores it."""
 
-    #: §5 #1: a generator's publishes race each other (not awaited).
+    #: Bug 1: a generator's publishes race each other (not awaited).
     UNAWAITED_PUBLISHES = "unawaited-publishes"
-    #: §5 #5: an abort on another replica never reaches the generator.
+    #: Bug 5: an abort on another replica never reaches the generator.
     NO_CROSS_REPLICA_ABORT = "no-cross-replica-abort"
-    #: §5 #2: a reader is live before its SUBSCRIBE is acknowledged.
+    #: Bug 2: a reader is live before its SUBSCRIBE is acknowledged.
     SUBSCRIBER_BEFORE_ACK = "subscriber-before-ack"
     #: LibreChat's 500 ms force-flush: a gap that does not fill is skipped silently.
     FORCE_FLUSH_SKIPS_GAP = "force-flush-skips-gap"
-    #: §5 #8: each replica numbers a stream's events with its own counter.
+    #: Bug 8: each replica numbers a stream's events with its own counter.
     PER_PROCESS_COUNTERS = "per-process-counters"
-    #: §5 #17: the last unsubscribe drops the generator's abort listener.
+    #: Bug 17: the last unsubscribe drops the generator's abort listener.
     ABORT_CHANNEL_DROPPED = "abort-channel-dropped"
-    #: §5 #12: a readerless replica parks the stream's traffic for nobody.
+    #: Bug 12: a readerless replica parks the stream's traffic for nobody.
     SEQUENCED_ON_ABORT_ONLY = "sequenced-on-abort-only"
-    #: §5 #13: the early buffer has no caps.
+    #: Bug 13: the early buffer has no caps.
     UNBOUNDED_EARLY_BUFFER = "unbounded-early-buffer"
-    #: §5 #6: a resume replays the early buffer on top of its snapshot.
+    #: Bug 6: a resume replays the early buffer on top of its snapshot.
     EARLY_BUFFER_ON_RESUME = "early-buffer-on-resume"
-    #: §5 #3: the last unsubscribe deletes the stream's state on the replica.
+    #: Bug 3: the last unsubscribe deletes the stream's state on the replica.
     STATE_DELETED_ON_LEAVE = "state-deleted-on-leave"
-    #: §5 #4: an errored turn's job is deleted, its error never stored.
+    #: Bug 4: an errored turn's job is deleted, its error never stored.
     ERROR_NOT_KEPT = "error-not-kept"
-    #: §5 #7: the turn's first event is lost on a replica that does not produce it.
+    #: Bug 7: the turn's first event is lost on a replica that does not produce it.
     CREATED_LOST_CROSS_REPLICA = "created-lost-cross-replica"
-    #: §5 #9: a replica's frontier carries over into the next turn.
+    #: Bug 9: a replica's frontier carries over into the next turn.
     STALE_FRONTIER_ACROSS_TURNS = "stale-frontier-across-turns"
-    #: §5 #10: cleanup deletes the shared counter.
+    #: Bug 10: cleanup deletes the shared counter.
     COUNTER_DELETED_ON_CLEANUP = "counter-deleted-on-cleanup"
-    #: §5 #11: a fresh attachment is live before the early buffer's replay.
+    #: Bug 11: a fresh attachment is live before the early buffer's replay.
     NO_DEFERRED_DELIVERY = "no-deferred-delivery"
 
 
 #: The canaries the seed commit (LibreChat e646a3615e, 2026-02-10) still had that
-#: this implementation can reproduce: §5 #3 (fixed 02-18), #6 and #7 (03-14), #8
-#: (04-08), #13 (08-03), #17 (later) and the force-flush (never removed). Not #2 (the
-#: seed's own fix), #4 (#11372, January) nor #10 and #11, bugs of the shared counter
-#: and its asynchronous sync, which came in April.
+#: this implementation can reproduce (docs/librechat.md): bugs 3 (fixed 02-18), 6 and
+#: 7 (03-14), 8 (04-08), 13 (08-03), 17 (later) and the force-flush (never removed).
+#: Not bug 2 (the seed's own fix), 4 (#11372, January) nor 10 and 11, bugs of the
+#: shared counter and its asynchronous sync, which came in April.
 PROFILES: dict[str, frozenset[Canary]] = {
     "none": frozenset(),
     "librechat-2026-02-10": frozenset(

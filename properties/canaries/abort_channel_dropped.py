@@ -1,6 +1,6 @@
 """Canary ``abort-channel-dropped``: LibreChat's abort listener dropped with the last reader.
 
-The bug (the issue's list §5 #17): the last unsubscribe dropped the channel and the
+The bug (docs/librechat.md, bug 17): the last unsubscribe dropped the channel and the
 abort callbacks, so a Stop pressed elsewhere never reached the generator. LibreChat
 had no publish fence either, so this canary also turns the fence off (else the fence
 would stop the generator at its next chunk and hide the bug).

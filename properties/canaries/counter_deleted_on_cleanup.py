@@ -1,6 +1,6 @@
 """Canary ``counter-deleted-on-cleanup``: LibreChat's ``resetSequence`` on cleanup.
 
-The bug (LibreChat before #14411, the issue's list §5 #10): a replica's cleanup of an
+The bug (LibreChat before #14411; docs/librechat.md, bug 10): a replica's cleanup of an
 idle stream whose turn had ended deleted the shared counter, so the next turn
 restarted at seq 0 and reused the previous turn's seqs (a subscriber that kept its
 frontier then dropped that whole turn; here every subscription is one turn's, so

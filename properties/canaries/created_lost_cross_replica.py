@@ -1,6 +1,6 @@
 """Canary ``created-lost-cross-replica``: LibreChat's first event lost on another replica.
 
-The bug (LibreChat before #12231, the issue's list §5 #7): a subscriber on a replica
+The bug (LibreChat before #12231; docs/librechat.md, bug 7): a subscriber on a replica
 with no local buffer for the turn (not its producer) got nothing published before its
 SUBSCRIBE took effect, the turn's first event (LibreChat's ``created``) first; its
 first gap was skipped after the reorder timeout, as the Feb-10 sync to that replica's

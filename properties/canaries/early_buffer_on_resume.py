@@ -1,6 +1,6 @@
 """Canary ``early-buffer-on-resume``: LibreChat's early buffer replayed on a resume.
 
-The bug (LibreChat before #12225, the issue's list §5 #6): after a disconnect the
+The bug (LibreChat before #12225; docs/librechat.md, bug 6): after a disconnect the
 producer buffered again, and a resume on its replica replayed that buffer, raw, on
 top of the snapshot that already held those events: the reader got them twice.
 """

@@ -1,6 +1,6 @@
 """Canary ``error-not-kept``: LibreChat's errored turn deleted with its job.
 
-The bug (LibreChat before #11372, the issue's list §5 #4): an error was neither
+The bug (LibreChat before #11372; docs/librechat.md, bug 4): an error was neither
 stored on the job nor kept: completing a turn with an error deleted the job, and with
 it the chunk log (LibreChat's ``deleteJob``). A client arriving later is refused (the
 404, which the history does not record); one caught attaching finds neither log nor

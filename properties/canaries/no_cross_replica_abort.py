@@ -1,6 +1,6 @@
 """Canary ``no-cross-replica-abort``: LibreChat's abort that stayed on its replica.
 
-The bug (LibreChat before #11233, the issue's list §5 #5): an abort pressed on a
+The bug (LibreChat before #11233; docs/librechat.md, bug 5): an abort pressed on a
 replica that does not run the generator was not sent across (no pub/sub abort): it
 ends the turn for readers and in the job, but the generator elsewhere never hears of
 it. LibreChat had no publish fence then either, so this canary also turns the fence

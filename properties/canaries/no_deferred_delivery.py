@@ -1,6 +1,6 @@
 """Canary ``no-deferred-delivery``: LibreChat's attachment live before its replay.
 
-The bug (LibreChat before ``deliveryDeferred``, the issue's list §5 #11): a fresh
+The bug (LibreChat before ``deliveryDeferred``; docs/librechat.md, bug 11): a fresh
 attachment was live at once, and waited for a Redis round trip (here the counter GET,
 standing for LibreChat's wait on its early publishes) before the producer's early
 buffer was replayed, straight to the client as LibreChat's ``onChunk`` replay was.

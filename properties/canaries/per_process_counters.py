@@ -1,6 +1,6 @@
 """Canary ``per-process-counters``: LibreChat's seqs counted per process.
 
-The bug (LibreChat before #12578, the issue's list §5 #8): each replica numbered a
+The bug (LibreChat before #12578; docs/librechat.md, bug 8): each replica numbered a
 stream's events with its own counter (from 0), so an abort's final event published
 from another replica reused a seq. Such a replica has no shared counter to repair
 after Redis lost writes, so it never checks for lost writes either.

@@ -1,6 +1,6 @@
 """Canary ``sequenced-on-abort-only``: LibreChat's reorder state on a readerless replica.
 
-The bug (LibreChat before #14557, the issue's list §5 #12): a replica holding a
+The bug (LibreChat before #14557; docs/librechat.md, bug 12): a replica holding a
 stream's channel for the generator's abort listener only (no reader there) still ran
 the sequenced traffic through a reorder state whose frontier went back to 0 when its
 last reader left: every later event parked, waiting for seqs long gone, until the cap

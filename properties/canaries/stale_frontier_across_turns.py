@@ -1,6 +1,6 @@
 """Canary ``stale-frontier-across-turns``: LibreChat's frontier kept into the next turn.
 
-The bug (LibreChat before #13117, the issue's list §5 #9): a replica kept a stream's
+The bug (LibreChat before #13117; docs/librechat.md, bug 9): a replica kept a stream's
 frontier after its last reader left (the state kept since #11842) and started the
 next turn's first attachment there. The frontier is stale only once the counter went
 back, so this canary also deletes the counter on cleanup (the mechanism of

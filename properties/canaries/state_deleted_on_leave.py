@@ -1,6 +1,6 @@
 """Canary ``state-deleted-on-leave``: LibreChat's stream state deleted with its last reader.
 
-The bug (LibreChat before #11842, the issue's list §5 #3): the last unsubscribe
+The bug (LibreChat before #11842; docs/librechat.md, bug 3): the last unsubscribe
 deleted the stream's state on that replica, and with it the abort callbacks and the
 manager's all-subscribers-left hook. The first reconnect is fine (the hook still
 resets ``hasSubscriber``); from the second disconnect on nothing resets it, so later

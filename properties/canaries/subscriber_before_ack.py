@@ -1,6 +1,6 @@
 """Canary ``subscriber-before-ack``: LibreChat's reader live before its SUBSCRIBE.
 
-The bug (LibreChat before #11710, the issue's list §5 #2): a subscriber was marked
+The bug (LibreChat before #11710; docs/librechat.md, bug 2): a subscriber was marked
 live before Redis acknowledged the SUBSCRIBE, and its catch-up was the producer's
 early buffer only, with no log read: whatever was published before the subscription
 took effect is missing, and its reorder buffer skips the gap after the timeout

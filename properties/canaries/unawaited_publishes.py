@@ -1,6 +1,6 @@
 """Canary ``unawaited-publishes``: LibreChat's emits that did not await their publish.
 
-The bug (LibreChat before #11650, the issue's list §5 #1): ``emit_chunk`` (and the
+The bug (LibreChat before #11650; docs/librechat.md, bug 1): ``emit_chunk`` (and the
 terminals) started the publish and returned without awaiting it, so a generator's
 consecutive events raced to Redis on separate connections. Each seq is allocated
 when its script runs, so every reader sees one order, Redis's, which need not be the

@@ -1,6 +1,6 @@
 """Canary ``unbounded-early-buffer``: LibreChat's early buffer before its caps.
 
-The bug (LibreChat before #14612, the issue's list §5 #13): the producer's early
+The bug (LibreChat before #14612; docs/librechat.md, bug 13): the producer's early
 buffer had no caps and kept buffering after attachments, so a long detached run grew
 without bound (a 2 GiB heap in production). Nothing wrong reaches a reader; the
 world's resource bound "early buffer (events)" reports it.

@@ -20,12 +20,10 @@ import math
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,16 +41,34 @@ from streamcheck.model import (
     check,
 )
 from streamcheck.properties._replay import record_to_json
-from streamcheck.properties.realredis._agent import Action, AgentPlan
-from streamcheck.properties.realredis._merge import merge_histories, read_agent_history
+from streamcheck.properties.protocol import (
+    PYTHON_AGENT,
+    Action,
+    Agent,
+    AgentFailed,
+    Init,
+    Op,
+    ProtocolError,
+    Transcript,
+    read_transcript,
+    start_agent,
+    start_plan,
+    stop_agents,
+)
+from streamcheck.properties.realredis._merge import merge_histories
 from streamcheck.properties.realredis._plan import Kill, Workload, draw_plans
 from streamcheck.properties.realredis._proxy import Blackhole, Cut, FaultProxy, Latency, SlowReader
 from streamcheck.properties.realredis._servers import RedisClusterServers, RedisServer, resp_call
 
-#: Seconds the agents get to start (import, connect) before the plan's t=0.
-AGENT_STARTUP_S = 2.5
-#: Seconds past its planned end after which an agent is killed as hung.
-AGENT_OVERRUN_S = 20.0
+#: Timings for real runs: LibreChat's protocol constants, liveness bounds short enough
+#: that a run ends in seconds (a producer is judged lost after 3 s of silence).
+REAL_SETTINGS = {
+    "reorder_timeout_s": 0.5,
+    "idle_probe_s": 1.0,
+    "producer_timeout_s": 3.0,
+    "heartbeat_interval_s": 0.5,
+    "cleanup_interval_s": 30.0,
+}
 
 
 class FaultKind(enum.StrEnum):
@@ -138,6 +154,10 @@ class RunResult:
     agent_failures: list[str] = field(default_factory=list)
     #: Where a failing run's files were kept, if they were.
     kept: Path | None = None
+    #: The implementation's name and version, from its agents' hello.
+    implementation: str = ""
+    #: The promises it does not make (judged as not made, listed in the report).
+    not_exercised: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,46 +171,93 @@ class _Topology:
 
 
 async def run_once(
-    backend: Backend, fault: FaultKind, profile: Profile, seed: int, workdir: Path
+    backend: Backend,
+    fault: FaultKind,
+    profile: Profile,
+    seed: int,
+    workdir: Path,
+    *,
+    commands: Sequence[list[str]] = (),
 ) -> RunResult:
-    """One run: servers, agents, the fault, the merged history and its verdict."""
+    """One run: servers, agents, the fault, the merged history and its verdict. Replica
+    ``i`` runs ``commands[i % len(commands)]`` (several commands make a mixed run of
+    implementations sharing the streams); streamcheck's own agent if there are none."""
+    chosen = list(commands) or [list(PYTHON_AGENT)]
     started = time.monotonic()
     rng = random.Random(f"{backend}-{fault}-{seed}")
     workload = profile.workload
     kill = (
         Kill(replica=1, at=workload.duration_s * 0.4) if fault is FaultKind.REPLICA_KILL else None
     )
-    plans = draw_plans(workload, rng, kill=kill)
+    end, heal = workload.duration_s, profile.heal_s
+    plans = draw_plans(workload, rng, kill=kill, finish_at=(end, end + heal / 4, end + heal / 2))
+    agents: list[Agent] = []
+    failures: list[str] = []
+    killed_at = math.inf
+    injected = 0
+    start_at = math.inf
     with _servers(backend, aof=fault is FaultKind.RESTART) as (server, cluster):
         url = server.url if server is not None else cluster.url  # type: ignore[union-attr]
         async with trio.open_nursery() as nursery:
             proxies: list[FaultProxy] = []
-            if server is not None:
-                for i in range(workload.replicas):
-                    proxy = FaultProxy(server.port, rng=random.Random(f"{seed}-proxy-{i}"))
-                    await nursery.start(proxy.run)
-                    proxies.append(proxy)
-            start_at = time.monotonic() + AGENT_STARTUP_S
-            agents, outputs, stderrs = await _start_agents(
-                plans, proxies, url, backend, start_at, profile, workdir
-            )
-            topology = _Topology(server, cluster, proxies, agents)
             try:
+                if server is not None:
+                    for i in range(workload.replicas):
+                        proxy = FaultProxy(server.port, rng=random.Random(f"{seed}-proxy-{i}"))
+                        await nursery.start(proxy.run)
+                        proxies.append(proxy)
+                for i, actions in enumerate(plans):
+                    init = Init(
+                        replica=f"r{i}",
+                        redis_url=f"redis://127.0.0.1:{proxies[i].port}" if proxies else url,
+                        cluster=backend is Backend.CLUSTER,
+                        mode="plan",
+                        actions=tuple(actions),
+                        settings=REAL_SETTINGS,
+                    )
+                    agents.append(
+                        await start_agent(nursery, chosen[i % len(chosen)], init, workdir)
+                    )
+                start_at = await start_plan(agents)
+                topology = _Topology(server, cluster, proxies, [a.process for a in agents])
                 injected, killed_at = await _inject(fault, topology, start_at, workload, rng)
-                deadline = start_at + workload.duration_s + profile.heal_s + AGENT_OVERRUN_S
-                failures = await _wait_for_agents(agents, stderrs, deadline, killed=kill)
+                await trio.sleep_until(_trio_time(start_at + workload.duration_s + profile.heal_s))
+                victim = agents[kill.replica].name if kill is not None else None
+                failures += [
+                    f
+                    for f in await stop_agents(agents)
+                    if victim is None or not f.startswith(f"agent {victim} ")
+                ]
+                for agent in agents:
+                    code = agent.process.returncode
+                    if code not in (0, None) and agent.name != victim:
+                        failures.append(agent.explain("failed"))
+            except AgentFailed as exc:
+                failures.append(str(exc))
             finally:
                 for agent in agents:
-                    if agent.returncode is None:
-                        agent.kill()
+                    if agent.process.returncode is None:
+                        agent.process.kill()
                 for proxy in proxies:
                     proxy.close()
+                nursery.cancel_scope.cancel()
+    actions_by_id = {a.id: a for actions in plans for a in actions}
+    transcripts: list[Transcript] = []
+    for agent in agents:
+        try:
+            transcripts.append(read_transcript(agent.transcript, agent.name, actions_by_id))
+        except ProtocolError as exc:
+            failures.append(f"agent {agent.name} broke the protocol: {exc}")
+    for transcript in transcripts:
+        failures += [f"agent {transcript.replica}: {e}" for e in transcript.agent_errors]
     history = merge_histories(
-        [read_agent_history(path) for path in outputs],
+        [t.records for t in transcripts],
         killed_at={f"r{kill.replica}": killed_at} if kill is not None else None,
     )
     history.append(Healed(time=start_at + workload.duration_s + profile.heal_s))
     report = check(history)
+    if report.unknown_reason is not None:
+        failures.append(f"the agents' history cannot be judged: {report.unknown_reason}")
     if not report.ok or failures:
         # Keep the evidence: the merged history and the checker's report beside the
         # agents' own files (the caller copies the work directory away).
@@ -208,7 +275,17 @@ async def run_once(
         resume_latencies_s=_resume_latencies(history, plans, start_at),
         seconds=time.monotonic() - started,
         agent_failures=failures,
+        implementation=_implementation(transcripts),
+        not_exercised=next(
+            (t.hello.capabilities.not_exercised() for t in transcripts if t.hello is not None),
+            [],
+        ),
     )
+
+
+def _implementation(transcripts: list[Transcript]) -> str:
+    hellos = {(t.hello.name, t.hello.version) for t in transcripts if t.hello is not None}
+    return ", ".join(f"{name} {version}" for name, version in sorted(hellos)) or "unknown"
 
 
 @contextmanager
@@ -221,53 +298,6 @@ def _servers(
             yield stack.enter_context(RedisServer(extra_args=extra)), None
         else:
             yield None, stack.enter_context(RedisClusterServers(masters=3, replicas_per_master=1))
-
-
-async def _start_agents(
-    plans: list[list[Action]],
-    proxies: list[FaultProxy],
-    url: str,
-    backend: Backend,
-    start_at: float,
-    profile: Profile,
-    workdir: Path,
-) -> tuple[list[trio.Process], list[Path], list[Path]]:
-    agents: list[trio.Process] = []
-    outputs: list[Path] = []
-    stderrs: list[Path] = []
-    for i, actions in enumerate(plans):
-        agent_url = f"redis://127.0.0.1:{proxies[i].port}" if proxies else url
-        plan = AgentPlan(
-            replica=f"r{i}",
-            incarnation=1,
-            redis_url=agent_url,
-            cluster=backend is Backend.CLUSTER,
-            start_at=start_at,
-            end_after=profile.workload.duration_s,
-            heal_for=profile.heal_s,
-            actions=tuple(actions),
-        )
-        plan_path = workdir / f"r{i}.plan.json"
-        plan_path.write_text(plan.to_json())
-        out, err = workdir / f"r{i}.history.jsonl", workdir / f"r{i}.stderr"
-        outputs.append(out)
-        stderrs.append(err)
-        with err.open("wb") as err_file:
-            agents.append(
-                await trio.lowlevel.open_process(
-                    [
-                        sys.executable,
-                        "-m",
-                        "streamcheck.properties.realredis.agent",
-                        str(plan_path),
-                        str(out),
-                    ],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=err_file,
-                )
-            )
-    return agents, outputs, stderrs
 
 
 async def _inject(
@@ -471,30 +501,6 @@ def _wait(check_ok: Callable[[], bool], what: str, timeout: float = 15.0) -> Non
     raise RuntimeError(f"timed out waiting for {what}")
 
 
-async def _wait_for_agents(
-    agents: list[trio.Process], stderrs: list[Path], deadline: float, *, killed: Kill | None
-) -> list[str]:
-    failures: list[str] = []
-    with trio.move_on_at(_trio_time(deadline)):
-        for agent in agents:
-            await agent.wait()
-    for i, agent in enumerate(agents):
-        if agent.returncode is None:
-            agent.kill()
-            await agent.wait()
-            failures.append(f"r{i} overran its plan: {_tail(stderrs[i])}")
-        elif agent.returncode != 0 and not (killed is not None and killed.replica == i):
-            failures.append(f"r{i} exited with {agent.returncode}: {_tail(stderrs[i])}")
-    return failures
-
-
-def _tail(path: Path, lines: int = 8) -> str:
-    try:
-        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no stderr)"
-
-
 def _abort_latencies(history: History, plans: list[list[Action]], start_at: float) -> list[float]:
     stops: dict[str, list[float]] = {}
     for record in history.records:
@@ -503,7 +509,7 @@ def _abort_latencies(history: History, plans: list[list[Action]], start_at: floa
     out: list[float] = []
     for actions in plans:
         for action in actions:
-            if action.op == "abort":
+            if action.op is Op.ABORT:
                 asked = start_at + action.at
                 after = [t - asked for t in stops.get(action.stream, []) if t >= asked]
                 if after:
@@ -515,7 +521,7 @@ def _resume_latencies(history: History, plans: list[list[Action]], start_at: flo
     asked: dict[tuple[str, str], list[float]] = {}
     for i, actions in enumerate(plans):
         for action in actions:
-            if action.op == "resume":
+            if action.op is Op.RESUME:
                 asked.setdefault((f"r{i}", action.stream), []).append(start_at + action.at)
     out: list[float] = []
     for record in history.records:
@@ -538,9 +544,13 @@ class FaultFigures:
     resume_latencies_s: list[float] = field(default_factory=list)
     agent_failures: list[str] = field(default_factory=list)
     failing_seeds: list[int] = field(default_factory=list)
+    implementation: str = ""
+    not_exercised: list[str] = field(default_factory=list)
 
     def add(self, run: RunResult) -> None:
         self.runs += 1
+        self.implementation = self.implementation or run.implementation
+        self.not_exercised = self.not_exercised or run.not_exercised
         self.events += run.events
         self.faults_injected += run.faults_injected
         for kind, count in run.report.by_kind().items():
@@ -568,6 +578,7 @@ async def run_tier(
     faults: tuple[FaultKind, ...] | None = None,
     on_run: Callable[[RunResult], None] | None = None,
     keep_failures: Path | None = None,
+    commands: Sequence[list[str]] = (),
 ) -> list[FaultFigures]:
     """Every fault kind of ``backend``, ``runs_per_fault`` runs each. A failing run's
     files (plans, agent histories and logs, merged history, report) are copied to
@@ -578,7 +589,9 @@ async def run_tier(
         totals = FaultFigures(fault)
         for n in range(runs):
             with tempfile.TemporaryDirectory(prefix=f"streamcheck-{fault}-") as tmp:
-                result = await run_once(backend, fault, profile, seed + n, Path(tmp))
+                result = await run_once(
+                    backend, fault, profile, seed + n, Path(tmp), commands=commands
+                )
                 if keep_failures is not None and (not result.report.ok or result.agent_failures):
                     kept = keep_failures / f"{backend}-{fault}-seed{seed + n}"
                     shutil.copytree(tmp, kept, dirs_exist_ok=True)

@@ -5,17 +5,21 @@ replica, a paced run of chunks and an end (done, error, or an abort from some
 replica); two clients per stream attach on random replicas, and one of them may
 detach and resume elsewhere. If the run kills a replica, every client it served
 resumes on the next replica shortly after.
+
+The harness names everything: turns, sessions, and each event, whose payload carries
+its id (``s0.t1#3``), so the checker can tell events apart in any implementation.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from streamcheck.properties.realredis._agent import Action
-
-#: Chunks a plan gives each stream: LLM answers are tens to hundreds of events.
-DEFAULT_CHUNKS = 30
+from streamcheck.model import JSONValue
+from streamcheck.properties.protocol import Action, Op
+from streamcheck.properties.protocol._identity import marker
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,48 +38,109 @@ class Kill:
     at: float
 
 
+def owner_of(stream: str) -> str:
+    return f"user-{stream}"
+
+
+def chunk_payload(turn: str, n: int) -> JSONValue:
+    """The n-th chunk of ``turn``, shaped as LibreChat's text deltas, with its id; ``text``
+    is what an implementation that streams text only sends for it."""
+    text = marker(turn, n)
+    return {
+        "id": f"{turn}#{n}",
+        "text": text,
+        "event": "on_message_delta",
+        "data": {"index": 0, "delta": {"content": [{"type": "text", "text": text}]}},
+    }
+
+
 def draw_plans(
-    workload: Workload, rng: random.Random, *, kill: Kill | None = None
+    workload: Workload,
+    rng: random.Random,
+    *,
+    kill: Kill | None = None,
+    finish_at: Sequence[float] = (),
 ) -> list[list[Action]]:
-    """One action list per replica (index = replica number)."""
+    """One action list per replica (index = replica number), each in time order.
+
+    At each of ``finish_at`` (seconds, after the workload) every producer ends its turn
+    with a done, in case its own end failed (Redis paused or restarted under it); an
+    implementation refuses it for a turn that has ended, as it should."""
+    ids = (f"a{n}" for n in itertools.count())
     plans: list[list[Action]] = [[] for _ in range(workload.replicas)]
     attached: list[tuple[int, str, float]] = []  # (replica, stream, when) of live clients
+    sessions = itertools.count(1)
+
+    def act(
+        replica: int,
+        at: float,
+        op: Op,
+        stream: str,
+        *,
+        turn: str = "",
+        data: JSONValue = None,
+        message: str = "",
+        session: str = "",
+    ) -> None:
+        plans[replica].append(
+            Action(
+                id=next(ids),
+                op=op,
+                stream=stream,
+                at=at,
+                user=owner_of(stream),
+                turn=turn,
+                data=data,
+                message=message,
+                session=session,
+            )
+        )
+
+    def attach(replica: int, at: float, op: Op, stream: str) -> str:
+        session = f"c{next(sessions)}"
+        act(replica, at, op, stream, session=session)
+        return session
+
     spread = max(0.1, workload.duration_s * 0.3)
     for k in range(workload.streams):
         stream = f"s{k}"
+        turn = f"{stream}.t1"
         producer = k % workload.replicas
         created = 0.05 + spread * k / max(1, workload.streams)
-        plans[producer].append(Action(at=created, op="create", stream=stream))
+        act(producer, created, Op.CREATE, stream, turn=turn)
         t = created + 0.1
-        for _ in range(workload.chunks):
-            plans[producer].append(Action(at=t, op="emit", stream=stream))
+        for n in range(workload.chunks):
+            act(producer, t, Op.EMIT, stream, turn=turn, data=chunk_payload(turn, n))
             t += workload.chunk_interval_s
         end = rng.random()
         if end < 0.15:
             aborter = rng.randrange(workload.replicas)
             at = created + 0.1 + rng.uniform(0.3, 0.8) * (t - created - 0.1)
-            plans[aborter].append(Action(at=at, op="abort", stream=stream))
+            act(aborter, at, Op.ABORT, stream)
+        elif end < 0.3:
+            act(producer, t, Op.ERROR, stream, turn=turn, message=f"{turn}#error")
         else:
-            op = "error" if end < 0.3 else "done"
-            plans[producer].append(Action(at=t, op=op, stream=stream))
+            act(producer, t, Op.DONE, stream, turn=turn, data={"id": f"{turn}#done"})
+        for n, at in enumerate(finish_at):
+            act(producer, at, Op.DONE, stream, turn=turn, data={"id": f"{turn}#finish{n}"})
         first = rng.randrange(workload.replicas)
         when = created + rng.uniform(0.02, 0.4)
-        plans[first].append(Action(at=when, op="subscribe", stream=stream))
+        attach(first, when, Op.SUBSCRIBE, stream)
         attached.append((first, stream, when))
         second = rng.randrange(workload.replicas)
         when = created + rng.uniform(0.2, 0.9)
-        plans[second].append(Action(at=when, op="resume", stream=stream))
+        session = attach(second, when, Op.RESUME, stream)
         attached.append((second, stream, when))
         if rng.random() < 0.5:
             away = when + rng.uniform(0.1, 0.5)
-            plans[second].append(Action(at=away, op="detach", stream=stream))
+            act(second, away, Op.DETACH, stream, session=session)
             back = (second + 1 + rng.randrange(workload.replicas - 1)) % workload.replicas
-            plans[back].append(Action(at=away + 0.1, op="resume", stream=stream))
+            attach(back, away + 0.1, Op.RESUME, stream)
     if kill is not None:
         survivor = (kill.replica + 1) % workload.replicas
         for replica, stream, when in attached:
             if replica == kill.replica and when < kill.at:
-                plans[survivor].append(Action(at=kill.at + 0.3, op="resume", stream=stream))
+                attach(survivor, kill.at + 0.3, Op.RESUME, stream)
         plans[kill.replica] = [a for a in plans[kill.replica] if a.at < kill.at]
     for actions in plans:
         actions.sort(key=lambda a: a.at)

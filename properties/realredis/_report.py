@@ -67,6 +67,8 @@ def to_json(
         "replicas": profile.workload.replicas,
         "seed": seed,
         "seconds": round(seconds, 1),
+        "implementation": next((f.implementation for f in figures if f.implementation), ""),
+        "not_exercised": next((f.not_exercised for f in figures if f.not_exercised), []),
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
         "faults": [
             {

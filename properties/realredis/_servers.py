@@ -263,7 +263,7 @@ class RedisClusterServers:
     """A Redis Cluster of ``masters`` nodes (each with ``replicas_per_master``
     replicas) on free loopback ports.
 
-    Node timeout 5000 ms (research redis-cluster-publish.md). Created with
+    Node timeout 5000 ms (docs/redis.md). Created with
     ``redis-cli --cluster create``; :meth:`start` returns once every node reports
     ``cluster_state:ok``. Every node is stopped by pid, also when startup fails.
     """

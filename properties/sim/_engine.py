@@ -1,8 +1,7 @@
 """The command engine of the simulated Redis: fakeredis 2.40 driven directly.
 
 Every private fakeredis hook the simulation depends on is used in this module only, and
-``tests/test_sim_redis.py`` has a contract test for each (research
-``sim-redis-engine.md`` §2 to §4):
+``tests/test_sim_redis.py`` has a contract test for each (docs/simulation.md):
 
 * the import paths ``fakeredis.FakeServer`` and ``fakeredis._socket.FakeSocket``;
 * ``FakeSocket._process_command(fields)``, which runs one command (a whole Lua script

@@ -451,7 +451,9 @@ class World:
         aborted = result.outcome is AbortOutcome.ABORTED
         if aborted and generation is not None:
             # The aborting replica published the generation's terminal: record it as
-            # an emit so the checker can match the delivered Done.
+            # an emit so the checker can match the delivered Done. Without its seq (an
+            # abort whose publish was not awaited) it may or may not have been published.
+            known = result.terminal_seq is not None
             self.history.append(
                 Emitted(
                     time=trio.current_time(),
@@ -460,7 +462,7 @@ class World:
                     replica=name,
                     kind=EmitKind.DONE,
                     payload_digest=digest(result.final_event),
-                    outcome=OpOutcome.OK,
+                    outcome=OpOutcome.OK if known else OpOutcome.INDETERMINATE,
                     seq=result.terminal_seq,
                 )
             )

@@ -12,13 +12,13 @@ ARGV 1-10 are impl's (impl/transport/_lua.py), then:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from streamcheck.impl.redis import LuaScript
-from streamcheck.impl.transport import EventKind, RedisBus
+from streamcheck.impl.transport import RedisBus
 from streamcheck.impl.transport._actor import StreamActor, _Emit
 from streamcheck.impl.transport._bus import PublishOutcome
 from streamcheck.impl.transport._lua import FENCE_LUA, LOG_AND_PUBLISH_LUA, RAISE_TO_FLOOR_LUA
-from streamcheck.model import JSONValue
 
 PUBLISH_LIBRECHAT = LuaScript(
     "publish_librechat",
@@ -70,21 +70,11 @@ class PublishesLikeLibreChat(RedisBus):
         self,
         stream_id: str,
         *,
-        generation: str,
-        kind: EventKind,
-        body: JSONValue,
-        floor: int,
         encoded_body: str | None = None,
         options: PublishOptions = PublishOptions(),
+        **event: Any,
     ) -> PublishOutcome:
-        args = self._publish_args(
-            stream_id,
-            generation=generation,
-            kind=kind,
-            body=body,
-            floor=floor,
-            encoded_body=encoded_body,
-        )
+        args = self._publish_args(stream_id, encoded_body=encoded_body, **event)
         args += [
             "" if options.pinned_seq is None else options.pinned_seq,
             "1" if options.fenced else "0",

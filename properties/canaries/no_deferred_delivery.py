@@ -26,7 +26,7 @@ from streamcheck.impl.transport._actor import (
     _Subscriber,
 )
 from streamcheck.impl.transport._envelope import SequencedEvent
-from streamcheck.model import Chunk, StreamEvent
+from streamcheck.model import Chunk
 from streamcheck.properties.canaries._build import Bug
 from streamcheck.properties.canaries._readers import ChoosesReorderBuffers
 
@@ -123,25 +123,9 @@ class ReadsCounter(RedisBus):
 
 class SettlesThenReplays(EventTransport):
     async def _attach_reader(
-        self,
-        actor: StreamActor,
-        sub_id: int,
-        *,
-        generation: str,
-        start_seq: int,
-        out: trio.MemorySendChannel[StreamEvent],
-        job_ended: bool,
-        resume: bool,
+        self, actor: StreamActor, sub_id: int, *, resume: bool, **attachment: Any
     ) -> None:
-        await super()._attach_reader(
-            actor,
-            sub_id,
-            generation=generation,
-            start_seq=start_seq,
-            out=out,
-            job_ended=job_ended,
-            resume=resume,
-        )
+        await super()._attach_reader(actor, sub_id, resume=resume, **attachment)
         assert isinstance(actor, ReplaysAfterGoingLive) and isinstance(self._bus, ReadsCounter)
         # LibreChat's attachment, already live, awaited its early publishes and the
         # frontier GET before replaying its early buffer; pub/sub copies that land

@@ -13,12 +13,10 @@ tests/test_canary_interleavings.py pins what the stale frontier adds.
 from __future__ import annotations
 
 import functools
-
-import trio
+from typing import Any
 
 from streamcheck.impl.transport import EventTransport
 from streamcheck.impl.transport._actor import StreamActor
-from streamcheck.model import StreamEvent
 from streamcheck.properties.canaries import counter_deleted_on_cleanup
 from streamcheck.properties.canaries._build import Bug
 
@@ -48,9 +46,8 @@ class StartsAtStaleFrontier(EventTransport):
         *,
         generation: str,
         start_seq: int,
-        out: trio.MemorySendChannel[StreamEvent],
-        job_ended: bool,
         resume: bool,
+        **attachment: Any,
     ) -> None:
         attach_from = start_seq
         if not resume:
@@ -60,13 +57,7 @@ class StartsAtStaleFrontier(EventTransport):
             if left is not None and left[0] != generation and left[1] >= start_seq:
                 attach_from = left[1] + 1
         await super()._attach_reader(
-            actor,
-            sub_id,
-            generation=generation,
-            start_seq=attach_from,
-            out=out,
-            job_ended=job_ended,
-            resume=resume,
+            actor, sub_id, generation=generation, start_seq=attach_from, resume=resume, **attachment
         )
 
     def cleanup(self, stream_id: str) -> None:

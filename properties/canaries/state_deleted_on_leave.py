@@ -13,12 +13,10 @@ abort callback shows only as a later stop (``abort-channel-dropped`` measures th
 from __future__ import annotations
 
 import functools
-
-import trio
+from typing import Any
 
 from streamcheck.impl._early_buffer import EarlyBuffer
 from streamcheck.impl.transport._actor import StreamActor, _Attach
-from streamcheck.model import StreamEvent
 from streamcheck.properties.canaries._abort_listeners import ForgetsAbortListeners
 from streamcheck.properties.canaries._build import Bug
 from streamcheck.properties.canaries._unsynced import UnsyncedAttachments
@@ -56,29 +54,11 @@ class DeletesStateOnLeave(ForgetsAbortListeners):
         self._unsynced.discard(stream_id)
         super().start_producing(stream_id, generation, early)
 
-    async def _attach_reader(
-        self,
-        actor: StreamActor,
-        sub_id: int,
-        *,
-        generation: str,
-        start_seq: int,
-        out: trio.MemorySendChannel[StreamEvent],
-        job_ended: bool,
-        resume: bool,
-    ) -> None:
+    async def _attach_reader(self, actor: StreamActor, sub_id: int, **attachment: Any) -> None:
         if actor.stream_id in self._unsynced:
             assert isinstance(actor, UnsyncedAfterStateLost)
             actor.unsynced_readers.add(sub_id)
-        await super()._attach_reader(
-            actor,
-            sub_id,
-            generation=generation,
-            start_seq=start_seq,
-            out=out,
-            job_ended=job_ended,
-            resume=resume,
-        )
+        await super()._attach_reader(actor, sub_id, **attachment)
 
     async def _last_reader_left(self, stream_id: str, actor: StreamActor | None) -> None:
         await self._forget_abort_listeners(stream_id, actor)

@@ -234,3 +234,21 @@ def test_a_stale_frontier_leaves_the_next_turns_reader_hanging() -> None:
     assert AnomalyKind.TERMINAL_MISSING not in deleted
     assert deleted == {AnomalyKind.DUPLICATE}
     assert _healed_kinds(STALE_FRONTIER_TURNS, frozenset()) == set()
+
+
+def test_an_abort_whose_publish_was_not_awaited_can_be_judged() -> None:
+    # With unawaited publishes the aborting replica's Done is dispatched, its seq
+    # unknown: the world records it as maybe published, since an acknowledged emit
+    # without a seq would leave the history unjudgeable.
+    steps: Steps = [
+        *_turn(),
+        ("subscribe", {"stream": "s0", "replica": 0}),
+        SETTLE,
+        ("abort", {"stream": "s0", "replica": 0}),
+        SETTLE,
+    ]
+    decisions = [Decision(name, dict(args)) for name, args in steps]
+    canaries = frozenset({Canary.UNAWAITED_PUBLISHES})
+    result, deterministic = replay_twice(decisions, canaries=canaries, replicas=2)
+    assert deterministic
+    assert result.report.unknown_reason is None

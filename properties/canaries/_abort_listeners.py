@@ -26,6 +26,7 @@ class ForgetsAbortListeners(EventTransport):
     async def _forget_abort_listeners(self, stream_id: str, actor: StreamActor | None) -> None:
         if actor is None:
             return
+        # Straight from the actor's state, outside its turn: LibreChat deleted them.
         dropped = list(actor._abort_callbacks)
         actor._abort_callbacks.clear()
         for generation in dropped:

@@ -240,15 +240,6 @@ class ReorderBuffer:
             self._request_fetch(step)
         return self._finish(step, now)
 
-    def _gap_timed_out(self, step: Step) -> None:
-        """A gap outlived the reorder timeout: read the log from the frontier. Pub/sub
-        may have lost the missing seqs, the log has them unless Redis lost them too,
-        and only what the log proves missing becomes a :class:`~streamcheck.model.Gap`
-        (rule 3), so nothing is ever skipped silently."""
-        self._repairs += 1
-        self._repair_in_flight = True
-        self._request_fetch(step)
-
     def note_published(self, seq: int) -> None:
         """This generation published ``seq`` (the producer's receipt said so)."""
         self._known_high = max(self._known_high, seq)
@@ -302,6 +293,15 @@ class ReorderBuffer:
         self._fetch_in_flight = True
         self._proven_upto = max(self._pending) if self._pending else None
         step.fetch_from = self.next_seq
+
+    def _gap_timed_out(self, step: Step) -> None:
+        """A gap outlived the reorder timeout: read the log from the frontier. Pub/sub
+        may have lost the missing seqs, the log has them unless Redis lost them too,
+        and only what the log proves missing becomes a :class:`~streamcheck.model.Gap`
+        (rule 3), so nothing is ever skipped silently."""
+        self._repairs += 1
+        self._repair_in_flight = True
+        self._request_fetch(step)
 
     def _accept_in_order(self, event: SequencedEvent, step: Step) -> None:
         """``event.seq`` is at or above the frontier and everything before it is settled."""

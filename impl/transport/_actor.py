@@ -144,6 +144,8 @@ class _Emit:
     #: ``body`` as JSON (encoded once, by the transport, which checked its size).
     encoded: str
     reply: _Reply[PublishOutcome]
+    #: The terminal of an abort (the only event a turn an abort claimed accepts).
+    by_abort: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,10 +312,16 @@ class StreamActor:
     # -- API used by the transport (each call is one command) --------------------
 
     async def emit(
-        self, generation: str, kind: EventKind, body: JSONValue, encoded: str
+        self,
+        generation: str,
+        kind: EventKind,
+        body: JSONValue,
+        encoded: str,
+        *,
+        by_abort: bool = False,
     ) -> PublishOutcome:
         reply: _Reply[PublishOutcome] = _Reply()
-        command = _Emit(generation, kind, body, encoded, reply)
+        command = _Emit(generation, kind, body, encoded, reply, by_abort)
         if self._take_turn_now():
             # Nothing waits for the actor: handle the emit from the caller's task, as
             # the actor would handle it next, and save the two task switches of the
@@ -597,6 +605,7 @@ class StreamActor:
             body=command.body,
             encoded_body=command.encoded,
             floor=self._floor(),
+            by_abort=command.by_abort,
         )
 
     def _floor(self) -> int:

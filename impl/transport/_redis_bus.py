@@ -35,6 +35,7 @@ from streamcheck.impl.transport._bus import (
     Sink,
 )
 from streamcheck.impl.transport._envelope import (
+    MAX_SEQ,
     MalformedPayload,
     decode,
     encode_abort,
@@ -381,6 +382,8 @@ def _script_int(reply: object, script: str) -> int:
 def _decode_log_row(fields: dict[str, str]) -> LogRow | None:
     try:
         seq = int(fields["seq"])
+        if not 0 <= seq <= MAX_SEQ:
+            return None
         kind = fields["type"]
         if kind == "lost":
             first = int(fields["first"])

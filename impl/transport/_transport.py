@@ -182,6 +182,9 @@ class EventTransport:
         async def run_actor() -> None:
             with scope:
                 await actor.run()
+            # Ended by a failure of its own: the next request starts a fresh actor.
+            if (entry := self._actors.get(stream_id)) is not None and entry[0] is actor:
+                del self._actors[stream_id]
 
         self._actors[stream_id] = (actor, scope)
         self._nursery.start_soon(run_actor, name=f"stream-actor:{stream_id}")

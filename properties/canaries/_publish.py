@@ -44,7 +44,7 @@ else
   entry = seq .. '-1'
   if ARGV[14] == '1' then
     local tail = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-    if tail[1] and tonumber(string.match(tail[1][1], '^(%d+)-')) >= seq then
+    if tail[1] and tonumber(string.match(tail[1][1], '^(%d+)-')) >= tonumber(seq) then
       entry = '*'  -- LibreChat's log was keyed by arrival; ids cannot go back
     end
   end

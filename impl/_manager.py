@@ -233,7 +233,11 @@ class GenerationJobManager:
         if outcome in (PublishRefused.OTHER_GENERATION, PublishRefused.NO_JOB):
             # The turn was replaced or its job vanished: stop the generator.
             job.aborted.set()
-        elif outcome in (PublishRefused.JOB_ENDED, PublishRefused.TERMINAL_ALREADY_SENT):
+        elif outcome in (
+            PublishRefused.JOB_ENDED,
+            PublishRefused.TERMINAL_ALREADY_SENT,
+            PublishRefused.ABORTED,
+        ):
             # Someone else (an abort) ended the turn first.
             job.aborted.set()
         return None
@@ -346,16 +350,22 @@ class GenerationJobManager:
         usage = self.job_store.get_collected_usage(stream_id)
         if job.status.is_terminal:
             return AbortResult(outcome=AbortOutcome.ALREADY_TERMINAL, job=job)
-        local = self._runtimes.get(stream_id)
-        await self.transport.emit_abort(stream_id, job.generation_id)
-        if local is not None and local.generation == job.generation_id:
-            local.aborted.set()
+        refused = await self._accept_abort(job)
+        if refused in (PublishRefused.NO_JOB, PublishRefused.OTHER_GENERATION):
+            return AbortResult(outcome=AbortOutcome.NO_SUCH_STREAM)
+        if refused is not None:  # the turn ended or sent its terminal first
+            current = await self.job_store.get_job(stream_id)
+            return AbortResult(outcome=AbortOutcome.ALREADY_TERMINAL, job=current)
+        # The claim refuses the generator's chunks from here on: the content is final.
         content = await self.job_store.get_content_parts(stream_id)
         if not content:
             content = aggregate_content(c.data for c in await self._logged_chunks(job))
         final_event = _abort_final_event(job, content)
-        outcome = await self.transport.emit_done(stream_id, job.generation_id, final_event)
+        outcome = await self.transport.emit_done(
+            stream_id, job.generation_id, final_event, by_abort=True
+        )
         if outcome is PublishRefused.TERMINAL_ALREADY_SENT:
+            # Another abort of the same turn published the terminal first.
             current = await self.job_store.get_job(stream_id)
             return AbortResult(outcome=AbortOutcome.ALREADY_TERMINAL, job=current)
         if outcome in (PublishRefused.NO_JOB, PublishRefused.OTHER_GENERATION):
@@ -382,6 +392,24 @@ class GenerationJobManager:
             terminal_seq=outcome.seq if isinstance(outcome, Published) else None,
             collected_usage=usage,
         )
+
+    async def _accept_abort(self, job: SerializableJobData) -> PublishRefused | None:
+        """Accept the abort, then tell the generator: first the claim fences the turn
+        as aborted (from then on the publish fence refuses the generator's chunks and
+        its own done or error), then the generator is signalled. The other order lets
+        a generator that reacts to the signal with its own terminal win the race, and
+        the abort's final event would be lost. ``None`` once accepted, else why not."""
+        refused = await self.transport.claim_abort(job.stream_id, job.generation_id)
+        if refused is None:
+            await self._signal_generator(job)
+        return refused
+
+    async def _signal_generator(self, job: SerializableJobData) -> None:
+        """Tell the turn's generator to stop, on whichever replica it runs."""
+        await self.transport.emit_abort(job.stream_id, job.generation_id)
+        local = self._runtimes.get(job.stream_id)
+        if local is not None and local.generation == job.generation_id:
+            local.aborted.set()
 
     async def get_job(self, stream_id: str) -> SerializableJobData | None:
         return await self.job_store.get_job(validate_stream_id(stream_id))

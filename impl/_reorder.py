@@ -9,7 +9,10 @@ sequence one subscriber must see. Rules:
 2. Seqs belong to the whole stream (all turns share one counter). A seq carrying
    another generation fills its slot silently; once a *newer* generation shows up,
    this generation can publish nothing more, so the subscriber ends with
-   :data:`SUPERSEDED`.
+   :data:`SUPERSEDED`. Only the chunk log may say so: anyone who can publish on the
+   channel can send a message of any generation, so a live message of another
+   generation is a hint that makes the buffer read the log, and is then dropped
+   (counted in ``foreign_hints``).
 3. A gap is never skipped silently. When it does not fill within ``timeout`` of the
    first parked message (or ``capacity`` messages park) the core asks for the chunk
    log from the frontier (:attr:`Step.fetch_from`). Only a seq that the log proves
@@ -66,6 +69,8 @@ class ReorderStats:
     late_fills: int
     #: Events delivered from the log after the reorder timeout (not the catch-up).
     repaired_events: int
+    #: Live messages of another generation, checked against the log and dropped.
+    foreign_hints: int
     deferred: bool
     finished: bool
 
@@ -104,6 +109,7 @@ class ReorderBuffer:
         self._gaps = 0
         self._late_fills = 0
         self._repaired_events = 0
+        self._foreign_hints = 0
         self._repair_in_flight = False
         #: Highest seq this generation is known to have published (by a producer on
         #: this replica): if it never arrives, Redis lost it.
@@ -134,6 +140,12 @@ class ReorderBuffer:
             # Still a full step: a bare one would carry no timer, and the shell would
             # stop waking this reader (its idle probe would never run again).
             self._duplicates += 1
+            return self._finish(step, now)
+        if event.generation != self.generation:
+            # Only the log may prove a newer turn (rule 2): read it, keep nothing.
+            self._foreign_hints += 1
+            if not self._deferred and not self._fetch_in_flight:
+                self._request_fetch(step)
             return self._finish(step, now)
         self._pending[event.seq] = event
         if self._first_parked_at is None:
@@ -277,6 +289,7 @@ class ReorderBuffer:
             gaps=self._gaps,
             late_fills=self._late_fills,
             repaired_events=self._repaired_events,
+            foreign_hints=self._foreign_hints,
             deferred=self._deferred,
             finished=self._finished,
         )

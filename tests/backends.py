@@ -11,6 +11,7 @@ from streamcheck.impl import (
     GenerationJobManager,
     Keys,
     MemoryBackend,
+    ReplicaParts,
     ReplicaSettings,
     open_replica,
 )
@@ -30,15 +31,20 @@ async def replicas(
     url: str = "",
     prefix: str = "",
     settings: ReplicaSettings = FAST,
+    parts: list[ReplicaParts] | None = None,
 ) -> AsyncIterator[list[GenerationJobManager]]:
-    """``count`` replicas sharing one backend; Redis replicas get their own clients."""
+    """``count`` replicas sharing one backend; Redis replicas get their own clients.
+    ``parts`` (one per replica) builds them from subclasses of impl's parts."""
+    built = parts if parts is not None else [ReplicaParts()] * count
     async with AsyncExitStack() as stack:
         managers: list[GenerationJobManager] = []
         if kind == "memory":
             backend = MemoryBackend(settings=settings)
             for _ in range(count):
                 managers.append(
-                    await stack.enter_async_context(open_replica(backend, settings=settings))
+                    await stack.enter_async_context(
+                        open_replica(backend, settings=settings, parts=built[len(managers)])
+                    )
                 )
         else:
             from tests.redis_support import open_redis
@@ -47,7 +53,9 @@ async def replicas(
                 redis = await stack.enter_async_context(open_redis(url, cluster=kind == "cluster"))
                 managers.append(
                     await stack.enter_async_context(
-                        open_replica(redis, settings=settings, keys=Keys(prefix))
+                        open_replica(
+                            redis, settings=settings, keys=Keys(prefix), parts=built[len(managers)]
+                        )
                     )
                 )
         yield managers

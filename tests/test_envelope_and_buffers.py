@@ -19,19 +19,23 @@ from streamcheck.model import Chunk, Done, Failure
         ('{"type": "chunk", "seq": 1}', "missing generationId"),
         (
             '{"type": "chunk", "seq": "7", "generationId": "g"}',
-            "seq is not a non-negative integer: '7'",
+            "seq is not an integer in 0..9007199254740991: '7'",
         ),
         (
             '{"type": "chunk", "seq": 1.5, "generationId": "g"}',
-            "seq is not a non-negative integer: 1.5",
+            "seq is not an integer in 0..9007199254740991: 1.5",
         ),
         (
             '{"type": "chunk", "seq": -1, "generationId": "g"}',
-            "seq is not a non-negative integer: -1",
+            "seq is not an integer in 0..9007199254740991: -1",
         ),
         (
             '{"type": "chunk", "seq": true, "generationId": "g"}',
-            "seq is not a non-negative integer: True",
+            "seq is not an integer in 0..9007199254740991: True",
+        ),
+        (
+            '{"type": "chunk", "seq": 9007199254740992, "generationId": "g"}',
+            "seq is not an integer in 0..9007199254740991: 9007199254740992",
         ),
         ('{"type": "bogus", "seq": 1, "generationId": "g"}', "unknown type 'bogus'"),
     ],

@@ -318,6 +318,8 @@ def test_superseded_reader_is_told_of_published_seqs_that_never_arrived() -> Non
     buf = live()
     buf.note_published(1)
     step = buf.offer(chunk(0, gen="g2"), 0.1)
+    assert step.deliver == [] and step.fetch_from == 0  # live: only a hint
+    step = buf.apply_log([chunk(0, gen="g2")], exhausted=True, now=0.2)
     assert step.deliver == [
         Gap(first_seq=0, last_seq=1, generation=G, reason=GapReason.WRITES_LOST),
         Failure(seq=2, generation=G, message=SUPERSEDED),

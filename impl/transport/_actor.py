@@ -25,7 +25,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Final, Generic, Protocol, TypeVar
 
 import trio
 
@@ -54,6 +54,9 @@ T = TypeVar("T")
 
 #: Rows per chunk-log read during catch-up and repair.
 LOG_PAGE = 500
+#: The terminal readers get when their stream's actor failed unexpectedly (they may
+#: resume on another replica).
+ACTOR_FAILED: Final = "stream failed on this replica: internal error (logged)"
 #: Generations whose last published seq an actor remembers (the current turn and a
 #: few before it are enough: older turns have no readers left to warn).
 REMEMBERED_GENERATIONS = 8
@@ -144,6 +147,8 @@ class _Emit:
     #: ``body`` as JSON (encoded once, by the transport, which checked its size).
     encoded: str
     reply: _Reply[PublishOutcome]
+    #: The terminal of an abort (the only event a turn an abort claimed accepts).
+    by_abort: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +259,7 @@ class DeliveryTotals:
     repaired_events: int = 0
     late_fills: int = 0
     gaps: int = 0
+    foreign_hints: int = 0
 
     def add(self, stats: ReorderStats) -> None:
         self.subscribers += 1
@@ -264,6 +270,7 @@ class DeliveryTotals:
         self.repaired_events += stats.repaired_events
         self.late_fills += stats.late_fills
         self.gaps += stats.gaps
+        self.foreign_hints += stats.foreign_hints
 
 
 class StreamActor:
@@ -296,7 +303,8 @@ class StreamActor:
         self._subscribers: dict[int, _Subscriber] = {}
         self._producer: _Producer | None = None
         self._abort_callbacks: dict[str, AbortCallback] = {}
-        #: Highest seq this replica has seen on the stream: the publish floor.
+        #: Highest seq this replica has seen in the log or published itself (never one
+        #: only heard on the channel, which anyone may publish on): the publish floor.
         self._high_water = -1
         #: The actor's task has ended: requests are refused (see ``_tell``).
         self._stopped = False
@@ -310,10 +318,16 @@ class StreamActor:
     # -- API used by the transport (each call is one command) --------------------
 
     async def emit(
-        self, generation: str, kind: EventKind, body: JSONValue, encoded: str
+        self,
+        generation: str,
+        kind: EventKind,
+        body: JSONValue,
+        encoded: str,
+        *,
+        by_abort: bool = False,
     ) -> PublishOutcome:
         reply: _Reply[PublishOutcome] = _Reply()
-        command = _Emit(generation, kind, body, encoded, reply)
+        command = _Emit(generation, kind, body, encoded, reply, by_abort)
         if self._take_turn_now():
             # Nothing waits for the actor: handle the emit from the caller's task, as
             # the actor would handle it next, and save the two task switches of the
@@ -356,11 +370,10 @@ class StreamActor:
         if isinstance(message, AbortSignal):
             self._tell(_Incoming(message))
         elif not self._subscribers and self._untaken == 0 and not self._stopped:
-            # With no reader here, an event only moves the high-water mark (a producer
-            # hears its own chunks on the channel it holds for aborts). No command waits
-            # before it and the update commutes with one in progress, so doing it now
-            # is what the actor would do next.
-            self._high_water = max(self._high_water, message.seq)
+            # Nobody reads here (a producer hears its own chunks on the channel it holds
+            # for aborts). The high-water mark moves only on seqs the log or this
+            # replica's own publishes confirm: anyone can publish on the channel.
+            pass
         elif self._take_turn_now():
             try:
                 self._offer_now(message)
@@ -374,7 +387,6 @@ class StreamActor:
         each reader's deliveries are made at once, and whatever I/O a reader's step
         asks for is left to the actor, ahead of anything asked of it later. This
         saves a task switch per event and reader replica."""
-        self._high_water = max(self._high_water, message.seq)
         now = trio.current_time()
         rearm = False
         for sub in list(self._subscribers.values()):
@@ -467,6 +479,11 @@ class StreamActor:
     async def run(self) -> None:
         try:
             await self._loop()
+        except Exception:
+            # A bug here must cost this stream only: never the replica's nursery and the
+            # other streams in it. Readers get a typed terminal, requests a typed refusal.
+            logger.exception("stream %s: actor failed; the stream is ended here", self.stream_id)
+            self._fail_readers()
         finally:
             # Cancelled (cleanup or replica crash): readers see their stream end
             # instead of hanging; they resume elsewhere. Requests still queued, and
@@ -479,6 +496,14 @@ class StreamActor:
                     _refuse(self._inbox.receive_nowait(), self.stream_id)
                 except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                     break
+
+    def _fail_readers(self) -> None:
+        now = trio.current_time()
+        for sub in list(self._subscribers.values()):
+            failure = Failure(
+                seq=sub.buffer.next_seq, generation=sub.buffer.generation, message=ACTOR_FAILED
+            )
+            self._carry_out(sub, sub.buffer.end_with(failure, now))
 
     async def _loop(self) -> None:
         while True:
@@ -524,7 +549,6 @@ class StreamActor:
                     callback()
             case _Incoming(message=message):
                 assert not isinstance(message, AbortSignal)
-                self._high_water = max(self._high_water, message.seq)
                 for sub in list(self._subscribers.values()):
                     await self._apply(sub, sub.buffer.offer(message, now))
             case _Continue(sub_id=sub_id, step=step):
@@ -597,6 +621,7 @@ class StreamActor:
             body=command.body,
             encoded_body=command.encoded,
             floor=self._floor(),
+            by_abort=command.by_abort,
         )
 
     def _floor(self) -> int:

@@ -35,6 +35,8 @@ class PublishRefused(enum.Enum):
     OTHER_GENERATION = "other_generation"
     JOB_ENDED = "job_ended"
     TERMINAL_ALREADY_SENT = "terminal_already_sent"
+    #: An abort claimed the turn: only the abort's own terminal may be published.
+    ABORTED = "aborted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +72,19 @@ class Bus(Protocol):
         body: JSONValue,
         floor: int,
         encoded_body: str | None = None,
+        by_abort: bool = False,
     ) -> PublishOutcome:
         """Allocate a seq ``>= floor``, log and publish; or refuse without side effects.
 
         ``encoded_body`` is ``body`` as :func:`~streamcheck.impl.transport._envelope.encode_body`
         writes it, when the caller has it already (saves encoding it twice).
+        ``by_abort`` marks an abort's terminal, the only event a claimed turn accepts.
         """
+
+    async def claim_abort(self, stream_id: str, generation: str) -> PublishRefused | None:
+        """Fence ``generation`` as aborted: from now on the publish fence refuses
+        everything of it but the abort's terminal. ``None`` if claimed (now or by an
+        earlier abort), else why not (the turn ended, sent its terminal, or is gone)."""
 
     async def publish_abort(self, stream_id: str, generation: str) -> None: ...
 

@@ -25,6 +25,11 @@ class AbortSignal:
 Incoming = Chunk | Done | Failure | AbortSignal
 
 
+#: The largest seq: every integer up to it is exact in a double (JSON readers, Lua
+#: 5.1 numbers), so no path rounds a seq or writes it in float notation.
+MAX_SEQ = 2**53 - 1
+
+
 class MalformedPayload(ValueError):
     """A channel payload that is not a valid envelope; ``reason`` says why."""
 
@@ -79,8 +84,8 @@ def decode(payload: str) -> Incoming:
     if kind == "abort":
         return AbortSignal(generation=generation)
     seq = raw.get("seq")
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
-        raise MalformedPayload(f"seq is not a non-negative integer: {seq!r}")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ:
+        raise MalformedPayload(f"seq is not an integer in 0..{MAX_SEQ}: {seq!r}")
     if kind == "chunk":
         return Chunk(seq=seq, generation=generation, data=raw.get("data"))
     if kind == "done":

@@ -6,13 +6,16 @@ ARGV: 1 generation  2 kind (chunk|done|error)  3 envelope prefix  4 envelope suf
       5 channel  6 floor (lowest acceptable seq)  7 log payload (event JSON or error)
       8 chunk-log TTL seconds  9 counter TTL seconds
       10 seqs to skip after a failover or restart (see ``raise_to_floor``)
+      11 "1" if the event is an abort's terminal, else "0"
 
 Returns ``{seq, regressed}`` or ``{code, 0}`` with a negative refusal code:
 -1 no job, -2 another generation owns the stream, -3 the job has ended or sent its
-terminal (chunks only), -4 this generation already published its terminal.
+terminal (chunks only), -4 this generation already published its terminal, -5 an
+abort has claimed the turn (:data:`CLAIM_ABORT`): only the abort's terminal may follow.
 
-The fence makes three promises the subscribers rely on: a replaced turn can never
-publish again; no chunk follows a terminal; a generation has at most one terminal.
+The fence makes four promises the subscribers rely on: a replaced turn can never
+publish again; no chunk follows a terminal; a generation has at most one terminal;
+once an abort is accepted, its terminal is the one readers get.
 The floor makes a fourth: after Redis lost writes (restart, failover) the counter is
 pushed past every seq this replica has seen, so one seq never names two events, and
 a ``lost`` row (impl/redis/_chunklog.py) tells readers which seqs are gone for good.
@@ -88,11 +91,12 @@ end
 
 FENCE_LUA = """
 -- The publish fence: nil if generation `gen` may publish an event of `kind` now, else
--- the refusal code (see the module docstring).
-local function refusal(job_key, gen, kind)
-  local job = redis.call('HMGET', job_key, 'generationId', 'status', 'terminalSeq')
+-- the refusal code (see the module docstring). `by_abort` is '1' for an abort's terminal.
+local function refusal(job_key, gen, kind, by_abort)
+  local job = redis.call('HMGET', job_key, 'generationId', 'status', 'terminalSeq', 'abortClaimed')
   if not job[1] then return -1 end
   if job[1] ~= gen then return -2 end
+  if job[4] and by_abort ~= '1' then return -5 end
   if kind == 'chunk' then
     if job[2] ~= 'running' or job[3] then return -3 end
   elseif job[3] then
@@ -106,6 +110,7 @@ LOG_AND_PUBLISH_LUA = """
 -- Append the event to the chunk log under entry id `entry` and publish it, with the
 -- publish script's KEYS and ARGV; keep the counter's and the log's TTLs fresh, and
 -- record a terminal's seq on the job (the fence's "terminal already sent").
+-- `seq` is a string in integer notation: Lua 5.1 would write 1e14 as "1e+14".
 local function log_and_publish(seq, entry)
   local kind = ARGV[2]
   local counter_ttl = tonumber(ARGV[9])
@@ -133,14 +138,14 @@ PUBLISH = LuaScript(
     + RAISE_TO_FLOOR_LUA
     + LOG_AND_PUBLISH_LUA
     + """
-local refused = refusal(KEYS[3], ARGV[1], ARGV[2])
+local refused = refusal(KEYS[3], ARGV[1], ARGV[2], ARGV[11])
 if refused then return {refused, 0} end
 local regressed = raise_to_floor(  -- the first of its two results
   KEYS[1], KEYS[2], KEYS[4], tonumber(ARGV[6]), tonumber(ARGV[10]), tonumber(ARGV[8]),
   tonumber(ARGV[9]))
-local seq = redis.call('INCR', KEYS[1]) - 1
+local seq = string.format('%d', redis.call('INCR', KEYS[1]) - 1)
 log_and_publish(seq, seq .. '-1')  -- the log is readable by seq
-return {seq, regressed}
+return {tonumber(seq), regressed}
 """,
 )
 
@@ -159,4 +164,27 @@ return {first, tonumber(redis.call('GET', KEYS[1])) - 1}
 """,
 )
 
-REFUSALS = {-1: "no_job", -2: "other_generation", -3: "job_ended", -4: "terminal_already_sent"}
+#: KEYS: 1 ``stream:{id}:job``  ARGV: 1 generation
+#: An abort's first step: mark the turn as aborted in the publish fence, so that from
+#: now on only the abort's terminal (ARGV 11 of :data:`PUBLISH`) may be published.
+#: Returns 0 (claimed, or claimed already by another abort) or a refusal code: -1, -2,
+#: -3 (the job is no longer running), -4 (the generation published its terminal).
+CLAIM_ABORT = LuaScript(
+    "claim_abort",
+    FENCE_LUA
+    + """
+local refused = refusal(KEYS[1], ARGV[1], 'done', '1')
+if refused then return refused end
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return -3 end
+redis.call('HSET', KEYS[1], 'abortClaimed', '1')
+return 0
+""",
+)
+
+REFUSALS = {
+    -1: "no_job",
+    -2: "other_generation",
+    -3: "job_ended",
+    -4: "terminal_already_sent",
+    -5: "aborted",
+}

@@ -40,6 +40,8 @@ class _StreamLog:
     next_seq: int = 0
     entries: list[LogRow] = field(default_factory=list)
     terminal_generations: set[str] = field(default_factory=set)
+    #: Generations an abort has claimed (the script's ``abortClaimed`` on the job).
+    aborted_generations: set[str] = field(default_factory=set)
 
 
 class MemoryHub:
@@ -76,9 +78,10 @@ class MemoryHub:
         kind: EventKind,
         body: JSONValue,
         floor: int,
+        by_abort: bool,
     ) -> PublishOutcome:
         log = self._streams.setdefault(stream_id, _StreamLog())
-        refusal = self._fence(stream_id, generation, kind, log)
+        refusal = self._fence(stream_id, generation, kind, log, by_abort=by_abort)
         if refusal is not None:
             return refusal
         regressed = log.next_seq < floor
@@ -118,8 +121,26 @@ class MemoryHub:
         log.entries.append(lost)
         return lost
 
+    def _claim_abort(self, stream_id: str, generation: str) -> PublishRefused | None:
+        """The Redis ``claim_abort`` script (impl/transport/_lua.py)."""
+        log = self._streams.setdefault(stream_id, _StreamLog())
+        refusal = self._fence(stream_id, generation, EventKind.DONE, log, by_abort=True)
+        if refusal is not None:
+            return refusal
+        facts = self._job_lookup(stream_id) if self._job_lookup is not None else None
+        if facts is None or facts.status is not JobStatus.RUNNING:
+            return PublishRefused.JOB_ENDED
+        log.aborted_generations.add(generation)
+        return None
+
     def _fence(
-        self, stream_id: str, generation: str, kind: EventKind, log: _StreamLog
+        self,
+        stream_id: str,
+        generation: str,
+        kind: EventKind,
+        log: _StreamLog,
+        *,
+        by_abort: bool,
     ) -> PublishRefused | None:
         """The same rules as the Redis publish script (impl/transport/_lua.py)."""
         facts = self._job_lookup(stream_id) if self._job_lookup is not None else None
@@ -127,6 +148,8 @@ class MemoryHub:
             return PublishRefused.NO_JOB
         if facts.generation != generation:
             return PublishRefused.OTHER_GENERATION
+        if generation in log.aborted_generations and not by_abort:
+            return PublishRefused.ABORTED
         if kind is EventKind.CHUNK and (
             facts.status is not JobStatus.RUNNING or generation in log.terminal_generations
         ):
@@ -178,9 +201,13 @@ class MemoryBus:
         body: JSONValue,
         floor: int,
         encoded_body: str | None = None,
+        by_abort: bool = False,
     ) -> PublishOutcome:
         # Events stay Python objects here: ``encoded_body`` is not needed.
-        return self._hub._publish(stream_id, generation, kind, body, floor)
+        return self._hub._publish(stream_id, generation, kind, body, floor, by_abort)
+
+    async def claim_abort(self, stream_id: str, generation: str) -> PublishRefused | None:
+        return self._hub._claim_abort(stream_id, generation)
 
     async def publish_abort(self, stream_id: str, generation: str) -> None:
         self._hub._fan_out(stream_id, AbortSignal(generation=generation))

@@ -35,13 +35,14 @@ from streamcheck.impl.transport._bus import (
     Sink,
 )
 from streamcheck.impl.transport._envelope import (
+    MAX_SEQ,
     MalformedPayload,
     decode,
     encode_abort,
     encode_body,
     encode_split,
 )
-from streamcheck.impl.transport._lua import MARK_LOST, PUBLISH
+from streamcheck.impl.transport._lua import CLAIM_ABORT, MARK_LOST, PUBLISH
 from streamcheck.model import Chunk, Done, Failure, JSONValue
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ _REFUSAL_BY_CODE = {
     -2: PublishRefused.OTHER_GENERATION,
     -3: PublishRefused.JOB_ENDED,
     -4: PublishRefused.TERMINAL_ALREADY_SENT,
+    -5: PublishRefused.ABORTED,
 }
 
 
@@ -122,6 +124,7 @@ class RedisBus:
         body: JSONValue,
         floor: int,
         encoded_body: str | None = None,
+        by_abort: bool = False,
     ) -> PublishOutcome:
         reply = await self._redis.run_script(
             PUBLISH,
@@ -133,9 +136,17 @@ class RedisBus:
                 body=body,
                 floor=floor,
                 encoded_body=encoded_body,
+                by_abort=by_abort,
             ),
         )
         return self._publish_outcome(stream_id, reply)
+
+    async def claim_abort(self, stream_id: str, generation: str) -> PublishRefused | None:
+        reply = await self._redis.run_script(
+            CLAIM_ABORT, keys=[self._keys.job(stream_id)], args=[generation]
+        )
+        code = _script_int(reply, "claim_abort")
+        return None if code == 0 else _REFUSAL_BY_CODE[code]
 
     def _publish_keys(self, stream_id: str) -> list[str]:
         """KEYS of the publish script (impl/transport/_lua.py)."""
@@ -155,6 +166,7 @@ class RedisBus:
         body: JSONValue,
         floor: int,
         encoded_body: str | None,
+        by_abort: bool = False,
     ) -> list[ScriptArg]:
         """ARGV of the publish script: the event, its envelope split around the seq
         (which only the script knows), the floor and the TTLs."""
@@ -171,6 +183,7 @@ class RedisBus:
             self._log_ttl_s,
             COUNTER_TTL_S,
             self._failover_skip,
+            "1" if by_abort else "0",
         ]
 
     def _publish_outcome(self, stream_id: str, reply: object) -> PublishOutcome:
@@ -360,9 +373,17 @@ class RedisBus:
         )
 
 
+def _script_int(reply: object, script: str) -> int:
+    if isinstance(reply, bool) or not isinstance(reply, int):
+        raise RedisConnectionError(f"unexpected {script} script reply {reply!r}")
+    return reply
+
+
 def _decode_log_row(fields: dict[str, str]) -> LogRow | None:
     try:
         seq = int(fields["seq"])
+        if not 0 <= seq <= MAX_SEQ:
+            return None
         kind = fields["type"]
         if kind == "lost":
             first = int(fields["first"])

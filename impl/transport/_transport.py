@@ -36,7 +36,7 @@ from streamcheck.impl.transport._actor import (
     JobRecords,
     StreamActor,
 )
-from streamcheck.impl.transport._bus import Bus, EventKind, PublishOutcome
+from streamcheck.impl.transport._bus import Bus, EventKind, PublishOutcome, PublishRefused
 from streamcheck.impl.transport._envelope import AbortSignal, SequencedEvent, encode_body
 from streamcheck.model import JSONValue, StreamEvent
 
@@ -182,6 +182,9 @@ class EventTransport:
         async def run_actor() -> None:
             with scope:
                 await actor.run()
+            # Ended by a failure of its own: the next request starts a fresh actor.
+            if (entry := self._actors.get(stream_id)) is not None and entry[0] is actor:
+                del self._actors[stream_id]
 
         self._actors[stream_id] = (actor, scope)
         self._nursery.start_soon(run_actor, name=f"stream-actor:{stream_id}")
@@ -192,14 +195,23 @@ class EventTransport:
     async def emit_chunk(self, stream_id: str, generation: str, event: JSONValue) -> PublishOutcome:
         return await self._emit(stream_id, generation, EventKind.CHUNK, event)
 
-    async def emit_done(self, stream_id: str, generation: str, final: JSONValue) -> PublishOutcome:
-        return await self._emit(stream_id, generation, EventKind.DONE, final)
+    async def emit_done(
+        self, stream_id: str, generation: str, final: JSONValue, *, by_abort: bool = False
+    ) -> PublishOutcome:
+        """Publish the turn's Done; ``by_abort`` for an abort's, after ``claim_abort``."""
+        return await self._emit(stream_id, generation, EventKind.DONE, final, by_abort=by_abort)
 
     async def emit_error(self, stream_id: str, generation: str, message: str) -> PublishOutcome:
         return await self._emit(stream_id, generation, EventKind.ERROR, message)
 
     async def _emit(
-        self, stream_id: str, generation: str, kind: EventKind, body: JSONValue
+        self,
+        stream_id: str,
+        generation: str,
+        kind: EventKind,
+        body: JSONValue,
+        *,
+        by_abort: bool = False,
     ) -> PublishOutcome:
         encoded = encode_body(body)
         size = len(encoded)  # ASCII: characters are bytes
@@ -209,7 +221,13 @@ class EventTransport:
         # abort on a replica that is not producing emits its Done through an actor
         # that is idle there.
         with self._holding(stream_id):
-            return await self._actor(stream_id).emit(generation, kind, body, encoded)
+            return await self._actor(stream_id).emit(
+                generation, kind, body, encoded, by_abort=by_abort
+            )
+
+    async def claim_abort(self, stream_id: str, generation: str) -> PublishRefused | None:
+        """Fence ``generation`` as aborted (see :meth:`Bus.claim_abort`)."""
+        return await self._bus.claim_abort(stream_id, generation)
 
     async def emit_abort(self, stream_id: str, generation: str) -> None:
         await self._bus.publish_abort(stream_id, generation)

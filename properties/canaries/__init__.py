@@ -21,6 +21,7 @@ import enum
 
 from streamcheck.properties.canaries import (
     abort_channel_dropped,
+    abort_signalled_before_fence,
     counter_deleted_on_cleanup,
     created_lost_cross_replica,
     early_buffer_on_resume,
@@ -78,6 +79,8 @@ class Canary(enum.StrEnum):
     COUNTER_DELETED_ON_CLEANUP = "counter-deleted-on-cleanup"
     #: Bug 11: a fresh attachment is live before the early buffer's replay.
     NO_DEFERRED_DELIVERY = "no-deferred-delivery"
+    #: Issue 17: the generator, told of an abort, publishes its own terminal first.
+    ABORT_SIGNALLED_BEFORE_FENCE = "abort-signalled-before-fence"
 
 
 #: The canaries the seed commit (LibreChat e646a3615e, 2026-02-10) still had that
@@ -132,6 +135,7 @@ BUGS: dict[Canary, Bug] = {
     Canary.CREATED_LOST_CROSS_REPLICA: created_lost_cross_replica.BUG,
     Canary.STALE_FRONTIER_ACROSS_TURNS: stale_frontier_across_turns.BUG,
     Canary.COUNTER_DELETED_ON_CLEANUP: counter_deleted_on_cleanup.BUG,
+    Canary.ABORT_SIGNALLED_BEFORE_FENCE: abort_signalled_before_fence.BUG,
 }
 
 

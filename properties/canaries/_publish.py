@@ -2,10 +2,10 @@
 options LibreChat's lacked defences need (``per-process-counters``,
 ``counter-deleted-on-cleanup``, and the canaries that turn the publish fence off).
 
-ARGV 1-10 are impl's (impl/transport/_lua.py), then:
-      11 a seq to use instead of the shared counter's, or "" (no INCR, no floor)
-      12 "1" to apply the fence, "0" to skip it
-      13 "1": the counter may have gone back below the log's tail; such a seq is
+ARGV 1-11 are impl's (impl/transport/_lua.py), then:
+      12 a seq to use instead of the shared counter's, or "" (no INCR, no floor)
+      13 "1" to apply the fence, "0" to skip it
+      14 "1": the counter may have gone back below the log's tail; such a seq is
          appended with ``XADD *`` (LibreChat's log was keyed by arrival)
 """
 
@@ -26,31 +26,31 @@ PUBLISH_LIBRECHAT = LuaScript(
     + RAISE_TO_FLOOR_LUA
     + LOG_AND_PUBLISH_LUA
     + """
-if ARGV[12] ~= '0' then
-  local refused = refusal(KEYS[3], ARGV[1], ARGV[2])
+if ARGV[13] ~= '0' then
+  local refused = refusal(KEYS[3], ARGV[1], ARGV[2], ARGV[11])
   if refused then return {refused, 0} end
 end
 local regressed = 0
 local seq
 local entry
-if ARGV[11] ~= '' then
-  seq = tonumber(ARGV[11])
+if ARGV[12] ~= '' then
+  seq = tonumber(ARGV[12])
   entry = '*'  -- a pinned seq may repeat or go backwards: let Redis pick the id
 else
   regressed = raise_to_floor(
     KEYS[1], KEYS[2], KEYS[4], tonumber(ARGV[6]), tonumber(ARGV[10]), tonumber(ARGV[8]),
     tonumber(ARGV[9]))
-  seq = redis.call('INCR', KEYS[1]) - 1
+  seq = string.format('%d', redis.call('INCR', KEYS[1]) - 1)
   entry = seq .. '-1'
-  if ARGV[13] == '1' then
+  if ARGV[14] == '1' then
     local tail = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-    if tail[1] and tonumber(string.match(tail[1][1], '^(%d+)-')) >= seq then
+    if tail[1] and tonumber(string.match(tail[1][1], '^(%d+)-')) >= tonumber(seq) then
       entry = '*'  -- LibreChat's log was keyed by arrival; ids cannot go back
     end
   end
 end
 log_and_publish(seq, entry)
-return {seq, regressed}
+return {tonumber(seq), regressed}
 """,
 )
 
@@ -102,5 +102,6 @@ class PublishesWithOptions(StreamActor):
             body=command.body,
             encoded_body=command.encoded,
             floor=self._floor(),
+            by_abort=command.by_abort,
             options=self._publish_options(),
         )

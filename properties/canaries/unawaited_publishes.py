@@ -37,11 +37,17 @@ class DispatchesPublishes(StreamActor):
     _publishes: trio.Nursery
 
     async def emit(
-        self, generation: str, kind: EventKind, body: JSONValue, encoded: str
+        self,
+        generation: str,
+        kind: EventKind,
+        body: JSONValue,
+        encoded: str,
+        *,
+        by_abort: bool = False,
     ) -> PublishOutcome:
         # Always through the actor's inbox: the actor starts the publish and answers.
         reply: _Reply[PublishOutcome] = _Reply()
-        self._tell(_Emit(generation, kind, body, encoded, reply))
+        self._tell(_Emit(generation, kind, body, encoded, reply, by_abort))
         return await reply.wait()
 
     async def _loop(self) -> None:

@@ -15,7 +15,12 @@ from streamcheck.impl._errors import (
     StreamActorStopped,
     StreamcheckError,
 )
-from streamcheck.impl._manager import GenerationJob, GenerationJobManager, ManagerSettings
+from streamcheck.impl._manager import (
+    GenerationJob,
+    GenerationJobManager,
+    ManagerSettings,
+    StopReason,
+)
 from streamcheck.impl._seams import CountingIds, ManualWallClock, RandomIds, SystemWallClock
 from streamcheck.impl._service import (
     MemoryBackend,
@@ -61,6 +66,7 @@ __all__ = [
     "ReplicaSettings",
     "ResumeState",
     "SerializableJobData",
+    "StopReason",
     "StreamAccessDenied",
     "StreamActorStopped",
     "StreamConfig",

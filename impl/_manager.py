@@ -23,6 +23,7 @@ turn's traffic and cleanup (#16, #20).
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import logging
 from collections.abc import Mapping
@@ -67,9 +68,23 @@ class ManagerSettings:
     early_buffer_max_bytes: int = 8 * 1024 * 1024
 
 
+class StopReason(enum.StrEnum):
+    """Why a generator was told to stop (:attr:`GenerationJob.stop_reason`)."""
+
+    #: A user's abort, pressed on any replica, holds the turn: its terminal ends it.
+    ABORTED = "aborted"
+    #: The turn ended without this generator (its job ended, e.g. judged lost).
+    TURN_ENDED = "turn_ended"
+    #: A newer turn replaced this one, or its job vanished.
+    REPLACED = "replaced"
+    #: The turn could not start (its abort listener could not be registered).
+    START_FAILED = "start_failed"
+
+
 @dataclass(eq=False, slots=True)
 class GenerationJob:
-    """The generator's handle on its job. ``aborted`` fires on an abort from anywhere."""
+    """The generator's handle on its job. ``aborted`` fires when the generator must stop,
+    on an abort from anywhere or because the turn ended; ``stop_reason`` says which."""
 
     stream_id: str
     user_id: str
@@ -78,10 +93,20 @@ class GenerationJob:
     aborted: trio.Event = field(default_factory=trio.Event)
     final_event: JSONValue = None
     error: str | None = None
+    stop_reason: StopReason | None = None
 
     @property
     def is_aborted(self) -> bool:
         return self.aborted.is_set()
+
+    def stop(self, reason: StopReason) -> None:
+        """Tell the generator to stop; the first reason given is the one kept."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self.aborted.set()
+
+    def stop_by_abort(self) -> None:
+        self.stop(StopReason.ABORTED)
 
 
 class GenerationJobManager:
@@ -125,14 +150,14 @@ class GenerationJobManager:
         self._runtimes[stream_id] = job
         self.transport.start_producing(stream_id, generation, self._early_buffer())
         try:
-            await self.transport.on_abort(stream_id, generation, job.aborted.set)
+            await self.transport.on_abort(stream_id, generation, job.stop_by_abort)
         except BaseException:
             # Without its abort listener the turn cannot be stopped from elsewhere, so it
             # must not start, and no runtime may stay behind: it would heart-beat a job
             # that no generator will ever finish.
             if self._runtimes.get(stream_id) is job:
                 del self._runtimes[stream_id]
-            job.aborted.set()
+            job.stop(StopReason.START_FAILED)
             self.transport.stop_producing(stream_id, generation)
             # (An abort may have ended the turn meanwhile: then it stays aborted.)
             with (
@@ -222,8 +247,8 @@ class GenerationJobManager:
             )
         except IllegalTransition:
             # An abort from another replica ended the turn first (its terminal won the
-            # publish fence); the job already holds that outcome.
-            job.aborted.set()
+            # publish fence), or the job was judged lost; the job already holds that outcome.
+            job.stop(StopReason.TURN_ENDED)
 
     def _published(
         self, job: GenerationJob, outcome: Published | PublishRefused
@@ -232,14 +257,12 @@ class GenerationJobManager:
             return outcome
         if outcome in (PublishRefused.OTHER_GENERATION, PublishRefused.NO_JOB):
             # The turn was replaced or its job vanished: stop the generator.
-            job.aborted.set()
-        elif outcome in (
-            PublishRefused.JOB_ENDED,
-            PublishRefused.TERMINAL_ALREADY_SENT,
-            PublishRefused.ABORTED,
-        ):
-            # Someone else (an abort) ended the turn first.
-            job.aborted.set()
+            job.stop(StopReason.REPLACED)
+        elif outcome is PublishRefused.ABORTED:
+            job.stop(StopReason.ABORTED)
+        elif outcome in (PublishRefused.JOB_ENDED, PublishRefused.TERMINAL_ALREADY_SENT):
+            # The turn ended without this generator (an abort's terminal, or judged lost).
+            job.stop(StopReason.TURN_ENDED)
         return None
 
     async def _record_created(self, job: GenerationJob, event: Mapping[str, JSONValue]) -> None:
@@ -409,7 +432,7 @@ class GenerationJobManager:
         await self.transport.emit_abort(job.stream_id, job.generation_id)
         local = self._runtimes.get(job.stream_id)
         if local is not None and local.generation == job.generation_id:
-            local.aborted.set()
+            local.stop_by_abort()
 
     async def get_job(self, stream_id: str) -> SerializableJobData | None:
         return await self.job_store.get_job(validate_stream_id(stream_id))
@@ -428,7 +451,7 @@ class GenerationJobManager:
                 # Identity check: never retire a replacement turn (docs/librechat.md, bug 20).
                 if self._runtimes.get(stream_id) is job:
                     del self._runtimes[stream_id]
-                job.aborted.set()
+                job.stop(StopReason.REPLACED)
                 await self._retire(job)
         for stream_id in self.transport.get_tracked_stream_ids():
             if stream_id in self._runtimes or not self.transport.is_idle(stream_id):

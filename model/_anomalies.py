@@ -59,6 +59,9 @@ class AnomalyKind(enum.StrEnum):
     PHANTOM = "phantom"
     #: An acknowledged abort did not stop the generation's chunks.
     ABORT_NOT_HONOURED = "abort_not_honoured"
+    #: The generator published its own done or error after it was told to stop: the
+    #: abort that stopped it should have claimed the turn first, so its terminal wins.
+    TERMINAL_AFTER_STOP = "terminal_after_stop"
     #: A user received events of a stream they do not own.
     FOREIGN_DELIVERY = "foreign_delivery"
     #: The resume snapshot did not fold exactly the chunks before the resume cursor.

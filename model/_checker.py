@@ -259,6 +259,7 @@ def _judge_generation(
         previous_by_replica[record.replica] = record
         if not bad:
             last_good = i
+    _judge_stop(index, gen, out)
     if aborted:
         _judge_abort(index, gen, out, abort_grace, late_chunks)
     elif late_chunks:
@@ -274,6 +275,39 @@ def _judge_generation(
                 f"its terminal at seq {terminal_seq}; the fence must refuse them",
             )
         )
+
+
+def _judge_stop(index: HistoryIndex, gen: GenerationFacts, out: list[Anomaly]) -> None:
+    """Once its generator was told to stop, a turn ends with the abort's terminal: a done
+    or error of the generator's own that completes later means the stop came before the
+    abort held the turn. Unless Redis lost writes during the turn: a failover may forget
+    the abort's claim, written before the stop."""
+    stopped = gen.stopped_index
+    if stopped is None:
+        return
+    since = gen.started_index if gen.started_index is not None else -1
+    for i in gen.ok_emits:
+        record = _emitted(index, i)
+        if (
+            i > stopped
+            and record.kind is not EmitKind.CHUNK
+            and not record.by_abort
+            and not index.lost_between(since, i)
+        ):
+            out.append(
+                _generation_anomaly(
+                    gen,
+                    AnomalyKind.TERMINAL_AFTER_STOP,
+                    record.seq,
+                    i,
+                    stopped,
+                    f"published its own {record.kind.value} at seq {record.seq} after its "
+                    f"generator was told to stop (record {stopped}); an abort must claim the "
+                    "turn before it stops the generator, so the abort's terminal is the one "
+                    "readers get",
+                )
+            )
+            return
 
 
 def _judge_abort(

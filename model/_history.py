@@ -77,6 +77,8 @@ class Emitted:
     payload_digest: str
     outcome: OpOutcome
     seq: int | None = None
+    #: The terminal an abort published for the turn (not the generator's own end).
+    by_abort: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -95,12 +97,14 @@ class AbortRequested:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class GeneratorStopped:
-    """The generator observed its abort signal and stopped emitting."""
+    """The generator observed its stop signal and stopped emitting."""
 
     index: int = -1
     time: float
     stream_id: str
     generation: str
+    #: An abort stopped it (not the turn ending some other way, e.g. judged lost).
+    by_abort: bool = True
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

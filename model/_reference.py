@@ -33,6 +33,7 @@ from streamcheck.model._history import (
     EmitKind,
     Emitted,
     GenerationStarted,
+    GeneratorStopped,
     Healed,
     History,
     OpOutcome,
@@ -79,6 +80,8 @@ class GenerationFacts:
     error_digests: set[str] = field(default_factory=set)
     #: Record indexes of acknowledged aborts of this generation.
     acknowledged_aborts: list[int] = field(default_factory=list)
+    #: Record index of the first time an abort stopped its generator.
+    stopped_index: int | None = None
     #: Payload digest -> (replica, record index) of every OK or INDETERMINATE emit: the
     #: order one replica's generator made its events in (it makes one at a time).
     made: dict[str, tuple[str, int]] = field(default_factory=dict)
@@ -184,6 +187,11 @@ def index_history(history: History | Sequence[Record]) -> HistoryIndex:
             target = record.generation or latest_generation.get(record.stream_id)
             if record.acknowledged and target is not None:
                 index.generation(record.stream_id, target).acknowledged_aborts.append(i)
+        elif kind is GeneratorStopped:
+            assert isinstance(record, GeneratorStopped)
+            gen = index.generation(record.stream_id, record.generation)
+            if gen.stopped_index is None and record.by_abort:
+                gen.stopped_index = i
         elif kind is Healed and index.healed_index is None:
             index.healed_index = i
         elif kind is WritesLost:

@@ -26,6 +26,7 @@ from streamcheck.impl import (
     GenerationJobManager,
     Keys,
     ReplicaSettings,
+    StopReason,
     StreamAccessDenied,
     Subscription,
     open_replica,
@@ -306,9 +307,17 @@ class World:
                 time=trio.current_time(),
                 stream_id=gen.stream_id,
                 generation=gen.live_job.generation,
+                by_abort=gen.live_job.stop_reason is StopReason.ABORTED,
             )
         )
         gen.finished = True
+        # Told to stop, a generator ends its turn at once, as real ones do: the abort
+        # must already hold the turn, so the fence, not the generator's manners, keeps
+        # this done from winning over the abort's terminal.
+        manager = self._manager_named(gen.replica)
+        if manager is not None:
+            stopped: JSONValue = {"final": gen.live_job.generation, "stopped": True}
+            await self._emit(manager, gen, EmitKind.DONE, stopped)
 
     def emit(self, stream_id: str, count: int = 1) -> None:
         """The generator emits ``count`` chunks, each awaited before the next is made
@@ -464,6 +473,7 @@ class World:
                     payload_digest=digest(result.final_event),
                     outcome=OpOutcome.OK if known else OpOutcome.INDETERMINATE,
                     seq=result.terminal_seq,
+                    by_abort=True,
                 )
             )
         self._record_abort(name, stream_id, generation, aborted, OpOutcome.OK)

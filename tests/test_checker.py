@@ -25,6 +25,7 @@ from streamcheck.model import (
     Gap,
     GapReason,
     GenerationStarted,
+    GeneratorStopped,
     Healed,
     History,
     JSONValue,
@@ -1000,3 +1001,53 @@ def test_a_clean_history_is_ok_and_an_anomalous_one_is_anomaly() -> None:
     b = one_turn()
     deliver_in_order(b, [0, 2, 1, 3])
     assert check(b.history).verdict is Verdict.ANOMALY
+
+
+@pytest.mark.parametrize(
+    ("by_abort", "fenced", "lost"),
+    [(True, False, False), (True, True, False), (False, False, False), (True, False, True)],
+)
+def test_terminal_after_an_abort_stopped_the_generator(
+    by_abort: bool, fenced: bool, lost: bool
+) -> None:
+    b = Builder()
+    b.start()
+    b.chunks(range(2))
+    stopped = b.history.append(
+        GeneratorStopped(time=b._now(), stream_id="st", generation="g1", by_abort=by_abort)
+    ).index
+    if lost:
+        b.history.append(WritesLost(time=b._now(), writes=1))
+    # The stopped generator ends its turn at once: refused while the abort holds the turn.
+    own = b.emit(
+        EmitKind.DONE,
+        done_data("g1"),
+        2,
+        outcome=OpOutcome.FAIL if fenced else OpOutcome.OK,
+    )
+    if by_abort and not fenced and not lost:
+        only(check(b.history), AnomalyKind.TERMINAL_AFTER_STOP, own)
+        assert f"(record {stopped})" in check(b.history).anomalies[0].explanation
+    else:
+        assert AnomalyKind.TERMINAL_AFTER_STOP not in check(b.history).kinds()
+
+
+def test_the_aborts_own_terminal_after_the_stop_is_no_anomaly() -> None:
+    b = Builder()
+    b.start()
+    b.chunks(range(2))
+    b.history.append(GeneratorStopped(time=b._now(), stream_id="st", generation="g1"))
+    b.history.append(
+        Emitted(
+            time=b._now(),
+            stream_id="st",
+            generation="g1",
+            replica="r1",
+            kind=EmitKind.DONE,
+            payload_digest=digest({"aborted": True}),
+            outcome=OpOutcome.OK,
+            seq=2,
+            by_abort=True,
+        )
+    )
+    assert AnomalyKind.TERMINAL_AFTER_STOP not in check(b.history).kinds()

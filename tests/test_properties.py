@@ -101,6 +101,7 @@ EXPECTED: dict[Canary, set[AnomalyKind]] = {
     },
     Canary.NO_DEFERRED_DELIVERY: {AnomalyKind.DUPLICATE},
     Canary.UNAWAITED_PUBLISHES: {AnomalyKind.REORDERED, AnomalyKind.TERMINAL_BEFORE_CHUNKS},
+    Canary.ABORT_SIGNALLED_BEFORE_FENCE: {AnomalyKind.TERMINAL_AFTER_STOP},
 }
 
 

@@ -180,7 +180,8 @@ class PythonReplica:
 
     async def _watch_abort(self, action: Action, job: GenerationJob) -> None:
         await job.aborted.wait()
-        self._lines.timed("stopped", turn=action.turn, generation=job.generation)
+        reason = job.stop_reason.value if job.stop_reason is not None else None
+        self._lines.timed("stopped", turn=action.turn, generation=job.generation, reason=reason)
 
     async def _emit(self, action: Action, job: GenerationJob) -> None:
         manager, stream = self._manager, action.stream

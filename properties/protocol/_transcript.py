@@ -140,6 +140,7 @@ class _Reader:
                         time=field_of(raw, "t", (int, float), where),
                         stream_id=self.stream_of_turn.get(turn, ""),
                         generation=self._reported_generation(raw, turn, where),
+                        by_abort=optional(raw, "reason", str, where, "aborted") == "aborted",
                     )
                 )
             elif kind == "error":
@@ -240,6 +241,7 @@ class _Reader:
                     payload_digest=digest(raw.get("data")),
                     outcome=OpOutcome.OK,
                     seq=seq,
+                    by_abort=True,
                 )
             )
         self.out.records.append(

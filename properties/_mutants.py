@@ -11,12 +11,14 @@ runs as ``python -P`` with ``PYTHONPATH`` set to the copy, so it imports the mut
 impl/ rather than the installed one (checked before the first mutant).
 
 Verdicts follow Cosmic Ray: the command's non-zero exit kills a mutant, and so does a
-timeout (kept apart here as ``timeout``, counted as killed). Mutants listed in
-:data:`EQUIVALENT` (they cannot change behaviour) are left out of the score.
+timeout (kept apart here as ``timeout``, counted as killed). Mutants inside an
+annotation (never evaluated in impl/) and those listed in :data:`EQUIVALENT` cannot
+change behaviour: they are reported ``equivalent``, not run, and left out of the score.
 """
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import random
 import shlex
@@ -185,6 +187,34 @@ def _is_equivalent(module: str, operator: str, diff: str) -> bool:
     )
 
 
+def _annotation_spans(path: Path) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Where ``path``'s annotations are ((line, column) from, to). impl/ modules use
+    ``from __future__ import annotations``, so an annotation is never evaluated and a
+    mutant inside one is equivalent by construction."""
+    source = path.read_text(encoding="utf-8")
+    if "from __future__ import annotations" not in source:
+        return []
+    spans = []
+    for node in ast.walk(ast.parse(source)):
+        found: list[ast.expr | None] = []
+        if isinstance(node, ast.arg):
+            found.append(node.annotation)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            found.append(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            found.append(node.annotation)
+        for ann in found:
+            if ann is not None and ann.end_lineno is not None and ann.end_col_offset is not None:
+                spans.append(((ann.lineno, ann.col_offset), (ann.end_lineno, ann.end_col_offset)))
+    return spans
+
+
+def _in_annotation(
+    spans: list[tuple[tuple[int, int], tuple[int, int]]], start: tuple[int, int]
+) -> bool:
+    return any(low <= start < high for low, high in spans)
+
+
 def _verdict(module: str, operator: str, outcome: Any) -> str:
     if outcome.worker_outcome is not WorkerOutcome.NORMAL:
         return "incompetent"
@@ -247,13 +277,19 @@ def run_mutants(
         chosen = random.Random(sample_seed).sample(items, min(sample, len(items)))
         chosen.sort(key=lambda w: (str(w.mutations[0].module_path), w.mutations[0].occurrence))
         results = []
+        spans: dict[Path, list[tuple[tuple[int, int], tuple[int, int]]]] = {}
         for index, item in enumerate(chosen, 1):
             spec = item.mutations[0]
             module = Path(spec.module_path).relative_to(impl).as_posix()
             operator = spec.operator_name.removeprefix("core/")
             out_of_time = budget is not None and time.perf_counter() - started >= budget
             mutant_started = time.perf_counter()
-            if out_of_time:
+            path = Path(spec.module_path)
+            if path not in spans:
+                spans[path] = _annotation_spans(path)
+            if _in_annotation(spans[path], (spec.start_pos[0], spec.start_pos[1])):
+                verdict, diff = "equivalent", f"(in an annotation) line {spec.start_pos[0]}"
+            elif out_of_time:
                 verdict, diff = "not run", ""
             else:
                 work = mutate_and_test(item.mutations, command, limit)
@@ -312,17 +348,16 @@ def render(run: MutationRun, *, command: str, date: str) -> str:
             continue
         lines += ["", f"## {title}", ""]
         for m in listed:
-            lines += [
-                f"- `{m.module}:{m.line}` in `{m.function}` ({m.operator})",
-                "",
-                "  ```diff",
-                *(
-                    f"  {d}"
-                    for d in m.diff.splitlines()
-                    if d[:1] in "+-" and d[:3] not in ("+++", "---")
-                ),
-                "  ```",
+            where = f"- `{m.module}:{m.line}` in `{m.function}` ({m.operator})"
+            changed = [
+                f"  {d}"
+                for d in m.diff.splitlines()
+                if d[:1] in "+-" and d[:3] not in ("+++", "---")
             ]
+            if not changed:  # judged without running: the diff holds the reason
+                lines.append(f"{where}: {m.diff}")
+                continue
+            lines += [where, "", "  ```diff", *changed, "  ```"]
     return "\n".join(lines) + "\n"
 
 

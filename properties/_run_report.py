@@ -253,6 +253,7 @@ def render_summary(data: dict[str, Any]) -> str:
         "passed": "no anomaly found",
         "anomaly": "ANOMALY found: " + ", ".join(anomalies["by_kind"]),
         "crashed": "the run CRASHED",
+        "unreached": "no anomaly found, but a required path was NOT REACHED",
     }[data["outcome"]]
     seed = data["seed"]
     seed_text = "derandomized (no seed)" if seed is None else str(seed)

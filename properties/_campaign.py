@@ -30,6 +30,26 @@ from streamcheck.properties._simulation import describe_crash
 from streamcheck.properties.canaries import Canary
 from streamcheck.properties.machine import StreamMachine, machine_for
 
+#: Rare paths a campaign on the correct implementation must reach, or a green run means
+#: little (``streamcheck run`` and the CI profile both check them). ("gap filled late"
+#: is not here: one primary's messages reach a subscriber in seq order, and with the
+#: relayed (Cluster) topology a new primary's first publish jumps the counter past the
+#: old one's range, so on the correct implementation a gap is only ever filled from
+#: the log.)
+REQUIRED_LABELS = frozenset(
+    {
+        "abort during a reconnect",
+        "duplicate dropped",
+        "failover lost writes",
+        "gap repaired from the log",
+        "gap signalled",
+        "lost writes signalled as a gap",
+        "new turn on a reused stream id",
+        "resume after a crash",
+        "subscribe acknowledged after emits",
+    }
+)
+
 
 @dataclass(frozen=True, slots=True)
 class CampaignResult:
@@ -73,10 +93,20 @@ class CampaignResult:
     budget_seconds: float | None = None
     #: Processes the campaigns ran in (see :mod:`streamcheck.properties._parallel`).
     workers: int = 1
+    #: The rare paths this run must reach (see :attr:`unreached_labels`).
+    required_labels: frozenset[str] = REQUIRED_LABELS
 
     @property
     def found(self) -> bool:
         return self.first_failure_example is not None
+
+    @property
+    def unreached_labels(self) -> tuple[str, ...]:
+        """The required rare paths this campaign never reached (checked only when it ran
+        the correct implementation: a canary changes which paths exist)."""
+        if self.canaries:
+            return ()
+        return tuple(sorted(self.required_labels - set(self.labels)))
 
     def shrink_summary(self) -> str:
         """``shrunk to 4 decisions (Hypothesis: 12 rules, 18 decisions)``."""

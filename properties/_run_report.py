@@ -32,6 +32,7 @@ from typing import Any
 from hypothesis import settings as HypothesisSettings
 
 from streamcheck.properties._campaign import CampaignResult
+from streamcheck.properties._impl_coverage import ImplCoverage
 
 SCHEMA = "streamcheck.run/1"
 SUMMARY_FILENAME = "summary.md"
@@ -60,6 +61,8 @@ class RunInfo:
     #: The original replay file and timeline (``<reports>/failures/...``), if written.
     replay_file: Path | None = None
     timeline: Path | None = None
+    #: impl/'s coverage during the campaign (``streamcheck run --coverage``).
+    impl_coverage: ImplCoverage | None = None
 
 
 def command_line(program: str, argv: Sequence[str]) -> str:
@@ -89,15 +92,19 @@ def new_run_dir(reports: Path, moment: datetime.datetime) -> Path:
     raise FileExistsError(f"no free run directory for {stamp} under {runs}")
 
 
-def outcome(result: CampaignResult) -> str:
+def outcome(result: CampaignResult, impl_coverage: ImplCoverage | None = None) -> str:
     if result.crashed:
         return "crashed"
-    return "anomaly" if result.found else "passed"
+    if result.found:
+        return "anomaly"
+    classes_missed = impl_coverage is not None and not all(v.ok for v in impl_coverage.verdicts())
+    return "unreached" if result.unreached_labels or classes_missed else "passed"
 
 
-def exit_code(result: CampaignResult) -> int:
-    """The CLI's exit code for a campaign: 0 nothing found, 1 anomaly or crash."""
-    return 0 if outcome(result) == "passed" else 1
+def exit_code(result: CampaignResult, impl_coverage: ImplCoverage | None = None) -> int:
+    """The CLI's exit code for a campaign: 0 nothing found, 1 anomaly, crash, or a
+    required path never reached."""
+    return 0 if outcome(result, impl_coverage) == "passed" else 1
 
 
 def settings_to_json(chosen: HypothesisSettings) -> dict[str, Any]:
@@ -149,8 +156,8 @@ def results_json(
             "hypothesis": _version("hypothesis"),
             "python": platform.python_version(),
         },
-        "outcome": outcome(result),
-        "exit_code": exit_code(result),
+        "outcome": outcome(result, info.impl_coverage),
+        "exit_code": exit_code(result, info.impl_coverage),
         "figures": {
             "examples": result.examples,
             "seconds": round(seconds, 3),
@@ -172,6 +179,8 @@ def results_json(
             "rules": result.rules,
         },
         "coverage_labels": dict(sorted(result.labels.items())),
+        "unreached_labels": list(result.unreached_labels),
+        "impl_coverage": info.impl_coverage.to_json() if info.impl_coverage else None,
         "anomalies": {
             "by_kind": (
                 {kind.value: n for kind, n in sorted(report.by_kind().items())} if report else {}
@@ -244,6 +253,7 @@ def render_summary(data: dict[str, Any]) -> str:
         "passed": "no anomaly found",
         "anomaly": "ANOMALY found: " + ", ".join(anomalies["by_kind"]),
         "crashed": "the run CRASHED",
+        "unreached": "no anomaly found, but a required path was NOT REACHED",
     }[data["outcome"]]
     seed = data["seed"]
     seed_text = "derandomized (no seed)" if seed is None else str(seed)
@@ -323,6 +333,10 @@ def render_summary(data: dict[str, Any]) -> str:
         lines += [f"| {_cell(label)} | {count:,} |" for label, count in labels.items()]
     else:
         lines.append("None (no example ran to its heal phase).")
+    if data["unreached_labels"]:
+        lines += ["", f"Required and never reached: {', '.join(data['unreached_labels'])}."]
+    if data["impl_coverage"]:
+        lines += ["", *_coverage_lines(data["impl_coverage"])]
     lines += ["", "## Anomalies", ""]
     items: list[dict[str, Any]] = anomalies["items"]
     if data["crashed"]:
@@ -359,6 +373,29 @@ def render_summary(data: dict[str, Any]) -> str:
                 + ", ".join(f"`{p}`" for p in originals)
             )
     return "\n".join(lines) + "\n"
+
+
+def _coverage_lines(data: dict[str, Any]) -> list[str]:
+    lines = [
+        "## impl/ coverage",
+        "",
+        "Measured from the campaign's start: lines run at import (module and class "
+        "level) count as missed.",
+        "",
+        "| module | statements | covered | branches | covered | % |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {m['module']} | {m['statements']} | {m['covered']} | {m['branches']} "
+        f"| {m['covered_branches']} | {m['percent']:.1f} |"
+        for m in data["modules"]
+    ]
+    lines += ["", "| branch class | verdict | not reached |", "|---|---|---|"]
+    for c in data["branch_classes"]:
+        missing = [*c["missed"], *(f"{m} (stale)" for m in c["stale"])]
+        verdict = "reached" if not missing else "NOT REACHED"
+        lines.append(f"| {c['name']} | {verdict} | {_cell(', '.join(missing)) or '-'} |")
+    return lines
 
 
 def _ms(value: float | None) -> str:

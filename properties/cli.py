@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.util
 import logging
@@ -10,6 +11,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -21,6 +23,12 @@ from streamcheck.properties._run_limits import (
     MIN_REPLICAS,
 )
 from streamcheck.properties.canaries import PROFILES, Canary, parse_canaries
+
+if TYPE_CHECKING:
+    from hypothesis import settings
+
+    from streamcheck.properties._campaign import CampaignResult, ProgressCallback
+    from streamcheck.properties._impl_coverage import ImplCoverage
 
 EXIT_OK, EXIT_ANOMALY, EXIT_USAGE = 0, 1, 2
 
@@ -65,12 +73,7 @@ def _canaries_from(args: argparse.Namespace) -> frozenset[Canary]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from streamcheck.properties._campaign import (
-        CHUNK_EXAMPLES,
-        campaign_settings,
-        run_campaign,
-        run_within,
-    )
+    from streamcheck.properties._campaign import CHUNK_EXAMPLES, campaign_settings
     from streamcheck.properties._progress import ProgressBar
     from streamcheck.properties._run_report import (
         RunInfo,
@@ -117,6 +120,9 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if not _workers_ok(args.workers):
         return EXIT_USAGE
+    if args.coverage and args.workers > 1:
+        print("streamcheck: --coverage measures one process: use --workers 1", file=sys.stderr)
+        return EXIT_USAGE
     try:
         canaries = _canaries_from(args)
     except ValueError as exc:
@@ -149,41 +155,17 @@ def _run(args: argparse.Namespace) -> int:
             f"simulation: {examples} examples{in_workers}, {replicas} replicas, canaries: {label}",
             flush=True,
         )
+    measured: list[ImplCoverage] = []
     try:
-        if args.workers > 1:
-            from streamcheck.properties._parallel import run_in_workers
+        with contextlib.ExitStack() as stack:
+            if args.coverage:
+                from streamcheck.properties._impl_coverage import measure_impl
 
-            result = run_in_workers(
-                args.workers,
-                seconds=args.budget,
-                examples=examples_cap,
-                canaries=canaries,
-                seed=args.seed,
-                replay_file=replay,
-                on_progress=bar,
-                replicas=replicas,
-            )
-        elif args.budget is not None:
-            result = run_within(
-                args.budget,
-                examples=examples_cap,
-                canaries=canaries,
-                seed=args.seed,
-                replay_file=replay,
-                on_progress=bar,
-                replicas=replicas,
-            )
-        else:
-            result = run_campaign(
-                canaries=canaries,
-                seed=args.seed,
-                replay_file=replay,
-                hypothesis_settings=chosen,
-                on_progress=bar,
-                replicas=replicas,
-            )
+                measured = stack.enter_context(measure_impl())
+            result = _campaign(args, canaries, replay, chosen, examples_cap, replicas, bar)
     finally:
         bar.clear()  # also on Ctrl-C, so the traceback starts on a clean line
+    impl_coverage = measured[0] if measured else None
     print(f"{result.examples} examples in {result.seconds:.1f} s")
     timeline: Path | None = None
     if result.crashed:
@@ -203,6 +185,10 @@ def _run(args: argparse.Namespace) -> int:
             timeline = write_timeline(
                 result.replay_file, result.replay_file.parent / TIMELINE_FILENAME
             )
+    if args.allow_unreached:
+        result = dataclasses.replace(result, required_labels=frozenset())
+    if not (result.found or result.crashed):
+        _say_unreached(result, impl_coverage)
     info = RunInfo(
         command=command_line("streamcheck", args.argv),
         backend="sim",
@@ -212,6 +198,7 @@ def _run(args: argparse.Namespace) -> int:
         finished=utc_now(),
         replay_file=result.replay_file,
         timeline=timeline,
+        impl_coverage=impl_coverage,
     )
     try:
         run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(reports, started)
@@ -225,7 +212,72 @@ def _run(args: argparse.Namespace) -> int:
     if data["files"]["timeline"]:
         print(f"timeline:    {run_dir / data['files']['timeline']}  (open it in a browser)")
     print(f"report:      {run_dir / data['files']['summary']} and {data['files']['results']}")
-    return exit_code(result)
+    return exit_code(result, impl_coverage)
+
+
+def _say_unreached(result: CampaignResult, impl_coverage: ImplCoverage | None) -> None:
+    """Say which required paths a clean run never reached (they make it exit 1)."""
+    if result.unreached_labels:
+        print(
+            f"NOT REACHED: rare paths the run must reach: {', '.join(result.unreached_labels)} "
+            "(a clean run means little without them: raise --examples or --budget)"
+        )
+    if impl_coverage is None:
+        return
+    for verdict in impl_coverage.verdicts():
+        if verdict.missed:
+            print(f"NOT REACHED: impl/ {verdict.name}: {', '.join(verdict.missed)}")
+        if verdict.stale:
+            print(
+                f"STALE: impl/ {verdict.name} names code that is gone: "
+                f"{', '.join(verdict.stale)} (update properties/_impl_coverage.py)"
+            )
+
+
+def _campaign(
+    args: argparse.Namespace,
+    canaries: frozenset[Canary],
+    replay: Path,
+    chosen: settings,
+    examples_cap: int | None,
+    replicas: int,
+    bar: ProgressCallback,
+) -> CampaignResult:
+    """The campaign ``streamcheck run`` asked for: in workers, within a time budget, or
+    a number of examples."""
+    from streamcheck.properties._campaign import run_campaign, run_within
+
+    if args.workers > 1:
+        from streamcheck.properties._parallel import run_in_workers
+
+        return run_in_workers(
+            args.workers,
+            seconds=args.budget,
+            examples=examples_cap,
+            canaries=canaries,
+            seed=args.seed,
+            replay_file=replay,
+            on_progress=bar,
+            replicas=replicas,
+        )
+    if args.budget is not None:
+        return run_within(
+            args.budget,
+            examples=examples_cap,
+            canaries=canaries,
+            seed=args.seed,
+            replay_file=replay,
+            on_progress=bar,
+            replicas=replicas,
+        )
+    return run_campaign(
+        canaries=canaries,
+        seed=args.seed,
+        replay_file=replay,
+        hypothesis_settings=chosen,
+        on_progress=bar,
+        replicas=replicas,
+    )
 
 
 def _run_real(args: argparse.Namespace) -> int:
@@ -406,6 +458,69 @@ def _bench(args: argparse.Namespace) -> int:
     return exit_code(report)
 
 
+def _mutants(args: argparse.Namespace) -> int:
+    import json
+
+    from streamcheck.properties._mutants import (
+        NOT_SIMULATED,
+        MutantsError,
+        render,
+        run_mutants,
+        to_json,
+    )
+    from streamcheck.properties._run_report import command_line, utc_now
+
+    for name, value in (("--sample", args.sample), ("--examples", args.examples)):
+        if value < 1:
+            print(f"streamcheck: {name} must be at least 1, not {value}", file=sys.stderr)
+            return EXIT_USAGE
+    for name, seconds in (("--budget", args.budget), ("--timeout", args.timeout)):
+        if seconds is not None and seconds <= 0:
+            print(f"streamcheck: {name} must be positive seconds, not {seconds:g}", file=sys.stderr)
+            return EXIT_USAGE
+    print(
+        f"mutants: a sample of {args.sample} (seed {args.seed}) of impl/'s mutations, each "
+        f"against a campaign of {args.examples} examples",
+        flush=True,
+    )
+    try:
+        result = run_mutants(
+            sample=args.sample,
+            sample_seed=args.seed,
+            examples=args.examples,
+            budget=args.budget,
+            timeout=args.timeout,
+            exclude=() if args.all_modules else NOT_SIMULATED,
+            on_mutant=lambda i, n, m: print(
+                f"  {i}/{n} {m.module}:{m.line} {m.operator}: {m.verdict} ({m.seconds:.1f} s)",
+                flush=True,
+            ),
+        )
+    except MutantsError as exc:
+        print(f"streamcheck: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    command = command_line("streamcheck", args.argv)
+    date = utc_now().date().isoformat()
+    reports = Path(args.reports)
+    try:
+        reports.mkdir(parents=True, exist_ok=True)
+        (reports / "mutation.md").write_text(render(result, command=command, date=date))
+        document = to_json(result, command=command, date=date)
+        (reports / "mutation.json").write_text(json.dumps(document, indent=2) + "\n")
+    except OSError as exc:
+        print(f"streamcheck: cannot write the mutation report: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    score = result.score()
+    counts = result.counts()
+    print(
+        f"score {'-' if score is None else f'{score:.1f} %'}: "
+        + ", ".join(f"{verdict} {n}" for verdict, n in sorted(counts.items()))
+        + f" in {result.seconds:.0f} s"
+    )
+    print(f"report: {reports / 'mutation.md'} and mutation.json")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamcheck",
@@ -437,11 +552,15 @@ def build_parser() -> argparse.ArgumentParser:
             "see reports/README.md) to <reports>/runs/<UTC timestamp>/, with copies of the\n"
             "replay file and timeline.html when an example failed. On a terminal a progress\n"
             "bar is drawn on stderr.\n\n"
-            "exit codes: 0 nothing found, 1 anomaly found, 2 usage or environment error\n\n"
+            "A clean run without canaries must also reach the rare paths CI requires\n"
+            "(REQUIRED_LABELS); one that does not exits 1 and says which.\n\n"
+            "exit codes: 0 nothing found, 1 anomaly found (or a required path never\n"
+            "reached), 2 usage or environment error\n\n"
             "examples:\n  streamcheck run --examples 500\n"
             "  streamcheck run --canary force-flush-skips-gap --examples 500\n"
             "  streamcheck run --profile librechat-2026-02-10\n"
             "  streamcheck run --replicas 3 --examples 500\n"
+            "  streamcheck run --coverage                   # and which impl/ code ran\n"
             "  streamcheck run --budget 600                 # as many examples as 10 min allow\n"
             "  streamcheck run --budget 600 --workers 2     # the same on two cores\n"
             "  streamcheck run --backend redis              # real redis-server, every fault\n"
@@ -495,6 +614,19 @@ def build_parser() -> argparse.ArgumentParser:
         "helps); the examples or the time budget are shared among them",
     )
     run.add_argument("--seed", type=int, default=None, help="derandomize the search")
+    run.add_argument(
+        "--coverage",
+        action="store_true",
+        help="sim: measure which impl/ code the campaign ran (coverage.py) and write a "
+        "per-module table into the run report; exit 1 if a branch class that matters "
+        "(fence refusals, cross-replica aborts, job-store transitions) was never reached",
+    )
+    run.add_argument(
+        "--allow-unreached",
+        action="store_true",
+        help="sim: a clean run that never reached a required rare path exits 0 (for smoke "
+        "runs too small to reach them)",
+    )
     run.add_argument("--canary", default="", help="comma-separated canary names")
     run.add_argument("--profile", default="", help=f"canary profile: {', '.join(PROFILES)}")
     run.add_argument(
@@ -545,6 +677,48 @@ def build_parser() -> argparse.ArgumentParser:
         help="run N campaigns at once, each in its own process (one per core at most)",
     )
     canaries.set_defaults(handler=_canaries)
+
+    mutants = commands.add_parser(
+        "mutants",
+        help="mutation score of impl/ with the simulation as the only test",
+        description=(
+            "Sample impl/'s mutations (Cosmic Ray's operators), run one state-machine\n"
+            "campaign against each in a copy of the package, and write\n"
+            "<reports>/mutation.md (by module, surviving mutants listed) and\n"
+            "mutation.json. See docs/mutation.md.\n\n"
+            "exit codes: 0 the report was written (whatever the score), 2 usage or\n"
+            "environment error (e.g. the campaign fails on unmutated code)\n\n"
+            "examples:\n  streamcheck mutants --sample 40\n"
+            "  streamcheck mutants --sample 200 --budget 1800   # the nightly figure"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mutants.add_argument("--sample", type=int, default=40, help="mutants to run (default 40)")
+    mutants.add_argument("--seed", type=int, default=0, help="which sample (default 0)")
+    mutants.add_argument(
+        "--examples", type=int, default=300, help="examples in each mutant's campaign"
+    )
+    mutants.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="start no mutant after SECONDS (the rest are reported 'not run')",
+    )
+    mutants.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="per mutant (default: 3x the unmutated campaign + 10 s); a timeout kills",
+    )
+    mutants.add_argument(
+        "--all-modules",
+        action="store_true",
+        help="also mutate the modules the simulation does not drive (NOT_SIMULATED)",
+    )
+    mutants.add_argument("--reports", default="reports")
+    mutants.set_defaults(handler=_mutants)
 
     bench = commands.add_parser(
         "bench",

@@ -91,7 +91,18 @@ def test_impossible_runs_are_refused(kwargs: dict[str, object], message: str) ->
 
 def test_run_with_workers_writes_its_report(tmp_path: Path) -> None:
     code = main(
-        ["run", "--workers", "2", "--examples", "40", "--seed", "5", "--reports", str(tmp_path)]
+        [
+            "run",
+            "--workers",
+            "2",
+            "--examples",
+            "40",
+            "--seed",
+            "5",
+            "--allow-unreached",
+            "--reports",
+            str(tmp_path),
+        ]
     )
     assert code == EXIT_OK
     [run_dir] = (tmp_path / "runs").iterdir()

@@ -17,6 +17,7 @@ from trio._core import _run
 
 from streamcheck.model import AnomalyKind
 from streamcheck.properties._campaign import run_campaign
+from streamcheck.properties._impl_coverage import measure_impl
 from streamcheck.properties._replay import load_replay, replay_twice
 from streamcheck.properties._simulation import Decision, Simulation
 from streamcheck.properties.canaries import Canary
@@ -25,23 +26,6 @@ from streamcheck.properties.canaries import Canary
 #: afresh with STREAMCHECK_RANDOM=1.
 CORRECT_EXAMPLES = int(os.environ.get("STREAMCHECK_EXAMPLES", "1000"))
 CANARY_BUDGET = 500
-
-#: Rare paths the CI budget must reach, or a green run means little. ("gap filled
-#: late" is not here: one primary's messages reach a subscriber in seq order, and with
-#: the relayed (Cluster) topology a new primary's first publish jumps the counter past
-#: the old one's range, so on the correct implementation a gap is only ever filled
-#: from the log.)
-REQUIRED_LABELS = {
-    "abort during a reconnect",
-    "duplicate dropped",
-    "failover lost writes",
-    "gap repaired from the log",
-    "gap signalled",
-    "lost writes signalled as a gap",
-    "new turn on a reused stream id",
-    "resume after a crash",
-    "subscribe acknowledged after emits",
-}
 
 EXPECTED: dict[Canary, set[AnomalyKind]] = {
     Canary.SUBSCRIBER_BEFORE_ACK: {
@@ -108,11 +92,15 @@ EXPECTED: dict[Canary, set[AnomalyKind]] = {
 def test_correct_implementation_survives_the_state_machine(tmp_path: Path) -> None:
     replay = tmp_path / "correct.json"
     seed = None if os.environ.get("STREAMCHECK_RANDOM") else 0
-    result = run_campaign(examples=CORRECT_EXAMPLES, seed=seed, replay_file=replay)
+    with measure_impl() as measured:
+        result = run_campaign(examples=CORRECT_EXAMPLES, seed=seed, replay_file=replay)
     assert result.crashed is None, result.crashed
     assert not result.found, f"{result.anomaly_kinds}; replay with: streamcheck replay {replay}"
-    missing = REQUIRED_LABELS - set(result.labels)
-    assert not missing, f"rare paths never reached: {sorted(missing)}; reached: {result.labels}"
+    missing = result.unreached_labels
+    assert not missing, f"rare paths never reached: {missing}; reached: {result.labels}"
+    # ... and the impl/ code paths that matter ran (properties/_impl_coverage.py).
+    failing = [v for v in measured[0].verdicts() if not v.ok]
+    assert not failing, f"impl/ branch classes not reached (or stale markers): {failing}"
 
 
 @pytest.mark.parametrize("canary", sorted(EXPECTED, key=str))

@@ -137,6 +137,7 @@ def test_a_clean_run_with_run_dir(tmp_path: Path, capsys: pytest.CaptureFixture[
             "5",
             "--seed",
             "0",
+            "--allow-unreached",
             "--reports",
             str(tmp_path),
             "--run-dir",
@@ -198,7 +199,18 @@ def test_a_time_budget_runs_campaigns_until_the_examples_or_the_time_run_out(
     tmp_path: Path,
 ) -> None:
     code = main(
-        ["run", "--budget", "60", "--examples", "150", "--seed", "0", "--reports", str(tmp_path)]
+        [
+            "run",
+            "--budget",
+            "60",
+            "--examples",
+            "150",
+            "--seed",
+            "0",
+            "--allow-unreached",
+            "--reports",
+            str(tmp_path),
+        ]
     )
     assert code == EXIT_OK
     [run_dir] = (tmp_path / "runs").iterdir()

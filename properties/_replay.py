@@ -21,14 +21,13 @@ from typing import Any
 
 from streamcheck.impl._canaries import Canary
 from streamcheck.model import CheckReport, History, Record
+from streamcheck.properties._replay_schema import REPLAY_VERSION, ReplayFileError, check_replay
 from streamcheck.properties._simulation import (
     Decision,
     Simulation,
     SimulationCrashed,
     describe_crash,
 )
-
-FORMAT_VERSION = 1
 
 
 def record_to_json(record: Record) -> dict[str, Any]:
@@ -64,7 +63,7 @@ def write_replay_file(
     assert simulation.world is not None
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {
-        "format": FORMAT_VERSION,
+        "version": REPLAY_VERSION,
         "name": name,
         "canaries": sorted(c.value for c in simulation.canaries),
         "replicas": len(simulation.world.replicas),
@@ -163,12 +162,24 @@ def run_decisions(
 
 
 def load_replay(path: Path) -> tuple[list[Decision], frozenset[Canary], int, dict[str, Any]]:
-    data = json.loads(path.read_text())
-    if data.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported replay format {data.get('format')!r}")
-    decisions = [Decision(name, dict(args)) for name, args in data["decisions"]]
-    canaries = frozenset(Canary(c) for c in data["canaries"])
-    return decisions, canaries, int(data["replicas"]), data
+    """Read and validate a replay file: its decisions, canaries, replica count and the
+    whole file. Raises :class:`ReplayFileError` (naming the field) for a file that is
+    not a replay file this version can run, ``OSError`` for one that cannot be read."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ReplayFileError("(file)", f"not JSON: {exc}") from None
+    _, decisions, names, replicas = check_replay(data)
+    canaries: set[Canary] = set()
+    for index, name in enumerate(names):
+        try:
+            canaries.add(Canary(name))
+        except ValueError:
+            known = ", ".join(c.value for c in Canary)
+            raise ReplayFileError(
+                f"canaries[{index}]", f"unknown canary {name!r}; known: {known}"
+            ) from None
+    return decisions, frozenset(canaries), replicas, data
 
 
 def replay_twice(

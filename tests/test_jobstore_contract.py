@@ -23,6 +23,7 @@ from streamcheck.impl._seams import ManualWallClock
 from streamcheck.impl._status import ALLOWED_TRANSITIONS, JobStatus
 from streamcheck.impl._types import JobUpdate, UsageMetadata, UserMessage
 from streamcheck.impl.jobstore import JobStore, MemoryJobStore, RedisJobStore
+from streamcheck.impl.jobstore._redis import USER_JOBS_TTL_S
 from streamcheck.impl.redis import Keys, LuaScript, RedisLike
 from streamcheck.impl.redis._protocol import ScriptArg
 from streamcheck.model import JSONValue
@@ -466,6 +467,32 @@ async def test_ttls_are_1200_s_while_running_and_300_s_once_terminal(redis_env: 
     # The chunk log is kept (not deleted) so a late subscriber can still replay it.
     assert len(await redis_env.redis.xrange(keys.chunks("s"), "-", "+")) == 1
     assert await redis_env.redis.smembers(keys.running) == set()
+
+
+async def test_the_user_index_expires_24_h_after_the_users_last_create(
+    redis_env: RedisEnv,
+) -> None:
+    # It outlives its jobs (1200 s while running, 300 s once ended) but not for ever: a
+    # user who never lists their jobs left the set behind without a TTL.
+    store, key = redis_env.store, redis_env.keys.user_jobs("u")
+    await store.create_job("s", "u", generation_id="g")
+    assert await redis_env.ttl(key) == USER_JOBS_TTL_S
+    await redis_env.redis.expire(key, 10)
+    await store.create_job("t", "u", generation_id="g")
+    assert await redis_env.ttl(key) == USER_JOBS_TTL_S
+    await store.update_job("s", JobUpdate(status=JobStatus.COMPLETE), expected_generation="g")
+    assert await store.get_active_job_ids_by_user("u") == ["t"]
+    assert await redis_env.ttl(key) > 0
+
+
+async def test_a_running_ttl_over_a_day_keeps_the_user_index_as_long(
+    redis_env: RedisEnv,
+) -> None:
+    store = RedisJobStore(
+        redis_env.redis, keys=redis_env.keys, wall_clock=redis_env.clock, running_ttl_s=100_000
+    )
+    await store.create_job("s", "u", generation_id="g")
+    assert await redis_env.ttl(redis_env.keys.user_jobs("u")) == 100_000
 
 
 async def test_activity_slides_the_running_ttl_for_the_current_generation_only(

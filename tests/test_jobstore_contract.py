@@ -1,8 +1,8 @@
 """The JobStore contract, run against MemoryJobStore and RedisJobStore alike.
 
 The Redis variant needs the RedisLike adapter (``tests.redis_support.open_redis``) and a
-real Redis; each test uses its own key prefix. Redis-only checks (hash layout, TTLs,
-the chunk log) are at the end.
+real Redis; each test uses its own key prefix (its keys are removed when it ends).
+Redis-only checks (hash layout, TTLs, the chunk log) are at the end.
 """
 
 from __future__ import annotations
@@ -32,11 +32,6 @@ MINUTE = 60_000
 
 OpenRedis = Callable[[str], AbstractAsyncContextManager[RedisLike]]
 
-_DELETE_PREFIXED = LuaScript(
-    "test_delete_prefixed",
-    "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do "
-    "n = n + redis.call('DEL', k) end return n",
-)
 _TTL = LuaScript("test_ttl", "return redis.call('TTL', KEYS[1])")
 _SET = LuaScript("test_set", "return redis.call('SET', KEYS[1], ARGV[1])")
 _HSET = LuaScript("test_hset", "return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])")
@@ -86,11 +81,8 @@ async def _redis_backend(spec: RedisSpec, clock: ManualWallClock) -> AsyncIterat
         def make(stale: int) -> JobStore:
             return RedisJobStore(redis, keys=keys, wall_clock=clock, stale_job_timeout_ms=stale)
 
-        try:
-            yield Backend(name="redis", clock=clock, make=make, redis=redis, keys=keys)
-        finally:
-            pattern = f"{spec.key_prefix.replace('*', '[*]')}*"
-            await redis.run_script(_DELETE_PREFIXED, keys=[], args=[pattern])
+        # The key_prefix fixture removes the test's keys when it ends.
+        yield Backend(name="redis", clock=clock, make=make, redis=redis, keys=keys)
 
 
 @pytest.fixture(params=["memory", "redis"])

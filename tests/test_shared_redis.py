@@ -1,0 +1,53 @@
+"""The suite leaves nothing in a Redis it shares: Redis-using tests run in a pytest
+subprocess against a private server posing as the shared one
+(``STREAMCHECK_SHARED_REDIS_PORT``), which must have served them and hold no key
+afterwards."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.redis_support import RedisServer, have_redis_binaries, resp_call, scan_keys
+
+ROOT = Path(__file__).parent.parent
+#: Tests that write through impl/ (jobs, indices, chunk logs, counters) and the
+#: LibreChat-style configuration, which prefixes keys its own way.
+WRITERS = [
+    "tests/test_streams_contract.py::test_events_emitted_before_subscribe_are_replayed_in_order",
+    "tests/test_jobstore_contract.py",
+    "tests/test_configured_replica.py",
+]
+PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not cluster"]
+RUN_TIMEOUT_S = 300
+
+
+def _commands_served(port: int) -> int:
+    info = resp_call(port, "INFO", "stats")
+    assert isinstance(info, str), info
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    return int(fields["total_commands_processed"])
+
+
+@pytest.mark.skipif(not have_redis_binaries(), reason="redis-server is not on PATH")
+def test_redis_tests_leave_no_key_in_the_shared_redis() -> None:
+    with RedisServer() as server:
+        before = _commands_served(server.port)
+        env = os.environ | {"STREAMCHECK_SHARED_REDIS_PORT": str(server.port)}
+        run = subprocess.run(
+            [*PYTEST, *WRITERS],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT_S,
+            check=False,
+        )
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        # Hundreds of commands: the tests ran against this server, not another.
+        assert _commands_served(server.port) - before > 500
+        assert scan_keys(server.port) == []

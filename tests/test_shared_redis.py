@@ -5,6 +5,7 @@ afterwards."""
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -51,3 +52,44 @@ def test_redis_tests_leave_no_key_in_the_shared_redis() -> None:
         # Hundreds of commands: the tests ran against this server, not another.
         assert _commands_served(server.port) - before > 500
         assert scan_keys(server.port) == []
+
+
+#: What a test on the shared Redis must not do: other clients change what it reads or
+#: see what it does (connections, server-wide counters, keys outside its prefix).
+SERVER_WIDE = (
+    '"CLIENT"',
+    "client_",
+    '"INFO"',
+    ".info(",
+    "DBSIZE",
+    "dbsize",
+    "FLUSH",
+    "flush",
+    '"KEYS"',
+    '"CONFIG"',
+    "max_connections",
+    '"bench"',
+)
+
+
+def _tests_on_the_shared_redis() -> list[tuple[str, str]]:
+    found = []
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        source = path.read_text()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and "redis_url" in {
+                a.arg for a in node.args.args
+            }:
+                found.append((f"{path.name}::{node.name}", ast.get_source_segment(source, node)))
+    return [(name, text or "") for name, text in found]
+
+
+def test_tests_on_the_shared_redis_do_not_depend_on_having_it_to_themselves() -> None:
+    tests = _tests_on_the_shared_redis()
+    assert len(tests) >= 5, "the search found too few tests to mean anything"
+    offending = {
+        name: [marker for marker in SERVER_WIDE if marker in text]
+        for name, text in tests
+        if any(marker in text for marker in SERVER_WIDE)
+    }
+    assert offending == {}, "use a private RedisServer for these"

@@ -10,14 +10,13 @@ import signal
 import sys
 import tempfile
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 import trio
 
 from streamcheck.impl._canaries import PROFILES, parse_canaries
-from streamcheck.impl._errors import BackendUnavailable
 from streamcheck.properties._cli_args import directory, integer, names, redis_url, seconds
 from streamcheck.properties._run_limits import (
     DEFAULT_REPLICAS,
@@ -576,21 +575,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _environment_problem(exc: BaseException) -> BaseException | None:
-    """The Redis, file or network problem behind ``exc``, if that is all it is (a trio
-    nursery may wrap it in an exception group)."""
-    found = list(_leaves(exc))
-    if all(isinstance(e, BackendUnavailable | OSError) for e in found):
-        return found[0]
-    return None
-
-
-def _leaves(exc: BaseException) -> Iterator[BaseException]:
+def _environment_problem(exc: BaseException) -> OSError | None:
+    """The Redis, file or network problem behind ``exc`` (``BackendUnavailable`` is an
+    ``OSError`` too), if that is all it is: a trio nursery may wrap it in a group."""
     if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield exc
+        found, rest = exc.split(OSError)
+        if found is None or rest is not None:
+            return None
+        first: BaseException = found
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        exc = first
+    return exc if isinstance(exc, OSError) else None
 
 
 def _internal_error_line(exc: BaseException, arguments: list[str]) -> str:

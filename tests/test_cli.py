@@ -137,6 +137,30 @@ def test_an_unexpected_error_is_one_line_naming_the_log_with_the_traceback(
         log.unlink()
 
 
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (ExceptionGroup("nursery", [ConnectionResetError("reset by peer")]), EXIT_USAGE),
+        (ExceptionGroup("nursery", [ConnectionResetError("reset"), KeyError("k")]), EXIT_INTERNAL),
+    ],
+    ids=["only-environment", "with-a-bug"],
+)
+def test_an_environment_problem_inside_a_nursery_is_still_exit_2(
+    error: Exception, code: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def failing(**_: object) -> None:
+        raise error
+
+    monkeypatch.setattr("streamcheck.properties.demo.run_demo", failing)
+    assert main(["demo"]) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    if code == EXIT_USAGE:
+        assert err == "streamcheck: reset by peer\n"
+    else:
+        Path(err.rsplit("traceback in ", 1)[1].split(" ", 1)[0]).unlink()
+
+
 def test_ctrl_c_is_one_line_and_exit_130(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -59,7 +59,8 @@ def write_replay_file(
     hypothesis_seed: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the replay file; ``extra`` adds (or overrides) top-level fields."""
+    """Write the replay file; ``extra`` adds (or overrides) top-level fields. Raises
+    :class:`ReplayFileError` if what was written would not load."""
     assert simulation.world is not None
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {
@@ -75,7 +76,12 @@ def write_replay_file(
         "redis_trace": simulation.sim.trace[-2000:] if simulation.sim is not None else [],
     }
     data.update(extra or {})
-    path.write_text(json.dumps(data, indent=1, sort_keys=True))
+    text = json.dumps(data, indent=1, sort_keys=True)
+    path.write_text(text)
+    # Checked as `streamcheck replay` will read it, so a step whose arguments the schema
+    # does not allow fails the run that made it, not a later replay. Written first: the
+    # file is still the evidence.
+    check_replay(json.loads(text))
     return path
 
 

@@ -7,8 +7,9 @@ the same fields, so both are read alike. Within a version fields are only added:
 reader ignores top-level keys it does not know. Every decision is ``[name, args]``,
 where ``name`` is a step of :class:`~streamcheck.properties._simulation.Simulation`
 (a ``_do_<name>`` method) and ``args`` holds exactly that method's parameters, each of
-the annotated type; a ``replica`` is an index below ``replicas``, and every other
-integer and number is non-negative (they pick an item modulo a count, or a duration).
+the annotated type. A ``replica`` is an index below ``replicas``, a ``depth`` at least
+1, a ``dt`` (seconds) a non-negative number; other integers pick an item modulo a
+count (``which: -1`` is the latest session), so any integer is one.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ FORMAT_VERSION: Final = 1
 _CHOICES: Final[Mapping[tuple[str, str], tuple[str, ...]]] = {
     ("reconnect", "mode"): ("resume", "subscribe"),
 }
+#: Integer arguments with a least value (a PCT scheduler's depth; see the docstring
+#: for ``replica``).
+_AT_LEAST: Final[Mapping[str, int]] = {"depth": 1}
 
 
 class ReplayFileError(ValueError):
@@ -116,13 +120,20 @@ def _decision(entry: object, where: str, replicas: int) -> Decision:
         path = f"{where}.args.{arg}"
         if arg not in args:
             raise ReplayFileError(path, f"missing ({name!r} takes {', '.join(parameters)})")
-        high = replicas - 1 if arg == "replica" else None
-        _check_argument(args[arg], kind, path, high=high, choices=_CHOICES.get((name, arg)))
+        low, high = (0, replicas - 1) if arg == "replica" else (_AT_LEAST.get(arg), None)
+        choices = _CHOICES.get((name, arg))
+        _check_argument(args[arg], kind, path, low=low, high=high, choices=choices)
     return Decision(name, dict(args))
 
 
 def _check_argument(
-    value: object, kind: type, path: str, *, high: int | None, choices: tuple[str, ...] | None
+    value: object,
+    kind: type,
+    path: str,
+    *,
+    low: int | None,
+    high: int | None,
+    choices: tuple[str, ...] | None,
 ) -> None:
     # bool is an int to Python but not to a replay file: true is no replica index.
     if kind is bool:
@@ -131,8 +142,8 @@ def _check_argument(
     elif kind is int:
         if type(value) is not int:
             raise ReplayFileError(path, _wanted("an integer", value))
-        if value < 0 or (high is not None and value > high):
-            bounds = f"0 to {high}" if high is not None else "at least 0"
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"{low} to {high}" if high is not None else f"at least {low}"
             raise ReplayFileError(path, f"must be {bounds}, not {value}")
     elif kind is float:
         if type(value) not in (int, float) or not math.isfinite(typing.cast(float, value)):

@@ -14,6 +14,7 @@ import pytest
 
 from streamcheck.properties._replay import load_replay, run_decisions, write_replay_file
 from streamcheck.properties._replay_schema import REPLAY_VERSION, ReplayFileError
+from streamcheck.properties._simulation import Decision
 from streamcheck.properties.cli import EXIT_USAGE, main
 
 SAMPLES = Path(__file__).parent.parent / "reports" / "sample"
@@ -85,7 +86,13 @@ CASES = [
         id="extra-argument",
     ),
     pytest.param(
-        _decision(3, "step", {"k": -1}), "decisions[3].args.k", "at least 0", id="negative"
+        _decision(3, "pct", {"seed": 1, "depth": 0}),
+        "decisions[3].args.depth",
+        "must be at least 1, not 0",
+        id="depth",
+    ),
+    pytest.param(
+        _decision(3, "jump", {"dt": -0.5}), "decisions[3].args.dt", "at least 0", id="dt-negative"
     ),
     pytest.param(
         _decision(3, "jump", {"dt": "1"}), "decisions[3].args.dt", "must be a number", id="dt"
@@ -151,6 +158,13 @@ def test_a_file_that_is_not_json_is_refused(content: bytes, problem: str, tmp_pa
         load_replay(path)
 
 
+def test_an_index_taken_modulo_a_count_may_be_negative(tmp_path: Path) -> None:
+    # The machine reconnects "the latest session" as which=-1.
+    path = tmp_path / "latest.json"
+    path.write_text(json.dumps(_decision(3, "detach", {"which": -1})))
+    assert load_replay(path)[0][3].args == {"which": -1}
+
+
 @pytest.mark.parametrize("path", SAMPLE_FILES, ids=lambda p: p.name)
 def test_the_committed_version_1_samples_still_load(path: Path) -> None:
     decisions, canaries, replicas, data = load_replay(path)
@@ -166,3 +180,19 @@ def test_a_written_file_carries_the_version_and_loads_back(tmp_path: Path) -> No
     data = json.loads(path.read_text())
     assert data["version"] == REPLAY_VERSION and "format" not in data
     assert load_replay(path)[:3] == (decisions, canaries, replicas)
+
+
+def test_writing_a_file_that_would_not_load_fails_the_run_that_made_it(tmp_path: Path) -> None:
+    # The world takes replica indexes modulo its replicas; the file format does not.
+    decisions = [Decision("create", {"stream": "s1", "replica": 5}), Decision("settle", {})]
+    path = tmp_path / "out-of-schema.json"
+    refused = pytest.raises(ReplayFileError, match=r"^decisions\[0\]\.args\.replica: must be 0")
+    with (
+        run_decisions(decisions, canaries=frozenset(), replicas=2) as (simulation, report),
+        refused,
+    ):
+        write_replay_file(path, name="bad", simulation=simulation, report=report)
+    assert json.loads(path.read_text())["decisions"][0] == [
+        "create",
+        {"replica": 5, "stream": "s1"},
+    ]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from streamcheck.model import CheckReport, History, Record
+from streamcheck.properties._replay_schema import REPLAY_VERSION, ReplayFileError, check_replay
 from streamcheck.properties._simulation import (
     Decision,
     Simulation,
@@ -27,8 +28,6 @@ from streamcheck.properties._simulation import (
     describe_crash,
 )
 from streamcheck.properties.canaries import Canary
-
-FORMAT_VERSION = 1
 
 
 def record_to_json(record: Record) -> dict[str, Any]:
@@ -60,11 +59,12 @@ def write_replay_file(
     hypothesis_seed: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the replay file; ``extra`` adds (or overrides) top-level fields."""
+    """Write the replay file; ``extra`` adds (or overrides) top-level fields. Raises
+    :class:`ReplayFileError` if what was written would not load."""
     assert simulation.world is not None
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {
-        "format": FORMAT_VERSION,
+        "version": REPLAY_VERSION,
         "name": name,
         "canaries": sorted(c.value for c in simulation.canaries),
         "replicas": len(simulation.world.replicas),
@@ -76,7 +76,12 @@ def write_replay_file(
         "redis_trace": simulation.sim.trace[-2000:] if simulation.sim is not None else [],
     }
     data.update(extra or {})
-    path.write_text(json.dumps(data, indent=1, sort_keys=True))
+    text = json.dumps(data, indent=1, sort_keys=True)
+    path.write_text(text)
+    # Checked as `streamcheck replay` will read it, so a step whose arguments the schema
+    # does not allow fails the run that made it, not a later replay. Written first: the
+    # file is still the evidence.
+    check_replay(json.loads(text))
     return path
 
 
@@ -163,12 +168,24 @@ def run_decisions(
 
 
 def load_replay(path: Path) -> tuple[list[Decision], frozenset[Canary], int, dict[str, Any]]:
-    data = json.loads(path.read_text())
-    if data.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported replay format {data.get('format')!r}")
-    decisions = [Decision(name, dict(args)) for name, args in data["decisions"]]
-    canaries = frozenset(Canary(c) for c in data["canaries"])
-    return decisions, canaries, int(data["replicas"]), data
+    """Read and validate a replay file: its decisions, canaries, replica count and the
+    whole file. Raises :class:`ReplayFileError` (naming the field) for a file that is
+    not a replay file this version can run, ``OSError`` for one that cannot be read."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ReplayFileError("(file)", f"not JSON: {exc}") from None
+    _, decisions, names, replicas = check_replay(data)
+    canaries: set[Canary] = set()
+    for index, name in enumerate(names):
+        try:
+            canaries.add(Canary(name))
+        except ValueError:
+            known = ", ".join(c.value for c in Canary)
+            raise ReplayFileError(
+                f"canaries[{index}]", f"unknown canary {name!r}; known: {known}"
+            ) from None
+    return decisions, frozenset(canaries), replicas, data
 
 
 def replay_twice(

@@ -9,13 +9,15 @@ import importlib.util
 import logging
 import signal
 import sys
+import tempfile
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import trio
 
-from streamcheck.impl._errors import BackendUnavailable
+from streamcheck.properties._cli_args import directory, integer, names, redis_url, seconds
 from streamcheck.properties._run_limits import (
     DEFAULT_REPLICAS,
     MAX_REPLICAS,
@@ -30,18 +32,37 @@ if TYPE_CHECKING:
     from streamcheck.properties._campaign import CampaignResult, ProgressCallback
     from streamcheck.properties._impl_coverage import ImplCoverage
 
-EXIT_OK, EXIT_ANOMALY, EXIT_USAGE = 0, 1, 2
+#: 1 means "anomaly found" and nothing else, so scripts and CI can tell a finding from
+#: a mistake in how the command was called.
+EXIT_OK, EXIT_ANOMALY, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+#: Ctrl-C (or SIGTERM on the real tier), as a shell reports a SIGINT death.
+EXIT_INTERRUPTED = 130
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
+_USAGE_AND_INTERNAL = (
+    "2 usage or environment error (one line on stderr), 3 internal error (one line\n"
+    "naming the log file that holds the traceback), 130 interrupted"
+)
+
+
+class UsageError(Exception):
+    """The command line asks for something that cannot run; the message says why."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line instead of argparse's usage block: the error names the argument.
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
 def _demo(args: argparse.Namespace) -> int:
     from streamcheck.properties.demo import run_demo
 
-    print(f"three replicas on the {args.backend} backend")
-    try:
-        result = trio.run(lambda: run_demo(backend=args.backend, redis_url=args.redis_url))
-    except BackendUnavailable as exc:
-        print(f"streamcheck: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    backend = args.backend or ("redis" if args.redis_url else "memory")
+    if backend == "memory" and args.redis_url:
+        raise UsageError("streamcheck demo: --redis-url applies to --backend redis")
+    url = args.redis_url or DEFAULT_REDIS_URL
+    print(f"three replicas on the {backend} backend")
+    result = trio.run(lambda: run_demo(backend=backend, redis_url=url))
     print()
     print(result.answer)
     print()
@@ -51,25 +72,6 @@ def _demo(args: argparse.Namespace) -> int:
         f"{result.events / result.seconds:.0f} events/s including pacing)"
     )
     return EXIT_OK if result.ok else EXIT_ANOMALY
-
-
-def _workers_ok(workers: int) -> bool:
-    """``--workers`` is in range; otherwise says so on stderr."""
-    if 1 <= workers <= MAX_WORKERS:
-        return True
-    print(f"streamcheck: --workers must be 1 to {MAX_WORKERS}, not {workers}", file=sys.stderr)
-    return False
-
-
-def _canaries_from(args: argparse.Namespace) -> frozenset[Canary]:
-    chosen: frozenset[Canary] = frozenset()
-    if args.profile:
-        if args.profile not in PROFILES:
-            raise ValueError(f"unknown profile {args.profile!r}; known: {', '.join(PROFILES)}")
-        chosen |= PROFILES[args.profile]
-    if args.canary:
-        chosen |= parse_canaries(args.canary)
-    return chosen
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -84,52 +86,23 @@ def _run(args: argparse.Namespace) -> int:
         write_run_report,
     )
 
-    if args.replicas is not None and not MIN_REPLICAS <= args.replicas <= MAX_REPLICAS:
-        print(
-            f"streamcheck: --replicas must be {MIN_REPLICAS} to {MAX_REPLICAS}, "
-            f"not {args.replicas}",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
     if args.backend == "sim" and args.impl:
-        print(
-            "streamcheck: --impl runs a foreign implementation against real Redis: use "
-            "--backend redis or cluster (the simulation drives impl/ in-process)",
-            file=sys.stderr,
+        raise UsageError(
+            "streamcheck run: --impl runs a foreign implementation against real Redis: use "
+            "--backend redis or cluster (the simulation drives impl/ in-process)"
         )
-        return EXIT_USAGE
     if args.backend != "sim":
-        if args.run_dir:
-            print("streamcheck: --run-dir applies to --backend sim", file=sys.stderr)
-            return EXIT_USAGE
-        if args.workers != 1:
-            print("streamcheck: --workers applies to --backend sim", file=sys.stderr)
-            return EXIT_USAGE
+        for given, name in ((args.run_dir, "--run-dir"), (args.workers != 1, "--workers")):
+            if given:
+                raise UsageError(f"streamcheck run: {name} applies to --backend sim")
         return _run_real(args)
     if args.soak or args.faults:
-        print("streamcheck: --soak and --faults apply to --backend redis|cluster", file=sys.stderr)
-        return EXIT_USAGE
-    if args.budget is not None and args.budget <= 0:
-        print(
-            f"streamcheck: --budget must be positive seconds, not {args.budget:g}",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    if args.examples is not None and args.examples < 1:
-        print(f"streamcheck: --examples must be at least 1, not {args.examples}", file=sys.stderr)
-        return EXIT_USAGE
-    if not _workers_ok(args.workers):
-        return EXIT_USAGE
+        raise UsageError("streamcheck run: --soak and --faults apply to --backend redis|cluster")
     if args.coverage and args.workers > 1:
-        print("streamcheck: --coverage measures one process: use --workers 1", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        canaries = _canaries_from(args)
-    except ValueError as exc:
-        print(f"streamcheck: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError("streamcheck run: --coverage measures one process: use --workers 1")
+    canaries = args.canary | (PROFILES[args.profile] if args.profile else frozenset())
     replicas = args.replicas if args.replicas is not None else DEFAULT_REPLICAS
-    reports = Path(args.reports)
+    reports: Path = args.reports
     replay = reports / "failures" / "run.json"
     replay.unlink(missing_ok=True)
     label = ", ".join(sorted(c.value for c in canaries)) or "none"
@@ -201,11 +174,10 @@ def _run(args: argparse.Namespace) -> int:
         impl_coverage=impl_coverage,
     )
     try:
-        run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(reports, started)
+        run_dir = args.run_dir or new_run_dir(reports, started)
         data = write_run_report(result, info, run_dir)
     except OSError as exc:
-        print(f"streamcheck: cannot write the run report: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        raise OSError(f"cannot write the run report: {exc}") from exc
     if data["replay_command"]:
         replay_copy = run_dir / data["files"]["replay_file"]
         print(f"replay file: {replay_copy}  ({data['replay_command']})")
@@ -295,29 +267,23 @@ def _run_real(args: argparse.Namespace) -> int:
     from streamcheck.properties.realredis._report import run_line, table, to_json, write
 
     if args.canary or args.profile:
-        print("streamcheck: canaries run in the simulation only (--backend sim)", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError("streamcheck run: canaries run in the simulation only (--backend sim)")
     impls = args.impl or ["python"]
     try:
         commands = [agent_command(impl) for impl in impls]
     except ValueError as exc:
-        print(f"streamcheck: --impl: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(f"streamcheck run: --impl: {exc}") from None
     if args.budget is not None:
-        print(
-            "streamcheck: --budget applies to --backend sim (the real tier runs "
-            "--examples runs per fault kind)",
-            file=sys.stderr,
+        raise UsageError(
+            "streamcheck run: --budget applies to --backend sim (the real tier runs "
+            "--examples runs per fault kind)"
         )
-        return EXIT_USAGE
     for tool in ("redis-server", "redis-cli"):
         if shutil.which(tool) is None:
-            print(
-                f"streamcheck: {tool} is not on PATH; install Redis (Debian: apt-get install "
-                "redis-server) or use --backend sim",
-                file=sys.stderr,
+            raise UsageError(
+                f"streamcheck run: {tool} is not on PATH; install Redis (Debian: apt-get "
+                "install redis-server) or use --backend sim"
             )
-            return EXIT_USAGE
     backend = Backend(args.backend)
     profile = PROFILES["soak" if args.soak else "short"]
     if args.replicas is not None:
@@ -332,15 +298,14 @@ def _run_real(args: argparse.Namespace) -> int:
         )
     except ValueError:
         known = ", ".join(f.value for f in FAULTS[backend])
-        print(f"streamcheck: unknown fault in {args.faults!r}; known: {known}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(
+            f"streamcheck run: unknown fault in --faults {args.faults!r}; known: {known}"
+        ) from None
     unsupported = [f.value for f in faults if f not in FAULTS[backend]]
     if unsupported:
-        print(
-            f"streamcheck: {', '.join(unsupported)} cannot run on --backend {backend.value}",
-            file=sys.stderr,
+        raise UsageError(
+            f"streamcheck run: {', '.join(unsupported)} cannot run on --backend {backend.value}"
         )
-        return EXIT_USAGE
     seed = args.seed if args.seed is not None else 1
     runs = args.examples if args.examples is not None else profile.runs_per_fault
     # A terminated run must still stop its servers and agents: make SIGTERM unwind
@@ -359,7 +324,7 @@ def _run_real(args: argparse.Namespace) -> int:
             runs_per_fault=runs,
             faults=faults,
             on_run=lambda result: print(run_line(result), flush=True),
-            keep_failures=Path(args.reports) / "realredis-failures",
+            keep_failures=args.reports / "realredis-failures",
             commands=commands,
         )
     )
@@ -370,9 +335,7 @@ def _run_real(args: argparse.Namespace) -> int:
     if not_made:
         print(f"promises it does not make (not judged): {'; '.join(not_made)}")
     print(table(figures))
-    path = write(
-        to_json(backend, profile, seed, figures, time.monotonic() - started), Path(args.reports)
-    )
+    path = write(to_json(backend, profile, seed, figures, time.monotonic() - started), args.reports)
     print(f"\nfigures written to {path}")
     found = any(f.anomalies or f.agent_failures for f in figures)
     return EXIT_ANOMALY if found else EXIT_OK
@@ -380,13 +343,14 @@ def _run_real(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from streamcheck.properties._replay import load_replay, replay_twice
+    from streamcheck.properties._replay_schema import ReplayFileError
 
-    path = Path(args.file)
+    path: Path = args.file
     try:
         decisions, canaries, replicas, data = load_replay(path)
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"streamcheck: cannot read replay file {path}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except (OSError, ReplayFileError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise UsageError(f"streamcheck replay: {path}: {reason}") from exc
     print(f"replaying {len(decisions)} decisions from {path}:")
     for decision in decisions:
         print(f"  {decision}")
@@ -406,55 +370,35 @@ def _canaries(args: argparse.Namespace) -> int:
     from streamcheck.properties._canary_report import run_canaries
     from streamcheck.properties._progress import ProgressBar
 
-    if not _workers_ok(args.workers):
-        return EXIT_USAGE
-    try:
-        only = parse_canaries(args.only) if args.only else None
-    except ValueError as exc:
-        print(f"streamcheck: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     bar = ProgressBar()
     try:
         rows = run_canaries(
             examples=args.examples,
             seed=args.seed,
-            reports=Path(args.reports),
+            reports=args.reports,
             progress=lambda line: print(line, flush=True),
             on_progress=bar,
             workers=args.workers,
-            only=only,
+            only=args.only or None,
         )
     finally:
         bar.clear()
-    print(f"wrote {Path(args.reports) / 'canaries.md'} and canaries.json")
+    print(f"wrote {args.reports / 'canaries.md'} and canaries.json")
     missed = [name for name, r in rows if name[0] != "(" and not r.found]
     control_failed = any(name[0] == "(" and (r.found or r.crashed) for name, r in rows)
     return EXIT_ANOMALY if (missed or control_failed) else EXIT_OK
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from streamcheck.properties.bench import (
-        BenchOptions,
-        check_redis_url,
-        exit_code,
-        parse_only,
-        run_benchmarks,
-    )
+    from streamcheck.properties.bench import BenchOptions, exit_code, run_benchmarks
 
-    try:
-        only = parse_only(args.only)
-        check_redis_url(args.redis_url)
-    except ValueError as exc:
-        print(f"streamcheck: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     options = BenchOptions(
-        quick=args.quick, redis_url=args.redis_url, only=only, reports=Path(args.reports)
+        quick=args.quick, redis_url=args.redis_url, only=args.only, reports=args.reports
     )
     try:
         report, _ = run_benchmarks(options)
     except OSError as exc:
-        print(f"streamcheck: cannot write the bench report: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        raise OSError(f"cannot write the bench report: {exc}") from exc
     return exit_code(report)
 
 
@@ -472,12 +416,12 @@ def _mutants(args: argparse.Namespace) -> int:
 
     for name, value in (("--sample", args.sample), ("--examples", args.examples)):
         if value < 1:
-            print(f"streamcheck: {name} must be at least 1, not {value}", file=sys.stderr)
-            return EXIT_USAGE
-    for name, seconds in (("--budget", args.budget), ("--timeout", args.timeout)):
-        if seconds is not None and seconds <= 0:
-            print(f"streamcheck: {name} must be positive seconds, not {seconds:g}", file=sys.stderr)
-            return EXIT_USAGE
+            raise UsageError(f"streamcheck mutants: {name} must be at least 1, not {value}")
+    for name, budget in (("--budget", args.budget), ("--timeout", args.timeout)):
+        if budget is not None and budget <= 0:
+            raise UsageError(
+                f"streamcheck mutants: {name} must be positive seconds, not {budget:g}"
+            )
     print(
         f"mutants: a sample of {args.sample} (seed {args.seed}) of impl/'s mutations, each "
         f"against a campaign of {args.examples} examples",
@@ -521,25 +465,47 @@ def _mutants(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _bench_names(text: str) -> tuple[str, ...]:
+    from streamcheck.properties.bench import parse_only
+
+    return parse_only(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="streamcheck",
         description="Resumable LLM generation streams: reference implementation and checks.",
+        epilog=f"exit codes: 0 ok, 1 anomaly found, {_USAGE_AND_INTERNAL}",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
         "demo",
         help="a client drops from one replica mid-answer and resumes on another",
         description=(
-            "Run a generation on replica A, attach a client on replica B mid-answer, drop "
+            "Run a generation on replica A, attach a client on replica B mid-answer, drop\n"
             "it, resume it on replica C, and check the assembled answer.\n\n"
+            "exit codes: 0 the answer arrived whole, 1 words were lost or repeated,\n"
+            f"{_USAGE_AND_INTERNAL}\n\n"
             "examples:\n  streamcheck demo\n"
-            "  streamcheck demo --backend redis --redis-url redis://127.0.0.1:6379"
+            "  streamcheck demo --backend redis\n"
+            "  streamcheck demo --redis-url redis://127.0.0.1:6380/2"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    demo.add_argument("--backend", choices=["memory", "redis"], default="memory")
-    demo.add_argument("--redis-url", default="redis://127.0.0.1:6379")
+    demo.add_argument(
+        "--backend",
+        choices=["memory", "redis"],
+        default=None,
+        help="where the replicas share their streams (default memory; redis with --redis-url)",
+    )
+    demo.add_argument(
+        "--redis-url",
+        type=redis_url,
+        default=None,
+        metavar="URL",
+        help=f"the Redis to use: redis://, rediss:// or unix:// (default {DEFAULT_REDIS_URL}); "
+        "giving one implies --backend redis, since a URL says where to run",
+    )
     demo.set_defaults(handler=_demo)
 
     run = commands.add_parser(
@@ -554,8 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
             "bar is drawn on stderr.\n\n"
             "A clean run without canaries must also reach the rare paths CI requires\n"
             "(REQUIRED_LABELS); one that does not exits 1 and says which.\n\n"
-            "exit codes: 0 nothing found, 1 anomaly found (or a required path never\n"
-            "reached), 2 usage or environment error\n\n"
+            "exit codes: 0 nothing found, 1 anomaly found (a crash of impl/ in the simulated\n"
+            "world counts, and so does a required path never reached),\n"
+            f"{_USAGE_AND_INTERNAL}\n\n"
             "examples:\n  streamcheck run --examples 500\n"
             "  streamcheck run --canary force-flush-skips-gap --examples 500\n"
             "  streamcheck run --profile librechat-2026-02-10\n"
@@ -573,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", choices=["sim", "redis", "cluster"], default="sim")
     run.add_argument(
         "--examples",
-        type=int,
+        type=integer(1),
         default=None,
         help="sim: examples (default 300); redis|cluster: runs per fault kind",
     )
@@ -592,14 +559,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--replicas",
-        type=int,
+        type=integer(MIN_REPLICAS, MAX_REPLICAS),
         default=None,
         help=f"replicas of impl/ in each world, {MIN_REPLICAS} to {MAX_REPLICAS} "
         f"(default: sim {DEFAULT_REPLICAS}, redis|cluster the profile's)",
     )
     run.add_argument(
         "--budget",
-        type=float,
+        type=seconds,
         default=None,
         metavar="SECONDS",
         help="sim: run short campaigns one after another until SECONDS have passed "
@@ -607,11 +574,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--workers",
-        type=int,
+        type=integer(1, MAX_WORKERS),
         default=1,
         metavar="N",
-        help="sim: run campaigns in N processes at once (one per core is the most that "
-        "helps); the examples or the time budget are shared among them",
+        help=f"sim: run campaigns in N processes at once, 1 to {MAX_WORKERS} (one per core "
+        "is the most that helps); the examples or the time budget are shared among them",
     )
     run.add_argument("--seed", type=int, default=None, help="derandomize the search")
     run.add_argument(
@@ -627,16 +594,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="sim: a clean run that never reached a required rare path exits 0 (for smoke "
         "runs too small to reach them)",
     )
-    run.add_argument("--canary", default="", help="comma-separated canary names")
-    run.add_argument("--profile", default="", help=f"canary profile: {', '.join(PROFILES)}")
+    run.add_argument(
+        "--canary",
+        type=names(parse_canaries),
+        default=frozenset(),
+        help="comma-separated canary names",
+    )
+    run.add_argument("--profile", default="", choices=list(PROFILES), help="canary profile")
     run.add_argument(
         "--reports",
-        default="reports",
+        type=directory,
+        default=Path("reports"),
         help="where replay files (failures/) and per-run reports (runs/<UTC timestamp>/) go",
     )
     run.add_argument(
         "--run-dir",
-        default="",
+        type=directory,
+        default=None,
         help="sim: write this run's summary.md and results.json here instead of "
         "<reports>/runs/<UTC timestamp>/",
     )
@@ -645,36 +619,49 @@ def build_parser() -> argparse.ArgumentParser:
     replay = commands.add_parser(
         "replay",
         help="re-run a replay file without Hypothesis and print its anomalies",
-        description="examples:\n  streamcheck replay reports/failures/run.json",
+        description=(
+            "Re-run the decisions of a replay file (reports/README.md) twice, check that\n"
+            "both runs agree, and print the checker's report. The file is validated first;\n"
+            "an error names the field, e.g. decisions[3].args.replica.\n\n"
+            "exit codes: 0 no anomaly, 1 anomaly found (or the simulated world crashed),\n"
+            f"{_USAGE_AND_INTERNAL}\n\n"
+            "examples:\n  streamcheck replay reports/failures/run.json"
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    replay.add_argument("file")
+    replay.add_argument("file", type=Path)
     replay.set_defaults(handler=_replay)
 
     canaries = commands.add_parser(
         "canaries",
         help="measure how fast the simulation finds each historical bug",
         description=(
-            "Run the state machine against every canary and the correct implementation; "
+            "Run the state machine against every canary and the correct implementation;\n"
             "write reports/canaries.md and .json.\n\n"
-            "exit codes: 0 every canary found and the control clean, 1 otherwise\n\n"
+            "exit codes: 0 every canary found and the control clean, 1 a canary was missed\n"
+            f"or the control run found an anomaly, {_USAGE_AND_INTERNAL}\n\n"
             "examples:\n  streamcheck canaries\n  streamcheck canaries --examples 1000 --seed 0\n"
             "  streamcheck canaries --workers 2           # two campaigns at a time"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    canaries.add_argument("--examples", type=int, default=500)
+    canaries.add_argument("--examples", type=integer(1), default=500)
     canaries.add_argument("--seed", type=int, default=None)
-    canaries.add_argument("--reports", default="reports")
+    canaries.add_argument("--reports", type=directory, default=Path("reports"))
     canaries.add_argument(
-        "--only", default="", metavar="NAMES", help="comma-separated canaries (default all)"
+        "--only",
+        type=names(parse_canaries),
+        default=frozenset(),
+        metavar="NAMES",
+        help="comma-separated canaries (default all)",
     )
     canaries.add_argument(
         "--workers",
-        type=int,
+        type=integer(1, MAX_WORKERS),
         default=1,
         metavar="N",
-        help="run N campaigns at once, each in its own process (one per core at most)",
+        help=f"run N campaigns at once, 1 to {MAX_WORKERS}, each in its own process "
+        "(one per core at most)",
     )
     canaries.set_defaults(handler=_canaries)
 
@@ -729,7 +716,8 @@ def build_parser() -> argparse.ArgumentParser:
             "emit-cost, latency, sim-speed, idle-memory, throughput. If Redis is\n"
             "unreachable, the Redis benchmarks are reported as skipped and the others run.\n\n"
             "exit codes: 0 the benchmarks ran (whether or not goals were met), 2 usage or\n"
-            "environment error (or a benchmark could not finish)\n\n"
+            "environment error (or a benchmark could not finish), 3 internal error (one\n"
+            "line naming the log file that holds the traceback), 130 interrupted\n\n"
             "examples:\n  streamcheck bench\n  streamcheck bench --quick\n"
             "  streamcheck bench --only emit-cost,throughput --redis-url redis://127.0.0.1:6380"
         ),
@@ -738,20 +726,80 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--quick", action="store_true", help="small sizes: a smoke run, too small to judge goals"
     )
-    bench.add_argument("--redis-url", default="redis://127.0.0.1:6379")
-    bench.add_argument("--only", default="", help="comma-separated benchmark names (default all)")
-    bench.add_argument("--reports", default="reports", help="where the JSON report goes")
+    bench.add_argument(
+        "--redis-url",
+        type=redis_url,
+        default=DEFAULT_REDIS_URL,
+        metavar="URL",
+        help="redis://, rediss:// or unix:// (default %(default)s)",
+    )
+    bench.add_argument(
+        "--only",
+        type=names(_bench_names),
+        default=(),
+        help="comma-separated benchmark names (default all)",
+    )
+    bench.add_argument(
+        "--reports", type=directory, default=Path("reports"), help="where the JSON report goes"
+    )
     bench.set_defaults(handler=_bench)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns its exit code. Bad input and environment problems are
+    one line on stderr (exit 2); an unexpected error is one line naming a log file
+    with the traceback (exit 3)."""
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     arguments = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(arguments)
-    args.argv = arguments
-    code: int = args.handler(args)
+    try:
+        args = build_parser().parse_args(arguments)
+        args.argv = arguments
+        code: int = args.handler(args)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("streamcheck: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        problem = _environment_problem(exc)
+        if problem is not None:
+            print(f"streamcheck: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+        print(
+            f"streamcheck: internal error: {_internal_error_line(exc, arguments)}", file=sys.stderr
+        )
+        return EXIT_INTERNAL
     return code
+
+
+def _environment_problem(exc: BaseException) -> OSError | None:
+    """The Redis, file or network problem behind ``exc`` (``BackendUnavailable`` is an
+    ``OSError`` too), if that is all it is: a trio nursery may wrap it in a group."""
+    if isinstance(exc, BaseExceptionGroup):
+        found, rest = exc.split(OSError)
+        if found is None or rest is not None:
+            return None
+        first: BaseException = found
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        exc = first
+    return exc if isinstance(exc, OSError) else None
+
+
+def _internal_error_line(exc: BaseException, arguments: list[str]) -> str:
+    """``exc`` in one line, naming the log file its traceback was written to."""
+    summary = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    try:
+        with tempfile.NamedTemporaryFile(
+            "w", prefix="streamcheck-error-", suffix=".log", delete=False
+        ) as log:
+            log.write(f"streamcheck {' '.join(arguments)}\n\n")
+            traceback.print_exception(exc, file=log)
+    except OSError as log_error:
+        return f"{summary} (the traceback could not be written: {log_error})"
+    return f"{summary}; traceback in {log.name} (please report it)"
 
 
 #: What ``pip install streamcheck`` leaves out; the ``harness`` extra brings them.

@@ -56,7 +56,7 @@ def test_a_missed_canary_exits_1(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--workers", "0"], "--workers must be 1 to 32, not 0"),
+        (["--workers", "0"], "--workers: must be an integer from 1 to 32, not 0"),
         (["--only", "no-such-canary"], "unknown canary 'no-such-canary'"),
     ],
 )

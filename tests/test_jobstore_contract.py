@@ -1,8 +1,8 @@
 """The JobStore contract, run against MemoryJobStore and RedisJobStore alike.
 
 The Redis variant needs the RedisLike adapter (``tests.redis_support.open_redis``) and a
-real Redis; each test uses its own key prefix. Redis-only checks (hash layout, TTLs,
-the chunk log) are at the end.
+real Redis; each test uses its own key prefix (its keys are removed when it ends).
+Redis-only checks (hash layout, TTLs, the chunk log) are at the end.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from streamcheck.impl._seams import ManualWallClock
 from streamcheck.impl._status import ALLOWED_TRANSITIONS, JobStatus
 from streamcheck.impl._types import JobUpdate, UsageMetadata, UserMessage
 from streamcheck.impl.jobstore import JobStore, MemoryJobStore, RedisJobStore
+from streamcheck.impl.jobstore._redis import USER_JOBS_TTL_S
 from streamcheck.impl.redis import Keys, LuaScript, RedisLike
 from streamcheck.impl.redis._protocol import ScriptArg
 from streamcheck.model import JSONValue
@@ -31,11 +32,6 @@ MINUTE = 60_000
 
 OpenRedis = Callable[[str], AbstractAsyncContextManager[RedisLike]]
 
-_DELETE_PREFIXED = LuaScript(
-    "test_delete_prefixed",
-    "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do "
-    "n = n + redis.call('DEL', k) end return n",
-)
 _TTL = LuaScript("test_ttl", "return redis.call('TTL', KEYS[1])")
 _SET = LuaScript("test_set", "return redis.call('SET', KEYS[1], ARGV[1])")
 _HSET = LuaScript("test_hset", "return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])")
@@ -85,11 +81,8 @@ async def _redis_backend(spec: RedisSpec, clock: ManualWallClock) -> AsyncIterat
         def make(stale: int) -> JobStore:
             return RedisJobStore(redis, keys=keys, wall_clock=clock, stale_job_timeout_ms=stale)
 
-        try:
-            yield Backend(name="redis", clock=clock, make=make, redis=redis, keys=keys)
-        finally:
-            pattern = f"{spec.key_prefix.replace('*', '[*]')}*"
-            await redis.run_script(_DELETE_PREFIXED, keys=[], args=[pattern])
+        # The key_prefix fixture removes the test's keys when it ends.
+        yield Backend(name="redis", clock=clock, make=make, redis=redis, keys=keys)
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -466,6 +459,32 @@ async def test_ttls_are_1200_s_while_running_and_300_s_once_terminal(redis_env: 
     # The chunk log is kept (not deleted) so a late subscriber can still replay it.
     assert len(await redis_env.redis.xrange(keys.chunks("s"), "-", "+")) == 1
     assert await redis_env.redis.smembers(keys.running) == set()
+
+
+async def test_the_user_index_expires_24_h_after_the_users_last_create(
+    redis_env: RedisEnv,
+) -> None:
+    # It outlives its jobs (1200 s while running, 300 s once ended) but not for ever: a
+    # user who never lists their jobs left the set behind without a TTL.
+    store, key = redis_env.store, redis_env.keys.user_jobs("u")
+    await store.create_job("s", "u", generation_id="g")
+    assert await redis_env.ttl(key) == USER_JOBS_TTL_S
+    await redis_env.redis.expire(key, 10)
+    await store.create_job("t", "u", generation_id="g")
+    assert await redis_env.ttl(key) == USER_JOBS_TTL_S
+    await store.update_job("s", JobUpdate(status=JobStatus.COMPLETE), expected_generation="g")
+    assert await store.get_active_job_ids_by_user("u") == ["t"]
+    assert await redis_env.ttl(key) > 0
+
+
+async def test_a_running_ttl_over_a_day_keeps_the_user_index_as_long(
+    redis_env: RedisEnv,
+) -> None:
+    store = RedisJobStore(
+        redis_env.redis, keys=redis_env.keys, wall_clock=redis_env.clock, running_ttl_s=100_000
+    )
+    await store.create_job("s", "u", generation_id="g")
+    assert await redis_env.ttl(redis_env.keys.user_jobs("u")) == 100_000
 
 
 async def test_activity_slides_the_running_ttl_for_the_current_generation_only(

@@ -144,8 +144,8 @@ def test_a_failing_run_with_workers_exits_1_with_its_replay_file(tmp_path: Path)
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--workers", "0"], "--workers must be 1 to 32, not 0"),
-        (["--workers", "33"], "--workers must be 1 to 32, not 33"),
+        (["--workers", "0"], "--workers: must be an integer from 1 to 32, not 0"),
+        (["--workers", "33"], "--workers: must be an integer from 1 to 32, not 33"),
         (["--workers", "2", "--backend", "redis"], "--workers applies to --backend sim"),
     ],
 )

@@ -261,7 +261,7 @@ def test_replicas_out_of_range_is_a_usage_error(
     replicas: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["run", "--replicas", replicas]) == 2
-    assert f"--replicas must be 2 to 8, not {replicas}" in capsys.readouterr().err
+    assert f"--replicas: must be an integer from 2 to 8, not {replicas}" in capsys.readouterr().err
 
 
 def test_a_crash_is_reported(tmp_path: Path) -> None:

@@ -9,7 +9,10 @@ Keys (docs/design.md, "Redis layout"; ``{id}`` is the Cluster hash tag):
 * ``stream:{id}:seq`` the transport's counter, read once at creation for ``startSeq``.
 * ``stream:running`` and ``stream:user:{userId}:jobs`` sets: cross-slot indices, kept
   by separate commands and healed lazily (a reader drops ids that are missing or no
-  longer running, then re-adds any that a concurrent create made running again).
+  longer running, then re-adds any that a concurrent create made running again). A
+  user set expires 24 h after that user's last create (LibreChat's later
+  ``userJobsSetTtl``), so the index of a user who never lists their jobs does not stay
+  for ever; ``stream:running`` empties itself as jobs end.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ __all__ = [
     "COMPLETED_TTL_S",
     "RUNNING_TTL_S",
     "STALE_JOB_TIMEOUT_MS",
+    "USER_JOBS_TTL_S",
     "RedisJobStore",
     "RedisJobStoreStats",
 ]
@@ -56,6 +60,9 @@ RUNNING_TTL_S: Final = 1200
 COMPLETED_TTL_S: Final = 300
 #: Stale-job timeout, the same 20 minutes as the in-memory store (#13396).
 STALE_JOB_TIMEOUT_MS: Final = 1200 * 1000
+#: LibreChat's later ``userJobsSetTtl``: a user's job index expires this long after the
+#: user's last create (never sooner than a job created with it, see ``_user_jobs_ttl_s``).
+USER_JOBS_TTL_S: Final = 86_400
 _DEFAULT_KEYS: Final = Keys()
 
 
@@ -111,6 +118,8 @@ class RedisJobStore:
         self._clock = wall_clock
         self._running_ttl_s = running_ttl_s
         self._completed_ttl_s = completed_ttl_s
+        # The index must outlive an idle job created with it, whatever the running TTL.
+        self._user_jobs_ttl_s = max(USER_JOBS_TTL_S, running_ttl_s)
         self._stale_job_timeout_ms = stale_job_timeout_ms
         self._local = LocalContent()
         self._reaped: list[tuple[str, str]] = []
@@ -187,7 +196,11 @@ class RedisJobStore:
 
     async def _index(self, stream_id: str, user_id: str) -> None:
         await self._redis.sadd(self._keys.running, stream_id)
-        await self._redis.sadd(self._keys.user_jobs(user_id), stream_id)
+        await self._add_to_user_jobs(self._keys.user_jobs(user_id), stream_id)
+
+    async def _add_to_user_jobs(self, key: str, stream_id: str) -> None:
+        await self._redis.sadd(key, stream_id)
+        await self._redis.expire(key, self._user_jobs_ttl_s)
 
     async def _unindex(self, set_key: str, ids: Sequence[str], *, user_id: str | None) -> None:
         """SREM ``ids``, then re-add those a concurrent create made running meanwhile."""
@@ -198,8 +211,10 @@ class RedisJobStore:
             job = await self.get_job(stream_id)
             if job is None or job.status is not JobStatus.RUNNING:
                 continue
-            if user_id is None or job.user_id == user_id:
+            if user_id is None:
                 await self._redis.sadd(set_key, stream_id)
+            elif job.user_id == user_id:
+                await self._add_to_user_jobs(set_key, stream_id)
 
     # -- jobs ------------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ from coredis.exceptions import (
     AuthorizationError,
     ClusterDownError,
     NoScriptError,
+    ResponseError,
 )
 from coredis.exceptions import (
     ConnectionError as CoredisConnectionError,
@@ -398,6 +399,10 @@ def _startup_error(exc: BaseException, url: str) -> BackendUnavailable | None:
         return unavailable(f"authentication failed ({describe(exc)})")
     if is_connection_error(exc):
         return unavailable(describe(exc))
+    # The server answered the connection's set-up (SELECT, HELLO) with an error, such
+    # as "DB index is out of range": this URL names nothing it will serve.
+    if all(isinstance(e, ResponseError) for e in found):
+        return unavailable(f"the server refused the connection ({describe(exc)})")
     return None
 
 

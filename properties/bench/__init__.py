@@ -15,7 +15,6 @@ from streamcheck.properties.bench._report import SCHEMA, BenchReport
 from streamcheck.properties.bench._runner import (
     NAMES,
     BenchOptions,
-    check_redis_url,
     exit_code,
     parse_only,
     run_benchmarks,
@@ -30,7 +29,6 @@ __all__ = [
     "BenchResult",
     "Figure",
     "Status",
-    "check_redis_url",
     "exit_code",
     "parse_only",
     "run_benchmarks",

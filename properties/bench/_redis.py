@@ -120,7 +120,3 @@ async def delete_prefixed(redis: CoredisRedis, prefix: str) -> int:
     if batch:
         deleted += await redis.delete(*batch)
     return deleted
-
-
-async def count_prefixed(redis: CoredisRedis, prefix: str) -> int:
-    return len([key async for key in redis.raw.scan_iter(match=f"{prefix}*")])

@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
-from urllib.parse import urlsplit
 
 from streamcheck.properties.bench import (
     _emit_cost,
@@ -72,20 +71,6 @@ def parse_only(text: str) -> tuple[str, ...]:
             f"unknown benchmark {', '.join(map(repr, unknown))}; known: {', '.join(NAMES)}"
         )
     return names
-
-
-def check_redis_url(url: str) -> None:
-    """Raise ``ValueError`` unless ``url`` is one well-formed redis:// or rediss:// URL."""
-    problem = f"--redis-url must be one redis:// or rediss:// URL with a host, got {url!r}"
-    if not url.startswith(("redis://", "rediss://")) or "," in url:
-        raise ValueError(problem)
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018  (parsing the port is the check)
-    except ValueError:
-        raise ValueError(problem) from None
-    if not parts.hostname:
-        raise ValueError(problem)
 
 
 def run_benchmarks(options: BenchOptions, *, out: TextIO | None = None) -> tuple[BenchReport, Path]:

@@ -310,9 +310,11 @@ async function runPlan(replica, actions, startAt) {
   }
 }
 
-export async function main() {
+/** @param {string} name the implementation's name in the hello (the test folder's variants
+ * name themselves) */
+export async function main(name) {
   const lines = new Lines();
-  lines.write("hello", { protocol: PROTOCOL, implementation: { name: "streamcheck-node", version: VERSION }, capabilities: CAPABILITIES });
+  lines.write("hello", { protocol: PROTOCOL, implementation: { name, version: VERSION }, capabilities: CAPABILITIES });
   const input = createInterface({ input: process.stdin, crlfDelay: Infinity })[Symbol.asyncIterator]();
   const first = await input.next();
   if (first.done) throw new ProtocolError("stdin closed before init");
@@ -353,8 +355,8 @@ export async function main() {
 }
 
 /** Run the agent and end the process with the protocol's exit status. */
-export function run() {
-  main().then(
+export function run(name = "streamcheck-node") {
+  main(name).then(
     () => process.exit(0),
     (error) => {
       process.stderr.write(`streamcheck-node agent: ${error instanceof Error ? error.stack : error}\n`);

@@ -62,7 +62,8 @@ RACE = Profile(
     heal_s=4.0,
 )
 
-LUA_FILES: dict[str, LuaScript] = {
+#: The port's scripts (by their names in ports/node) and impl's.
+SCRIPTS: dict[str, LuaScript] = {
     "publish": transport_lua.PUBLISH,
     "mark_lost": transport_lua.MARK_LOST,
     "job_create": job_lua.CREATE,
@@ -72,14 +73,16 @@ LUA_FILES: dict[str, LuaScript] = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(LUA_FILES))
-def test_the_ports_lua_scripts_are_impls_byte_for_byte(name: str) -> None:
-    # One Lua text on the wire: the port keeps copies, and must follow every change.
-    copy = (PORT / "src" / "lua" / f"{name}.lua").read_text()
-    assert copy == LUA_FILES[name].source, (
-        f"ports/node/src/lua/{name}.lua differs from impl's {LUA_FILES[name].name} script: "
-        "copy the new text over and adapt the port's arguments"
-    )
+def _node(port: Path, script: str, *args: str) -> str:
+    """What a module-mode snippet run in ``port`` prints."""
+    return subprocess.run(
+        [str(NODE), "--input-type=module", "-e", script, *args],
+        cwd=port,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
 
 
 @needs_node
@@ -94,14 +97,7 @@ def test_the_port_writes_the_envelope_impl_writes() -> None:
         "console.log(JSON.stringify([...bodies.map((b, i) =>"
         " encodeSplit(i ? 'error' : 'chunk', 'gé-1', encodeBody(b))), encodeAbort('gé-1')]));"
     )
-    out = subprocess.run(
-        [str(NODE), "--input-type=module", "-e", script, json.dumps(bodies)],
-        cwd=PORT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
+    out = _node(PORT, script, json.dumps(bodies))
     expected = [
         list(encode_split("chunk", "gé-1", bodies[0], encoded_body=encode_body(bodies[0]))),
         list(encode_split("error", "gé-1", bodies[1])),
@@ -127,6 +123,25 @@ def node_port() -> Path:
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-15:])
         pytest.fail(f"npm ci in {PORT} failed (exit {done.returncode}):\n{tail}")
     return PORT
+
+
+@needs_node_and_redis
+def test_the_port_runs_impls_lua_scripts_byte_for_byte(node_port: Path) -> None:
+    # One text and one SHA on the wire: the port keeps copies, and must follow every change.
+    script = (
+        "import { PUBLISH, MARK_LOST } from './src/bus.js';"
+        "import { SCRIPTS } from './src/jobstore.js';"
+        "const all = [PUBLISH, MARK_LOST, ...Object.values(SCRIPTS)];"
+        "const pairs = all.map((s) => [s.name, [s.source, s.sha1]]);"
+        "console.log(JSON.stringify(Object.fromEntries(pairs)));"
+    )
+    port = json.loads(_node(node_port, script))
+    assert sorted(port) == sorted(SCRIPTS)
+    for name, script_of_impl in SCRIPTS.items():
+        assert port[name] == [script_of_impl.source, script_of_impl.sha1], (
+            f"the port's {name} script differs from impl's {script_of_impl.name}: copy the new "
+            "text into ports/node/src/lua/ and adapt the port's arguments"
+        )
 
 
 @needs_node_and_redis

@@ -183,9 +183,7 @@ class NodeReplica {
     try {
       result = await this._manager.abortJob(action.stream, action.user);
     } catch (error) {
-      if (error instanceof StreamAccessDenied) this._lines.result(action, "refused", { reason: "denied" });
-      else if (error instanceof RedisConnectionError) this._lines.result(action, "indeterminate", { reason: error.message });
-      else throw error;
+      this._failed(action, error);
       return;
     }
     const aborted = result.outcome === "aborted";
@@ -196,6 +194,15 @@ class NodeReplica {
       seq: result.terminalSeq,
       data: aborted ? result.finalEvent : null,
     });
+  }
+
+  /** Answer a client's call that failed: refused if the stream is not the user's, maybe
+   * done if Redis failed; anything else is a bug.
+   * @param {Action} action @param {unknown} error */
+  _failed(action, error) {
+    if (error instanceof StreamAccessDenied) this._lines.result(action, "refused", { reason: "denied" });
+    else if (error instanceof RedisConnectionError) this._lines.result(action, "indeterminate", { reason: error.message });
+    else throw error;
   }
 
   /** @param {Action} action */
@@ -212,9 +219,7 @@ class NodeReplica {
         subscription = await this._manager.subscribe(action.stream, action.user);
       }
     } catch (error) {
-      if (error instanceof StreamAccessDenied) this._lines.result(action, "refused", { reason: "denied" });
-      else if (error instanceof RedisConnectionError) this._lines.result(action, "indeterminate", { reason: error.message });
-      else throw error;
+      this._failed(action, error);
       return;
     }
     const session = { subscription, detached: false };

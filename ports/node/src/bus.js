@@ -39,8 +39,9 @@ export const COUNTER_TTL_S = 86_400;
 /** Seqs skipped after a failover when the counter is already past the server's clock. */
 export const FAILOVER_SKIP = 10_000;
 
-const PUBLISH = new LuaScript("publish");
-const MARK_LOST = new LuaScript("mark_lost");
+// Both begin with the function that pushes the counter past lost seqs.
+export const PUBLISH = new LuaScript("publish", ["raise_to_floor", "publish"]);
+export const MARK_LOST = new LuaScript("mark_lost", ["raise_to_floor", "mark_lost"]);
 
 /** @type {Record<number, Refusal>} */
 const REFUSALS = { [-1]: "no_job", [-2]: "other_generation", [-3]: "job_ended", [-4]: "terminal_already_sent" };

@@ -58,7 +58,7 @@ export class IllegalTransition extends Error {
   }
 }
 
-const SCRIPTS = {
+export const SCRIPTS = {
   create: new LuaScript("job_create"),
   update: new LuaScript("job_update"),
   remove: new LuaScript("job_delete"),

@@ -9,12 +9,13 @@ import { Redis, Cluster, ReplyError } from "ioredis";
 /** @typedef {Redis | Cluster} Client */
 /** @typedef {string | number} ScriptArg */
 
-/** A Lua script whose text is a file in src/lua/, byte-identical to impl's (a test checks). */
+/** A Lua script made of files in src/lua/, joined in order: byte for byte impl's text
+ * (tests/test_node_port.py checks), so both ports run one script with one SHA. */
 export class LuaScript {
-  /** @param {string} name the file's name without `.lua` */
-  constructor(name) {
+  /** @param {string} name @param {readonly string[]} [parts] file names without `.lua` (default: the name) */
+  constructor(name, parts = [name]) {
     this.name = name;
-    this.source = readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), "utf8");
+    this.source = parts.map((part) => readFileSync(new URL(`./lua/${part}.lua`, import.meta.url), "utf8")).join("");
     this.sha1 = createHash("sha1").update(this.source).digest("hex");
   }
 }

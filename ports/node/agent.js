@@ -15,6 +15,7 @@ import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { pathToFileURL } from "node:url";
 import { monotonic } from "./src/clock.js";
+import { asciiJson } from "./src/envelope.js";
 import { StreamAccessDenied } from "./src/manager.js";
 import { RedisConnectionError } from "./src/redis.js";
 import { openReplica } from "./src/replica.js";
@@ -65,8 +66,9 @@ const SETTINGS = {
 /** A line from the harness that breaks the protocol. */
 class ProtocolError extends Error {}
 
-/** Protocol lines on stdout, one write each. Pipes are asynchronous in Node: `flushed`
- * resolves once everything written has left the process. */
+/** Protocol lines on stdout, one write each, in ASCII (payloads may carry any character;
+ * escaped, a line reads the same whatever encoding the harness reads it with). Pipes are
+ * asynchronous in Node: `flushed` resolves once everything written has left the process. */
 class Lines {
   constructor() {
     /** @type {Promise<void>} */
@@ -75,7 +77,7 @@ class Lines {
 
   /** @param {string} type @param {Record<string, unknown>} [values] */
   write(type, values = {}) {
-    const text = `${JSON.stringify({ type, ...values })}\n`;
+    const text = `${asciiJson({ type, ...values })}\n`;
     this.flushed = new Promise((resolve) => process.stdout.write(text, () => resolve()));
   }
 

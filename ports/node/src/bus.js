@@ -39,8 +39,9 @@ export const COUNTER_TTL_S = 86_400;
 /** Seqs skipped after a failover when the counter is already past the server's clock. */
 export const FAILOVER_SKIP = 10_000;
 
-// Both begin with the function that pushes the counter past lost seqs.
-export const PUBLISH = new LuaScript("publish", ["raise_to_floor", "publish"]);
+// Each is its Lua functions, one step each, then the lines that run them (as impl builds
+// them: the texts must be the same to the byte).
+export const PUBLISH = new LuaScript("publish", ["fence", "raise_to_floor", "log_and_publish", "publish"]);
 export const MARK_LOST = new LuaScript("mark_lost", ["raise_to_floor", "mark_lost"]);
 
 /** @type {Record<number, Refusal>} */
@@ -114,9 +115,7 @@ export class RedisBus {
       this._redis,
       PUBLISH,
       [k.seq(streamId), k.chunks(streamId), k.job(streamId), k.seqEpoch(streamId)],
-      // ARGV 10, 11 and 13 exist for impl's canaries only: no pinned seq, fenced, and a
-      // counter that never goes back behind the log.
-      [generation, kind, prefix, suffix, Keys.channel(streamId), floor, logPayload, this._logTtlS, COUNTER_TTL_S, "", "1", FAILOVER_SKIP, "0"],
+      [generation, kind, prefix, suffix, Keys.channel(streamId), floor, logPayload, this._logTtlS, COUNTER_TTL_S, FAILOVER_SKIP],
     );
     if (!Array.isArray(reply) || reply.length !== 2) {
       throw new RedisConnectionError(`unexpected publish script reply ${JSON.stringify(reply)}`);

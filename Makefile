@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml .ci/constraints.txt
 	  (tail -n 30 $(INSTALL_LOG); echo "install failed: see $(INSTALL_LOG)"; exit 1)
 	@touch $(STAMP)
 
-.PHONY: demo test lint browser package
+.PHONY: demo test lint browser package node
 demo: $(STAMP)
 	@$(BIN)/streamcheck demo
 
@@ -34,5 +34,9 @@ browser:
 package: $(STAMP)
 	@bash .ci/check-package $(BIN)/python
 
-test: lint browser package
+# The Node port's locked dependencies and its type check (tests/test_node_port.py runs it).
+node:
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then cd ports/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null && npm run --silent typecheck; else echo "node or npm is not on PATH: the Node port (ports/node) is skipped"; fi
+
+test: lint browser package node
 	$(BIN)/pytest -q

@@ -1,0 +1,14 @@
+
+-- The publish fence: nil if generation `gen` may publish an event of `kind` now, else
+-- the refusal code (see the module docstring).
+local function refusal(job_key, gen, kind)
+  local job = redis.call('HMGET', job_key, 'generationId', 'status', 'terminalSeq')
+  if not job[1] then return -1 end
+  if job[1] ~= gen then return -2 end
+  if kind == 'chunk' then
+    if job[2] ~= 'running' or job[3] then return -3 end
+  elseif job[3] then
+    return -4
+  end
+  return nil
+end

@@ -1,0 +1,23 @@
+
+-- Append the event to the chunk log under entry id `entry` and publish it, with the
+-- publish script's KEYS and ARGV; keep the counter's and the log's TTLs fresh, and
+-- record a terminal's seq on the job (the fence's "terminal already sent").
+local function log_and_publish(seq, entry)
+  local kind = ARGV[2]
+  local counter_ttl = tonumber(ARGV[9])
+  if redis.call('TTL', KEYS[1]) < counter_ttl / 2 then
+    redis.call('EXPIRE', KEYS[1], counter_ttl)
+    redis.call('EXPIRE', KEYS[4], counter_ttl)
+  end
+  local field = 'event'
+  if kind == 'error' then field = 'error' end
+  redis.call('XADD', KEYS[2], entry, 'seq', seq, 'type', kind, 'gen', ARGV[1], field, ARGV[7])
+  local log_ttl = tonumber(ARGV[8])
+  if redis.call('TTL', KEYS[2]) < log_ttl then
+    redis.call('EXPIRE', KEYS[2], log_ttl)
+  end
+  if kind ~= 'chunk' then
+    redis.call('HSET', KEYS[3], 'terminalSeq', seq)
+  end
+  redis.call('PUBLISH', ARGV[5], ARGV[3] .. seq .. ARGV[4])
+end

@@ -157,7 +157,7 @@ class NodeReplica {
     }
     this._lines.result(action, "ok", { generation: job.generation, start_seq: job.startSeq });
     const generation = job.generation;
-    void job.aborted.promise.then(() => this._lines.timed("stopped", { turn: action.turn, generation }));
+    void job.aborted.promise.then(() => this._lines.timed("stopped", { turn: action.turn, generation, reason: job.stopReason }));
     return job;
   }
 

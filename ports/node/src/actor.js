@@ -63,7 +63,7 @@ export class StreamActorStopped extends Error {
  */
 
 /**
- * @typedef {{ type: "emit", generation: string, kind: EventKind, body: JSONValue, encoded: string, reply: Deferred<Published | Refusal> }
+ * @typedef {{ type: "emit", generation: string, kind: EventKind, body: JSONValue, encoded: string, byAbort: boolean, reply: Deferred<Published | Refusal> }
  *   | { type: "attach", subId: number, generation: string, startSeq: number, out: EventQueue<StreamEvent>, jobEnded: boolean, reply: Deferred<void> }
  *   | { type: "detach", subId: number, reply: Deferred<number> }
  *   | { type: "incoming", message: Incoming }
@@ -121,11 +121,12 @@ export class StreamActor {
   // -- the API (each call is one command) ------------------------------------------
 
   /** @param {string} generation @param {EventKind} kind @param {JSONValue} body @param {string} encoded
+   * @param {boolean} byAbort the terminal of an abort that claimed the turn
    * @returns {Promise<Published | Refusal>} */
-  emit(generation, kind, body, encoded) {
+  emit(generation, kind, body, encoded, byAbort) {
     /** @type {Deferred<Published | Refusal>} */
     const reply = new Deferred();
-    this._tell({ type: "emit", generation, kind, body, encoded, reply });
+    this._tell({ type: "emit", generation, kind, body, encoded, byAbort, reply });
     return reply.promise;
   }
 
@@ -338,6 +339,7 @@ export class StreamActor {
         encodedBody: command.encoded,
         logPayload: kind === "error" ? String(command.body) : command.encoded,
         floor: this._highWater + 1,
+        byAbort: command.byAbort,
       });
     } catch (error) {
       reply.reject(error);

@@ -23,7 +23,9 @@ import { LuaScript, RedisConnectionError, call, runScript } from "./redis.js";
 /** @typedef {import("./events.js").LostWrites} LostWrites */
 /** @typedef {import("./events.js").EventKind} EventKind */
 /** @typedef {import("./envelope.js").Incoming} Incoming */
-/** @typedef {"no_job" | "other_generation" | "job_ended" | "terminal_already_sent"} Refusal */
+/** Why the publish fence refused an event: no job, another turn owns the stream, the turn
+ * ended or sent its terminal, or an abort claimed it (only the abort's terminal may follow).
+ * @typedef {"no_job" | "other_generation" | "job_ended" | "terminal_already_sent" | "aborted"} Refusal */
 /** @typedef {{ seq: number, counterRegressed: boolean }} Published */
 
 /**
@@ -43,9 +45,10 @@ export const FAILOVER_SKIP = 10_000;
 // them: the texts must be the same to the byte).
 export const PUBLISH = new LuaScript("publish", ["fence", "raise_to_floor", "log_and_publish", "publish"]);
 export const MARK_LOST = new LuaScript("mark_lost", ["raise_to_floor", "mark_lost"]);
+export const CLAIM_ABORT = new LuaScript("claim_abort", ["fence", "claim_abort"]);
 
 /** @type {Record<number, Refusal>} */
-const REFUSALS = { [-1]: "no_job", [-2]: "other_generation", [-3]: "job_ended", [-4]: "terminal_already_sent" };
+const REFUSALS = { [-1]: "no_job", [-2]: "other_generation", [-3]: "job_ended", [-4]: "terminal_already_sent", [-5]: "aborted" };
 
 class Channel {
   refs = 0;
@@ -101,34 +104,41 @@ export class RedisBus {
   /**
    * Allocate a seq `>= floor`, log and publish the event; or refuse it without side
    * effects (the publish fence: a replaced turn never publishes again, no chunk follows a
-   * terminal, a generation has at most one terminal).
+   * terminal, a generation has at most one terminal, once an abort claimed the turn only
+   * its terminal follows).
    * @param {string} streamId
-   * @param {{ generation: string, kind: EventKind, encodedBody: string, logPayload: string, floor: number }} event
+   * @param {{ generation: string, kind: EventKind, encodedBody: string, logPayload: string, floor: number, byAbort: boolean }} event
    *   `encodedBody` is the body as encodeBody wrote it; `logPayload` what the log keeps
-   *   (the same, or an error's message)
+   *   (the same, or an error's message); `byAbort` for an abort's terminal
    * @returns {Promise<Published | Refusal>}
    */
-  async publish(streamId, { generation, kind, encodedBody, logPayload, floor }) {
+  async publish(streamId, { generation, kind, encodedBody, logPayload, floor, byAbort }) {
     const [prefix, suffix] = encodeSplit(kind, generation, encodedBody);
     const k = this._keys;
     const reply = await runScript(
       this._redis,
       PUBLISH,
       [k.seq(streamId), k.chunks(streamId), k.job(streamId), k.seqEpoch(streamId)],
-      [generation, kind, prefix, suffix, Keys.channel(streamId), floor, logPayload, this._logTtlS, COUNTER_TTL_S, FAILOVER_SKIP],
+      [generation, kind, prefix, suffix, Keys.channel(streamId), floor, logPayload, this._logTtlS, COUNTER_TTL_S, FAILOVER_SKIP, byAbort ? "1" : "0"],
     );
     if (!Array.isArray(reply) || reply.length !== 2) {
       throw new RedisConnectionError(`unexpected publish script reply ${JSON.stringify(reply)}`);
     }
     const code = Number(reply[0]);
-    if (code < 0) {
-      const refusal = REFUSALS[code];
-      if (refusal === undefined) throw new Error(`unknown publish refusal code ${code}`);
-      return refusal;
-    }
+    if (code < 0) return refusalOf(code);
     const counterRegressed = Number(reply[1]) !== 0;
     if (counterRegressed) console.error(`stream ${streamId}: Redis counter went backwards; pushed to ${code}`);
     return { seq: code, counterRegressed };
+  }
+
+  /** An abort's first step: fence `generation` as aborted, so that from now on the publish
+   * fence refuses its generator's events and only the abort's terminal may follow. Null
+   * once claimed (by this abort or another), else why not.
+   * @param {string} streamId @param {string} generation
+   * @returns {Promise<Refusal | null>} */
+  async claimAbort(streamId, generation) {
+    const code = Number(await runScript(this._redis, CLAIM_ABORT, [this._keys.job(streamId)], [generation]));
+    return code === 0 ? null : refusalOf(code);
   }
 
   /** @param {string} streamId @param {string} generation */
@@ -299,6 +309,13 @@ export class RedisBus {
     }
     sink.deliver(streamId, incoming);
   }
+}
+
+/** @param {number} code @returns {Refusal} */
+function refusalOf(code) {
+  const refusal = REFUSALS[code];
+  if (refusal === undefined) throw new Error(`unknown publish fence refusal code ${code}`);
+  return refusal;
 }
 
 /** A chunk-log row (impl/redis/_chunklog.py's format), or null if it is unreadable.

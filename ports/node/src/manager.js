@@ -47,7 +47,13 @@ export class StreamAccessDenied extends Error {
   }
 }
 
-/** The generator's handle on its turn; `aborted` resolves on an abort from anywhere. */
+/** Why a generator was told to stop: a user's abort (pressed on any replica) holds the
+ * turn; the turn ended without this generator (its job ended, e.g. judged lost); a newer
+ * turn replaced it or its job vanished; it could not start.
+ * @typedef {"aborted" | "turn_ended" | "replaced" | "start_failed"} StopReason */
+
+/** The generator's handle on its turn: `aborted` resolves when the generator must stop, on
+ * an abort from anywhere or because the turn ended; `stopReason` says which. */
 export class GenerationJob {
   /** @param {string} streamId @param {string} userId @param {string} generation @param {number} startSeq */
   constructor(streamId, userId, generation, startSeq) {
@@ -59,10 +65,19 @@ export class GenerationJob {
     this.aborted = new Deferred();
     /** @type {string | null} */
     this.error = null;
+    /** @type {StopReason | null} */
+    this.stopReason = null;
   }
 
   get isAborted() {
     return this.aborted.settled;
+  }
+
+  /** Tell the generator to stop; the first reason given is the one kept.
+   * @param {StopReason} reason */
+  stop(reason) {
+    if (this.stopReason === null) this.stopReason = reason;
+    this.aborted.resolve();
   }
 }
 
@@ -130,12 +145,12 @@ export class GenerationJobManager {
     this._runtimes.set(streamId, job);
     this.transport.startProducing(streamId, generation, new EarlyBuffer(this._settings.earlyBufferMaxEvents, this._settings.earlyBufferMaxBytes));
     try {
-      await this.transport.onAbort(streamId, generation, () => job.aborted.resolve());
+      await this.transport.onAbort(streamId, generation, () => job.stop("aborted"));
     } catch (error) {
       // Without its abort listener the turn cannot be stopped from elsewhere, so it must
       // not start: a runtime left behind would heartbeat a job nobody finishes.
       if (this._runtimes.get(streamId) === job) this._runtimes.delete(streamId);
-      job.aborted.resolve();
+      job.stop("start_failed");
       this.transport.stopProducing(streamId, generation);
       await this.jobs.updateJob(streamId, { status: "error", completedAt: this._nowMs(), error: START_FAILED }, generation).catch(() => {});
       throw error;
@@ -181,8 +196,9 @@ export class GenerationJobManager {
       await this.jobs.updateJob(streamId, { status, completedAt: this._nowMs(), error }, job.generation);
     } catch (e) {
       if (!(e instanceof IllegalTransition)) throw e;
-      // An abort from another replica ended the turn first (its terminal won the fence).
-      job.aborted.resolve();
+      // An abort from another replica ended the turn first (its terminal won the fence),
+      // or the job was judged lost: the job already holds that outcome.
+      job.stop("turn_ended");
     } finally {
       await this._retire(job);
     }
@@ -191,8 +207,9 @@ export class GenerationJobManager {
   /** @param {GenerationJob} job @param {Published | Refusal} outcome */
   _published(job, outcome) {
     if (typeof outcome !== "string") return outcome;
-    // Replaced, vanished, or ended by someone else (an abort): stop the generator.
-    job.aborted.resolve();
+    if (outcome === "aborted") job.stop("aborted");
+    else if (outcome === "no_job" || outcome === "other_generation") job.stop("replaced");
+    else job.stop("turn_ended"); // an abort's terminal, or the turn judged lost
     return null;
   }
 
@@ -272,13 +289,26 @@ export class GenerationJobManager {
   async abortJob(streamId, userId) {
     const job = await this._ownedJob(streamId, userId);
     if (job.status !== "running") return { outcome: "already_terminal", job, finalEvent: null, terminalSeq: null };
+    // Accept the abort first: the claim fences the turn as aborted (from then on the fence
+    // refuses the generator's chunks and its own done or error), then the generator is
+    // told. The other order lets a generator that answers the signal with its own
+    // terminal win the race, and the abort's final event would be lost.
+    const refused = await this.transport.claimAbort(streamId, job.generationId);
+    if (refused === "no_job" || refused === "other_generation") {
+      return { outcome: "no_such_stream", job: null, finalEvent: null, terminalSeq: null };
+    }
+    if (refused !== null) {
+      return { outcome: "already_terminal", job: await this.jobs.getJob(streamId), finalEvent: null, terminalSeq: null };
+    }
     await this.transport.emitAbort(streamId, job.generationId);
     const local = this._runtimes.get(streamId);
-    if (local !== undefined && local.generation === job.generationId) local.aborted.resolve();
+    if (local !== undefined && local.generation === job.generationId) local.stop("aborted");
+    // The claim refuses the generator's chunks from here on: the content is final.
     const content = aggregateContent((await this._loggedChunks(job, false)).map((c) => c.data));
     const finalEvent = abortFinalEvent(job, content);
-    const outcome = await this.transport.emit(streamId, job.generationId, "done", finalEvent);
+    const outcome = await this.transport.emit(streamId, job.generationId, "done", finalEvent, true);
     if (outcome === "terminal_already_sent") {
+      // Another abort of the same turn published the terminal first.
       return { outcome: "already_terminal", job: await this.jobs.getJob(streamId), finalEvent: null, terminalSeq: null };
     }
     if (outcome === "no_job" || outcome === "other_generation") {
@@ -304,7 +334,7 @@ export class GenerationJobManager {
       if (current === null || current.generationId !== job.generation) {
         // Identity check: never retire a replacement turn (spec §5 #20).
         if (this._runtimes.get(streamId) === job) this._runtimes.delete(streamId);
-        job.aborted.resolve();
+        job.stop("replaced");
         await this._retire(job);
       }
     }

@@ -133,11 +133,18 @@ export class EventTransport {
   // -- publishing --------------------------------------------------------------------
 
   /** @param {string} streamId @param {string} generation @param {EventKind} kind @param {JSONValue} body
+   * @param {boolean} [byAbort] the Done of an abort, after `claimAbort`
    * @returns {Promise<Published | Refusal>} */
-  async emit(streamId, generation, kind, body) {
+  async emit(streamId, generation, kind, body, byAbort = false) {
     const encoded = encodeBody(body);
     if (encoded.length > this._maxEventBytes) throw new EventTooLarge(streamId, encoded.length, this._maxEventBytes);
-    return await this._holding(streamId, () => this._actor(streamId).emit(generation, kind, body, encoded));
+    return await this._holding(streamId, () => this._actor(streamId).emit(generation, kind, body, encoded, byAbort));
+  }
+
+  /** Fence `generation` as aborted (see RedisBus.claimAbort).
+   * @param {string} streamId @param {string} generation */
+  claimAbort(streamId, generation) {
+    return this._bus.claimAbort(streamId, generation);
   }
 
   /** @param {string} streamId @param {string} generation */

@@ -103,8 +103,11 @@ def _run(args: argparse.Namespace) -> int:
             print("streamcheck: --workers applies to --backend sim", file=sys.stderr)
             return EXIT_USAGE
         return _run_real(args)
-    if args.soak or args.faults:
-        print("streamcheck: --soak and --faults apply to --backend redis|cluster", file=sys.stderr)
+    if args.soak or args.faults or args.plan:
+        print(
+            "streamcheck: --soak, --faults and --plan apply to --backend redis|cluster",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     if args.budget is not None and args.budget <= 0:
         print(
@@ -230,16 +233,24 @@ def _run(args: argparse.Namespace) -> int:
 
 def _run_real(args: argparse.Namespace) -> int:
     import shutil
+    import tempfile
     import time
 
-    from streamcheck.properties.protocol import agent_command
+    from streamcheck.properties.protocol import (
+        AgentFailed,
+        ProtocolError,
+        Storage,
+        agent_command,
+        read_hello,
+    )
     from streamcheck.properties.realredis._harness import (
-        FAULTS,
         PROFILES,
         Backend,
         FaultKind,
+        applicable_faults,
         run_tier,
     )
+    from streamcheck.properties.realredis._plan import load_plans
     from streamcheck.properties.realredis._report import run_line, table, to_json, write
 
     if args.canary or args.profile:
@@ -267,6 +278,20 @@ def _run_real(args: argparse.Namespace) -> int:
             )
             return EXIT_USAGE
     backend = Backend(args.backend)
+    try:
+        plans = load_plans(Path(args.plan)) if args.plan else None
+    except (OSError, ProtocolError) as exc:
+        print(f"streamcheck: --plan: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    # Which faults apply depends on where the implementation keeps its streams: ask it.
+    try:
+        with tempfile.TemporaryDirectory(prefix="streamcheck-hello-") as tmp:
+            hellos = [trio.run(read_hello, command, Path(tmp)) for command in commands]
+    except AgentFailed as exc:
+        print(f"streamcheck: {exc}", file=sys.stderr)
+        return EXIT_ANOMALY
+    own_server = any(h.capabilities.storage is Storage.OWN for h in hellos)
+    applicable = applicable_faults(backend, own_server)
     profile = PROFILES["soak" if args.soak else "short"]
     if args.replicas is not None:
         profile = dataclasses.replace(
@@ -276,16 +301,18 @@ def _run_real(args: argparse.Namespace) -> int:
         faults = (
             tuple(FaultKind(name.strip()) for name in args.faults.split(",") if name.strip())
             if args.faults
-            else FAULTS[backend]
+            else applicable
         )
     except ValueError:
-        known = ", ".join(f.value for f in FAULTS[backend])
+        known = ", ".join(f.value for f in applicable)
         print(f"streamcheck: unknown fault in {args.faults!r}; known: {known}", file=sys.stderr)
         return EXIT_USAGE
-    unsupported = [f.value for f in faults if f not in FAULTS[backend]]
+    unsupported = [f.value for f in faults if f not in applicable]
     if unsupported:
+        where = "an implementation with its own server" if own_server else "this implementation"
         print(
-            f"streamcheck: {', '.join(unsupported)} cannot run on --backend {backend.value}",
+            f"streamcheck: {', '.join(unsupported)} cannot run on --backend {backend.value} "
+            f"with {where}",
             file=sys.stderr,
         )
         return EXIT_USAGE
@@ -309,6 +336,7 @@ def _run_real(args: argparse.Namespace) -> int:
             on_run=lambda result: print(run_line(result), flush=True),
             keep_failures=Path(args.reports) / "realredis-failures",
             commands=commands,
+            plans=plans,
         )
     )
     print()
@@ -493,6 +521,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="sim: run campaigns in N processes at once (one per core is the most that "
         "helps); the examples or the time budget are shared among them",
+    )
+    run.add_argument(
+        "--plan",
+        default="",
+        metavar="FILE",
+        help="redis|cluster: run this saved plan (a failing run keeps its plans.json) "
+        "instead of drawing one per run",
     )
     run.add_argument("--seed", type=int, default=None, help="derandomize the search")
     run.add_argument("--canary", default="", help="comma-separated canary names")

@@ -372,3 +372,110 @@ class RedisClusterServers:
 def open_redis(url: str, *, cluster: bool = False) -> AbstractAsyncContextManager[CoredisRedis]:
     """The adapter tests use; the same as :func:`streamcheck.impl.redis.open_coredis`."""
     return open_coredis(url, cluster=cluster)
+
+
+class OwnServer:
+    """An implementation's own server (``storage: own`` in its hello), run by the harness
+    like a redis-server: on a free loopback port, in a data directory kept across
+    :meth:`restart`, frozen by :meth:`pause`, stopped by pid. ``command`` may name
+    ``{port}`` and ``{dir}``; the server is up once the port accepts connections."""
+
+    def __init__(self, command: Sequence[str], log_path: Path) -> None:
+        self.port = find_free_port()
+        self._dir = Path(tempfile.mkdtemp(prefix=f"own-server-{self.port}-"))
+        self._command = [
+            word.replace("{port}", str(self.port)).replace("{dir}", str(self._dir))
+            for word in command
+        ]
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+        self._paused = False
+
+    def __repr__(self) -> str:
+        pid = self._process.pid if self._process else None
+        return f"<OwnServer port={self.port} pid={pid} command={self._command[:3]}>"
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def start(self) -> None:
+        if self._process is not None:
+            raise RuntimeError(f"{self!r} is already running")
+        with self.log_path.open("ab") as log:
+            try:
+                self._process = subprocess.Popen(
+                    self._command, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+                )
+            except OSError as exc:
+                raise RuntimeError(f"cannot start the server {self._command}: {exc}") from None
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not _accepts(self.port):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                state = self._process.poll()
+                self.stop()
+                raise RuntimeError(
+                    f"the server {self._command} did not listen on port {self.port} within "
+                    f"{STARTUP_TIMEOUT_S} s (exit status {state}):\n{self.log_tail()}"
+                )
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after :data:`STOP_GRACE_S`; always reaps the process."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if self._paused:
+            self._paused = False
+            _signal(process, signal.SIGCONT)
+        _signal(process, signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            _signal(process, signal.SIGKILL)
+            process.wait(timeout=STOP_GRACE_S)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port with the same data directory: every
+        connection drops; what survives is what the server made durable."""
+        self.stop()
+        self.start()
+
+    def pause(self) -> None:
+        if self._process is None:
+            raise RuntimeError(f"{self!r} is not running")
+        _signal(self._process, signal.SIGSTOP)
+        self._paused = True
+
+    def resume(self) -> None:
+        if self._process is None:
+            raise RuntimeError(f"{self!r} is not running")
+        _signal(self._process, signal.SIGCONT)
+        self._paused = False
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5):
+            return True
+    except OSError:
+        return False

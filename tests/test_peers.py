@@ -1,0 +1,242 @@
+"""Two real peers under the real-Redis tier (ports/peers, installed from npm): vercel
+``resumable-stream`` on the harness's Redis, and Durable Streams with the server the
+harness starts from the agent's hello. Also the harness support they need: plans drawn
+for the promises an implementation makes, an implementation's own server, a text stream's
+end without a payload. docs/peers.md has the campaign's figures and findings."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from streamcheck.model import AnomalyKind, Done
+from streamcheck.properties.protocol import Op, ProtocolError
+from streamcheck.properties.protocol._identity import PlanIdentity
+from streamcheck.properties.protocol._messages import Init, parse_hello, parse_init
+from streamcheck.properties.realredis._harness import (
+    OWN_SERVER_FAULTS,
+    PROFILES,
+    Backend,
+    FaultKind,
+    RunResult,
+    applicable_faults,
+    run_once,
+)
+from streamcheck.properties.realredis._plan import Workload, draw_plans, load_plans, save_plans
+from streamcheck.properties.realredis._servers import OwnServer, have_redis_binaries
+
+PEERS = Path(__file__).resolve().parent.parent / "ports" / "peers"
+RESUMABLE_STREAM = ["node", str(PEERS / "resumable-stream-agent.mjs")]
+DURABLE_STREAMS = ["node", str(PEERS / "durable-streams-agent.mjs")]
+NPM_CI_TIMEOUT_S = 300
+
+needs_node = pytest.mark.skipif(
+    shutil.which("node") is None or shutil.which("npm") is None,
+    reason="node/npm not installed: the peers' agents in ports/peers are not run",
+)
+needs_redis = pytest.mark.skipif(not have_redis_binaries(), reason="redis-server is not on PATH")
+
+
+@pytest.fixture(scope="module")
+def peers() -> Path:
+    """ports/peers installed from its lock file (once; kept if already installed from
+    this very lock)."""
+    installed = PEERS / "node_modules" / ".package-lock.json"
+    lock = PEERS / "package-lock.json"
+    if installed.exists() and installed.stat().st_mtime >= lock.stat().st_mtime:
+        return PEERS
+    try:
+        done = subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=PEERS,
+            capture_output=True,
+            text=True,
+            timeout=NPM_CI_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"npm ci in {PEERS} took more than {NPM_CI_TIMEOUT_S} s")
+    if done.returncode != 0:
+        pytest.fail(f"npm ci in {PEERS} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return PEERS
+
+
+def run(command: list[str], fault: FaultKind, tmp_path: Path, seed: int = 1) -> RunResult:
+    result = trio.run(
+        lambda: run_once(
+            Backend.REDIS, fault, PROFILES["short"], seed, tmp_path, commands=[command]
+        )
+    )
+    assert not result.agent_failures, result.agent_failures
+    assert result.report.unknown_reason is None, result.report.unknown_reason
+    assert result.events > 0
+    return result
+
+
+# -- the harness support -------------------------------------------------------------------
+
+
+def test_a_plan_for_an_implementation_without_abort_or_error_terminals_ends_turns_with_done() -> (
+    None
+):
+    workload = Workload(replicas=3, streams=12, chunks=3, chunk_interval_s=0.01, duration_s=2.0)
+    full = draw_plans(workload, random.Random(5))
+    plain = draw_plans(workload, random.Random(5), aborts=False, errors=False)
+    ops = {a.op for actions in full for a in actions}
+    assert {Op.ABORT, Op.ERROR} <= ops  # this seed draws both
+    assert not {Op.ABORT, Op.ERROR} & {a.op for actions in plain for a in actions}
+    # Everything else is the same plan: the same ids for the same creates, emits, readers.
+    kept = {Op.CREATE, Op.EMIT, Op.SUBSCRIBE, Op.RESUME, Op.DETACH}
+    assert [[a for a in p if a.op in kept] for p in full] == [
+        [a for a in p if a.op in kept] for p in plain
+    ]
+
+
+def test_saved_plans_load_back_and_a_bad_file_is_a_protocol_error(tmp_path: Path) -> None:
+    workload = Workload(replicas=2, streams=2, chunks=2, chunk_interval_s=0.01, duration_s=1.0)
+    plans = draw_plans(workload, random.Random(1))
+    save_plans(plans, tmp_path / "plans.json")
+    assert load_plans(tmp_path / "plans.json") == plans
+    (tmp_path / "bad.json").write_text(json.dumps([[{"op": "emit"}]]))
+    with pytest.raises(ProtocolError, match="'id'"):
+        load_plans(tmp_path / "bad.json")
+
+
+def test_a_hello_with_its_own_storage_names_the_server_command() -> None:
+    hello = {
+        "type": "hello",
+        "protocol": 1,
+        "implementation": {"name": "x", "version": "1"},
+        "capabilities": {
+            "seqs": False,
+            "resume": "offset",
+            "abort": False,
+            "gap_events": False,
+            "error_terminals": True,
+            "storage": "own",
+        },
+        "server": {"command": ["srv", "--port", "{port}"]},
+    }
+    assert parse_hello(hello).server_command == ("srv", "--port", "{port}")
+    with pytest.raises(ProtocolError, match="'server'"):
+        parse_hello({k: v for k, v in hello.items() if k != "server"})
+    init = Init(
+        replica="r0", redis_url=None, server_url="http://127.0.0.1:9", cluster=False, mode="plan"
+    )
+    assert parse_init(json.loads(init.to_line())) == init
+    assert set(applicable_faults(Backend.REDIS, True)) == set(OWN_SERVER_FAULTS)
+    assert FaultKind.PUBSUB_KILL not in OWN_SERVER_FAULTS
+    assert applicable_faults(Backend.CLUSTER, True) == ()
+
+
+def test_an_own_server_is_started_frozen_restarted_on_its_port_and_stopped(
+    tmp_path: Path,
+) -> None:
+    command = [sys.executable, "-m", "http.server", "{port}", "--bind", "127.0.0.1"]
+    with OwnServer([*command, "--directory", "{dir}"], tmp_path / "server.log") as server:
+        port = server.port
+        assert _answers(server.url)
+        server.pause()
+        assert not _answers(server.url)
+        server.resume()
+        server.restart()
+        assert server.port == port and _answers(server.url)
+    assert not _answers(server.url)
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def test_a_text_stream_end_without_a_payload_stands_for_the_turn_planned_done() -> None:
+    workload = Workload(replicas=2, streams=1, chunks=2, chunk_interval_s=0.01, duration_s=1.0)
+    plans = draw_plans(workload, random.Random(2), aborts=False, errors=False)
+    identity = PlanIdentity({a.id: a for actions in plans for a in actions})
+    [event] = identity.events({"kind": "done"}, "s0.t1", "test")
+    assert event == Done(seq=2, generation="s0.t1", data={"id": "s0.t1#done"})
+
+
+# -- the peers -----------------------------------------------------------------------------
+
+
+@pytest.mark.redis
+@needs_node
+@needs_redis
+def test_resumable_stream_without_faults_is_clean(peers: Path, tmp_path: Path) -> None:
+    result = run(RESUMABLE_STREAM, FaultKind.NONE, tmp_path)
+    assert result.implementation.startswith("vercel-resumable-stream 2.")
+    assert "cross-replica abort" in result.not_exercised
+    assert result.report.ok, result.report.summary()
+
+
+#: What the campaign found for each peer under each fault (docs/peers.md): the
+#: library's documented behaviour. Anything else is new and must be looked at.
+RESUMABLE_STREAM_FINDINGS = {
+    FaultKind.PUBSUB_KILL: {AnomalyKind.LOST, AnomalyKind.SKIPPED_WITHOUT_GAP},
+    FaultKind.REPLICA_KILL: {AnomalyKind.TERMINAL_MISSING, AnomalyKind.LOST},
+}
+
+
+@pytest.mark.redis
+@needs_node
+@needs_redis
+@pytest.mark.parametrize("fault", sorted(RESUMABLE_STREAM_FINDINGS))
+def test_resumable_stream_under_faults_shows_only_its_known_behaviour(
+    peers: Path, tmp_path: Path, fault: FaultKind
+) -> None:
+    result = run(RESUMABLE_STREAM, fault, tmp_path)
+    assert result.report.kinds() <= RESUMABLE_STREAM_FINDINGS[fault], result.report.summary()
+
+
+@pytest.mark.redis
+@needs_node
+@needs_redis
+def test_durable_streams_memory_store_without_faults_is_clean(peers: Path, tmp_path: Path) -> None:
+    result = run(DURABLE_STREAMS, FaultKind.NONE, tmp_path)
+    assert result.implementation.startswith("durable-streams-memory-long-poll server 0.")
+    assert (tmp_path / "server.log").exists()
+    assert result.report.ok, result.report.summary()
+
+
+DURABLE_STREAMS_FINDINGS = {
+    # The in-memory store forgets every stream when its server restarts (documented).
+    FaultKind.RESTART: {AnomalyKind.TERMINAL_MISSING, AnomalyKind.LOST},
+    FaultKind.CUT: set[AnomalyKind](),
+}
+
+
+@pytest.mark.redis
+@needs_node
+@needs_redis
+@pytest.mark.parametrize("fault", sorted(DURABLE_STREAMS_FINDINGS))
+def test_durable_streams_memory_store_under_faults_shows_only_its_known_behaviour(
+    peers: Path, tmp_path: Path, fault: FaultKind
+) -> None:
+    result = run(DURABLE_STREAMS, fault, tmp_path)
+    assert result.report.kinds() <= DURABLE_STREAMS_FINDINGS[fault], result.report.summary()
+
+
+@pytest.mark.redis
+@needs_node
+@needs_redis
+def test_durable_streams_file_store_long_poll_readers_miss_the_closing_message(
+    peers: Path, tmp_path: Path
+) -> None:
+    # A real bug of @durable-streams/server's file-backed store (ports/peers/findings/
+    # durable-streams-file-long-poll-close): a reader long-polling at the tail when the
+    # final message is appended with the close is told "closed" at the old offset.
+    result = run([*DURABLE_STREAMS, "--store", "file"], FaultKind.NONE, tmp_path)
+    assert AnomalyKind.TERMINAL_MISSING in result.report.kinds(), result.report.summary()

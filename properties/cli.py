@@ -322,7 +322,8 @@ def _run_real(args: argparse.Namespace) -> int:
     # like Ctrl-C, through every context manager that owns a process.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(
-        f"real {backend.value}: profile {profile.name}, {profile.workload.replicas} replicas, "
+        f"real {backend.value}: profile {profile.name}, "
+        f"{len(plans) if plans else profile.workload.replicas} replicas, "
         f"{runs} run(s) per fault, {len(faults)} fault kinds, seed {seed}"
     )
     started = time.monotonic()

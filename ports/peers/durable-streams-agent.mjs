@@ -67,7 +67,7 @@ class Replica {
         lingerMs: 0,
         onError: (error) => errors.push(error),
       });
-      this.turns.set(action.stream, { producer, errors, closed: false });
+      this.turns.set(action.stream, { producer, errors, closing: false, closed: false });
       result(action, "ok");
     } catch (error) {
       result(action, "indeterminate", { reason: reasonOf(error) });
@@ -101,10 +101,15 @@ class Replica {
     const turn = this.turns.get(action.stream);
     if (turn === undefined) return result(action, "refused", { reason: "absent" });
     if (turn.closed) return result(action, "refused", { reason: "finished" });
+    // After a close that failed, the producer's close() is a retry of that close, with
+    // its first final message (idempotent by the producer's sequence number): this end's
+    // own payload is never sent, so it is refused once the retry has ended the turn.
+    const retry = turn.closing;
+    turn.closing = true;
     try {
       await turn.producer.close(JSON.stringify(final));
       turn.closed = true;
-      result(action, "ok");
+      result(action, retry ? "refused" : "ok", retry ? { reason: "finished" } : {});
     } catch (error) {
       this.failed(action, error);
     }
@@ -144,6 +149,7 @@ class Replica {
     let items, offset, closed;
     try {
       const caught = await read({ url: this.url(action.stream), offset: "-1", live: false });
+      caught.closed.catch(() => {});
       items = await caught.json();
       offset = caught.offset;
       closed = caught.streamClosed;
@@ -179,6 +185,8 @@ class Replica {
 
   async follow(session, response) {
     session.response = response;
+    // The reader below sees the session's failure; `closed` rejects with it too.
+    response.closed.catch(() => {});
     if (session.detached) return response.cancel();
     // Items in order, then the end: the stream ends when the server says it is closed
     // (or the session fails or is cancelled).

@@ -153,8 +153,13 @@ class Replica {
     const first = await this.open(action, 0);
     if (first === undefined) return;
     const reader = first.getReader();
-    const { value, done } = await reader.read();
-    await reader.cancel();
+    let value, done;
+    try {
+      ({ value, done } = await reader.read());
+      await reader.cancel();
+    } catch (error) {
+      return result(action, "indeterminate", { reason: reasonOf(error) });
+    }
     if (done) return result(action, "refused", { reason: "done" });
     const opened = await this.open(action, value.length);
     if (opened === undefined) return;

@@ -235,15 +235,17 @@ async def run_once(
                 own_server = _own_server(hellos)
                 if fault not in applicable_faults(backend, own_server is not None):
                     raise AgentFailed(f"the fault {fault} does not apply to {_storage(hellos)}")
-                if plans is None:
-                    plans = draw_plans(
-                        workload,
-                        rng,
-                        kill=kill,
-                        finish_at=(end, end + heal / 4, end + heal / 2),
-                        aborts=all(h.capabilities.abort for h in hellos),
-                        errors=all(h.capabilities.error_terminals for h in hellos),
-                    )
+                drawn = draw_plans(
+                    workload,
+                    rng,
+                    kill=kill,
+                    finish_at=(end, end + heal / 4, end + heal / 2),
+                    aborts=all(h.capabilities.abort for h in hellos),
+                    errors=all(h.capabilities.error_terminals for h in hellos),
+                )
+                # A saved plan replaces the drawn one; drawing it anyway leaves the seed's
+                # random choices of the faults (which proxy is cut) as they were.
+                plans = plans if plans is not None else drawn
                 save_plans(plans, workdir / "plans.json")
                 server, cluster = stack.enter_context(
                     _servers(

@@ -17,6 +17,7 @@ import pytest
 import trio
 
 from streamcheck.model import AnomalyKind, Done
+from streamcheck.properties.cli import EXIT_OK, EXIT_USAGE, main
 from streamcheck.properties.protocol import Op, ProtocolError
 from streamcheck.properties.protocol._identity import PlanIdentity
 from streamcheck.properties.protocol._messages import Init, parse_hello, parse_init
@@ -149,6 +150,38 @@ def test_an_own_server_is_started_frozen_restarted_on_its_port_and_stopped(
         server.restart()
         assert server.port == port and _answers(server.url)
     assert not _answers(server.url)
+
+
+#: An agent that says a hello for an implementation with its own server, then exits.
+OWN_SERVER_HELLO = (
+    "import json; print(json.dumps({'type': 'hello', 'protocol': 1, "
+    "'implementation': {'name': 'own', 'version': '0'}, 'capabilities': {'seqs': False, "
+    "'resume': 'none', 'abort': False, 'gap_events': False, 'error_terminals': False, "
+    "'storage': 'own'}, 'server': {'command': ['true']}}), flush=True)"
+)
+
+
+@needs_redis
+def test_a_redis_fault_for_an_implementation_with_its_own_server_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    impl = f'{sys.executable} -c "{OWN_SERVER_HELLO}"'
+    argv = ["run", "--backend", "redis", "--impl", impl, "--reports", str(tmp_path)]
+    assert main([*argv, "--faults", "client-kill-pubsub"]) == EXIT_USAGE
+    assert "with an implementation with its own server" in capsys.readouterr().err
+
+
+@pytest.mark.redis
+@needs_redis
+def test_a_saved_plan_runs_again_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    workload = Workload(replicas=2, streams=1, chunks=5, chunk_interval_s=0.02, duration_s=1.0)
+    save_plans(draw_plans(workload, random.Random(4)), tmp_path / "plans.json")
+    argv = ["run", "--backend", "redis", "--faults", "none", "--reports", str(tmp_path)]
+    assert main([*argv, "--plan", str(tmp_path / "plans.json")]) == EXIT_OK
+    assert "2 replicas" in capsys.readouterr().out
+    assert main([*argv, "--plan", str(tmp_path / "missing.json")]) == EXIT_USAGE
 
 
 def _answers(url: str) -> bool:

@@ -208,66 +208,54 @@ def test_a_text_stream_end_without_a_payload_stands_for_the_turn_planned_done() 
 @pytest.mark.redis
 @needs_node
 @needs_redis
-def test_resumable_stream_without_faults_is_clean(peers: Path, tmp_path: Path) -> None:
-    result = run(RESUMABLE_STREAM, FaultKind.NONE, tmp_path)
-    assert result.implementation.startswith("vercel-resumable-stream 2.")
+@pytest.mark.parametrize(
+    ("command", "name"),
+    [
+        (RESUMABLE_STREAM, "vercel-resumable-stream 2."),
+        (DURABLE_STREAMS, "durable-streams-memory-long-poll server 0."),
+    ],
+    ids=["resumable-stream", "durable-streams-memory"],
+)
+def test_a_peer_without_faults_is_clean(
+    peers: Path, tmp_path: Path, command: list[str], name: str
+) -> None:
+    result = run(command, FaultKind.NONE, tmp_path)
+    assert result.implementation.startswith(name)
     assert "cross-replica abort" in result.not_exercised
     assert result.report.ok, result.report.summary()
 
 
-#: What the campaign found for each peer under each fault (docs/peers.md, with a
-#: reproduction in ports/peers/findings/ each). Anything else is new: look at it.
-RESUMABLE_STREAM_FINDINGS = {
-    # Pub/sub keeps nothing for a reader whose subscription is down (its design).
-    FaultKind.PUBSUB_KILL: {
-        AnomalyKind.SKIPPED_WITHOUT_GAP,
-        AnomalyKind.LOST,
-        AnomalyKind.TERMINAL_BEFORE_CHUNKS,
-    },
-    # The chunks live in the producer's memory only (its design).
-    FaultKind.REPLICA_KILL: {AnomalyKind.TERMINAL_MISSING, AnomalyKind.LOST},
-}
+#: What the campaign found for each peer under a fault (docs/peers.md, with a reproduction
+#: in ports/peers/findings/ each): the classes a run may show. Anything else is new.
+KNOWN_FINDINGS = [
+    # resumable-stream: pub/sub keeps nothing for a reader whose subscription is down.
+    (
+        RESUMABLE_STREAM,
+        FaultKind.PUBSUB_KILL,
+        {AnomalyKind.SKIPPED_WITHOUT_GAP, AnomalyKind.LOST, AnomalyKind.TERMINAL_BEFORE_CHUNKS},
+    ),
+    # resumable-stream: the chunks live in the producer's memory only.
+    (RESUMABLE_STREAM, FaultKind.REPLICA_KILL, {AnomalyKind.TERMINAL_MISSING, AnomalyKind.LOST}),
+    # Durable Streams: the in-memory store forgets every stream when its server restarts.
+    (DURABLE_STREAMS, FaultKind.RESTART, {AnomalyKind.TERMINAL_MISSING, AnomalyKind.LOST}),
+    # Durable Streams: one network error wedges the client's IdempotentProducer (a bug).
+    (DURABLE_STREAMS, FaultKind.CUT, {AnomalyKind.TERMINAL_MISSING, AnomalyKind.LOST}),
+]
 
 
 @pytest.mark.redis
 @needs_node
 @needs_redis
-@pytest.mark.parametrize("fault", sorted(RESUMABLE_STREAM_FINDINGS))
-def test_resumable_stream_under_faults_shows_only_its_known_behaviour(
-    peers: Path, tmp_path: Path, fault: FaultKind
+@pytest.mark.parametrize(
+    ("command", "fault", "known"),
+    KNOWN_FINDINGS,
+    ids=[f"{Path(c[1]).stem}-{f}" for c, f, _ in KNOWN_FINDINGS],
+)
+def test_a_peer_under_a_fault_shows_only_its_known_behaviour(
+    peers: Path, tmp_path: Path, command: list[str], fault: FaultKind, known: set[AnomalyKind]
 ) -> None:
-    result = run(RESUMABLE_STREAM, fault, tmp_path)
-    assert result.report.kinds() <= RESUMABLE_STREAM_FINDINGS[fault], result.report.summary()
-
-
-@pytest.mark.redis
-@needs_node
-@needs_redis
-def test_durable_streams_memory_store_without_faults_is_clean(peers: Path, tmp_path: Path) -> None:
-    result = run(DURABLE_STREAMS, FaultKind.NONE, tmp_path)
-    assert result.implementation.startswith("durable-streams-memory-long-poll server 0.")
-    assert (tmp_path / "server.log").exists()
-    assert result.report.ok, result.report.summary()
-
-
-DURABLE_STREAMS_FINDINGS = {
-    # The in-memory store forgets every stream when its server restarts (documented).
-    FaultKind.RESTART: {AnomalyKind.TERMINAL_MISSING, AnomalyKind.LOST},
-    # One network error wedges the client's IdempotentProducer: its stream never closes
-    # (a client bug: findings/durable-streams-producer-wedged).
-    FaultKind.CUT: {AnomalyKind.TERMINAL_MISSING, AnomalyKind.LOST},
-}
-
-
-@pytest.mark.redis
-@needs_node
-@needs_redis
-@pytest.mark.parametrize("fault", sorted(DURABLE_STREAMS_FINDINGS))
-def test_durable_streams_memory_store_under_faults_shows_only_its_known_behaviour(
-    peers: Path, tmp_path: Path, fault: FaultKind
-) -> None:
-    result = run(DURABLE_STREAMS, fault, tmp_path)
-    assert result.report.kinds() <= DURABLE_STREAMS_FINDINGS[fault], result.report.summary()
+    result = run(command, fault, tmp_path)
+    assert result.report.kinds() <= known, result.report.summary()
 
 
 @pytest.mark.redis

@@ -25,7 +25,7 @@ import {
   StreamClosedError,
   stream as read,
 } from "@durable-streams/client";
-import { log, reasonOf, result, runAgent, timed } from "./lib/agent.mjs";
+import { log, openTurn, reasonOf, result, runAgent, timed } from "./lib/agent.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -75,9 +75,8 @@ class Replica {
   }
 
   async emit(action) {
-    const turn = this.turns.get(action.stream);
-    if (turn === undefined) return result(action, "refused", { reason: "absent" });
-    if (turn.closed) return result(action, "refused", { reason: "finished" });
+    const turn = openTurn(this.turns, action);
+    if (turn === undefined) return;
     const before = turn.errors.length;
     try {
       turn.producer.append(JSON.stringify({ kind: "chunk", data: action.data }));
@@ -98,9 +97,8 @@ class Replica {
   }
 
   async close(action, final) {
-    const turn = this.turns.get(action.stream);
-    if (turn === undefined) return result(action, "refused", { reason: "absent" });
-    if (turn.closed) return result(action, "refused", { reason: "finished" });
+    const turn = openTurn(this.turns, action);
+    if (turn === undefined) return;
     // After a close that failed, the producer's close() is a retry of that close, with
     // its first final message (idempotent by the producer's sequence number): this end's
     // own payload is never sent, so it is refused once the retry has ended the turn.
@@ -121,10 +119,6 @@ class Replica {
     }
     if (error?.status === 404) return result(action, "refused", { reason: "not found" });
     result(action, "indeterminate", { reason: reasonOf(error) });
-  }
-
-  async abort(action) {
-    result(action, "refused", { reason: "unsupported" });
   }
 
   async subscribe(action) {

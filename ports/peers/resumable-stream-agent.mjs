@@ -12,7 +12,7 @@
 import { readFileSync } from "node:fs";
 import { createClient } from "redis";
 import { createResumableStreamContext } from "resumable-stream";
-import { log, reasonOf, result, runAgent, timed, within } from "./lib/agent.mjs";
+import { log, openTurn, reasonOf, result, runAgent, timed, within } from "./lib/agent.mjs";
 
 const VERSION = JSON.parse(
   readFileSync(new URL("./node_modules/resumable-stream/package.json", import.meta.url)),
@@ -111,18 +111,16 @@ class Replica {
   }
 
   async emit(action) {
-    const turn = this.turns.get(action.stream);
-    if (turn === undefined) return result(action, "refused", { reason: "absent" });
-    if (turn.closed) return result(action, "refused", { reason: "finished" });
+    const turn = openTurn(this.turns, action);
+    if (turn === undefined) return;
     await turn.pulled();
     turn.push(action.data.text);
     result(action, "ok");
   }
 
   async done(action) {
-    const turn = this.turns.get(action.stream);
-    if (turn === undefined) return result(action, "refused", { reason: "absent" });
-    if (turn.closed) return result(action, "refused", { reason: "finished" });
+    const turn = openTurn(this.turns, action);
+    if (turn === undefined) return;
     await turn.pulled();
     turn.end();
     const settled = await within(
@@ -130,14 +128,6 @@ class Replica {
       DONE_ANSWER_MS,
     );
     result(action, settled ? "ok" : "indeterminate", settled ? {} : { reason: "cleanup unsettled" });
-  }
-
-  async error(action) {
-    result(action, "refused", { reason: "unsupported" });
-  }
-
-  async abort(action) {
-    result(action, "refused", { reason: "unsupported" });
   }
 
   async subscribe(action) {

@@ -539,18 +539,14 @@ FAILOVER_WAIT_S = 10.0
 def _cluster_failover(cluster: RedisClusterServers, stream: str) -> None:
     """A manual failover of the master serving ``stream``: its replica takes over."""
     _, master_id = _owner_of(cluster, stream)
-
-    def replicas() -> list[int]:
-        return [
-            int(fields[1].split(":")[1].split("@")[0])
-            for fields in (line.split() for line in _nodes(cluster.ports[0]))
-            if fields[3] == master_id
-        ]
-
-    # A cluster just created may not list its replicas yet (they attach after the slots
-    # are assigned): wait for one, bounded.
-    _wait(lambda: bool(replicas()), f"a replica of the master of {stream!r}", FAILOVER_WAIT_S)
-    port = replicas()[0]
+    replicas = [
+        int(fields[1].split(":")[1].split("@")[0])
+        for fields in (line.split() for line in _nodes(cluster.ports[0]))
+        if fields[3] == master_id
+    ]
+    if not replicas:
+        raise RuntimeError(f"the master of {stream!r} has no replica")
+    port = replicas[0]
     # A manual failover that does not complete within Redis's own timeout is dropped
     # without a word (the command only starts it; seen on a loaded CI run): ask again.
     for attempt in range(1, FAILOVER_ATTEMPTS + 1):

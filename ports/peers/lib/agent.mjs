@@ -1,7 +1,8 @@
 // The agent side of streamcheck's replica protocol (docs/port-protocol.md), shared by the
 // peers' agents: hello, init, ready, the plan on the monotonic clock, and one line per
-// report on stdout. The peer-specific part is a replica object with
-// create/emit/done/error/abort/attach/detach methods.
+// report on stdout. The peer-specific part is a replica object with a method per op it
+// offers (create, emit, done, error, abort, subscribe, resume, detach); the harness's other
+// ops are refused as unsupported.
 
 import { createInterface } from "node:readline";
 
@@ -28,6 +29,16 @@ export function log(...words) {
   process.stderr.write(words.map(String).join(" ") + "\n");
 }
 
+/** The open turn of `action.stream` in `turns`; undefined once the refusal is answered
+ * (no turn was created here, or it has ended). */
+export function openTurn(turns, action) {
+  const turn = turns.get(action.stream);
+  if (turn === undefined) result(action, "refused", { reason: "absent" });
+  else if (turn.closed) result(action, "refused", { reason: "finished" });
+  else return turn;
+  return undefined;
+}
+
 /** Why a call failed, in a few words, for a result's reason. */
 export function reasonOf(error) {
   return String(error?.message ?? error).slice(0, 200);
@@ -48,19 +59,24 @@ export async function runAgent({ name, version, capabilities, server, makeReplic
   const lines = createInterface({ input: process.stdin, crlfDelay: Infinity });
   let replica = null;
   const generators = new Map();
+  // An op the replica has no method for is one the library does not offer.
+  const call = async (action) =>
+    typeof replica[action.op] === "function"
+      ? replica[action.op](action)
+      : result(action, "refused", { reason: "unsupported" });
   const perform = (action) => {
     if (["create", "emit", "done", "error"].includes(action.op)) {
       const previous = generators.get(action.stream) ?? Promise.resolve();
       const next = previous.then(() => {
         timed("invoked", { action: action.id });
-        return replica[action.op](action);
+        return call(action);
       });
       generators.set(
         action.stream,
         next.catch((error) => timed("error", { message: `${action.op}: ${reasonOf(error)}` })),
       );
     } else {
-      replica[action.op](action).catch((error) =>
+      call(action).catch((error) =>
         timed("error", { message: `${action.op}: ${reasonOf(error)}` }),
       );
     }

@@ -23,7 +23,7 @@ import { LuaScript, RedisConnectionError, call, runScript } from "./redis.js";
 /** @typedef {import("./events.js").LostWrites} LostWrites */
 /** @typedef {import("./events.js").EventKind} EventKind */
 /** @typedef {import("./envelope.js").Incoming} Incoming */
-/** @typedef {"no_job" | "other_generation" | "job_ended" | "terminal_already_sent"} Refusal */
+/** @typedef {"no_job" | "other_generation" | "job_ended" | "terminal_already_sent" | "aborted"} Refusal */
 /** @typedef {{ seq: number, counterRegressed: boolean }} Published */
 
 /**
@@ -45,7 +45,13 @@ export const PUBLISH = new LuaScript("publish", ["fence", "raise_to_floor", "log
 export const MARK_LOST = new LuaScript("mark_lost", ["raise_to_floor", "mark_lost"]);
 
 /** @type {Record<number, Refusal>} */
-const REFUSALS = { [-1]: "no_job", [-2]: "other_generation", [-3]: "job_ended", [-4]: "terminal_already_sent" };
+const REFUSALS = {
+  [-1]: "no_job",
+  [-2]: "other_generation",
+  [-3]: "job_ended",
+  [-4]: "terminal_already_sent",
+  [-5]: "aborted",
+};
 
 class Channel {
   refs = 0;
@@ -115,7 +121,10 @@ export class RedisBus {
       this._redis,
       PUBLISH,
       [k.seq(streamId), k.chunks(streamId), k.job(streamId), k.seqEpoch(streamId)],
-      [generation, kind, prefix, suffix, Keys.channel(streamId), floor, logPayload, this._logTtlS, COUNTER_TTL_S, FAILOVER_SKIP],
+      // ARGV 11 "0": this port publishes no abort's terminal through the claim that makes
+      // an accepted abort win (impl's claim_abort, not yet ported); a turn a Python replica
+      // claimed still refuses this port's generator (-5).
+      [generation, kind, prefix, suffix, Keys.channel(streamId), floor, logPayload, this._logTtlS, COUNTER_TTL_S, FAILOVER_SKIP, "0"],
     );
     if (!Array.isArray(reply) || reply.length !== 2) {
       throw new RedisConnectionError(`unexpected publish script reply ${JSON.stringify(reply)}`);

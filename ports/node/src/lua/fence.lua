@@ -1,10 +1,11 @@
 
 -- The publish fence: nil if generation `gen` may publish an event of `kind` now, else
--- the refusal code (see the module docstring).
-local function refusal(job_key, gen, kind)
-  local job = redis.call('HMGET', job_key, 'generationId', 'status', 'terminalSeq')
+-- the refusal code (see the module docstring). `by_abort` is '1' for an abort's terminal.
+local function refusal(job_key, gen, kind, by_abort)
+  local job = redis.call('HMGET', job_key, 'generationId', 'status', 'terminalSeq', 'abortClaimed')
   if not job[1] then return -1 end
   if job[1] ~= gen then return -2 end
+  if job[4] and by_abort ~= '1' then return -5 end
   if kind == 'chunk' then
     if job[2] ~= 'running' or job[3] then return -3 end
   elseif job[3] then

@@ -2,6 +2,7 @@
 -- Append the event to the chunk log under entry id `entry` and publish it, with the
 -- publish script's KEYS and ARGV; keep the counter's and the log's TTLs fresh, and
 -- record a terminal's seq on the job (the fence's "terminal already sent").
+-- `seq` is a string in integer notation: Lua 5.1 would write 1e14 as "1e+14".
 local function log_and_publish(seq, entry)
   local kind = ARGV[2]
   local counter_ttl = tonumber(ARGV[9])

@@ -102,6 +102,10 @@ def _run(args: argparse.Namespace) -> int:
         )
     if args.coverage and args.workers > 1:
         raise UsageError("streamcheck run: --coverage measures one process: use --workers 1")
+    if args.coverage and importlib.util.find_spec("coverage") is None:
+        raise UsageError(
+            "streamcheck run: --coverage needs coverage.py: pip install 'streamcheck[quality]'"
+        )
     canaries = args.canary | (PROFILES[args.profile] if args.profile else frozenset())
     replicas = args.replicas if args.replicas is not None else DEFAULT_REPLICAS
     reports: Path = args.reports

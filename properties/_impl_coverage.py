@@ -37,7 +37,7 @@ IMPL_DIR = Path(streamcheck.impl.__file__).resolve().parent
 BRANCH_CLASSES: Mapping[str, tuple[str, ...]] = {
     "fence refusals": (
         "transport/_redis_bus.py:RedisBus._publish_outcome::self._counters.refused += 1",
-        "_manager.py:GenerationJobManager._published::job.aborted.set()",
+        "_manager.py:GenerationJobManager._published::job.stop(StopReason.ABORTED)",
     ),
     "abort delivery across replicas": (
         "transport/_redis_bus.py:RedisBus.publish_abort",

@@ -27,12 +27,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hypothesis import settings as HypothesisSettings
 
 from streamcheck.properties._campaign import CampaignResult
-from streamcheck.properties._impl_coverage import ImplCoverage
+
+if TYPE_CHECKING:
+    # coverage.py comes with the `quality` extra; a run without --coverage never needs it.
+    from streamcheck.properties._impl_coverage import ImplCoverage
 
 SCHEMA = "streamcheck.run/1"
 SUMMARY_FILENAME = "summary.md"

@@ -96,10 +96,16 @@ def _run(args: argparse.Namespace) -> int:
             if given:
                 raise UsageError(f"streamcheck run: {name} applies to --backend sim")
         return _run_real(args)
-    if args.soak or args.faults:
-        raise UsageError("streamcheck run: --soak and --faults apply to --backend redis|cluster")
+    if args.soak or args.faults or args.plan:
+        raise UsageError(
+            "streamcheck run: --soak, --faults and --plan apply to --backend redis|cluster"
+        )
     if args.coverage and args.workers > 1:
         raise UsageError("streamcheck run: --coverage measures one process: use --workers 1")
+    if args.coverage and importlib.util.find_spec("coverage") is None:
+        raise UsageError(
+            "streamcheck run: --coverage needs coverage.py: pip install 'streamcheck[quality]'"
+        )
     canaries = args.canary | (PROFILES[args.profile] if args.profile else frozenset())
     replicas = args.replicas if args.replicas is not None else DEFAULT_REPLICAS
     reports: Path = args.reports
@@ -254,16 +260,24 @@ def _campaign(
 
 def _run_real(args: argparse.Namespace) -> int:
     import shutil
+    import tempfile
     import time
 
-    from streamcheck.properties.protocol import agent_command
+    from streamcheck.properties.protocol import (
+        AgentFailed,
+        ProtocolError,
+        Storage,
+        agent_command,
+        read_hello,
+    )
     from streamcheck.properties.realredis._harness import (
-        FAULTS,
         PROFILES,
         Backend,
         FaultKind,
+        applicable_faults,
         run_tier,
     )
+    from streamcheck.properties.realredis._plan import load_plans
     from streamcheck.properties.realredis._report import run_line, table, to_json, write
 
     if args.canary or args.profile:
@@ -285,6 +299,19 @@ def _run_real(args: argparse.Namespace) -> int:
                 "install redis-server) or use --backend sim"
             )
     backend = Backend(args.backend)
+    try:
+        plans = load_plans(Path(args.plan)) if args.plan else None
+    except (OSError, ProtocolError) as exc:
+        raise UsageError(f"streamcheck run: --plan: {exc}") from None
+    # Which faults apply depends on where the implementation keeps its streams: ask it.
+    try:
+        with tempfile.TemporaryDirectory(prefix="streamcheck-hello-") as tmp:
+            hellos = [trio.run(read_hello, command, Path(tmp)) for command in commands]
+    except AgentFailed as exc:
+        print(f"streamcheck: {exc}", file=sys.stderr)
+        return EXIT_ANOMALY
+    own_server = any(h.capabilities.storage is Storage.OWN for h in hellos)
+    applicable = applicable_faults(backend, own_server)
     profile = PROFILES["soak" if args.soak else "short"]
     if args.replicas is not None:
         profile = dataclasses.replace(
@@ -294,17 +321,19 @@ def _run_real(args: argparse.Namespace) -> int:
         faults = (
             tuple(FaultKind(name.strip()) for name in args.faults.split(",") if name.strip())
             if args.faults
-            else FAULTS[backend]
+            else applicable
         )
     except ValueError:
-        known = ", ".join(f.value for f in FAULTS[backend])
+        known = ", ".join(f.value for f in applicable)
         raise UsageError(
             f"streamcheck run: unknown fault in --faults {args.faults!r}; known: {known}"
         ) from None
-    unsupported = [f.value for f in faults if f not in FAULTS[backend]]
+    unsupported = [f.value for f in faults if f not in applicable]
     if unsupported:
+        where = "an implementation with its own server" if own_server else "this implementation"
         raise UsageError(
-            f"streamcheck run: {', '.join(unsupported)} cannot run on --backend {backend.value}"
+            f"streamcheck run: {', '.join(unsupported)} cannot run on --backend {backend.value} "
+            f"with {where}"
         )
     seed = args.seed if args.seed is not None else 1
     runs = args.examples if args.examples is not None else profile.runs_per_fault
@@ -312,7 +341,8 @@ def _run_real(args: argparse.Namespace) -> int:
     # like Ctrl-C, through every context manager that owns a process.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(
-        f"real {backend.value}: profile {profile.name}, {profile.workload.replicas} replicas, "
+        f"real {backend.value}: profile {profile.name}, "
+        f"{len(plans) if plans else profile.workload.replicas} replicas, "
         f"{runs} run(s) per fault, {len(faults)} fault kinds, seed {seed}"
     )
     started = time.monotonic()
@@ -326,6 +356,7 @@ def _run_real(args: argparse.Namespace) -> int:
             on_run=lambda result: print(run_line(result), flush=True),
             keep_failures=args.reports / "realredis-failures",
             commands=commands,
+            plans=plans,
         )
     )
     print()
@@ -580,6 +611,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"sim: run campaigns in N processes at once, 1 to {MAX_WORKERS} (one per core "
         "is the most that helps); the examples or the time budget are shared among them",
     )
+    run.add_argument(
+        "--plan",
+        default="",
+        metavar="FILE",
+        help="redis|cluster: run this saved plan (a failing run keeps its plans.json) "
+        "instead of drawing one per run",
+    )
     run.add_argument("--seed", type=int, default=None, help="derandomize the search")
     run.add_argument(
         "--coverage",
@@ -673,8 +711,8 @@ def build_parser() -> argparse.ArgumentParser:
             "campaign against each in a copy of the package, and write\n"
             "<reports>/mutation.md (by module, surviving mutants listed) and\n"
             "mutation.json. See docs/mutation.md.\n\n"
-            "exit codes: 0 the report was written (whatever the score), 2 usage or\n"
-            "environment error (e.g. the campaign fails on unmutated code)\n\n"
+            "exit codes: 0 the report was written (whatever the score),\n"
+            f"{_USAGE_AND_INTERNAL} (a campaign that fails on unmutated code is 2)\n\n"
             "examples:\n  streamcheck mutants --sample 40\n"
             "  streamcheck mutants --sample 200 --budget 1800   # the nightly figure"
         ),

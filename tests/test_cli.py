@@ -52,7 +52,7 @@ HOSTILE = [
     pytest.param(["run", "--canary", "nope"], "unknown canary 'nope'", id="canary"),
     pytest.param(["run", "--profile", "nope"], "invalid choice: 'nope'", id="profile"),
     pytest.param(["run", "--reports", __file__], "is a file, not a directory", id="reports"),
-    pytest.param(["run", "--soak"], "--soak and --faults apply to", id="soak"),
+    pytest.param(["run", "--soak"], "--soak, --faults and --plan apply to", id="soak"),
     pytest.param(
         ["run", "--backend", "redis", "--canary", "per-process-counters"],
         "canaries run in the simulation only",

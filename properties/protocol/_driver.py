@@ -187,24 +187,43 @@ class Agent:
             raise AgentFailed(self.explain("was not ready"))
 
 
-async def start_agent(
-    nursery: trio.Nursery, command: list[str], init: Init, workdir: Path
+async def spawn_agent(
+    nursery: trio.Nursery, command: list[str], replica: str, workdir: Path
 ) -> Agent:
-    """Start one agent, read its hello and send it ``init``."""
-    transcript = workdir / f"{init.replica}.jsonl"
-    stderr = workdir / f"{init.replica}.stderr"
+    """Start one agent and read its hello (the harness picks the plan, and starts an
+    implementation's own server, from what the hellos say, before any init)."""
+    transcript = workdir / f"{replica}.jsonl"
+    stderr = workdir / f"{replica}.stderr"
     with stderr.open("wb") as err:
         try:
             process = await trio.lowlevel.open_process(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err
             )
         except OSError as exc:
-            raise AgentFailed(f"cannot start agent {init.replica} ({command[0]}): {exc}") from None
-    agent = Agent(init.replica, process, transcript, stderr, started_at=trio.current_time())
+            raise AgentFailed(f"cannot start agent {replica} ({command[0]}): {exc}") from None
+    agent = Agent(replica, process, transcript, stderr, started_at=trio.current_time())
     nursery.start_soon(agent.pump)
     await agent.wait_hello()
+    return agent
+
+
+async def start_agent(
+    nursery: trio.Nursery, command: list[str], init: Init, workdir: Path
+) -> Agent:
+    """Start one agent, read its hello and send it ``init``."""
+    agent = await spawn_agent(nursery, command, init.replica, workdir)
     await agent.send(init.to_line())
     return agent
+
+
+async def read_hello(command: list[str], workdir: Path) -> Hello:
+    """What an implementation says about itself: its agent's hello (then it is killed)."""
+    async with trio.open_nursery() as nursery:
+        agent = await spawn_agent(nursery, command, "probe", workdir)
+        agent.process.kill()
+        await agent.process.wait()
+        assert agent.hello is not None
+        return agent.hello
 
 
 async def start_plan(agents: list[Agent], lead_s: float = 0.2) -> float:

@@ -35,11 +35,15 @@ class PlanIdentity:
     def __init__(self, actions: Mapping[str, Action]) -> None:
         emits: dict[str, list[Action]] = {}
         self.turn_of_stream: dict[str, str] = {}
+        #: Each turn's first planned done payload: what an end without a payload stands for.
+        self.done_payload: dict[str, JSONValue] = {}
         for action in sorted(actions.values(), key=lambda a: (a.at, a.id)):
             if action.op is Op.CREATE:
                 self.turn_of_stream[action.stream] = action.turn
             elif action.op is Op.EMIT:
                 emits.setdefault(action.turn, []).append(action)
+            elif action.op is Op.DONE:
+                self.done_payload.setdefault(action.turn, action.data)
         #: Seq of each planned chunk, by its action id; and each turn's terminal seq.
         self.chunk_seq = {a.id: n for turn in emits.values() for n, a in enumerate(turn)}
         self.terminal_seq = {turn: len(chunks) for turn, chunks in emits.items()}
@@ -69,7 +73,8 @@ class PlanIdentity:
             case "chunk":
                 return [self._chunk(raw.get("data"), turn)]
             case "done":
-                data = raw.get("data")
+                # A text stream's end carries no payload: it stands for the turn's done.
+                data = raw["data"] if "data" in raw else self.done_payload.get(turn)
                 return [Done(seq=self.end_of(_turn_in(data) or turn), generation=turn, data=data)]
             case "error":
                 message = raw.get("message")

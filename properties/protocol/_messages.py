@@ -106,6 +106,10 @@ class Hello:
     name: str
     version: str
     capabilities: Capabilities
+    #: ``storage: own``: the command that starts the implementation's server, with
+    #: ``{port}`` (where it must listen on 127.0.0.1) and ``{dir}`` (its data directory,
+    #: kept across restarts within a run) filled in by the harness.
+    server_command: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +141,8 @@ class Init:
     """The harness's first line to an agent."""
 
     replica: str
-    redis_url: str
+    #: ``None`` for an implementation with its own server (``storage: own``).
+    redis_url: str | None
     cluster: bool
     #: ``plan``: perform ``actions`` at their times after ``start``; ``interactive``:
     #: perform each ``do`` line at once.
@@ -147,15 +152,20 @@ class Init:
     settings: Mapping[str, float] = field(default_factory=dict)
     #: Restarted agents count up, so an implementation's ids never repeat.
     incarnation: int = 1
+    #: ``storage: own``: where the implementation's server answers (maybe a fault proxy).
+    server_url: str | None = None
 
     def to_line(self) -> str:
+        redis = None if self.redis_url is None else {"url": self.redis_url, "cluster": self.cluster}
+        server = None if self.server_url is None else {"url": self.server_url}
         return json.dumps(
             {
                 "type": "init",
                 "protocol": PROTOCOL_VERSION,
                 "replica": self.replica,
                 "incarnation": self.incarnation,
-                "redis": {"url": self.redis_url, "cluster": self.cluster},
+                "redis": redis,
+                "server": server,
                 "mode": self.mode,
                 "settings": dict(self.settings),
                 "actions": [a.to_json() for a in self.actions],
@@ -238,6 +248,14 @@ def parse_hello(raw: Mapping[str, Any]) -> Hello:
     turns = optional(caps, "turns_per_stream", int, w, None)
     if turns is not None and turns < 1:
         raise ProtocolError(f"{w}: field 'turns_per_stream' must be 1 or more (or null)")
+    storage = _enum(Storage, optional(caps, "storage", str, w, "redis"), f"{w}.storage")
+    command: tuple[str, ...] = ()
+    if storage is Storage.OWN:
+        server = field_of(raw, "server", dict, where)
+        words = field_of(server, "command", list, f"{where}.server")
+        if not words or not all(isinstance(word, str) for word in words):
+            raise ProtocolError(f"{where}.server: 'command' must be a non-empty list of strings")
+        command = tuple(words)
     return Hello(
         protocol=protocol,
         name=field_of(implementation, "name", str, f"{where}.implementation"),
@@ -249,8 +267,9 @@ def parse_hello(raw: Mapping[str, Any]) -> Hello:
             gap_events=field_of(caps, "gap_events", bool, w),
             error_terminals=field_of(caps, "error_terminals", bool, w),
             turns_per_stream=turns,
-            storage=_enum(Storage, optional(caps, "storage", str, w, "redis"), f"{w}.storage"),
+            storage=storage,
         ),
+        server_command=command,
     )
 
 
@@ -292,7 +311,10 @@ def parse_action(raw: Mapping[str, Any], where: str) -> Action:
 
 def parse_init(raw: Mapping[str, Any]) -> Init:
     where = "init"
-    redis = field_of(raw, "redis", dict, where)
+    redis = optional(raw, "redis", dict, where, None)
+    server = optional(raw, "server", dict, where, None)
+    if redis is None and server is None:
+        raise ProtocolError(f"{where}: names neither a 'redis' nor a 'server'")
     mode = field_of(raw, "mode", str, where)
     if mode not in ("plan", "interactive"):
         raise ProtocolError(f"{where}: field 'mode' must be 'plan' or 'interactive'")
@@ -301,8 +323,9 @@ def parse_init(raw: Mapping[str, Any]) -> Init:
     return Init(
         replica=field_of(raw, "replica", str, where),
         incarnation=optional(raw, "incarnation", int, where, 1),
-        redis_url=field_of(redis, "url", str, f"{where}.redis"),
-        cluster=field_of(redis, "cluster", bool, f"{where}.redis"),
+        redis_url=None if redis is None else field_of(redis, "url", str, f"{where}.redis"),
+        cluster=redis is not None and field_of(redis, "cluster", bool, f"{where}.redis"),
+        server_url=None if server is None else field_of(server, "url", str, f"{where}.server"),
         mode=mode,
         actions=tuple(
             parse_action(a if isinstance(a, dict) else {}, f"{where}.actions[{i}]")

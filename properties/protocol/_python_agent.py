@@ -310,6 +310,8 @@ async def run_agent(out: IO[str]) -> None:
     lines.raw(hello_line("streamcheck-python", streamcheck.__version__, CAPABILITIES))
     incoming = _input_lines()
     init = parse_init(parse_line(await anext(incoming), "init"))
+    if init.redis_url is None:
+        raise ProtocolError("init: streamcheck's agent stores its streams in Redis: name one")
     async with (
         open_coredis(init.redis_url, cluster=init.cluster) as client,
         open_replica(

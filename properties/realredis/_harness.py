@@ -46,19 +46,26 @@ from streamcheck.properties.protocol import (
     Action,
     Agent,
     AgentFailed,
+    Hello,
     Init,
     Op,
     ProtocolError,
+    Storage,
     Transcript,
     read_transcript,
-    start_agent,
+    spawn_agent,
     start_plan,
     stop_agents,
 )
 from streamcheck.properties.realredis._merge import merge_histories
-from streamcheck.properties.realredis._plan import Kill, Workload, draw_plans
+from streamcheck.properties.realredis._plan import Kill, Workload, draw_plans, save_plans
 from streamcheck.properties.realredis._proxy import Blackhole, Cut, FaultProxy, Latency, SlowReader
-from streamcheck.properties.realredis._servers import RedisClusterServers, RedisServer, resp_call
+from streamcheck.properties.realredis._servers import (
+    OwnServer,
+    RedisClusterServers,
+    RedisServer,
+    resp_call,
+)
 
 #: Timings for real runs: LibreChat's protocol constants, liveness bounds short enough
 #: that a run ends in seconds (a producer is judged lost after 3 s of silence).
@@ -89,6 +96,18 @@ class Backend(enum.StrEnum):
     REDIS = "redis"
     CLUSTER = "cluster"
 
+
+#: The faults of an implementation with its own server (see :func:`applicable_faults`).
+OWN_SERVER_FAULTS: tuple[FaultKind, ...] = (
+    FaultKind.NONE,
+    FaultKind.LATENCY,
+    FaultKind.CUT,
+    FaultKind.BLACKHOLE,
+    FaultKind.SLOW_READER,
+    FaultKind.PAUSE,
+    FaultKind.RESTART,
+    FaultKind.REPLICA_KILL,
+)
 
 FAULTS: dict[Backend, tuple[FaultKind, ...]] = {
     Backend.REDIS: (
@@ -160,11 +179,15 @@ class RunResult:
     not_exercised: list[str] = field(default_factory=list)
 
 
+#: A single server behind the proxies: Redis, or an implementation's own.
+Upstream = RedisServer | OwnServer
+
+
 @dataclass(frozen=True, slots=True)
 class _Topology:
     """What the fault injector may act on."""
 
-    server: RedisServer | None
+    server: Upstream | None
     cluster: RedisClusterServers | None
     proxies: list[FaultProxy]
     agents: list[trio.Process]
@@ -178,45 +201,72 @@ async def run_once(
     workdir: Path,
     *,
     commands: Sequence[list[str]] = (),
+    plans: list[list[Action]] | None = None,
 ) -> RunResult:
     """One run: servers, agents, the fault, the merged history and its verdict. Replica
     ``i`` runs ``commands[i % len(commands)]`` (several commands make a mixed run of
-    implementations sharing the streams); streamcheck's own agent if there are none."""
+    implementations sharing the streams); streamcheck's own agent if there are none.
+
+    The plan is drawn from the seed for the promises every agent's hello makes (or is
+    ``plans``, saved by an earlier run); an implementation with its own server has it
+    started from its hello, behind the fault proxies, instead of Redis."""
     chosen = list(commands) or [list(PYTHON_AGENT)]
     started = time.monotonic()
     rng = random.Random(f"{backend}-{fault}-{seed}")
     workload = profile.workload
+    replicas = len(plans) if plans is not None else workload.replicas
     kill = (
         Kill(replica=1, at=workload.duration_s * 0.4) if fault is FaultKind.REPLICA_KILL else None
     )
     end, heal = workload.duration_s, profile.heal_s
-    plans = draw_plans(workload, rng, kill=kill, finish_at=(end, end + heal / 4, end + heal / 2))
     agents: list[Agent] = []
     failures: list[str] = []
     killed_at = math.inf
     injected = 0
     start_at = math.inf
-    with _servers(backend, aof=fault is FaultKind.RESTART) as (server, cluster):
-        url = server.url if server is not None else cluster.url  # type: ignore[union-attr]
+    with ExitStack() as stack:
         async with trio.open_nursery() as nursery:
             proxies: list[FaultProxy] = []
             try:
+                for i in range(replicas):
+                    command = chosen[i % len(chosen)]
+                    agents.append(await spawn_agent(nursery, command, f"r{i}", workdir))
+                hellos = [agent.hello for agent in agents if agent.hello is not None]
+                own_server = _own_server(hellos)
+                if fault not in applicable_faults(backend, own_server is not None):
+                    raise AgentFailed(f"the fault {fault} does not apply to {_storage(hellos)}")
+                drawn = draw_plans(
+                    workload,
+                    rng,
+                    kill=kill,
+                    finish_at=(end, end + heal / 4, end + heal / 2),
+                    aborts=all(h.capabilities.abort for h in hellos),
+                    errors=all(h.capabilities.error_terminals for h in hellos),
+                )
+                # A saved plan replaces the drawn one; drawing it anyway leaves the seed's
+                # random choices of the faults (which proxy is cut) as they were.
+                plans = plans if plans is not None else drawn
+                save_plans(plans, workdir / "plans.json")
+                server, cluster = stack.enter_context(
+                    _servers(
+                        backend, aof=fault is FaultKind.RESTART, own=own_server, workdir=workdir
+                    )
+                )
                 if server is not None:
-                    for i in range(workload.replicas):
+                    for i in range(replicas):
                         proxy = FaultProxy(server.port, rng=random.Random(f"{seed}-proxy-{i}"))
                         await nursery.start(proxy.run)
                         proxies.append(proxy)
-                for i, actions in enumerate(plans):
-                    init = Init(
-                        replica=f"r{i}",
-                        redis_url=f"redis://127.0.0.1:{proxies[i].port}" if proxies else url,
-                        cluster=backend is Backend.CLUSTER,
-                        mode="plan",
-                        actions=tuple(actions),
-                        settings=REAL_SETTINGS,
-                    )
-                    agents.append(
-                        await start_agent(nursery, chosen[i % len(chosen)], init, workdir)
+                for i, (agent, actions) in enumerate(zip(agents, plans, strict=True)):
+                    await agent.send(
+                        _init(
+                            f"r{i}",
+                            actions,
+                            backend,
+                            server,
+                            cluster,
+                            proxies[i] if proxies else None,
+                        )
                     )
                 start_at = await start_plan(agents)
                 topology = _Topology(server, cluster, proxies, [a.process for a in agents])
@@ -241,6 +291,7 @@ async def run_once(
                 for proxy in proxies:
                     proxy.close()
                 nursery.cancel_scope.cancel()
+    plans = plans or []
     actions_by_id = {a.id: a for actions in plans for a in actions}
     transcripts: list[Transcript] = []
     for agent in agents:
@@ -288,12 +339,75 @@ def _implementation(transcripts: list[Transcript]) -> str:
     return ", ".join(f"{name} {version}" for name, version in sorted(hellos)) or "unknown"
 
 
+def applicable_faults(backend: Backend, own_server: bool) -> tuple[FaultKind, ...]:
+    """The fault kinds a run can inject: an implementation with its own server gets the
+    proxy faults between the agents and that server, the server frozen (SIGSTOP) or
+    restarted, and SIGKILL of an agent; Redis's own faults do not touch it."""
+    if not own_server:
+        return FAULTS[backend]
+    return OWN_SERVER_FAULTS if backend is Backend.REDIS else ()
+
+
+def _own_server(hellos: list[Hello]) -> tuple[str, ...] | None:
+    """The server command of an implementation with its own storage (every agent of a
+    run must share it), or ``None`` for implementations that use the harness's Redis."""
+    commands = {h.server_command for h in hellos if h.capabilities.storage is Storage.OWN}
+    if not commands:
+        return None
+    if len(commands) > 1 or any(h.capabilities.storage is not Storage.OWN for h in hellos):
+        raise AgentFailed(
+            f"the agents of one run must share one storage: their hellos name {_storage(hellos)}"
+        )
+    return commands.pop()
+
+
+def _storage(hellos: list[Hello]) -> str:
+    named = sorted(
+        {
+            f"{h.name} with its own server {' '.join(h.server_command)!r}"
+            if h.capabilities.storage is Storage.OWN
+            else f"{h.name} on the harness's Redis"
+            for h in hellos
+        }
+    )
+    return "; ".join(named)
+
+
+def _init(
+    replica: str,
+    actions: list[Action],
+    backend: Backend,
+    server: Upstream | None,
+    cluster: RedisClusterServers | None,
+    proxy: FaultProxy | None,
+) -> str:
+    """The init line: Redis's URL (through the replica's proxy on a single server), or
+    the implementation's own server's, which the proxy fronts the same way."""
+    own = isinstance(server, OwnServer)
+    if proxy is not None:
+        url = f"{'http' if own else 'redis'}://127.0.0.1:{proxy.port}"
+    else:
+        assert cluster is not None
+        url = cluster.url
+    return Init(
+        replica=replica,
+        redis_url=None if own else url,
+        server_url=url if own else None,
+        cluster=backend is Backend.CLUSTER,
+        mode="plan",
+        actions=tuple(actions),
+        settings=REAL_SETTINGS,
+    ).to_line()
+
+
 @contextmanager
 def _servers(
-    backend: Backend, *, aof: bool
-) -> Iterator[tuple[RedisServer | None, RedisClusterServers | None]]:
+    backend: Backend, *, aof: bool, own: tuple[str, ...] | None, workdir: Path
+) -> Iterator[tuple[Upstream | None, RedisClusterServers | None]]:
     with ExitStack() as stack:
-        if backend is Backend.REDIS:
+        if own is not None:
+            yield stack.enter_context(OwnServer(own, workdir / "server.log")), None
+        elif backend is Backend.REDIS:
             extra = ("--appendonly", "yes", "--appendfsync", "always") if aof else ()
             yield stack.enter_context(RedisServer(extra_args=extra)), None
         else:
@@ -388,7 +502,7 @@ def _trio_time(monotonic_at: float) -> float:
     return trio.current_time() + (monotonic_at - time.monotonic())
 
 
-def _ports(server: RedisServer | None, cluster: RedisClusterServers | None) -> list[int]:
+def _ports(server: Upstream | None, cluster: RedisClusterServers | None) -> list[int]:
     return [server.port] if server is not None else cluster.ports if cluster is not None else []
 
 
@@ -579,9 +693,11 @@ async def run_tier(
     on_run: Callable[[RunResult], None] | None = None,
     keep_failures: Path | None = None,
     commands: Sequence[list[str]] = (),
+    plans: list[list[Action]] | None = None,
 ) -> list[FaultFigures]:
-    """Every fault kind of ``backend``, ``runs_per_fault`` runs each. A failing run's
-    files (plans, agent histories and logs, merged history, report) are copied to
+    """Every fault kind of ``backend``, ``runs_per_fault`` runs each (of ``plans`` if
+    given, else of a plan drawn per run). A failing run's files (plans, agent histories
+    and logs, merged history, report) are copied to
     ``keep_failures/<backend>-<fault>-seed<N>/``."""
     figures: list[FaultFigures] = []
     runs = runs_per_fault if runs_per_fault is not None else profile.runs_per_fault
@@ -590,7 +706,7 @@ async def run_tier(
         for n in range(runs):
             with tempfile.TemporaryDirectory(prefix=f"streamcheck-{fault}-") as tmp:
                 result = await run_once(
-                    backend, fault, profile, seed + n, Path(tmp), commands=commands
+                    backend, fault, profile, seed + n, Path(tmp), commands=commands, plans=plans
                 )
                 if keep_failures is not None and (not result.report.ok or result.agent_failures):
                     kept = keep_failures / f"{backend}-{fault}-seed{seed + n}"

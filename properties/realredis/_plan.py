@@ -13,13 +13,16 @@ its id (``s0.t1#3``), so the checker can tell events apart in any implementation
 from __future__ import annotations
 
 import itertools
+import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from streamcheck.model import JSONValue
-from streamcheck.properties.protocol import Action, Op
+from streamcheck.properties.protocol import Action, Op, ProtocolError
 from streamcheck.properties.protocol._identity import marker
+from streamcheck.properties.protocol._messages import parse_action
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +63,14 @@ def draw_plans(
     *,
     kill: Kill | None = None,
     finish_at: Sequence[float] = (),
+    aborts: bool = True,
+    errors: bool = True,
 ) -> list[list[Action]]:
     """One action list per replica (index = replica number), each in time order.
+
+    An implementation that makes no abort promise (``aborts``) or has no error terminal
+    (``errors``) gets a done where the plan would end a turn otherwise: the same seed
+    draws the same plan in every other respect.
 
     At each of ``finish_at`` (seconds, after the workload) every producer ends its turn
     with a done, in case its own end failed (Redis paused or restarted under it); an
@@ -116,8 +125,11 @@ def draw_plans(
         if end < 0.15:
             aborter = rng.randrange(workload.replicas)
             at = created + 0.1 + rng.uniform(0.3, 0.8) * (t - created - 0.1)
-            act(aborter, at, Op.ABORT, stream)
-        elif end < 0.3:
+            if aborts:
+                act(aborter, at, Op.ABORT, stream)
+            else:
+                act(producer, t, Op.DONE, stream, turn=turn, data={"id": f"{turn}#done"})
+        elif end < 0.3 and errors:
             act(producer, t, Op.ERROR, stream, turn=turn, message=f"{turn}#error")
         else:
             act(producer, t, Op.DONE, stream, turn=turn, data={"id": f"{turn}#done"})
@@ -145,3 +157,25 @@ def draw_plans(
     for actions in plans:
         actions.sort(key=lambda a: a.at)
     return plans
+
+
+def save_plans(plans: Sequence[Sequence[Action]], path: Path) -> None:
+    """The plans of a run, one list per replica: what ``--plan`` runs again."""
+    path.write_text(json.dumps([[a.to_json() for a in actions] for actions in plans], indent=1))
+
+
+def load_plans(path: Path) -> list[list[Action]]:
+    """Plans saved by :func:`save_plans`; a malformed file is a :class:`ProtocolError`."""
+    try:
+        raw = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ProtocolError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(raw, list) or not raw or not all(isinstance(p, list) for p in raw):
+        raise ProtocolError(f"{path}: a plan file is a list of action lists, one per replica")
+    return [
+        [
+            parse_action(a if isinstance(a, dict) else {}, f"{path} replica {i} action {n}")
+            for n, a in enumerate(actions)
+        ]
+        for i, actions in enumerate(raw)
+    ]

@@ -8,6 +8,7 @@ server's log tail, so a broken environment fails loudly instead of hanging a tes
 
 from __future__ import annotations
 
+import abc
 import os
 import shutil
 import signal
@@ -113,7 +114,85 @@ def _responds(port: int) -> bool:
     return True
 
 
-class RedisServer:
+class _ServerProcess(abc.ABC):
+    """A server process on a free loopback port with its own directory, stopped by pid:
+    what :class:`RedisServer` and :class:`OwnServer` share. Subclasses start it."""
+
+    def __init__(self, port: int, directory: Path) -> None:
+        self.port = port
+        self._dir = directory
+        self._process: subprocess.Popen[bytes] | None = None
+        self._paused = False
+
+    @property
+    @abc.abstractmethod
+    def log_path(self) -> Path: ...
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Start the process; return once it answers."""
+
+    def restart(self) -> None:
+        """Stop and start again on the same port and directory: every connection drops;
+        what survives is what the server made durable (nothing, for a Redis without AOF)."""
+        self.stop()
+        self.start()
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after :data:`STOP_GRACE_S`; always reaps the process."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if self._paused:
+            self._paused = False
+            _signal(process, signal.SIGCONT)  # a stopped process can't handle SIGTERM
+        _signal(process, signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            _signal(process, signal.SIGKILL)
+            process.wait(timeout=STOP_GRACE_S)
+
+    def pause(self) -> None:
+        if self._process is None:
+            raise RuntimeError(f"{self!r} is not running")
+        _signal(self._process, signal.SIGSTOP)
+        self._paused = True
+
+    def resume(self) -> None:
+        if self._process is None:
+            raise RuntimeError(f"{self!r} is not running")
+        _signal(self._process, signal.SIGCONT)
+        self._paused = False
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cleanup()
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+class RedisServer(_ServerProcess):
     """One ``redis-server`` on a free loopback port, without persistence.
 
     Use it as a context manager (it stops on exit, also on failure) or call
@@ -122,11 +201,9 @@ class RedisServer:
     """
 
     def __init__(self, *, port: int | None = None, extra_args: Sequence[str] = ()) -> None:
-        self.port = port if port is not None else find_free_port()
+        port = port if port is not None else find_free_port()
+        super().__init__(port, Path(tempfile.mkdtemp(prefix=f"redis-{port}-")))
         self._extra_args = tuple(extra_args)
-        self._dir = Path(tempfile.mkdtemp(prefix=f"redis-{self.port}-"))
-        self._process: subprocess.Popen[bytes] | None = None
-        self._paused = False
 
     def __repr__(self) -> str:
         pid = self._process.pid if self._process else None
@@ -178,64 +255,6 @@ class RedisServer:
         except BaseException:
             self.stop()
             raise
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after :data:`STOP_GRACE_S`; always reaps the process."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if self._paused:
-            self._paused = False
-            _signal(process, signal.SIGCONT)  # a stopped process can't handle SIGTERM
-        _signal(process, signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            _signal(process, signal.SIGKILL)
-            process.wait(timeout=STOP_GRACE_S)
-
-    def restart(self) -> None:
-        """Stop and start again on the same port: every connection drops, data is gone."""
-        self.stop()
-        self.start()
-
-    def pause(self) -> None:
-        if self._process is None:
-            raise RuntimeError(f"{self!r} is not running")
-        _signal(self._process, signal.SIGSTOP)
-        self._paused = True
-
-    def resume(self) -> None:
-        if self._process is None:
-            raise RuntimeError(f"{self!r} is not running")
-        _signal(self._process, signal.SIGCONT)
-        self._paused = False
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
 
     def _wait_until(self, check: Callable[[], bool], what: str) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -355,10 +374,25 @@ class RedisClusterServers:
     def _wait_for_state_ok(self) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
-            if all(self._state_ok(port) for port in self.ports):
+            if all(self._state_ok(port) for port in self.ports) and self._replicas_attached():
                 return
             time.sleep(0.05)
         raise RuntimeError(f"cluster {self.ports} not ok within {STARTUP_TIMEOUT_S} s")
+
+    def _replicas_attached(self) -> bool:
+        """Every node sees every replica as one: until then a replica still shows as an
+        empty master, and a failover or a slot migration started then picks wrong nodes."""
+        wanted = self._masters * self._replicas
+        for port in self.ports:
+            try:
+                nodes = resp_call(port, "CLUSTER", "NODES")
+            except (OSError, RuntimeError):
+                return False
+            if not isinstance(nodes, str):
+                return False
+            if sum("slave" in line.split()[2] for line in nodes.splitlines() if line) != wanted:
+                return False
+        return True
 
     @staticmethod
     def _state_ok(port: int) -> bool:
@@ -372,3 +406,59 @@ class RedisClusterServers:
 def open_redis(url: str, *, cluster: bool = False) -> AbstractAsyncContextManager[CoredisRedis]:
     """The adapter tests use; the same as :func:`streamcheck.impl.redis.open_coredis`."""
     return open_coredis(url, cluster=cluster)
+
+
+class OwnServer(_ServerProcess):
+    """An implementation's own server (``storage: own`` in its hello), run by the harness
+    like a redis-server: on a free loopback port, in a data directory kept across
+    :meth:`restart`, frozen by :meth:`pause`, stopped by pid. ``command`` may name
+    ``{port}`` and ``{dir}``; the server is up once the port accepts connections."""
+
+    def __init__(self, command: Sequence[str], log_path: Path) -> None:
+        port = find_free_port()
+        super().__init__(port, Path(tempfile.mkdtemp(prefix=f"own-server-{port}-")))
+        self._command = [
+            word.replace("{port}", str(port)).replace("{dir}", str(self._dir)) for word in command
+        ]
+        self._log_path = log_path
+
+    def __repr__(self) -> str:
+        pid = self._process.pid if self._process else None
+        return f"<OwnServer port={self.port} pid={pid} command={self._command[:3]}>"
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self._log_path
+
+    def start(self) -> None:
+        if self._process is not None:
+            raise RuntimeError(f"{self!r} is already running")
+        with self.log_path.open("ab") as log:
+            try:
+                self._process = subprocess.Popen(
+                    self._command, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+                )
+            except OSError as exc:
+                raise RuntimeError(f"cannot start the server {self._command}: {exc}") from None
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not _accepts(self.port):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                state = self._process.poll()
+                self.stop()
+                raise RuntimeError(
+                    f"the server {self._command} did not listen on port {self.port} within "
+                    f"{STARTUP_TIMEOUT_S} s (exit status {state}):\n{self.log_tail()}"
+                )
+            time.sleep(0.02)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5):
+            return True
+    except OSError:
+        return False

@@ -48,7 +48,13 @@ export const MARK_LOST = new LuaScript("mark_lost", ["raise_to_floor", "mark_los
 export const CLAIM_ABORT = new LuaScript("claim_abort", ["fence", "claim_abort"]);
 
 /** @type {Record<number, Refusal>} */
-const REFUSALS = { [-1]: "no_job", [-2]: "other_generation", [-3]: "job_ended", [-4]: "terminal_already_sent", [-5]: "aborted" };
+const REFUSALS = {
+  [-1]: "no_job",
+  [-2]: "other_generation",
+  [-3]: "job_ended",
+  [-4]: "terminal_already_sent",
+  [-5]: "aborted",
+};
 
 class Channel {
   refs = 0;

@@ -19,6 +19,7 @@ their own server (``tests.redis_support.RedisServer``) instead.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import uuid
@@ -88,3 +89,11 @@ def key_prefix() -> Iterator[str]:
     yield prefix
     for port in _shared_in_use:
         delete_keys(port, prefix)
+
+
+@pytest.fixture
+def collect_crashed_worlds() -> Iterator[None]:
+    """After a test that crashes simulated worlds on purpose, finalize what they left."""
+    yield
+    for _ in range(3):
+        gc.collect()

@@ -20,8 +20,13 @@ CHOSEN = "per-process-counters,early-buffer-on-resume"
 
 def _rows(reports: Path) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = json.loads((reports / "canaries.json").read_text())["rows"]
-    for row in rows:  # timings differ between any two runs
-        for key in ("seconds_to_first_failure", "wall_seconds", "replay_file"):
+    # Timings differ between any two runs. So, inside a long pytest process, does the
+    # number of examples shrinking ran (seen 186 in-process against 85 in fresh worker
+    # processes, in full suites only): the same first failure and the same shrunk trace,
+    # a different amount of work to get there. Which process state leaks into shrinking
+    # is open; until it is found, that count is not compared.
+    for row in rows:
+        for key in ("seconds_to_first_failure", "wall_seconds", "replay_file", "examples_run"):
             row.pop(key)
     return rows
 

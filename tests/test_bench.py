@@ -11,12 +11,14 @@ from __future__ import annotations
 import gc
 import json
 import math
+import shutil
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from streamcheck.properties.bench import NAMES, SCHEMA
+from streamcheck.properties.bench import NAMES, SCHEMA, _node
 from streamcheck.properties.bench._gc_pauses import recording_gc_pauses
 from streamcheck.properties.bench._model import (
     RATIO,
@@ -95,8 +97,16 @@ def test_quick_bench_measures_every_benchmark_and_cleans_up_its_keys(
     throughput = {f["name"]: f["value"] for f in results["throughput"]["figures"]}
     assert throughput["lost"] == 0 and throughput["duplicated"] == 0
     # Read from the server, not computed here: a run that logged events used its CPU.
-    assert throughput["Redis server CPU per event (script, log, fan-out)"] > 0
-    assert "LibreChat" in results["throughput"]["baseline"]["source"]
+    assert throughput["Redis CPU per logged event (publish script, INFO commandstats)"] > 0
+    baseline = results["throughput"]["baseline"]
+    if baseline["name"] == "Node LibreChat path":
+        # The Node comparator ran against the same server; its keys are gone too (below).
+        assert throughput["Node events lost (both paths, all runs)"] == 0
+        assert "logged events/s vs Node raw PUBLISH" in throughput
+    else:  # no node on PATH, or npm could not install ioredis: the reason is given
+        assert baseline["name"] == "raw coredis PUBLISH"
+        assert "no Node comparator" in baseline["source"]
+        assert not shutil.which("node") or "npm" in baseline["source"]
 
     printed = capsys.readouterr().out
     for name in NAMES:
@@ -203,3 +213,20 @@ def test_gc_pauses_are_recorded_while_the_block_runs_and_not_after() -> None:
     assert pauses.longest > 0
     gc.collect()
     assert pauses.full_collections == 1 and len(pauses.seconds) == recorded
+
+
+def test_the_node_comparator_says_why_it_cannot_run_without_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(_node.NodeUnavailable, match="not on PATH"):
+        _node.prepare(tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_the_node_comparator_ships_as_package_data_with_its_lock() -> None:
+    folder = resources.files("streamcheck.properties.bench").joinpath("node")
+    package = json.loads(folder.joinpath("package.json").read_text(encoding="utf-8"))
+    lock = json.loads(folder.joinpath("package-lock.json").read_text(encoding="utf-8"))
+    assert lock["packages"][""]["dependencies"] == package["dependencies"]
+    assert "LIBRECHAT_PUBLISH" in folder.joinpath("comparator.mjs").read_text(encoding="utf-8")

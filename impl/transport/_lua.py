@@ -48,7 +48,9 @@ RAISE_TO_FLOOR_LUA = """
 local function raise_to_floor(seq_key, log_key, epoch_key, floor, skip, log_ttl, counter_ttl)
   local n = tonumber(redis.call('GET', seq_key) or '0')
   local target = floor
-  local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)') or ''
+  local info = redis.call('INFO', 'server')
+  local at = string.find(info, 'run_id:', 1, true)  -- plain, then anchored: no scan by pattern
+  local run_id = at and string.match(info, '^%w+', at + 7) or ''
   local stored = redis.call('GET', epoch_key)
   if stored ~= run_id then
     redis.call('SET', epoch_key, run_id, 'EX', counter_ttl)
@@ -111,6 +113,10 @@ LOG_AND_PUBLISH_LUA = """
 -- publish script's KEYS and ARGV; keep the counter's and the log's TTLs fresh, and
 -- record a terminal's seq on the job (the fence's "terminal already sent").
 -- `seq` is a string in integer notation: Lua 5.1 would write 1e14 as "1e+14".
+-- TTLs are extended only when close to expiry, so most calls pay two TTLs and no
+-- EXPIRE: the counter (and its epoch) once less than half of its TTL is left; the log,
+-- whenever less than its TTL is left, by a tenth more than its TTL (so it still
+-- outlives its last event by at least the TTL, and is extended once every tenth of it).
 local function log_and_publish(seq, entry)
   local kind = ARGV[2]
   local counter_ttl = tonumber(ARGV[9])
@@ -123,7 +129,7 @@ local function log_and_publish(seq, entry)
   redis.call('XADD', KEYS[2], entry, 'seq', seq, 'type', kind, 'gen', ARGV[1], field, ARGV[7])
   local log_ttl = tonumber(ARGV[8])
   if redis.call('TTL', KEYS[2]) < log_ttl then
-    redis.call('EXPIRE', KEYS[2], log_ttl)
+    redis.call('EXPIRE', KEYS[2], log_ttl + math.ceil(log_ttl / 10))
   end
   if kind ~= 'chunk' then
     redis.call('HSET', KEYS[3], 'terminalSeq', seq)

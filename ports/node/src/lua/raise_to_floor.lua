@@ -15,7 +15,9 @@
 local function raise_to_floor(seq_key, log_key, epoch_key, floor, skip, log_ttl, counter_ttl)
   local n = tonumber(redis.call('GET', seq_key) or '0')
   local target = floor
-  local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)') or ''
+  local info = redis.call('INFO', 'server')
+  local at = string.find(info, 'run_id:', 1, true)  -- plain, then anchored: no scan by pattern
+  local run_id = at and string.match(info, '^%w+', at + 7) or ''
   local stored = redis.call('GET', epoch_key)
   if stored ~= run_id then
     redis.call('SET', epoch_key, run_id, 'EX', counter_ttl)

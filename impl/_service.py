@@ -7,6 +7,7 @@ which any number of replicas in one process can share (as they would share Redis
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -48,6 +49,14 @@ class ReplicaSettings:
     #: Largest encoded event accepted by emit (1 MiB); larger raises EventTooLarge.
     max_event_bytes: int = 1024 * 1024
     max_jobs: int = 1000
+    #: Once the replica has started, ``gc.freeze()`` everything alive in the process
+    #: (imports, clients, the replica itself): later collections no longer walk it, so
+    #: a full collection stops the process for a few milliseconds instead of tens. It is
+    #: process-wide and stays in force after the replica stops (frozen objects are still
+    #: freed by reference counting, only cycles among them are never collected); a
+    #: server hosting replicas turns it on, a library embedded in someone else's
+    #: process leaves that choice to its host.
+    freeze_heap_at_start: bool = False
 
     def actor_timings(self) -> ActorTimings:
         return ActorTimings(
@@ -156,6 +165,8 @@ async def open_replica(
             settings=settings.manager_settings(),
         )
         await nursery.start(manager.run)
+        if settings.freeze_heap_at_start:
+            gc.freeze()
         try:
             yield manager
         finally:

@@ -182,7 +182,8 @@ class GenerationJobManager:
         job = self._runtimes.get(stream_id)
         if job is None or job.is_aborted:
             return None
-        if isinstance(event, Mapping) and event.get("created") is True:
+        # A dict is checked first: isinstance against the Mapping ABC costs more.
+        if (type(event) is dict or isinstance(event, Mapping)) and event.get("created") is True:
             await self._record_created(job, event)
         outcome = await self.transport.emit_chunk(stream_id, job.generation, event)
         return self._published(job, outcome)

@@ -219,11 +219,16 @@ class EventTransport:
             raise EventTooLarge(stream_id=stream_id, size=size, limit=self._max_event_bytes)
         # Held while in flight, so that cleanup never stops the actor under it: an
         # abort on a replica that is not producing emits its Done through an actor
-        # that is idle there.
-        with self._holding(stream_id):
+        # that is idle there. (``_holding`` inlined: this is every event's path, and
+        # a generator-based context manager costs more than the rest of this method.)
+        in_progress = self._in_progress
+        in_progress[stream_id] = in_progress.get(stream_id, 0) + 1
+        try:
             return await self._actor(stream_id).emit(
                 generation, kind, body, encoded, by_abort=by_abort
             )
+        finally:
+            self._release_hold(stream_id)
 
     async def claim_abort(self, stream_id: str, generation: str) -> PublishRefused | None:
         """Fence ``generation`` as aborted (see :meth:`Bus.claim_abort`)."""
@@ -376,11 +381,14 @@ class EventTransport:
         try:
             yield
         finally:
-            remaining = self._in_progress[stream_id] - 1
-            if remaining:
-                self._in_progress[stream_id] = remaining
-            else:
-                del self._in_progress[stream_id]
+            self._release_hold(stream_id)
+
+    def _release_hold(self, stream_id: str) -> None:
+        remaining = self._in_progress[stream_id] - 1
+        if remaining:
+            self._in_progress[stream_id] = remaining
+        else:
+            del self._in_progress[stream_id]
 
     async def remove_abort(self, stream_id: str, generation: str) -> None:
         entry = self._actors.get(stream_id)

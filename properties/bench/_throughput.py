@@ -72,8 +72,10 @@ class _Run:
     #: CPU seconds this process spent on the run (all threads), setup included.
     python_cpu_s: float
     #: Server microseconds spent in script calls (EVALSHA and EVAL, the commands they
-    #: call included) during the run's streaming; None on the memory backend.
+    #: call included) during the run's streaming, and of those in INFO (the publish
+    #: script's failover check); None on the memory backend.
     script_usec: float | None = None
+    info_usec: float | None = None
 
 
 def run(context: BenchContext) -> BenchResult:
@@ -88,7 +90,8 @@ def run(context: BenchContext) -> BenchResult:
     node, node_unavailable = _node_lines(url, prefix, sizes)
     rate = statistics.median(_rate(t) for t in redis)
     memory_rate = statistics.median(_rate(t) for t in memory)
-    redis_cpu_per_event = statistics.median(_script_usec_per_event(r) for r in redis_runs)
+    redis_cpu_per_event = statistics.median(_per_event(r.script_usec, r) for r in redis_runs)
+    info_per_event = statistics.median(_per_event(r.info_usec, r) for r in redis_runs)
     every = redis + memory
     figures = [
         Figure(name="events/s (Redis)", value=rate, unit="events/s"),
@@ -102,6 +105,11 @@ def run(context: BenchContext) -> BenchResult:
             unit="µs",
         ),
         Figure(name=REDIS_CPU, value=redis_cpu_per_event, unit="µs"),
+        Figure(
+            name="of which INFO server (the failover check; Lua's parsing not included)",
+            value=info_per_event,
+            unit="µs",
+        ),
         Figure(
             name="events/s one Redis core sustains at that cost",
             value=1e6 / redis_cpu_per_event if redis_cpu_per_event > 0 else 0.0,
@@ -197,44 +205,57 @@ async def _node_run(url: str, run_prefix: str, sizes: Sizes, folder: Any) -> _no
         )
 
 
-def _timed(main: Callable[..., Awaitable[tuple[Tally, float | None]]], *args: object) -> _Run:
+def _timed(main: Callable[..., Awaitable[tuple[Tally, _ServerUsec | None]]], *args: object) -> _Run:
     started = time.process_time()
-    tally, script_usec = trio.run(main, *args)
-    return _Run(tally, time.process_time() - started, script_usec)
+    tally, usec = trio.run(main, *args)
+    cpu = time.process_time() - started
+    if usec is None:
+        return _Run(tally, cpu)
+    return _Run(tally, cpu, usec.scripts, usec.info)
 
 
 def _cpu_per_event(run: _Run) -> float:
     return run.python_cpu_s / run.tally.delivered * 1e6 if run.tally.delivered else 0.0
 
 
-def _script_usec_per_event(run: _Run) -> float:
-    """Server script microseconds per chunk delivered (0.0 when not measured)."""
-    if run.script_usec is None or not run.tally.delivered:
+def _per_event(usec: float | None, run: _Run) -> float:
+    """Server microseconds per chunk delivered (0.0 when not measured)."""
+    if usec is None or not run.tally.delivered:
         return 0.0
-    return run.script_usec / run.tally.delivered
+    return usec / run.tally.delivered
 
 
 def _rate(tally: Tally) -> float:
     return tally.delivered / tally.seconds if tally.seconds > 0 else 0.0
 
 
-async def _redis_once(url: str, run_prefix: str, sizes: Sizes) -> tuple[Tally, float]:
+@dataclass(frozen=True, slots=True)
+class _ServerUsec:
+    """Server microseconds so far (``INFO commandstats``), server-wide: in script calls
+    (EVALSHA and EVAL, the commands they call included), and in INFO."""
+
+    scripts: float
+    info: float
+
+    def __sub__(self, other: _ServerUsec) -> _ServerUsec:
+        return _ServerUsec(self.scripts - other.scripts, self.info - other.info)
+
+
+async def _redis_once(url: str, run_prefix: str, sizes: Sizes) -> tuple[Tally, _ServerUsec]:
     async with redis_replicas(url, 2, run_prefix=run_prefix) as redis_run:
         producer, reader = redis_run.managers
-        before = await script_usec(redis_run.admin.raw)
+        before = await server_usec(redis_run.admin.raw)
         tally = await _stream_all(producer, reader, redis_run.token, sizes)
-        return tally, await script_usec(redis_run.admin.raw) - before
+        return tally, await server_usec(redis_run.admin.raw) - before
 
 
-async def script_usec(client: Any) -> float:
-    """Microseconds the Redis server has spent in script calls so far (EVALSHA and
-    EVAL, the commands a script calls included), from ``INFO commandstats``."""
+async def server_usec(client: Any) -> _ServerUsec:
     stats = await client.info("commandstats")
-    return float(
-        sum(
-            int((stats.get(f"cmdstat_{name}") or {}).get("usec", 0)) for name in ("evalsha", "eval")
-        )
-    )
+
+    def usec(name: str) -> float:
+        return float((stats.get(f"cmdstat_{name}") or {}).get("usec", 0))
+
+    return _ServerUsec(scripts=usec("evalsha") + usec("eval"), info=usec("info"))
 
 
 async def _memory_once(sizes: Sizes) -> tuple[Tally, None]:

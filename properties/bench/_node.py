@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -168,4 +169,25 @@ async def compare(
         node_version=version.stdout.decode().strip(),
         raw=lines["raw"],
         librechat=lines["librechat"],
+    )
+
+
+def median_of(runs: list[NodeComparison]) -> NodeComparison:
+    """Several repetitions as one: each path's median events/s, and the events it
+    delivered and expected summed over all of them."""
+    if not runs:
+        raise ValueError("no Node comparator runs to combine")
+
+    def combine(lines: list[NodeLine]) -> NodeLine:
+        return NodeLine(
+            path=lines[0].path,
+            events_per_s=statistics.median(line.events_per_s for line in lines),
+            delivered=sum(line.delivered for line in lines),
+            expected=sum(line.expected for line in lines),
+        )
+
+    return NodeComparison(
+        node_version=runs[0].node_version,
+        raw=combine([run.raw for run in runs]),
+        librechat=combine([run.librechat for run in runs]),
     )

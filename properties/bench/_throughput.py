@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -82,12 +83,26 @@ def run(context: BenchContext) -> BenchResult:
     assert context.redis_url is not None
     url, prefix, sizes = context.redis_url, context.key_prefix, context.sizes
     reps = sizes.throughput_repetitions
-    redis_runs = [_timed(_redis_once, url, prefix, sizes) for _ in range(reps)]
+    # Each repetition over Redis is followed at once by one of the Node comparator's,
+    # so that both sides of a ratio see the machine in the same state (a shared machine's
+    # speed swings within a minute).
+    redis_runs: list[_Run] = []
+    node_runs: list[_node.NodeComparison] = []
+    prepared = _prepare_node()
+    folder = prepared if isinstance(prepared, Path) else None
+    node_unavailable = prepared if isinstance(prepared, str) else ""
+    for _ in range(reps):
+        redis_runs.append(_timed(_redis_once, url, prefix, sizes))
+        if folder is not None and not node_unavailable:
+            try:
+                node_runs.append(trio.run(_node_run, url, prefix, sizes, folder))
+            except _node.NodeUnavailable as exc:
+                node_unavailable = " ".join(str(exc).split())
     memory_runs = [_timed(_memory_once, sizes) for _ in range(reps)]
     redis = [r.tally for r in redis_runs]
     memory = [r.tally for r in memory_runs]
     raw = trio.run(_raw_publish, url, prefix, sizes)
-    node, node_unavailable = _node_lines(url, prefix, sizes)
+    node = _node.median_of(node_runs) if node_runs and not node_unavailable else None
     rate = statistics.median(_rate(t) for t in redis)
     memory_rate = statistics.median(_rate(t) for t in memory)
     redis_cpu_per_event = statistics.median(_per_event(r.script_usec, r) for r in redis_runs)
@@ -181,16 +196,16 @@ def run(context: BenchContext) -> BenchResult:
     )
 
 
-def _node_lines(url: str, run_prefix: str, sizes: Sizes) -> tuple[_node.NodeComparison | None, str]:
-    """The Node comparator's two lines, or None and why it did not run."""
+def _prepare_node() -> Path | str:
+    """The Node comparator's folder, or why it cannot run."""
     try:
-        folder = _node.prepare()
-        return trio.run(_node_run, url, run_prefix, sizes, folder), ""
+        return _node.prepare()
     except (_node.NodeUnavailable, OSError) as exc:
-        return None, " ".join(str(exc).split())
+        return " ".join(str(exc).split())
 
 
-async def _node_run(url: str, run_prefix: str, sizes: Sizes, folder: Any) -> _node.NodeComparison:
+async def _node_run(url: str, run_prefix: str, sizes: Sizes, folder: Path) -> _node.NodeComparison:
+    """One repetition of both Node paths, under a fresh key prefix deleted after."""
     async with redis_replicas(url, 0, run_prefix=run_prefix) as redis_run:
         prefix, suffix = encode_split("chunk", "g" * 32, delta(0, 0.0))
         return await _node.compare(
@@ -200,7 +215,7 @@ async def _node_run(url: str, run_prefix: str, sizes: Sizes, folder: Any) -> _no
             envelope=f"{prefix}1{suffix}",
             streams=sizes.throughput_streams,
             events=sizes.throughput_events,
-            repetitions=sizes.throughput_repetitions,
+            repetitions=1,
             folder=folder,
         )
 

@@ -224,6 +224,7 @@ async def run_once(
     killed_at = math.inf
     injected = 0
     start_at = math.inf
+    own_server: tuple[str, ...] | None = None
     with ExitStack() as stack:
         async with trio.open_nursery() as nursery:
             proxies: list[FaultProxy] = []
@@ -294,9 +295,18 @@ async def run_once(
     plans = plans or []
     actions_by_id = {a.id: a for actions in plans for a in actions}
     transcripts: list[Transcript] = []
+    forgets_after = _storage_forgets_after(fault, own_server is not None, start_at, killed_at)
     for agent in agents:
         try:
-            transcripts.append(read_transcript(agent.transcript, agent.name, actions_by_id))
+            transcripts.append(
+                read_transcript(
+                    agent.transcript,
+                    agent.name,
+                    actions_by_id,
+                    plan_start=start_at if math.isfinite(start_at) else None,
+                    storage_forgets_after=forgets_after,
+                )
+            )
         except ProtocolError as exc:
             failures.append(f"agent {agent.name} broke the protocol: {exc}")
     for transcript in transcripts:
@@ -332,6 +342,20 @@ async def run_once(
             [],
         ),
     )
+
+
+def _storage_forgets_after(
+    fault: FaultKind, own_server: bool, start_at: float, killed_at: float
+) -> float:
+    """From when the run's fault may have made the storage forget a turn, so that
+    "absent" and "finished" prove nothing: a restarted server of an implementation's
+    own (Redis restarts with its append-only file), a cluster failover (acknowledged
+    writes may be lost), or the generator's replica killed (its turns are reaped)."""
+    if (fault is FaultKind.RESTART and own_server) or fault is FaultKind.CLUSTER_FAILOVER:
+        return start_at
+    if fault is FaultKind.REPLICA_KILL:
+        return killed_at
+    return math.inf
 
 
 def _implementation(transcripts: list[Transcript]) -> str:

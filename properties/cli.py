@@ -260,21 +260,14 @@ def _campaign(
 
 def _run_real(args: argparse.Namespace) -> int:
     import shutil
-    import tempfile
     import time
 
-    from streamcheck.properties.protocol import (
-        AgentFailed,
-        ProtocolError,
-        Storage,
-        agent_command,
-        read_hello,
-    )
+    from streamcheck.properties.protocol import AgentFailed, ProtocolError, agent_command
     from streamcheck.properties.realredis._harness import (
         PROFILES,
         Backend,
         FaultKind,
-        applicable_faults,
+        probe_faults,
         run_tier,
     )
     from streamcheck.properties.realredis._plan import load_plans
@@ -305,13 +298,10 @@ def _run_real(args: argparse.Namespace) -> int:
         raise UsageError(f"streamcheck run: --plan: {exc}") from None
     # Which faults apply depends on where the implementation keeps its streams: ask it.
     try:
-        with tempfile.TemporaryDirectory(prefix="streamcheck-hello-") as tmp:
-            hellos = [trio.run(read_hello, command, Path(tmp)) for command in commands]
+        applicable, own_server = probe_faults(backend, commands)
     except AgentFailed as exc:
         print(f"streamcheck: {exc}", file=sys.stderr)
         return EXIT_ANOMALY
-    own_server = any(h.capabilities.storage is Storage.OWN for h in hellos)
-    applicable = applicable_faults(backend, own_server)
     profile = PROFILES["soak" if args.soak else "short"]
     if args.replicas is not None:
         profile = dataclasses.replace(

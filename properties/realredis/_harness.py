@@ -52,6 +52,7 @@ from streamcheck.properties.protocol import (
     ProtocolError,
     Storage,
     Transcript,
+    read_hello,
     read_transcript,
     spawn_agent,
     start_plan,
@@ -370,6 +371,18 @@ def applicable_faults(backend: Backend, own_server: bool) -> tuple[FaultKind, ..
     if not own_server:
         return FAULTS[backend]
     return OWN_SERVER_FAULTS if backend is Backend.REDIS else ()
+
+
+def probe_faults(
+    backend: Backend, commands: Sequence[list[str]]
+) -> tuple[tuple[FaultKind, ...], bool]:
+    """The fault kinds that apply to the implementations ``commands`` start (each is
+    started once, outside any trio run, to read its hello), and whether they bring their
+    own server. Raises :class:`AgentFailed` when an agent cannot say hello."""
+    with tempfile.TemporaryDirectory(prefix="streamcheck-hello-") as tmp:
+        hellos = [trio.run(read_hello, command, Path(tmp)) for command in commands]
+    own_server = any(h.capabilities.storage is Storage.OWN for h in hellos)
+    return applicable_faults(backend, own_server), own_server
 
 
 def _own_server(hellos: list[Hello]) -> tuple[str, ...] | None:

@@ -4,7 +4,8 @@ reorder buffer, and LibreChat's attachment without a catch-up."""
 from __future__ import annotations
 
 from streamcheck.impl._reorder import ReorderBuffer
-from streamcheck.impl.transport._actor import StreamActor, _Attach, _Subscriber
+from streamcheck.impl.transport._actor import StreamActor, _Subscriber
+from streamcheck.impl.transport._commands import Attach
 from streamcheck.properties.canaries._build import subclass
 
 
@@ -12,10 +13,10 @@ class ChoosesReorderBuffers(StreamActor):
     """Each reader's reorder buffer is impl's with the mixins the canaries add for
     that attachment (``_buffer_mixins``)."""
 
-    def _buffer_mixins(self, command: _Attach) -> tuple[type[ReorderBuffer], ...]:
+    def _buffer_mixins(self, command: Attach) -> tuple[type[ReorderBuffer], ...]:
         return ()
 
-    def _reorder_buffer(self, command: _Attach, now: float) -> ReorderBuffer:
+    def _reorder_buffer(self, command: Attach, now: float) -> ReorderBuffer:
         buffer_type = subclass(ReorderBuffer, tuple(dict.fromkeys(self._buffer_mixins(command))))
         return buffer_type(
             generation=command.generation,

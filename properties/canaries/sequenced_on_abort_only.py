@@ -14,13 +14,8 @@ import dataclasses
 import functools
 from dataclasses import dataclass
 
-from streamcheck.impl.transport._actor import (
-    ActorStats,
-    StreamActor,
-    _Attach,
-    _Command,
-    _Incoming,
-)
+from streamcheck.impl.transport._actor import ActorStats, StreamActor
+from streamcheck.impl.transport._commands import Attach, Command, Incoming
 from streamcheck.impl.transport._envelope import AbortSignal, SequencedEvent
 from streamcheck.properties.canaries._build import Bug, ResourceBound
 
@@ -65,18 +60,18 @@ class OrdersWithoutReaders(StreamActor):
         return _ReaderlessOrder()
 
     def incoming(self, message: SequencedEvent | AbortSignal) -> None:
-        self._tell(_Incoming(message))  # every event goes through the actor's inbox
+        self._tell(Incoming(message))  # every event goes through the actor's inbox
 
-    async def _handle(self, command: _Command) -> None:
+    async def _handle(self, command: Command) -> None:
         if (
-            isinstance(command, _Incoming)
+            isinstance(command, Incoming)
             and not isinstance(command.message, AbortSignal)
             and not self._subscribers
         ):
             self._readerless.offer(command.message.seq)
         await super()._handle(command)
 
-    async def _attach(self, command: _Attach, now: float) -> None:
+    async def _attach(self, command: Attach, now: float) -> None:
         self._readerless.parked.clear()  # a reader's attachment synchronises it
         await super()._attach(command, now)
 

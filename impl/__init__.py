@@ -21,7 +21,7 @@ from streamcheck.impl._manager import (
     ManagerSettings,
     StopReason,
 )
-from streamcheck.impl._seams import CountingIds, ManualWallClock, RandomIds, SystemWallClock
+from streamcheck.impl._seams import CountingIds, RandomIds, SystemWallClock
 from streamcheck.impl._service import (
     MemoryBackend,
     ReplicaParts,
@@ -42,7 +42,7 @@ from streamcheck.impl._types import (
     read_usage,
 )
 from streamcheck.impl.redis import Keys, RedisLike
-from streamcheck.impl.transport._transport import EventTransport, Subscription
+from streamcheck.impl.transport._transport import Subscription
 
 __all__ = [
     "AbortOutcome",
@@ -50,7 +50,6 @@ __all__ = [
     "BackendUnavailable",
     "CountingIds",
     "EventTooLarge",
-    "EventTransport",
     "GenerationJob",
     "GenerationJobManager",
     "IllegalTransition",
@@ -58,7 +57,6 @@ __all__ = [
     "JobUpdate",
     "Keys",
     "ManagerSettings",
-    "ManualWallClock",
     "MemoryBackend",
     "RandomIds",
     "RedisLike",

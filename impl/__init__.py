@@ -5,7 +5,7 @@ Start with :func:`open_replica` over a :class:`MemoryBackend` (one process) or a
 :class:`GenerationJobManager` it yields.
 """
 
-from streamcheck.impl._config import StreamConfig
+from streamcheck.impl._config import StreamConfig, redact_uri_list
 from streamcheck.impl._content import content_text
 from streamcheck.impl._errors import (
     BackendUnavailable,
@@ -15,13 +15,14 @@ from streamcheck.impl._errors import (
     StreamActorStopped,
     StreamcheckError,
 )
+from streamcheck.impl._ids import validate_stream_id
 from streamcheck.impl._manager import (
     GenerationJob,
     GenerationJobManager,
     ManagerSettings,
     StopReason,
 )
-from streamcheck.impl._seams import CountingIds, RandomIds, SystemWallClock
+from streamcheck.impl._seams import CountingIds, IdSource, RandomIds, SystemWallClock, WallClock
 from streamcheck.impl._service import (
     MemoryBackend,
     ReplicaParts,
@@ -52,6 +53,7 @@ __all__ = [
     "EventTooLarge",
     "GenerationJob",
     "GenerationJobManager",
+    "IdSource",
     "IllegalTransition",
     "JobStatus",
     "JobUpdate",
@@ -73,9 +75,12 @@ __all__ = [
     "SystemWallClock",
     "UsageMetadata",
     "UserMessage",
+    "WallClock",
     "content_text",
     "open_configured_replica",
     "open_replica",
     "read_usage",
+    "redact_uri_list",
     "replica_settings",
+    "validate_stream_id",
 ]

@@ -116,7 +116,9 @@ class ActorTimings:
 
 
 @dataclass(slots=True)
-class _Subscriber:
+class LocalSubscriber:
+    """One reader attached on this replica: its reorder buffer and its channel."""
+
     sub_id: int
     buffer: ReorderBuffer
     out: trio.MemorySendChannel[StreamEvent]
@@ -203,7 +205,7 @@ class StreamActor:
         #: The deadline the actor's task waits for a command until (``-inf`` while it
         #: is not waiting): a timer set earlier must wake it.
         self._waiting_until = -math.inf
-        self._subscribers: dict[int, _Subscriber] = {}
+        self._subscribers: dict[int, LocalSubscriber] = {}
         self._producer: _Producer | None = None
         self._abort_callbacks: dict[str, AbortCallback] = {}
         #: Highest seq this replica has seen in the log or published itself (never one
@@ -564,7 +566,7 @@ class StreamActor:
         buffer = self._reorder_buffer(command, now)
         if (published := self._published.get(command.generation)) is not None:
             buffer.note_published(published)
-        sub = _Subscriber(
+        sub = LocalSubscriber(
             command.sub_id, buffer, command.out, job_ended_at_attach=command.job_ended
         )
         self._subscribers[command.sub_id] = sub
@@ -583,7 +585,7 @@ class StreamActor:
             idle_probe=self._timings.idle_probe,
         )
 
-    async def _catch_up(self, sub: _Subscriber, command: Attach, now: float) -> None:
+    async def _catch_up(self, sub: LocalSubscriber, command: Attach, now: float) -> None:
         """Bring a new reader up to live: the producer's early buffer when the turn is
         produced here and the buffer is still open (no Redis read), then the chunk log
         from the reader's frontier. Live traffic parks meanwhile, so the boundary between
@@ -599,7 +601,7 @@ class StreamActor:
         if not sub.buffer.finished:
             await self._catch_up_from_log(sub, now)
 
-    async def _catch_up_from_log(self, sub: _Subscriber, now: float) -> None:
+    async def _catch_up_from_log(self, sub: LocalSubscriber, now: float) -> None:
         """The catch-up's log read: everything from the reader's frontier (after what
         the early buffer supplied) until the log is exhausted."""
         await self._apply(sub, sub.buffer.begin(now))
@@ -610,12 +612,12 @@ class StreamActor:
                 sub.wake_at = None
                 await self._apply(sub, sub.buffer.on_timer(now))
 
-    async def _apply(self, sub: _Subscriber, step: Step) -> None:
+    async def _apply(self, sub: LocalSubscriber, step: Step) -> None:
         """Carry out a core's step, feeding I/O results back until it needs nothing."""
         if self._carry_out(sub, step):
             await self._complete(sub, step)
 
-    def _carry_out(self, sub: _Subscriber, step: Step) -> bool:
+    def _carry_out(self, sub: LocalSubscriber, step: Step) -> bool:
         """The part of a step that needs no I/O: its deliveries, its end, its timer.
         Returns whether the step asks for I/O too (see ``_complete``)."""
         try:
@@ -631,7 +633,7 @@ class StreamActor:
         sub.wake_at = step.wake_at
         return step.fetch_from is not None or step.idle_and_empty
 
-    async def _complete(self, sub: _Subscriber, step: Step) -> None:
+    async def _complete(self, sub: LocalSubscriber, step: Step) -> None:
         """Do the I/O ``step`` asks for (its other parts carried out), and carry out
         the steps that follow until one needs nothing more."""
         while True:
@@ -659,7 +661,7 @@ class StreamActor:
             if not self._carry_out(sub, step):
                 return
 
-    async def _judge_silence(self, sub: _Subscriber) -> Step | None:
+    async def _judge_silence(self, sub: LocalSubscriber) -> Step | None:
         """Has the silent reader's turn ended without a word? Carries out the I/O of a
         :class:`SilenceInquiry` (which decides) and returns the reader's next step, or
         ``None`` to wait for the next idle probe."""

@@ -15,11 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamcheck.impl.redis import LuaScript
+from streamcheck.impl.seams import (
+    FENCE_LUA,
+    LOG_AND_PUBLISH_LUA,
+    RAISE_TO_FLOOR_LUA,
+    Emit,
+    PublishOutcome,
+    StreamActor,
+)
 from streamcheck.impl.transport import RedisBus
-from streamcheck.impl.transport._actor import StreamActor
-from streamcheck.impl.transport._bus import PublishOutcome
-from streamcheck.impl.transport._commands import Emit
-from streamcheck.impl.transport._lua import FENCE_LUA, LOG_AND_PUBLISH_LUA, RAISE_TO_FLOOR_LUA
 
 PUBLISH_LIBRECHAT = LuaScript(
     "publish_librechat",

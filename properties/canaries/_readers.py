@@ -3,9 +3,7 @@ reorder buffer, and LibreChat's attachment without a catch-up."""
 
 from __future__ import annotations
 
-from streamcheck.impl._reorder import ReorderBuffer
-from streamcheck.impl.transport._actor import StreamActor, _Subscriber
-from streamcheck.impl.transport._commands import Attach
+from streamcheck.impl.seams import Attach, LocalSubscriber, ReorderBuffer, StreamActor
 from streamcheck.properties.canaries._build import subclass
 
 
@@ -27,7 +25,7 @@ class ChoosesReorderBuffers(StreamActor):
             idle_probe=self._timings.idle_probe,
         )
 
-    async def _go_live(self, sub: _Subscriber, now: float) -> None:
+    async def _go_live(self, sub: LocalSubscriber, now: float) -> None:
         """LibreChat's attachment: live at once from its first seq, no log read, as if
         the log were empty. Whatever was published before is missing."""
         sub.buffer.begin(now)

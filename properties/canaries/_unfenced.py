@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from streamcheck.impl.transport._bus import PublishRefused
-from streamcheck.impl.transport._commands import Emit
+from streamcheck.impl.seams import Emit, PublishRefused
 from streamcheck.properties.canaries._publish import PublishesWithOptions, PublishOptions
 
 

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-from streamcheck.impl._reorder import ReorderBuffer
-from streamcheck.impl.transport._actor import _Subscriber
-from streamcheck.impl.transport._commands import Attach
+from streamcheck.impl.seams import Attach, LocalSubscriber, ReorderBuffer
 from streamcheck.properties.canaries._readers import ChoosesReorderBuffers
 from streamcheck.properties.canaries.force_flush_skips_gap import SkipsGaps
 
@@ -23,7 +21,7 @@ class UnsyncedAttachments(ChoosesReorderBuffers):
         mixins = super()._buffer_mixins(command)
         return (*mixins, SkipsGaps) if self._unsynced(command) else mixins
 
-    async def _catch_up(self, sub: _Subscriber, command: Attach, now: float) -> None:
+    async def _catch_up(self, sub: LocalSubscriber, command: Attach, now: float) -> None:
         if self._unsynced(command):
             await self._go_live(sub, now)
         else:

@@ -11,7 +11,7 @@ keep it.
 
 from __future__ import annotations
 
-from streamcheck.impl.transport._commands import Attach
+from streamcheck.impl.seams import Attach
 from streamcheck.properties.canaries._build import Bug
 from streamcheck.properties.canaries._unsynced import UnsyncedAttachments
 

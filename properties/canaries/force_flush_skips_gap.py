@@ -9,8 +9,7 @@ synchronise (see ``_readers.py``).
 
 from __future__ import annotations
 
-from streamcheck.impl._reorder import ReorderBuffer, Step
-from streamcheck.impl.transport._commands import Attach
+from streamcheck.impl.seams import Attach, ReorderBuffer, Step
 from streamcheck.properties.canaries._build import Bug
 from streamcheck.properties.canaries._readers import ChoosesReorderBuffers
 

@@ -16,11 +16,17 @@ from typing import Any, cast
 
 import trio
 
-from streamcheck.impl._reorder import ReorderBuffer, Step
+from streamcheck.impl.seams import (
+    Attach,
+    Command,
+    LocalSubscriber,
+    ReorderBuffer,
+    Reply,
+    SequencedEvent,
+    Step,
+    StreamActor,
+)
 from streamcheck.impl.transport import EventTransport, RedisBus
-from streamcheck.impl.transport._actor import StreamActor, _Subscriber
-from streamcheck.impl.transport._commands import Attach, Command, Reply
-from streamcheck.impl.transport._envelope import SequencedEvent
 from streamcheck.model import Chunk
 from streamcheck.properties.canaries._build import Bug
 from streamcheck.properties.canaries._readers import ChoosesReorderBuffers
@@ -58,7 +64,7 @@ class ReplaysAfterGoingLive(ChoosesReorderBuffers):
     def _buffer_mixins(self, command: Attach) -> tuple[type[ReorderBuffer], ...]:
         return (*super()._buffer_mixins(command), LiveAtOnce)
 
-    async def _catch_up(self, sub: _Subscriber, command: Attach, now: float) -> None:
+    async def _catch_up(self, sub: LocalSubscriber, command: Attach, now: float) -> None:
         pass  # live now: ``replay_early`` does the rest
 
     async def replay_early(self, sub_id: int, *, resume: bool) -> None:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from streamcheck.impl._log import LostWrites
+from streamcheck.impl.seams import Emit, LostWrites, PublishOutcome
 from streamcheck.impl.transport import Published
-from streamcheck.impl.transport._bus import PublishOutcome
-from streamcheck.impl.transport._commands import Emit
 from streamcheck.properties.canaries._build import Bug
 from streamcheck.properties.canaries._publish import (
     PublishesLikeLibreChat,

@@ -14,9 +14,15 @@ import dataclasses
 import functools
 from dataclasses import dataclass
 
-from streamcheck.impl.transport._actor import ActorStats, StreamActor
-from streamcheck.impl.transport._commands import Attach, Command, Incoming
-from streamcheck.impl.transport._envelope import AbortSignal, SequencedEvent
+from streamcheck.impl.seams import (
+    AbortSignal,
+    ActorStats,
+    Attach,
+    Command,
+    Incoming,
+    SequencedEvent,
+    StreamActor,
+)
 from streamcheck.properties.canaries._build import Bug, ResourceBound
 
 #: LibreChat's reorder buffer cap.

@@ -15,9 +15,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from streamcheck.impl._early_buffer import EarlyBuffer
-from streamcheck.impl.transport._actor import StreamActor
-from streamcheck.impl.transport._commands import Attach
+from streamcheck.impl.seams import Attach, EarlyBuffer, StreamActor
 from streamcheck.properties.canaries._abort_listeners import ForgetsAbortListeners
 from streamcheck.properties.canaries._build import Bug
 from streamcheck.properties.canaries._unsynced import UnsyncedAttachments

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import logging
 
-from streamcheck.impl._reorder import ReorderBuffer
+from streamcheck.impl.seams import Attach, LocalSubscriber, ReorderBuffer
 from streamcheck.impl.transport import EventTransport
-from streamcheck.impl.transport._actor import _Subscriber
-from streamcheck.impl.transport._commands import Attach
 from streamcheck.properties.canaries._build import Bug
 from streamcheck.properties.canaries._readers import ChoosesReorderBuffers
 from streamcheck.properties.canaries.force_flush_skips_gap import SkipsGaps
@@ -39,7 +37,7 @@ class CatchesUpFromEarlyBufferOnly(ChoosesReorderBuffers):
     def _buffer_mixins(self, command: Attach) -> tuple[type[ReorderBuffer], ...]:
         return (*super()._buffer_mixins(command), SkipsGaps)
 
-    async def _catch_up_from_log(self, sub: _Subscriber, now: float) -> None:
+    async def _catch_up_from_log(self, sub: LocalSubscriber, now: float) -> None:
         await self._go_live(sub, now)
 
 

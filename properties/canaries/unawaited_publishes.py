@@ -17,10 +17,8 @@ import dataclasses
 import trio
 
 from streamcheck.impl import AbortResult, GenerationJobManager
+from streamcheck.impl.seams import Emit, PublishOutcome, Reply, StreamActor
 from streamcheck.impl.transport import EventKind, Published
-from streamcheck.impl.transport._actor import StreamActor
-from streamcheck.impl.transport._bus import PublishOutcome
-from streamcheck.impl.transport._commands import Emit, Reply
 from streamcheck.model import JSONValue
 from streamcheck.properties.canaries._build import Bug
 

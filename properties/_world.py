@@ -29,12 +29,11 @@ from streamcheck.impl import (
     StopReason,
     StreamAccessDenied,
     Subscription,
+    WallClock,
     open_replica,
 )
-from streamcheck.impl._seams import WallClock
 from streamcheck.impl.redis import RedisConnectionError, RedisLike
-from streamcheck.impl.transport import Published
-from streamcheck.impl.transport._actor import ActorStats, DeliveryTotals
+from streamcheck.impl.transport import ActorStats, DeliveryTotals, Published
 from streamcheck.model import (
     AbortRequested,
     BoundExceeded,

@@ -6,9 +6,11 @@ from streamcheck.impl.redis._coredis_subscriber import CoredisSubscriber, Subscr
 from streamcheck.impl.redis._keys import Keys
 from streamcheck.impl.redis._protocol import (
     LuaScript,
+    PubSubEvent,
     PubSubMessage,
     RedisConnectionError,
     RedisLike,
+    ScriptArg,
     Subscriber,
     SubscriptionsRestored,
 )
@@ -19,9 +21,11 @@ __all__ = [
     "CoredisSubscriber",
     "Keys",
     "LuaScript",
+    "PubSubEvent",
     "PubSubMessage",
     "RedisConnectionError",
     "RedisLike",
+    "ScriptArg",
     "Subscriber",
     "SubscriberStatistics",
     "SubscriptionsRestored",

@@ -28,8 +28,7 @@ from typing import Any
 import trio
 
 from streamcheck.impl.redis import PubSubMessage, Subscriber
-from streamcheck.impl.transport import EventKind, Published
-from streamcheck.impl.transport._envelope import encode_split
+from streamcheck.impl.transport import EventKind, Published, encode_split
 from streamcheck.properties.bench._model import (
     RATIO,
     Baseline,

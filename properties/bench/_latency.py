@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import trio
 
 from streamcheck.impl.redis import PubSubMessage, Subscriber, open_coredis
-from streamcheck.impl.transport._envelope import encode_split
+from streamcheck.impl.transport import encode_split
 from streamcheck.properties.bench._gc_pauses import GcPauses, recording_gc_pauses
 from streamcheck.properties.bench._model import (
     Baseline,

@@ -21,8 +21,8 @@ from streamcheck.impl import (
     Keys,
     ReplicaSettings,
     open_replica,
+    redact_uri_list,
 )
-from streamcheck.impl._config import redact_uri_list
 from streamcheck.impl.redis import CoredisRedis, open_coredis
 from streamcheck.properties.bench._model import describe_error
 

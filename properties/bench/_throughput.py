@@ -26,7 +26,7 @@ from typing import Any
 import trio
 
 from streamcheck.impl import GenerationJobManager, MemoryBackend, open_replica
-from streamcheck.impl.transport._envelope import encode_split
+from streamcheck.impl.transport import encode_split
 from streamcheck.properties.bench._model import (
     RATIO,
     Baseline,

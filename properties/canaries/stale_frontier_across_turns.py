@@ -15,8 +15,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from streamcheck.impl.seams import StreamActor
 from streamcheck.impl.transport import EventTransport
-from streamcheck.impl.transport._actor import StreamActor
 from streamcheck.properties.canaries import counter_deleted_on_cleanup
 from streamcheck.properties.canaries._build import Bug
 

@@ -242,11 +242,6 @@ class SimRedis(_SimCore):
             raise ValueError(f"no open connection {connection!r}")
         self._close(conn, "disconnected", fault=True)
 
-    def disconnect_client(self, name: str) -> None:
-        """Drop every connection of one client (a replica's network blip)."""
-        for conn in [c for c in self._connections.values() if c.client.name == name]:
-            self._close(conn, "disconnected", fault=True)
-
     def replicate(self, n: int = 1) -> int:
         """Apply up to ``n`` queued writes to the replica; returns how many were applied."""
         done = 0

@@ -60,7 +60,10 @@ The model:
   :meth:`SimRedis.runnable` lists them by id. Ids follow the order in which tasks issue
   commands, so trio's scheduler must be made deterministic by the harness.
 
-Every step is appended to :attr:`SimRedis.trace` as one human-readable line.
+Every step is appended to :attr:`SimRedis.records` as one typed record (see
+:mod:`._trace`: command executed (with what it published), SUBSCRIBE executed and acknowledged,
+message delivered or dropped, log read, connection opened or closed, failover...);
+:attr:`SimRedis.trace` lists them as human-readable lines.
 
 Layout: this module holds :class:`SimRedis`'s control API; its state and step machinery
 are in :mod:`._core`, the items and connections in :mod:`._items`, the clients in
@@ -88,8 +91,9 @@ from streamcheck.properties.sim._items import (
     _item_id,
     _SubConnection,
 )
-from streamcheck.properties.sim._replies import _decode, _message_description
+from streamcheck.properties.sim._replies import _decode
 from streamcheck.properties.sim._subscriber import SimSubscriber
+from streamcheck.properties.sim._trace import FailedOver, MessageDropped, PubSubRelayed
 
 __all__ = [
     "DEFAULT_POOL_SIZE",
@@ -233,7 +237,18 @@ class SimRedis(_SimCore):
         item.connection.inbound.remove(item)
         del self._items[item_id]
         self._dropped += 1
-        self._log(item_id, "drop", item.connection.name, _message_description(item))
+        time, position = self._stamp()
+        self.records.append(
+            MessageDropped(
+                time=time,
+                item=item_id,
+                position=position,
+                connection=item.connection.name,
+                client=item.connection.client.name,
+                channel=item.channel,
+                message=item.data,
+            )
+        )
 
     def disconnect(self, connection: str) -> None:
         """Drop one connection (see the module docstring)."""
@@ -263,7 +278,8 @@ class SimRedis(_SimCore):
         connections only: subscribers keep their connection and their channels, and
         what the old primary already relayed may still arrive."""
         self._relayed = True
-        self._log(0, "topology", "cluster", "pub/sub relayed by other nodes")
+        time, position = self._stamp()
+        self.records.append(PubSubRelayed(time=time, position=position))
 
     def failover(self) -> None:
         """Promote the replica: unreplicated writes are lost, cached scripts forgotten,
@@ -283,7 +299,8 @@ class SimRedis(_SimCore):
         self._replica = promoted.copy(None)
         self._failovers += 1
         self._writes_lost += lost
-        self._log(0, "failover", "primary", f"{lost} unreplicated writes lost")
+        time, position = self._stamp()
+        self.records.append(FailedOver(time=time, position=position, writes_lost=lost))
         for conn in list(self._connections.values()):
             if self._relayed and isinstance(conn, _SubConnection):
                 continue  # connected to another node, which stays up

@@ -56,14 +56,12 @@ DECISIONS: list[tuple[str, dict[str, Any]]] = [
 CHROMIUM_TIMEOUT_S = 90
 
 
-@pytest.fixture(scope="module")
-def replay_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def run_decisions(path: Path, canaries: frozenset[Canary]) -> Path:
     """Run the decisions as ``replay_decisions`` does, but keep the Simulation so that
-    the real writer stores its Redis trace too."""
-    path = tmp_path_factory.mktemp("timeline") / "run.json"
+    the real writer stores its Redis records too."""
     seed_scheduler()  # the same scheduler seed as Hypothesis and `streamcheck replay`
     logging.disable(logging.WARNING)
-    simulation = Simulation(replicas=2, canaries=frozenset({Canary.SUBSCRIBER_BEFORE_ACK}))
+    simulation = Simulation(replicas=2, canaries=canaries)
     try:
         for name, args in DECISIONS:
             simulation.apply(Decision(name, dict(args)))
@@ -75,6 +73,12 @@ def replay_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
         simulation.close()
         logging.disable(logging.NOTSET)
     return path
+
+
+@pytest.fixture(scope="module")
+def replay_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("timeline") / "run.json"
+    return run_decisions(path, frozenset({Canary.SUBSCRIBER_BEFORE_ACK}))
 
 
 @pytest.fixture(scope="module")
@@ -277,6 +281,23 @@ def test_the_subscribe_acknowledgement_arrives_after_the_publish_it_missed(
     # The box comes before the diagram in the page.
     page = render_timeline(replay)
     assert page.index('id="first-failure"') < page.index('id="timeline"')
+
+
+def test_the_correct_implementation_shows_its_catch_up_and_its_repair(tmp_path: Path) -> None:
+    """The same decisions without the canary: no anomaly, and the rows show why. r1
+    reads the log for s1 after its SUBSCRIBE was acknowledged and gets seq 0 back; r0
+    repairs the dropped seq 1 from the log."""
+    replay = json.loads(run_decisions(tmp_path / "run.json", frozenset()).read_text())
+    assert replay["report"]["anomalies"] == []
+    rows = rows_of(parse(render_timeline(replay)))
+    texts = [" ".join(n.text().split()) for n in rows]
+    acknowledged = next(i for i, t in enumerate(texts) if "acknowledgement of r1's SUBSCRIBE" in t)
+    catch_up = next(i for i, t in enumerate(texts) if "catch-up: r1 reads" in t)
+    assert acknowledged < catch_up
+    assert "for session s1, which attached there; Redis returns seq 0" in texts[catch_up]
+    dropped = next(i for i, t in enumerate(texts) if "loses the pub/sub message" in t)
+    repair = next(i for i, t in enumerate(texts) if "repair: r0 reads" in t)
+    assert dropped < repair and "Redis returns seqs 1\u20134" in texts[repair]
 
 
 def test_rendering_is_deterministic_and_self_contained(

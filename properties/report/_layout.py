@@ -11,8 +11,10 @@ history records), :mod:`._redis_rows` (Redis's steps and the mechanism),
 * **Rows**, in the order things happened: one per history record, and one per step of
   the simulated Redis that shows the mechanism (``redis_records``, typed records from
   :mod:`streamcheck.properties.sim._trace`): a SUBSCRIBE running and its
-  acknowledgement arriving, a log read and the seqs it returned, a message dropped, a
-  connection cut, a failover. Each Redis record carries ``position``, the number of
+  acknowledgement arriving, a publish and the replicas it reached, a log read and the
+  seqs it returned (a replica's first read after a session attached there is that
+  session's catch-up, later ones repairs), a message dropped, a connection cut, a
+  failover. Each Redis record carries ``position``, the number of
   history records that existed when Redis made the step, so it is drawn exactly there
   (records without one, from hand-made files, go by simulated time).
 * An emit's row says which replicas the publish reached (its :class:`Publication
@@ -40,6 +42,7 @@ from streamcheck.properties.report._header import (
 )
 from streamcheck.properties.report._history_rows import _collect_lanes, _draw
 from streamcheck.properties.report._redis_rows import (
+    _attached,
     _mechanism,
     _parse_records,
     _place,
@@ -87,7 +90,9 @@ def layout_timeline(replay: Mapping[str, Any]) -> TimelineLayout:
         history_row[index] = (
             "first-anomaly" if first is not None and first.first_bad == index else f"rec-{index}"
         )
-    steps = [s for s in _redis_steps(records) if _lanes_known(s.figure, lane_keys)]
+    steps = [
+        s for s in _redis_steps(records, _attached(sessions)) if _lanes_known(s.figure, lane_keys)
+    ]
     record_row = {step.number: f"redis-{step.number}" for step in steps}
     placed = _place(steps, history)
 

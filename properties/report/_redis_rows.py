@@ -55,6 +55,25 @@ class _RedisStep:
     style: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Attached:
+    """A session that opened on a replica, at a history position."""
+
+    session: str
+    replica: str
+    stream: str
+    position: int
+
+
+def _attached(sessions: _Sessions) -> list[_Attached]:
+    found: list[_Attached] = []
+    for name, record in sessions.opened.items():
+        replica, stream = record.get("replica"), record.get("stream_id")
+        if isinstance(replica, str) and isinstance(stream, str):
+            found.append(_Attached(name, replica, stream, sessions.opened_at[name]))
+    return found
+
+
 def _parse_records(raw: object) -> tuple[list[tuple[int, TraceRecord]], int]:
     """The file's Redis records that parse, with their place; and how many did not."""
     parsed: list[tuple[int, TraceRecord]] = []
@@ -75,10 +94,16 @@ def _connection_words(connection: str) -> str:
     return f"{replica_of_client(connection)}'s {what} {connection}"
 
 
-def _redis_steps(records: Sequence[tuple[int, TraceRecord]]) -> list[_RedisStep]:
+def _redis_steps(
+    records: Sequence[tuple[int, TraceRecord]], attached: Sequence[_Attached] = ()
+) -> list[_RedisStep]:
     """The Redis records a reader needs to see the mechanism, drawn and in words. A
-    failover drops every connection; those closes are folded into its own row."""
+    failover drops every connection; those closes are folded into its own row.
+
+    A replica's first log read of a stream after a session attached there (by the
+    records' positions) is that session's catch-up; later ones are repairs."""
     steps: list[_RedisStep] = []
+    waiting = list(attached)  # sessions whose catch-up read has not been seen yet
     i = 0
     while i < len(records):
         number, record = records[i]
@@ -108,10 +133,30 @@ def _redis_steps(records: Sequence[tuple[int, TraceRecord]]) -> list[_RedisStep]
             seqs = [s for s in (_seq_of_entry(e) for e in record.ids) if s is not None]
             start = _seq_of_entry(record.start)
             origin = f"from seq {start}" if start is not None else f"from {record.start}"
-            words = (
-                f"{replica} reads stream {stream}'s log {origin}; Redis returns {_seqs_words(seqs)}"
-            )
-            label = f"log read: {_plural(len(record.ids), 'entry').replace('entrys', 'entries')}"
+            returned = f"Redis returns {_seqs_words(seqs)}"
+            entries = "1 entry" if len(record.ids) == 1 else f"{len(record.ids)} entries"
+            catching_up = [
+                a
+                for a in waiting
+                if (a.replica, a.stream) == (replica, stream)
+                and record.position is not None
+                and a.position < record.position
+            ]
+            if catching_up:
+                for session in catching_up:
+                    waiting.remove(session)
+                names = ", ".join(a.session for a in catching_up)
+                words = (
+                    f"catch-up: {replica} reads stream {stream}'s log {origin} for session "
+                    f"{names}, which attached there; {returned}"
+                )
+                label = f"catch-up: {entries}"
+            elif record.position is not None and attached:
+                words = f"repair: {replica} reads stream {stream}'s log {origin}; {returned}"
+                label = f"log repair: {entries}"
+            else:
+                words = f"{replica} reads stream {stream}'s log {origin}; {returned}"
+                label = f"log read: {entries}"
             figure = Arrow(replica, "redis", label, "log-read")
             steps.append(_RedisStep(number, record, figure, words, "log-read"))
         elif isinstance(record, MessageDropped):

@@ -64,9 +64,10 @@ _LEGEND = (
     "is an emit (dashed: refused or unknown), from a replica to a client a delivery "
     "(purple: a terminal, dotted orange: a gap). Violet arrows are a replica's SUBSCRIBE "
     "running in Redis (dashed) and its acknowledgement coming back; green dashed arrows "
-    "are log reads. Rounded boxes are marks: a session opening or closing, a turn "
-    "starting, an abort, a bound exceeded, the heal; red boxes on the Redis lane are "
-    "faults (a dropped message, a lost connection, a failover). "
+    "are log reads (a catch-up for a session that just attached, or a repair). Rounded "
+    "boxes are marks: a session opening or closing, a turn starting, an abort, a bound "
+    "exceeded, the heal; grey boxes on the Redis lane are publishes (with the replicas "
+    "they reached), red ones faults (a dropped message, a lost connection, a failover). "
 )
 
 

@@ -320,9 +320,9 @@ def _mechanism(
             None,
         )
         sentence = (
-            f"Seq {seq} was published (row {record_row.get(publish_number, '?')}) while no "
-            f"connection of {replica}, the replica of session {first.session}, was "
-            "subscribed to the channel, so Redis never sent it there."
+            f"Seq {seq} was published while no connection of {replica}, the replica of "
+            f"session {first.session}, was subscribed to the channel, so Redis never sent "
+            "it there."
         )
         said.append((sentence, record_row.get(publish_number)))
         if subscribed is not None:

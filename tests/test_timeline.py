@@ -30,7 +30,12 @@ from streamcheck.properties import report
 from streamcheck.properties._replay import seed_scheduler, write_replay_file
 from streamcheck.properties._simulation import Decision, Simulation
 from streamcheck.properties.canaries import Canary
-from streamcheck.properties.report import TIMELINE_FILENAME, render_timeline, write_timeline
+from streamcheck.properties.report import (
+    TIMELINE_FILENAME,
+    layout_timeline,
+    render_timeline,
+    write_timeline,
+)
 
 #: A hand-made run of the ``subscriber-before-ack`` canary (``streamcheck run --canary
 #: subscriber-before-ack --seed 0`` shrinks to a shorter one, a terminal before its
@@ -492,6 +497,49 @@ def test_redis_faults_are_placed_by_time_and_a_failover_folds_its_closes() -> No
     assert "done seq 4 of g1" in rows[5].text()
     # Every replica of the run has a lane, r1 too (no history record names it).
     assert [n.attrs["data-lane"] for n in root.find_all("lane-head")] == ["r0", "r1", "redis"]
+
+
+def _mechanism_replay(kind: str) -> dict[str, Any]:
+    message = '{"type":"chunk","seq":0,"generationId":"g1"}'
+    where = {"position": 1, "connection": "r1.1/s0", "client": "r1.1"}
+    return {
+        "replicas": 2,
+        "history": [
+            _opened(0, "s1", "r1") | {"first_seq": 0, "snapshot_seqs": []},
+            {"type": "Delivered", "index": 1, "time": 0.5, "session": "s1",
+             "event": {"type": "Chunk", "seq": 1, "generation": "g1"}},
+        ],
+        "report": {"ok": False, "anomalies": [
+            {"kind": kind, "first_bad": 1, "last_good": 0, "session": "s1",
+             "stream_id": "s0", "generation": "g1", "seq": 0, "explanation": "it went wrong"},
+        ]},
+        "redis_records": [
+            {"type": "CommandExecuted", "time": 0.1, "item": 1, "position": 1,
+             "connection": "r0.1/c0", "client": "r0.1", "command": "EVALSHA",
+             "script": "publish", "description": "EVALSHA publish ...", "reply": "[0, 0]",
+             "published": [{"channel": "stream:{s0}:events", "message": message,
+                            "receivers": ["r1.1/s0"]}]},
+            {"type": "MessageDropped", "time": 0.2, "item": 2, "channel": "stream:{s0}:events",
+             "message": message, **where},
+            {"type": "LogRead", "time": 0.3, "item": 3, "position": 1, "connection": "r1.1/c0",
+             "client": "r1.1", "key": "stream:{s0}:chunks", "start": "1-1", "end": "+",
+             "ids": ["1-1"]},
+        ],
+    }  # fmt: skip
+
+
+def test_the_mechanism_of_a_dropped_message_and_of_another_kind() -> None:
+    missed = layout_timeline(_mechanism_replay("skipped_without_gap"))
+    assert [sentence for sentence, _row in missed.mechanism] == [
+        "Seq 0 was published to r1, and Redis dropped the message on the way (at-most-once "
+        "pub/sub).",
+        "r1 read the log afterwards (1 read), but none returned seq 0.",
+        "The checker's first evidence is record 1.",
+    ]
+    assert [row for _sentence, row in missed.mechanism] == ["redis-1", "redis-2", "first-anomaly"]
+    # A kind that is not about a missed seq gets the fact, not an inference.
+    other = layout_timeline(_mechanism_replay("duplicate"))
+    assert other.mechanism == (("Seq 0 of g1 was published live to r1.", "redis-0"),)
 
 
 # -- in a real browser --------------------------------------------------------------------

@@ -270,6 +270,10 @@ def _place(steps: Sequence[_RedisStep], history: Sequence[Mapping[str, Any]]) ->
 # -- the first anomaly's mechanism ----------------------------------------------------------
 
 
+#: Anomaly kinds whose ``seq`` is one the session did not get.
+_MISSED = frozenset({"lost", "skipped_without_gap", "terminal_before_chunks", "terminal_missing"})
+
+
 def _mechanism(
     first: Anomaly | None,
     sessions: _Sessions,
@@ -277,7 +281,9 @@ def _mechanism(
     record_row: Mapping[int, str],
     history_row: Mapping[int, str],
 ) -> list[tuple[str, str | None]]:
-    """What the Redis records say about the seq the first anomaly's session missed."""
+    """What the Redis records say about the first anomaly's seq: for a seq its session
+    missed (:data:`_MISSED`), why it did not arrive; for any other kind, only which
+    replicas the publish reached (no inference)."""
     if first is None or first.session is None or first.seq is None or first.generation is None:
         return []
     replica = sessions.replica(first.session)
@@ -307,6 +313,15 @@ def _mechanism(
     publish_number = records[publish_at][0]
     opened_at = sessions.opened_at.get(first.session)
     reached = [r for r in publication.receivers if replica_of_client(r) == replica]
+    if first.kind not in _MISSED:
+        heard = sorted({replica_of_client(r) for r in publication.receivers}, key=_natural_key)
+        return [
+            (
+                f"Seq {seq} of {generation} was published live to "
+                f"{', '.join(heard) if heard else 'no replica'}.",
+                record_row.get(publish_number),
+            )
+        ]
     if not reached:
         subscribed = next(
             (

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
@@ -77,8 +78,12 @@ class _SimCore:
         # auto mode: deliveries queued by the command being executed, made right after it
         self._auto_deliveries: list[_Delivery] = []
         self._t0: float | None = None
-        #: Every step made, in order (see :mod:`._trace`).
-        self.records: list[TraceRecord] = []
+        #: The trace records built so far (see :attr:`records`).
+        self._records: list[TraceRecord] = []
+        #: Records not built yet: each is built on the first read of :attr:`records`, so
+        #: a step costs a partial and a tuple, not a frozen dataclass (a few percent of
+        #: the simulation's time), and a run nobody reads never pays for it.
+        self._unbuilt: list[tuple[Callable[..., TraceRecord], float, int | None]] = []
         self._position: Callable[[], int] | None = None
         #: The PUBLISHes of the command being executed (see _on_publish).
         self._publishing: list[Publication] = []
@@ -206,20 +211,18 @@ class _SimCore:
             replicated = cmd.fields[0] in _WRITES and not isinstance(reply, NoScriptError)
             if replicated and self._replica is not None:
                 self._queue_replication(cmd, now)
-            self.records.append(self._executed(cmd, error))
+            self._executed(cmd, error)
             self._complete(cmd)
             return
         assert isinstance(conn, _SubConnection)
         channel = cmd.channel
-        time, position = self._stamp()
         if cmd.kind == _SUBSCRIBE:
             self._subscriptions.setdefault(channel, {})[conn] = None
             conn.server_channels.add(channel)
-            self.records.append(
-                SubscribeExecuted(
-                    time=time,
+            self._record(
+                partial(
+                    SubscribeExecuted,
                     item=cmd.id,
-                    position=position,
                     connection=conn.name,
                     client=conn.client.name,
                     channel=channel,
@@ -229,11 +232,10 @@ class _SimCore:
             self._enqueue_delivery(conn, channel, "", cmd)
         else:
             self._unsubscribe_server_side(conn, channel)
-            self.records.append(
-                UnsubscribeExecuted(
-                    time=time,
+            self._record(
+                partial(
+                    UnsubscribeExecuted,
                     item=cmd.id,
-                    position=position,
                     connection=conn.name,
                     client=conn.client.name,
                     channel=channel,
@@ -241,40 +243,42 @@ class _SimCore:
             )
             self._complete(cmd)
 
-    def _executed(self, cmd: _Command, error: str | None) -> TraceRecord:
-        """The trace record of a plain command Redis just ran."""
-        time, position = self._stamp()
+    def _executed(self, cmd: _Command, error: str | None) -> None:
+        """Record a plain command Redis just ran."""
         conn = cmd.connection
         fields = cmd.fields
         name = fields[0].decode()
         if name == "XRANGE" and error is None:
             count = int(fields[5]) if len(fields) > 5 else None
-            return LogRead(
-                time=time,
-                item=cmd.id,
-                position=position,
-                connection=conn.name,
-                client=conn.client.name,
-                key=fields[1].decode(),
-                start=fields[2].decode(),
-                end=fields[3].decode(),
-                count=count,
-                ids=tuple(entry_id for entry_id, _fields in cmd.result),
+            self._record(
+                partial(
+                    LogRead,
+                    item=cmd.id,
+                    connection=conn.name,
+                    client=conn.client.name,
+                    key=fields[1].decode(),
+                    start=fields[2].decode(),
+                    end=fields[3].decode(),
+                    count=count,
+                    ids=tuple(entry_id for entry_id, _fields in cmd.result),
+                )
             )
+            return
         published = tuple(self._publishing)
         self._publishing = []
-        return CommandExecuted(
-            time=time,
-            item=cmd.id,
-            position=position,
-            connection=conn.name,
-            client=conn.client.name,
-            command=name,
-            script=self._script_name(fields),
-            description=cmd.description,
-            reply="" if error is not None else _summary(cmd.result),
-            error=error,
-            published=published,
+        self._record(
+            partial(
+                CommandExecuted,
+                item=cmd.id,
+                connection=conn.name,
+                client=conn.client.name,
+                command=name,
+                script=self._script_name(fields),
+                description=cmd.description,
+                reply="" if error is not None else _summary(cmd.result),
+                error=error,
+                published=published,
+            )
         )
 
     def _script_name(self, fields: list[bytes]) -> str | None:
@@ -315,12 +319,7 @@ class _SimCore:
         del self._items[entry.id]
         assert self._replica is not None
         self._replicated.append((entry, self._engine.run_id))
-        time, position = self._stamp()
-        self.records.append(
-            WriteReplicated(
-                time=time, item=entry.id, position=position, description=entry.description
-            )
-        )
+        self._record(partial(WriteReplicated, item=entry.id, description=entry.description))
 
     def _catch_up_replica(self) -> None:
         assert self._replica is not None
@@ -361,13 +360,11 @@ class _SimCore:
         conn.inbound.remove(delivery)
         del self._items[delivery.id]
         ack = delivery.ack
-        time, position = self._stamp()
         if ack is not None:
-            self.records.append(
-                SubscribeAcknowledged(
-                    time=time,
+            self._record(
+                partial(
+                    SubscribeAcknowledged,
                     item=delivery.id,
-                    position=position,
                     connection=conn.name,
                     client=conn.client.name,
                     channel=delivery.channel,
@@ -376,11 +373,10 @@ class _SimCore:
             self._complete(ack)
             return
         wanted = delivery.channel in conn.wanted
-        self.records.append(
-            MessageDelivered(
-                time=time,
+        self._record(
+            partial(
+                MessageDelivered,
                 item=delivery.id,
-                position=position,
                 connection=conn.name,
                 client=conn.client.name,
                 channel=delivery.channel,
@@ -408,11 +404,9 @@ class _SimCore:
 
     def _open(self, conn: _Connection) -> None:
         self._connections[conn.name] = conn
-        time, position = self._stamp()
-        self.records.append(
-            ConnectionOpened(
-                time=time,
-                position=position,
+        self._record(
+            partial(
+                ConnectionOpened,
                 connection=conn.name,
                 client=conn.client.name,
                 pubsub=isinstance(conn, _SubConnection),
@@ -449,11 +443,9 @@ class _SimCore:
             if receiver is not None:
                 conn.receiver = None
                 receiver.set()
-        time, position = self._stamp()
-        self.records.append(
-            ConnectionClosed(
-                time=time,
-                position=position,
+        self._record(
+            partial(
+                ConnectionClosed,
                 connection=conn.name,
                 client=conn.client.name,
                 reason=reason,
@@ -475,10 +467,23 @@ class _SimCore:
         recorded (the simulation passes its history's length)."""
         self._position = position
 
-    def _stamp(self) -> tuple[float, int | None]:
-        """A new record's time (seconds since the first record) and position."""
+    @property
+    def records(self) -> list[TraceRecord]:
+        """Every step made, in order, as typed records (see :mod:`._trace`)."""
+        if self._unbuilt:
+            self._records.extend(
+                make(time=time, position=position) for make, time, position in self._unbuilt
+            )
+            self._unbuilt.clear()
+        return self._records
+
+    def _record(self, make: Callable[..., TraceRecord]) -> None:
+        """Record a step: ``make`` builds its record when it is first read, given the
+        time (seconds since the first record) and position taken now."""
         now = self._clock()
         if self._t0 is None:
             self._t0 = now
         position = self._position
-        return round(now - self._t0, 6), None if position is None else position()
+        self._unbuilt.append(
+            (make, round(now - self._t0, 6), None if position is None else position())
+        )

@@ -73,6 +73,7 @@ are in :mod:`._core`, the items and connections in :mod:`._items`, the clients i
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Final, final
 
 import trio
@@ -237,12 +238,10 @@ class SimRedis(_SimCore):
         item.connection.inbound.remove(item)
         del self._items[item_id]
         self._dropped += 1
-        time, position = self._stamp()
-        self.records.append(
-            MessageDropped(
-                time=time,
+        self._record(
+            partial(
+                MessageDropped,
                 item=item_id,
-                position=position,
                 connection=item.connection.name,
                 client=item.connection.client.name,
                 channel=item.channel,
@@ -278,8 +277,7 @@ class SimRedis(_SimCore):
         connections only: subscribers keep their connection and their channels, and
         what the old primary already relayed may still arrive."""
         self._relayed = True
-        time, position = self._stamp()
-        self.records.append(PubSubRelayed(time=time, position=position))
+        self._record(partial(PubSubRelayed))
 
     def failover(self) -> None:
         """Promote the replica: unreplicated writes are lost, cached scripts forgotten,
@@ -299,8 +297,7 @@ class SimRedis(_SimCore):
         self._replica = promoted.copy(None)
         self._failovers += 1
         self._writes_lost += lost
-        time, position = self._stamp()
-        self.records.append(FailedOver(time=time, position=position, writes_lost=lost))
+        self._record(partial(FailedOver, writes_lost=lost))
         for conn in list(self._connections.values()):
             if self._relayed and isinstance(conn, _SubConnection):
                 continue  # connected to another node, which stays up

@@ -29,7 +29,10 @@ class RemembersLastFrontier(StreamActor):
         sub = self._subscribers.get(sub_id)
         super()._remove(sub_id)
         if sub is not None and not self._subscribers:
-            self.last_reader_left = (sub.buffer.generation, self._high_water)
+            # The reorder frontier (the last seq handed to the reader), as LibreChat's
+            # kept state held it; not the publish floor, which moves only on seqs the
+            # log or this replica's own publishes confirm.
+            self.last_reader_left = (sub.buffer.generation, sub.buffer.next_seq - 1)
 
 
 class StartsAtStaleFrontier(EventTransport):

@@ -35,6 +35,7 @@ from streamcheck.properties.realredis._harness import (
 from streamcheck.properties.realredis._merge import merge_histories
 from streamcheck.properties.realredis._plan import Kill, Workload, draw_plans
 from streamcheck.properties.realredis._servers import have_redis_binaries
+from tests.backends import NEEDS_GLIDE
 
 needs_redis = pytest.mark.skipif(not have_redis_binaries(), reason="redis-server is not on PATH")
 
@@ -103,15 +104,27 @@ def _assert_clean(backend: Backend) -> None:
             assert f.faults_injected > 0, f.fault
 
 
+#: The Redis client the agents run on; they inherit STREAMCHECK_REDIS_CLIENT.
+CLIENTS = ["coredis", pytest.param("glide", marks=NEEDS_GLIDE)]
+
+
 @pytest.mark.redis
 @needs_redis
-def test_short_profile_on_redis_finds_nothing_under_every_fault() -> None:
+@pytest.mark.parametrize("client", CLIENTS)
+def test_short_profile_on_redis_finds_nothing_under_every_fault(
+    client: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STREAMCHECK_REDIS_CLIENT", client)
     _assert_clean(Backend.REDIS)
 
 
 @pytest.mark.cluster
 @needs_redis
-def test_short_profile_on_redis_cluster_finds_nothing_under_every_fault() -> None:
+@pytest.mark.parametrize("client", CLIENTS)
+def test_short_profile_on_redis_cluster_finds_nothing_under_every_fault(
+    client: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STREAMCHECK_REDIS_CLIENT", client)
     _assert_clean(Backend.CLUSTER)
 
 

@@ -150,6 +150,29 @@ async def test_a_killed_subscriber_is_restored_and_says_so(private_redis: RedisS
             assert redis.statistics().restorations == 1
 
 
+async def test_many_concurrent_subscribes_are_acknowledged_without_restoration_notices(
+    private_redis: RedisServer,
+) -> None:
+    # Subscribing moves glide's wanted set ahead of the confirmed one for a moment; that
+    # must not look like a lost connection to the watcher.
+    channels = [f"glide:many:{i}" for i in range(200)]
+    with trio.fail_after(TEST_DEADLINE_S):
+        async with (
+            open_glide(private_redis.url) as redis,
+            open_glide(private_redis.url) as publisher,
+            redis.subscriber() as sub,
+        ):
+            async with trio.open_nursery() as nursery:
+                for channel in channels:
+                    nursery.start_soon(sub.subscribe, channel)
+            for channel in channels:
+                assert await publisher.publish(channel, channel) == 1
+            received = [await sub.receive() for _ in channels]
+            await trio.sleep(0.3)  # a few watcher polls after the last subscribe
+    assert received == [PubSubMessage(channel=c, data=c) for c in channels]
+    assert redis.statistics().restorations == 0
+
+
 async def test_unsubscribed_channels_are_dropped_and_not_restored(
     private_redis: RedisServer,
 ) -> None:

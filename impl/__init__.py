@@ -5,7 +5,7 @@ Start with :func:`open_replica` over a :class:`MemoryBackend` (one process) or a
 :class:`GenerationJobManager` it yields.
 """
 
-from streamcheck.impl._config import StreamConfig, redact_uri_list
+from streamcheck.impl._config import StreamConfig, redact_uri_list, redis_client_from_env
 from streamcheck.impl._content import content_text
 from streamcheck.impl._errors import (
     BackendUnavailable,
@@ -81,6 +81,7 @@ __all__ = [
     "open_replica",
     "read_usage",
     "redact_uri_list",
+    "redis_client_from_env",
     "replica_settings",
     "validate_stream_id",
 ]

@@ -38,7 +38,7 @@ from streamcheck.properties.bench._model import (
     Goal,
     Op,
 )
-from streamcheck.properties.bench._redis import new_token, redis_replicas
+from streamcheck.properties.bench._redis import bench_client, new_token, redis_replicas
 from streamcheck.properties.bench._sizes import Sizes
 from streamcheck.properties.bench._streams import Tally, delta, drive, open_streams
 
@@ -120,7 +120,7 @@ def run(context: BenchContext) -> BenchResult:
                 unit="µs",
             ),
             Figure(
-                name="raw coredis PUBLISH, same concurrency (reference)",
+                name=f"raw {bench_client()} PUBLISH, same concurrency (reference)",
                 value=raw,
                 unit="events/s",
             ),
@@ -215,12 +215,12 @@ async def _raw_publish(url: str, run_prefix: str, sizes: Sizes) -> float:
     """PUBLISHes per second from as many awaited loops as there are streams (no
     subscriber: this is the client's and the server's ceiling, not a transport)."""
     async with redis_replicas(url, 0, run_prefix=run_prefix) as redis_run:
-        client = redis_run.admin.raw
+        publish = redis_run.raw_publish
         prefix, suffix = encode_split("chunk", "g" * 32, delta(0, 0.0))
 
         async def loop(channel: str) -> None:
             for i in range(sizes.throughput_events):
-                await client.publish(channel, f"{prefix}{i}{suffix}")
+                await publish(channel, f"{prefix}{i}{suffix}")
 
         started = time.perf_counter()
         async with trio.open_nursery() as nursery:

@@ -5,7 +5,7 @@ Start with :func:`open_replica` over a :class:`MemoryBackend` (one process) or a
 :class:`GenerationJobManager` it yields.
 """
 
-from streamcheck.impl._config import StreamConfig
+from streamcheck.impl._config import StreamConfig, redact_uri_list, redis_client_from_env
 from streamcheck.impl._content import content_text
 from streamcheck.impl._errors import (
     BackendUnavailable,
@@ -15,13 +15,14 @@ from streamcheck.impl._errors import (
     StreamActorStopped,
     StreamcheckError,
 )
+from streamcheck.impl._ids import validate_stream_id
 from streamcheck.impl._manager import (
     GenerationJob,
     GenerationJobManager,
     ManagerSettings,
     StopReason,
 )
-from streamcheck.impl._seams import CountingIds, ManualWallClock, RandomIds, SystemWallClock
+from streamcheck.impl._seams import CountingIds, IdSource, RandomIds, SystemWallClock, WallClock
 from streamcheck.impl._service import (
     MemoryBackend,
     ReplicaParts,
@@ -42,7 +43,7 @@ from streamcheck.impl._types import (
     read_usage,
 )
 from streamcheck.impl.redis import Keys, RedisLike
-from streamcheck.impl.transport._transport import EventTransport, Subscription
+from streamcheck.impl.transport._transport import Subscription
 
 __all__ = [
     "AbortOutcome",
@@ -50,15 +51,14 @@ __all__ = [
     "BackendUnavailable",
     "CountingIds",
     "EventTooLarge",
-    "EventTransport",
     "GenerationJob",
     "GenerationJobManager",
+    "IdSource",
     "IllegalTransition",
     "JobStatus",
     "JobUpdate",
     "Keys",
     "ManagerSettings",
-    "ManualWallClock",
     "MemoryBackend",
     "RandomIds",
     "RedisLike",
@@ -75,9 +75,13 @@ __all__ = [
     "SystemWallClock",
     "UsageMetadata",
     "UserMessage",
+    "WallClock",
     "content_text",
     "open_configured_replica",
     "open_replica",
     "read_usage",
+    "redact_uri_list",
+    "redis_client_from_env",
     "replica_settings",
+    "validate_stream_id",
 ]

@@ -40,6 +40,11 @@ variable                               field                                defa
 ``STREAMCHECK_IDLE_PROBE_MS``          ``idle_probe_s``                     2000 ms
 =====================================  ===================================  ===========
 
+``STREAMCHECK_REDIS_CLIENT`` (field ``redis_client``) picks the Redis client: ``coredis``
+(the default) or ``glide`` (valkey-glide; needs the ``streamcheck[glide]`` extra and serves
+one ``trio.run`` at a time per process, docs/redis.md). Any other value raises
+``ValueError``.
+
 A malformed or non-positive value raises ``ValueError`` naming the variable.
 """
 
@@ -47,6 +52,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from streamcheck.impl._errors import redact_url
@@ -74,6 +80,21 @@ STALE_JOB_TIMEOUT_S = 1200
 # (docs/redis.md), and a stream whose last events were lost would stay
 # silent forever without this probe.
 IDLE_PROBE_S = 2.0
+
+#: The Redis clients impl/ can run on (impl/redis/_open.py). coredis is the default;
+#: glide is opt-in until it carries every tier (docs/redis.md).
+RedisClientName = Literal["coredis", "glide"]
+REDIS_CLIENTS: tuple[RedisClientName, ...] = ("coredis", "glide")
+DEFAULT_REDIS_CLIENT: RedisClientName = "coredis"
+
+
+def redis_client_name(value: str) -> RedisClientName:
+    """``value`` as a client name; ``ValueError`` naming the choices otherwise."""
+    for name in REDIS_CLIENTS:
+        if value == name:
+            return name
+    raise ValueError(f"unknown Redis client {value!r}: choose one of {', '.join(REDIS_CLIENTS)}")
+
 
 # LibreChat's GLOBAL_PREFIX_SEPARATOR: ioredis's keyPrefix is `${REDIS_KEY_PREFIX}::`.
 KEY_PREFIX_SEPARATOR = "::"
@@ -115,8 +136,10 @@ class StreamConfig:
     max_event_bytes: int = MAX_EVENT_BYTES
     stale_job_timeout_s: float = STALE_JOB_TIMEOUT_S
     idle_probe_s: float = IDLE_PROBE_S
+    redis_client: RedisClientName = DEFAULT_REDIS_CLIENT
 
     def __post_init__(self) -> None:
+        redis_client_name(self.redis_client)
         if self.use_redis and not self.redis_url:
             raise ValueError("use_redis is on but redis_url is empty: set REDIS_URI")
         if self.use_redis_streams and not self.use_redis:
@@ -203,7 +226,19 @@ class StreamConfig:
             stale_job_timeout_s=_number(environ, "STREAMCHECK_STALE_JOB_TIMEOUT_S", 1)
             or STALE_JOB_TIMEOUT_S,
             idle_probe_s=_number(environ, "STREAMCHECK_IDLE_PROBE_MS", 1000) or IDLE_PROBE_S,
+            redis_client=redis_client_from_env(environ),
         )
+
+
+def redis_client_from_env(environ: Mapping[str, str]) -> RedisClientName:
+    """``STREAMCHECK_REDIS_CLIENT`` (blanks ignored), or the default when unset or empty."""
+    raw = (environ.get("STREAMCHECK_REDIS_CLIENT") or "").strip()
+    if not raw:
+        return DEFAULT_REDIS_CLIENT
+    try:
+        return redis_client_name(raw)
+    except ValueError as exc:
+        raise ValueError(f"STREAMCHECK_REDIS_CLIENT: {exc}") from None
 
 
 def _number(environ: Mapping[str, str], name: str, per_second: int) -> float | None:

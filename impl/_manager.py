@@ -438,9 +438,6 @@ class GenerationJobManager:
     async def get_job(self, stream_id: str) -> SerializableJobData | None:
         return await self.job_store.get_job(validate_stream_id(stream_id))
 
-    def local_job(self, stream_id: str) -> GenerationJob | None:
-        return self._runtimes.get(stream_id)
-
     # -- housekeeping ------------------------------------------------------------------
 
     async def cleanup(self) -> int:

@@ -209,10 +209,12 @@ async def open_configured_replica(
             yield manager
         return
     assert config.redis_url is not None  # StreamConfig validates this
-    from streamcheck.impl.redis._coredis import open_coredis
+    from streamcheck.impl.redis._open import open_redis_client
 
     async with (
-        open_coredis(config.redis_url, cluster=config.use_redis_cluster) as redis,
+        open_redis_client(
+            config.redis_url, cluster=config.use_redis_cluster, client=config.redis_client
+        ) as redis,
         open_replica(redis, settings=settings, keys=Keys(config.effective_key_prefix)) as manager,
     ):
         yield manager

@@ -70,6 +70,9 @@ class AnomalyKind(enum.StrEnum):
     GAP_OVER_DELIVERED = "gap_over_delivered"
     #: A bounded resource (an early buffer) grew past its limit.
     BOUND_EXCEEDED = "bound_exceeded"
+    #: The implementation refused a call saying the turn had finished or was absent
+    #: (or denied it to its owner) while it was certainly live.
+    FALSE_REFUSAL = "false_refusal"
 
 
 @final

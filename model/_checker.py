@@ -11,7 +11,9 @@
 2. judges each **session** on what it received (:mod:`streamcheck.model._session_judge`):
    safety always; liveness (terminal received, nothing owed missing) only for
    sessions that did not detach or lose their replica, and only when the history
-   contains a ``Healed`` record.
+   contains a ``Healed`` record;
+3. judges each **refusal** a protocol agent reported (:mod:`streamcheck.model._refusals`):
+   "finished" or "absent" while the turn was certainly live, or "denied" to the owner.
 
 It runs in time linear in the history (plus a log factor for seq look-ups), so it
 can judge every Hypothesis example::
@@ -50,6 +52,7 @@ from streamcheck.model._reference import (
     index_history,
     records_of,
 )
+from streamcheck.model._refusals import judge_refusals
 from streamcheck.model._session_judge import SessionJudge, SessionTally
 
 RECORD_TYPES = typing.get_args(Record)
@@ -78,6 +81,7 @@ def check(
     for facts in index.sessions.values():
         SessionJudge(index, facts, anomalies, tally).run()
     _judge_bounds(index, anomalies)
+    judge_refusals(index.records, anomalies)
     anomalies.sort(key=lambda a: (a.first_bad, a.kind.value, a.session or ""))
     statistics = CheckStatistics(
         records=len(index.records),

@@ -18,13 +18,22 @@ import hashlib
 import json
 from dataclasses import dataclass, field, replace
 
-from streamcheck.model._events import JSONValue, StreamEvent
+from streamcheck.model._events import Chunk, Done, Failure, JSONValue, StreamEvent
 
 
 def digest(value: JSONValue) -> str:
     """Stable short digest of a payload (content comparisons without storing it)."""
     text = json.dumps(value, sort_keys=True, separators=(",", ":"))
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def event_digest(event: StreamEvent) -> str | None:
+    """The digest a delivery is compared by: its payload's (a gap has none)."""
+    if isinstance(event, Chunk | Done):
+        return digest(event.data)
+    if isinstance(event, Failure):
+        return digest(event.message)
+    return None
 
 
 class EmitKind(enum.StrEnum):
@@ -62,6 +71,8 @@ class GenerationStarted:
     user_id: str
     replica: str
     start_seq: int
+    #: The earliest the create can have started (its planned time), where known.
+    invoked: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -79,6 +90,8 @@ class Emitted:
     seq: int | None = None
     #: The terminal an abort published for the turn (not the generator's own end).
     by_abort: bool = False
+    #: The earliest the emit can have started, where known (protocol agents say).
+    invoked: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -93,6 +106,8 @@ class AbortRequested:
     user_id: str
     acknowledged: bool
     outcome: OpOutcome
+    #: The earliest the abort can have started (its planned time), where known.
+    invoked: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -168,6 +183,43 @@ class WritesLost:
     writes: int
 
 
+class RefusalReason(enum.StrEnum):
+    """Why an implementation said no, in the replica protocol's words."""
+
+    #: The turn has ended (or the call came after the generator was told to stop).
+    FINISHED = "finished"
+    #: No such stream or turn.
+    ABSENT = "absent"
+    #: The stream is not the caller's (or, for implementations that hide whether a
+    #: stream exists, absent).
+    DENIED = "denied"
+    #: Any other word: recorded, never judged.
+    OTHER = "other"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CallRefused:
+    """A call the implementation declined on purpose, judged against the turn's state
+    over the call: between ``invoked`` (the earliest it can have started) and ``time``
+    (its answer). ``storage_reliable`` is false when the run's faults may have made the
+    storage forget the turn (an in-memory server restarted, the generator's replica
+    killed): then none is judged."""
+
+    index: int = -1
+    time: float
+    invoked: float
+    stream_id: str
+    #: The turn an emit, done or error belonged to; ``None`` for calls on the stream.
+    generation: str | None
+    call: str
+    user_id: str
+    replica: str
+    reason: RefusalReason
+    #: The implementation's own word for it.
+    word: str
+    storage_reliable: bool = True
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Healed:
     """Faults stopped and every timeout passed: from here on, liveness is judged."""
@@ -186,6 +238,7 @@ Record = (
     | SessionClosed
     | BoundExceeded
     | WritesLost
+    | CallRefused
     | Healed
 )
 

@@ -1,7 +1,10 @@
 """Running the state machine as a campaign: budgets, canaries, timing, replay files.
 
-Used by the CLI (``streamcheck run``, ``streamcheck canaries``) and the test suite, so
-that what CI checks and what a person runs are the same thing.
+Used by the CLI (``streamcheck run``, ``streamcheck canaries``), the pytest plugin, the
+parallel runner and the test suite, so that what CI checks and what a person runs are
+the same thing. What to run is one :class:`CampaignSpec`; :func:`run` runs it (in
+worker processes, within a time budget, or as one campaign), and
+:func:`streamcheck.properties._run_report.run_and_report` runs it and writes its report.
 """
 
 from __future__ import annotations
@@ -115,6 +118,79 @@ class CampaignResult:
         return f"shrunk to {self.shrunk_steps} decisions (Hypothesis: {hypothesis})"
 
 
+#: Examples per campaign in a run bounded by time (:func:`run_within`) or shared out
+#: among workers: few enough that the budget is overshot by seconds at most, enough
+#: that Hypothesis gets well past the simplest examples each campaign starts with.
+CHUNK_EXAMPLES = 100
+#: The example budget of a single campaign when none is given.
+DEFAULT_EXAMPLES = 200
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignSpec:
+    """What to run: the one description of a simulation run that the CLI, the pytest
+    plugin and the parallel runner each build and hand to :func:`run`.
+
+    The run is one campaign of ``examples`` examples, unless it has a time budget
+    (``seconds``: campaigns of ``chunk`` examples until the time, or ``examples``, runs
+    out) or several ``workers`` (campaigns of ``chunk`` shared out among processes).
+    """
+
+    canaries: frozenset[Canary] = frozenset()
+    #: The example budget (None: bounded by ``seconds`` only, or :data:`DEFAULT_EXAMPLES`
+    #: for a single campaign).
+    examples: int | None = None
+    #: The wall-clock budget in seconds (None: examples only).
+    seconds: float | None = None
+    #: The seed of the search (None: Hypothesis, or the runner, draws one).
+    seed: int | None = None
+    #: Where a failure's replay file goes (None: nowhere).
+    replay_file: Path | None = None
+    replicas: int = DEFAULT_REPLICAS
+    #: Processes the campaigns run in (see :mod:`streamcheck.properties._parallel`).
+    workers: int = 1
+    #: Shrink a failing example (ignored when ``hypothesis_settings`` is given).
+    shrink: bool = True
+    #: Settings for a single campaign, replacing :func:`campaign_settings` (``examples``
+    #: and ``shrink`` are then ignored): the pytest plugin passes its profiles here.
+    hypothesis_settings: settings | None = None
+    #: Examples per campaign of a run bounded by time or shared among workers.
+    chunk: int = CHUNK_EXAMPLES
+    #: The rare paths a clean run of the correct implementation must reach.
+    required_labels: frozenset[str] = REQUIRED_LABELS
+
+    @property
+    def in_campaigns(self) -> bool:
+        """The run is made of several campaigns (a time budget, or workers)."""
+        return self.workers > 1 or self.seconds is not None
+
+    def settings(self) -> settings:
+        """The Hypothesis settings each campaign of the run uses."""
+        if self.hypothesis_settings is not None:
+            return self.hypothesis_settings
+        if self.in_campaigns:
+            return campaign_settings(self.chunk, shrink=self.shrink)
+        examples = self.examples if self.examples is not None else DEFAULT_EXAMPLES
+        return campaign_settings(examples, shrink=self.shrink)
+
+
+def run(spec: CampaignSpec, *, on_progress: ProgressCallback | None = None) -> CampaignResult:
+    """Run ``spec``: in worker processes, within its time budget, or as one campaign."""
+    if spec.in_campaigns and spec.hypothesis_settings is not None:
+        raise ValueError("hypothesis_settings apply to a single campaign: no workers, no budget")
+    if spec.workers > 1:
+        from streamcheck.properties._parallel import run_spec_in_workers
+
+        result = run_spec_in_workers(spec, on_progress=on_progress)
+    elif spec.seconds is not None:
+        result = _run_within(spec, on_progress=on_progress)
+    else:
+        result = run_one_campaign(spec, on_progress=on_progress)
+    if result.required_labels != spec.required_labels:
+        result = dataclasses.replace(result, required_labels=spec.required_labels)
+    return result
+
+
 @contextmanager
 def _quiet() -> Iterator[None]:
     # impl logs every simulated reconnect; the run's report says what matters.
@@ -199,7 +275,7 @@ ProgressCallback = Callable[[Progress], None]
 def run_campaign(
     *,
     canaries: frozenset[Canary] = frozenset(),
-    examples: int = 200,
+    examples: int = DEFAULT_EXAMPLES,
     seed: int | None = None,
     replay_file: Path | None = None,
     shrink: bool = True,
@@ -207,18 +283,30 @@ def run_campaign(
     on_progress: ProgressCallback | None = None,
     replicas: int = DEFAULT_REPLICAS,
 ) -> CampaignResult:
-    """Run the machine until ``examples`` pass or one fails (then shrink it).
-
-    ``hypothesis_settings`` replaces :func:`campaign_settings` (``examples`` and
-    ``shrink`` are then ignored): the pytest plugin passes its profiles here. A
-    ``seed`` overrides the settings' own randomness (``derandomize`` included).
-    ``on_progress`` is called with a :class:`Progress` as the campaign goes.
-    """
-    chosen = (
-        hypothesis_settings
-        if hypothesis_settings is not None
-        else campaign_settings(examples, shrink=shrink)
+    """Run the machine until ``examples`` pass or one fails (then shrink it): one
+    campaign of a :class:`CampaignSpec` with these fields (see there)."""
+    spec = CampaignSpec(
+        canaries=canaries,
+        examples=examples,
+        seed=seed,
+        replay_file=replay_file,
+        shrink=shrink,
+        hypothesis_settings=hypothesis_settings,
+        replicas=replicas,
     )
+    return run_one_campaign(spec, on_progress=on_progress)
+
+
+def run_one_campaign(
+    spec: CampaignSpec, *, on_progress: ProgressCallback | None = None
+) -> CampaignResult:
+    """One campaign of ``spec`` with :meth:`CampaignSpec.settings` (its time budget and
+    workers are the callers' business). A ``seed`` overrides the settings' own
+    randomness (``derandomize`` included). ``on_progress`` is called with a
+    :class:`Progress` as the campaign goes."""
+    canaries, replicas = spec.canaries, spec.replicas
+    seed, replay_file = spec.seed, spec.replay_file
+    chosen = spec.settings()
     machine = machine_for(canaries, failure_path=replay_file, replicas=replicas)
     started = time.perf_counter()
     counter = _Counter(
@@ -290,12 +378,6 @@ def run_campaign(
     )
 
 
-#: Examples per campaign in a run bounded by time (:func:`run_within`): few enough
-#: that the budget is overshot by seconds at most, enough that Hypothesis gets well
-#: past the simplest examples each campaign starts with.
-CHUNK_EXAMPLES = 100
-
-
 def run_within(
     seconds: float,
     *,
@@ -312,7 +394,21 @@ def run_within(
     between campaigns. The campaigns use seeds ``seed``, ``seed + 1``, ... (a ``seed``
     is drawn if none is given), so the same seed explores the same examples in the
     same order."""
-    if seconds <= 0:
+    spec = CampaignSpec(
+        canaries=canaries,
+        examples=examples,
+        seconds=seconds,
+        seed=seed,
+        replay_file=replay_file,
+        replicas=replicas,
+    )
+    return _run_within(spec, on_progress=on_progress)
+
+
+def _run_within(spec: CampaignSpec, *, on_progress: ProgressCallback | None) -> CampaignResult:
+    """:func:`run_within` for a spec with a time budget (campaigns of ``spec.chunk``)."""
+    seconds, examples, seed = spec.seconds, spec.examples, spec.seed
+    if seconds is None or seconds <= 0:
         raise ValueError(f"the time budget must be positive, not {seconds}")
     if seed is None:
         # One seed for the whole run, so that results' seed repeats all of it.
@@ -334,16 +430,12 @@ def run_within(
             )
 
     while True:
-        size = CHUNK_EXAMPLES if examples is None else min(CHUNK_EXAMPLES, examples - done)
+        size = spec.chunk if examples is None else min(spec.chunk, examples - done)
         offset = time.perf_counter() - started
-        result = run_campaign(
-            canaries=canaries,
-            examples=size,
-            seed=seed + len(results),
-            replay_file=replay_file,
-            on_progress=shifted,
-            replicas=replicas,
+        campaign = dataclasses.replace(
+            spec, examples=size, seconds=None, seed=seed + len(results), workers=1
         )
+        result = run_one_campaign(campaign, on_progress=shifted)
         results.append((offset, done, result))
         done += result.examples
         out_of_examples = examples is not None and done >= examples

@@ -60,14 +60,17 @@ class Equivalent:
 EQUIVALENT: tuple[Equivalent, ...] = ()
 
 
-#: impl/ modules the simulation does not drive, by design: the coredis adapter and its
-#: batching (the simulation stands in for Redis at the RedisLike seam), the in-memory
+#: impl/ modules the simulation does not drive, by design: the coredis and glide adapters,
+#: the client choice and the batching (the simulation stands in for Redis at the RedisLike
+#: seam), the in-memory
 #: bus and job store (the simulation runs the Redis ones) and the configuration loader.
 #: tests/ covers them with contract tests; here their mutants could only die at import.
 NOT_SIMULATED = (
     "_config.py",
     "redis/_batching.py",
     "redis/_coredis*.py",
+    "redis/_glide*.py",
+    "redis/_open.py",
     "jobstore/_memory.py",
     "transport/_memory_bus.py",
 )

@@ -35,10 +35,11 @@ from streamcheck.model import AnomalyKind
 from streamcheck.properties._campaign import (
     CHUNK_EXAMPLES,
     CampaignResult,
+    CampaignSpec,
     Progress,
     ProgressCallback,
     finished_progress,
-    run_campaign,
+    run_one_campaign,
 )
 from streamcheck.properties._run_limits import DEFAULT_REPLICAS, MAX_WORKERS
 from streamcheck.properties.canaries import Canary
@@ -53,16 +54,27 @@ _GRACE_POLLS = 8
 class _Plan:
     """What every worker is told (pickled to each)."""
 
-    workers: int
-    seconds: float | None
-    examples: int | None
-    chunk: int
-    canaries: frozenset[Canary]
+    #: The run, its seed drawn if it had none.
+    spec: CampaignSpec
     seed: int
-    replay_file: Path | None
-    replicas: int
     #: ``time.monotonic()`` when the run started (one clock for every process on Linux).
     started: float
+
+    @property
+    def workers(self) -> int:
+        return self.spec.workers
+
+    @property
+    def seconds(self) -> float | None:
+        return self.spec.seconds
+
+    @property
+    def examples(self) -> int | None:
+        return self.spec.examples
+
+    @property
+    def replay_file(self) -> Path | None:
+        return self.spec.replay_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +120,25 @@ def run_in_workers(
     """Campaigns in ``workers`` processes until one finds an anomaly or crashes,
     ``examples`` ran (if given) or ``seconds`` passed (if given); merged into one result
     whose first failure is counted in examples and seconds of the whole run."""
+    spec = CampaignSpec(
+        canaries=canaries,
+        examples=examples,
+        seconds=seconds,
+        seed=seed,
+        replay_file=replay_file,
+        replicas=replicas,
+        workers=workers,
+        chunk=chunk,
+    )
+    return run_spec_in_workers(spec, on_progress=on_progress)
+
+
+def run_spec_in_workers(
+    spec: CampaignSpec, *, on_progress: ProgressCallback | None = None
+) -> CampaignResult:
+    """:func:`run_in_workers` for a :class:`CampaignSpec` (``spec.workers`` processes,
+    campaigns of ``spec.chunk`` examples)."""
+    workers, seconds, examples = spec.workers, spec.seconds, spec.examples
     if not 1 <= workers <= MAX_WORKERS:
         raise ValueError(f"workers must be 1 to {MAX_WORKERS}, not {workers}")
     if seconds is None and examples is None:
@@ -116,21 +147,10 @@ def run_in_workers(
         raise ValueError(f"the time budget must be positive, not {seconds}")
     if examples is not None and examples < 1:
         raise ValueError(f"the example budget must be at least 1, not {examples}")
-    if chunk < 1:
-        raise ValueError(f"campaigns need at least one example, not {chunk}")
-    if seed is None:
-        seed = secrets.randbits(32)
-    plan = _Plan(
-        workers=workers,
-        seconds=seconds,
-        examples=examples,
-        chunk=chunk,
-        canaries=canaries,
-        seed=seed,
-        replay_file=replay_file,
-        replicas=replicas,
-        started=time.monotonic(),
-    )
+    if spec.chunk < 1:
+        raise ValueError(f"campaigns need at least one example, not {spec.chunk}")
+    seed = spec.seed if spec.seed is not None else secrets.randbits(32)
+    plan = _Plan(spec=spec, seed=seed, started=time.monotonic())
     context = multiprocessing.get_context("spawn")
     messages: multiprocessing.Queue[_Tick | _Finished | _WorkerCrashed] = context.Queue()
     claims = context.Lock()
@@ -286,7 +306,7 @@ class _Collector:
 
 def _empty(plan: _Plan) -> CampaignResult:
     return CampaignResult(
-        canaries=plan.canaries,
+        canaries=plan.spec.canaries,
         examples=0,
         seconds=0.0,
         anomaly_kinds=(),
@@ -294,7 +314,7 @@ def _empty(plan: _Plan) -> CampaignResult:
         first_failure_seconds=None,
         shrunk_steps=None,
         replay_file=None,
-        replicas=plan.replicas,
+        replicas=plan.spec.replicas,
     )
 
 
@@ -334,7 +354,7 @@ def _work(
             if campaigns and over:
                 break
             with claims:
-                size = plan.chunk
+                size = plan.spec.chunk
                 if plan.examples is not None:
                     size = min(size, plan.examples - claimed_examples.value)
                     if size <= 0:
@@ -342,14 +362,15 @@ def _work(
                     claimed_examples.value += size
                 index = next_campaign.value
                 next_campaign.value += 1
-            result = run_campaign(
-                canaries=plan.canaries,
+            campaign = dataclasses.replace(
+                plan.spec,
                 examples=size,
+                seconds=None,
                 seed=plan.seed + index,
                 replay_file=replay,
-                on_progress=report,
-                replicas=plan.replicas,
+                workers=1,
             )
+            result = run_one_campaign(campaign, on_progress=report)
             campaigns.append((index, result))
             done += result.examples
             if result.found or result.crashed:

@@ -45,12 +45,12 @@ class StreamcheckRealRedis:
         redis-server is not on PATH."""
         import trio
 
-        from streamcheck.properties.protocol import agent_command
+        from streamcheck.properties.protocol import AgentFailed, agent_command
         from streamcheck.properties.realredis._harness import (
-            FAULTS,
             PROFILES,
             Backend,
             FaultKind,
+            probe_faults,
             run_tier,
         )
         from streamcheck.properties.realredis._report import table
@@ -59,7 +59,21 @@ class StreamcheckRealRedis:
             if shutil.which(tool) is None:
                 pytest.skip(f"{tool} is not on PATH: the real-Redis tier needs Redis installed")
         chosen = Backend(backend)
-        kinds = tuple(FaultKind(f) for f in faults) if faults is not None else FAULTS[chosen]
+        commands = [agent_command(impl) for impl in self.impls]
+        # Which faults apply depends on where the implementation keeps its streams.
+        try:
+            applicable, own_server = probe_faults(chosen, commands)
+        except AgentFailed as exc:
+            pytest.fail(f"streamcheck could not start {' | '.join(self.impls)}: {exc}")
+        kinds = tuple(FaultKind(f) for f in faults) if faults is not None else applicable
+        unsupported = [k.value for k in kinds if k not in applicable]
+        if unsupported:
+            where = "an implementation with its own server" if own_server else "it"
+            pytest.fail(
+                f"{', '.join(unsupported)} cannot run on backend {chosen.value} for {where}; "
+                f"these can: {', '.join(k.value for k in applicable) or 'none'}",
+                pytrace=False,
+            )
         reports = (
             self._request.config.rootpath
             / "reports"
@@ -74,7 +88,7 @@ class StreamcheckRealRedis:
                 runs_per_fault=runs,
                 faults=kinds,
                 keep_failures=reports,
-                commands=[agent_command(impl) for impl in self.impls],
+                commands=commands,
             )
         )
         failing = [f for f in figures if f.anomalies or f.agent_failures]

@@ -29,6 +29,9 @@ from streamcheck.properties._simulation import (
 )
 from streamcheck.properties.canaries import Canary
 
+#: The last steps of the simulated Redis a replay file keeps (as lines and as records).
+TRACE_RECORDS = 2000
+
 
 def record_to_json(record: Record) -> dict[str, Any]:
     def convert(value: Any) -> Any:
@@ -73,7 +76,14 @@ def write_replay_file(
         "rule_steps": simulation.rule_steps,
         "history": history_to_json(simulation.world.history),
         "report": report.to_json(),
-        "redis_trace": simulation.sim.trace[-2000:] if simulation.sim is not None else [],
+        "redis_trace": simulation.sim.trace[-TRACE_RECORDS:] if simulation.sim is not None else [],
+        # The same steps as typed records (streamcheck.properties.sim._trace), which the
+        # timeline reads.
+        "redis_records": (
+            [r.to_json() for r in simulation.sim.records[-TRACE_RECORDS:]]
+            if simulation.sim is not None
+            else []
+        ),
     }
     data.update(extra or {})
     text = json.dumps(data, indent=1, sort_keys=True)

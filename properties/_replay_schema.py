@@ -21,7 +21,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from streamcheck.impl._ids import validate_stream_id
+from streamcheck.impl import validate_stream_id
 from streamcheck.properties._run_limits import MAX_REPLICAS, MIN_REPLICAS
 from streamcheck.properties._simulation import Decision, Simulation
 

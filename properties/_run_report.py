@@ -18,12 +18,13 @@ given them (relative to its working directory, unless given absolute).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import platform
 import shlex
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -31,7 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 from hypothesis import settings as HypothesisSettings
 
-from streamcheck.properties._campaign import CampaignResult
+from streamcheck.properties._campaign import (
+    CampaignResult,
+    CampaignSpec,
+    ProgressCallback,
+    run,
+)
 
 if TYPE_CHECKING:
     # coverage.py comes with the `quality` extra; a run without --coverage never needs it.
@@ -66,6 +72,94 @@ class RunInfo:
     timeline: Path | None = None
     #: impl/'s coverage during the campaign (``streamcheck run --coverage``).
     impl_coverage: ImplCoverage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSpec:
+    """Where and when :func:`run_and_report` writes a run's report."""
+
+    #: The command that runs this again, as one shell-quoted string (results.json).
+    command: str
+    #: The run directory, given the run's start (``streamcheck run``: a new
+    #: ``<reports>/runs/<UTC timestamp>/``; the pytest plugin: the test's folder).
+    run_dir: Callable[[datetime.datetime], Path]
+    backend: str = "sim"
+    #: Write a report for a run that found nothing and did not crash too
+    #: (``streamcheck run``: yes; the pytest plugin: only failures leave files).
+    clean_runs: bool = True
+    #: Draw the timeline of a crashed run's replay file too (the pytest plugin does;
+    #: ``streamcheck run`` draws anomalies only and reports a crash in words).
+    timeline_on_crash: bool = True
+    #: Measure impl/'s coverage during the run (``streamcheck run --coverage``).
+    impl_coverage: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedRun:
+    """What :func:`run_and_report` ran and wrote."""
+
+    result: CampaignResult
+    impl_coverage: ImplCoverage | None
+    #: The timeline drawn next to the replay file (None: none).
+    timeline: Path | None
+    #: Where the report went, and its results.json document (None: nothing written).
+    run_dir: Path | None
+    results: dict[str, Any] | None
+
+
+def run_and_report(
+    spec: CampaignSpec,
+    reporting: ReportSpec,
+    *,
+    on_progress: ProgressCallback | None = None,
+    before_writing: Callable[[CampaignResult, ImplCoverage | None], None] | None = None,
+) -> ReportedRun:
+    """Run ``spec`` (:func:`streamcheck.properties._campaign.run`), draw the failure's
+    timeline next to its replay file, and write summary.md and results.json (with
+    copies of the replay file and timeline) into the run directory: the one path
+    from a campaign to its report, for the CLI and the pytest plugin.
+
+    ``before_writing`` sees the result before any file is written (the CLI tells the
+    verdict there, so that it is said even if the report cannot be written). A report
+    that cannot be written raises :class:`OSError` saying so.
+    """
+    from streamcheck.properties.report import TIMELINE_FILENAME, write_timeline
+
+    started = utc_now()
+    measured: list[ImplCoverage] = []
+    with contextlib.ExitStack() as stack:
+        if reporting.impl_coverage:
+            from streamcheck.properties._impl_coverage import measure_impl
+
+            measured = stack.enter_context(measure_impl())
+        result = run(spec, on_progress=on_progress)
+    impl_coverage = measured[0] if measured else None
+    if before_writing is not None:
+        before_writing(result, impl_coverage)
+    failed = result.found or result.crashed is not None
+    if not (failed or reporting.clean_runs):
+        return ReportedRun(result, impl_coverage, timeline=None, run_dir=None, results=None)
+    timeline: Path | None = None
+    drawn = reporting.timeline_on_crash if result.crashed else result.found
+    if drawn and result.replay_file is not None and result.replay_file.exists():
+        timeline = write_timeline(result.replay_file, result.replay_file.parent / TIMELINE_FILENAME)
+    info = RunInfo(
+        command=reporting.command,
+        backend=reporting.backend,
+        settings=spec.settings(),
+        seed=spec.seed,
+        started=started,
+        finished=utc_now(),
+        replay_file=result.replay_file,
+        timeline=timeline,
+        impl_coverage=impl_coverage,
+    )
+    try:
+        run_dir = reporting.run_dir(started)
+        results = write_run_report(result, info, run_dir)
+    except OSError as exc:
+        raise OSError(f"cannot write the run report: {exc}") from exc
+    return ReportedRun(result, impl_coverage, timeline=timeline, run_dir=run_dir, results=results)
 
 
 def command_line(program: str, argv: Sequence[str]) -> str:

@@ -130,6 +130,10 @@ class Simulation:
             settings=SIM_SETTINGS,
             build=replica_build(self.canaries),
         )
+        # Each trace record says how many history records came before it, so a report
+        # places Redis's steps among the history exactly.
+        world = self.world
+        sim.set_position_source(lambda: len(world.history))
         for index in range(self._replica_count):
             await self.world.start_replica(index)
 

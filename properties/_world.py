@@ -29,16 +29,14 @@ from streamcheck.impl import (
     StopReason,
     StreamAccessDenied,
     Subscription,
+    WallClock,
     open_replica,
 )
-from streamcheck.impl._seams import WallClock
 from streamcheck.impl.redis import RedisConnectionError, RedisLike
-from streamcheck.impl.transport import Published
-from streamcheck.impl.transport._actor import ActorStats, DeliveryTotals
+from streamcheck.impl.transport import ActorStats, DeliveryTotals, Published
 from streamcheck.model import (
     AbortRequested,
     BoundExceeded,
-    Chunk,
     Delivered,
     Done,
     EmitKind,
@@ -55,8 +53,8 @@ from streamcheck.model import (
     SessionEnd,
     SessionMode,
     SessionOpened,
-    StreamEvent,
     digest,
+    event_digest,
 )
 from streamcheck.properties.canaries import CORRECT, ReplicaBuild, ResourceBound
 from streamcheck.properties.canaries.unawaited_publishes import Dispatched
@@ -556,7 +554,7 @@ class World:
                             time=trio.current_time(),
                             session=session.name,
                             event=event,
-                            payload_digest=_payload_digest(event),
+                            payload_digest=event_digest(event),
                         )
                     )
                     if isinstance(event, Done | Failure):
@@ -660,15 +658,6 @@ class World:
 
 def _early_buffer_events(stats: ActorStats) -> int:
     return stats.early_buffer_events
-
-
-def _payload_digest(event: StreamEvent) -> str | None:
-    if isinstance(event, Chunk | Done):
-        return digest(event.data)
-    if isinstance(event, Failure):
-        return digest(event.message)
-    assert isinstance(event, Gap)
-    return None
 
 
 def _history_labels(history: History, crash_marks: list[int]) -> set[str]:

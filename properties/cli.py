@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import importlib.util
 import logging
@@ -24,12 +23,10 @@ from streamcheck.properties._run_limits import (
     MAX_WORKERS,
     MIN_REPLICAS,
 )
-from streamcheck.properties.canaries import PROFILES, Canary, parse_canaries
+from streamcheck.properties.canaries import PROFILES, parse_canaries
 
 if TYPE_CHECKING:
-    from hypothesis import settings
-
-    from streamcheck.properties._campaign import CampaignResult, ProgressCallback
+    from streamcheck.properties._campaign import CampaignResult
     from streamcheck.properties._impl_coverage import ImplCoverage
 
 #: 1 means "anomaly found" and nothing else, so scripts and CI can tell a finding from
@@ -75,15 +72,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from streamcheck.properties._campaign import CHUNK_EXAMPLES, campaign_settings
+    from streamcheck.properties._campaign import REQUIRED_LABELS, CampaignSpec
     from streamcheck.properties._progress import ProgressBar
     from streamcheck.properties._run_report import (
-        RunInfo,
+        ReportSpec,
         command_line,
         exit_code,
         new_run_dir,
-        utc_now,
-        write_run_report,
+        run_and_report,
     )
 
     if args.backend == "sim" and args.impl:
@@ -112,85 +108,74 @@ def _run(args: argparse.Namespace) -> int:
     replay = reports / "failures" / "run.json"
     replay.unlink(missing_ok=True)
     label = ", ".join(sorted(c.value for c in canaries)) or "none"
-    started = utc_now()
-    bar = ProgressBar()
     in_workers = f" in {args.workers} worker processes" if args.workers > 1 else ""
-    examples_cap: int | None = args.examples
-    if args.budget is not None:
-        # Bounded by time: campaigns of CHUNK_EXAMPLES until the budget is spent (and
-        # at most --examples, if given).
-        chosen = campaign_settings(CHUNK_EXAMPLES)
-        cap = f"at most {examples_cap} examples" if examples_cap else "examples"
+    # Bounded by time: campaigns until the budget is spent (and at most --examples, if
+    # given); else --examples (several workers share them out in campaigns).
+    examples: int | None = args.examples
+    if args.budget is None and examples is None:
+        examples = 300
+    spec = CampaignSpec(
+        canaries=canaries,
+        examples=examples,
+        seconds=args.budget,
+        seed=args.seed,
+        replay_file=replay,
+        replicas=replicas,
+        workers=args.workers,
+        required_labels=frozenset() if args.allow_unreached else REQUIRED_LABELS,
+    )
+    if spec.seconds is not None:
+        cap = f"at most {spec.examples} examples" if spec.examples else "examples"
         print(
-            f"simulation: {cap} within {args.budget:g} s{in_workers}, {replicas} replicas, "
+            f"simulation: {cap} within {spec.seconds:g} s{in_workers}, {replicas} replicas, "
             f"canaries: {label}",
             flush=True,
         )
     else:
-        examples = examples_cap = args.examples if args.examples is not None else 300
-        # Several workers share the examples out in campaigns of CHUNK_EXAMPLES.
-        chosen = campaign_settings(CHUNK_EXAMPLES if args.workers > 1 else examples)
         print(
-            f"simulation: {examples} examples{in_workers}, {replicas} replicas, canaries: {label}",
+            f"simulation: {spec.examples} examples{in_workers}, {replicas} replicas, "
+            f"canaries: {label}",
             flush=True,
         )
-    measured: list[ImplCoverage] = []
-    try:
-        with contextlib.ExitStack() as stack:
-            if args.coverage:
-                from streamcheck.properties._impl_coverage import measure_impl
+    reporting = ReportSpec(
+        command=command_line("streamcheck", args.argv),
+        run_dir=lambda started: args.run_dir or new_run_dir(reports, started),
+        clean_runs=True,
+        timeline_on_crash=False,
+        impl_coverage=args.coverage,
+    )
+    bar = ProgressBar()
 
-                measured = stack.enter_context(measure_impl())
-            result = _campaign(args, canaries, replay, chosen, examples_cap, replicas, bar)
+    def say_verdict(result: CampaignResult, impl_coverage: ImplCoverage | None) -> None:
+        bar.clear()
+        print(f"{result.examples} examples in {result.seconds:.1f} s")
+        if result.crashed:
+            shrunk = f" ({result.shrink_summary()})" if result.shrunk_steps is not None else ""
+            print(f"the run crashed{shrunk}: {result.crashed}")
+        elif not result.found:
+            print("no anomaly found")
+        else:
+            kinds = ", ".join(k.value for k in result.anomaly_kinds)
+            print(
+                f"ANOMALY: {kinds} (first failing example #{result.first_failure_example} "
+                f"after {result.first_failure_seconds:.1f} s; {result.shrink_summary()})"
+            )
+        if not (result.found or result.crashed):
+            _say_unreached(result, impl_coverage)
+
+    try:
+        reported = run_and_report(spec, reporting, on_progress=bar, before_writing=say_verdict)
     finally:
         bar.clear()  # also on Ctrl-C, so the traceback starts on a clean line
-    impl_coverage = measured[0] if measured else None
-    print(f"{result.examples} examples in {result.seconds:.1f} s")
-    timeline: Path | None = None
-    if result.crashed:
-        shrunk = f" ({result.shrink_summary()})" if result.shrunk_steps is not None else ""
-        print(f"the run crashed{shrunk}: {result.crashed}")
-    elif not result.found:
-        print("no anomaly found")
-    else:
-        kinds = ", ".join(k.value for k in result.anomaly_kinds)
-        print(
-            f"ANOMALY: {kinds} (first failing example #{result.first_failure_example} after "
-            f"{result.first_failure_seconds:.1f} s; {result.shrink_summary()})"
-        )
-        if result.replay_file is not None:
-            from streamcheck.properties.report import TIMELINE_FILENAME, write_timeline
-
-            timeline = write_timeline(
-                result.replay_file, result.replay_file.parent / TIMELINE_FILENAME
-            )
-    if args.allow_unreached:
-        result = dataclasses.replace(result, required_labels=frozenset())
-    if not (result.found or result.crashed):
-        _say_unreached(result, impl_coverage)
-    info = RunInfo(
-        command=command_line("streamcheck", args.argv),
-        backend="sim",
-        settings=chosen,
-        seed=args.seed,
-        started=started,
-        finished=utc_now(),
-        replay_file=result.replay_file,
-        timeline=timeline,
-        impl_coverage=impl_coverage,
-    )
-    try:
-        run_dir = args.run_dir or new_run_dir(reports, started)
-        data = write_run_report(result, info, run_dir)
-    except OSError as exc:
-        raise OSError(f"cannot write the run report: {exc}") from exc
+    data, run_dir = reported.results, reported.run_dir
+    assert data is not None and run_dir is not None  # clean runs are reported too
     if data["replay_command"]:
         replay_copy = run_dir / data["files"]["replay_file"]
         print(f"replay file: {replay_copy}  ({data['replay_command']})")
     if data["files"]["timeline"]:
         print(f"timeline:    {run_dir / data['files']['timeline']}  (open it in a browser)")
     print(f"report:      {run_dir / data['files']['summary']} and {data['files']['results']}")
-    return exit_code(result, impl_coverage)
+    return exit_code(reported.result, reported.impl_coverage)
 
 
 def _say_unreached(result: CampaignResult, impl_coverage: ImplCoverage | None) -> None:
@@ -212,69 +197,16 @@ def _say_unreached(result: CampaignResult, impl_coverage: ImplCoverage | None) -
             )
 
 
-def _campaign(
-    args: argparse.Namespace,
-    canaries: frozenset[Canary],
-    replay: Path,
-    chosen: settings,
-    examples_cap: int | None,
-    replicas: int,
-    bar: ProgressCallback,
-) -> CampaignResult:
-    """The campaign ``streamcheck run`` asked for: in workers, within a time budget, or
-    a number of examples."""
-    from streamcheck.properties._campaign import run_campaign, run_within
-
-    if args.workers > 1:
-        from streamcheck.properties._parallel import run_in_workers
-
-        return run_in_workers(
-            args.workers,
-            seconds=args.budget,
-            examples=examples_cap,
-            canaries=canaries,
-            seed=args.seed,
-            replay_file=replay,
-            on_progress=bar,
-            replicas=replicas,
-        )
-    if args.budget is not None:
-        return run_within(
-            args.budget,
-            examples=examples_cap,
-            canaries=canaries,
-            seed=args.seed,
-            replay_file=replay,
-            on_progress=bar,
-            replicas=replicas,
-        )
-    return run_campaign(
-        canaries=canaries,
-        seed=args.seed,
-        replay_file=replay,
-        hypothesis_settings=chosen,
-        on_progress=bar,
-        replicas=replicas,
-    )
-
-
 def _run_real(args: argparse.Namespace) -> int:
     import shutil
-    import tempfile
     import time
 
-    from streamcheck.properties.protocol import (
-        AgentFailed,
-        ProtocolError,
-        Storage,
-        agent_command,
-        read_hello,
-    )
+    from streamcheck.properties.protocol import AgentFailed, ProtocolError, agent_command
     from streamcheck.properties.realredis._harness import (
         PROFILES,
         Backend,
         FaultKind,
-        applicable_faults,
+        probe_faults,
         run_tier,
     )
     from streamcheck.properties.realredis._plan import load_plans
@@ -305,13 +237,10 @@ def _run_real(args: argparse.Namespace) -> int:
         raise UsageError(f"streamcheck run: --plan: {exc}") from None
     # Which faults apply depends on where the implementation keeps its streams: ask it.
     try:
-        with tempfile.TemporaryDirectory(prefix="streamcheck-hello-") as tmp:
-            hellos = [trio.run(read_hello, command, Path(tmp)) for command in commands]
+        applicable, own_server = probe_faults(backend, commands)
     except AgentFailed as exc:
         print(f"streamcheck: {exc}", file=sys.stderr)
         return EXIT_ANOMALY
-    own_server = any(h.capabilities.storage is Storage.OWN for h in hellos)
-    applicable = applicable_faults(backend, own_server)
     profile = PROFILES["soak" if args.soak else "short"]
     if args.replicas is not None:
         profile = dataclasses.replace(

@@ -21,9 +21,9 @@ from streamcheck.impl import (
     MemoryBackend,
     RedisLike,
     ReplicaSettings,
+    content_text,
     open_replica,
 )
-from streamcheck.impl._content import content_text
 from streamcheck.impl.redis import open_coredis
 from streamcheck.model import Chunk, Done, Gap, JSONValue
 

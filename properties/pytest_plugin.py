@@ -37,7 +37,6 @@ costs suites that never use it nothing.
 
 from __future__ import annotations
 
-import datetime
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -302,7 +301,8 @@ class StreamcheckCampaign:
         crashed. Failing runs leave their files in ``<reports>/<test id>/``.
         """
         __tracebackhide__ = True
-        from streamcheck.properties._campaign import run_campaign
+        from streamcheck.properties._campaign import CampaignSpec
+        from streamcheck.properties._run_report import ReportSpec, run_and_report
 
         if self.backend not in BACKENDS:
             pytest.fail(
@@ -327,16 +327,23 @@ class StreamcheckCampaign:
         )
         replay = folder / "run.json"
         replay.unlink(missing_ok=True)
-        started = _utc_now()
-        result = run_campaign(
-            canaries=chosen_canaries,
-            seed=seed,
-            replay_file=replay,
-            hypothesis_settings=chosen,
+        spec = CampaignSpec(
+            canaries=chosen_canaries, seed=seed, replay_file=replay, hypothesis_settings=chosen
         )
-        if result.found or result.crashed:
-            command = self._command(f"--streamcheck-seed {seed}" if option_seed else "")
-            self._write(result, folder, command=command, chosen=chosen, seed=seed, started=started)
+        reporting = ReportSpec(
+            command=self._command(f"--streamcheck-seed {seed}" if option_seed else ""),
+            run_dir=lambda _started: folder,
+            backend=self.backend,
+            clean_runs=False,  # only a failure leaves files
+        )
+        reported = run_and_report(spec, reporting)
+        result = reported.result
+        if reported.run_dir is not None:
+            self._state.written.append((self._request.node.nodeid, reported.run_dir))
+            if result.replay_file is not None:
+                self._request.node.user_properties.append(
+                    ("streamcheck_replay", str(result.replay_file))
+                )
         if check:
             message = self._verdict(
                 result,
@@ -348,39 +355,6 @@ class StreamcheckCampaign:
             if message is not None:
                 pytest.fail(message, pytrace=False)
         return result
-
-    def _write(
-        self,
-        result: CampaignResult,
-        folder: Path,
-        *,
-        command: str,
-        chosen: HypothesisSettings,
-        seed: int | None,
-        started: datetime.datetime,
-    ) -> None:
-        from streamcheck.properties._run_report import RunInfo, write_run_report
-        from streamcheck.properties.report import TIMELINE_FILENAME, write_timeline
-
-        timeline = None
-        if result.replay_file is not None and result.replay_file.exists():
-            timeline = write_timeline(result.replay_file, folder / TIMELINE_FILENAME)
-        info = RunInfo(
-            command=command,
-            backend=self.backend,
-            settings=chosen,
-            seed=seed,
-            started=started,
-            finished=_utc_now(),
-            replay_file=result.replay_file,
-            timeline=timeline,
-        )
-        write_run_report(result, info, folder)
-        self._state.written.append((self._request.node.nodeid, folder))
-        if result.replay_file is not None:
-            self._request.node.user_properties.append(
-                ("streamcheck_replay", str(result.replay_file))
-            )
 
     def _command(self, extra: str = "") -> str:
         """A pytest command line that runs this test again with this profile."""
@@ -439,10 +413,6 @@ def _files(folder: Path) -> str:
         if path.exists():
             lines.append(f"{label + ':':<10}{template.format(path)}")
     return "\n".join(lines)
-
-
-def _utc_now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 @pytest.fixture

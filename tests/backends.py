@@ -1,10 +1,14 @@
-"""Backends for the contract suite: the same scenarios over memory, Redis and Cluster."""
+"""Backends for the contract suite: the same scenarios over memory, Redis and Cluster.
+
+A Redis kind may name its client after a dash: ``redis-glide`` and ``cluster-glide`` run on
+valkey-glide, ``redis`` and ``cluster`` on the default client (coredis)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import pytest
 import trio
 
 from streamcheck.impl import (
@@ -15,7 +19,13 @@ from streamcheck.impl import (
     ReplicaSettings,
     open_replica,
 )
+from streamcheck.impl.redis import glide_available, redis_client_name
 from streamcheck.model import Chunk, JSONValue, StreamEvent
+
+#: Marks for a parameter that runs on valkey-glide: skipped where it is not installed.
+NEEDS_GLIDE = pytest.mark.skipif(
+    not glide_available(), reason="valkey-glide is not installed (the glide extra)"
+)
 
 #: Short timings so repair paths run in test time; the defaults are LibreChat's.
 FAST = ReplicaSettings(
@@ -47,10 +57,17 @@ async def replicas(
                     )
                 )
         else:
-            from tests.redis_support import open_redis
+            from tests.redis_support import open_redis_as
 
+            base, _, client = kind.partition("-")
             for _ in range(count):
-                redis = await stack.enter_async_context(open_redis(url, cluster=kind == "cluster"))
+                redis = await stack.enter_async_context(
+                    open_redis_as(
+                        url,
+                        cluster=base == "cluster",
+                        client=redis_client_name(client or "coredis"),
+                    )
+                )
                 managers.append(
                     await stack.enter_async_context(
                         open_replica(

@@ -11,6 +11,7 @@ from streamcheck.properties.realredis._servers import (
     find_free_port,
     have_redis_binaries,
     open_redis,
+    open_redis_as,
     resp_call,
 )
 
@@ -24,6 +25,7 @@ __all__ = [
     "have_redis_binaries",
     "key_ttls",
     "open_redis",
+    "open_redis_as",
     "resp_call",
     "scan_keys",
 ]

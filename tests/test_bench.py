@@ -104,7 +104,7 @@ def test_quick_bench_measures_every_benchmark_and_cleans_up_its_keys(
         assert throughput["Node events lost (both paths, all runs)"] == 0
         assert "logged events/s vs Node raw PUBLISH" in throughput
     else:  # no node on PATH, or npm could not install ioredis: the reason is given
-        assert baseline["name"] == "raw coredis PUBLISH"
+        assert baseline["name"].startswith("raw ") and baseline["name"].endswith(" PUBLISH")
         assert "no Node comparator" in baseline["source"]
         assert not shutil.which("node") or "npm" in baseline["source"]
 

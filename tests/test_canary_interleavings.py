@@ -227,13 +227,6 @@ def _healed_kinds(steps: Steps, canaries: frozenset[Canary]) -> set[AnomalyKind]
         simulation.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="since the high-water mark moves only on seqs the log or the replica's own "
-    "publishes confirm (02c9cc8), the stale-frontier canary shows as duplicates, as the "
-    "counter deletion alone does: the canary must restore its stale frontier on the new "
-    "path (open, issue 17)",
-)
 def test_a_stale_frontier_leaves_the_next_turns_reader_hanging() -> None:
     stale = _healed_kinds(STALE_FRONTIER_TURNS, frozenset({Canary.STALE_FRONTIER_ACROSS_TURNS}))
     deleted = _healed_kinds(STALE_FRONTIER_TURNS, frozenset({Canary.COUNTER_DELETED_ON_CLEANUP}))

@@ -16,7 +16,7 @@ import trio
 from streamcheck.impl import Keys, ReplicaParts
 from streamcheck.impl.jobstore._lua import SET_EX
 from streamcheck.impl.transport import Published
-from streamcheck.impl.transport._actor import ACTOR_FAILED, StreamActor, _Subscriber
+from streamcheck.impl.transport._actor import ACTOR_FAILED, LocalSubscriber, StreamActor
 from streamcheck.model import Chunk, Done, Failure
 from tests.backends import collect, delta, replicas, texts
 from tests.redis_support import open_redis
@@ -87,7 +87,7 @@ async def test_a_counter_past_1e14_still_publishes_integer_log_ids(
 class _FailsOnBadStream(StreamActor):
     """An unexpected error inside one stream's actor, in a reader's catch-up."""
 
-    async def _catch_up_from_log(self, sub: _Subscriber, now: float) -> None:
+    async def _catch_up_from_log(self, sub: LocalSubscriber, now: float) -> None:
         if self.stream_id.endswith("-bad"):
             raise RuntimeError("injected")
         await super()._catch_up_from_log(sub, now)

@@ -24,9 +24,10 @@ from streamcheck.impl._status import ALLOWED_TRANSITIONS, JobStatus
 from streamcheck.impl._types import JobUpdate, UsageMetadata, UserMessage
 from streamcheck.impl.jobstore import JobStore, MemoryJobStore, RedisJobStore
 from streamcheck.impl.jobstore._redis import USER_JOBS_TTL_S
-from streamcheck.impl.redis import Keys, LuaScript, RedisLike
+from streamcheck.impl.redis import Keys, LuaScript, RedisClientName, RedisLike
 from streamcheck.impl.redis._protocol import ScriptArg
 from streamcheck.model import JSONValue
+from tests.backends import NEEDS_GLIDE
 
 MINUTE = 60_000
 
@@ -61,16 +62,21 @@ class RedisSpec:
     open_redis: OpenRedis
 
 
-def _redis_spec(request: pytest.FixtureRequest) -> RedisSpec:
+def _redis_spec(request: pytest.FixtureRequest, client: RedisClientName) -> RedisSpec:
     try:
         module = importlib.import_module("tests.redis_support")
     except ImportError as exc:
         pytest.skip(f"redis adapter not available: {exc}")
+    open_as = cast(Callable[..., AbstractAsyncContextManager[RedisLike]], module.open_redis_as)
     return RedisSpec(
         url=request.getfixturevalue("redis_url"),
         key_prefix=request.getfixturevalue("key_prefix"),
-        open_redis=cast(OpenRedis, module.open_redis),
+        open_redis=lambda url: open_as(url, client=client),
     )
+
+
+#: The Redis clients the Redis variants run on (glide where it is installed).
+CLIENTS = ["coredis", pytest.param("glide", marks=NEEDS_GLIDE)]
 
 
 @asynccontextmanager
@@ -85,9 +91,11 @@ async def _redis_backend(spec: RedisSpec, clock: ManualWallClock) -> AsyncIterat
         yield Backend(name="redis", clock=clock, make=make, redis=redis, keys=keys)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", pytest.param("redis-glide", marks=NEEDS_GLIDE)])
 def backend_spec(request: pytest.FixtureRequest) -> RedisSpec | None:
-    return None if request.param == "memory" else _redis_spec(request)
+    if request.param == "memory":
+        return None
+    return _redis_spec(request, "glide" if request.param == "redis-glide" else "coredis")
 
 
 @pytest.fixture
@@ -107,9 +115,9 @@ async def backend(backend_spec: RedisSpec | None) -> AsyncIterator[Backend]:
         yield redis_backend
 
 
-@pytest.fixture
+@pytest.fixture(params=CLIENTS)
 def redis_spec(request: pytest.FixtureRequest) -> RedisSpec:
-    return _redis_spec(request)
+    return _redis_spec(request, request.param)
 
 
 @dataclass(frozen=True)

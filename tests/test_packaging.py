@@ -96,8 +96,10 @@ def test_the_wheel_and_the_sdist_carry_every_module_and_the_type_marker(built: B
     tree = {
         f"streamcheck/{path.relative_to(REPOSITORY).as_posix()}"
         for top in ("model", "impl", "properties")
-        for path in (REPOSITORY / top).rglob("*.py")
+        for pattern in ("*.py", "*.css")  # the timeline's style sheet is package data
+        for path in (REPOSITORY / top).rglob(pattern)
     }
+    assert "streamcheck/properties/report/timeline.css" in tree
     with zipfile.ZipFile(built.wheel) as wheel:
         in_wheel = set(wheel.namelist())
     with tarfile.open(built.sdist) as sdist:

@@ -13,12 +13,14 @@ import pytest
 import trio
 
 from streamcheck.model import (
+    CallRefused,
     Delivered,
     EmitKind,
     Emitted,
     GenerationStarted,
     History,
     OpOutcome,
+    RefusalReason,
     SessionClosed,
     SessionEnd,
     SessionOpened,
@@ -235,7 +237,8 @@ async def test_streamchecks_agent_in_interactive_mode_streams_a_turn(
     assert [(e.kind, e.outcome) for e in emits][-1] == (EmitKind.CHUNK, OpOutcome.FAIL)
     closed = [r for r in history.records if isinstance(r, SessionClosed)]
     assert [c.reason for c in closed] == [SessionEnd.TERMINAL]
-    assert [r.action.id for r in transcript.refusals] == ["late"]
+    refused = [r for r in history.records if isinstance(r, CallRefused)]
+    assert [(r.call, r.reason) for r in refused] == [("emit", RefusalReason.FINISHED)]
 
 
 def _planned_turn() -> dict[str, Action]:

@@ -223,3 +223,22 @@ def test_the_real_redis_fixture_judges_the_implementation_it_is_given(
     output = judged.stdout.str()
     assert "streamcheck found anomalies in streamcheck-python-seqless" in output
     assert "skipped_without_gap" in output and "evidence kept under" in output
+
+
+INAPPLICABLE_SUITE = """
+def test_a_fault_that_cannot_apply(streamcheck_real_redis):
+    streamcheck_real_redis(backend="cluster", faults=["latency"])
+"""
+
+
+@pytest.mark.redis
+def test_the_real_redis_fixture_names_a_fault_that_cannot_apply(
+    pytester: pytest.Pytester,
+) -> None:
+    """The fixture asks the implementation's hello which faults apply before it runs
+    anything (only the hello runs here: no server is started)."""
+    pytester.makepyfile(INAPPLICABLE_SUITE)
+    result = _run(pytester)
+    result.assert_outcomes(failed=1)
+    output = result.stdout.str()
+    assert "latency cannot run on backend cluster for it; these can: none, " in output

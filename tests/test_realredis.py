@@ -35,6 +35,7 @@ from streamcheck.properties.realredis._harness import (
 from streamcheck.properties.realredis._merge import merge_histories
 from streamcheck.properties.realredis._plan import Kill, Workload, draw_plans
 from streamcheck.properties.realredis._servers import have_redis_binaries
+from tests.backends import NEEDS_GLIDE
 
 needs_redis = pytest.mark.skipif(not have_redis_binaries(), reason="redis-server is not on PATH")
 
@@ -83,24 +84,42 @@ def test_plans_resume_every_client_of_a_killed_replica_elsewhere() -> None:
     assert served and served <= resumed_later
 
 
-def _assert_clean(backend: Backend) -> None:
+def _assert_clean(backend: Backend, faults: tuple[FaultKind, ...] | None = None) -> None:
     import trio
 
+    chosen = faults if faults is not None else FAULTS[backend]
     lines: list[str] = []
     figures = trio.run(
         lambda: run_tier(
             backend,
             PROFILES["short"],
             seed=1,
+            faults=chosen,
             on_run=lambda r: lines.append(f"{r.fault}: {r.report.summary()} {r.agent_failures}"),
         )
     )
-    assert [f.fault for f in figures] == list(FAULTS[backend])
+    assert [f.fault for f in figures] == list(chosen)
     for f in figures:
         assert f.runs == 1 and f.events > 0, "\n".join(lines)
         assert not f.anomalies and not f.agent_failures, "\n".join(lines)
         if f.fault.value != "none":
             assert f.faults_injected > 0, f.fault
+
+
+#: On valkey-glide (the agents inherit STREAMCHECK_REDIS_CLIENT) the suite runs the faults
+#: that reach what differs between the clients: dropped and killed connections, a frozen
+#: and a restarted server, failover and slot migration. The other faults (latency, a
+#: blackhole, a slow reader, a killed agent) act above the client. Each fault costs about
+#: 12 s, so this keeps the glide variants to about 1.5 minutes; the whole tier on glide is
+#: `STREAMCHECK_REDIS_CLIENT=glide streamcheck run --backend redis|cluster`.
+GLIDE_FAULTS = {
+    Backend.REDIS: (FaultKind.CUT, FaultKind.PUBSUB_KILL, FaultKind.PAUSE, FaultKind.RESTART),
+    Backend.CLUSTER: (
+        FaultKind.PUBSUB_KILL,
+        FaultKind.CLUSTER_FAILOVER,
+        FaultKind.SLOT_MIGRATION,
+    ),
+}
 
 
 @pytest.mark.redis
@@ -113,6 +132,24 @@ def test_short_profile_on_redis_finds_nothing_under_every_fault() -> None:
 @needs_redis
 def test_short_profile_on_redis_cluster_finds_nothing_under_every_fault() -> None:
     _assert_clean(Backend.CLUSTER)
+
+
+@pytest.mark.redis
+@needs_redis
+@NEEDS_GLIDE
+def test_short_profile_on_redis_with_glide_finds_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMCHECK_REDIS_CLIENT", "glide")
+    _assert_clean(Backend.REDIS, GLIDE_FAULTS[Backend.REDIS])
+
+
+@pytest.mark.cluster
+@needs_redis
+@NEEDS_GLIDE
+def test_short_profile_on_redis_cluster_with_glide_finds_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STREAMCHECK_REDIS_CLIENT", "glide")
+    _assert_clean(Backend.CLUSTER, GLIDE_FAULTS[Backend.CLUSTER])
 
 
 def test_a_clean_history_from_two_agents_is_judged_clean() -> None:

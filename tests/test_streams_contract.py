@@ -25,12 +25,14 @@ from streamcheck.impl import (
 from streamcheck.impl._content import content_text
 from streamcheck.impl._types import JobUpdate
 from streamcheck.model import Chunk, Done, Failure, Gap, StreamEvent
-from tests.backends import FAST, collect, delta, replicas, texts
+from tests.backends import FAST, NEEDS_GLIDE, collect, delta, replicas, texts
 
 BACKENDS = [
     pytest.param("memory", id="memory"),
     pytest.param("redis", id="redis", marks=pytest.mark.redis),
     pytest.param("cluster", id="cluster", marks=pytest.mark.cluster),
+    pytest.param("redis-glide", id="redis-glide", marks=[pytest.mark.redis, NEEDS_GLIDE]),
+    pytest.param("cluster-glide", id="cluster-glide", marks=[pytest.mark.cluster, NEEDS_GLIDE]),
 ]
 
 
@@ -41,9 +43,9 @@ Backend = tuple[str, str, str]
 def backend(request: pytest.FixtureRequest) -> Backend:
     kind: str = request.param
     url = ""
-    if kind == "redis":
+    if kind.startswith("redis"):
         url = request.getfixturevalue("redis_url")
-    elif kind == "cluster":
+    elif kind.startswith("cluster"):
         url = request.getfixturevalue("redis_cluster_url")
     prefix = request.getfixturevalue("key_prefix") if kind != "memory" else ""
     return kind, url, prefix

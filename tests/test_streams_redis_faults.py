@@ -15,7 +15,7 @@ from streamcheck.impl import Keys
 from streamcheck.impl.transport import Published
 from streamcheck.impl.transport._redis_bus import FAILOVER_SKIP
 from streamcheck.model import Chunk, Done, Failure, Gap, GapReason
-from tests.backends import collect, delta, replicas, texts
+from tests.backends import NEEDS_GLIDE, collect, delta, replicas, texts
 from tests.redis_support import RedisServer, have_redis_binaries, open_redis, resp_call
 
 pytestmark = [
@@ -30,10 +30,18 @@ def private_redis() -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.fixture(params=["redis", pytest.param("redis-glide", marks=NEEDS_GLIDE)])
+def kind(request: pytest.FixtureRequest) -> str:
+    """The replicas' backend kind: Redis on each client (tests/backends.py)."""
+    value: str = request.param
+    return value
+
+
 async def test_killed_pubsub_connection_is_rebuilt_and_the_gap_filled_from_the_log(
     private_redis: RedisServer,
+    kind: str,
 ) -> None:
-    async with replicas("redis", 2, url=private_redis.url) as (a, b):
+    async with replicas(kind, 2, url=private_redis.url) as (a, b):
         await a.create_job("s1", "u1")
         sub = await b.subscribe("s1", "u1")
         for i in range(5):
@@ -50,9 +58,11 @@ async def test_killed_pubsub_connection_is_rebuilt_and_the_gap_filled_from_the_l
     assert isinstance(events[-1], Done)
 
 
-async def test_counter_going_backwards_never_reuses_a_seq(private_redis: RedisServer) -> None:
+async def test_counter_going_backwards_never_reuses_a_seq(
+    private_redis: RedisServer, kind: str
+) -> None:
     # Simulates a failover that lost the last INCRs: the counter is rewound by hand.
-    async with replicas("redis", 2, url=private_redis.url) as (a, b):
+    async with replicas(kind, 2, url=private_redis.url) as (a, b):
         job = await a.create_job("s1", "u1")
         sub = await b.subscribe("s1", "u1")
         for i in range(5):
@@ -69,12 +79,13 @@ async def test_counter_going_backwards_never_reuses_a_seq(private_redis: RedisSe
 
 async def test_failover_to_a_lagging_replica_is_a_gap_and_reuses_no_seq(
     private_redis: RedisServer,
+    kind: str,
 ) -> None:
     # What a promoted replica that lagged looks like to the next writer: its counter and
     # log miss the last chunk, and its run id is not the one stored beside the counter.
     # The next writer (replica b) never saw the lost chunk, so only the run id tells it.
     keys, port = Keys(), private_redis.port
-    async with replicas("redis", 2, url=private_redis.url) as (a, b):
+    async with replicas(kind, 2, url=private_redis.url) as (a, b):
         await a.create_job("s1", "u1")
         await a.emit_chunk("s1", delta("kept"))
         lost = await a.emit_chunk("s1", delta("lost"))
@@ -97,8 +108,9 @@ async def test_failover_to_a_lagging_replica_is_a_gap_and_reuses_no_seq(
 
 async def test_malformed_channel_payloads_are_counted_and_dropped(
     private_redis: RedisServer,
+    kind: str,
 ) -> None:
-    async with replicas("redis", 2, url=private_redis.url) as (a, b):
+    async with replicas(kind, 2, url=private_redis.url) as (a, b):
         await a.create_job("s1", "u1")
         sub = await b.subscribe("s1", "u1")
         await a.emit_chunk("s1", delta("before "))
@@ -120,9 +132,10 @@ async def test_malformed_channel_payloads_are_counted_and_dropped(
 
 async def test_a_vanished_job_ends_its_subscribers_instead_of_hanging(
     private_redis: RedisServer,
+    kind: str,
 ) -> None:
     # Redis restarted without persistence: the job, log and counter are gone.
-    async with replicas("redis", 2, url=private_redis.url) as (a, b):
+    async with replicas(kind, 2, url=private_redis.url) as (a, b):
         job = await a.create_job("s1", "u1")
         sub = await b.subscribe("s1", "u1")
         await a.emit_chunk("s1", delta("x"))

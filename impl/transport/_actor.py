@@ -1,21 +1,30 @@
 """One stream on one replica: a trio task that alone owns the stream's local state.
 
 The actor holds the producer's early buffer, every local subscriber's reorder buffer
-and the abort callbacks, and nothing else touches them: callers send commands through
-its inbox and wait for a reply. Every interleaving is therefore a message order,
-which is what the simulation enumerates.
-
-Commands are handled one at a time, each under the actor's turn (a lock). The two
-commands of every event, an emit and an incoming pub/sub message, are handled by the
-calling task itself when the actor has nothing queued or in hand: it takes the turn
-and does what the actor would do next, sparing the task switches through the inbox.
-Whatever is asked meanwhile queues behind it, so the order is the same.
+and the abort callbacks, and nothing else touches them: callers send commands
+(:mod:`~streamcheck.impl.transport._commands`) through its inbox and wait for a reply.
+Every interleaving is therefore a message order, which is what the simulation
+enumerates. Commands are handled one at a time, each under the actor's turn (a lock).
 
 The actor makes no decisions of its own. It feeds inputs to the sans-IO cores
 (:class:`~streamcheck.impl._reorder.ReorderBuffer`,
-:class:`~streamcheck.impl._early_buffer.EarlyBuffer`),
+:class:`~streamcheck.impl._early_buffer.EarlyBuffer`,
+:class:`~streamcheck.impl.transport._silence.SilenceInquiry`),
 performs the I/O they ask for (publish, log reads, job lookups) and reports failures
 back to them.
+
+The one deviation: the caller takes the turn
+--------------------------------------------
+The two commands of every event, an emit and an incoming pub/sub message, are handled
+by the calling task itself when the actor has nothing queued or in hand: the caller
+takes the turn and does what the actor would do next, sparing the task switches
+through the inbox. Whatever is asked meanwhile queues behind the turn, so the order of
+handling, and therefore every state the actor's own task could reach, is the same; the
+state is still touched only under the turn. This is the only code that touches the
+actor's state from outside its task, and it lives in one section of
+:class:`StreamActor` (``_take_turn_now``, ``_emit_in_callers_task``,
+``_offer_in_callers_task``). A subclass that overrides ``emit`` or ``incoming`` to
+always go through the inbox gives up only speed.
 """
 
 from __future__ import annotations
@@ -23,9 +32,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Generic, Protocol, TypeVar
+from typing import Final, Protocol, assert_never
 
 import trio
 
@@ -44,13 +52,40 @@ from streamcheck.impl.transport._bus import (
     PublishOutcome,
     PublishRefused,
 )
+from streamcheck.impl.transport._commands import (
+    AbortCallback,
+    Attach,
+    Audit,
+    Command,
+    Continue,
+    Detach,
+    Emit,
+    Incoming,
+    OnAbort,
+    Produce,
+    Rearm,
+    Reply,
+    Restored,
+    StopProducing,
+    refuse,
+)
 from streamcheck.impl.transport._envelope import AbortSignal, SequencedEvent
-from streamcheck.impl.transport._verdict import PRODUCER_LOST, silent_subscriber_verdict
+from streamcheck.impl.transport._silence import (
+    CheckLostWrites,
+    EndWith,
+    FenceProducer,
+    KeepWaiting,
+    ReadJob,
+    ReadLogTail,
+    Resync,
+    SilenceInquiry,
+    SilenceOutcome,
+    SilenceRequest,
+)
+from streamcheck.impl.transport._verdict import PRODUCER_LOST
 from streamcheck.model import Chunk, Done, Failure, JSONValue, StreamEvent
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 #: Rows per chunk-log read during catch-up and repair.
 LOG_PAGE = 500
@@ -72,48 +107,6 @@ class JobRecords(Protocol):
     ) -> bool: ...
 
 
-AbortCallback = Callable[[], None]
-
-
-class _Reply(Generic[T]):
-    """A one-shot answer from the actor to a waiting caller."""
-
-    __slots__ = ("_done", "_error", "_value")
-
-    def __init__(self) -> None:
-        self._done = trio.Event()
-        self._value: T | None = None
-        self._error: BaseException | None = None
-
-    def set(self, value: T) -> None:
-        self._value = value
-        self._done.set()
-
-    def fail(self, error: BaseException) -> None:
-        self._error = error
-        self._done.set()
-
-    async def wait(self) -> T:
-        await self._done.wait()
-        return self.result()
-
-    def result(self) -> T:
-        """The answer, once it has been given."""
-        if not self._done.is_set():
-            raise RuntimeError("the actor has not answered yet")
-        if self._error is not None:
-            raise self._error
-        return self._value  # type: ignore[return-value]
-
-
-def _refuse(command: object, stream_id: str) -> None:
-    """Answer a request the stopped actor will never run (commands without a reply
-    need no answer)."""
-    reply = getattr(command, "reply", None)
-    if isinstance(reply, _Reply):
-        reply.fail(StreamActorStopped(stream_id))
-
-
 @dataclass(frozen=True, slots=True)
 class ActorTimings:
     reorder_timeout: float
@@ -123,7 +116,9 @@ class ActorTimings:
 
 
 @dataclass(slots=True)
-class _Subscriber:
+class LocalSubscriber:
+    """One reader attached on this replica: its reorder buffer and its channel."""
+
     sub_id: int
     buffer: ReorderBuffer
     out: trio.MemorySendChannel[StreamEvent]
@@ -137,96 +132,6 @@ class _Subscriber:
 class _Producer:
     generation: str
     early: EarlyBuffer
-
-
-@dataclass(frozen=True, slots=True)
-class _Emit:
-    generation: str
-    kind: EventKind
-    body: JSONValue
-    #: ``body`` as JSON (encoded once, by the transport, which checked its size).
-    encoded: str
-    reply: _Reply[PublishOutcome]
-    #: The terminal of an abort (the only event a turn an abort claimed accepts).
-    by_abort: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class _Attach:
-    sub_id: int
-    generation: str
-    start_seq: int
-    out: trio.MemorySendChannel[StreamEvent]
-    job_ended: bool
-    reply: _Reply[None]
-    resume: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class _Detach:
-    sub_id: int
-    reply: _Reply[int]
-
-
-@dataclass(frozen=True, slots=True)
-class _Incoming:
-    message: SequencedEvent | AbortSignal
-
-
-@dataclass(frozen=True, slots=True)
-class _Continue:
-    """The I/O a subscriber's step asked for, its deliveries already made (see
-    ``incoming``)."""
-
-    sub_id: int
-    step: Step
-
-
-@dataclass(frozen=True, slots=True)
-class _Rearm:
-    """A timer was set earlier than the one the actor waits for: look again."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Restored:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class _Audit:
-    reply: _Reply[None]
-
-
-@dataclass(frozen=True, slots=True)
-class _Produce:
-    generation: str
-    early: EarlyBuffer
-
-
-@dataclass(frozen=True, slots=True)
-class _StopProducing:
-    generation: str
-
-
-@dataclass(frozen=True, slots=True)
-class _OnAbort:
-    generation: str
-    callback: AbortCallback | None
-
-
-_Command = (
-    _Emit
-    | _Attach
-    | _Detach
-    | _Incoming
-    | _Continue
-    | _Rearm
-    | _Restored
-    | _Audit
-    | _Produce
-    | _StopProducing
-    | _OnAbort
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +195,7 @@ class StreamActor:
         self._jobs = jobs
         self._wall = wall_clock
         self._timings = timings
-        self._send, self._inbox = trio.open_memory_channel[_Command](math.inf)
+        self._send, self._inbox = trio.open_memory_channel[Command](math.inf)
         #: Commands told but not yet taken by the actor's task (queued, or handed to it
         #: while it waited and not yet seen by it).
         self._untaken = 0
@@ -300,7 +205,7 @@ class StreamActor:
         #: The deadline the actor's task waits for a command until (``-inf`` while it
         #: is not waiting): a timer set earlier must wake it.
         self._waiting_until = -math.inf
-        self._subscribers: dict[int, _Subscriber] = {}
+        self._subscribers: dict[int, LocalSubscriber] = {}
         self._producer: _Producer | None = None
         self._abort_callbacks: dict[str, AbortCallback] = {}
         #: Highest seq this replica has seen in the log or published itself (never one
@@ -326,19 +231,10 @@ class StreamActor:
         *,
         by_abort: bool = False,
     ) -> PublishOutcome:
-        reply: _Reply[PublishOutcome] = _Reply()
-        command = _Emit(generation, kind, body, encoded, reply, by_abort)
+        reply: Reply[PublishOutcome] = Reply()
+        command = Emit(generation, kind, body, encoded, reply, by_abort)
         if self._take_turn_now():
-            # Nothing waits for the actor: handle the emit from the caller's task, as
-            # the actor would handle it next, and save the two task switches of the
-            # round trip through its inbox. Commands told meanwhile wait for the turn.
-            # (Cancelled mid-publish, the caller leaves the actor's bookkeeping of this
-            # event undone, as the actor's own cancellation would: Redis has it or not.)
-            try:
-                await self._publish(command)
-            finally:
-                self._turn.release()
-            return reply.result()
+            return await self._emit_in_callers_task(command)
         self._tell(command)
         return await reply.wait()
 
@@ -352,15 +248,15 @@ class StreamActor:
         job_ended: bool,
         resume: bool = False,
     ) -> None:
-        reply: _Reply[None] = _Reply()
-        self._tell(_Attach(sub_id, generation, start_seq, out, job_ended, reply, resume))
+        reply: Reply[None] = Reply()
+        self._tell(Attach(sub_id, generation, start_seq, out, job_ended, reply, resume))
         await reply.wait()
 
     async def detach(self, sub_id: int) -> int:
         """Remove a subscriber; returns how many remain (none once the actor stopped:
         it removed them all)."""
-        reply: _Reply[int] = _Reply()
-        self._tell(_Detach(sub_id, reply))
+        reply: Reply[int] = Reply()
+        self._tell(Detach(sub_id, reply))
         try:
             return await reply.wait()
         except StreamActorStopped:
@@ -368,54 +264,35 @@ class StreamActor:
 
     def incoming(self, message: SequencedEvent | AbortSignal) -> None:
         if isinstance(message, AbortSignal):
-            self._tell(_Incoming(message))
+            self._tell(Incoming(message))
         elif not self._subscribers and self._untaken == 0 and not self._stopped:
             # Nobody reads here (a producer hears its own chunks on the channel it holds
             # for aborts). The high-water mark moves only on seqs the log or this
             # replica's own publishes confirm: anyone can publish on the channel.
             pass
         elif self._take_turn_now():
-            try:
-                self._offer_now(message)
-            finally:
-                self._turn.release()
+            self._offer_in_callers_task(message)
         else:
-            self._tell(_Incoming(message))
-
-    def _offer_now(self, message: SequencedEvent) -> None:
-        """Handle an event from the delivering task, the actor having nothing to do:
-        each reader's deliveries are made at once, and whatever I/O a reader's step
-        asks for is left to the actor, ahead of anything asked of it later. This
-        saves a task switch per event and reader replica."""
-        now = trio.current_time()
-        rearm = False
-        for sub in list(self._subscribers.values()):
-            step = sub.buffer.offer(message, now)
-            if self._carry_out(sub, step):
-                self._tell(_Continue(sub.sub_id, step))
-            elif sub.wake_at is not None and sub.wake_at < self._waiting_until:
-                rearm = True
-        if rearm:  # one wake-up looks at every timer
-            self._tell(_Rearm())
+            self._tell(Incoming(message))
 
     def restored(self) -> None:
-        self._tell(_Restored())
+        self._tell(Restored())
 
     async def audit(self) -> None:
         """Make sure Redis still has every seq this replica saw (see ``_mark_lost``)."""
-        reply: _Reply[None] = _Reply()
-        self._tell(_Audit(reply))
+        reply: Reply[None] = Reply()
+        self._tell(Audit(reply))
         await reply.wait()
 
     def produce(self, generation: str, early: EarlyBuffer) -> None:
-        self._tell(_Produce(generation, early))
+        self._tell(Produce(generation, early))
 
     def stop_producing(self, generation: str) -> None:
-        self._tell(_StopProducing(generation))
+        self._tell(StopProducing(generation))
 
     def on_abort(self, generation: str, callback: AbortCallback | None) -> None:
         """Register (or with ``None`` remove) the abort callback of ``generation``."""
-        self._tell(_OnAbort(generation, callback))
+        self._tell(OnAbort(generation, callback))
 
     def malformed(self) -> None:
         self._counts.malformed += 1
@@ -445,14 +322,16 @@ class StreamActor:
             f"high_water={self._high_water}>"
         )
 
-    def _tell(self, command: _Command) -> None:
+    def _tell(self, command: Command) -> None:
         """Queue ``command``; once the actor has stopped, answer it at once instead
         (a request that waited for a stopped actor would wait for ever)."""
         if self._stopped:
-            _refuse(command, self.stream_id)
+            refuse(command, self.stream_id)
         else:
             self._untaken += 1
             self._send.send_nowait(command)
+
+    # -- the one deviation: the caller takes the turn (see the module docstring) ----
 
     def _take_turn_now(self) -> bool:
         """Take the turn if no command is waiting or being handled."""
@@ -461,7 +340,40 @@ class StreamActor:
         self._turn.acquire_nowait()  # free (released locks hand over to waiters at once)
         return True
 
-    async def _take_turn(self, command: _Command | None) -> None:
+    async def _emit_in_callers_task(self, command: Emit) -> PublishOutcome:
+        """Handle an emit from the caller's task, which holds the turn (and gives it
+        back), as the actor would handle it next, saving the two task switches of the
+        round trip through its inbox. Commands told meanwhile wait for the turn.
+        (Cancelled mid-publish, the caller leaves the actor's bookkeeping of this
+        event undone, as the actor's own cancellation would: Redis has it or not.)"""
+        try:
+            await self._publish(command)
+        finally:
+            self._turn.release()
+        return command.reply.result()
+
+    def _offer_in_callers_task(self, message: SequencedEvent) -> None:
+        """Handle an event from the delivering task, which holds the turn (and gives
+        it back): each reader's deliveries are made at once, and whatever I/O a
+        reader's step asks for is left to the actor, ahead of anything asked of it
+        later. This saves a task switch per event and reader replica."""
+        try:
+            now = trio.current_time()
+            rearm = False
+            for sub in list(self._subscribers.values()):
+                step = sub.buffer.offer(message, now)
+                if self._carry_out(sub, step):
+                    self._tell(Continue(sub.sub_id, step))
+                elif sub.wake_at is not None and sub.wake_at < self._waiting_until:
+                    rearm = True
+            if rearm:  # one wake-up looks at every timer
+                self._tell(Rearm())
+        finally:
+            self._turn.release()
+
+    # -- the task -----------------------------------------------------------------
+
+    async def _take_turn(self, command: Command | None) -> None:
         """Take the turn for ``command`` (``None``: the timers), after an emit that a
         caller is handling, if one is."""
         try:
@@ -471,10 +383,8 @@ class StreamActor:
                 await self._turn.acquire()
             except BaseException:
                 if command is not None:
-                    _refuse(command, self.stream_id)
+                    refuse(command, self.stream_id)
                 raise
-
-    # -- the task -----------------------------------------------------------------
 
     async def run(self) -> None:
         try:
@@ -493,7 +403,7 @@ class StreamActor:
                 self._remove(sub_id)
             while True:
                 try:
-                    _refuse(self._inbox.receive_nowait(), self.stream_id)
+                    refuse(self._inbox.receive_nowait(), self.stream_id)
                 except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                     break
 
@@ -511,7 +421,7 @@ class StreamActor:
                 (s.wake_at for s in self._subscribers.values() if s.wake_at is not None),
                 default=math.inf,
             )
-            command: _Command | None = None
+            command: Command | None = None
             self._waiting_until = deadline
             if deadline == math.inf:
                 # Most of the time nothing is due: skip the cancel scope, which costs
@@ -532,51 +442,51 @@ class StreamActor:
             finally:
                 self._turn.release()
 
-    async def _handle(self, command: _Command) -> None:
+    async def _handle(self, command: Command) -> None:
         now = trio.current_time()
         match command:
-            case _Emit():
+            case Emit():
                 await self._publish(command)
-            case _Attach():
+            case Attach():
                 await self._attach(command, now)
-            case _Detach(sub_id=sub_id, reply=reply):
+            case Detach(sub_id=sub_id, reply=reply):
                 self._remove(sub_id)
                 reply.set(len(self._subscribers))
-            case _Incoming(message=AbortSignal(generation=generation)):
+            case Incoming(message=AbortSignal(generation=generation)):
                 self._counts.abort_signals += 1
                 callback = self._abort_callbacks.get(generation)
                 if callback is not None:
                     callback()
-            case _Incoming(message=message):
+            case Incoming(message=message):
                 assert not isinstance(message, AbortSignal)
                 for sub in list(self._subscribers.values()):
                     await self._apply(sub, sub.buffer.offer(message, now))
-            case _Continue(sub_id=sub_id, step=step):
+            case Continue(sub_id=sub_id, step=step):
                 if (reader := self._subscribers.get(sub_id)) is not None:
                     await self._complete(reader, step)
-            case _Rearm():
+            case Rearm():
                 pass
-            case _Restored():
+            case Restored():
                 await self._mark_lost()
                 for sub in list(self._subscribers.values()):
                     await self._apply(sub, sub.buffer.resync(now))
-            case _Audit(reply=reply):
+            case Audit(reply=reply):
                 try:
                     await self._mark_lost()
                 finally:
                     reply.set(None)
-            case _Produce(generation=generation, early=early):
+            case Produce(generation=generation, early=early):
                 self._producer = _Producer(generation, early)
-            case _StopProducing(generation=generation):
+            case StopProducing(generation=generation):
                 if self._producer is not None and self._producer.generation == generation:
                     self._producer = None
-            case _OnAbort(generation=generation, callback=callback):
+            case OnAbort(generation=generation, callback=callback):
                 if callback is None:
                     self._abort_callbacks.pop(generation, None)
                 else:
                     self._abort_callbacks[generation] = callback
 
-    async def _publish(self, command: _Emit) -> None:
+    async def _publish(self, command: Emit) -> None:
         refusal = self._refused_here(command)
         if refusal is not None:
             command.reply.set(refusal)
@@ -602,7 +512,7 @@ class StreamActor:
                 producer.early.record(_as_event(command, outcome.seq), len(command.encoded))
         command.reply.set(outcome)
 
-    def _refused_here(self, command: _Emit) -> PublishRefused | None:
+    def _refused_here(self, command: Emit) -> PublishRefused | None:
         """The publish fence as this replica remembers it: a turn that published its
         terminal from here publishes nothing more. Redis enforces this too, unless a
         failover lost the terminal; then only this replica still knows the turn ended."""
@@ -612,7 +522,7 @@ class StreamActor:
             return PublishRefused.JOB_ENDED
         return PublishRefused.TERMINAL_ALREADY_SENT
 
-    async def _publish_on_bus(self, command: _Emit) -> PublishOutcome:
+    async def _publish_on_bus(self, command: Emit) -> PublishOutcome:
         """Publish one event through the bus (fence, seq, log and fan-out in one step)."""
         return await self._bus.publish(
             self.stream_id,
@@ -652,18 +562,18 @@ class StreamActor:
             logger.warning("stream %s: lost-write check failed (%s)", self.stream_id, exc)
             return None
 
-    async def _attach(self, command: _Attach, now: float) -> None:
+    async def _attach(self, command: Attach, now: float) -> None:
         buffer = self._reorder_buffer(command, now)
         if (published := self._published.get(command.generation)) is not None:
             buffer.note_published(published)
-        sub = _Subscriber(
+        sub = LocalSubscriber(
             command.sub_id, buffer, command.out, job_ended_at_attach=command.job_ended
         )
         self._subscribers[command.sub_id] = sub
         command.reply.set(None)
         await self._catch_up(sub, command, now)
 
-    def _reorder_buffer(self, command: _Attach, now: float) -> ReorderBuffer:
+    def _reorder_buffer(self, command: Attach, now: float) -> ReorderBuffer:
         """A new reader's reorder buffer: it orders the stream's traffic for the reader
         from its first seq on, and parks live traffic until the catch-up is done."""
         return ReorderBuffer(
@@ -675,7 +585,7 @@ class StreamActor:
             idle_probe=self._timings.idle_probe,
         )
 
-    async def _catch_up(self, sub: _Subscriber, command: _Attach, now: float) -> None:
+    async def _catch_up(self, sub: LocalSubscriber, command: Attach, now: float) -> None:
         """Bring a new reader up to live: the producer's early buffer when the turn is
         produced here and the buffer is still open (no Redis read), then the chunk log
         from the reader's frontier. Live traffic parks meanwhile, so the boundary between
@@ -691,7 +601,7 @@ class StreamActor:
         if not sub.buffer.finished:
             await self._catch_up_from_log(sub, now)
 
-    async def _catch_up_from_log(self, sub: _Subscriber, now: float) -> None:
+    async def _catch_up_from_log(self, sub: LocalSubscriber, now: float) -> None:
         """The catch-up's log read: everything from the reader's frontier (after what
         the early buffer supplied) until the log is exhausted."""
         await self._apply(sub, sub.buffer.begin(now))
@@ -702,12 +612,12 @@ class StreamActor:
                 sub.wake_at = None
                 await self._apply(sub, sub.buffer.on_timer(now))
 
-    async def _apply(self, sub: _Subscriber, step: Step) -> None:
+    async def _apply(self, sub: LocalSubscriber, step: Step) -> None:
         """Carry out a core's step, feeding I/O results back until it needs nothing."""
         if self._carry_out(sub, step):
             await self._complete(sub, step)
 
-    def _carry_out(self, sub: _Subscriber, step: Step) -> bool:
+    def _carry_out(self, sub: LocalSubscriber, step: Step) -> bool:
         """The part of a step that needs no I/O: its deliveries, its end, its timer.
         Returns whether the step asks for I/O too (see ``_complete``)."""
         try:
@@ -723,7 +633,7 @@ class StreamActor:
         sub.wake_at = step.wake_at
         return step.fetch_from is not None or step.idle_and_empty
 
-    async def _complete(self, sub: _Subscriber, step: Step) -> None:
+    async def _complete(self, sub: LocalSubscriber, step: Step) -> None:
         """Do the I/O ``step`` asks for (its other parts carried out), and carry out
         the steps that follow until one needs nothing more."""
         while True:
@@ -751,48 +661,47 @@ class StreamActor:
             if not self._carry_out(sub, step):
                 return
 
-    async def _judge_silence(self, sub: _Subscriber) -> Step | None:
-        try:
-            job = await self._jobs.get_job(self.stream_id)
-        except (RedisConnectionError, OSError):
-            return None
-        verdict = silent_subscriber_verdict(
-            job,
-            generation=sub.buffer.generation,
-            next_seq=sub.buffer.next_seq,
-            now_ms=self._wall.now_ms(),
+    async def _judge_silence(self, sub: LocalSubscriber) -> Step | None:
+        """Has the silent reader's turn ended without a word? Carries out the I/O of a
+        :class:`SilenceInquiry` (which decides) and returns the reader's next step, or
+        ``None`` to wait for the next idle probe."""
+        buffer = sub.buffer
+        inquiry = SilenceInquiry(
+            generation=buffer.generation,
+            next_seq=buffer.next_seq,
             producer_timeout_ms=self._timings.producer_timeout_ms,
         )
-        if verdict is None:
-            return None
-        # Before concluding from silence: the silence may be Redis having lost writes
-        # that nobody has logged as lost yet (this replica's reconnect check may not
-        # have run). If so, read the log again: the lost seqs arrive as a gap first.
-        lost = await self._mark_lost()
-        if lost is not None and lost.last_seq >= sub.buffer.next_seq:
-            return sub.buffer.resync(trio.current_time())
-        if (
-            job is not None
-            and job.generation_id == sub.buffer.generation
-            and job.status is JobStatus.RUNNING
-        ):  # still running, so the verdict is that its producer timed out
-            # Not yet: fence the producer first, then let the next probe read the log
-            # (whatever it published before the fence) and the failure it now stores.
-            await self._fence_silent_producer(sub.buffer.generation)
-            return None
-        if job is not None and job.generation_id == sub.buffer.generation:
-            # The turn ended after this reader last read the log: its last events, the
-            # real terminal among them, were logged before the job said it had ended.
-            # Read once more before making a terminal up, or it would hide them.
-            try:
-                rows = await self._bus.read_log(
-                    self.stream_id, from_seq=sub.buffer.next_seq, count=1
-                )
-            except (RedisConnectionError, OSError):
-                return None
-            if rows:
-                return sub.buffer.resync(trio.current_time())
-        return sub.buffer.end_with(verdict, trio.current_time())
+        asked: SilenceRequest | SilenceOutcome = inquiry.start()
+        while True:
+            match asked:
+                case ReadJob():
+                    try:
+                        job = await self._jobs.get_job(self.stream_id)
+                    except (RedisConnectionError, OSError):
+                        asked = inquiry.job_unreadable()
+                    else:
+                        asked = inquiry.job_read(job, now_ms=self._wall.now_ms())
+                case CheckLostWrites():
+                    lost = await self._mark_lost()
+                    asked = inquiry.lost_writes_checked(None if lost is None else lost.last_seq)
+                case FenceProducer(generation=generation):
+                    await self._fence_silent_producer(generation)
+                    asked = inquiry.producer_fenced()
+                case ReadLogTail(from_seq=from_seq):
+                    try:
+                        rows = await self._bus.read_log(self.stream_id, from_seq=from_seq, count=1)
+                    except (RedisConnectionError, OSError):
+                        asked = inquiry.log_tail_unreadable()
+                    else:
+                        asked = inquiry.log_tail_read(found=bool(rows))
+                case KeepWaiting():
+                    return None
+                case Resync():
+                    return buffer.resync(trio.current_time())
+                case EndWith(terminal=terminal):
+                    return buffer.end_with(terminal, trio.current_time())
+                case _:
+                    assert_never(asked)
 
     async def _fence_silent_producer(self, generation: str) -> None:
         """Record the silent producer's turn as failed before telling readers so.
@@ -820,7 +729,7 @@ class StreamActor:
             sub.out.close()
 
 
-def _as_event(command: _Emit, seq: int) -> SequencedEvent:
+def _as_event(command: Emit, seq: int) -> SequencedEvent:
     if command.kind is EventKind.CHUNK:
         return Chunk(seq=seq, generation=command.generation, data=command.body)
     if command.kind is EventKind.DONE:

@@ -49,11 +49,6 @@ class Published:
 PublishOutcome = Published | PublishRefused
 
 
-@dataclass(frozen=True, slots=True)
-class ChannelRestored:
-    """The subscription was re-established; traffic in between may be lost."""
-
-
 class Sink(Protocol):
     def deliver(self, stream_id: str, message: SequencedEvent | AbortSignal) -> None: ...
 

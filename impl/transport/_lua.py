@@ -186,11 +186,3 @@ redis.call('HSET', KEYS[1], 'abortClaimed', '1')
 return 0
 """,
 )
-
-REFUSALS = {
-    -1: "no_job",
-    -2: "other_generation",
-    -3: "job_ended",
-    -4: "terminal_already_sent",
-    -5: "aborted",
-}

@@ -12,6 +12,9 @@ Edge cases worth knowing:
 * Incoming traffic for a stream with no local actor is dropped (nothing here needs it).
 * The channel stays subscribed while abort callbacks exist, even with no SSE
   subscriber, so a Stop pressed elsewhere still reaches the generator (docs/librechat.md, bug 17).
+* There is no ``syncReorderBuffer`` and no ``resetSequence``: every attachment starts
+  from an exact seq and catches up from the log, and the counter is shared and
+  monotonic across turns (resetting it caused bugs 9 and 10 of docs/librechat.md).
 """
 
 from __future__ import annotations
@@ -330,18 +333,6 @@ class EventTransport:
         if callback := self._all_left.get(stream_id):
             callback()
 
-    def sync_reorder_buffer(self, stream_id: str) -> None:
-        """Make every local subscriber of the stream re-read the chunk log from its frontier.
-
-        LibreChat's ``syncReorderBuffer`` guessed a frontier from a counter; here every
-        attachment already starts from an exact seq, so "sync" means: assume pub/sub may
-        have lost something and catch up from the log (what a reconnect does).
-        There is deliberately no ``reset_sequence``: the counter is shared and monotonic
-        across turns, and resetting it is what caused bugs 9 and 10 of docs/librechat.md.
-        """
-        if (entry := self._actors.get(stream_id)) is not None:
-            entry[0].restored()
-
     async def check_lost_writes(self, stream_id: str) -> None:
         """If Redis lost seqs of the stream (this replica saw them, or the server was
         restarted or failed over), push the shared counter past them and log them as
@@ -359,9 +350,6 @@ class EventTransport:
     def get_subscriber_count(self, stream_id: str) -> int:
         entry = self._actors.get(stream_id)
         return entry[0].subscriber_count if entry is not None else 0
-
-    def is_first_subscriber(self, stream_id: str) -> bool:
-        return self.get_subscriber_count(stream_id) == 1
 
     # -- abort ------------------------------------------------------------------------
 

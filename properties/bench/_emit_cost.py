@@ -28,8 +28,7 @@ from typing import Any
 import trio
 
 from streamcheck.impl.redis import PubSubMessage, Subscriber
-from streamcheck.impl.transport import EventKind, Published
-from streamcheck.impl.transport._envelope import encode_split
+from streamcheck.impl.transport import EventKind, Published, encode_split
 from streamcheck.properties.bench._model import (
     RATIO,
     Baseline,
@@ -41,7 +40,7 @@ from streamcheck.properties.bench._model import (
     Goal,
     Op,
 )
-from streamcheck.properties.bench._redis import redis_replicas
+from streamcheck.properties.bench._redis import bench_client, redis_replicas
 from streamcheck.properties.bench._sizes import Sizes
 from streamcheck.properties.bench._streams import USER, delta
 
@@ -99,7 +98,9 @@ def run(context: BenchContext) -> BenchResult:
                 else []
             ),
         ),
-        baseline=Baseline(name="raw coredis PUBLISH round trip", value=ms[PUBLISH], unit="ms"),
+        baseline=Baseline(
+            name=f"raw {bench_client()} PUBLISH round trip", value=ms[PUBLISH], unit="ms"
+        ),
         ratio=ms[EMIT] / ms[PUBLISH],
         goal=GOAL,
         notes=(
@@ -128,6 +129,7 @@ async def _measure(
         prefix, suffix = encode_split("chunk", job.generation, delta(0, 0.0))
         channel = f"bench-{redis_run.token}-raw-publish"
         client = redis_run.admin.raw
+        raw_publish = redis_run.raw_publish
         floor = 0
 
         async def emits(count: int) -> list[float]:
@@ -162,7 +164,7 @@ async def _measure(
             took: list[float] = []
             for payload in payloads:
                 started = time.perf_counter()
-                await client.publish(channel, payload)
+                await raw_publish(channel, payload)
                 took.append(time.perf_counter() - started)
             return took
 

@@ -24,7 +24,7 @@ import trio
 import trio.testing
 
 from streamcheck.impl import MemoryBackend, open_replica
-from streamcheck.impl._early_buffer import EarlyBuffer
+from streamcheck.impl.seams import EarlyBuffer
 from streamcheck.properties.bench._model import (
     BenchContext,
     Benchmark,

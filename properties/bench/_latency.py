@@ -39,8 +39,8 @@ from dataclasses import dataclass
 import trio
 
 from streamcheck.impl import ReplicaSettings
-from streamcheck.impl.redis import PubSubMessage, Subscriber, open_coredis
-from streamcheck.impl.transport._envelope import encode_split
+from streamcheck.impl.redis import PubSubMessage, Subscriber, open_redis_client
+from streamcheck.impl.transport import encode_split
 from streamcheck.properties.bench._gc_pauses import GcPauses, recording_gc_pauses
 from streamcheck.properties.bench._model import (
     Baseline,
@@ -53,7 +53,12 @@ from streamcheck.properties.bench._model import (
     Op,
     percentile,
 )
-from streamcheck.properties.bench._redis import RedisRun, new_token, redis_replicas
+from streamcheck.properties.bench._redis import (
+    RedisRun,
+    bench_client,
+    new_token,
+    redis_replicas,
+)
 from streamcheck.properties.bench._sizes import Sizes
 from streamcheck.properties.bench._streams import Tally, delta, drive, open_streams
 
@@ -201,7 +206,7 @@ def run(context: BenchContext) -> BenchResult:
         figures=tuple(figures),
         baseline=(
             Baseline(
-                name=f"raw coredis PUBLISH->receive p99 {at_largest}",
+                name=f"raw {bench_client()} PUBLISH->receive p99 {at_largest}",
                 value=floor_at_largest,
                 unit="ms",
                 source="measured in this run, same pacing and slots",
@@ -280,8 +285,8 @@ async def _measure_raw(url: str, sizes: Sizes, streams: int) -> _RawTally:
     latencies: list[float] = []
     published = 0
     async with (
-        open_coredis(url) as publisher,
-        open_coredis(url) as listener,
+        open_redis_client(url, client=bench_client()) as publisher,
+        open_redis_client(url, client=bench_client()) as listener,
         listener.subscriber() as subscriber,
     ):
         for channel in channels:

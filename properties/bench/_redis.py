@@ -8,8 +8,9 @@ that prefix. They never FLUSHALL.
 
 from __future__ import annotations
 
+import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
@@ -21,9 +22,10 @@ from streamcheck.impl import (
     Keys,
     ReplicaSettings,
     open_replica,
+    redact_uri_list,
+    redis_client_from_env,
 )
-from streamcheck.impl._config import redact_uri_list
-from streamcheck.impl.redis import CoredisRedis, open_coredis
+from streamcheck.impl.redis import CoredisRedis, RedisClientName, open_coredis, open_redis_client
 from streamcheck.properties.bench._model import describe_error
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
@@ -70,9 +72,22 @@ def new_run_prefix() -> str:
     return f"bench:{new_token()}:"
 
 
+def bench_client() -> RedisClientName:
+    """The client the replicas and the raw references of the Redis benchmarks run on:
+    ``STREAMCHECK_REDIS_CLIENT`` (coredis unless set). The admin client that reads server
+    figures and cleans up is always coredis."""
+    return redis_client_from_env(os.environ)
+
+
+#: PUBLISH on the bench client's raw client, no adapter: (channel, message) -> receivers.
+RawPublish = Callable[[str, str], Awaitable[int]]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RedisRun:
     admin: CoredisRedis
+    #: The raw PUBLISH of :func:`bench_client`, for the references.
+    raw_publish: RawPublish
     managers: list[GenerationJobManager]
     prefix: str
     #: Put into stream ids: channel names are not prefixed, so ids must be unique.
@@ -88,18 +103,36 @@ async def redis_replicas(
     exits."""
     token = new_token()
     prefix = f"{run_prefix}{token}:"
+    client = bench_client()
     async with open_coredis(url) as admin:
         try:
             async with AsyncExitStack() as stack:
+                raw_publish: RawPublish = admin.raw.publish
+                if client == "glide":
+                    from streamcheck.impl.redis.glide import GlideRedis
+
+                    glide = await stack.enter_async_context(open_redis_client(url, client=client))
+                    assert isinstance(glide, GlideRedis)
+                    glide_client = glide.raw
+
+                    async def raw_publish(channel: str, message: str) -> int:
+                        return await glide_client.publish(message, channel)
+
                 managers: list[GenerationJobManager] = []
                 for _ in range(count):
-                    redis = await stack.enter_async_context(open_coredis(url))
+                    redis = await stack.enter_async_context(open_redis_client(url, client=client))
                     managers.append(
                         await stack.enter_async_context(
                             open_replica(redis, settings=settings, keys=Keys(prefix))
                         )
                     )
-                yield RedisRun(admin=admin, managers=managers, prefix=prefix, token=token)
+                yield RedisRun(
+                    admin=admin,
+                    raw_publish=raw_publish,
+                    managers=managers,
+                    prefix=prefix,
+                    token=token,
+                )
         finally:
             # After the replicas stopped, so nothing writes under the prefix any more.
             with trio.move_on_after(CLEANUP_TIMEOUT_S, shield=True):

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from streamcheck.impl._config import redact_uri_list
+from streamcheck.impl import redact_uri_list
 from streamcheck.properties.bench._model import RATIO, BenchResult, Status
 
 SCHEMA = "streamcheck.bench/1"

@@ -11,8 +11,8 @@ The baseline is measured in the same run against the same Redis: when ``node`` i
 ``PATH``, the Node comparator (:mod:`._node`) runs the same shape on Node and ioredis,
 raw awaited PUBLISH and LibreChat's per-event hot path (EVAL of INCR + EXPIRE +
 PUBLISH, then XADD), and every figure is given as a ratio to them. Without node, raw
-coredis PUBLISH from 16 awaited loops (no log, no replica, this client's ceiling) is
-the baseline. The same run on the in-process memory backend gives the Python ceiling.
+PUBLISH from 16 awaited loops on the bench's client (no log, no replica: this client's
+ceiling) is the baseline. The same run on the in-process memory backend gives the Python ceiling.
 Redis's CPU per logged event comes from ``INFO commandstats`` (the publish script's
 EVALSHA microseconds, nested commands included, per event delivered).
 """
@@ -30,7 +30,7 @@ from typing import Any
 import trio
 
 from streamcheck.impl import GenerationJobManager, MemoryBackend, open_replica
-from streamcheck.impl.transport._envelope import encode_split
+from streamcheck.impl.transport import encode_split
 from streamcheck.properties.bench import _node
 from streamcheck.properties.bench._model import (
     Baseline,
@@ -42,7 +42,7 @@ from streamcheck.properties.bench._model import (
     Goal,
     Op,
 )
-from streamcheck.properties.bench._redis import new_token, redis_replicas
+from streamcheck.properties.bench._redis import bench_client, new_token, redis_replicas
 from streamcheck.properties.bench._sizes import Sizes
 from streamcheck.properties.bench._streams import Tally, delta, drive, open_streams
 
@@ -103,6 +103,7 @@ def run(context: BenchContext) -> BenchResult:
     memory = [r.tally for r in memory_runs]
     raw = trio.run(_raw_publish, url, prefix, sizes)
     node = _node.median_of(node_runs) if node_runs and not node_unavailable else None
+    client = bench_client()
     rate = statistics.median(_rate(t) for t in redis)
     memory_rate = statistics.median(_rate(t) for t in memory)
     redis_cpu_per_event = statistics.median(_per_event(r.script_usec, r) for r in redis_runs)
@@ -135,9 +136,9 @@ def run(context: BenchContext) -> BenchResult:
             value=statistics.median(_cpu_per_event(run) for run in memory_runs),
             unit="µs",
         ),
-        Figure(name="raw coredis PUBLISH, same concurrency", value=raw, unit="events/s"),
+        Figure(name=f"raw {client} PUBLISH, same concurrency", value=raw, unit="events/s"),
         Figure(
-            name="logged events/s vs raw coredis PUBLISH",
+            name=f"logged events/s vs raw {client} PUBLISH",
             value=rate / raw if raw > 0 else 0.0,
             unit="x",
         ),
@@ -154,7 +155,9 @@ def run(context: BenchContext) -> BenchResult:
                 value=memory_rate / node_raw,
                 unit="x",
             ),
-            Figure(name="raw coredis PUBLISH vs Node raw PUBLISH", value=raw / node_raw, unit="x"),
+            Figure(
+                name=f"raw {client} PUBLISH vs Node raw PUBLISH", value=raw / node_raw, unit="x"
+            ),
             Figure(
                 name="Node events lost (both paths, all runs)",
                 value=sum(line.expected - line.delivered for line in (node.raw, node.librechat)),
@@ -169,7 +172,7 @@ def run(context: BenchContext) -> BenchResult:
         )
     else:
         baseline = Baseline(
-            name="raw coredis PUBLISH",
+            name=f"raw {client} PUBLISH",
             value=raw,
             unit="events/s",
             source=f"measured in this run (no Node comparator: {node_unavailable})",
@@ -300,12 +303,12 @@ async def _raw_publish(url: str, run_prefix: str, sizes: Sizes) -> float:
     """PUBLISHes per second from as many awaited loops as there are streams (no
     subscriber: this is the client's and the server's ceiling, not a transport)."""
     async with redis_replicas(url, 0, run_prefix=run_prefix) as redis_run:
-        client = redis_run.admin.raw
+        publish = redis_run.raw_publish
         prefix, suffix = encode_split("chunk", "g" * 32, delta(0, 0.0))
 
         async def loop(channel: str) -> None:
             for i in range(sizes.throughput_events):
-                await client.publish(channel, f"{prefix}{i}{suffix}")
+                await publish(channel, f"{prefix}{i}{suffix}")
 
         started = time.perf_counter()
         async with trio.open_nursery() as nursery:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import functools
 
+from streamcheck.impl.seams import StreamActor
 from streamcheck.impl.transport import EventTransport
-from streamcheck.impl.transport._actor import StreamActor
 
 
 class ForgetsAbortListeners(EventTransport):

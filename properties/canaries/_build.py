@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar, cast
 
 from streamcheck.impl import GenerationJobManager, ReplicaParts
+from streamcheck.impl.seams import ActorStats, StreamActor
 from streamcheck.impl.transport import EventTransport, RedisBus
-from streamcheck.impl.transport._actor import ActorStats, StreamActor
 
 T = TypeVar("T")
 

@@ -15,10 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamcheck.impl.redis import LuaScript
+from streamcheck.impl.seams import (
+    FENCE_LUA,
+    LOG_AND_PUBLISH_LUA,
+    RAISE_TO_FLOOR_LUA,
+    Emit,
+    PublishOutcome,
+    StreamActor,
+)
 from streamcheck.impl.transport import RedisBus
-from streamcheck.impl.transport._actor import StreamActor, _Emit
-from streamcheck.impl.transport._bus import PublishOutcome
-from streamcheck.impl.transport._lua import FENCE_LUA, LOG_AND_PUBLISH_LUA, RAISE_TO_FLOOR_LUA
 
 PUBLISH_LIBRECHAT = LuaScript(
     "publish_librechat",
@@ -93,7 +98,7 @@ class PublishesWithOptions(StreamActor):
     def _publish_options(self) -> PublishOptions:
         return PublishOptions()
 
-    async def _publish_on_bus(self, command: _Emit) -> PublishOutcome:
+    async def _publish_on_bus(self, command: Emit) -> PublishOutcome:
         assert isinstance(self._bus, PublishesLikeLibreChat)
         return await self._bus.publish(
             self.stream_id,

@@ -3,8 +3,7 @@ reorder buffer, and LibreChat's attachment without a catch-up."""
 
 from __future__ import annotations
 
-from streamcheck.impl._reorder import ReorderBuffer
-from streamcheck.impl.transport._actor import StreamActor, _Attach, _Subscriber
+from streamcheck.impl.seams import Attach, LocalSubscriber, ReorderBuffer, StreamActor
 from streamcheck.properties.canaries._build import subclass
 
 
@@ -12,10 +11,10 @@ class ChoosesReorderBuffers(StreamActor):
     """Each reader's reorder buffer is impl's with the mixins the canaries add for
     that attachment (``_buffer_mixins``)."""
 
-    def _buffer_mixins(self, command: _Attach) -> tuple[type[ReorderBuffer], ...]:
+    def _buffer_mixins(self, command: Attach) -> tuple[type[ReorderBuffer], ...]:
         return ()
 
-    def _reorder_buffer(self, command: _Attach, now: float) -> ReorderBuffer:
+    def _reorder_buffer(self, command: Attach, now: float) -> ReorderBuffer:
         buffer_type = subclass(ReorderBuffer, tuple(dict.fromkeys(self._buffer_mixins(command))))
         return buffer_type(
             generation=command.generation,
@@ -26,7 +25,7 @@ class ChoosesReorderBuffers(StreamActor):
             idle_probe=self._timings.idle_probe,
         )
 
-    async def _go_live(self, sub: _Subscriber, now: float) -> None:
+    async def _go_live(self, sub: LocalSubscriber, now: float) -> None:
         """LibreChat's attachment: live at once from its first seq, no log read, as if
         the log were empty. Whatever was published before is missing."""
         sub.buffer.begin(now)

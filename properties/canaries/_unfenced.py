@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from streamcheck.impl.transport._actor import _Emit
-from streamcheck.impl.transport._bus import PublishRefused
+from streamcheck.impl.seams import Emit, PublishRefused
 from streamcheck.properties.canaries._publish import PublishesWithOptions, PublishOptions
 
 
 class Unfenced(PublishesWithOptions):
-    def _refused_here(self, command: _Emit) -> PublishRefused | None:
+    def _refused_here(self, command: Emit) -> PublishRefused | None:
         return None
 
     def _publish_options(self) -> PublishOptions:

@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-from streamcheck.impl._reorder import ReorderBuffer
-from streamcheck.impl.transport._actor import _Attach, _Subscriber
+from streamcheck.impl.seams import Attach, LocalSubscriber, ReorderBuffer
 from streamcheck.properties.canaries._readers import ChoosesReorderBuffers
 from streamcheck.properties.canaries.force_flush_skips_gap import SkipsGaps
 
@@ -15,14 +14,14 @@ class UnsyncedAttachments(ChoosesReorderBuffers):
     skips its first gap after the timeout, as LibreChat's guessed ``nextSeq`` was
     fixed only by the force-flush."""
 
-    def _unsynced(self, command: _Attach) -> bool:
+    def _unsynced(self, command: Attach) -> bool:
         return False
 
-    def _buffer_mixins(self, command: _Attach) -> tuple[type[ReorderBuffer], ...]:
+    def _buffer_mixins(self, command: Attach) -> tuple[type[ReorderBuffer], ...]:
         mixins = super()._buffer_mixins(command)
         return (*mixins, SkipsGaps) if self._unsynced(command) else mixins
 
-    async def _catch_up(self, sub: _Subscriber, command: _Attach, now: float) -> None:
+    async def _catch_up(self, sub: LocalSubscriber, command: Attach, now: float) -> None:
         if self._unsynced(command):
             await self._go_live(sub, now)
         else:

@@ -12,8 +12,7 @@ The fix claims the turn for the abort in the publish fence before the signal goe
 
 from __future__ import annotations
 
-from streamcheck.impl import GenerationJobManager
-from streamcheck.impl._types import SerializableJobData
+from streamcheck.impl import GenerationJobManager, SerializableJobData
 from streamcheck.impl.transport import PublishRefused
 from streamcheck.properties.canaries._build import Bug
 

@@ -11,13 +11,13 @@ keep it.
 
 from __future__ import annotations
 
-from streamcheck.impl.transport._actor import _Attach
+from streamcheck.impl.seams import Attach
 from streamcheck.properties.canaries._build import Bug
 from streamcheck.properties.canaries._unsynced import UnsyncedAttachments
 
 
 class UnsyncedAwayFromProducer(UnsyncedAttachments):
-    def _unsynced(self, command: _Attach) -> bool:
+    def _unsynced(self, command: Attach) -> bool:
         producer = self._producer
         local = producer is not None and producer.generation == command.generation
         return super()._unsynced(command) or not (local or command.resume)

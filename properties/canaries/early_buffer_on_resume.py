@@ -7,18 +7,24 @@ top of the snapshot that already held those events: the reader got them twice.
 
 from __future__ import annotations
 
-from streamcheck.impl._early_buffer import EarlyBuffer
-from streamcheck.impl.transport._actor import StreamActor, _Attach, _Command, _Detach, _Subscriber
+from streamcheck.impl.seams import (
+    Attach,
+    Command,
+    Detach,
+    EarlyBuffer,
+    LocalSubscriber,
+    StreamActor,
+)
 from streamcheck.properties.canaries._build import Bug
 
 
 class ReplaysOnResume(StreamActor):
-    async def _handle(self, command: _Command) -> None:
+    async def _handle(self, command: Command) -> None:
         await super()._handle(command)
-        if isinstance(command, _Detach) and not self._subscribers and self._producer:
+        if isinstance(command, Detach) and not self._subscribers and self._producer:
             _reopen(self._producer.early)  # the last reader left: buffer again
 
-    async def _catch_up(self, sub: _Subscriber, command: _Attach, now: float) -> None:
+    async def _catch_up(self, sub: LocalSubscriber, command: Attach, now: float) -> None:
         producer = self._producer
         if command.resume and producer is not None and producer.generation == command.generation:
             # Straight to the reader, not through its reorder buffer: nothing recognises

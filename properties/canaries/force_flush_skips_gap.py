@@ -9,8 +9,7 @@ synchronise (see ``_readers.py``).
 
 from __future__ import annotations
 
-from streamcheck.impl._reorder import ReorderBuffer, Step
-from streamcheck.impl.transport._actor import _Attach
+from streamcheck.impl.seams import Attach, ReorderBuffer, Step
 from streamcheck.properties.canaries._build import Bug
 from streamcheck.properties.canaries._readers import ChoosesReorderBuffers
 
@@ -29,7 +28,7 @@ class SkipsGaps(ReorderBuffer):
 
 
 class ForceFlushes(ChoosesReorderBuffers):
-    def _buffer_mixins(self, command: _Attach) -> tuple[type[ReorderBuffer], ...]:
+    def _buffer_mixins(self, command: Attach) -> tuple[type[ReorderBuffer], ...]:
         return (*super()._buffer_mixins(command), SkipsGaps)
 
 

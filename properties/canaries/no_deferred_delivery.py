@@ -16,16 +16,17 @@ from typing import Any, cast
 
 import trio
 
-from streamcheck.impl._reorder import ReorderBuffer, Step
-from streamcheck.impl.transport import EventTransport, RedisBus
-from streamcheck.impl.transport._actor import (
+from streamcheck.impl.seams import (
+    Attach,
+    Command,
+    LocalSubscriber,
+    ReorderBuffer,
+    Reply,
+    SequencedEvent,
+    Step,
     StreamActor,
-    _Attach,
-    _Command,
-    _Reply,
-    _Subscriber,
 )
-from streamcheck.impl.transport._envelope import SequencedEvent
+from streamcheck.impl.transport import EventTransport, RedisBus
 from streamcheck.model import Chunk
 from streamcheck.properties.canaries._build import Bug
 from streamcheck.properties.canaries._readers import ChoosesReorderBuffers
@@ -56,25 +57,25 @@ class _ReplayEarly:
     sub_id: int
     #: A resume: LibreChat (``skipBufferReplay``, #12225) cleared the buffer unreplayed.
     resume: bool
-    reply: _Reply[None]
+    reply: Reply[None]
 
 
 class ReplaysAfterGoingLive(ChoosesReorderBuffers):
-    def _buffer_mixins(self, command: _Attach) -> tuple[type[ReorderBuffer], ...]:
+    def _buffer_mixins(self, command: Attach) -> tuple[type[ReorderBuffer], ...]:
         return (*super()._buffer_mixins(command), LiveAtOnce)
 
-    async def _catch_up(self, sub: _Subscriber, command: _Attach, now: float) -> None:
+    async def _catch_up(self, sub: LocalSubscriber, command: Attach, now: float) -> None:
         pass  # live now: ``replay_early`` does the rest
 
     async def replay_early(self, sub_id: int, *, resume: bool) -> None:
         """Replay the early buffer to an attachment that is already live (unless it
         resumes), then catch it up from the log."""
-        reply: _Reply[None] = _Reply()
+        reply: Reply[None] = Reply()
         # A command of this canary's own, handled by ``_handle`` below.
-        self._tell(cast("_Command", _ReplayEarly(sub_id, resume, reply)))
+        self._tell(cast("Command", _ReplayEarly(sub_id, resume, reply)))
         await reply.wait()
 
-    async def _handle(self, command: _Command) -> None:
+    async def _handle(self, command: Command) -> None:
         if isinstance(command, _ReplayEarly):
             await self._replay_early(command, trio.current_time())
         else:

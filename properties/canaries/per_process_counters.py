@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from streamcheck.impl._log import LostWrites
+from streamcheck.impl.seams import Emit, LostWrites, PublishOutcome
 from streamcheck.impl.transport import Published
-from streamcheck.impl.transport._actor import _Emit
-from streamcheck.impl.transport._bus import PublishOutcome
 from streamcheck.properties.canaries._build import Bug
 from streamcheck.properties.canaries._publish import (
     PublishesLikeLibreChat,
@@ -29,7 +27,7 @@ class CountsPerProcess(PublishesWithOptions):
     def _publish_options(self) -> PublishOptions:
         return dataclasses.replace(super()._publish_options(), pinned_seq=self._local_counter)
 
-    async def _publish_on_bus(self, command: _Emit) -> PublishOutcome:
+    async def _publish_on_bus(self, command: Emit) -> PublishOutcome:
         outcome = await super()._publish_on_bus(command)
         if isinstance(outcome, Published):
             self._local_counter += 1

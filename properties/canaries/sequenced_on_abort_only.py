@@ -14,14 +14,15 @@ import dataclasses
 import functools
 from dataclasses import dataclass
 
-from streamcheck.impl.transport._actor import (
+from streamcheck.impl.seams import (
+    AbortSignal,
     ActorStats,
+    Attach,
+    Command,
+    Incoming,
+    SequencedEvent,
     StreamActor,
-    _Attach,
-    _Command,
-    _Incoming,
 )
-from streamcheck.impl.transport._envelope import AbortSignal, SequencedEvent
 from streamcheck.properties.canaries._build import Bug, ResourceBound
 
 #: LibreChat's reorder buffer cap.
@@ -65,18 +66,18 @@ class OrdersWithoutReaders(StreamActor):
         return _ReaderlessOrder()
 
     def incoming(self, message: SequencedEvent | AbortSignal) -> None:
-        self._tell(_Incoming(message))  # every event goes through the actor's inbox
+        self._tell(Incoming(message))  # every event goes through the actor's inbox
 
-    async def _handle(self, command: _Command) -> None:
+    async def _handle(self, command: Command) -> None:
         if (
-            isinstance(command, _Incoming)
+            isinstance(command, Incoming)
             and not isinstance(command.message, AbortSignal)
             and not self._subscribers
         ):
             self._readerless.offer(command.message.seq)
         await super()._handle(command)
 
-    async def _attach(self, command: _Attach, now: float) -> None:
+    async def _attach(self, command: Attach, now: float) -> None:
         self._readerless.parked.clear()  # a reader's attachment synchronises it
         await super()._attach(command, now)
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from streamcheck.impl.seams import StreamActor
 from streamcheck.impl.transport import EventTransport
-from streamcheck.impl.transport._actor import StreamActor
 from streamcheck.properties.canaries import counter_deleted_on_cleanup
 from streamcheck.properties.canaries._build import Bug
 
@@ -29,7 +29,10 @@ class RemembersLastFrontier(StreamActor):
         sub = self._subscribers.get(sub_id)
         super()._remove(sub_id)
         if sub is not None and not self._subscribers:
-            self.last_reader_left = (sub.buffer.generation, self._high_water)
+            # The reorder frontier (the last seq handed to the reader), as LibreChat's
+            # kept state held it; not the publish floor, which moves only on seqs the
+            # log or this replica's own publishes confirm.
+            self.last_reader_left = (sub.buffer.generation, sub.buffer.next_seq - 1)
 
 
 class StartsAtStaleFrontier(EventTransport):

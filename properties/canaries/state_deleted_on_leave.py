@@ -15,8 +15,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from streamcheck.impl._early_buffer import EarlyBuffer
-from streamcheck.impl.transport._actor import StreamActor, _Attach
+from streamcheck.impl.seams import Attach, EarlyBuffer, StreamActor
 from streamcheck.properties.canaries._abort_listeners import ForgetsAbortListeners
 from streamcheck.properties.canaries._build import Bug
 from streamcheck.properties.canaries._unsynced import UnsyncedAttachments
@@ -28,7 +27,7 @@ class UnsyncedAfterStateLost(UnsyncedAttachments):
         """Readers attached while the transport had lost the stream's hook."""
         return set()
 
-    def _unsynced(self, command: _Attach) -> bool:
+    def _unsynced(self, command: Attach) -> bool:
         return super()._unsynced(command) or command.sub_id in self.unsynced_readers
 
     def _remove(self, sub_id: int) -> None:

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import logging
 
-from streamcheck.impl._reorder import ReorderBuffer
+from streamcheck.impl.seams import Attach, LocalSubscriber, ReorderBuffer
 from streamcheck.impl.transport import EventTransport
-from streamcheck.impl.transport._actor import _Attach, _Subscriber
 from streamcheck.properties.canaries._build import Bug
 from streamcheck.properties.canaries._readers import ChoosesReorderBuffers
 from streamcheck.properties.canaries.force_flush_skips_gap import SkipsGaps
@@ -35,10 +34,10 @@ class SubscribesWithoutAck(EventTransport):
 
 
 class CatchesUpFromEarlyBufferOnly(ChoosesReorderBuffers):
-    def _buffer_mixins(self, command: _Attach) -> tuple[type[ReorderBuffer], ...]:
+    def _buffer_mixins(self, command: Attach) -> tuple[type[ReorderBuffer], ...]:
         return (*super()._buffer_mixins(command), SkipsGaps)
 
-    async def _catch_up_from_log(self, sub: _Subscriber, now: float) -> None:
+    async def _catch_up_from_log(self, sub: LocalSubscriber, now: float) -> None:
         await self._go_live(sub, now)
 
 

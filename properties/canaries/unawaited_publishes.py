@@ -17,9 +17,8 @@ import dataclasses
 import trio
 
 from streamcheck.impl import AbortResult, GenerationJobManager
+from streamcheck.impl.seams import Emit, PublishOutcome, Reply, StreamActor
 from streamcheck.impl.transport import EventKind, Published
-from streamcheck.impl.transport._actor import StreamActor, _Emit, _Reply
-from streamcheck.impl.transport._bus import PublishOutcome
 from streamcheck.model import JSONValue
 from streamcheck.properties.canaries._build import Bug
 
@@ -46,8 +45,8 @@ class DispatchesPublishes(StreamActor):
         by_abort: bool = False,
     ) -> PublishOutcome:
         # Always through the actor's inbox: the actor starts the publish and answers.
-        reply: _Reply[PublishOutcome] = _Reply()
-        self._tell(_Emit(generation, kind, body, encoded, reply, by_abort))
+        reply: Reply[PublishOutcome] = Reply()
+        self._tell(Emit(generation, kind, body, encoded, reply, by_abort))
         return await reply.wait()
 
     async def _loop(self) -> None:
@@ -55,10 +54,10 @@ class DispatchesPublishes(StreamActor):
             self._publishes = publishes
             await super()._loop()
 
-    async def _publish(self, command: _Emit) -> None:
+    async def _publish(self, command: Emit) -> None:
         # The caller goes on at once; this publish races the next ones.
         command.reply.set(Dispatched(seq=UNKNOWN_SEQ))
-        self._publishes.start_soon(super()._publish, dataclasses.replace(command, reply=_Reply()))
+        self._publishes.start_soon(super()._publish, dataclasses.replace(command, reply=Reply()))
 
 
 class AbortsWithoutSeq(GenerationJobManager):

@@ -9,7 +9,7 @@ world's resource bound "early buffer (events)" reports it.
 from __future__ import annotations
 
 from streamcheck.impl import GenerationJobManager
-from streamcheck.impl._early_buffer import EarlyBuffer
+from streamcheck.impl.seams import EarlyBuffer
 from streamcheck.model import SequencedEvent
 from streamcheck.properties.canaries._build import Bug
 

@@ -30,7 +30,7 @@ from streamcheck.properties.protocol._messages import (
     Storage,
     do_line,
 )
-from streamcheck.properties.protocol._transcript import Refusal, Transcript, read_transcript
+from streamcheck.properties.protocol._transcript import Transcript, read_transcript
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -44,7 +44,6 @@ __all__ = [
     "Op",
     "Outcome",
     "ProtocolError",
-    "Refusal",
     "ResumeBy",
     "Storage",
     "Transcript",

@@ -36,8 +36,9 @@ from streamcheck.impl import (
     SystemWallClock,
     content_text,
     open_replica,
+    redis_client_from_env,
 )
-from streamcheck.impl.redis import Keys, RedisConnectionError, open_coredis
+from streamcheck.impl.redis import Keys, RedisConnectionError, open_redis_client
 from streamcheck.impl.transport import Published
 from streamcheck.model import Chunk, Done, Failure, Gap, JSONValue, StreamEvent
 from streamcheck.properties.protocol._messages import (
@@ -313,7 +314,11 @@ async def run_agent(out: IO[str]) -> None:
     if init.redis_url is None:
         raise ProtocolError("init: streamcheck's agent stores its streams in Redis: name one")
     async with (
-        open_coredis(init.redis_url, cluster=init.cluster) as client,
+        # STREAMCHECK_REDIS_CLIENT picks the client (coredis unless set): the harness's
+        # environment reaches every agent it starts.
+        open_redis_client(
+            init.redis_url, cluster=init.cluster, client=redis_client_from_env(os.environ)
+        ) as client,
         open_replica(
             client,
             settings=replica_settings(init),
@@ -345,9 +350,22 @@ async def _run_plan(replica: PythonReplica, actions: tuple[Action, ...], start_a
         replica.perform(action)
 
 
+def _private_stdout() -> IO[str]:
+    """The protocol's own handle on stdout; file descriptor 1 itself then points at stderr.
+
+    Native code in the process writes to fd 1 behind Python's back (valkey-glide's core
+    logs to the console, that is stdout, by default), and any such line would break the
+    protocol. Protocol lines go through a duplicate of the original stdout instead, and
+    whatever else writes to fd 1 lands in the agent's stderr log."""
+    sys.stdout.flush()
+    protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return protocol
+
+
 def main() -> int:
     try:
-        trio.run(run_agent, sys.stdout, clock=MonotonicClock())
+        trio.run(run_agent, _private_stdout(), clock=MonotonicClock())
     except ProtocolError as exc:
         print(f"streamcheck-python agent: {exc}", file=sys.stderr)
         return 2

@@ -6,11 +6,14 @@ not by the agent, so an agent in any language stays small and cannot get them wr
 
 A transcript may end mid-line (the harness killed the agent while it wrote): that line
 is dropped. A call the agent invoked and never answered becomes INDETERMINATE: it may
-have taken effect.
+have taken effect. A refused call becomes a :class:`CallRefused` the checker judges
+against the turn's state over the call, which needs the earliest each call can have
+started: the agent's ``invoked`` line where it sent one, else the plan's time for it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +21,7 @@ from typing import Any
 
 from streamcheck.model import (
     AbortRequested,
+    CallRefused,
     Chunk,
     Delivered,
     Done,
@@ -31,12 +35,14 @@ from streamcheck.model import (
     JSONValue,
     OpOutcome,
     Record,
+    RefusalReason,
     SessionClosed,
     SessionEnd,
     SessionMode,
     SessionOpened,
     StreamEvent,
     digest,
+    event_digest,
 )
 from streamcheck.properties.protocol._identity import PlanIdentity
 from streamcheck.properties.protocol._messages import (
@@ -58,14 +64,9 @@ _OUTCOMES = {
     Outcome.INDETERMINATE: OpOutcome.INDETERMINATE,
 }
 
-
-@dataclass(slots=True)
-class Refusal:
-    """A call the implementation declined, with its words (reported, not judged yet)."""
-
-    time: float
-    action: Action
-    reason: str
+#: Plan mode: how much earlier than its planned time an agent may start an action
+#: (timers of some runtimes fire up to a millisecond early).
+PLAN_TIMER_SLACK_S = 0.01
 
 
 @dataclass(slots=True)
@@ -73,7 +74,6 @@ class Transcript:
     replica: str
     hello: Hello | None = None
     records: list[Record] = field(default_factory=list)
-    refusals: list[Refusal] = field(default_factory=list)
     #: What the agent said went wrong on its side ("error" lines).
     agent_errors: list[str] = field(default_factory=list)
 
@@ -82,25 +82,46 @@ def payload_of(action: Action) -> JSONValue:
     return action.message if action.op is Op.ERROR else action.data
 
 
-def read_transcript(path: Path, replica: str, actions: Mapping[str, Action]) -> Transcript:
+def read_transcript(
+    path: Path,
+    replica: str,
+    actions: Mapping[str, Action],
+    *,
+    plan_start: float | None = None,
+    storage_forgets_after: float = math.inf,
+) -> Transcript:
     """The records of one agent's transcript. ``actions`` holds every action of the run
-    by id (an agent answers only its own, but owners come from the turns' creates)."""
+    by id (an agent answers only its own, but owners come from the turns' creates).
+    ``plan_start`` is the plan's t=0 (plan mode); ``storage_forgets_after`` is when the
+    run's faults may first have made the storage forget a turn (refusals answered
+    after it are judged only for "denied")."""
     text = path.read_text(errors="replace") if path.exists() else ""
     lines = text.split("\n")
     # A last line without its newline was cut by a kill.
     complete = [line for line in lines[:-1] if line.strip()]
-    return _Reader(replica, actions).read(complete)
+    return _Reader(replica, actions, plan_start, storage_forgets_after).read(complete)
 
 
 class _Reader:
-    def __init__(self, replica: str, actions: Mapping[str, Action]) -> None:
+    def __init__(
+        self,
+        replica: str,
+        actions: Mapping[str, Action],
+        plan_start: float | None,
+        storage_forgets_after: float,
+    ) -> None:
         self.out = Transcript(replica)
         self.actions = actions
+        self.plan_start = plan_start
+        self.storage_forgets_after = storage_forgets_after
         self.owners = {a.stream: a.user for a in actions.values() if a.op is Op.CREATE}
         #: The implementation's generation id for each of the harness's turns.
         self.generations: dict[str, str] = {}
         self.stream_of_turn = {a.turn: a.stream for a in actions.values() if a.op is Op.CREATE}
+        #: Calls invoked and not answered yet, by action id.
         self.invoked: dict[str, float] = {}
+        #: Every ``invoked`` line, kept after the answer.
+        self.invoked_at: dict[str, float] = {}
         #: Without native seqs, identity comes from the harness's payloads.
         self.native = True
         self.identity = PlanIdentity(actions)
@@ -117,7 +138,9 @@ class _Reader:
             elif kind == "ready":
                 pass
             elif kind == "invoked":
-                self.invoked[self._action(raw, where).id] = field_of(raw, "t", (int, float), where)
+                action_id = self._action(raw, where).id
+                at = field_of(raw, "t", (int, float), where)
+                self.invoked[action_id] = self.invoked_at[action_id] = at
             elif kind == "result":
                 self._result(raw, where)
             elif kind == "event":
@@ -153,6 +176,15 @@ class _Reader:
                 self._emitted(at, action, OpOutcome.INDETERMINATE, None)
         return self.out
 
+    def _began(self, action: Action) -> float:
+        """The earliest ``action`` can have started (-inf when nothing says)."""
+        reported = self.invoked_at.get(action.id)
+        if reported is not None:
+            return reported
+        if self.plan_start is None:
+            return -math.inf
+        return self.plan_start + action.at - PLAN_TIMER_SLACK_S
+
     def _action(self, raw: Mapping[str, Any], where: str) -> Action:
         action_id = field_of(raw, "action", str, where)
         action = self.actions.get(action_id)
@@ -169,7 +201,7 @@ class _Reader:
         except ValueError:
             raise ProtocolError(f"{where}: unknown outcome {raw.get('outcome')!r}") from None
         if outcome is Outcome.REFUSED:
-            self.out.refusals.append(Refusal(t, action, str(raw.get("reason", ""))))
+            self.out.records.append(self._refused(t, action, str(raw.get("reason", ""))))
         match action.op:
             case Op.CREATE:
                 if outcome is Outcome.OK:
@@ -184,6 +216,7 @@ class _Reader:
                             user_id=action.user,
                             replica=self.out.replica,
                             start_seq=start,
+                            invoked=self._began(action),
                         )
                     )
             case Op.EMIT | Op.DONE | Op.ERROR:
@@ -203,20 +236,63 @@ class _Reader:
             case Op.DETACH:
                 pass
 
+    def _refused(self, t: float, action: Action, word: str) -> CallRefused:
+        try:
+            reason = RefusalReason(word)
+        except ValueError:
+            reason = RefusalReason.OTHER
+        is_emit = action.op in _EMIT_KINDS
+        return CallRefused(
+            time=t,
+            invoked=self._began(action),
+            stream_id=action.stream,
+            generation=self.generations.get(action.turn) if is_emit else None,
+            call=action.op.value,
+            user_id=action.user or self.owners.get(action.stream, ""),
+            replica=self.out.replica,
+            reason=reason,
+            word=word,
+            storage_reliable=t < self.storage_forgets_after,
+        )
+
     def _emitted(self, t: float, action: Action, outcome: OpOutcome, seq: int | None) -> None:
         generation = self.generations.get(action.turn)
         if generation is None:
             return  # its turn never started: nothing could have been published
+        self._emit_record(
+            t,
+            action,
+            generation,
+            kind=_EMIT_KINDS[action.op],
+            payload=payload_of(action),
+            outcome=outcome,
+            seq=seq,
+        )
+
+    def _emit_record(
+        self,
+        t: float,
+        action: Action,
+        generation: str,
+        *,
+        kind: EmitKind,
+        payload: JSONValue,
+        outcome: OpOutcome,
+        seq: int | None,
+        by_abort: bool = False,
+    ) -> None:
         self.out.records.append(
             Emitted(
                 time=t,
                 stream_id=action.stream,
                 generation=generation,
                 replica=self.out.replica,
-                kind=_EMIT_KINDS[action.op],
-                payload_digest=digest(payload_of(action)),
+                kind=kind,
+                payload_digest=digest(payload),
                 outcome=outcome,
                 seq=seq,
+                by_abort=by_abort,
+                invoked=self._began(action),
             )
         )
 
@@ -231,18 +307,15 @@ class _Reader:
         seq = optional(raw, "seq", int, where, None) if self.native else self.identity.end_of(turn)
         if aborted and generation is not None:
             # The abort published the turn's terminal: an emit the checker can match.
-            self.out.records.append(
-                Emitted(
-                    time=t,
-                    stream_id=action.stream,
-                    generation=generation,
-                    replica=self.out.replica,
-                    kind=EmitKind.DONE,
-                    payload_digest=digest(raw.get("data")),
-                    outcome=OpOutcome.OK,
-                    seq=seq,
-                    by_abort=True,
-                )
+            self._emit_record(
+                t,
+                action,
+                generation,
+                kind=EmitKind.DONE,
+                payload=raw.get("data"),
+                outcome=OpOutcome.OK,
+                seq=seq,
+                by_abort=True,
             )
         self.out.records.append(
             AbortRequested(
@@ -253,6 +326,7 @@ class _Reader:
                 user_id=action.user,
                 acknowledged=aborted,
                 outcome=_OUTCOMES[outcome],
+                invoked=self._began(action),
             )
         )
 
@@ -295,7 +369,7 @@ class _Reader:
             turn = self.session_turn.get(session, "")
             events = self.identity.events(reported, turn, f"{where}.event")
         return [
-            Delivered(time=time, session=session, event=e, payload_digest=_payload_digest(e))
+            Delivered(time=time, session=session, event=e, payload_digest=event_digest(e))
             for e in events
         ]
 
@@ -339,11 +413,3 @@ def _event(raw: Mapping[str, Any], where: str) -> StreamEvent:
     except ValueError as exc:
         raise ProtocolError(f"{where}: {exc}") from None
     raise ProtocolError(f"{where}: unknown event kind {kind!r}")
-
-
-def _payload_digest(event: StreamEvent) -> str | None:
-    if isinstance(event, Chunk | Done):
-        return digest(event.data)
-    if isinstance(event, Failure):
-        return digest(event.message)
-    return None

@@ -52,6 +52,7 @@ from streamcheck.properties.protocol import (
     ProtocolError,
     Storage,
     Transcript,
+    read_hello,
     read_transcript,
     spawn_agent,
     start_plan,
@@ -224,6 +225,7 @@ async def run_once(
     killed_at = math.inf
     injected = 0
     start_at = math.inf
+    own_server: tuple[str, ...] | None = None
     with ExitStack() as stack:
         async with trio.open_nursery() as nursery:
             proxies: list[FaultProxy] = []
@@ -294,9 +296,18 @@ async def run_once(
     plans = plans or []
     actions_by_id = {a.id: a for actions in plans for a in actions}
     transcripts: list[Transcript] = []
+    forgets_after = _storage_forgets_after(fault, own_server is not None, start_at, killed_at)
     for agent in agents:
         try:
-            transcripts.append(read_transcript(agent.transcript, agent.name, actions_by_id))
+            transcripts.append(
+                read_transcript(
+                    agent.transcript,
+                    agent.name,
+                    actions_by_id,
+                    plan_start=start_at if math.isfinite(start_at) else None,
+                    storage_forgets_after=forgets_after,
+                )
+            )
         except ProtocolError as exc:
             failures.append(f"agent {agent.name} broke the protocol: {exc}")
     for transcript in transcripts:
@@ -334,6 +345,20 @@ async def run_once(
     )
 
 
+def _storage_forgets_after(
+    fault: FaultKind, own_server: bool, start_at: float, killed_at: float
+) -> float:
+    """From when the run's fault may have made the storage forget a turn, so that
+    "absent" and "finished" prove nothing: a restarted server of an implementation's
+    own (Redis restarts with its append-only file), a cluster failover (acknowledged
+    writes may be lost), or the generator's replica killed (its turns are reaped)."""
+    if (fault is FaultKind.RESTART and own_server) or fault is FaultKind.CLUSTER_FAILOVER:
+        return start_at
+    if fault is FaultKind.REPLICA_KILL:
+        return killed_at
+    return math.inf
+
+
 def _implementation(transcripts: list[Transcript]) -> str:
     hellos = {(t.hello.name, t.hello.version) for t in transcripts if t.hello is not None}
     return ", ".join(f"{name} {version}" for name, version in sorted(hellos)) or "unknown"
@@ -346,6 +371,18 @@ def applicable_faults(backend: Backend, own_server: bool) -> tuple[FaultKind, ..
     if not own_server:
         return FAULTS[backend]
     return OWN_SERVER_FAULTS if backend is Backend.REDIS else ()
+
+
+def probe_faults(
+    backend: Backend, commands: Sequence[list[str]]
+) -> tuple[tuple[FaultKind, ...], bool]:
+    """The fault kinds that apply to the implementations ``commands`` start (each is
+    started once, outside any trio run, to read its hello), and whether they bring their
+    own server. Raises :class:`AgentFailed` when an agent cannot say hello."""
+    with tempfile.TemporaryDirectory(prefix="streamcheck-hello-") as tmp:
+        hellos = [trio.run(read_hello, command, Path(tmp)) for command in commands]
+    own_server = any(h.capabilities.storage is Storage.OWN for h in hellos)
+    return applicable_faults(backend, own_server), own_server
 
 
 def _own_server(hellos: list[Hello]) -> tuple[str, ...] | None:

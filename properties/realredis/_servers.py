@@ -22,7 +22,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Self
 
-from streamcheck.impl.redis import CoredisRedis, open_coredis
+from streamcheck.impl.redis import (
+    CoredisRedis,
+    RedisClientName,
+    RedisLike,
+    open_coredis,
+    open_redis_client,
+)
 
 HOST = "127.0.0.1"
 # How long a server (or a whole cluster) may take to answer before we call it broken.
@@ -406,6 +412,13 @@ class RedisClusterServers:
 def open_redis(url: str, *, cluster: bool = False) -> AbstractAsyncContextManager[CoredisRedis]:
     """The adapter tests use; the same as :func:`streamcheck.impl.redis.open_coredis`."""
     return open_coredis(url, cluster=cluster)
+
+
+def open_redis_as(
+    url: str, *, cluster: bool = False, client: RedisClientName = "coredis"
+) -> AbstractAsyncContextManager[RedisLike]:
+    """The adapter of the named client (:func:`streamcheck.impl.redis.open_redis_client`)."""
+    return open_redis_client(url, cluster=cluster, client=client)
 
 
 class OwnServer(_ServerProcess):

@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, final
 
-from streamcheck.impl.redis import LuaScript
-from streamcheck.impl.redis._protocol import ScriptArg
+from streamcheck.impl.redis import LuaScript, ScriptArg
 from streamcheck.properties.sim._items import _Connection, _NoScript, _SubConnection
 from streamcheck.properties.sim._replies import (
     _ARG_CHARS,

@@ -6,8 +6,10 @@ adds the control API).
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
@@ -29,6 +31,19 @@ from streamcheck.properties.sim._items import (
     _SubConnection,
 )
 from streamcheck.properties.sim._replies import _message_description, _summary
+from streamcheck.properties.sim._trace import (
+    CommandExecuted,
+    ConnectionClosed,
+    ConnectionOpened,
+    LogRead,
+    MessageDelivered,
+    Publication,
+    SubscribeAcknowledged,
+    SubscribeExecuted,
+    TraceRecord,
+    UnsubscribeExecuted,
+    WriteReplicated,
+)
 
 if TYPE_CHECKING:
     from streamcheck.properties.sim._client import SimClient
@@ -63,7 +78,15 @@ class _SimCore:
         # auto mode: deliveries queued by the command being executed, made right after it
         self._auto_deliveries: list[_Delivery] = []
         self._t0: float | None = None
-        self.trace: list[str] = []
+        #: The trace records built so far (see :attr:`records`).
+        self._records: list[TraceRecord] = []
+        #: Records not built yet: each is built on the first read of :attr:`records`, so
+        #: a step costs a partial and a tuple, not a frozen dataclass (a few percent of
+        #: the simulation's time), and a run nobody reads never pays for it.
+        self._unbuilt: list[tuple[Callable[..., TraceRecord], float, int | None]] = []
+        self._position: Callable[[], int] | None = None
+        #: The PUBLISHes of the command being executed (see _on_publish).
+        self._publishing: list[Publication] = []
         #: Redis Cluster's pub/sub (see SimRedis.relay_pubsub).
         self._relayed = False
         # counters
@@ -173,21 +196,22 @@ class _SimCore:
         self._commands += 1
         if cmd.kind == _PLAIN:
             now = self._clock()
+            self._publishing = []
             reply = self._engine.execute(cmd.fields, now)
+            error: str | None = None
             if isinstance(reply, ResponseError):
                 cmd.error = (
                     _NoScript(str(reply))
                     if isinstance(reply, NoScriptError)
                     else RedisCommandError(str(reply))
                 )
-                outcome = f"error {type(reply).__name__}: {reply}"
+                error = f"{type(reply).__name__}: {reply}"
             else:
                 cmd.result = cmd.shape(reply)
-                outcome = _summary(cmd.result)
             replicated = cmd.fields[0] in _WRITES and not isinstance(reply, NoScriptError)
             if replicated and self._replica is not None:
                 self._queue_replication(cmd, now)
-            self._log(cmd.id, "exec", conn.name, cmd.description, outcome)
+            self._executed(cmd, error)
             self._complete(cmd)
             return
         assert isinstance(conn, _SubConnection)
@@ -195,13 +219,76 @@ class _SimCore:
         if cmd.kind == _SUBSCRIBE:
             self._subscriptions.setdefault(channel, {})[conn] = None
             conn.server_channels.add(channel)
-            self._log(cmd.id, "exec", conn.name, cmd.description)
+            self._record(
+                partial(
+                    SubscribeExecuted,
+                    item=cmd.id,
+                    connection=conn.name,
+                    client=conn.client.name,
+                    channel=channel,
+                )
+            )
             # subscribe() returns when this ack is delivered.
             self._enqueue_delivery(conn, channel, "", cmd)
         else:
             self._unsubscribe_server_side(conn, channel)
-            self._log(cmd.id, "exec", conn.name, cmd.description)
+            self._record(
+                partial(
+                    UnsubscribeExecuted,
+                    item=cmd.id,
+                    connection=conn.name,
+                    client=conn.client.name,
+                    channel=channel,
+                )
+            )
             self._complete(cmd)
+
+    def _executed(self, cmd: _Command, error: str | None) -> None:
+        """Record a plain command Redis just ran."""
+        conn = cmd.connection
+        fields = cmd.fields
+        name = fields[0].decode()
+        if name == "XRANGE" and error is None:
+            count = int(fields[5]) if len(fields) > 5 else None
+            self._record(
+                partial(
+                    LogRead,
+                    item=cmd.id,
+                    connection=conn.name,
+                    client=conn.client.name,
+                    key=fields[1].decode(),
+                    start=fields[2].decode(),
+                    end=fields[3].decode(),
+                    count=count,
+                    ids=tuple(entry_id for entry_id, _fields in cmd.result),
+                )
+            )
+            return
+        published = tuple(self._publishing)
+        self._publishing = []
+        self._record(
+            partial(
+                CommandExecuted,
+                item=cmd.id,
+                connection=conn.name,
+                client=conn.client.name,
+                command=name,
+                script=self._script_name(fields),
+                description=cmd.description,
+                reply="" if error is not None else _summary(cmd.result),
+                error=error,
+                published=published,
+            )
+        )
+
+    def _script_name(self, fields: list[bytes]) -> str | None:
+        if fields[0] == b"EVALSHA":
+            script = self._scripts.get(fields[1])
+        elif fields[0] == b"EVAL":
+            script = self._scripts.get(hashlib.sha1(fields[1]).hexdigest().encode())
+        else:
+            return None
+        return None if script is None else script.name
 
     def _complete(self, cmd: _Command) -> None:
         cmd.done = True
@@ -232,7 +319,7 @@ class _SimCore:
         del self._items[entry.id]
         assert self._replica is not None
         self._replicated.append((entry, self._engine.run_id))
-        self._log(entry.id, "replicate", "replica", entry.description, "ok")
+        self._record(partial(WriteReplicated, item=entry.id, description=entry.description))
 
     def _catch_up_replica(self) -> None:
         assert self._replica is not None
@@ -245,13 +332,15 @@ class _SimCore:
         # Runs inside the engine (its lock held): enqueue only.
         channel = channel_raw.decode()
         receivers = self._subscriptions.get(channel)
+        data = message_raw.decode()
         if not receivers:
             self._unheard += 1
+            self._publishing.append(Publication(channel, data, ()))
             return 0
-        data = message_raw.decode()
         for conn in list(receivers):
             self._published += 1
             self._enqueue_delivery(conn, channel, data, None)
+        self._publishing.append(Publication(channel, data, tuple(c.name for c in receivers)))
         return len(receivers)
 
     def _enqueue_delivery(
@@ -272,20 +361,38 @@ class _SimCore:
         del self._items[delivery.id]
         ack = delivery.ack
         if ack is not None:
-            self._log(delivery.id, "deliver", conn.name, f"ack subscribe {delivery.channel}")
+            self._record(
+                partial(
+                    SubscribeAcknowledged,
+                    item=delivery.id,
+                    connection=conn.name,
+                    client=conn.client.name,
+                    channel=delivery.channel,
+                )
+            )
             self._complete(ack)
             return
-        if delivery.channel in conn.wanted:
+        wanted = delivery.channel in conn.wanted
+        self._record(
+            partial(
+                MessageDelivered,
+                item=delivery.id,
+                connection=conn.name,
+                client=conn.client.name,
+                channel=delivery.channel,
+                message=delivery.data,
+                discarded=not wanted,
+            )
+        )
+        if wanted:
             self._delivered += 1
             conn.ready.append(PubSubMessage(delivery.channel, delivery.data))
             receiver = conn.receiver
             if receiver is not None:
                 conn.receiver = None
                 receiver.set()
-            self._log(delivery.id, "deliver", conn.name, _message_description(delivery))
         else:
             self._discarded += 1
-            self._log(delivery.id, "discard", conn.name, _message_description(delivery))
 
     def _unsubscribe_server_side(self, conn: _SubConnection, channel: str) -> None:
         conn.server_channels.discard(channel)
@@ -297,7 +404,14 @@ class _SimCore:
 
     def _open(self, conn: _Connection) -> None:
         self._connections[conn.name] = conn
-        self._log(0, "open", conn.name, "")
+        self._record(
+            partial(
+                ConnectionOpened,
+                connection=conn.name,
+                client=conn.client.name,
+                pubsub=isinstance(conn, _SubConnection),
+            )
+        )
 
     def _close(self, conn: _Connection, reason: str, *, fault: bool) -> None:
         if conn.closed:
@@ -329,17 +443,47 @@ class _SimCore:
             if receiver is not None:
                 conn.receiver = None
                 receiver.set()
-        self._log(0, "close", conn.name, f"{reason}; failed {failed}, lost {lost}")
+        self._record(
+            partial(
+                ConnectionClosed,
+                connection=conn.name,
+                client=conn.client.name,
+                reason=reason,
+                fault=fault,
+                failed=tuple(failed),
+                lost=tuple(lost),
+            )
+        )
         for cmd in commands:
             self._fail(cmd, reason)
 
-    def _log(self, item_id: int, verb: str, connection: str, text: str, outcome: str = "") -> None:
+    @property
+    def trace(self) -> list[str]:
+        """:attr:`records` as human-readable lines, one per step."""
+        return [record.line() for record in self.records]
+
+    def set_position_source(self, position: Callable[[], int] | None) -> None:
+        """From now on every trace record carries ``position()`` as made when it was
+        recorded (the simulation passes its history's length)."""
+        self._position = position
+
+    @property
+    def records(self) -> list[TraceRecord]:
+        """Every step made, in order, as typed records (see :mod:`._trace`)."""
+        if self._unbuilt:
+            self._records.extend(
+                make(time=time, position=position) for make, time, position in self._unbuilt
+            )
+            self._unbuilt.clear()
+        return self._records
+
+    def _record(self, make: Callable[..., TraceRecord]) -> None:
+        """Record a step: ``make`` builds its record when it is first read, given the
+        time (seconds since the first record) and position taken now."""
         now = self._clock()
         if self._t0 is None:
             self._t0 = now
-        line = f"{now - self._t0:.3f}{f' #{item_id}' if item_id else ''} {verb} {connection}"
-        if text:
-            line = f"{line} {text}"
-        if outcome:
-            line = f"{line} -> {outcome}"
-        self.trace.append(line)
+        position = self._position
+        self._unbuilt.append(
+            (make, round(now - self._t0, 6), None if position is None else position())
+        )

@@ -120,10 +120,6 @@ def sim_time(clock: Callable[[], float]) -> Iterator[TimeShim]:
             shim._saved = []
 
 
-def time_shim_active() -> bool:
-    return _SHIM.depth > 0
-
-
 _convert_redis_arg: Callable[[Any], bytes] = (
     fakeredis.commands_mixins.scripting_mixin._convert_redis_arg
 )

@@ -60,7 +60,10 @@ The model:
   :meth:`SimRedis.runnable` lists them by id. Ids follow the order in which tasks issue
   commands, so trio's scheduler must be made deterministic by the harness.
 
-Every step is appended to :attr:`SimRedis.trace` as one human-readable line.
+Every step is appended to :attr:`SimRedis.records` as one typed record (see
+:mod:`._trace`: command executed (with what it published), SUBSCRIBE executed and acknowledged,
+message delivered or dropped, log read, connection opened or closed, failover...);
+:attr:`SimRedis.trace` lists them as human-readable lines.
 
 Layout: this module holds :class:`SimRedis`'s control API; its state and step machinery
 are in :mod:`._core`, the items and connections in :mod:`._items`, the clients in
@@ -70,6 +73,7 @@ are in :mod:`._core`, the items and connections in :mod:`._items`, the clients i
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Final, final
 
 import trio
@@ -88,8 +92,9 @@ from streamcheck.properties.sim._items import (
     _item_id,
     _SubConnection,
 )
-from streamcheck.properties.sim._replies import _decode, _message_description
+from streamcheck.properties.sim._replies import _decode
 from streamcheck.properties.sim._subscriber import SimSubscriber
+from streamcheck.properties.sim._trace import FailedOver, MessageDropped, PubSubRelayed
 
 __all__ = [
     "DEFAULT_POOL_SIZE",
@@ -233,7 +238,16 @@ class SimRedis(_SimCore):
         item.connection.inbound.remove(item)
         del self._items[item_id]
         self._dropped += 1
-        self._log(item_id, "drop", item.connection.name, _message_description(item))
+        self._record(
+            partial(
+                MessageDropped,
+                item=item_id,
+                connection=item.connection.name,
+                client=item.connection.client.name,
+                channel=item.channel,
+                message=item.data,
+            )
+        )
 
     def disconnect(self, connection: str) -> None:
         """Drop one connection (see the module docstring)."""
@@ -241,11 +255,6 @@ class SimRedis(_SimCore):
         if conn is None:
             raise ValueError(f"no open connection {connection!r}")
         self._close(conn, "disconnected", fault=True)
-
-    def disconnect_client(self, name: str) -> None:
-        """Drop every connection of one client (a replica's network blip)."""
-        for conn in [c for c in self._connections.values() if c.client.name == name]:
-            self._close(conn, "disconnected", fault=True)
 
     def replicate(self, n: int = 1) -> int:
         """Apply up to ``n`` queued writes to the replica; returns how many were applied."""
@@ -263,7 +272,7 @@ class SimRedis(_SimCore):
         connections only: subscribers keep their connection and their channels, and
         what the old primary already relayed may still arrive."""
         self._relayed = True
-        self._log(0, "topology", "cluster", "pub/sub relayed by other nodes")
+        self._record(partial(PubSubRelayed))
 
     def failover(self) -> None:
         """Promote the replica: unreplicated writes are lost, cached scripts forgotten,
@@ -283,7 +292,7 @@ class SimRedis(_SimCore):
         self._replica = promoted.copy(None)
         self._failovers += 1
         self._writes_lost += lost
-        self._log(0, "failover", "primary", f"{lost} unreplicated writes lost")
+        self._record(partial(FailedOver, writes_lost=lost))
         for conn in list(self._connections.values()):
             if self._relayed and isinstance(conn, _SubConnection):
                 continue  # connected to another node, which stays up

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, final
 
 import trio
 
-from streamcheck.impl.redis import RedisConnectionError
-from streamcheck.impl.redis._protocol import PubSubEvent
+from streamcheck.impl.redis import PubSubEvent, RedisConnectionError
 from streamcheck.properties.sim._items import _SUBSCRIBE, _UNSUBSCRIBE, _SubConnection
 from streamcheck.properties.sim._replies import _decode
 

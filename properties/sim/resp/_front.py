@@ -33,6 +33,7 @@ each delivered message, and a completion that reports each executed command (see
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -160,10 +161,12 @@ class _Wakeup:
 
     def set(self) -> None:
         owner = self._owner
-        if owner.sim_connection.closed:
+        sim_conn = owner.sim_connection
+        assert sim_conn is not None
+        if sim_conn.closed:
             owner.cut()
         else:
-            owner.sim_connection.receiver = cast(trio.Event, self)
+            sim_conn.receiver = cast(trio.Event, self)
 
 
 @dataclass(eq=False)
@@ -171,9 +174,11 @@ class FrontConnection:
     """One client TCP connection and its simulated-Redis connection."""
 
     front: RespFront
+    #: The replica whose port it connected to.
     name: str
     stream: trio.SocketStream
-    sim_connection: _SubConnection = field(init=False)
+    #: Opened with the first command that is a step (see RespFront._simulated).
+    sim_connection: _SubConnection | None = None
     protocol: int = 2
     outbox: deque[_Slot] = field(default_factory=deque)
     #: Replies answered by the front that wait for a command queued before them.
@@ -190,7 +195,7 @@ class FrontConnection:
 
     def queued(self, delivery: _Delivery) -> None:
         if delivery.ack is not None:
-            count = len(self.sim_connection.server_channels)
+            count = len(self._sim().server_channels)
             frame = push([b"subscribe", delivery.channel.encode(), count], self.protocol)
             self.outbox.append(_Slot(None, delivery, frame))
             for reply in self.after.pop(delivery.ack.id, []):
@@ -231,11 +236,15 @@ class FrontConnection:
             self.outbox.append(_Slot(frame))
         elif command.kind == _UNSUBSCRIBE:
             channel = command.channel.encode() if command.channel else None
-            count = len(self.sim_connection.server_channels)
+            count = len(self._sim().server_channels)
             self.outbox.append(_Slot(push([b"unsubscribe", channel, count], self.protocol)))
         for reply in self.after.pop(command.id, []):
             self.outbox.append(_Slot(reply))
         self.poke()
+
+    def _sim(self) -> _SubConnection:
+        assert self.sim_connection is not None
+        return self.sim_connection
 
     def cut(self) -> None:
         self.closing = True
@@ -261,7 +270,7 @@ class FrontConnection:
 
     def answer_locally(self, reply: bytes) -> None:
         """A reply the front makes: after every reply due before it."""
-        pending = self.sim_connection.commands
+        pending = self.sim_connection.commands if self.sim_connection is not None else ()
         if pending:
             self.after.setdefault(pending[-1].id, []).append(reply)
         else:
@@ -290,7 +299,6 @@ class RespFront:
     async def listen(self, nursery: trio.Nursery, replica: str) -> int:
         """Serve ``replica``'s connections on a fresh loopback port; return the port."""
         self._clients[replica] = self.sim.client(replica, pool_size=1)
-        self._opened[replica] = 0
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         port: int = listeners[0].socket.getsockname()[1]
         nursery.start_soon(self._serve, listeners, replica)
@@ -310,28 +318,41 @@ class RespFront:
                 nursery.start_soon(self._connection, stream, replica)
 
     async def _connection(self, stream: trio.SocketStream, replica: str) -> None:
-        name = f"{replica}/c{self._opened[replica]}"
-        self._opened[replica] += 1
         self.statistics.connections += 1
-        conn = FrontConnection(self, name, stream)
-        sim_conn = _SubConnection(name, self._clients[replica])
+        conn = FrontConnection(self, replica, stream)
+        self.connections.append(conn)
+        self._on_activity()
+        async with stream, trio.open_nursery() as nursery:
+            nursery.start_soon(self._write, conn, nursery.cancel_scope)
+            with contextlib.suppress(
+                trio.BrokenResourceError, trio.ClosedResourceError, RespProtocolError
+            ):
+                await self._read(conn)
+            nursery.cancel_scope.cancel()
+        sim_conn = conn.sim_connection
+        if sim_conn is not None and not sim_conn.closed:
+            self.sim._close(sim_conn, "closed by the client", fault=False)
+        self._on_activity()
+
+    def _simulated(self, conn: FrontConnection, subscriber: bool) -> _SubConnection:
+        """The connection's simulated twin, opened with its first command that is a
+        step. Its name says its role (``s`` if that command is a SUBSCRIBE, else ``c``)
+        and counts per replica and role, so names do not depend on which of two
+        connections opened at once was accepted first."""
+        sim_conn = conn.sim_connection
+        if sim_conn is not None:
+            return sim_conn
+        role = "s" if subscriber else "c"
+        key = f"{conn.name}/{role}"
+        number = self._opened.get(key, 0)
+        self._opened[key] = number + 1
+        sim_conn = _SubConnection(f"{conn.name}/{role}{number}", self._clients[conn.name])
         sim_conn.inbound = _Inbound(conn)
         sim_conn.ready = cast(deque[PubSubMessage], _Ready(conn))
         sim_conn.receiver = cast(trio.Event, _Wakeup(conn))
         conn.sim_connection = sim_conn
         self.sim._open(sim_conn)
-        self.connections.append(conn)
-        self._on_activity()
-        async with stream, trio.open_nursery() as nursery:
-            nursery.start_soon(self._write, conn, nursery.cancel_scope)
-            try:
-                await self._read(conn)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, RespProtocolError):
-                pass
-            nursery.cancel_scope.cancel()
-        if not sim_conn.closed:
-            self.sim._close(sim_conn, "closed by the client", fault=False)
-        self._on_activity()
+        return sim_conn
 
     async def _read(self, conn: FrontConnection) -> None:
         parser = RequestParser()
@@ -379,7 +400,7 @@ class RespFront:
                 conn.channels.add(channel)
                 # Delivered messages go to the client whatever it wants now (as Redis
                 # does); the client discards what it no longer wants.
-                conn.sim_connection.wanted.add(channel)
+                self._simulated(conn, subscriber=True).wanted.add(channel)
                 self._queue(conn, [], f"SUBSCRIBE {channel}", _SUBSCRIBE, channel)
         elif name == b"UNSUBSCRIBE":
             channels = [raw.decode() for raw in fields[1:]] or sorted(conn.channels)
@@ -401,9 +422,10 @@ class RespFront:
     ) -> None:
         completion = _Completion(conn.completed)
         sim = self.sim
+        sim_conn = self._simulated(conn, subscriber=kind == _SUBSCRIBE)
         command = _Command(
             sim._new_id(),
-            conn.sim_connection,
+            sim_conn,
             fields,
             _identity,
             description,
@@ -412,7 +434,7 @@ class RespFront:
             cast(trio.Event, completion),
         )
         completion._command = command
-        conn.sim_connection.commands.append(command)
+        sim_conn.commands.append(command)
         sim._added(command)
 
     def _local(self, conn: FrontConnection, name: bytes, args: list[bytes]) -> bytes:

@@ -86,6 +86,7 @@ class ForeignMachine(RuleBasedStateMachine):
     start_s: ClassVar[float] = 0.0
     late_activity: ClassVar[int] = 0
     quiet_total_s: ClassVar[float] = 0.0
+    waited_s: ClassVar[float] = 0.0
 
     def __init__(self) -> None:
         super().__init__()
@@ -147,20 +148,28 @@ class ForeignMachine(RuleBasedStateMachine):
 
     @rule(
         stream=STREAMS,
+        producer=REPLICA,
         replica=REPLICA,
         mode=st.sampled_from(["subscribe", "resume"]),
-        first=PICK,
         seed=SEEDS,
+        depth=st.integers(1, 2),
     )
-    def attach_during(self, stream: str, replica: int, mode: str, first: int, seed: int) -> None:
-        """A client attaches while the generator emits: its first step is taken, the
-        generator emits, and everything then pending is released in a PCT order. The
-        attachment boundary is where the design's promises are hardest; one decision at
-        a time rarely reaches inside it."""
+    def attach_during(
+        self, stream: str, producer: int, replica: int, mode: str, seed: int, depth: int
+    ) -> None:
+        """A client attaches to a turn in progress (the drawn stream's, else the other's,
+        else a new one on ``producer``) while its generator emits, and everything then
+        pending is released in a PCT order. The attachment boundary is where the design's
+        promises are hardest; one decision at a time rarely reaches inside it."""
+        live = self.sim.world.live_turns()
+        if stream not in live:
+            stream = live[0] if live else stream
+        if stream not in live:
+            self._do("create", stream=stream, replica=producer)
+            self._do("settle")
         self._do(mode, stream=stream, replica=replica)
-        self._do("step", k=first)
         self._do("emit", stream=stream)
-        self._do("pct", seed=seed, depth=1)
+        self._do("pct", seed=seed, depth=depth)
 
     @rule(seed=SEEDS, depth=st.integers(1, 3))
     def pct(self, seed: int, depth: int) -> None:
@@ -227,6 +236,7 @@ class ForeignMachine(RuleBasedStateMachine):
         if judged is not None:
             cls.late_activity += judged.timings.late_activity
             cls.quiet_total_s += judged.timings.quiet_s
+            cls.waited_s += judged.timings.waited_s
 
     def check_invariants(self, settings: Any, output: Any, runtimes: Any) -> None:
         # Every rule that ran is one rule step (safety is judged at teardown).
@@ -252,6 +262,7 @@ def foreign_machine_for(
             "start_s": 0.0,
             "late_activity": 0,
             "quiet_total_s": 0.0,
+            "waited_s": 0.0,
         },
     )
 
@@ -267,6 +278,8 @@ class ForeignCampaign:
     heal_s: float
     start_s: float
     quiet_s: float
+    #: Real time let pass on purpose by ``wait`` decisions (heal phases included).
+    waited_s: float
     late_activity: int
     report: CheckReport | None = None
     crash: str | None = None
@@ -323,6 +336,7 @@ def run_foreign_campaign(
         start_s=machine.start_s,
         quiet_s=machine.quiet_total_s,
         late_activity=machine.late_activity,
+        waited_s=machine.waited_s,
     )
     failure = machine.failure
     if failure is None:

@@ -1,17 +1,14 @@
-"""The synchronous face of a foreign world: a trio thread the state machine talks to.
+"""The synchronous face of a foreign world, for the state machine.
 
 Hypothesis runs rules synchronously; the world (the RESP front, the agents' pipes) lives
-in a trio loop in a thread of its own, on the real clock. Each decision is one
+in the foreign host's trio loop (:mod:`._host`), on the real clock. Each decision is one
 ``trio.from_thread.run`` call that returns when the world is quiet again.
 """
 
 from __future__ import annotations
 
-import tempfile
-import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import trio
@@ -19,6 +16,7 @@ import trio
 from streamcheck.model import CheckReport, History
 from streamcheck.properties._simulation import Decision
 from streamcheck.properties.sim._engine import sim_time
+from streamcheck.properties.sim.resp._host import host
 from streamcheck.properties.sim.resp._world import ForeignWorld, WorldFailed, WorldTimings
 
 __all__ = ["ForeignSimulation", "Judged"]
@@ -37,57 +35,53 @@ class Judged:
 
 class ForeignSimulation:
     """One example: agents started by :meth:`start`, decisions applied one at a time,
-    then :meth:`heal` (the liveness verdict) and :meth:`close`."""
+    then :meth:`heal` (the liveness verdict) and :meth:`close`. The world runs in the
+    process's foreign host (:mod:`._host`)."""
 
     def __init__(self, commands: list[list[str]], *, quiet_s: float = 0.02) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="streamcheck-foreign-")
-        self.world = ForeignWorld(commands, Path(self._dir.name), quiet_s=quiet_s)
+        self.world = ForeignWorld(commands, quiet_s=quiet_s)
         self.decisions: list[Decision] = []
         self.rule_steps = 0
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._started = threading.Event()
         self._failure: BaseException | None = None
         self._closing: trio.Event | None = None
+        self._closed: trio.Event | None = None
         self._stop_failures: list[str] = []
-        self._thread = threading.Thread(target=self._thread_main, daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
-        self._started.wait()
-        if self._failure is not None:
-            self._thread.join()
-            raise self._failure
+        host.run(self._start)
 
-    def _thread_main(self) -> None:
+    async def _start(self) -> None:
+        self._closing = trio.Event()
+        self._closed = trio.Event()
+        await host.nursery.start(self._world_task)
+
+    async def _world_task(self, task_status: trio.TaskStatus[None]) -> None:
+        started = False
+        closed = self._closed
+        assert closed is not None
         try:
             with sim_time(time.time):
-                trio.run(self._main)
-        except BaseException as exc:  # handed to the caller's thread
-            self._failure = exc
+                async with trio.open_nursery() as nursery:
+                    await self.world.start(nursery)
+                    task_status.started()
+                    started = True
+                    assert self._closing is not None
+                    await self._closing.wait()
+                    with trio.move_on_after(10):
+                        self._stop_failures = await self.world.stop()
+                    nursery.cancel_scope.cancel()
+        except Exception as exc:
+            if not started:
+                raise _unwrap(exc) from None
+            # After the start, a failure belongs to this example, not to the host.
+            self._failure = _unwrap(exc)
         finally:
-            self._started.set()
-
-    async def _main(self) -> None:
-        self._token = trio.lowlevel.current_trio_token()
-        self._closing = trio.Event()
-        try:
-            async with trio.open_nursery() as nursery:
-                await self.world.start(nursery)
-                self._started.set()
-                await self._closing.wait()
-                with trio.move_on_after(10):
-                    self._stop_failures = await self.world.stop()
-                nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            failed = group.subgroup(WorldFailed)
-            if failed is not None:
-                raise failed.exceptions[0] from None
-            raise
+            closed.set()
 
     def _call(self, fn: Any, *args: Any) -> Any:
-        if self._token is None or self._failure is not None:
-            raise WorldFailed(f"the world is not running: {self._failure}")
-        return trio.from_thread.run(self.world.attended, fn, *args, trio_token=self._token)
+        if self._failure is not None:
+            raise WorldFailed(f"the world failed: {self._failure!r}")
+        return host.run(self.world.attended, fn, *args)
 
     def apply(self, decision: Decision) -> bool:
         self.decisions.append(decision)
@@ -127,12 +121,17 @@ class ForeignSimulation:
         return world.judge(healed=True)
 
     def close(self) -> list[str]:
-        """Stop the agents and the thread; the agents that did not stop cleanly."""
-        if self._token is not None and self._closing is not None and self._failure is None:
-            try:
-                trio.from_thread.run_sync(self._closing.set, trio_token=self._token)
-            except trio.RunFinishedError:
-                pass
-        self._thread.join(timeout=30)
-        self._dir.cleanup()
+        """Stop the agents; the failures of those that did not stop cleanly."""
+        host.run(self._close)
         return self._stop_failures
+
+    async def _close(self) -> None:
+        if self._closing is not None and self._closed is not None:
+            self._closing.set()
+            await self._closed.wait()
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import trio
@@ -37,6 +35,7 @@ from streamcheck.properties.realredis._merge import merge_histories
 from streamcheck.properties.realredis._plan import chunk_payload, owner_of
 from streamcheck.properties.sim._redis import SimRedis
 from streamcheck.properties.sim.resp._front import RespFront
+from streamcheck.properties.sim.resp._host import ActiveAgent, host
 
 T = TypeVar("T")
 
@@ -81,16 +80,6 @@ class WorldTimings:
     start_s: float = 0.0
 
 
-class _ActiveAgent(Agent):
-    """An agent whose every line marks the world active."""
-
-    on_line: Callable[[], None] = staticmethod(lambda: None)
-
-    def _line(self, line: str) -> None:
-        self.on_line()
-        super()._line(line)
-
-
 @dataclass(slots=True)
 class _Turn:
     name: str
@@ -111,14 +100,13 @@ class ForeignWorld:
     """One example's world; every method runs in its trio thread."""
 
     commands: list[list[str]]
-    workdir: Path
     quiet_s: float = 0.02
     #: After a cut, the extra real time a client needs to reconnect (ioredis waits
     #: 20 ms, coredis at once).
     reconnect_grace_s: float = 0.1
     sim: SimRedis = field(init=False)
     front: RespFront = field(init=False)
-    agents: list[_ActiveAgent] = field(default_factory=list)
+    agents: list[ActiveAgent] = field(default_factory=list)
     actions: dict[str, Action] = field(default_factory=dict)
     timings: WorldTimings = field(default_factory=WorldTimings)
     _turns: dict[str, _Turn] = field(default_factory=dict)
@@ -138,7 +126,12 @@ class ForeignWorld:
         for index, command in enumerate(self.commands):
             replica = f"r{index}"
             port = await self.front.listen(nursery, replica)
-            agent = await _spawn(nursery, command, replica, self.workdir, self._activity)
+            try:
+                agent = await host.agent(command)
+            except AgentFailed as exc:
+                raise WorldFailed(str(exc)) from None
+            agent.name = replica
+            agent.on_line = self._activity
             init = Init(
                 replica=replica,
                 redis_url=f"redis://127.0.0.1:{port}",
@@ -335,8 +328,9 @@ class ForeignWorld:
         """Release everything pending in a PCT order (Burckhardt et al.): each connection
         gets a random priority from ``seed`` the first time it has a step; the highest
         runs, one step per quiet window; at ``depth - 1`` drawn steps the connection about
-        to run drops below every other. Connections are named in the order they were
-        opened, so a seed means the same priorities in every replay."""
+        to run drops below every other. Priorities are drawn in the order of the
+        connections' names (which say replica and role), so a seed means the same
+        priorities in every replay."""
         rng = random.Random(seed)
         priority: dict[str, float] = {}
         change_at = sorted(rng.sample(range(1, 40), max(0, depth - 1)))
@@ -348,7 +342,7 @@ class ForeignWorld:
                 if not self.sim.runnable():
                     return steps
                 continue
-            for item in runnable:
+            for item in sorted(runnable, key=lambda item: item.connection):
                 if item.connection not in priority:
                     priority[item.connection] = rng.random()
             best = max(runnable, key=lambda item: (priority[item.connection], -item.id))
@@ -457,31 +451,3 @@ class ForeignWorld:
         if healed:
             history.append(Healed(time=time.monotonic()))
         return check(history), history
-
-
-async def _spawn(
-    nursery: trio.Nursery,
-    command: list[str],
-    replica: str,
-    workdir: Path,
-    on_line: Callable[[], None],
-) -> _ActiveAgent:
-    """:func:`~streamcheck.properties.protocol.spawn_agent` with an agent that reports
-    its activity."""
-    transcript = workdir / f"{replica}.jsonl"
-    stderr = workdir / f"{replica}.stderr"
-    with stderr.open("wb") as err:
-        try:
-            process = await trio.lowlevel.open_process(
-                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err
-            )
-        except OSError as exc:
-            raise WorldFailed(f"cannot start agent {replica} ({command[0]}): {exc}") from None
-    agent = _ActiveAgent(replica, process, transcript, stderr, started_at=trio.current_time())
-    agent.on_line = on_line
-    nursery.start_soon(agent.pump)
-    try:
-        await agent.wait_hello()
-    except AgentFailed as exc:
-        raise WorldFailed(str(exc)) from None
-    return agent

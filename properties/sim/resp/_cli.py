@@ -1,0 +1,116 @@
+"""``streamcheck run --backend sim --impl CMD``: the simulation for foreign replicas, and
+``streamcheck replay`` of its replay files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from streamcheck.properties.protocol import agent_command
+from streamcheck.properties.sim.resp._machine import (
+    REPLAY_SCHEMA,
+    ForeignCampaign,
+    replay_foreign,
+    run_foreign_campaign,
+)
+from streamcheck.properties.sim.resp._world import FOREIGN_SETTINGS, WorldFailed
+
+__all__ = ["is_foreign_replay", "replay_foreign_file", "run_foreign"]
+
+EXIT_OK, EXIT_ANOMALY, EXIT_USAGE = 0, 1, 2
+DEFAULT_EXAMPLES = 100
+REPLAYS = 3
+
+
+class ForeignUsageError(ValueError):
+    """An option that does not apply to foreign replicas, or an agent that cannot start."""
+
+
+def run_foreign(args: argparse.Namespace) -> int:
+    for given, name in (
+        (args.canary, "--canary"),
+        (args.coverage, "--coverage"),
+        (args.workers != 1, "--workers"),
+        (args.budget is not None, "--budget"),
+        (args.soak or args.faults or args.plan, "--soak, --faults and --plan"),
+    ):
+        if given:
+            raise ForeignUsageError(
+                f"streamcheck run: {name} does not apply to --backend sim --impl"
+            )
+    try:
+        impls = [agent_command(impl) for impl in args.impl]
+    except ValueError as exc:
+        raise ForeignUsageError(f"streamcheck run: --impl: {exc}") from None
+    replicas = args.replicas if args.replicas is not None else 2
+    commands = [impls[i % len(impls)] for i in range(replicas)]
+    examples = args.examples if args.examples is not None else DEFAULT_EXAMPLES
+    seed = args.seed if args.seed is not None else 0
+    replay_file: Path = args.reports / "failures" / "foreign.json"
+    replay_file.unlink(missing_ok=True)
+    print(
+        f"foreign simulation: {examples} examples, {replicas} replicas "
+        f"({' | '.join(args.impl)}), seed {seed}; RESP front over the simulated Redis",
+        flush=True,
+    )
+    try:
+        campaign = run_foreign_campaign(
+            commands, examples=examples, seed=seed, replay_file=replay_file
+        )
+    except WorldFailed as exc:
+        raise ForeignUsageError(f"streamcheck run: the agents did not start: {exc}") from None
+    _summarize(campaign)
+    if not campaign.failed:
+        return EXIT_OK
+    if campaign.report is not None:
+        print(campaign.report.summary())
+    if campaign.crash is not None:
+        print(f"the foreign world failed: {campaign.crash}")
+    print(
+        f"failing example: {campaign.found_decisions} decisions, minimized to "
+        f"{len(campaign.minimized)} ({campaign.minimize_replays} replays):"
+    )
+    for decision in campaign.minimized:
+        print(f"  {decision}")
+    print(f"replay file: {replay_file}")
+    print(replay_foreign(replay_file, REPLAYS).describe())
+    return EXIT_ANOMALY
+
+
+def _summarize(campaign: ForeignCampaign) -> None:
+    rules_s = max(campaign.busy_s - 0.0, 1e-9)
+    print(
+        f"{campaign.examples} examples in {campaign.seconds:.1f} s: {campaign.rule_steps} rule "
+        f"steps, {campaign.decisions} decisions; {campaign.rule_steps / rules_s:.1f} rule "
+        f"steps/s inside the rules ({campaign.quiet_s:.1f} s of quiet windows, "
+        f"{campaign.waited_s:.1f} s of timer waits), agents started in "
+        f"{campaign.start_s:.1f} s, heal phases {campaign.heal_s:.1f} s; "
+        f"late activity {campaign.late_activity}; replica timers "
+        f"{', '.join(f'{k}={v:g}' for k, v in FOREIGN_SETTINGS.items())}"
+    )
+    print("anomalies: none" if not campaign.failed else "anomalies: FOUND", flush=True)
+
+
+def is_foreign_replay(path: Path) -> bool:
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(raw, dict) and raw.get("schema") == REPLAY_SCHEMA
+
+
+def replay_foreign_file(path: Path, runs: int = REPLAYS) -> int:
+    raw = json.loads(path.read_text())
+    print(
+        f"replaying {len(raw['decisions'])} decisions from {path} ({' | '.join(map(' '.join, raw['impl']))}):"
+    )
+    for name, args in raw["decisions"]:
+        inner = ", ".join(f"{k}={v!r}" for k, v in args.items())
+        print(f"  {name}({inner})")
+    started = time.monotonic()
+    verdict = replay_foreign(path, runs)
+    print(f"recorded anomaly: {verdict.anomaly}")
+    print(f"{verdict.describe()} in {time.monotonic() - started:.1f} s")
+    return EXIT_ANOMALY if verdict.reproduced else EXIT_OK

@@ -73,7 +73,7 @@ class WorldTimings:
     waited_s: float = 0.0
     #: Bytes or lines that arrived between decisions, after a window had closed.
     late_activity: int = 0
-    #: Quiet windows ended early because every agent process was asleep.
+    #: Quiet waits that ended before ``quiet_s`` of silence (every agent asleep).
     early_quiet: int = 0
     #: Decisions that were not quiet within QUIET_LIMIT_S.
     never_quiet: int = 0
@@ -181,25 +181,28 @@ class ForeignWorld:
             self.timings.late_activity += 1
 
     async def quiet(self, extra_s: float = 0.0) -> None:
-        """Return once the world is quiet: nothing moved for ``quiet_s``, or, sooner,
-        nothing moved for MIN_QUIET_S and every agent process was asleep (waiting on
-        its sockets or timers, per the kernel) at two polls in a row."""
+        """Return once the world is quiet: nothing moved on a socket or a pipe for
+        MIN_QUIET_S, the front has nothing left to write, and at two polls in a row every
+        agent process was asleep (waiting on its sockets or timers, per the kernel) and
+        had used no CPU time in between. An agent that is running, or runnable but
+        waiting for a core on a loaded machine, keeps the decision open. Where /proc
+        cannot be read, ``quiet_s`` of silence is the rule instead."""
         started = trio.current_time()
-        window = self.quiet_s + extra_s
-        asleep = 0
+        previous: list[tuple[bytes, int]] | None = None
         while True:
             now = trio.current_time()
             since = now - self._last_activity
-            if self.front.writing == 0 and now - started >= extra_s:
-                if since >= window:
-                    break
-                if since >= MIN_QUIET_S and self._agents_asleep():
-                    asleep += 1
-                    if asleep >= 2:
-                        self.timings.early_quiet += 1
+            if self.front.writing == 0 and now - started >= extra_s and since >= MIN_QUIET_S:
+                states = self._agent_states()
+                if states is None:
+                    if since >= self.quiet_s:
                         break
-                else:
-                    asleep = 0
+                elif all(state == b"S" for state, _ in states) and states == previous:
+                    self.timings.early_quiet += since < self.quiet_s
+                    break
+                previous = states
+            else:
+                previous = None
             if now - started > QUIET_LIMIT_S:
                 self.timings.never_quiet += 1
                 break
@@ -207,18 +210,19 @@ class ForeignWorld:
         self.timings.quiet_s += trio.current_time() - started
         self._check_agents()
 
-    def _agents_asleep(self) -> bool:
-        """Every agent's main thread sleeping, per /proc (Linux); False where unknown,
-        so the full window applies."""
+    def _agent_states(self) -> list[tuple[bytes, int]] | None:
+        """Each agent's main thread state and CPU ticks, from /proc (Linux); None where
+        that cannot be read."""
+        states = []
         for agent in self.agents:
             try:
                 with open(f"/proc/{agent.process.pid}/stat", "rb") as stat:
                     fields = stat.read().rsplit(b")", 1)[1].split()
             except OSError:
-                return False
-            if fields[0] != b"S":
-                return False
-        return True
+                return None
+            # After the command name: state, then utime and stime at offsets 11 and 12.
+            states.append((fields[0], int(fields[11]) + int(fields[12])))
+        return states
 
     def _check_agents(self) -> None:
         for agent in self.agents:

@@ -377,7 +377,6 @@ def _run_real(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from streamcheck.properties._replay import load_replay, replay_twice
     from streamcheck.properties._replay_schema import ReplayFileError
-
     from streamcheck.properties.sim.resp._cli import is_foreign_replay, replay_foreign_file
 
     path: Path = args.file

@@ -152,7 +152,5 @@ def test_the_subscribe_race_finds_the_node_ports_historical_behaviour(node_port:
     assert AnomalyKind.TERMINAL_BEFORE_CHUNKS in kinds, judged.report.summary()
     # The mechanism, in the trace: the publish ran before the reader's SUBSCRIBE.
     publish = next(i for i, line in enumerate(judged.trace) if "exec r0/c0 EVAL " in line)
-    subscribe = next(
-        i for i, line in enumerate(judged.trace) if "exec r1/s0 SUBSCRIBE" in line
-    )
+    subscribe = next(i for i, line in enumerate(judged.trace) if "exec r1/s0 SUBSCRIBE" in line)
     assert publish < subscribe

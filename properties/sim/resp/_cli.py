@@ -22,6 +22,7 @@ __all__ = ["is_foreign_replay", "replay_foreign_file", "run_foreign"]
 EXIT_OK, EXIT_ANOMALY, EXIT_USAGE = 0, 1, 2
 DEFAULT_EXAMPLES = 100
 REPLAYS = 3
+PROGRESS_EVERY = 50
 
 
 class ForeignUsageError(ValueError):
@@ -55,9 +56,16 @@ def run_foreign(args: argparse.Namespace) -> int:
         f"({' | '.join(args.impl)}), seed {seed}; RESP front over the simulated Redis",
         flush=True,
     )
+    started = time.monotonic()
+
+    def progress(started_examples: int) -> None:
+        if started_examples > 1 and (started_examples - 1) % PROGRESS_EVERY == 0:
+            done = started_examples - 1
+            print(f"  {done} examples, {time.monotonic() - started:.0f} s", flush=True)
+
     try:
         campaign = run_foreign_campaign(
-            commands, examples=examples, seed=seed, replay_file=replay_file
+            commands, examples=examples, seed=seed, replay_file=replay_file, on_example=progress
         )
     except WorldFailed as exc:
         raise ForeignUsageError(f"streamcheck run: the agents did not start: {exc}") from None
@@ -103,9 +111,8 @@ def is_foreign_replay(path: Path) -> bool:
 
 def replay_foreign_file(path: Path, runs: int = REPLAYS) -> int:
     raw = json.loads(path.read_text())
-    print(
-        f"replaying {len(raw['decisions'])} decisions from {path} ({' | '.join(map(' '.join, raw['impl']))}):"
-    )
+    impls = " | ".join(" ".join(command) for command in raw["impl"])
+    print(f"replaying {len(raw['decisions'])} decisions from {path} ({impls}):")
     for name, args in raw["decisions"]:
         inner = ", ".join(f"{k}={v!r}" for k, v in args.items())
         print(f"  {name}({inner})")

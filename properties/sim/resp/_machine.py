@@ -88,10 +88,15 @@ class ForeignMachine(RuleBasedStateMachine):
     quiet_total_s: ClassVar[float] = 0.0
     waited_s: ClassVar[float] = 0.0
 
+    #: Called with the number of examples started so far, before each example.
+    on_example: ClassVar[Callable[[int], None] | None] = None
+
     def __init__(self) -> None:
         super().__init__()
         cls = type(self)
         cls.examples += 1
+        if cls.on_example is not None:
+            cls.on_example(cls.examples)
         self.faults: frozenset[ForeignFault] = frozenset()
         starting = time.monotonic()
         self.sim = ForeignSimulation(cls.commands, quiet_s=cls.quiet_s)
@@ -308,6 +313,7 @@ def run_foreign_campaign(
     """Run up to ``examples`` examples; stop at the first failure, minimize it and
     write its replay file."""
     machine = foreign_machine_for(commands, quiet_s=quiet_s)
+    machine.on_example = on_example
     chosen = settings(
         max_examples=examples,
         stateful_step_count=steps,

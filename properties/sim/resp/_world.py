@@ -28,7 +28,7 @@ from typing import Any, Final, TypeVar
 
 import trio
 
-from streamcheck.model import CheckReport, Healed, History, check
+from streamcheck.model import CheckReport, Healed, History, JSONValue, check
 from streamcheck.properties.protocol import Action, Agent, AgentFailed, Init, Op, read_transcript
 from streamcheck.properties.protocol._messages import ProtocolError
 from streamcheck.properties.realredis._merge import merge_histories
@@ -397,7 +397,7 @@ class ForeignWorld:
                 message = f"{turn.name}#error"
                 action = Action(self._next_id(), Op.ERROR, stream, turn=turn.name, message=message)
             else:
-                done = {"id": f"{turn.name}#done"}
+                done: JSONValue = {"id": f"{turn.name}#done"}
                 action = Action(self._next_id(), Op.DONE, stream, turn=turn.name, data=done)
             return action, turn.producer
         if name == "abort":

@@ -19,6 +19,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from streamcheck.model import AnomalyKind
 from streamcheck.properties._simulation import Decision
+from streamcheck.properties.cli import main
 from streamcheck.properties.protocol import PYTHON_AGENT
 from streamcheck.properties.sim.resp import ForeignSimulation, Judged, run_foreign_campaign
 from streamcheck.properties.sim.resp._codec import RequestParser, encode, error_line, push
@@ -154,3 +155,26 @@ def test_the_subscribe_race_finds_the_node_ports_historical_behaviour(node_port:
     publish = next(i for i, line in enumerate(judged.trace) if "exec r0/c0 EVAL " in line)
     subscribe = next(i for i, line in enumerate(judged.trace) if "exec r1/s0 SUBSCRIBE" in line)
     assert publish < subscribe
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def test_run_with_a_foreign_impl_in_the_simulation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["run", "--backend", "sim", "--impl", "python", "--examples", "2", "--seed", "5",
+         "--reports", str(tmp_path)]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "anomalies: none" in out and "rule steps/s" in out
+
+
+def test_options_of_the_in_process_simulation_are_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["run", "--backend", "sim", "--impl", "python", "--workers", "2"])
+    assert code == 2
+    assert "--workers does not apply to --backend sim --impl" in capsys.readouterr().err

@@ -261,6 +261,8 @@ class ForeignWorld:
                 )
                 await self.quiet()
                 return True
+            case "lossy_emit":
+                return await self._lossy_emit(str(args["stream"]), int(args["k"]))
             case "step" | "deliver" | "drop":
                 return await self._item(name, int(args["k"]))
             case "disconnect":
@@ -312,6 +314,34 @@ class ForeignWorld:
             self.sim.step(item)
             self._activity()
         await self.quiet()
+        return True
+
+    async def _lossy_emit(self, stream: str, k: int, limit: int = 20) -> bool:
+        """The generator emits; pending commands run (lowest id first, one per quiet
+        window) until its publish has queued messages; the k-th of those (by connection)
+        is lost. A message lost in flight is the pub/sub loss the design repairs from the
+        chunk log; reaching it one step at a time is rare."""
+        before = {item.id for item in self.sim.pending() if item.kind == "delivery"}
+        if not await self._apply("emit", {"stream": stream}):
+            return False
+        for _ in range(limit):
+            queued = [
+                item
+                for item in self.sim.pending()
+                if item.kind == "delivery"
+                and item.id not in before
+                and not item.description.startswith("ack ")
+            ]
+            if queued:
+                queued.sort(key=lambda item: (item.connection, item.id))
+                self.sim.drop(queued[k % len(queued)].id)
+                return True
+            commands = [item for item in self.sim.runnable() if item.kind == "command"]
+            if not commands:
+                return True
+            self.sim.step(commands[0].id)
+            self._activity()
+            await self.quiet()
         return True
 
     async def settle(self, limit: int = 2000) -> int:

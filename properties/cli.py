@@ -592,7 +592,10 @@ def build_parser() -> argparse.ArgumentParser:
         "the (i mod n)-th command: a mixed run of implementations on the same streams",
     )
     run.add_argument(
-        "--faults", default="", help="redis|cluster: comma-separated fault kinds (default all)"
+        "--faults",
+        default="",
+        help="redis|cluster: comma-separated fault kinds (default all); sim with --impl: "
+        "the fault families examples may switch on, of drop, cut, clock (default all)",
     )
     run.add_argument(
         "--replicas",

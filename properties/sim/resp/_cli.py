@@ -12,6 +12,7 @@ from streamcheck.properties.protocol import agent_command
 from streamcheck.properties.sim.resp._machine import (
     REPLAY_SCHEMA,
     ForeignCampaign,
+    ForeignFault,
     replay_foreign,
     run_foreign_campaign,
 )
@@ -35,7 +36,7 @@ def run_foreign(args: argparse.Namespace) -> int:
         (args.coverage, "--coverage"),
         (args.workers != 1, "--workers"),
         (args.budget is not None, "--budget"),
-        (args.soak or args.faults or args.plan, "--soak, --faults and --plan"),
+        (args.soak or args.plan, "--soak and --plan"),
     ):
         if given:
             raise ForeignUsageError(
@@ -45,6 +46,17 @@ def run_foreign(args: argparse.Namespace) -> int:
         impls = [agent_command(impl) for impl in args.impl]
     except ValueError as exc:
         raise ForeignUsageError(f"streamcheck run: --impl: {exc}") from None
+    faults = frozenset(ForeignFault)
+    if args.faults:
+        known = {fault.value: fault for fault in ForeignFault}
+        words = [word.strip() for word in args.faults.split(",") if word.strip()]
+        unknown = [word for word in words if word not in known]
+        if unknown:
+            raise ForeignUsageError(
+                f"streamcheck run: --faults with --backend sim --impl takes {', '.join(known)}, "
+                f"not {', '.join(unknown)}"
+            )
+        faults = frozenset(known[word] for word in words)
     replicas = args.replicas if args.replicas is not None else 2
     commands = [impls[i % len(impls)] for i in range(replicas)]
     examples = args.examples if args.examples is not None else DEFAULT_EXAMPLES
@@ -53,7 +65,9 @@ def run_foreign(args: argparse.Namespace) -> int:
     replay_file.unlink(missing_ok=True)
     print(
         f"foreign simulation: {examples} examples, {replicas} replicas "
-        f"({' | '.join(args.impl)}), seed {seed}; RESP front over the simulated Redis",
+        f"({' | '.join(args.impl)}), seed {seed}, fault families "
+        f"{', '.join(sorted(f.value for f in faults)) or 'none'}; RESP front over the "
+        "simulated Redis",
         flush=True,
     )
     started = time.monotonic()
@@ -65,7 +79,12 @@ def run_foreign(args: argparse.Namespace) -> int:
 
     try:
         campaign = run_foreign_campaign(
-            commands, examples=examples, seed=seed, replay_file=replay_file, on_example=progress
+            commands,
+            examples=examples,
+            seed=seed,
+            replay_file=replay_file,
+            on_example=progress,
+            faults=faults,
         )
     except WorldFailed as exc:
         raise ForeignUsageError(f"streamcheck run: the agents did not start: {exc}") from None

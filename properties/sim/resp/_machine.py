@@ -45,6 +45,7 @@ from streamcheck.properties.sim.resp._simulation import ForeignSimulation, Judge
 
 __all__ = [
     "ForeignCampaign",
+    "ForeignFault",
     "ForeignMachine",
     "ReplayVerdict",
     "foreign_machine_for",
@@ -113,9 +114,12 @@ class ForeignMachine(RuleBasedStateMachine):
         note(str(decision))
         self.sim.apply(decision)
 
+    #: The fault families examples may switch on (all by default).
+    allowed_faults: ClassVar[frozenset[ForeignFault]] = frozenset(ForeignFault)
+
     @initialize(faults=st.frozensets(st.sampled_from(ForeignFault)))
     def choose_faults(self, faults: frozenset[ForeignFault]) -> None:
-        self.faults = faults
+        self.faults = faults & self.allowed_faults
         note(f"faults: {sorted(f.value for f in faults)}")
 
     @rule(stream=STREAMS, replica=REPLICA, settled=st.booleans())
@@ -263,7 +267,10 @@ class ForeignMachine(RuleBasedStateMachine):
 
 
 def foreign_machine_for(
-    commands: list[list[str]], *, quiet_s: float = 0.02
+    commands: list[list[str]],
+    *,
+    quiet_s: float = 0.02,
+    faults: frozenset[ForeignFault] = frozenset(ForeignFault),
 ) -> type[ForeignMachine]:
     return type(
         "ForeignMachine_" + str(len(commands)),
@@ -271,6 +278,7 @@ def foreign_machine_for(
         {
             "commands": commands,
             "quiet_s": quiet_s,
+            "allowed_faults": faults,
             "failure": None,
             "examples": 0,
             "rule_steps": 0,
@@ -322,10 +330,11 @@ def run_foreign_campaign(
     replay_file: Path | None = None,
     minimize_s: float = 120.0,
     on_example: Callable[[int], None] | None = None,
+    faults: frozenset[ForeignFault] = frozenset(ForeignFault),
 ) -> ForeignCampaign:
     """Run up to ``examples`` examples; stop at the first failure, minimize it and
     write its replay file."""
-    machine = foreign_machine_for(commands, quiet_s=quiet_s)
+    machine = foreign_machine_for(commands, quiet_s=quiet_s, faults=faults)
     machine.on_example = on_example
     chosen = settings(
         max_examples=examples,
@@ -376,6 +385,13 @@ def run_foreign_campaign(
         )
         campaign.minimized = shorter.decisions
         campaign.minimize_replays = shorter.replays
+        if len(shorter.decisions) < len(failure.decisions):
+            # The file shows the minimized example: its trace and history, from a replay
+            # that showed the anomaly (the example as found, if none did).
+            judged = _run_once(commands, shorter.decisions, quiet_s)
+            if judged is not None and _first_kind(judged.report) == kind:
+                failure = _Failure(failure.decisions, judged.report, judged, failure.crash)
+                campaign.report = judged.report
     if replay_file is not None:
         write_foreign_replay(replay_file, commands, campaign.minimized, failure, quiet_s)
         campaign.replay_file = replay_file

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from streamcheck.properties.protocol import agent_command
+from streamcheck.properties.report import TIMELINE_FILENAME
 from streamcheck.properties.sim.resp._machine import (
     REPLAY_SCHEMA,
     ForeignCampaign,
@@ -102,6 +103,9 @@ def run_foreign(args: argparse.Namespace) -> int:
     for decision in campaign.minimized:
         print(f"  {decision}")
     print(f"replay file: {replay_file}")
+    timeline = replay_file.parent / TIMELINE_FILENAME
+    if timeline.exists():
+        print(f"timeline: {timeline}")
     print(replay_foreign(replay_file, REPLAYS).describe())
     return EXIT_ANOMALY
 

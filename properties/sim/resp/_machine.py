@@ -41,6 +41,7 @@ from streamcheck.model import AnomalyKind, CheckReport
 from streamcheck.properties._minimize import minimize_decisions
 from streamcheck.properties._replay import history_to_json
 from streamcheck.properties._simulation import Decision
+from streamcheck.properties.report import TIMELINE_FILENAME, write_timeline
 from streamcheck.properties.sim.resp._simulation import ForeignSimulation, Judged
 
 __all__ = [
@@ -428,20 +429,29 @@ def write_foreign_replay(
 ) -> None:
     judged = failure.judged
     report = failure.report
+    """The replay file, and ``timeline.html`` beside it (the fields the timeline reads
+    carry the in-process replay file's names: ``history``, ``report``, ``redis_trace``)."""
+    judged = failure.judged
+    report = failure.report
     payload = {
         "schema": REPLAY_SCHEMA,
+        "name": "foreign: " + " | ".join(" ".join(command) for command in commands),
         "impl": commands,
+        "replicas": len(commands),
         "quiet_s": quiet_s,
         "decisions": [d.to_json() for d in decisions],
         "found_decisions": len(failure.decisions),
         "anomaly": None if _first_kind(report) is None else str(_first_kind(report)),
-        "report": None if report is None else report.summary(),
+        "summary": None if report is None else report.summary(),
+        "report": None if report is None else report.to_json(),
         "crash": failure.crash,
-        "trace": [] if judged is None else judged.trace[-400:],
+        "redis_trace": [] if judged is None else judged.trace[-2000:],
         "history": [] if judged is None else history_to_json(judged.history),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=1, ensure_ascii=False))
+    if judged is not None:
+        write_timeline(path, path.parent / TIMELINE_FILENAME)
 
 
 @dataclass(frozen=True)

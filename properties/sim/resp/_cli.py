@@ -111,12 +111,14 @@ def run_foreign(args: argparse.Namespace) -> int:
 
 
 def _summarize(campaign: ForeignCampaign) -> None:
-    rules_s = max(campaign.busy_s - 0.0, 1e-9)
+    rules_s = max(campaign.busy_s, 1e-9)
+    unwaited_s = max(campaign.busy_s - campaign.waited_s, 1e-9)
     print(
         f"{campaign.examples} examples in {campaign.seconds:.1f} s: {campaign.rule_steps} rule "
         f"steps, {campaign.decisions} decisions; {campaign.rule_steps / rules_s:.1f} rule "
-        f"steps/s inside the rules ({campaign.quiet_s:.1f} s of quiet windows, "
-        f"{campaign.waited_s:.1f} s of timer waits), agents started in "
+        f"steps/s in the rules' {rules_s:.1f} s ({campaign.quiet_s:.1f} s waiting for quiet, "
+        f"{campaign.waited_s:.1f} s of timer waits; "
+        f"{campaign.rule_steps / unwaited_s:.1f}/s without those waits); agents started in "
         f"{campaign.start_s:.1f} s, heal phases {campaign.heal_s:.1f} s; "
         f"late activity {campaign.late_activity}; replica timers "
         f"{', '.join(f'{k}={v:g}' for k, v in FOREIGN_SETTINGS.items())}"

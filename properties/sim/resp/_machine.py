@@ -232,6 +232,11 @@ class ForeignMachine(RuleBasedStateMachine):
         cls.rule_steps += self.sim.rule_steps
         cls.busy_s += time.monotonic() - self._rules_started
         cls.decisions_made += len(self.sim.decisions)
+        # The world is idle between decisions: its figures so far are the rules'.
+        timings = self.sim.world.timings
+        cls.quiet_total_s += timings.quiet_s
+        cls.waited_s += timings.waited_s
+        cls.late_activity += timings.late_activity
         healing = time.monotonic()
         try:
             judged = self.sim.heal()
@@ -251,12 +256,9 @@ class ForeignMachine(RuleBasedStateMachine):
             raise AssertionError(judged.report.summary())
 
     def _account(self, judged: Judged | None, healing: float) -> None:
+        """Heal time (the rules' figures were taken before the heal)."""
         cls = type(self)
         cls.heal_s += time.monotonic() - healing
-        if judged is not None:
-            cls.late_activity += judged.timings.late_activity
-            cls.quiet_total_s += judged.timings.quiet_s
-            cls.waited_s += judged.timings.waited_s
 
     def check_invariants(self, settings: Any, output: Any, runtimes: Any) -> None:
         # A rule that decided something is one rule step (safety is judged at teardown).
@@ -304,8 +306,9 @@ class ForeignCampaign:
     busy_s: float
     heal_s: float
     start_s: float
+    #: Within the rules: seconds of quiet waits, and of real time let pass on purpose
+    #: by ``wait`` decisions (heal phases not included in either).
     quiet_s: float
-    #: Real time let pass on purpose by ``wait`` decisions (heal phases included).
     waited_s: float
     late_activity: int
     report: CheckReport | None = None

@@ -17,7 +17,12 @@ from streamcheck.model import CheckReport, History
 from streamcheck.properties._simulation import Decision
 from streamcheck.properties.sim._engine import sim_time
 from streamcheck.properties.sim.resp._host import host
-from streamcheck.properties.sim.resp._world import ForeignWorld, WorldFailed, WorldTimings
+from streamcheck.properties.sim.resp._world import (
+    STOP_GRACE_S,
+    ForeignWorld,
+    WorldFailed,
+    WorldTimings,
+)
 
 __all__ = ["ForeignSimulation", "Judged"]
 
@@ -67,7 +72,7 @@ class ForeignSimulation:
                     started = True
                     assert self._closing is not None
                     await self._closing.wait()
-                    with trio.move_on_after(10):
+                    with trio.move_on_after(STOP_GRACE_S + 5):
                         self._stop_failures = await self.world.stop()
                     nursery.cancel_scope.cancel()
         except Exception as exc:

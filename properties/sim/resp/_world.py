@@ -50,6 +50,8 @@ FOREIGN_SETTINGS: Final = {
     "heartbeat_interval_s": 300.0,
     "cleanup_interval_s": 600.0,
 }
+#: How long an agent may take to exit once told to stop (the protocol's 10 s).
+STOP_GRACE_S: Final = 10.0
 #: Real seconds past a timer's length that a ``wait`` sleeps.
 WAIT_MARGIN_S: Final = 0.05
 #: Silence that counts as quiet when every agent process sleeps (see ForeignWorld.quiet),
@@ -171,7 +173,7 @@ class ForeignWorld:
         from streamcheck.properties.protocol import stop_agents
 
         self.front.close_all()
-        return await stop_agents(list(self.agents), grace_s=5.0)
+        return await stop_agents(list(self.agents), grace_s=STOP_GRACE_S)
 
     # -- quiet ----------------------------------------------------------------------------
 

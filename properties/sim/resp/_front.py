@@ -34,6 +34,7 @@ each delivered message, and a completion that reports each executed command (see
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -414,7 +415,11 @@ class RespFront:
                 error_line(f"ERR the simulated Redis does not serve {name.decode()}")
             )
         else:
-            parts = [_short(f.decode(errors="replace"), 48) for f in fields[1:]]
+            args = fields[1:]
+            if name == b"EVAL" and args:
+                # A script by its SHA1, as EVALSHA names it: the trace stays one line.
+                args = [hashlib.sha1(args[0]).hexdigest().encode(), *args[1:]]
+            parts = [_short(f.decode(errors="replace"), 48) for f in args]
             self._queue(conn, [name, *fields[1:]], _describe(name.decode(), parts), _PLAIN, "")
 
     def _queue(

@@ -11,17 +11,25 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 from redis.exceptions import NoScriptError, ResponseError
 
 from streamcheck.model import AnomalyKind
 from streamcheck.properties._simulation import Decision
 from streamcheck.properties.cli import main
 from streamcheck.properties.protocol import PYTHON_AGENT
-from streamcheck.properties.sim.resp import ForeignSimulation, Judged, run_foreign_campaign
+from streamcheck.properties.sim import SimRedis, sim_time
+from streamcheck.properties.sim.resp import (
+    ForeignSimulation,
+    Judged,
+    RespFront,
+    run_foreign_campaign,
+)
 from streamcheck.properties.sim.resp._codec import RequestParser, encode, error_line, push
 
 PORT = Path(__file__).resolve().parent.parent / "ports" / "node"
@@ -178,3 +186,47 @@ def test_options_of_the_in_process_simulation_are_refused(
     code = main(["run", "--backend", "sim", "--impl", "python", "--workers", "2"])
     assert code == 2
     assert "--workers does not apply to --backend sim --impl" in capsys.readouterr().err
+
+
+# -- the outbox: Redis's order on one socket, nothing before its step ------------------------
+
+
+async def _read_frames(stream: trio.SocketStream, wanted: bytes) -> bytes:
+    data = b""
+    with trio.fail_after(5):
+        while wanted not in data:
+            data += await stream.receive_some(4096)
+    return data
+
+
+def test_a_socket_gets_nothing_before_its_step_and_replies_keep_redis_order() -> None:
+    async def scenario() -> None:
+        sim = SimRedis(clock=time.time)
+        front = RespFront(sim, lambda: None)
+        async with trio.open_nursery() as nursery:
+            port = await front.listen(nursery, "r0")
+            reader = await trio.open_tcp_stream("127.0.0.1", port)
+            writer = await trio.open_tcp_stream("127.0.0.1", port)
+            await reader.send_all(b"*2\r\n$9\r\nSUBSCRIBE\r\n$2\r\nch\r\n")
+            with trio.fail_after(5):
+                await sim.wait_runnable()
+            sim.run_until_quiet()  # SUBSCRIBE executes, its acknowledgement is delivered
+            assert b"subscribe" in await _read_frames(reader, b"ch\r\n:1\r\n")
+            await writer.send_all(b"*3\r\n$7\r\nPUBLISH\r\n$2\r\nch\r\n$5\r\nhello\r\n")
+            with trio.fail_after(5):
+                await sim.wait_runnable()
+            sim.step(sim.runnable()[0].id)  # PUBLISH runs: the message is queued, not sent
+            assert b":1\r\n" in await _read_frames(writer, b":1\r\n")
+            # A PING sent now is answered after the message Redis queued before it.
+            await reader.send_all(b"*1\r\n$4\r\nPING\r\n")
+            with trio.move_on_after(0.3):
+                early = await reader.receive_some(4096)
+                pytest.fail(f"bytes before the delivery step: {early!r}")
+            (delivery,) = sim.runnable()
+            sim.step(delivery.id)
+            frames = await _read_frames(reader, b"pong")
+            assert frames.index(b"hello") < frames.index(b"pong")
+            nursery.cancel_scope.cancel()
+
+    with sim_time(time.time):
+        trio.run(scenario)

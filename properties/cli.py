@@ -83,10 +83,12 @@ def _run(args: argparse.Namespace) -> int:
     )
 
     if args.backend == "sim" and args.impl:
-        raise UsageError(
-            "streamcheck run: --impl runs a foreign implementation against real Redis: use "
-            "--backend redis or cluster (the simulation drives impl/ in-process)"
-        )
+        from streamcheck.properties.sim.resp._cli import ForeignUsageError, run_foreign
+
+        try:
+            return run_foreign(args)
+        except ForeignUsageError as exc:
+            raise UsageError(str(exc)) from None
     if args.backend != "sim":
         for given, name in ((args.run_dir, "--run-dir"), (args.workers != 1, "--workers")):
             if given:
@@ -304,8 +306,11 @@ def _run_real(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from streamcheck.properties._replay import load_replay, replay_twice
     from streamcheck.properties._replay_schema import ReplayFileError
+    from streamcheck.properties.sim.resp._cli import is_foreign_replay, replay_foreign_file
 
     path: Path = args.file
+    if is_foreign_replay(path):
+        return replay_foreign_file(path)
     try:
         decisions, canaries, replicas, data = load_replay(path)
     except (OSError, ReplayFileError) as exc:
@@ -509,13 +514,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--impl",
         action="append",
         metavar="CMD",
-        help="redis|cluster: the implementation under test, as the command that starts one "
-        "replica agent speaking the replica protocol (docs/port-protocol.md); "
+        help="the implementation under test, as the command that starts one replica agent "
+        "speaking the replica protocol (docs/port-protocol.md); with --backend sim its "
+        "replicas meet the simulated Redis through the RESP front; "
         "'python' (the default) is streamcheck's own. Given more than once, replica i runs "
         "the (i mod n)-th command: a mixed run of implementations on the same streams",
     )
     run.add_argument(
-        "--faults", default="", help="redis|cluster: comma-separated fault kinds (default all)"
+        "--faults",
+        default="",
+        help="redis|cluster: comma-separated fault kinds (default all); sim with --impl: "
+        "the fault families examples may switch on, of drop, cut, clock (default all)",
     )
     run.add_argument(
         "--replicas",

@@ -1,0 +1,232 @@
+"""The RESP front: foreign replicas (agent processes) over the simulated Redis.
+
+The codec is checked on its own; then streamcheck's own agent (coredis, RESP3) and the
+Node port's (ioredis, RESP2) run a conversation through the front with every step
+released by the harness, and a fixed decision list, the subscribe-before-acknowledgement
+race, shows the Node port's historical behaviour while the correct port passes it. About
+30 s on two cores, most of it starting agent processes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+from redis.exceptions import NoScriptError, ResponseError
+
+from streamcheck.model import AnomalyKind
+from streamcheck.properties._simulation import Decision
+from streamcheck.properties.cli import main
+from streamcheck.properties.protocol import PYTHON_AGENT
+from streamcheck.properties.sim import SimRedis, sim_time
+from streamcheck.properties.sim.resp import (
+    ForeignSimulation,
+    Judged,
+    RespFront,
+    run_foreign_campaign,
+)
+from streamcheck.properties.sim.resp._codec import RequestParser, encode, error_line, push
+
+PORT = Path(__file__).resolve().parent.parent / "ports" / "node"
+NODE = shutil.which("node")
+NPM = shutil.which("npm")
+needs_node = pytest.mark.skipif(NODE is None or NPM is None, reason="node or npm is not on PATH")
+
+#: A turn, a reader on the other replica, two chunks, the end: everything settled.
+CONVERSATION = [
+    Decision("create", {"stream": "s0", "replica": 0}),
+    Decision("settle"),
+    Decision("subscribe", {"stream": "s0", "replica": 1}),
+    Decision("settle"),
+    Decision("emit", {"stream": "s0"}),
+    Decision("emit", {"stream": "s0"}),
+    Decision("settle"),
+    Decision("finish", {"stream": "s0"}),
+]
+
+#: The reader on r1 reads the job, then (not waiting for its SUBSCRIBE's acknowledgement)
+#: the chunk log: the XRANGE runs, then the generator's publish (EVALSHA, NOSCRIPT, then
+#: EVAL), and only then the SUBSCRIBE. Steps are picked among the runnable ones sorted by
+#: description: [EVALSHA, SUBSCRIBE, XRANGE], then [EVALSHA, SUBSCRIBE], [EVAL, SUBSCRIBE].
+SUBSCRIBE_RACE = [
+    Decision("create", {"stream": "s0", "replica": 0}),
+    Decision("settle"),
+    Decision("subscribe", {"stream": "s0", "replica": 1}),
+    Decision("step", {"k": 0}),
+    Decision("emit", {"stream": "s0"}),
+    Decision("step", {"k": 2}),
+    Decision("step", {"k": 0}),
+    Decision("step", {"k": 0}),
+    Decision("settle"),
+]
+
+
+@pytest.fixture(scope="module")
+def node_port() -> Path:
+    """ports/node with its locked dependencies (``npm ci`` if they are missing)."""
+    if not (PORT / "node_modules" / "ioredis").exists():
+        done = subprocess.run(
+            [str(NPM), "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=PORT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+    return PORT
+
+
+def _run(commands: list[list[str]], decisions: list[Decision]) -> Judged:
+    sim = ForeignSimulation(commands)
+    sim.start()
+    try:
+        for decision in decisions:
+            sim.apply(decision)
+        return sim.heal()
+    finally:
+        assert sim.close() == []
+
+
+@pytest.fixture
+def python_agents() -> Iterator[list[list[str]]]:
+    yield [list(PYTHON_AGENT), list(PYTHON_AGENT)]
+
+
+# -- the codec ---------------------------------------------------------------------------
+
+
+def test_the_parser_takes_pipelined_split_and_inline_commands() -> None:
+    parser = RequestParser()
+    wire = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nPING\r\nPING hi\r\n"
+    assert parser.feed(wire[:7]) == []
+    assert parser.feed(wire[7:]) == [[b"GET", b"k"], [b"PING"], [b"PING", b"hi"]]
+
+
+def test_replies_take_the_connections_protocol() -> None:
+    assert encode({b"a": b"1"}, 3) == b"%1\r\n$1\r\na\r\n$1\r\n1\r\n"
+    assert encode({b"a": b"1"}, 2) == b"*2\r\n$1\r\na\r\n$1\r\n1\r\n"
+    assert encode(None, 2) == b"$-1\r\n" and encode(None, 3) == b"_\r\n"
+    assert encode(b"OK", 2) == b"+OK\r\n"
+    assert encode([b"OK"], 2) == b"*1\r\n$2\r\nOK\r\n"
+    assert push([b"message", b"c", b"x"], 3).startswith(b">3\r\n")
+    assert push([b"message", b"c", b"x"], 2).startswith(b"*3\r\n")
+
+
+def test_error_codes_survive_fakeredis_folding_them_away() -> None:
+    # ioredis falls back from EVALSHA to EVAL on the NOSCRIPT code.
+    assert error_line(NoScriptError("No matching script.")) == b"-NOSCRIPT No matching script.\r\n"
+    assert error_line(ResponseError("unknown command")) == b"-ERR unknown command\r\n"
+    assert error_line(ResponseError("WRONGTYPE Operation")) == b"-WRONGTYPE Operation\r\n"
+
+
+# -- agents through the front -----------------------------------------------------------------
+
+
+def test_streamchecks_own_agent_runs_through_the_front(python_agents: list[list[str]]) -> None:
+    judged = _run(python_agents, CONVERSATION)
+    assert judged.report.ok, judged.report.summary()
+    assert judged.report.statistics.events_delivered == 3
+    # Every command was a step the harness released: the trace has them all.
+    assert any("SUBSCRIBE stream:{s0}:events" in line for line in judged.trace)
+    assert any("deliver r1/s0 ack subscribe" in line for line in judged.trace)
+
+
+def test_a_campaign_of_streamchecks_own_agent_passes(python_agents: list[list[str]]) -> None:
+    campaign = run_foreign_campaign(python_agents, examples=3, seed=3, steps=6)
+    assert not campaign.failed, (campaign.report, campaign.crash)
+    assert campaign.rule_steps > 0 and campaign.decisions >= campaign.rule_steps
+
+
+@needs_node
+def test_the_node_port_runs_through_the_front(node_port: Path) -> None:
+    agent = [str(NODE), str(node_port / "agent.js")]
+    judged = _run([agent, agent], CONVERSATION)
+    assert judged.report.ok, judged.report.summary()
+    assert judged.report.statistics.events_delivered == 3
+
+
+@needs_node
+def test_the_subscribe_race_finds_the_node_ports_historical_behaviour(node_port: Path) -> None:
+    correct = [str(NODE), str(node_port / "agent.js")]
+    judged = _run([correct, correct], SUBSCRIBE_RACE)
+    assert judged.report.ok, judged.report.summary()
+    historical = [str(NODE), str(node_port / "test" / "agents" / "subscribe-before-ack.js")]
+    judged = _run([historical, historical], SUBSCRIBE_RACE)
+    kinds = judged.report.by_kind()
+    assert AnomalyKind.TERMINAL_BEFORE_CHUNKS in kinds, judged.report.summary()
+    # The mechanism, in the trace: the publish ran before the reader's SUBSCRIBE.
+    publish = next(i for i, line in enumerate(judged.trace) if "exec r0/c0 EVAL " in line)
+    subscribe = next(i for i, line in enumerate(judged.trace) if "exec r1/s0 SUBSCRIBE" in line)
+    assert publish < subscribe
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def test_run_with_a_foreign_impl_in_the_simulation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["run", "--backend", "sim", "--impl", "python", "--examples", "2", "--seed", "5",
+         "--reports", str(tmp_path)]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "anomalies: none" in out and "rule steps/s" in out
+
+
+def test_options_of_the_in_process_simulation_are_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["run", "--backend", "sim", "--impl", "python", "--workers", "2"])
+    assert code == 2
+    assert "--workers does not apply to --backend sim --impl" in capsys.readouterr().err
+
+
+# -- the outbox: Redis's order on one socket, nothing before its step ------------------------
+
+
+async def _read_frames(stream: trio.SocketStream, wanted: bytes) -> bytes:
+    data = b""
+    with trio.fail_after(5):
+        while wanted not in data:
+            data += await stream.receive_some(4096)
+    return data
+
+
+def test_a_socket_gets_nothing_before_its_step_and_replies_keep_redis_order() -> None:
+    async def scenario() -> None:
+        sim = SimRedis(clock=time.time)
+        front = RespFront(sim, lambda: None)
+        async with trio.open_nursery() as nursery:
+            port = await front.listen(nursery, "r0")
+            reader = await trio.open_tcp_stream("127.0.0.1", port)
+            writer = await trio.open_tcp_stream("127.0.0.1", port)
+            await reader.send_all(b"*2\r\n$9\r\nSUBSCRIBE\r\n$2\r\nch\r\n")
+            with trio.fail_after(5):
+                await sim.wait_runnable()
+            sim.run_until_quiet()  # SUBSCRIBE executes, its acknowledgement is delivered
+            assert b"subscribe" in await _read_frames(reader, b"ch\r\n:1\r\n")
+            await writer.send_all(b"*3\r\n$7\r\nPUBLISH\r\n$2\r\nch\r\n$5\r\nhello\r\n")
+            with trio.fail_after(5):
+                await sim.wait_runnable()
+            sim.step(sim.runnable()[0].id)  # PUBLISH runs: the message is queued, not sent
+            assert b":1\r\n" in await _read_frames(writer, b":1\r\n")
+            # A PING sent now is answered after the message Redis queued before it.
+            await reader.send_all(b"*1\r\n$4\r\nPING\r\n")
+            with trio.move_on_after(0.3):
+                early = await reader.receive_some(4096)
+                pytest.fail(f"bytes before the delivery step: {early!r}")
+            (delivery,) = sim.runnable()
+            sim.step(delivery.id)
+            frames = await _read_frames(reader, b"pong")
+            assert frames.index(b"hello") < frames.index(b"pong")
+            nursery.cancel_scope.cancel()
+
+    with sim_time(time.time):
+        trio.run(scenario)

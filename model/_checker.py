@@ -42,6 +42,7 @@ from streamcheck.model._history import (
     Record,
     SessionClosed,
     SessionOpened,
+    SlowPath,
 )
 from streamcheck.model._identify import seq_list
 from streamcheck.model._reference import (
@@ -78,6 +79,7 @@ def check(
     for facts in index.sessions.values():
         SessionJudge(index, facts, anomalies, tally).run()
     _judge_bounds(index, anomalies)
+    _judge_slow_paths(index, anomalies)
     anomalies.sort(key=lambda a: (a.first_bad, a.kind.value, a.session or ""))
     statistics = CheckStatistics(
         records=len(index.records),
@@ -260,6 +262,8 @@ def _judge_generation(
         if not bad:
             last_good = i
     _judge_stop(index, gen, out)
+    _judge_emits_after_end(index, gen, out)
+    _judge_abort_reached(index, gen, out)
     if aborted:
         _judge_abort(index, gen, out, abort_grace, late_chunks)
     elif late_chunks:
@@ -308,6 +312,102 @@ def _judge_stop(index: HistoryIndex, gen: GenerationFacts, out: list[Anomaly]) -
                 )
             )
             return
+
+
+def _judge_emits_after_end(index: HistoryIndex, gen: GenerationFacts, out: list[Anomaly]) -> None:
+    """Once the turn's end was acknowledged to someone (a terminal emit returned OK, or an
+    abort reported ABORTED), an emit invoked later must be refused: whoever heard "it
+    ended" must never see the turn go on. Unless Redis lost writes in between (the
+    fence cannot remember what Redis forgot)."""
+    ended = gen.end_acknowledged_index
+    if ended is None:
+        return
+    for i in gen.ok_emits:
+        record = _emitted(index, i)
+        if (
+            record.invoked_at is not None
+            and record.invoked_at > ended
+            and not index.lost_between(ended, i)
+        ):
+            out.append(
+                _generation_anomaly(
+                    gen,
+                    AnomalyKind.EMIT_AFTER_END,
+                    record.seq,
+                    i,
+                    ended,
+                    f"acknowledged a {record.kind.value} (seq {record.seq}) whose emit was "
+                    f"invoked after record {ended} had acknowledged the turn's end; once an "
+                    "end is acknowledged the fence must refuse every later emit",
+                )
+            )
+            return
+
+
+def _judge_abort_reached(index: HistoryIndex, gen: GenerationFacts, out: list[Anomaly]) -> None:
+    """Liveness, in histories that record their faults: an acknowledged abort reaches its
+    generator (the generator is told to stop) by the time the run healed, unless the
+    generating replica crashed or the generator had already ended the turn itself."""
+    healed = index.healed_index
+    started = gen.started
+    if (
+        not index.faults_recorded
+        or healed is None
+        or started is None
+        or not gen.acknowledged_aborts
+        or gen.any_stop_index is not None
+    ):
+        return
+    abort_at = gen.acknowledged_aborts[0]
+    own_end = gen.own_terminal_invoked_at
+    if own_end is not None and own_end <= abort_at:
+        return
+    if index.crashed_between(started.replica, gen.started_index, healed):
+        return
+    out.append(
+        _generation_anomaly(
+            gen,
+            AnomalyKind.ABORT_NOT_DELIVERED,
+            None,
+            healed,
+            abort_at,
+            f"was aborted (record {abort_at}) but its generator on {started.replica} was "
+            f"never told to stop, although that replica stayed up and the faults healed "
+            f"(record {healed}); every acknowledged abort must reach its generator",
+        )
+    )
+
+
+def _judge_slow_paths(index: HistoryIndex, out: list[Anomaly]) -> None:
+    """In histories that record their faults, the slow path (a reorder timeout, events
+    repaired from the chunk log) needs a cause: a fault injected before it."""
+    if not index.faults_recorded:
+        return
+    first_fault = index.faults[0] if index.faults else None
+    for i in index.slow_paths:
+        if first_fault is not None and first_fault < i:
+            return
+        record = index.records[i]
+        assert isinstance(record, SlowPath)
+        out.append(
+            Anomaly(
+                kind=AnomalyKind.SLOW_PATH_WITHOUT_CAUSE,
+                session=None,
+                stream_id="*",
+                generation=None,
+                seq=None,
+                first_bad=i,
+                last_good=None,
+                explanation=(
+                    f"readers on replica {record.replica} needed the slow path "
+                    f"({record.reorder_timeouts} reorder timeouts, {record.log_repaired} "
+                    "events repaired from the chunk log) although no message had been "
+                    "dropped, no connection cut, no failover, crash or delay had happened; "
+                    "without a fault, pub/sub must deliver every event on the fast path"
+                ),
+            )
+        )
+        return
 
 
 def _judge_abort(

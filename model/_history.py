@@ -79,6 +79,9 @@ class Emitted:
     seq: int | None = None
     #: The terminal an abort published for the turn (not the generator's own end).
     by_abort: bool = False
+    #: How many records the history held when the emit was invoked (so every record
+    #: with a lower index happened before it started); ``None`` when not recorded.
+    invoked_at: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -168,6 +171,54 @@ class WritesLost:
     writes: int
 
 
+class FaultKind(enum.StrEnum):
+    """What the world did to the system (see :class:`FaultInjected`)."""
+
+    #: A pub/sub message was lost on its way to one connection (or to all of them).
+    DROP = "drop"
+    #: A client connection to Redis was cut.
+    DISCONNECT = "disconnect"
+    #: The Redis primary failed over (whether or not it lost writes).
+    FAILOVER = "failover"
+    #: A replica process died (``detail`` names it).
+    CRASH = "crash"
+    #: The clock jumped while messages were still on their way (they arrive late).
+    DELAY = "delay"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FaultsRecorded:
+    """The history's producer records every fault it causes (:class:`FaultInjected`,
+    :class:`WritesLost`) and every slow-path delivery (:class:`SlowPath`): so a gap or a
+    slow path can be judged against what really happened, not only excused."""
+
+    index: int = -1
+    time: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FaultInjected:
+    """The world caused a fault. ``detail`` says where (a replica, a connection)."""
+
+    index: int = -1
+    time: float
+    fault: FaultKind
+    detail: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SlowPath:
+    """Readers on ``replica`` took the slow path since the previous such record: a reorder
+    timeout fired ``reorder_timeouts`` times, and ``log_repaired`` events were delivered
+    from the chunk log by a repair or an idle probe instead of by pub/sub."""
+
+    index: int = -1
+    time: float
+    replica: str
+    reorder_timeouts: int
+    log_repaired: int
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Healed:
     """Faults stopped and every timeout passed: from here on, liveness is judged."""
@@ -186,6 +237,9 @@ Record = (
     | SessionClosed
     | BoundExceeded
     | WritesLost
+    | FaultsRecorded
+    | FaultInjected
+    | SlowPath
     | Healed
 )
 

@@ -20,7 +20,14 @@ import trio
 import trio.testing
 from trio._core import _run
 
-from streamcheck.model import CheckReport, Healed, WritesLost, check
+from streamcheck.model import (
+    CheckReport,
+    FaultKind,
+    FaultsRecorded,
+    Healed,
+    WritesLost,
+    check,
+)
 from streamcheck.properties._pct import PctScheduler
 from streamcheck.properties._stepped_loop import LoopFinished, SteppedLoop
 from streamcheck.properties._world import EPOCH_S, SIM_SETTINGS, World
@@ -130,12 +137,16 @@ class Simulation:
             settings=SIM_SETTINGS,
             build=replica_build(self.canaries),
         )
+        # This world says what it does to the system, so gaps and slow paths are
+        # judged against it (model: FaultsRecorded).
+        self.world.history.append(FaultsRecorded(time=trio.current_time()))
         for index in range(self._replica_count):
             await self.world.start_replica(index)
 
     def _sample_bounds(self) -> None:
         if self.world is not None:
             self.world.sample_bounds()
+            self.world.sample_slow_path()
 
     def _before_stop(self) -> None:
         # Shielded clean-ups (unsubscribe, status writes) still await simulated
@@ -201,6 +212,12 @@ class Simulation:
     def _do_generate(self, stream: str, n: int) -> None:
         self._w().emit(stream, count=n)
 
+    def _do_emit_after_end(self, stream: str) -> None:
+        self._w().emit_after_end(stream)
+
+    def _do_emit_from_replaced_turn(self, stream: str) -> None:
+        self._w().emit_from_replaced_turn(stream)
+
     def _do_finish(self, stream: str, error: bool) -> None:
         self._w().finish(stream, error=error)
 
@@ -254,6 +271,7 @@ class Simulation:
     def _do_drop_item(self, item: int) -> None:
         """Lose that message if it is still queued (else nothing)."""
         if item in self.in_flight_messages():
+            self._w().record_fault(FaultKind.DROP, f"message {item}")
             self._s().drop(item)
 
     def _do_deliver(self, k: int) -> None:
@@ -287,6 +305,7 @@ class Simulation:
         if messages:
             chosen = messages if k >= LOSE_ALL_COPIES else [messages[k % len(messages)]]
             for item in chosen:
+                self._w().record_fault(FaultKind.DROP, item.description)
                 self._s().drop(item.id)
         await trio.testing.wait_all_tasks_blocked()
         await self._do_pump()
@@ -301,12 +320,16 @@ class Simulation:
             if i.kind == "delivery" and not i.description.startswith("ack")
         ]
         if items:
-            self._s().drop(items[k % len(items)].id)
+            chosen = items[k % len(items)]
+            self._w().record_fault(FaultKind.DROP, chosen.description)
+            self._s().drop(chosen.id)
 
     def _do_disconnect(self, k: int) -> None:
         connections = self._s().connections()
         if connections:
-            self._s().disconnect(connections[k % len(connections)])
+            chosen = connections[k % len(connections)]
+            self._w().record_fault(FaultKind.DISCONNECT, chosen)
+            self._s().disconnect(chosen)
 
     def _do_relay_pubsub(self) -> None:
         self._s().relay_pubsub()
@@ -317,6 +340,7 @@ class Simulation:
     def _failover(self) -> None:
         sim = self._s()
         lost_before = sim.statistics().writes_lost
+        self._w().record_fault(FaultKind.FAILOVER)
         sim.failover()
         lost = sim.statistics().writes_lost - lost_before
         if lost:
@@ -338,6 +362,9 @@ class Simulation:
         self._failover()
 
     async def _do_jump(self, dt: float) -> None:
+        if self._s().pending():
+            # Whatever is on its way arrives late: a reorder timeout may fire.
+            self._w().record_fault(FaultKind.DELAY, f"{dt}s")
         self.clock.jump(dt)
 
     def _do_crash(self, replica: int) -> None:
@@ -379,6 +406,7 @@ class Simulation:
                 await result
             await trio.testing.wait_all_tasks_blocked()
             world.sample_bounds()
+            world.sample_slow_path()
 
         async def heal_all_at_once() -> None:
             await step(lambda: _settle(sim))

@@ -44,6 +44,8 @@ from streamcheck.model import (
     EmitKind,
     Emitted,
     Failure,
+    FaultInjected,
+    FaultKind,
     Gap,
     GapReason,
     GenerationStarted,
@@ -55,6 +57,7 @@ from streamcheck.model import (
     SessionEnd,
     SessionMode,
     SessionOpened,
+    SlowPath,
     StreamEvent,
     digest,
 )
@@ -191,6 +194,9 @@ class World:
         #: Delivery statistics of replicas that crashed (their transports are gone).
         self.crashed_delivery: list[DeliveryTotals] = []
         self._bounds_reported: set[tuple[str, str, str]] = set()
+        #: Slow-path counts already recorded, per replica incarnation (see
+        #: ``sample_slow_path``).
+        self._slow_path_seen: dict[str, tuple[int, int]] = {}
 
     # -- replicas ---------------------------------------------------------------
 
@@ -239,6 +245,7 @@ class World:
             return
         if replica.manager is not None:
             self.crashed_delivery.append(replica.manager.transport.statistics().delivery)
+        self.record_fault(FaultKind.CRASH, replica.name)
         self.crash_marks.append(len(self.history))
         replica.scope.cancel()
         replica.manager = None
@@ -376,6 +383,7 @@ class World:
         stream_id = gen.stream_id
         outcome = OpOutcome.FAIL
         seq: int | None = None
+        invoked_at = len(self.history)
         if self._on_emit_invoked is not None:
             self._on_emit_invoked(
                 Emitted(
@@ -420,6 +428,7 @@ class World:
                 payload_digest=digest(payload),
                 outcome=outcome,
                 seq=seq,
+                invoked_at=invoked_at,
             )
         )
 
@@ -639,6 +648,63 @@ class World:
                             )
                         )
 
+    def record_fault(self, fault: FaultKind, detail: str = "") -> None:
+        """Say in the history what the world did, so the checker can tell a gap or a slow
+        path with a cause from one without."""
+        self.history.append(FaultInjected(time=trio.current_time(), fault=fault, detail=detail))
+
+    def sample_slow_path(self) -> None:
+        """Record any new slow-path delivery (a reorder timeout, events repaired from the
+        log by a repair or an idle probe) per replica, from the transport's totals."""
+        for replica in self.replicas:
+            if replica.manager is None:
+                continue
+            totals = replica.manager.transport.statistics().delivery
+            key = f"{replica.name}.{replica.incarnation}"
+            now = (totals.repairs, totals.repaired_events + totals.probe_repaired_events)
+            before = self._slow_path_seen.get(key, (0, 0))
+            if now != before:
+                self._slow_path_seen[key] = now
+                self.history.append(
+                    SlowPath(
+                        time=trio.current_time(),
+                        replica=replica.name,
+                        reorder_timeouts=now[0] - before[0],
+                        log_repaired=now[1] - before[1],
+                    )
+                )
+
+    # -- adversarial generators ------------------------------------------------------
+
+    def emit_after_end(self, stream_id: str) -> None:
+        """The stream's latest generator emits a chunk whatever it was told: after its
+        own terminal, after an abort, while another emit is on its way. Only the publish
+        fence may keep such a chunk from readers."""
+        gen = self.generators.get(stream_id)
+        if gen is None or gen.job is None or gen.busy:
+            return  # a generator makes one emit at a time, even a rude one
+        manager = self._manager_named(gen.replica)
+        if manager is None or not _serves(manager, stream_id, gen.job.generation, absent=True):
+            return  # the replica serves a newer turn: this emit would be that turn's
+        gen.busy = True
+        self._spawn(gen.replica, self._emit, manager, gen, EmitKind.CHUNK, self._next_chunk(gen))
+
+    def emit_from_replaced_turn(self, stream_id: str) -> None:
+        """A generator of an older turn of the stream, on a replica that has not served a
+        newer one, emits a chunk: the new turn replaced it and the fence must refuse it."""
+        current = self.generators.get(stream_id)
+        for gen in reversed(self.all_generators):
+            if gen is current or gen.stream_id != stream_id or gen.job is None or gen.busy:
+                continue
+            manager = self._manager_named(gen.replica)
+            if manager is None or not _serves(manager, stream_id, gen.job.generation):
+                continue
+            gen.busy = True
+            self._spawn(
+                gen.replica, self._emit, manager, gen, EmitKind.CHUNK, self._next_chunk(gen)
+            )
+            return
+
     def coverage_labels(self) -> set[str]:
         """Names of the rare paths this run exercised (reported with hypothesis.event)."""
         totals = list(self.crashed_delivery)
@@ -656,6 +722,15 @@ class World:
         if isinstance(self.sim, SimRedis) and self.sim.statistics().writes_lost:
             labels.add("failover lost writes")
         return labels
+
+
+def _serves(
+    manager: GenerationJobManager, stream_id: str, generation: str, *, absent: bool = False
+) -> bool:
+    """Whether an emit for ``generation`` through ``manager`` is that generation's: the
+    replica still runs it (or, with ``absent``, runs no turn of the stream at all)."""
+    local = manager.local_job(stream_id)
+    return absent if local is None else local.generation == generation
 
 
 def _early_buffer_events(stats: ActorStats) -> int:

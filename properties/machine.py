@@ -239,6 +239,42 @@ class StreamMachine(RuleBasedStateMachine):
             self._do("finish", stream=stream, error=then == "error")
         self._do("settle")
 
+    @rule(stream=STREAMS, stale=st.booleans())
+    def rude_emit(self, stream: str, stale: bool) -> None:
+        """An adversarial generator emits a chunk whatever it was told: after its own
+        terminal or an abort (``stale=False``), or from a turn a newer one replaced
+        (``stale=True``). Only the publish fence may keep it from readers."""
+        self._do("emit_from_replaced_turn" if stale else "emit_after_end", stream=stream)
+
+    @rule(
+        stream=STREAMS,
+        producer=REPLICAS,
+        reader=REPLICAS,
+        aborter=REPLICAS,
+        n=st.integers(2, 6),
+        steps=st.integers(0, 4),
+        rude=st.booleans(),
+    )
+    def abort_during_generate(
+        self, stream: str, producer: int, reader: int, aborter: int, n: int, steps: int, rude: bool
+    ) -> None:
+        """A macro step: a client reads a generate loop and an abort lands part-way
+        through it, on any replica; a rude generator then emits once more. The abort's
+        race with a loop's emits (claim, signal, fence) is where abort bugs live, and
+        reaching it one decision at a time was rare."""
+        world = self.sim.world
+        assert world is not None
+        if not world.in_progress(stream):
+            self.conversation(stream, producer, reader)
+        self._do("generate", stream=stream, n=n)
+        for k in range(steps):
+            self._do("step", k=k)
+        self._do("abort", stream=stream, replica=aborter)
+        self._do("pump")
+        if rude:
+            self._do("emit_after_end", stream=stream)
+        self._do("settle")
+
     @rule(k=st.integers(0, 15))
     def step(self, k: int) -> None:
         self._do("step", k=k)

@@ -248,24 +248,22 @@ class StreamMachine(RuleBasedStateMachine):
 
     @rule(
         stream=STREAMS,
-        producer=REPLICAS,
-        reader=REPLICAS,
         aborter=REPLICAS,
         n=st.integers(2, 6),
         steps=st.integers(0, 4),
         rude=st.booleans(),
     )
     def abort_during_generate(
-        self, stream: str, producer: int, reader: int, aborter: int, n: int, steps: int, rude: bool
+        self, stream: str, aborter: int, n: int, steps: int, rude: bool
     ) -> None:
-        """A macro step: a client reads a generate loop and an abort lands part-way
-        through it, on any replica; a rude generator then emits once more. The abort's
-        race with a loop's emits (claim, signal, fence) is where abort bugs live, and
-        reaching it one decision at a time was rare."""
+        """A macro step: the turn in progress (if any) runs a generate loop and an abort
+        lands part-way through it, on any replica; a rude generator then emits once
+        more. The abort's race with a loop's emits (claim, signal, fence) is where abort
+        bugs live, and reaching it one decision at a time was rare."""
         world = self.sim.world
         assert world is not None
         if not world.in_progress(stream):
-            self.conversation(stream, producer, reader)
+            return
         self._do("generate", stream=stream, n=n)
         for k in range(steps):
             self._do("step", k=k)

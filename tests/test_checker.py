@@ -22,6 +22,9 @@ from streamcheck.model import (
     EmitKind,
     Emitted,
     Failure,
+    FaultInjected,
+    FaultKind,
+    FaultsRecorded,
     Gap,
     GapReason,
     GenerationStarted,
@@ -35,6 +38,7 @@ from streamcheck.model import (
     SessionEnd,
     SessionMode,
     SessionOpened,
+    SlowPath,
     StreamEvent,
     Verdict,
     WritesLost,
@@ -1051,3 +1055,225 @@ def test_the_aborts_own_terminal_after_the_stop_is_no_anomaly() -> None:
         )
     )
     assert AnomalyKind.TERMINAL_AFTER_STOP not in check(b.history).kinds()
+
+
+# -- judgements that need a world recording its faults ------------------------------------
+
+
+def _recorded_turn(chunks: int = 4) -> Builder:
+    """``one_turn`` in a history whose producer records its faults."""
+    b = Builder()
+    b.history.append(FaultsRecorded(time=b._now()))
+    b.start()
+    b.chunks(range(chunks))
+    b.done(chunks)
+    b.open("s1")
+    return b
+
+
+def _fault(b: Builder, fault: FaultKind, detail: str = "") -> int:
+    return b.history.append(FaultInjected(time=b._now(), fault=fault, detail=detail)).index
+
+
+@pytest.mark.parametrize("cause", [None, FaultKind.FAILOVER, FaultKind.DROP, "writes-lost"])
+def test_a_gap_over_an_emitted_seq_needs_a_failover(cause: FaultKind | str | None) -> None:
+    b = _recorded_turn()
+    if cause == "writes-lost":
+        b.history.append(WritesLost(time=b._now(), writes=1))
+    elif isinstance(cause, FaultKind):
+        _fault(b, cause)
+    b.c("s1", 0)
+    gap = b.deliver(
+        "s1", Gap(first_seq=1, last_seq=2, generation="g1", reason=GapReason.NOT_IN_LOG)
+    )
+    b.c("s1", 3)
+    b.d("s1", 4)
+    b.close("s1")
+    if cause in (None, FaultKind.DROP):
+        # A lost pub/sub message is repaired from the log: it is no reason for a gap.
+        only(check(b.history), AnomalyKind.GAP_WITHOUT_LOSS, gap)
+    else:
+        passes(b)
+
+
+def test_a_gap_over_seqs_nobody_emitted_is_no_anomaly() -> None:
+    b = Builder()
+    b.history.append(FaultsRecorded(time=b._now()))
+    b.start()
+    b.chunks([0, 3])  # seqs 1 and 2 went to emits whose outcome is unknown or refused
+    b.done(4)
+    b.open("s1")
+    b.c("s1", 0)
+    b.deliver("s1", Gap(first_seq=1, last_seq=2, generation="g1", reason=GapReason.NOT_IN_LOG))
+    b.c("s1", 3)
+    b.d("s1", 4)
+    b.close("s1")
+    passes(b)
+
+
+def test_gaps_are_not_judged_for_loss_when_the_producer_does_not_record_faults() -> None:
+    b = one_turn()
+    b.c("s1", 0)
+    b.deliver("s1", Gap(first_seq=1, last_seq=2, generation="g1", reason=GapReason.NOT_IN_LOG))
+    b.c("s1", 3)
+    b.d("s1", 4)
+    b.close("s1")
+    passes(b)
+
+
+@pytest.mark.parametrize("cause", [None, FaultKind.DROP, FaultKind.DELAY, "after"])
+def test_a_slow_path_needs_a_fault_before_it(cause: FaultKind | str | None) -> None:
+    b = _recorded_turn()
+    if isinstance(cause, FaultKind):
+        _fault(b, cause)
+    deliver_in_order(b, [0, 1, 2, 3])
+    slow = b.history.append(
+        SlowPath(time=b._now(), replica="r2", reorder_timeouts=1, log_repaired=2)
+    ).index
+    if cause == "after":
+        _fault(b, FaultKind.DISCONNECT)
+    if cause is None or cause == "after":
+        only(check(b.history), AnomalyKind.SLOW_PATH_WITHOUT_CAUSE, slow)
+        assert "r2" in check(b.history).anomalies[0].explanation
+    else:
+        passes(b)
+
+
+def _abort(b: Builder, acknowledged: bool = True) -> int:
+    return b.history.append(
+        AbortRequested(
+            time=b._now(),
+            stream_id="st",
+            generation="g1",
+            replica="r2",
+            user_id="u1",
+            acknowledged=acknowledged,
+            outcome=OpOutcome.OK,
+        )
+    ).index
+
+
+def _invoked_chunk(b: Builder, seq: int, invoked_at: int, outcome: OpOutcome) -> int:
+    return b.history.append(
+        Emitted(
+            time=b._now(),
+            stream_id="st",
+            generation="g1",
+            replica="r1",
+            kind=EmitKind.CHUNK,
+            payload_digest=digest(chunk_data("g1", seq)),
+            outcome=outcome,
+            seq=seq if outcome is OpOutcome.OK else None,
+            invoked_at=invoked_at,
+        )
+    ).index
+
+
+@pytest.mark.parametrize(
+    ("end", "invoked", "outcome"),
+    [
+        ("done", "after", OpOutcome.OK),
+        ("abort", "after", OpOutcome.OK),
+        ("done", "after", OpOutcome.FAIL),
+        ("done", "before", OpOutcome.OK),
+    ],
+)
+def test_an_emit_invoked_after_the_end_was_acknowledged_must_be_refused(
+    end: str, invoked: str, outcome: OpOutcome
+) -> None:
+    b = Builder()
+    b.start()
+    b.chunks(range(2))
+    before = len(b.history)
+    if end == "done":
+        ended = b.done(2)
+    else:
+        ended = _abort(b)
+    # A chunk with a lower seq than the terminal (so no seq rule sees it), acknowledged
+    # after the end was: only when the emit was invoked matters.
+    late = _invoked_chunk(
+        b, 1 if end == "done" else 2, before if invoked == "before" else ended + 1, outcome
+    )
+    kinds = check(b.history).kinds()
+    if invoked == "after" and outcome is OpOutcome.OK:
+        assert AnomalyKind.EMIT_AFTER_END in kinds, check(b.history).summary()
+        first = next(a for a in check(b.history).anomalies if a.kind is AnomalyKind.EMIT_AFTER_END)
+        assert (first.first_bad, first.last_good) == (late, ended)
+    else:
+        assert AnomalyKind.EMIT_AFTER_END not in kinds, check(b.history).summary()
+
+
+@pytest.mark.parametrize(
+    "what", ["never-stopped", "stopped", "crashed", "ended-itself", "unhealed"]
+)
+def test_an_acknowledged_abort_must_reach_its_generator(what: str) -> None:
+    b = Builder()
+    b.history.append(FaultsRecorded(time=b._now()))
+    b.start()
+    b.chunks(range(2))
+    if what == "ended-itself":
+        b.history.append(
+            Emitted(
+                time=b._now(),
+                stream_id="st",
+                generation="g1",
+                replica="r1",
+                kind=EmitKind.DONE,
+                payload_digest=digest(done_data("g1")),
+                outcome=OpOutcome.FAIL,
+                invoked_at=len(b.history),
+            )
+        )
+    abort = _abort(b)
+    if what == "stopped":
+        b.history.append(GeneratorStopped(time=b._now(), stream_id="st", generation="g1"))
+    if what == "crashed":
+        _fault(b, FaultKind.CRASH, "r1")  # the generating replica (Builder.start)
+    healed = None if what == "unhealed" else b.heal()
+    if what == "never-stopped":
+        only(check(b.history), AnomalyKind.ABORT_NOT_DELIVERED, healed or -1)
+        assert check(b.history).anomalies[0].last_good == abort
+    else:
+        passes(b)
+
+
+@pytest.mark.parametrize("terminal", ["own", "abort's"])
+def test_readers_get_the_aborts_terminal_when_the_caller_was_told_aborted(terminal: str) -> None:
+    b = Builder()
+    b.start()
+    b.chunks(range(2))
+    own: JSONValue = done_data("g1")
+    aborted: JSONValue = {"final": "g1", "aborted": True}
+    # The generator's done went out with its outcome unknown; the abort's terminal, seq 2,
+    # is the one the caller was told about.
+    b.emit(EmitKind.DONE, own, None, outcome=OpOutcome.INDETERMINATE)
+    b.history.append(
+        Emitted(
+            time=b._now(),
+            stream_id="st",
+            generation="g1",
+            replica="r2",
+            kind=EmitKind.DONE,
+            payload_digest=digest(aborted),
+            outcome=OpOutcome.OK,
+            seq=2,
+            by_abort=True,
+        )
+    )
+    _abort(b)
+    b.open("s1")
+    b.c("s1", 0)
+    b.c("s1", 1)
+    got = b.deliver(
+        "s1",
+        Done(seq=2, generation="g1", data=own if terminal == "own" else aborted),
+    )
+    b.close("s1")
+    if terminal == "own":
+        assert AnomalyKind.ABORT_OUTCOME_MISMATCH in check(b.history).kinds()
+        first = next(
+            a for a in check(b.history).anomalies if a.kind is AnomalyKind.ABORT_OUTCOME_MISMATCH
+        )
+        assert first.first_bad == got
+    else:
+        passes(b)

@@ -342,6 +342,7 @@ class SessionJudge:
         if (
             gen is None
             or not gen.acknowledged_aborts
+            or not gen.abort_terminal_digests  # what the abort published is not recorded
             or digest is None
             or digest not in gen.own_terminal_digests
             or digest in gen.abort_terminal_digests

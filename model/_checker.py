@@ -347,7 +347,8 @@ def _judge_emits_after_end(index: HistoryIndex, gen: GenerationFacts, out: list[
 def _judge_abort_reached(index: HistoryIndex, gen: GenerationFacts, out: list[Anomaly]) -> None:
     """Liveness, in histories that record their faults: an acknowledged abort reaches its
     generator (the generator is told to stop) by the time the run healed, unless the
-    generating replica crashed or the generator had already ended the turn itself."""
+    generating replica crashed, the generator had already ended the turn itself, or
+    Redis lost writes after the abort (and with them perhaps its claim)."""
     healed = index.healed_index
     started = gen.started
     if (
@@ -364,6 +365,8 @@ def _judge_abort_reached(index: HistoryIndex, gen: GenerationFacts, out: list[An
         return
     if index.crashed_between(started.replica, gen.started_index, healed):
         return
+    if index.lost_between(abort_at, healed):
+        return  # Redis may have forgotten the abort's claim: the generator may end normally
     out.append(
         _generation_anomaly(
             gen,

@@ -102,7 +102,7 @@ class GenerationFacts:
     #: from then on the generator had stopped by itself.
     own_terminal_invoked_at: int | None = None
     #: Record index of the first acknowledgement that the turn ended: an OK terminal
-    #: emit returned or an abort reported it aborted.
+    #: emit returned, an abort reported it aborted, or a reader received a terminal.
     end_acknowledged_index: int | None = None
 
     def note_end_acknowledged(self, i: int) -> None:
@@ -209,6 +209,13 @@ def index_history(history: History | Sequence[Record]) -> HistoryIndex:
             facts = index.sessions.get(record.session)
             if facts is not None:
                 facts.deliveries.append(i)
+                event = record.event
+                if isinstance(event, Done | Failure):
+                    # A reader was told the turn ended (its real terminal, or one the
+                    # reader concluded after fencing the turn): the end is acknowledged.
+                    index.generation(
+                        facts.opened.stream_id, event.generation
+                    ).note_end_acknowledged(i)
         elif kind is Emitted:
             assert isinstance(record, Emitted)
             _index_emit(index, record, i)

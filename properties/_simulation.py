@@ -215,6 +215,9 @@ class Simulation:
     def _do_emit_after_end(self, stream: str) -> None:
         self._w().emit_after_end(stream)
 
+    def _do_finish_then_emit(self, stream: str) -> None:
+        self._w().finish_then_emit(stream)
+
     def _do_emit_from_replaced_turn(self, stream: str) -> None:
         self._w().emit_from_replaced_turn(stream)
 

@@ -378,7 +378,13 @@ class World:
         self._spawn(gen.replica, self._emit, manager, gen, kind, payload)
 
     async def _emit(
-        self, manager: GenerationJobManager, gen: Generator, kind: EmitKind, payload: JSONValue
+        self,
+        manager: GenerationJobManager,
+        gen: Generator,
+        kind: EmitKind,
+        payload: JSONValue,
+        *,
+        complete: bool = True,
     ) -> None:
         stream_id = gen.stream_id
         outcome = OpOutcome.FAIL
@@ -409,7 +415,7 @@ class World:
                 outcome = OpOutcome.INDETERMINATE  # started, not awaited: maybe published
             elif isinstance(receipt, Published):
                 outcome, seq = OpOutcome.OK, receipt.seq
-            if kind is not EmitKind.CHUNK:
+            if kind is not EmitKind.CHUNK and complete:
                 await manager.complete_job(
                     stream_id, error=payload if isinstance(payload, str) else None
                 )
@@ -688,6 +694,25 @@ class World:
             return  # the replica serves a newer turn: this emit would be that turn's
         gen.busy = True
         self._spawn(gen.replica, self._emit, manager, gen, EmitKind.CHUNK, self._next_chunk(gen))
+
+    def finish_then_emit(self, stream_id: str) -> None:
+        """The generator emits its done and, before it records the turn's end, one more
+        chunk (a generator whose loop outlives its done): the fence must refuse it."""
+        gen = self._ready_generator(stream_id)
+        manager = None if gen is None else self._manager_named(gen.replica)
+        if gen is None or manager is None:
+            return
+        gen.busy = True
+        self._spawn(gen.replica, self._finish_then_emit, manager, gen)
+
+    async def _finish_then_emit(self, manager: GenerationJobManager, gen: Generator) -> None:
+        final: JSONValue = {"final": gen.live_job.generation}
+        await self._emit(manager, gen, EmitKind.DONE, final, complete=False)
+        gen.busy = True
+        await self._emit(manager, gen, EmitKind.CHUNK, self._next_chunk(gen))
+        with contextlib.suppress(RedisConnectionError):
+            await manager.complete_job(gen.stream_id)
+        gen.finished = True
 
     def emit_from_replaced_turn(self, stream_id: str) -> None:
         """A generator of an older turn of the stream, on a replica that has not served a

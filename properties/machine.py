@@ -58,6 +58,9 @@ class Fault(enum.Enum):
     CLOCK = "clock"
     #: Not a fault but a topology: Redis Cluster's relayed pub/sub (SimRedis.relay_pubsub).
     RELAYED_PUBSUB = "relayed-pubsub"
+    #: Not a fault of the system but of its user: generators that emit after they were
+    #: told to stop, after their own done, or from a replaced turn (``rude_emit``).
+    RUDE_GENERATORS = "rude-generators"
 
 
 class StreamMachine(RuleBasedStateMachine):
@@ -239,12 +242,16 @@ class StreamMachine(RuleBasedStateMachine):
             self._do("finish", stream=stream, error=then == "error")
         self._do("settle")
 
-    @rule(stream=STREAMS, stale=st.booleans())
-    def rude_emit(self, stream: str, stale: bool) -> None:
-        """An adversarial generator emits a chunk whatever it was told: after its own
-        terminal or an abort (``stale=False``), or from a turn a newer one replaced
-        (``stale=True``). Only the publish fence may keep it from readers."""
-        self._do("emit_from_replaced_turn" if stale else "emit_after_end", stream=stream)
+    @precondition(lambda self: Fault.RUDE_GENERATORS in self.faults)
+    @rule(
+        stream=STREAMS,
+        how=st.sampled_from(["emit_after_end", "finish_then_emit", "emit_from_replaced_turn"]),
+    )
+    def rude_emit(self, stream: str, how: str) -> None:
+        """An adversarial generator emits a chunk whatever it was told: after an abort or
+        its turn's end, right after its own done (before it records the end), or from a
+        turn a newer one replaced. Only the publish fence may keep it from readers."""
+        self._do(how, stream=stream)
 
     @rule(
         stream=STREAMS,
@@ -269,7 +276,7 @@ class StreamMachine(RuleBasedStateMachine):
             self._do("step", k=k)
         self._do("abort", stream=stream, replica=aborter)
         self._do("pump")
-        if rude:
+        if rude and Fault.RUDE_GENERATORS in self.faults:
             self._do("emit_after_end", stream=stream)
         self._do("settle")
 

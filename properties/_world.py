@@ -322,7 +322,7 @@ class World:
         # must already hold the turn, so the fence, not the generator's manners, keeps
         # this done from winning over the abort's terminal.
         manager = self._manager_named(gen.replica)
-        if manager is not None:
+        if manager is not None and _serves(manager, gen.stream_id, gen.live_job.generation):
             stopped: JSONValue = {"final": gen.live_job.generation, "stopped": True}
             await self._emit(manager, gen, EmitKind.DONE, stopped)
 

@@ -86,6 +86,12 @@ class AnomalyKind(enum.StrEnum):
     #: The caller was told the abort ended the turn, but a reader got the generator's
     #: own terminal instead of the abort's.
     ABORT_OUTCOME_MISMATCH = "abort_outcome_mismatch"
+    #: The job store moved a job through an illegal status change (a terminal status
+    #: changed, a terminal job running again) or brought back a job that was gone.
+    JOB_STATUS_ILLEGAL = "job_status_illegal"
+    #: After the heal, the shared store broke an invariant of its layout: a key without
+    #: a TTL, a job that does not decode, a running job missing from an index.
+    KEYSPACE_INVALID = "keyspace_invalid"
 
 
 @final

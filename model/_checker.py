@@ -38,6 +38,8 @@ from streamcheck.model._history import (
     EmitKind,
     Emitted,
     History,
+    JobObserved,
+    KeyspaceProblem,
     OpOutcome,
     Record,
     SessionClosed,
@@ -80,6 +82,7 @@ def check(
         SessionJudge(index, facts, anomalies, tally).run()
     _judge_bounds(index, anomalies)
     _judge_slow_paths(index, anomalies)
+    _judge_job_store(index, anomalies)
     anomalies.sort(key=lambda a: (a.first_bad, a.kind.value, a.session or ""))
     statistics = CheckStatistics(
         records=len(index.records),
@@ -411,6 +414,82 @@ def _judge_slow_paths(index: HistoryIndex, out: list[Anomaly]) -> None:
             )
         )
         return
+
+
+#: Job statuses from which the store may move on (any other is terminal for good).
+_RUNNING = "running"
+
+
+def _job_anomaly(
+    record: JobObserved | KeyspaceProblem, i: int, last_good: int | None, text: str
+) -> Anomaly:
+    is_job = isinstance(record, JobObserved)
+    return Anomaly(
+        kind=AnomalyKind.JOB_STATUS_ILLEGAL if is_job else AnomalyKind.KEYSPACE_INVALID,
+        session=None,
+        stream_id=record.stream_id if isinstance(record, JobObserved) else "*",
+        generation=record.generation if isinstance(record, JobObserved) else None,
+        seq=None,
+        first_bad=i,
+        last_good=last_good,
+        explanation=text,
+    )
+
+
+def _judge_job_store(index: HistoryIndex, out: list[Anomaly]) -> None:
+    """The job store's states, as the world sampled them: a terminal status never
+    changes, and a job that was replaced, deleted or expired never comes back (both
+    unless a failover lost writes in between: Redis may then forget the later write).
+    Every problem the heal-phase keyspace audit found is an anomaly too."""
+    last: dict[str, tuple[str | None, str | None, int]] = {}
+    gone: dict[tuple[str, str], int] = {}
+    for i, record in enumerate(index.records):
+        if isinstance(record, KeyspaceProblem):
+            out.append(
+                _job_anomaly(
+                    record,
+                    i,
+                    None,
+                    f"after the heal, key {record.key} {record.problem}; the shared store "
+                    "must keep its layout's invariants",
+                )
+            )
+            continue
+        if not isinstance(record, JobObserved):
+            continue
+        stream, generation, status = record.stream_id, record.generation, record.status
+        previous = last.get(stream)
+        last[stream] = (generation, status, i)
+        if previous is None:
+            continue
+        before_gen, before_status, at = previous
+        if before_gen is not None and before_gen != generation:
+            gone[(stream, before_gen)] = i
+        if index.failover_between(at, i) or generation is None:
+            continue
+        left = gone.get((stream, generation))
+        if left is not None and not index.failover_between(left, i):
+            out.append(
+                _job_anomaly(
+                    record,
+                    i,
+                    at,
+                    f"the job of stream {stream}, generation {generation}, came back (status "
+                    f"{status}) after it was replaced, deleted or expired (record {left}); "
+                    "a job that left never returns",
+                )
+            )
+            del gone[(stream, generation)]
+        elif before_gen == generation and before_status not in (_RUNNING, status):
+            out.append(
+                _job_anomaly(
+                    record,
+                    i,
+                    at,
+                    f"the job of stream {stream}, generation {generation}, went from "
+                    f"{before_status} to {status}; a terminal status never changes",
+                )
+            )
 
 
 def _judge_abort(

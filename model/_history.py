@@ -220,6 +220,30 @@ class SlowPath:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class JobObserved:
+    """The shared job store's record of ``stream_id`` changed: now of ``generation``
+    with ``status`` (both ``None``: there is no job). Sampled by the world between
+    decisions, so it sees the store's states, not every write."""
+
+    index: int = -1
+    time: float
+    stream_id: str
+    generation: str | None
+    status: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class KeyspaceProblem:
+    """An audit of the shared store after the heal found ``key`` wrong (``problem``
+    says how: no TTL, a job that does not decode, an index that disagrees with jobs)."""
+
+    index: int = -1
+    time: float
+    key: str
+    problem: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Healed:
     """Faults stopped and every timeout passed: from here on, liveness is judged."""
 
@@ -240,6 +264,8 @@ Record = (
     | FaultsRecorded
     | FaultInjected
     | SlowPath
+    | JobObserved
+    | KeyspaceProblem
     | Healed
 )
 

@@ -30,6 +30,7 @@ from streamcheck.model import (
 )
 from streamcheck.properties._pct import PctScheduler
 from streamcheck.properties._stepped_loop import LoopFinished, SteppedLoop
+from streamcheck.properties._store_audit import JobStoreWatcher, audit_keyspace
 from streamcheck.properties._world import EPOCH_S, SIM_SETTINGS, World
 from streamcheck.properties.canaries import Canary, replica_build
 from streamcheck.properties.sim import SimRedis, sim_time
@@ -109,6 +110,8 @@ class Simulation:
         self.scheduler_seed = 0
         self.world: World | None = None
         self.sim: SimRedis | None = None
+        #: Records the shared job store's states between decisions (model: JobObserved).
+        self._jobs = JobStoreWatcher()
         # fakeredis's clock is patched process-wide, for as long as this run lives.
         self._sim_time = contextlib.ExitStack()
         self._sim_time.enter_context(sim_time(self._now))
@@ -147,6 +150,8 @@ class Simulation:
         if self.world is not None:
             self.world.sample_bounds()
             self.world.sample_slow_path()
+            if self.sim is not None:
+                self._jobs.sample(self.sim, self.world.history, self.clock.current_time())
 
     def _before_stop(self) -> None:
         # Shielded clean-ups (unsubscribe, status writes) still await simulated
@@ -408,8 +413,7 @@ class Simulation:
             if result is not None:
                 await result
             await trio.testing.wait_all_tasks_blocked()
-            world.sample_bounds()
-            world.sample_slow_path()
+            self._sample_bounds()
 
         async def heal_all_at_once() -> None:
             await step(lambda: _settle(sim))
@@ -420,6 +424,7 @@ class Simulation:
                 await step(lambda: _settle(sim))
 
         self._call(heal_all_at_once)
+        audit_keyspace(sim, world.history, self.clock.current_time())
         world.history.append(Healed(time=self.clock.current_time()))
         return check(world.history)
 

@@ -30,7 +30,11 @@ from streamcheck.model import (
 )
 from streamcheck.properties._pct import PctScheduler
 from streamcheck.properties._stepped_loop import LoopFinished, SteppedLoop
-from streamcheck.properties._store_audit import JobStoreWatcher, audit_keyspace
+from streamcheck.properties._store_audit import (
+    JobStoreWatcher,
+    audit_keyspace,
+    users_in_store,
+)
 from streamcheck.properties._world import EPOCH_S, SIM_SETTINGS, World
 from streamcheck.properties.canaries import Canary, replica_build
 from streamcheck.properties.sim import SimRedis, sim_time
@@ -219,6 +223,9 @@ class Simulation:
 
     def _do_emit_after_end(self, stream: str) -> None:
         self._w().emit_after_end(stream)
+
+    def _do_list_jobs(self, stream: str, replica: int) -> None:
+        self._w().list_jobs(stream, replica)
 
     def _do_finish_then_emit(self, stream: str) -> None:
         self._w().finish_then_emit(stream)
@@ -423,8 +430,20 @@ class Simulation:
                 await step(functools.partial(self._do_jump, dt))
                 await step(lambda: _settle(sim))
 
+        async def list_every_users_jobs() -> None:
+            # The index audit through the API: each user's listing, once all is quiet,
+            # must be exactly that user's running jobs (the listing heals the index).
+            world.listings.clear()
+            for user in users_in_store(sim):
+                for index in range(self._replica_count):
+                    if world.replicas[index].alive:
+                        world.list_jobs_of(user, index)
+                        break
+            await step(lambda: _settle(sim))
+
         self._call(heal_all_at_once)
-        audit_keyspace(sim, world.history, self.clock.current_time())
+        self._call(list_every_users_jobs)
+        audit_keyspace(sim, world.history, self.clock.current_time(), listings=world.listings)
         world.history.append(Healed(time=self.clock.current_time()))
         return check(world.history)
 

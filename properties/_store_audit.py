@@ -8,13 +8,17 @@ Two views, both read outside the simulation (``SimRedis.peek``: no step, no trac
   back), so a store that rewrites a finished turn or resurrects a deleted one is seen
   even when no reader happens to notice.
 * :func:`audit_keyspace`, once the heal is over: every key has a TTL (the running index
-  excepted: it empties itself as jobs end), every job hash decodes, and every running job
-  is in the running index and in its user's index. Each problem becomes a
-  ``KeyspaceProblem`` record.
+  excepted: it empties itself as jobs end), every job hash decodes, every running job
+  is in the running index and in its user's index, and each user's job listing (made
+  through a replica once all is quiet) names exactly that user's running jobs. Each
+  problem becomes a ``KeyspaceProblem`` record.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from streamcheck.impl._types import SerializableJobData
 from streamcheck.impl.jobstore._codec import decode_job
 from streamcheck.impl.redis import Keys
 from streamcheck.model import History, JobObserved, KeyspaceProblem
@@ -64,9 +68,52 @@ class JobStoreWatcher:
                 )
 
 
-def audit_keyspace(sim: SimRedis, history: History, now: float) -> None:
-    """Append a ``KeyspaceProblem`` for every broken invariant (module docstring)."""
+def _jobs(sim: SimRedis) -> list[tuple[str, SerializableJobData | None]]:
+    jobs: list[tuple[str, SerializableJobData | None]] = []
+    for key in _job_keys(sim):
+        try:
+            jobs.append((key, decode_job(_stream_of(key), _hash(sim, key))))
+        except (ValueError, KeyError, TypeError):
+            jobs.append((key, None))
+    return jobs
+
+
+def users_in_store(sim: SimRedis) -> list[str]:
+    """Every user with a job or a job index in the store."""
+    users = {job.user_id for _, job in _jobs(sim) if job is not None}
+    pattern = _KEYS.user_jobs("*")
+    prefix, suffix = pattern.split("*")
+    found = sim.peek("KEYS", pattern)
+    assert isinstance(found, list)
+    users |= {str(key)[len(prefix) : -len(suffix)] for key in found}
+    return sorted(users)
+
+
+def audit_keyspace(
+    sim: SimRedis,
+    history: History,
+    now: float,
+    *,
+    listings: Sequence[tuple[str, tuple[str, ...]]] = (),
+) -> None:
+    """Append a ``KeyspaceProblem`` for every broken invariant (module docstring).
+    ``listings`` are users' job listings made once all was quiet: each must name exactly
+    that user's running jobs."""
     problems: list[tuple[str, str]] = []
+    running_of: dict[str, set[str]] = {}
+    for key, job in _jobs(sim):
+        if job is not None and not job.status.is_terminal:
+            running_of.setdefault(job.user_id, set()).add(_stream_of(key))
+    for user, listed in listings:
+        expected = running_of.get(user, set())
+        if set(listed) != expected:
+            problems.append(
+                (
+                    _KEYS.user_jobs(user),
+                    f"lists the jobs {sorted(listed)} as active, but the running jobs of "
+                    f"user {user} are {sorted(expected)}",
+                )
+            )
     everything = sim.peek("KEYS", "*")
     assert isinstance(everything, list)
     for key in sorted(str(k) for k in everything):

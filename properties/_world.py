@@ -197,6 +197,8 @@ class World:
         #: Slow-path counts already recorded, per replica incarnation (see
         #: ``sample_slow_path``).
         self._slow_path_seen: dict[str, tuple[int, int]] = {}
+        #: Answers of ``list_jobs``: (user, the stream ids listed).
+        self.listings: list[tuple[str, tuple[str, ...]]] = []
 
     # -- replicas ---------------------------------------------------------------
 
@@ -679,6 +681,24 @@ class World:
                         log_repaired=now[1] - before[1],
                     )
                 )
+
+    # -- job listings ---------------------------------------------------------------------
+
+    def list_jobs(self, stream_id: str, replica: int) -> None:
+        """The stream's owner lists their active jobs on ``replica`` (which heals the
+        user's index as it reads it); ``listings`` keeps each answer."""
+        self.list_jobs_of(owner_of(stream_id), replica)
+
+    def list_jobs_of(self, user_id: str, replica: int) -> None:
+        manager = self._manager(replica)
+        if manager is not None:
+            name = self.replicas[replica % len(self.replicas)].name
+            self._spawn(name, self._list_jobs, manager, user_id)
+
+    async def _list_jobs(self, manager: GenerationJobManager, user_id: str) -> None:
+        with contextlib.suppress(RedisConnectionError):
+            listed = await manager.job_store.get_active_job_ids_by_user(user_id)
+            self.listings.append((user_id, tuple(listed)))
 
     # -- adversarial generators ------------------------------------------------------
 

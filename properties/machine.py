@@ -37,6 +37,9 @@ from streamcheck.properties.canaries import Canary
 #: Seconds a user reads between two turns in ``next_turn``: past the simulation's
 #: cleanup interval (10 s), short of its producer timeout (30 s).
 READING_PAUSE_S = 11.0
+#: Clock jumps of ``wait_past_expiry``: past the producer timeout (30 s), then past a
+#: finished job's TTL (300 s), each settled.
+EXPIRY_WAIT_S = (31.0, 150.0, 151.0)
 STREAM_IDS = ("s0", "s1")
 STREAMS = st.sampled_from(STREAM_IDS)
 
@@ -175,11 +178,12 @@ class StreamMachine(RuleBasedStateMachine):
     @rule(
         stream=STREAMS,
         replica=REPLICAS,
-        mode=st.sampled_from(["subscribe"] * 4 + ["resume"] * 2 + ["intrude"]),
+        mode=st.sampled_from(["subscribe"] * 4 + ["resume"] * 2 + ["intrude", "list_jobs"]),
         settled=st.booleans(),
     )
     def attach(self, stream: str, replica: int, mode: str, settled: bool) -> None:
-        """A client attaches (subscribe or resume), or another user tries to."""
+        """A client attaches (subscribe or resume), or another user tries to, or the
+        stream's owner lists their active jobs (which heals their job index)."""
         self._do(mode, stream=stream, replica=replica)
         if settled:
             self._do("settle")
@@ -354,6 +358,20 @@ class StreamMachine(RuleBasedStateMachine):
     @rule(dt=st.sampled_from([0.1, 0.6, 2.5, 31.0]))
     def jump(self, dt: float) -> None:
         self._do("jump", dt=dt)
+
+    @precondition(lambda self: Fault.CLOCK in self.faults)
+    @rule(stream=STREAMS, reader=REPLICAS)
+    def wait_past_expiry(self, stream: str, reader: int) -> None:
+        """A macro step: a client attaches and then nothing happens for a long time: past
+        the producer timeout (its readers judge the silent producer lost) and past the
+        finished job's TTL, so the job expires while the generator still holds its turn
+        and readers still wait. Whatever the generator or a reader does next meets a
+        job that is gone."""
+        self._do("subscribe", stream=stream, replica=reader)
+        self._do("settle")
+        for dt in EXPIRY_WAIT_S:
+            self._do("jump", dt=dt)
+            self._do("settle")
 
     @precondition(lambda self: Fault.CRASH in self.faults)
     @rule(replica=REPLICAS, restart=st.booleans())

@@ -31,7 +31,9 @@ from streamcheck.model import (
     GeneratorStopped,
     Healed,
     History,
+    JobObserved,
     JSONValue,
+    KeyspaceProblem,
     OpOutcome,
     Record,
     SessionClosed,
@@ -1185,10 +1187,7 @@ def test_an_emit_invoked_after_the_end_was_acknowledged_must_be_refused(
     b.start()
     b.chunks(range(2))
     before = len(b.history)
-    if end == "done":
-        ended = b.done(2)
-    else:
-        ended = _abort(b)
+    ended = b.done(2) if end == "done" else _abort(b)
     # A chunk with a lower seq than the terminal (so no seq rule sees it), acknowledged
     # after the end was: only when the emit was invoked matters.
     late = _invoked_chunk(
@@ -1277,3 +1276,51 @@ def test_readers_get_the_aborts_terminal_when_the_caller_was_told_aborted(termin
         assert first.first_bad == got
     else:
         passes(b)
+
+
+def _job(b: Builder, generation: str | None, status: str | None) -> int:
+    return b.history.append(
+        JobObserved(time=b._now(), stream_id="st", generation=generation, status=status)
+    ).index
+
+
+@pytest.mark.parametrize(
+    ("states", "bad_at"),
+    [
+        ([("g1", "running"), ("g1", "complete"), ("g1", "aborted")], 2),
+        ([("g1", "running"), ("g1", "error"), ("g1", "running")], 2),
+        ([("g1", "running"), (None, None), ("g1", "complete")], 2),
+        ([("g1", "running"), ("g2", "running"), ("g1", "complete")], 2),
+        ([("g1", "running"), ("g1", "complete"), (None, None), ("g2", "running")], None),
+        ([("g1", "running"), ("g1", "running"), ("g1", "error")], None),
+    ],
+)
+def test_job_store_states_follow_the_status_table_and_never_resurrect(
+    states: list[tuple[str | None, str | None]], bad_at: int | None
+) -> None:
+    b = Builder()
+    b.history.append(FaultsRecorded(time=b._now()))
+    indexes = [_job(b, generation, status) for generation, status in states]
+    if bad_at is None:
+        passes(b)
+    else:
+        only(check(b.history), AnomalyKind.JOB_STATUS_ILLEGAL, indexes[bad_at])
+
+
+def test_a_job_state_change_across_a_failover_is_excused() -> None:
+    b = Builder()
+    _job(b, "g1", "running")
+    _job(b, "g1", "complete")
+    _fault(b, FaultKind.FAILOVER)
+    _job(b, "g1", "running")  # the promoted replica had not seen the completion
+    passes(b)
+
+
+def test_a_keyspace_problem_is_an_anomaly() -> None:
+    b = _recorded_turn()
+    deliver_in_order(b, [0, 1, 2, 3])
+    problem = b.history.append(
+        KeyspaceProblem(time=b._now(), key="stream:{st}:job", problem="has no TTL")
+    ).index
+    only(check(b.history), AnomalyKind.KEYSPACE_INVALID, problem)
+    assert "has no TTL" in check(b.history).anomalies[0].explanation

@@ -98,6 +98,8 @@ class GenerationFacts:
     #: Digests of the generator's own terminals (not an abort's) that were OK or
     #: INDETERMINATE: what a reader gets if the generator, not an abort, ended the turn.
     own_terminal_digests: set[str] = field(default_factory=set)
+    #: Digests of every done the generation tried to publish, whatever the outcome.
+    attempted_done_digests: set[str] = field(default_factory=set)
     #: The earliest ``invoked_at`` of a terminal emit of the generator's own (any outcome):
     #: from then on the generator had stopped by itself.
     own_terminal_invoked_at: int | None = None
@@ -164,9 +166,9 @@ class HistoryIndex:
 
     def failover_between(self, after: int | None, before: int) -> bool:
         """Did Redis fail over (or lose writes) between records ``after`` and ``before``?"""
-        if self.lost_between(after, before):
-            return True
         low = -1 if after is None else after
+        if self.lost_between(low, before):
+            return True
         i = bisect.bisect_right(self.failovers, low)
         return i < len(self.failovers) and self.failovers[i] < before
 
@@ -273,6 +275,8 @@ def index_history(history: History | Sequence[Record]) -> HistoryIndex:
 
 def _index_emit(index: HistoryIndex, record: Emitted, i: int) -> None:
     gen = index.generation(record.stream_id, record.generation)
+    if record.kind is EmitKind.DONE:
+        gen.attempted_done_digests.add(record.payload_digest)
     if record.kind is not EmitKind.CHUNK and not record.by_abort:
         if record.invoked_at is not None and (
             gen.own_terminal_invoked_at is None or record.invoked_at < gen.own_terminal_invoked_at

@@ -311,9 +311,9 @@ class SessionJudge:
 
     def _gap_without_loss(self, i: int, gap: Gap, reported: set[int]) -> bool:
         """In a history that records its faults, a gap may cover an event its generation
-        emitted only if something lost it: a failover (or lost writes) after the
-        generation started. Otherwise the event was in the chunk log when the reader read
-        it, and a gap over it throws away what the reader was owed. True if reported."""
+        emitted only if something lost it: a failover (or lost writes) before the gap.
+        Otherwise the event was in the chunk log when the reader read it, and a gap over
+        it throws away what the reader was owed. True if reported."""
         gen = self.gen
         if gen is None or not self.index.faults_recorded:
             return False
@@ -322,7 +322,9 @@ class SessionJudge:
         end = gen.terminal_seq
         if end is not None and low <= end <= gap.last_seq and end not in reported:
             owed.append(end)
-        if not owed or self.index.failover_between(gen.started_index, i):
+        # Any failover before the gap may have lost them: the turn may exist in Redis
+        # well before its GenerationStarted record (written when create_job returns).
+        if not owed or self.index.failover_between(None, i):
             return False
         self.report(
             AnomalyKind.GAP_WITHOUT_LOSS,
@@ -346,7 +348,7 @@ class SessionJudge:
             or digest is None
             or digest not in gen.own_terminal_digests
             or digest in gen.abort_terminal_digests
-            or self.index.lost_between(gen.started_index, max(i, gen.acknowledged_aborts[0]))
+            or self.index.lost_between(-1, max(i, gen.acknowledged_aborts[0]))
         ):
             return False
         self.report(

@@ -1324,3 +1324,22 @@ def test_a_keyspace_problem_is_an_anomaly() -> None:
     ).index
     only(check(b.history), AnomalyKind.KEYSPACE_INVALID, problem)
     assert "has no TTL" in check(b.history).anomalies[0].explanation
+
+
+@pytest.mark.parametrize("lost", [True, False])
+def test_a_done_rebuilt_from_a_refused_done_is_excused_only_across_lost_writes(lost: bool) -> None:
+    b = Builder()
+    b.start()
+    b.chunks(range(2))
+    b.done(2)  # the turn's terminal, on the log until Redis loses it
+    stopped: JSONValue = {"final": "g1", "stopped": True}
+    b.emit(EmitKind.DONE, stopped, None, outcome=OpOutcome.FAIL)  # refused, yet stored
+    if lost:
+        b.history.append(WritesLost(time=b._now(), writes=3))
+    b.open("s1", first_seq=2, snapshot=(0, 1))
+    rebuilt = b.deliver("s1", Done(seq=5, generation="g1", data=stopped))
+    b.close("s1")
+    if lost:
+        passes(b)
+    else:
+        only(check(b.history), AnomalyKind.CONTENT_MISMATCH, rebuilt)

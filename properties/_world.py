@@ -727,12 +727,21 @@ class World:
 
     async def _finish_then_emit(self, manager: GenerationJobManager, gen: Generator) -> None:
         final: JSONValue = {"final": gen.live_job.generation}
+        generation = gen.live_job.generation
         await self._emit(manager, gen, EmitKind.DONE, final, complete=False)
+        # Busy throughout, as one generator's loop is: no new turn of the stream may
+        # start here until this one recorded its end (complete_job goes by stream id).
         gen.busy = True
-        await self._emit(manager, gen, EmitKind.CHUNK, self._next_chunk(gen))
-        with contextlib.suppress(RedisConnectionError):
-            await manager.complete_job(gen.stream_id)
-        gen.finished = True
+        try:
+            if _serves(manager, gen.stream_id, generation):
+                await self._emit(manager, gen, EmitKind.CHUNK, self._next_chunk(gen))
+                gen.busy = True
+            if _serves(manager, gen.stream_id, generation):
+                with contextlib.suppress(RedisConnectionError):
+                    await manager.complete_job(gen.stream_id)
+        finally:
+            gen.finished = True
+            gen.busy = False
 
     def emit_from_replaced_turn(self, stream_id: str) -> None:
         """A generator of an older turn of the stream, on a replica that has not served a

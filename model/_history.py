@@ -194,6 +194,9 @@ class FaultsRecorded:
 
     index: int = -1
     time: float
+    #: A chunk-log entry stays at least this many seconds after it was written (the
+    #: shortest TTL the store gives a log); later it may expire. ``None``: never.
+    log_ttl_s: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -154,6 +154,8 @@ class HistoryIndex:
     failovers: list[int] = field(default_factory=list)
     #: ... and of each replica's crashes.
     crashes: dict[str, list[int]] = field(default_factory=dict)
+    #: How long a chunk-log entry surely stays (``FaultsRecorded.log_ttl_s``).
+    log_ttl_s: float | None = None
     #: Indexes of ``SlowPath`` records.
     slow_paths: list[int] = field(default_factory=list)
 
@@ -263,7 +265,9 @@ def index_history(history: History | Sequence[Record]) -> HistoryIndex:
             elif record.fault is FaultKind.CRASH:
                 index.crashes.setdefault(record.detail, []).append(i)
         elif kind is FaultsRecorded:
+            assert isinstance(record, FaultsRecorded)
             index.faults_recorded = True
+            index.log_ttl_s = record.log_ttl_s
         elif kind is SlowPath:
             index.slow_paths.append(i)
     for starts in index.starts.values():

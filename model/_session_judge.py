@@ -311,9 +311,10 @@ class SessionJudge:
 
     def _gap_without_loss(self, i: int, gap: Gap, reported: set[int]) -> bool:
         """In a history that records its faults, a gap may cover an event its generation
-        emitted only if something lost it: a failover (or lost writes) before the gap.
-        Otherwise the event was in the chunk log when the reader read it, and a gap over
-        it throws away what the reader was owed. True if reported."""
+        emitted only if something lost it: a failover (or lost writes) before the gap, or
+        the log's TTL, once that much time passed since the turn started. Otherwise the
+        event was in the chunk log when the reader read it, and a gap over it throws away
+        what the reader was owed. True if reported."""
         gen = self.gen
         if gen is None or not self.index.faults_recorded:
             return False
@@ -325,6 +326,11 @@ class SessionJudge:
         # Any failover before the gap may have lost them: the turn may exist in Redis
         # well before its GenerationStarted record (written when create_job returns).
         if not owed or self.index.failover_between(None, i):
+            return False
+        # Past the log's TTL the entries may have expired (the job and its log left).
+        ttl, started = self.index.log_ttl_s, gen.started
+        delivered_at = self.index.records[i].time
+        if ttl is not None and (started is None or delivered_at - started.time >= ttl):
             return False
         self.report(
             AnomalyKind.GAP_WITHOUT_LOSS,

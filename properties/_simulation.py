@@ -146,7 +146,12 @@ class Simulation:
         )
         # This world says what it does to the system, so gaps and slow paths are
         # judged against it (model: FaultsRecorded).
-        self.world.history.append(FaultsRecorded(time=trio.current_time()))
+        self.world.history.append(
+            FaultsRecorded(
+                time=trio.current_time(),
+                log_ttl_s=float(min(SIM_SETTINGS.running_ttl_s, SIM_SETTINGS.completed_ttl_s)),
+            )
+        )
         for index in range(self._replica_count):
             await self.world.start_replica(index)
 

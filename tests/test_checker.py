@@ -1343,3 +1343,20 @@ def test_a_done_rebuilt_from_a_refused_done_is_excused_only_across_lost_writes(l
         passes(b)
     else:
         only(check(b.history), AnomalyKind.CONTENT_MISMATCH, rebuilt)
+
+
+@pytest.mark.parametrize("waited", [299.0, 300.0])
+def test_a_gap_is_excused_once_the_log_may_have_expired(waited: float) -> None:
+    b = Builder()
+    b.history.append(FaultsRecorded(time=b._now(), log_ttl_s=300.0))
+    started = b.start()
+    b.chunks([0])
+    b.open("s1")
+    b.clock = b.history.records[started].time + waited - 1.0  # the gap comes next
+    gap = b.deliver(
+        "s1", Gap(first_seq=0, last_seq=0, generation="g1", reason=GapReason.NOT_IN_LOG)
+    )
+    if waited < 300.0:
+        only(check(b.history), AnomalyKind.GAP_WITHOUT_LOSS, gap)
+    else:
+        passes(b)

@@ -100,6 +100,12 @@ def identify(
         return _SYNTHETIC
     if emitted is not None:
         if emitted.generation != generation:
+            if isinstance(event, Done) and emitted.payload_digest != digest:
+                # A done rebuilt for this turn carries a made-up seq (its reader's
+                # frontier), which a later turn may then allocate for real.
+                rebuilt = _synthetic_done(gen, event, digest, writes_lost=bool(index.writes_lost))
+                if rebuilt.verdict is Verdict.SYNTHETIC:
+                    return rebuilt
             return Identity(
                 Verdict.REJECTED,
                 AnomalyKind.CROSS_GENERATION_LEAK,

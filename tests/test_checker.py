@@ -1360,3 +1360,26 @@ def test_a_gap_is_excused_once_the_log_may_have_expired(waited: float) -> None:
         only(check(b.history), AnomalyKind.GAP_WITHOUT_LOSS, gap)
     else:
         passes(b)
+
+
+@pytest.mark.parametrize("payload", ["own", "the next turn's"])
+def test_a_rebuilt_done_whose_made_up_seq_a_later_turn_allocated_is_no_leak(payload: str) -> None:
+    b = Builder()
+    b.start()
+    b.chunks(range(2))
+    b.done(2)
+    b.open("s1", first_seq=2, snapshot=(0, 1))
+    # The reader rebuilt the done from the job at its frontier, seq 3, which the next
+    # turn then allocated for its own done.
+    data = done_data("g1") if payload == "own" else done_data("g2")
+    got = b.deliver("s1", Done(seq=3, generation="g1", data=data))
+    b.close("s1")
+    b.start("g2", start_seq=3)
+    b.done(3, "g2")
+    if payload == "own":
+        passes(b)
+    else:
+        leaks = [
+            a for a in check(b.history).anomalies if a.kind is AnomalyKind.CROSS_GENERATION_LEAK
+        ]
+        assert [a.first_bad for a in leaks] == [got], check(b.history).summary()

@@ -138,6 +138,9 @@ class GenerationJobManager:
         validate_user_id(user_id)
         previous = self._runtimes.pop(stream_id, None)
         if previous is not None:
+            # Its generator must stop: emits go by stream id, so they would be the new
+            # turn's, and an abort of the old turn can no longer reach it.
+            previous.stop(StopReason.REPLACED)
             await self._retire(previous)
         # Before the new turn reads its start seq: if a failover lost the end of the
         # previous turn, its readers must learn that from the log, not from silence.
@@ -437,6 +440,11 @@ class GenerationJobManager:
 
     async def get_job(self, stream_id: str) -> SerializableJobData | None:
         return await self.job_store.get_job(validate_stream_id(stream_id))
+
+    def local_job(self, stream_id: str) -> GenerationJob | None:
+        """The turn of ``stream_id`` this replica generates, if any: its generator's view
+        (aborted, stop reason), which the shared job store does not hold."""
+        return self._runtimes.get(stream_id)
 
     # -- housekeeping ------------------------------------------------------------------
 

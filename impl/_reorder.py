@@ -69,6 +69,8 @@ class ReorderStats:
     late_fills: int
     #: Events delivered from the log after the reorder timeout (not the catch-up).
     repaired_events: int
+    #: Events an idle probe found in the log: pub/sub never brought them.
+    probe_repaired_events: int
     #: Live messages of another generation, checked against the log and dropped.
     foreign_hints: int
     deferred: bool
@@ -109,6 +111,7 @@ class ReorderBuffer:
         self._gaps = 0
         self._late_fills = 0
         self._repaired_events = 0
+        self._probe_repaired_events = 0
         self._foreign_hints = 0
         self._repair_in_flight = False
         #: Highest seq this generation is known to have published (by a producer on
@@ -194,6 +197,8 @@ class ReorderBuffer:
             self._accept_in_order(entry, step)
         if was_repair:
             self._repaired_events += sum(1 for e in step.deliver if not isinstance(e, Gap))
+        elif was_idle_fetch:
+            self._probe_repaired_events += sum(1 for e in step.deliver if not isinstance(e, Gap))
         if self._finished:
             return self._finish(step, now)
         self._drop_below_frontier()
@@ -289,6 +294,7 @@ class ReorderBuffer:
             gaps=self._gaps,
             late_fills=self._late_fills,
             repaired_events=self._repaired_events,
+            probe_repaired_events=self._probe_repaired_events,
             foreign_hints=self._foreign_hints,
             deferred=self._deferred,
             finished=self._finished,

@@ -73,6 +73,28 @@ class AnomalyKind(enum.StrEnum):
     #: The implementation refused a call saying the turn had finished or was absent
     #: (or denied it to its owner) while it was certainly live.
     FALSE_REFUSAL = "false_refusal"
+    #: A gap covered an event its generation emitted although nothing lost it: it was in
+    #: the chunk log when the reader read it and no failover happened in between. Judged
+    #: only in histories whose producer records its faults (``FaultsRecorded``).
+    GAP_WITHOUT_LOSS = "gap_without_loss"
+    #: Readers needed the slow path (a reorder timeout, events repaired from the log) in
+    #: a run where nothing had been dropped, cut, failed over, crashed or delayed yet.
+    SLOW_PATH_WITHOUT_CAUSE = "slow_path_without_cause"
+    #: An emit invoked after the turn's end was acknowledged (its terminal emit returned,
+    #: or an abort reported it aborted) was acknowledged too: the fence must refuse it.
+    EMIT_AFTER_END = "emit_after_end"
+    #: Liveness: an acknowledged abort never stopped its generator, although the
+    #: generating replica stayed alive and the generator had not ended the turn itself.
+    ABORT_NOT_DELIVERED = "abort_not_delivered"
+    #: The caller was told the abort ended the turn, but a reader got the generator's
+    #: own terminal instead of the abort's.
+    ABORT_OUTCOME_MISMATCH = "abort_outcome_mismatch"
+    #: The job store moved a job through an illegal status change (a terminal status
+    #: changed, a terminal job running again) or brought back a job that was gone.
+    JOB_STATUS_ILLEGAL = "job_status_illegal"
+    #: After the heal, the shared store broke an invariant of its layout: a key without
+    #: a TTL, a job that does not decode, a running job missing from an index.
+    KEYSPACE_INVALID = "keyspace_invalid"
 
 
 @final

@@ -40,10 +40,13 @@ from streamcheck.model._history import (
     EmitKind,
     Emitted,
     History,
+    JobObserved,
+    KeyspaceProblem,
     OpOutcome,
     Record,
     SessionClosed,
     SessionOpened,
+    SlowPath,
 )
 from streamcheck.model._identify import seq_list
 from streamcheck.model._reference import (
@@ -82,6 +85,8 @@ def check(
         SessionJudge(index, facts, anomalies, tally).run()
     _judge_bounds(index, anomalies)
     judge_refusals(index.records, anomalies)
+    _judge_slow_paths(index, anomalies)
+    _judge_job_store(index, anomalies)
     anomalies.sort(key=lambda a: (a.first_bad, a.kind.value, a.session or ""))
     statistics = CheckStatistics(
         records=len(index.records),
@@ -264,6 +269,8 @@ def _judge_generation(
         if not bad:
             last_good = i
     _judge_stop(index, gen, out)
+    _judge_emits_after_end(index, gen, out)
+    _judge_abort_reached(index, gen, out)
     if aborted:
         _judge_abort(index, gen, out, abort_grace, late_chunks)
     elif late_chunks:
@@ -312,6 +319,181 @@ def _judge_stop(index: HistoryIndex, gen: GenerationFacts, out: list[Anomaly]) -
                 )
             )
             return
+
+
+def _judge_emits_after_end(index: HistoryIndex, gen: GenerationFacts, out: list[Anomaly]) -> None:
+    """Once the turn's end was acknowledged to someone (a terminal emit returned OK, or an
+    abort reported ABORTED), an emit invoked later must be refused: whoever heard "it
+    ended" must never see the turn go on. Unless Redis lost writes in between (the
+    fence cannot remember what Redis forgot)."""
+    ended = gen.end_acknowledged_index
+    if ended is None:
+        return
+    for i in gen.ok_emits:
+        record = _emitted(index, i)
+        if (
+            record.invoked_index is not None
+            and record.invoked_index > ended
+            and not index.lost_between(ended, i)
+        ):
+            out.append(
+                _generation_anomaly(
+                    gen,
+                    AnomalyKind.EMIT_AFTER_END,
+                    record.seq,
+                    i,
+                    ended,
+                    f"acknowledged a {record.kind.value} (seq {record.seq}) whose emit was "
+                    f"invoked after record {ended} had acknowledged the turn's end; once an "
+                    "end is acknowledged the fence must refuse every later emit",
+                )
+            )
+            return
+
+
+def _judge_abort_reached(index: HistoryIndex, gen: GenerationFacts, out: list[Anomaly]) -> None:
+    """Liveness, in histories that record their faults: an acknowledged abort reaches its
+    generator (the generator is told to stop) by the time the run healed, unless the
+    generating replica crashed, the generator had already ended the turn itself, or
+    Redis lost writes after the abort (and with them perhaps its claim)."""
+    healed = index.healed_index
+    started = gen.started
+    if (
+        not index.faults_recorded
+        or healed is None
+        or started is None
+        or not gen.acknowledged_aborts
+        or gen.any_stop_index is not None
+    ):
+        return
+    abort_at = gen.acknowledged_aborts[0]
+    own_end = gen.own_terminal_invoked_index
+    if own_end is not None and own_end <= abort_at:
+        return
+    if index.crashed_between(started.replica, gen.started_index, healed):
+        return
+    if index.lost_between(abort_at, healed):
+        return  # Redis may have forgotten the abort's claim: the generator may end normally
+    out.append(
+        _generation_anomaly(
+            gen,
+            AnomalyKind.ABORT_NOT_DELIVERED,
+            None,
+            healed,
+            abort_at,
+            f"was aborted (record {abort_at}) but its generator on {started.replica} was "
+            f"never told to stop, although that replica stayed up and the faults healed "
+            f"(record {healed}); every acknowledged abort must reach its generator",
+        )
+    )
+
+
+def _judge_slow_paths(index: HistoryIndex, out: list[Anomaly]) -> None:
+    """In histories that record their faults, the slow path (a reorder timeout, events
+    repaired from the chunk log) needs a cause: a fault injected before it."""
+    if not index.faults_recorded:
+        return
+    first_fault = index.faults[0] if index.faults else None
+    for i in index.slow_paths:
+        if first_fault is not None and first_fault < i:
+            return
+        record = index.records[i]
+        assert isinstance(record, SlowPath)
+        out.append(
+            Anomaly(
+                kind=AnomalyKind.SLOW_PATH_WITHOUT_CAUSE,
+                session=None,
+                stream_id="*",
+                generation=None,
+                seq=None,
+                first_bad=i,
+                last_good=None,
+                explanation=(
+                    f"readers on replica {record.replica} needed the slow path "
+                    f"({record.reorder_timeouts} reorder timeouts, {record.log_repaired} "
+                    "events repaired from the chunk log) although no message had been "
+                    "dropped, no connection cut, no failover, crash or delay had happened; "
+                    "without a fault, pub/sub must deliver every event on the fast path"
+                ),
+            )
+        )
+        return
+
+
+#: Job statuses from which the store may move on (any other is terminal for good).
+_RUNNING = "running"
+
+
+def _job_anomaly(
+    record: JobObserved | KeyspaceProblem, i: int, last_good: int | None, text: str
+) -> Anomaly:
+    is_job = isinstance(record, JobObserved)
+    return Anomaly(
+        kind=AnomalyKind.JOB_STATUS_ILLEGAL if is_job else AnomalyKind.KEYSPACE_INVALID,
+        session=None,
+        stream_id=record.stream_id if isinstance(record, JobObserved) else "*",
+        generation=record.generation if isinstance(record, JobObserved) else None,
+        seq=None,
+        first_bad=i,
+        last_good=last_good,
+        explanation=text,
+    )
+
+
+def _judge_job_store(index: HistoryIndex, out: list[Anomaly]) -> None:
+    """The job store's states, as the world sampled them: a terminal status never
+    changes, and a job that was replaced, deleted or expired never comes back (both
+    unless a failover lost writes in between: Redis may then forget the later write).
+    Every problem the heal-phase keyspace audit found is an anomaly too."""
+    last: dict[str, tuple[str | None, str | None, int]] = {}
+    gone: dict[tuple[str, str], int] = {}
+    for i, record in enumerate(index.records):
+        if isinstance(record, KeyspaceProblem):
+            out.append(
+                _job_anomaly(
+                    record,
+                    i,
+                    None,
+                    f"after the heal, key {record.key} {record.problem}; the shared store "
+                    "must keep its layout's invariants",
+                )
+            )
+            continue
+        if not isinstance(record, JobObserved):
+            continue
+        stream, generation, status = record.stream_id, record.generation, record.status
+        previous = last.get(stream)
+        last[stream] = (generation, status, i)
+        if previous is None:
+            continue
+        before_gen, before_status, at = previous
+        if before_gen is not None and before_gen != generation:
+            gone[(stream, before_gen)] = i
+        if index.failover_between(at, i) or generation is None:
+            continue
+        left = gone.get((stream, generation))
+        if left is not None and not index.failover_between(left, i):
+            out.append(
+                _job_anomaly(
+                    record,
+                    i,
+                    at,
+                    f"the job of stream {stream}, generation {generation}, came back (status "
+                    f"{status}) after it was replaced, deleted or expired (record {left}); "
+                    "a job that left never returns",
+                )
+            )
+            del gone[(stream, generation)]
+        elif before_gen == generation and before_status not in (_RUNNING, status):
+            out.append(
+                _job_anomaly(
+                    record,
+                    i,
+                    at,
+                    f"the job of stream {stream}, generation {generation}, went from "
+                    f"{before_status} to {status}; a terminal status never changes",
+                )
+            )
 
 
 def _judge_abort(

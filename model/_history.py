@@ -92,6 +92,9 @@ class Emitted:
     by_abort: bool = False
     #: The earliest the emit can have started, where known (protocol agents say).
     invoked: float | None = None
+    #: How many records the history held when the emit was invoked (so every record
+    #: with a lower index happened before it started); ``None`` when not recorded.
+    invoked_index: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -220,6 +223,81 @@ class CallRefused:
     storage_reliable: bool = True
 
 
+class FaultKind(enum.StrEnum):
+    """What the world did to the system (see :class:`FaultInjected`)."""
+
+    #: A pub/sub message was lost on its way to one connection (or to all of them).
+    DROP = "drop"
+    #: A client connection to Redis was cut.
+    DISCONNECT = "disconnect"
+    #: The Redis primary failed over (whether or not it lost writes).
+    FAILOVER = "failover"
+    #: A replica process died (``detail`` names it).
+    CRASH = "crash"
+    #: The clock jumped while messages were still on their way (they arrive late).
+    DELAY = "delay"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FaultsRecorded:
+    """The history's producer records every fault it causes (:class:`FaultInjected`,
+    :class:`WritesLost`) and every slow-path delivery (:class:`SlowPath`): so a gap or a
+    slow path can be judged against what really happened, not only excused."""
+
+    index: int = -1
+    time: float
+    #: A chunk-log entry stays at least this many seconds after it was written (the
+    #: shortest TTL the store gives a log); later it may expire. ``None``: never.
+    log_ttl_s: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FaultInjected:
+    """The world caused a fault. ``detail`` says where (a replica, a connection)."""
+
+    index: int = -1
+    time: float
+    fault: FaultKind
+    detail: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SlowPath:
+    """Readers on ``replica`` took the slow path since the previous such record: a reorder
+    timeout fired ``reorder_timeouts`` times, and ``log_repaired`` events were delivered
+    from the chunk log by a repair or an idle probe instead of by pub/sub."""
+
+    index: int = -1
+    time: float
+    replica: str
+    reorder_timeouts: int
+    log_repaired: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JobObserved:
+    """The shared job store's record of ``stream_id`` changed: now of ``generation``
+    with ``status`` (both ``None``: there is no job). Sampled by the world between
+    decisions, so it sees the store's states, not every write."""
+
+    index: int = -1
+    time: float
+    stream_id: str
+    generation: str | None
+    status: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class KeyspaceProblem:
+    """An audit of the shared store after the heal found ``key`` wrong (``problem``
+    says how: no TTL, a job that does not decode, an index that disagrees with jobs)."""
+
+    index: int = -1
+    time: float
+    key: str
+    problem: str
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Healed:
     """Faults stopped and every timeout passed: from here on, liveness is judged."""
@@ -239,6 +317,11 @@ Record = (
     | BoundExceeded
     | WritesLost
     | CallRefused
+    | FaultsRecorded
+    | FaultInjected
+    | SlowPath
+    | JobObserved
+    | KeyspaceProblem
     | Healed
 )
 

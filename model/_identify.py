@@ -12,7 +12,8 @@ A delivered event is matched against what the generators emitted, in this order:
 3. an event at a seq nobody OK-emitted is fine if an INDETERMINATE emit of the
    generation had its kind and digest (it may have been published);
 4. a **Done** left over is a synthetic terminal rebuilt from the stored final event:
-   accepted if its digest equals the emitted Done's, or if no terminal was emitted;
+   accepted if its digest equals the emitted Done's, or if no terminal was emitted, or
+   (once Redis lost writes) if it is a done the generation tried to publish;
 5. anything else is another generation's (by seq range) or a ``PHANTOM``.
 
 Also here: the resume-snapshot rule, and how explanations name events and seqs.
@@ -99,6 +100,12 @@ def identify(
         return _SYNTHETIC
     if emitted is not None:
         if emitted.generation != generation:
+            if isinstance(event, Done) and emitted.payload_digest != digest:
+                # A done rebuilt for this turn carries a made-up seq (its reader's
+                # frontier), which a later turn may then allocate for real.
+                rebuilt = _synthetic_done(gen, event, digest, writes_lost=bool(index.writes_lost))
+                if rebuilt.verdict is Verdict.SYNTHETIC:
+                    return rebuilt
             return Identity(
                 Verdict.REJECTED,
                 AnomalyKind.CROSS_GENERATION_LEAK,
@@ -116,7 +123,7 @@ def identify(
     if gen is not None and kind is not None and (kind, digest or "") in gen.indeterminate:
         return _REAL
     if isinstance(event, Done):
-        return _synthetic_done(gen, event, digest)
+        return _synthetic_done(gen, event, digest, writes_lost=bool(index.writes_lost))
     owner = index.owner_of_seq(stream, event.seq)
     if owner is not None and owner != generation:
         return Identity(
@@ -133,9 +140,16 @@ def identify(
     )
 
 
-def _synthetic_done(gen: GenerationFacts | None, event: Done, digest: str | None) -> Identity:
+def _synthetic_done(
+    gen: GenerationFacts | None, event: Done, digest: str | None, *, writes_lost: bool
+) -> Identity:
     real = gen.terminal if gen is not None else None
     if real is None or (real.kind is EmitKind.DONE and real.payload_digest == digest):
+        return _SYNTHETIC
+    if writes_lost and gen is not None and digest in gen.attempted_done_digests:
+        # Redis lost writes: the terminal on the log, and the job's record of it, may be
+        # gone, and the job may keep the final event of a done its generator tried to
+        # publish (it is stored before the publish the fence refused).
         return _SYNTHETIC
     if real.kind is EmitKind.DONE:
         text = (

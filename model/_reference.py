@@ -32,6 +32,9 @@ from streamcheck.model._history import (
     Delivered,
     EmitKind,
     Emitted,
+    FaultInjected,
+    FaultKind,
+    FaultsRecorded,
     GenerationStarted,
     GeneratorStopped,
     Healed,
@@ -40,6 +43,7 @@ from streamcheck.model._history import (
     Record,
     SessionClosed,
     SessionOpened,
+    SlowPath,
     WritesLost,
 )
 
@@ -82,11 +86,30 @@ class GenerationFacts:
     acknowledged_aborts: list[int] = field(default_factory=list)
     #: Record index of the first time an abort stopped its generator.
     stopped_index: int | None = None
+    #: Record index of the first time its generator was told to stop, for any reason.
+    any_stop_index: int | None = None
+    #: Digests of the terminals aborts published for this generation.
+    abort_terminal_digests: set[str] = field(default_factory=set)
     #: Payload digest -> (replica, record index) of every OK or INDETERMINATE emit: the
     #: order one replica's generator made its events in (it makes one at a time).
     made: dict[str, tuple[str, int]] = field(default_factory=dict)
     #: Digests emitted more than once: their order cannot be told.
     made_twice: set[str] = field(default_factory=set)
+    #: Digests of the generator's own terminals (not an abort's) that were OK or
+    #: INDETERMINATE: what a reader gets if the generator, not an abort, ended the turn.
+    own_terminal_digests: set[str] = field(default_factory=set)
+    #: Digests of every done the generation tried to publish, whatever the outcome.
+    attempted_done_digests: set[str] = field(default_factory=set)
+    #: The earliest ``invoked_index`` of a terminal emit of the generator's own (any outcome):
+    #: from then on the generator had stopped by itself.
+    own_terminal_invoked_index: int | None = None
+    #: Record index of the first acknowledgement that the turn ended: an OK terminal
+    #: emit returned, an abort reported it aborted, or a reader received a terminal.
+    end_acknowledged_index: int | None = None
+
+    def note_end_acknowledged(self, i: int) -> None:
+        if self.end_acknowledged_index is None:
+            self.end_acknowledged_index = i
 
     @property
     def terminal_seq(self) -> int | None:
@@ -123,6 +146,18 @@ class HistoryIndex:
     healed_index: int | None = None
     #: Indexes of WritesLost records, ascending.
     writes_lost: list[int] = field(default_factory=list)
+    #: The producer records every fault it causes (a ``FaultsRecorded`` record).
+    faults_recorded: bool = False
+    #: Indexes of every ``FaultInjected`` record, ascending ...
+    faults: list[int] = field(default_factory=list)
+    #: ... of the failovers among them ...
+    failovers: list[int] = field(default_factory=list)
+    #: ... and of each replica's crashes.
+    crashes: dict[str, list[int]] = field(default_factory=dict)
+    #: How long a chunk-log entry surely stays (``FaultsRecorded.log_ttl_s``).
+    log_ttl_s: float | None = None
+    #: Indexes of ``SlowPath`` records.
+    slow_paths: list[int] = field(default_factory=list)
 
     def lost_between(self, after: int | None, before: int) -> bool:
         """Did Redis lose writes between records ``after`` and ``before``?"""
@@ -130,6 +165,21 @@ class HistoryIndex:
             return False
         i = bisect.bisect_right(self.writes_lost, after)
         return i < len(self.writes_lost) and self.writes_lost[i] < before
+
+    def failover_between(self, after: int | None, before: int) -> bool:
+        """Did Redis fail over (or lose writes) between records ``after`` and ``before``?"""
+        low = -1 if after is None else after
+        if self.lost_between(low, before):
+            return True
+        i = bisect.bisect_right(self.failovers, low)
+        return i < len(self.failovers) and self.failovers[i] < before
+
+    def crashed_between(self, replica: str, after: int | None, before: int) -> bool:
+        """Did ``replica`` crash between records ``after`` and ``before``?"""
+        marks = self.crashes.get(replica, [])
+        low = -1 if after is None else after
+        i = bisect.bisect_right(marks, low)
+        return i < len(marks) and marks[i] < before
 
     def generation(self, stream_id: str, generation: str) -> GenerationFacts:
         key = (stream_id, generation)
@@ -163,6 +213,13 @@ def index_history(history: History | Sequence[Record]) -> HistoryIndex:
             facts = index.sessions.get(record.session)
             if facts is not None:
                 facts.deliveries.append(i)
+                event = record.event
+                if isinstance(event, Done | Failure):
+                    # A reader was told the turn ended (its real terminal, or one the
+                    # reader concluded after fencing the turn): the end is acknowledged.
+                    index.generation(
+                        facts.opened.stream_id, event.generation
+                    ).note_end_acknowledged(i)
         elif kind is Emitted:
             assert isinstance(record, Emitted)
             _index_emit(index, record, i)
@@ -186,16 +243,33 @@ def index_history(history: History | Sequence[Record]) -> HistoryIndex:
             assert isinstance(record, AbortRequested)
             target = record.generation or latest_generation.get(record.stream_id)
             if record.acknowledged and target is not None:
-                index.generation(record.stream_id, target).acknowledged_aborts.append(i)
+                aborted = index.generation(record.stream_id, target)
+                aborted.acknowledged_aborts.append(i)
+                aborted.note_end_acknowledged(i)
         elif kind is GeneratorStopped:
             assert isinstance(record, GeneratorStopped)
             gen = index.generation(record.stream_id, record.generation)
             if gen.stopped_index is None and record.by_abort:
                 gen.stopped_index = i
+            if gen.any_stop_index is None:
+                gen.any_stop_index = i
         elif kind is Healed and index.healed_index is None:
             index.healed_index = i
         elif kind is WritesLost:
             index.writes_lost.append(i)
+        elif kind is FaultInjected:
+            assert isinstance(record, FaultInjected)
+            index.faults.append(i)
+            if record.fault is FaultKind.FAILOVER:
+                index.failovers.append(i)
+            elif record.fault is FaultKind.CRASH:
+                index.crashes.setdefault(record.detail, []).append(i)
+        elif kind is FaultsRecorded:
+            assert isinstance(record, FaultsRecorded)
+            index.faults_recorded = True
+            index.log_ttl_s = record.log_ttl_s
+        elif kind is SlowPath:
+            index.slow_paths.append(i)
     for starts in index.starts.values():
         starts.sort()
     for gen in index.generations.values():
@@ -205,6 +279,18 @@ def index_history(history: History | Sequence[Record]) -> HistoryIndex:
 
 def _index_emit(index: HistoryIndex, record: Emitted, i: int) -> None:
     gen = index.generation(record.stream_id, record.generation)
+    if record.kind is EmitKind.DONE:
+        gen.attempted_done_digests.add(record.payload_digest)
+    if record.kind is not EmitKind.CHUNK and not record.by_abort:
+        if record.invoked_index is not None and (
+            gen.own_terminal_invoked_index is None
+            or record.invoked_index < gen.own_terminal_invoked_index
+        ):
+            gen.own_terminal_invoked_index = record.invoked_index
+        if record.outcome is not OpOutcome.FAIL:
+            gen.own_terminal_digests.add(record.payload_digest)
+    elif record.by_abort and record.outcome is not OpOutcome.FAIL:
+        gen.abort_terminal_digests.add(record.payload_digest)
     if record.outcome is not OpOutcome.FAIL:
         if record.payload_digest in gen.made:
             gen.made_twice.add(record.payload_digest)
@@ -229,6 +315,7 @@ def _index_emit(index: HistoryIndex, record: Emitted, i: int) -> None:
         return
     if record.kind is EmitKind.ERROR:
         gen.error_digests.add(record.payload_digest)
+    gen.note_end_acknowledged(i)
     if gen.terminal is None:
         gen.terminal, gen.terminal_index = record, i
 

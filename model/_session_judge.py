@@ -138,12 +138,16 @@ class SessionJudge:
         verdict = identity.verdict
         if verdict is Verdict.REJECTED:
             return True
+        mismatch = isinstance(event, Done | Failure) and self._abort_outcome_mismatch(
+            i, event, record.payload_digest
+        )
         if verdict in (Verdict.SYNTHETIC, Verdict.BAD_SYNTHETIC):
-            return self._synthetic_terminal(i, event) or verdict is Verdict.BAD_SYNTHETIC
+            synthetic_bad = self._synthetic_terminal(i, event)
+            return synthetic_bad or verdict is Verdict.BAD_SYNTHETIC or mismatch
         bad = self._place(i, event)
         if not bad and verdict is Verdict.REAL:
             bad = self._out_of_making_order(i, event, record.payload_digest)
-        return bad or verdict is Verdict.MISMATCH
+        return bad or verdict is Verdict.MISMATCH or mismatch
 
     # -- placement in seq order -------------------------------------------------------
 
@@ -286,6 +290,7 @@ class SessionJudge:
                 f"was told seqs {a}..{b} are lost ({gap.reason.value}) but had already "
                 f"received seq {seq_list(over)}; a gap may cover only what never arrived",
             )
+        bad = self._gap_without_loss(i, gap, set(over)) or bad
         late = sorted(s for s in self.skipped if a <= s <= b) if self.skipped else []
         if late:
             bad = True
@@ -303,6 +308,64 @@ class SessionJudge:
                 self.skipped[s] = (i, a, self.last_good)
             self.frontier = b
         return bad
+
+    def _gap_without_loss(self, i: int, gap: Gap, reported: set[int]) -> bool:
+        """In a history that records its faults, a gap may cover an event its generation
+        emitted only if something lost it: a failover (or lost writes) before the gap, or
+        the log's TTL, once that much time passed since the turn started. Otherwise the
+        event was in the chunk log when the reader read it, and a gap over it throws away
+        what the reader was owed. True if reported."""
+        gen = self.gen
+        if gen is None or not self.index.faults_recorded:
+            return False
+        low = max(gap.first_seq, self.first_seq)
+        owed = [s for s in gen.chunks_between(low - 1, gap.last_seq + 1) if s not in reported]
+        end = gen.terminal_seq
+        if end is not None and low <= end <= gap.last_seq and end not in reported:
+            owed.append(end)
+        # Any failover before the gap may have lost them: the turn may exist in Redis
+        # well before its GenerationStarted record (written when create_job returns).
+        if not owed or self.index.failover_between(None, i):
+            return False
+        # Past the log's TTL the entries may have expired (the job and its log left).
+        ttl, started = self.index.log_ttl_s, gen.started
+        delivered_at = self.index.records[i].time
+        if ttl is not None and (started is None or delivered_at - started.time >= ttl):
+            return False
+        self.report(
+            AnomalyKind.GAP_WITHOUT_LOSS,
+            i,
+            owed[0],
+            f"was told seqs {gap.first_seq}..{gap.last_seq} are lost ({gap.reason.value}), "
+            f"but its generation emitted seq {seq_list(owed)} and no failover lost them; "
+            "a gap may cover only what the chunk log really lacks",
+        )
+        return True
+
+    def _abort_outcome_mismatch(self, i: int, event: SequencedEvent, digest: str | None) -> bool:
+        """The caller was told an abort ended the turn: readers must get the abort's
+        terminal, not the generator's own (unless Redis lost writes during the turn, and
+        with them perhaps the abort's claim). True if reported."""
+        gen = self.gen
+        if (
+            gen is None
+            or not gen.acknowledged_aborts
+            or not gen.abort_terminal_digests  # what the abort published is not recorded
+            or digest is None
+            or digest not in gen.own_terminal_digests
+            or digest in gen.abort_terminal_digests
+            or self.index.lost_between(-1, max(i, gen.acknowledged_aborts[0]))
+        ):
+            return False
+        self.report(
+            AnomalyKind.ABORT_OUTCOME_MISMATCH,
+            i,
+            event.seq,
+            f"received the generator's own terminal ({what(event)}) although an abort "
+            f"(record {gen.acknowledged_aborts[0]}) was reported to its caller as having "
+            "ended the turn; the terminal readers see must be the abort's",
+        )
+        return True
 
     def _after_terminal(self, i: int, event: StreamEvent) -> bool:
         if isinstance(event, Done | Failure):

@@ -20,9 +20,21 @@ import trio
 import trio.testing
 from trio._core import _run
 
-from streamcheck.model import CheckReport, Healed, WritesLost, check
+from streamcheck.model import (
+    CheckReport,
+    FaultKind,
+    FaultsRecorded,
+    Healed,
+    WritesLost,
+    check,
+)
 from streamcheck.properties._pct import PctScheduler
 from streamcheck.properties._stepped_loop import LoopFinished, SteppedLoop
+from streamcheck.properties._store_audit import (
+    JobStoreWatcher,
+    audit_keyspace,
+    users_in_store,
+)
 from streamcheck.properties._world import EPOCH_S, SIM_SETTINGS, World
 from streamcheck.properties.canaries import Canary, replica_build
 from streamcheck.properties.sim import SimRedis, sim_time
@@ -102,6 +114,8 @@ class Simulation:
         self.scheduler_seed = 0
         self.world: World | None = None
         self.sim: SimRedis | None = None
+        #: Records the shared job store's states between decisions (model: JobObserved).
+        self._jobs = JobStoreWatcher()
         # fakeredis's clock is patched process-wide, for as long as this run lives.
         self._sim_time = contextlib.ExitStack()
         self._sim_time.enter_context(sim_time(self._now))
@@ -134,12 +148,23 @@ class Simulation:
         # places Redis's steps among the history exactly.
         world = self.world
         sim.set_position_source(lambda: len(world.history))
+        # This world says what it does to the system, so gaps and slow paths are
+        # judged against it (model: FaultsRecorded).
+        self.world.history.append(
+            FaultsRecorded(
+                time=trio.current_time(),
+                log_ttl_s=float(min(SIM_SETTINGS.running_ttl_s, SIM_SETTINGS.completed_ttl_s)),
+            )
+        )
         for index in range(self._replica_count):
             await self.world.start_replica(index)
 
     def _sample_bounds(self) -> None:
         if self.world is not None:
             self.world.sample_bounds()
+            self.world.sample_slow_path()
+            if self.sim is not None:
+                self._jobs.sample(self.sim, self.world.history, self.clock.current_time())
 
     def _before_stop(self) -> None:
         # Shielded clean-ups (unsubscribe, status writes) still await simulated
@@ -205,6 +230,18 @@ class Simulation:
     def _do_generate(self, stream: str, n: int) -> None:
         self._w().emit(stream, count=n)
 
+    def _do_emit_after_end(self, stream: str) -> None:
+        self._w().emit_after_end(stream)
+
+    def _do_list_jobs(self, stream: str, replica: int) -> None:
+        self._w().list_jobs(stream, replica)
+
+    def _do_finish_then_emit(self, stream: str) -> None:
+        self._w().finish_then_emit(stream)
+
+    def _do_emit_from_replaced_turn(self, stream: str) -> None:
+        self._w().emit_from_replaced_turn(stream)
+
     def _do_finish(self, stream: str, error: bool) -> None:
         self._w().finish(stream, error=error)
 
@@ -258,6 +295,7 @@ class Simulation:
     def _do_drop_item(self, item: int) -> None:
         """Lose that message if it is still queued (else nothing)."""
         if item in self.in_flight_messages():
+            self._w().record_fault(FaultKind.DROP, f"message {item}")
             self._s().drop(item)
 
     def _do_deliver(self, k: int) -> None:
@@ -291,6 +329,7 @@ class Simulation:
         if messages:
             chosen = messages if k >= LOSE_ALL_COPIES else [messages[k % len(messages)]]
             for item in chosen:
+                self._w().record_fault(FaultKind.DROP, item.description)
                 self._s().drop(item.id)
         await trio.testing.wait_all_tasks_blocked()
         await self._do_pump()
@@ -305,12 +344,16 @@ class Simulation:
             if i.kind == "delivery" and not i.description.startswith("ack")
         ]
         if items:
-            self._s().drop(items[k % len(items)].id)
+            chosen = items[k % len(items)]
+            self._w().record_fault(FaultKind.DROP, chosen.description)
+            self._s().drop(chosen.id)
 
     def _do_disconnect(self, k: int) -> None:
         connections = self._s().connections()
         if connections:
-            self._s().disconnect(connections[k % len(connections)])
+            chosen = connections[k % len(connections)]
+            self._w().record_fault(FaultKind.DISCONNECT, chosen)
+            self._s().disconnect(chosen)
 
     def _do_relay_pubsub(self) -> None:
         self._s().relay_pubsub()
@@ -321,6 +364,7 @@ class Simulation:
     def _failover(self) -> None:
         sim = self._s()
         lost_before = sim.statistics().writes_lost
+        self._w().record_fault(FaultKind.FAILOVER)
         sim.failover()
         lost = sim.statistics().writes_lost - lost_before
         if lost:
@@ -342,6 +386,9 @@ class Simulation:
         self._failover()
 
     async def _do_jump(self, dt: float) -> None:
+        if any(item.kind != "replication" for item in self._s().pending()):
+            # Whatever is on its way to a client arrives late: a reorder timeout may fire.
+            self._w().record_fault(FaultKind.DELAY, f"{dt}s")
         self.clock.jump(dt)
 
     def _do_crash(self, replica: int) -> None:
@@ -382,7 +429,7 @@ class Simulation:
             if result is not None:
                 await result
             await trio.testing.wait_all_tasks_blocked()
-            world.sample_bounds()
+            self._sample_bounds()
 
         async def heal_all_at_once() -> None:
             await step(lambda: _settle(sim))
@@ -392,7 +439,20 @@ class Simulation:
                 await step(functools.partial(self._do_jump, dt))
                 await step(lambda: _settle(sim))
 
+        async def list_every_users_jobs() -> None:
+            # The index audit through the API: each user's listing, once all is quiet,
+            # must be exactly that user's running jobs (the listing heals the index).
+            world.listings.clear()
+            for user in users_in_store(sim):
+                for index in range(self._replica_count):
+                    if world.replicas[index].alive:
+                        world.list_jobs_of(user, index)
+                        break
+            await step(lambda: _settle(sim))
+
         self._call(heal_all_at_once)
+        self._call(list_every_users_jobs)
+        audit_keyspace(sim, world.history, self.clock.current_time(), listings=world.listings)
         world.history.append(Healed(time=self.clock.current_time()))
         return check(world.history)
 

@@ -42,6 +42,8 @@ from streamcheck.model import (
     EmitKind,
     Emitted,
     Failure,
+    FaultInjected,
+    FaultKind,
     Gap,
     GapReason,
     GenerationStarted,
@@ -53,6 +55,7 @@ from streamcheck.model import (
     SessionEnd,
     SessionMode,
     SessionOpened,
+    SlowPath,
     digest,
     event_digest,
 )
@@ -189,6 +192,11 @@ class World:
         #: Delivery statistics of replicas that crashed (their transports are gone).
         self.crashed_delivery: list[DeliveryTotals] = []
         self._bounds_reported: set[tuple[str, str, str]] = set()
+        #: Slow-path counts already recorded, per replica incarnation (see
+        #: ``sample_slow_path``).
+        self._slow_path_seen: dict[str, tuple[int, int]] = {}
+        #: Answers of ``list_jobs``: (user, the stream ids listed).
+        self.listings: list[tuple[str, tuple[str, ...]]] = []
 
     # -- replicas ---------------------------------------------------------------
 
@@ -237,6 +245,7 @@ class World:
             return
         if replica.manager is not None:
             self.crashed_delivery.append(replica.manager.transport.statistics().delivery)
+        self.record_fault(FaultKind.CRASH, replica.name)
         self.crash_marks.append(len(self.history))
         replica.scope.cancel()
         replica.manager = None
@@ -313,7 +322,7 @@ class World:
         # must already hold the turn, so the fence, not the generator's manners, keeps
         # this done from winning over the abort's terminal.
         manager = self._manager_named(gen.replica)
-        if manager is not None:
+        if manager is not None and _serves(manager, gen.stream_id, gen.live_job.generation):
             stopped: JSONValue = {"final": gen.live_job.generation, "stopped": True}
             await self._emit(manager, gen, EmitKind.DONE, stopped)
 
@@ -369,11 +378,18 @@ class World:
         self._spawn(gen.replica, self._emit, manager, gen, kind, payload)
 
     async def _emit(
-        self, manager: GenerationJobManager, gen: Generator, kind: EmitKind, payload: JSONValue
+        self,
+        manager: GenerationJobManager,
+        gen: Generator,
+        kind: EmitKind,
+        payload: JSONValue,
+        *,
+        complete: bool = True,
     ) -> None:
         stream_id = gen.stream_id
         outcome = OpOutcome.FAIL
         seq: int | None = None
+        invoked_index = len(self.history)
         if self._on_emit_invoked is not None:
             self._on_emit_invoked(
                 Emitted(
@@ -399,7 +415,7 @@ class World:
                 outcome = OpOutcome.INDETERMINATE  # started, not awaited: maybe published
             elif isinstance(receipt, Published):
                 outcome, seq = OpOutcome.OK, receipt.seq
-            if kind is not EmitKind.CHUNK:
+            if kind is not EmitKind.CHUNK and complete:
                 await manager.complete_job(
                     stream_id, error=payload if isinstance(payload, str) else None
                 )
@@ -418,6 +434,7 @@ class World:
                 payload_digest=digest(payload),
                 outcome=outcome,
                 seq=seq,
+                invoked_index=invoked_index,
             )
         )
 
@@ -637,6 +654,109 @@ class World:
                             )
                         )
 
+    def record_fault(self, fault: FaultKind, detail: str = "") -> None:
+        """Say in the history what the world did, so the checker can tell a gap or a slow
+        path with a cause from one without."""
+        self.history.append(FaultInjected(time=trio.current_time(), fault=fault, detail=detail))
+
+    def sample_slow_path(self) -> None:
+        """Record any new slow-path delivery (a reorder timeout, events repaired from the
+        log by a repair or an idle probe) per replica, from the transport's totals."""
+        for replica in self.replicas:
+            if replica.manager is None:
+                continue
+            totals = replica.manager.transport.statistics().delivery
+            key = f"{replica.name}.{replica.incarnation}"
+            now = (totals.repairs, totals.repaired_events + totals.probe_repaired_events)
+            before = self._slow_path_seen.get(key, (0, 0))
+            if now != before:
+                self._slow_path_seen[key] = now
+                self.history.append(
+                    SlowPath(
+                        time=trio.current_time(),
+                        replica=replica.name,
+                        reorder_timeouts=now[0] - before[0],
+                        log_repaired=now[1] - before[1],
+                    )
+                )
+
+    # -- job listings ---------------------------------------------------------------------
+
+    def list_jobs(self, stream_id: str, replica: int) -> None:
+        """The stream's owner lists their active jobs on ``replica`` (which heals the
+        user's index as it reads it); ``listings`` keeps each answer."""
+        self.list_jobs_of(owner_of(stream_id), replica)
+
+    def list_jobs_of(self, user_id: str, replica: int) -> None:
+        manager = self._manager(replica)
+        if manager is not None:
+            name = self.replicas[replica % len(self.replicas)].name
+            self._spawn(name, self._list_jobs, manager, user_id)
+
+    async def _list_jobs(self, manager: GenerationJobManager, user_id: str) -> None:
+        with contextlib.suppress(RedisConnectionError):
+            listed = await manager.job_store.get_active_job_ids_by_user(user_id)
+            self.listings.append((user_id, tuple(listed)))
+
+    # -- adversarial generators ------------------------------------------------------
+
+    def emit_after_end(self, stream_id: str) -> None:
+        """The stream's latest generator emits a chunk whatever it was told: after its
+        own terminal, after an abort, while another emit is on its way. Only the publish
+        fence may keep such a chunk from readers."""
+        gen = self.generators.get(stream_id)
+        if gen is None or gen.job is None or gen.busy:
+            return  # a generator makes one emit at a time, even a rude one
+        manager = self._manager_named(gen.replica)
+        if manager is None or not _serves(manager, stream_id, gen.job.generation, absent=True):
+            return  # the replica serves a newer turn: this emit would be that turn's
+        gen.busy = True
+        self._spawn(gen.replica, self._emit, manager, gen, EmitKind.CHUNK, self._next_chunk(gen))
+
+    def finish_then_emit(self, stream_id: str) -> None:
+        """The generator emits its done and, before it records the turn's end, one more
+        chunk (a generator whose loop outlives its done): the fence must refuse it."""
+        gen = self._ready_generator(stream_id)
+        manager = None if gen is None else self._manager_named(gen.replica)
+        if gen is None or manager is None:
+            return
+        gen.busy = True
+        self._spawn(gen.replica, self._finish_then_emit, manager, gen)
+
+    async def _finish_then_emit(self, manager: GenerationJobManager, gen: Generator) -> None:
+        final: JSONValue = {"final": gen.live_job.generation}
+        generation = gen.live_job.generation
+        await self._emit(manager, gen, EmitKind.DONE, final, complete=False)
+        # Busy throughout, as one generator's loop is: no new turn of the stream may
+        # start here until this one recorded its end (complete_job goes by stream id).
+        gen.busy = True
+        try:
+            if _serves(manager, gen.stream_id, generation):
+                await self._emit(manager, gen, EmitKind.CHUNK, self._next_chunk(gen))
+                gen.busy = True
+            if _serves(manager, gen.stream_id, generation):
+                with contextlib.suppress(RedisConnectionError):
+                    await manager.complete_job(gen.stream_id)
+        finally:
+            gen.finished = True
+            gen.busy = False
+
+    def emit_from_replaced_turn(self, stream_id: str) -> None:
+        """A generator of an older turn of the stream, on a replica that has not served a
+        newer one, emits a chunk: the new turn replaced it and the fence must refuse it."""
+        current = self.generators.get(stream_id)
+        for gen in reversed(self.all_generators):
+            if gen is current or gen.stream_id != stream_id or gen.job is None or gen.busy:
+                continue
+            manager = self._manager_named(gen.replica)
+            if manager is None or not _serves(manager, stream_id, gen.job.generation):
+                continue
+            gen.busy = True
+            self._spawn(
+                gen.replica, self._emit, manager, gen, EmitKind.CHUNK, self._next_chunk(gen)
+            )
+            return
+
     def coverage_labels(self) -> set[str]:
         """Names of the rare paths this run exercised (reported with hypothesis.event)."""
         totals = list(self.crashed_delivery)
@@ -654,6 +774,15 @@ class World:
         if isinstance(self.sim, SimRedis) and self.sim.statistics().writes_lost:
             labels.add("failover lost writes")
         return labels
+
+
+def _serves(
+    manager: GenerationJobManager, stream_id: str, generation: str, *, absent: bool = False
+) -> bool:
+    """Whether an emit for ``generation`` through ``manager`` is that generation's: the
+    replica still runs it (or, with ``absent``, runs no turn of the stream at all)."""
+    local = manager.local_job(stream_id)
+    return absent if local is None else local.generation == generation
 
 
 def _early_buffer_events(stats: ActorStats) -> int:

@@ -37,6 +37,9 @@ from streamcheck.properties.canaries import Canary
 #: Seconds a user reads between two turns in ``next_turn``: past the simulation's
 #: cleanup interval (10 s), short of its producer timeout (30 s).
 READING_PAUSE_S = 11.0
+#: Clock jumps of ``wait_past_expiry``: past the producer timeout (30 s), then past a
+#: finished job's TTL (300 s), each settled.
+EXPIRY_WAIT_S = (31.0, 150.0, 151.0)
 STREAM_IDS = ("s0", "s1")
 STREAMS = st.sampled_from(STREAM_IDS)
 
@@ -58,6 +61,9 @@ class Fault(enum.Enum):
     CLOCK = "clock"
     #: Not a fault but a topology: Redis Cluster's relayed pub/sub (SimRedis.relay_pubsub).
     RELAYED_PUBSUB = "relayed-pubsub"
+    #: Not a fault of the system but of its user: generators that emit after they were
+    #: told to stop, after their own done, or from a replaced turn (``rude_emit``).
+    RUDE_GENERATORS = "rude-generators"
 
 
 class StreamMachine(RuleBasedStateMachine):
@@ -172,11 +178,12 @@ class StreamMachine(RuleBasedStateMachine):
     @rule(
         stream=STREAMS,
         replica=REPLICAS,
-        mode=st.sampled_from(["subscribe"] * 4 + ["resume"] * 2 + ["intrude"]),
+        mode=st.sampled_from(["subscribe"] * 4 + ["resume"] * 2 + ["intrude", "list_jobs"]),
         settled=st.booleans(),
     )
     def attach(self, stream: str, replica: int, mode: str, settled: bool) -> None:
-        """A client attaches (subscribe or resume), or another user tries to."""
+        """A client attaches (subscribe or resume), or another user tries to, or the
+        stream's owner lists their active jobs (which heals their job index)."""
         self._do(mode, stream=stream, replica=replica)
         if settled:
             self._do("settle")
@@ -237,6 +244,44 @@ class StreamMachine(RuleBasedStateMachine):
             self._do("emit", stream=stream)
         else:
             self._do("finish", stream=stream, error=then == "error")
+        self._do("settle")
+
+    @precondition(lambda self: Fault.RUDE_GENERATORS in self.faults)
+    @rule(
+        stream=STREAMS,
+        how=st.sampled_from(["emit_after_end", "finish_then_emit", "emit_from_replaced_turn"]),
+    )
+    def rude_emit(self, stream: str, how: str) -> None:
+        """An adversarial generator emits a chunk whatever it was told: after an abort or
+        its turn's end, right after its own done (before it records the end), or from a
+        turn a newer one replaced. Only the publish fence may keep it from readers."""
+        self._do(how, stream=stream)
+
+    @rule(
+        stream=STREAMS,
+        aborter=REPLICAS,
+        n=st.integers(2, 6),
+        steps=st.integers(0, 4),
+        rude=st.booleans(),
+    )
+    def abort_during_generate(
+        self, stream: str, aborter: int, n: int, steps: int, rude: bool
+    ) -> None:
+        """A macro step: the turn in progress (if any) runs a generate loop and an abort
+        lands part-way through it, on any replica; a rude generator then emits once
+        more. The abort's race with a loop's emits (claim, signal, fence) is where abort
+        bugs live, and reaching it one decision at a time was rare."""
+        world = self.sim.world
+        assert world is not None
+        if not world.in_progress(stream):
+            return
+        self._do("generate", stream=stream, n=n)
+        for k in range(steps):
+            self._do("step", k=k)
+        self._do("abort", stream=stream, replica=aborter)
+        self._do("pump")
+        if rude and Fault.RUDE_GENERATORS in self.faults:
+            self._do("emit_after_end", stream=stream)
         self._do("settle")
 
     @rule(k=st.integers(0, 15))
@@ -313,6 +358,20 @@ class StreamMachine(RuleBasedStateMachine):
     @rule(dt=st.sampled_from([0.1, 0.6, 2.5, 31.0]))
     def jump(self, dt: float) -> None:
         self._do("jump", dt=dt)
+
+    @precondition(lambda self: Fault.CLOCK in self.faults)
+    @rule(stream=STREAMS, reader=REPLICAS)
+    def wait_past_expiry(self, stream: str, reader: int) -> None:
+        """A macro step: a client attaches and then nothing happens for a long time: past
+        the producer timeout (its readers judge the silent producer lost) and past the
+        finished job's TTL, so the job expires while the generator still holds its turn
+        and readers still wait. Whatever the generator or a reader does next meets a
+        job that is gone."""
+        self._do("subscribe", stream=stream, replica=reader)
+        self._do("settle")
+        for dt in EXPIRY_WAIT_S:
+            self._do("jump", dt=dt)
+            self._do("settle")
 
     @precondition(lambda self: Fault.CRASH in self.faults)
     @rule(replica=REPLICAS, restart=st.booleans())

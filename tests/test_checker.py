@@ -22,19 +22,25 @@ from streamcheck.model import (
     EmitKind,
     Emitted,
     Failure,
+    FaultInjected,
+    FaultKind,
+    FaultsRecorded,
     Gap,
     GapReason,
     GenerationStarted,
     GeneratorStopped,
     Healed,
     History,
+    JobObserved,
     JSONValue,
+    KeyspaceProblem,
     OpOutcome,
     Record,
     SessionClosed,
     SessionEnd,
     SessionMode,
     SessionOpened,
+    SlowPath,
     StreamEvent,
     Verdict,
     WritesLost,
@@ -1051,3 +1057,329 @@ def test_the_aborts_own_terminal_after_the_stop_is_no_anomaly() -> None:
         )
     )
     assert AnomalyKind.TERMINAL_AFTER_STOP not in check(b.history).kinds()
+
+
+# -- judgements that need a world recording its faults ------------------------------------
+
+
+def _recorded_turn(chunks: int = 4) -> Builder:
+    """``one_turn`` in a history whose producer records its faults."""
+    b = Builder()
+    b.history.append(FaultsRecorded(time=b._now()))
+    b.start()
+    b.chunks(range(chunks))
+    b.done(chunks)
+    b.open("s1")
+    return b
+
+
+def _fault(b: Builder, fault: FaultKind, detail: str = "") -> int:
+    return b.history.append(FaultInjected(time=b._now(), fault=fault, detail=detail)).index
+
+
+@pytest.mark.parametrize("cause", [None, FaultKind.FAILOVER, FaultKind.DROP, "writes-lost"])
+def test_a_gap_over_an_emitted_seq_needs_a_failover(cause: FaultKind | str | None) -> None:
+    b = _recorded_turn()
+    if cause == "writes-lost":
+        b.history.append(WritesLost(time=b._now(), writes=1))
+    elif isinstance(cause, FaultKind):
+        _fault(b, cause)
+    b.c("s1", 0)
+    gap = b.deliver(
+        "s1", Gap(first_seq=1, last_seq=2, generation="g1", reason=GapReason.NOT_IN_LOG)
+    )
+    b.c("s1", 3)
+    b.d("s1", 4)
+    b.close("s1")
+    if cause in (None, FaultKind.DROP):
+        # A lost pub/sub message is repaired from the log: it is no reason for a gap.
+        only(check(b.history), AnomalyKind.GAP_WITHOUT_LOSS, gap)
+    else:
+        passes(b)
+
+
+def test_a_gap_over_seqs_nobody_emitted_is_no_anomaly() -> None:
+    b = Builder()
+    b.history.append(FaultsRecorded(time=b._now()))
+    b.start()
+    b.chunks([0, 3])  # seqs 1 and 2 went to emits whose outcome is unknown or refused
+    b.done(4)
+    b.open("s1")
+    b.c("s1", 0)
+    b.deliver("s1", Gap(first_seq=1, last_seq=2, generation="g1", reason=GapReason.NOT_IN_LOG))
+    b.c("s1", 3)
+    b.d("s1", 4)
+    b.close("s1")
+    passes(b)
+
+
+def test_gaps_are_not_judged_for_loss_when_the_producer_does_not_record_faults() -> None:
+    b = one_turn()
+    b.c("s1", 0)
+    b.deliver("s1", Gap(first_seq=1, last_seq=2, generation="g1", reason=GapReason.NOT_IN_LOG))
+    b.c("s1", 3)
+    b.d("s1", 4)
+    b.close("s1")
+    passes(b)
+
+
+@pytest.mark.parametrize("cause", [None, FaultKind.DROP, FaultKind.DELAY, "after"])
+def test_a_slow_path_needs_a_fault_before_it(cause: FaultKind | str | None) -> None:
+    b = _recorded_turn()
+    if isinstance(cause, FaultKind):
+        _fault(b, cause)
+    deliver_in_order(b, [0, 1, 2, 3])
+    slow = b.history.append(
+        SlowPath(time=b._now(), replica="r2", reorder_timeouts=1, log_repaired=2)
+    ).index
+    if cause == "after":
+        _fault(b, FaultKind.DISCONNECT)
+    if cause is None or cause == "after":
+        only(check(b.history), AnomalyKind.SLOW_PATH_WITHOUT_CAUSE, slow)
+        assert "r2" in check(b.history).anomalies[0].explanation
+    else:
+        passes(b)
+
+
+def _abort(b: Builder, acknowledged: bool = True) -> int:
+    return b.history.append(
+        AbortRequested(
+            time=b._now(),
+            stream_id="st",
+            generation="g1",
+            replica="r2",
+            user_id="u1",
+            acknowledged=acknowledged,
+            outcome=OpOutcome.OK,
+        )
+    ).index
+
+
+def _invoked_chunk(b: Builder, seq: int, invoked_index: int, outcome: OpOutcome) -> int:
+    return b.history.append(
+        Emitted(
+            time=b._now(),
+            stream_id="st",
+            generation="g1",
+            replica="r1",
+            kind=EmitKind.CHUNK,
+            payload_digest=digest(chunk_data("g1", seq)),
+            outcome=outcome,
+            seq=seq if outcome is OpOutcome.OK else None,
+            invoked_index=invoked_index,
+        )
+    ).index
+
+
+@pytest.mark.parametrize(
+    ("end", "invoked", "outcome"),
+    [
+        ("done", "after", OpOutcome.OK),
+        ("abort", "after", OpOutcome.OK),
+        ("done", "after", OpOutcome.FAIL),
+        ("done", "before", OpOutcome.OK),
+    ],
+)
+def test_an_emit_invoked_after_the_end_was_acknowledged_must_be_refused(
+    end: str, invoked: str, outcome: OpOutcome
+) -> None:
+    b = Builder()
+    b.start()
+    b.chunks(range(2))
+    before = len(b.history)
+    ended = b.done(2) if end == "done" else _abort(b)
+    # A chunk with a lower seq than the terminal (so no seq rule sees it), acknowledged
+    # after the end was: only when the emit was invoked matters.
+    late = _invoked_chunk(
+        b, 1 if end == "done" else 2, before if invoked == "before" else ended + 1, outcome
+    )
+    kinds = check(b.history).kinds()
+    if invoked == "after" and outcome is OpOutcome.OK:
+        assert AnomalyKind.EMIT_AFTER_END in kinds, check(b.history).summary()
+        first = next(a for a in check(b.history).anomalies if a.kind is AnomalyKind.EMIT_AFTER_END)
+        assert (first.first_bad, first.last_good) == (late, ended)
+    else:
+        assert AnomalyKind.EMIT_AFTER_END not in kinds, check(b.history).summary()
+
+
+@pytest.mark.parametrize(
+    "what", ["never-stopped", "stopped", "crashed", "ended-itself", "unhealed"]
+)
+def test_an_acknowledged_abort_must_reach_its_generator(what: str) -> None:
+    b = Builder()
+    b.history.append(FaultsRecorded(time=b._now()))
+    b.start()
+    b.chunks(range(2))
+    if what == "ended-itself":
+        b.history.append(
+            Emitted(
+                time=b._now(),
+                stream_id="st",
+                generation="g1",
+                replica="r1",
+                kind=EmitKind.DONE,
+                payload_digest=digest(done_data("g1")),
+                outcome=OpOutcome.FAIL,
+                invoked_index=len(b.history),
+            )
+        )
+    abort = _abort(b)
+    if what == "stopped":
+        b.history.append(GeneratorStopped(time=b._now(), stream_id="st", generation="g1"))
+    if what == "crashed":
+        _fault(b, FaultKind.CRASH, "r1")  # the generating replica (Builder.start)
+    healed = None if what == "unhealed" else b.heal()
+    if what == "never-stopped":
+        only(check(b.history), AnomalyKind.ABORT_NOT_DELIVERED, healed or -1)
+        assert check(b.history).anomalies[0].last_good == abort
+    else:
+        passes(b)
+
+
+@pytest.mark.parametrize("terminal", ["own", "abort's"])
+def test_readers_get_the_aborts_terminal_when_the_caller_was_told_aborted(terminal: str) -> None:
+    b = Builder()
+    b.start()
+    b.chunks(range(2))
+    own: JSONValue = done_data("g1")
+    aborted: JSONValue = {"final": "g1", "aborted": True}
+    # The generator's done went out with its outcome unknown; the abort's terminal, seq 2,
+    # is the one the caller was told about.
+    b.emit(EmitKind.DONE, own, None, outcome=OpOutcome.INDETERMINATE)
+    b.history.append(
+        Emitted(
+            time=b._now(),
+            stream_id="st",
+            generation="g1",
+            replica="r2",
+            kind=EmitKind.DONE,
+            payload_digest=digest(aborted),
+            outcome=OpOutcome.OK,
+            seq=2,
+            by_abort=True,
+        )
+    )
+    _abort(b)
+    b.open("s1")
+    b.c("s1", 0)
+    b.c("s1", 1)
+    got = b.deliver(
+        "s1",
+        Done(seq=2, generation="g1", data=own if terminal == "own" else aborted),
+    )
+    b.close("s1")
+    if terminal == "own":
+        assert AnomalyKind.ABORT_OUTCOME_MISMATCH in check(b.history).kinds()
+        first = next(
+            a for a in check(b.history).anomalies if a.kind is AnomalyKind.ABORT_OUTCOME_MISMATCH
+        )
+        assert first.first_bad == got
+    else:
+        passes(b)
+
+
+def _job(b: Builder, generation: str | None, status: str | None) -> int:
+    return b.history.append(
+        JobObserved(time=b._now(), stream_id="st", generation=generation, status=status)
+    ).index
+
+
+@pytest.mark.parametrize(
+    ("states", "bad_at"),
+    [
+        ([("g1", "running"), ("g1", "complete"), ("g1", "aborted")], 2),
+        ([("g1", "running"), ("g1", "error"), ("g1", "running")], 2),
+        ([("g1", "running"), (None, None), ("g1", "complete")], 2),
+        ([("g1", "running"), ("g2", "running"), ("g1", "complete")], 2),
+        ([("g1", "running"), ("g1", "complete"), (None, None), ("g2", "running")], None),
+        ([("g1", "running"), ("g1", "running"), ("g1", "error")], None),
+    ],
+)
+def test_job_store_states_follow_the_status_table_and_never_resurrect(
+    states: list[tuple[str | None, str | None]], bad_at: int | None
+) -> None:
+    b = Builder()
+    b.history.append(FaultsRecorded(time=b._now()))
+    indexes = [_job(b, generation, status) for generation, status in states]
+    if bad_at is None:
+        passes(b)
+    else:
+        only(check(b.history), AnomalyKind.JOB_STATUS_ILLEGAL, indexes[bad_at])
+
+
+def test_a_job_state_change_across_a_failover_is_excused() -> None:
+    b = Builder()
+    _job(b, "g1", "running")
+    _job(b, "g1", "complete")
+    _fault(b, FaultKind.FAILOVER)
+    _job(b, "g1", "running")  # the promoted replica had not seen the completion
+    passes(b)
+
+
+def test_a_keyspace_problem_is_an_anomaly() -> None:
+    b = _recorded_turn()
+    deliver_in_order(b, [0, 1, 2, 3])
+    problem = b.history.append(
+        KeyspaceProblem(time=b._now(), key="stream:{st}:job", problem="has no TTL")
+    ).index
+    only(check(b.history), AnomalyKind.KEYSPACE_INVALID, problem)
+    assert "has no TTL" in check(b.history).anomalies[0].explanation
+
+
+@pytest.mark.parametrize("lost", [True, False])
+def test_a_done_rebuilt_from_a_refused_done_is_excused_only_across_lost_writes(lost: bool) -> None:
+    b = Builder()
+    b.start()
+    b.chunks(range(2))
+    b.done(2)  # the turn's terminal, on the log until Redis loses it
+    stopped: JSONValue = {"final": "g1", "stopped": True}
+    b.emit(EmitKind.DONE, stopped, None, outcome=OpOutcome.FAIL)  # refused, yet stored
+    if lost:
+        b.history.append(WritesLost(time=b._now(), writes=3))
+    b.open("s1", first_seq=2, snapshot=(0, 1))
+    rebuilt = b.deliver("s1", Done(seq=5, generation="g1", data=stopped))
+    b.close("s1")
+    if lost:
+        passes(b)
+    else:
+        only(check(b.history), AnomalyKind.CONTENT_MISMATCH, rebuilt)
+
+
+@pytest.mark.parametrize("waited", [299.0, 300.0])
+def test_a_gap_is_excused_once_the_log_may_have_expired(waited: float) -> None:
+    b = Builder()
+    b.history.append(FaultsRecorded(time=b._now(), log_ttl_s=300.0))
+    started = b.start()
+    b.chunks([0])
+    b.open("s1")
+    b.clock = b.history.records[started].time + waited - 1.0  # the gap comes next
+    gap = b.deliver(
+        "s1", Gap(first_seq=0, last_seq=0, generation="g1", reason=GapReason.NOT_IN_LOG)
+    )
+    if waited < 300.0:
+        only(check(b.history), AnomalyKind.GAP_WITHOUT_LOSS, gap)
+    else:
+        passes(b)
+
+
+@pytest.mark.parametrize("payload", ["own", "the next turn's"])
+def test_a_rebuilt_done_whose_made_up_seq_a_later_turn_allocated_is_no_leak(payload: str) -> None:
+    b = Builder()
+    b.start()
+    b.chunks(range(2))
+    b.done(2)
+    b.open("s1", first_seq=2, snapshot=(0, 1))
+    # The reader rebuilt the done from the job at its frontier, seq 3, which the next
+    # turn then allocated for its own done.
+    data = done_data("g1") if payload == "own" else done_data("g2")
+    got = b.deliver("s1", Done(seq=3, generation="g1", data=data))
+    b.close("s1")
+    b.start("g2", start_seq=3)
+    b.done(3, "g2")
+    if payload == "own":
+        passes(b)
+    else:
+        leaks = [
+            a for a in check(b.history).anomalies if a.kind is AnomalyKind.CROSS_GENERATION_LEAK
+        ]
+        assert [a.first_bad for a in leaks] == [got], check(b.history).summary()

@@ -15,8 +15,11 @@ from streamcheck.properties._impl_coverage import IMPL_DIR
 from streamcheck.properties._mutants import VERDICTS, render, run_mutants, to_json
 
 #: Small enough for CI (about 2 minutes on 2 cores): the copy, Cosmic Ray's enumeration,
-#: one unmutated campaign and then mutants until the budget is spent.
-CI_SAMPLE, CI_BUDGET = 6, 120.0
+#: one unmutated campaign and then mutants until the budget is spent. The sample seed
+#: picks a sample whose killable mutants come early (checked 2026-12-05: two killed in
+#: 63 s), so a loaded machine still reaches one within the budget; a sample moves
+#: whenever impl/ changes, so recheck it then (`streamcheck mutants --sample 6 --seed 1`).
+CI_SAMPLE, CI_BUDGET, CI_SAMPLE_SEED = 6, 120.0, 1
 
 
 def _impl_digest() -> str:
@@ -29,7 +32,7 @@ def _impl_digest() -> str:
 @pytest.mark.mutation
 def test_a_small_mutation_sample_runs_in_a_copy_and_reports_every_survivor() -> None:
     before = _impl_digest()
-    run = run_mutants(sample=CI_SAMPLE, sample_seed=0, budget=CI_BUDGET, timeout=40)
+    run = run_mutants(sample=CI_SAMPLE, sample_seed=CI_SAMPLE_SEED, budget=CI_BUDGET, timeout=40)
     assert _impl_digest() == before, "the working tree's impl/ was mutated"
     assert len(run.mutants) == CI_SAMPLE and run.population > CI_SAMPLE
     judged = [m for m in run.mutants if m.verdict != "not run"]

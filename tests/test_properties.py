@@ -53,11 +53,13 @@ EXPECTED: dict[Canary, set[AnomalyKind]] = {
     },
     Canary.SEQUENCED_ON_ABORT_ONLY: {AnomalyKind.BOUND_EXCEEDED},
     Canary.UNBOUNDED_EARLY_BUFFER: {AnomalyKind.BOUND_EXCEEDED},
-    # Seqs reused: twice in one turn, out of order, or inside an earlier turn's range.
+    # Seqs reused: twice in one turn, out of order, or inside an earlier turn's range;
+    # or a reader drops one replica's event as a duplicate of the other's seq (lost).
     Canary.PER_PROCESS_COUNTERS: {
         AnomalyKind.DUPLICATE,
         AnomalyKind.REORDERED,
         AnomalyKind.CROSS_GENERATION_LEAK,
+        AnomalyKind.LOST,
     },
     # Skipped chunks, or (when the reader's terminal is a synthetic one) chunks lost.
     Canary.FORCE_FLUSH_SKIPS_GAP: {

@@ -376,6 +376,24 @@ async def test_generator_finishing_after_a_remote_abort_is_not_an_error(backend:
         assert job is not None and job.status is JobStatus.ABORTED
 
 
+async def test_a_late_producers_terminal_is_refused_once_a_reader_failed_its_job(
+    backend: Backend,
+) -> None:
+    # Found by the simulation (emit_after_end): a reader judged the silent producer lost
+    # and failed its job, then the slow producer's done was published after all, so two
+    # readers of one turn could end on different terminals.
+    async with two(backend) as (a, b):
+        await a.create_job("s1", "u1")
+        job = await b.get_job("s1")
+        assert job is not None
+        failed = JobUpdate(status=JobStatus.ERROR, error="producer lost")
+        await b.job_store.update_job("s1", failed, expected_generation=job.generation_id)
+        assert await a.emit_done("s1", {"final": True}) is None
+        assert await a.emit_error("s1", "boom") is None
+        runtime = a.local_job("s1")
+        assert runtime is not None and runtime.is_aborted
+
+
 async def test_an_abort_whose_status_write_loses_to_the_generators_completion(
     backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:

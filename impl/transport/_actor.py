@@ -162,6 +162,7 @@ class DeliveryTotals:
     foreign_skipped: int = 0
     repairs: int = 0
     repaired_events: int = 0
+    probe_repaired_events: int = 0
     late_fills: int = 0
     gaps: int = 0
     foreign_hints: int = 0
@@ -173,6 +174,7 @@ class DeliveryTotals:
         self.foreign_skipped += stats.foreign_skipped
         self.repairs += stats.repairs
         self.repaired_events += stats.repaired_events
+        self.probe_repaired_events += stats.probe_repaired_events
         self.late_fills += stats.late_fills
         self.gaps += stats.gaps
         self.foreign_hints += stats.foreign_hints

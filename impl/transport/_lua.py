@@ -9,9 +9,10 @@ ARGV: 1 generation  2 kind (chunk|done|error)  3 envelope prefix  4 envelope suf
       11 "1" if the event is an abort's terminal, else "0"
 
 Returns ``{seq, regressed}`` or ``{code, 0}`` with a negative refusal code:
--1 no job, -2 another generation owns the stream, -3 the job has ended or sent its
-terminal (chunks only), -4 this generation already published its terminal, -5 an
-abort has claimed the turn (:data:`CLAIM_ABORT`): only the abort's terminal may follow.
+-1 no job, -2 another generation owns the stream, -3 the job has ended (any event but
+an abort's terminal) or sent its terminal (chunks), -4 this generation already
+published its terminal, -5 an abort has claimed the turn (:data:`CLAIM_ABORT`): only
+the abort's terminal may follow.
 
 The fence makes four promises the subscribers rely on: a replaced turn can never
 publish again; no chunk follows a terminal; a generation has at most one terminal;
@@ -103,6 +104,10 @@ local function refusal(job_key, gen, kind, by_abort)
     if job[2] ~= 'running' or job[3] then return -3 end
   elseif job[3] then
     return -4
+  elseif job[2] ~= 'running' and by_abort ~= '1' then
+    -- The job ended without a terminal on the log (a reader judged the producer lost):
+    -- readers were told so, and a late producer's done or error must not follow.
+    return -3
   end
   return nil
 end

@@ -156,6 +156,9 @@ class MemoryHub:
             return PublishRefused.JOB_ENDED
         if kind is not EventKind.CHUNK and generation in log.terminal_generations:
             return PublishRefused.TERMINAL_ALREADY_SENT
+        if kind is not EventKind.CHUNK and facts.status is not JobStatus.RUNNING and not by_abort:
+            # Ended without a terminal on the log (a reader judged the producer lost).
+            return PublishRefused.JOB_ENDED
         return None
 
     def _fan_out(self, stream_id: str, message: SequencedEvent | AbortSignal) -> None:

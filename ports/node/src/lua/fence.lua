@@ -10,6 +10,10 @@ local function refusal(job_key, gen, kind, by_abort)
     if job[2] ~= 'running' or job[3] then return -3 end
   elseif job[3] then
     return -4
+  elseif job[2] ~= 'running' and by_abort ~= '1' then
+    -- The job ended without a terminal on the log (a reader judged the producer lost):
+    -- readers were told so, and a late producer's done or error must not follow.
+    return -3
   end
   return nil
 end

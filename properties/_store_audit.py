@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from streamcheck.impl._types import SerializableJobData
-from streamcheck.impl.jobstore._codec import decode_job
+from streamcheck.impl import SerializableJobData
+from streamcheck.impl.jobstore import decode_job
 from streamcheck.impl.redis import Keys
 from streamcheck.model import History, JobObserved, KeyspaceProblem
 from streamcheck.properties.sim import SimRedis

@@ -117,3 +117,38 @@ async def test_an_error_in_one_actor_ends_that_stream_only(
         await a.emit_done(bad, {"final": True})
         resumed = await b.get_job(bad)
         assert resumed is not None
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("ahead", [1_000, 10**12, 2**53 - 1])
+async def test_a_forged_seq_of_the_turns_own_generation_changes_nothing(
+    redis_url: str, key_prefix: str, ahead: int
+) -> None:
+    # Same generation as the turn, a seq the counter never handed out: the log and the
+    # counter disprove it, so readers get neither a gap nor the forged content.
+    stream = f"hostile-{uuid.uuid4().hex}"
+    async with (
+        replicas("redis", 2, url=redis_url, prefix=key_prefix) as (a, b),
+        open_redis(redis_url) as foreign,
+    ):
+        job = await a.create_job(stream, "u1")
+        sub = await b.subscribe(stream, "u1")
+        first = await a.emit_chunk(stream, delta("one "))
+        assert isinstance(first, Published)
+        forged_seq = min(first.seq + ahead, 2**53 - 1)
+        forged = {
+            "type": "chunk",
+            "seq": forged_seq,
+            "generationId": job.generation,
+            "data": delta("forged"),
+        }
+        await foreign.publish(Keys.channel(stream), json.dumps(forged))
+        await trio.sleep(0.5)  # past the reorder timeout: the hint has been checked
+        second = await a.emit_chunk(stream, delta("two"))
+        assert isinstance(second, Published) and second.seq == first.seq + 1
+        await a.emit_done(stream, {"final": True})
+        with trio.fail_after(3):  # no wait on a seq that will never come
+            events = await collect(sub)
+        assert texts(events) == ["one ", "two"]
+        assert [type(e) for e in events] == [Chunk, Chunk, Done]
+        assert b.transport.statistics().delivery.foreign_hints >= 1

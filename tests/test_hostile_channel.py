@@ -13,10 +13,16 @@ import uuid
 import pytest
 import trio
 
-from streamcheck.impl import Keys, ReplicaParts
+from streamcheck.impl import Keys, ReplicaParts, StreamActorStopped
 from streamcheck.impl.jobstore._lua import SET_EX
 from streamcheck.impl.transport import Published
-from streamcheck.impl.transport._actor import ACTOR_FAILED, StreamActor, _Subscriber
+from streamcheck.impl.transport._actor import (
+    ACTOR_FAILED,
+    StreamActor,
+    _Attach,
+    _Command,
+    _Subscriber,
+)
 from streamcheck.model import Chunk, Done, Failure
 from tests.backends import collect, delta, replicas, texts
 from tests.redis_support import open_redis
@@ -152,3 +158,26 @@ async def test_a_forged_seq_of_the_turns_own_generation_changes_nothing(
         assert texts(events) == ["one ", "two"]
         assert [type(e) for e in events] == [Chunk, Chunk, Done]
         assert b.transport.statistics().delivery.foreign_hints >= 1
+
+
+class _FailsHandlingAnAttach(StreamActor):
+    """An unexpected error while the actor's task handles a request someone waits on."""
+
+    async def _handle(self, command: _Command) -> None:
+        if isinstance(command, _Attach) and self.stream_id.endswith("-bad"):
+            raise RuntimeError("injected")
+        await super()._handle(command)
+
+
+async def test_a_request_in_hand_when_the_actor_fails_is_refused_not_left_waiting() -> None:
+    good, bad = f"iso-{uuid.uuid4().hex}", f"iso-{uuid.uuid4().hex}-bad"
+    parts = [ReplicaParts(actor=_FailsHandlingAnAttach)]
+    async with replicas("memory", 1, parts=parts) as (a,):
+        await a.create_job(good, "u1")
+        await a.create_job(bad, "u1")
+        with trio.fail_after(5), pytest.raises(StreamActorStopped):
+            await a.subscribe(bad, "u1")
+        sub = await a.subscribe(good, "u1")
+        await a.emit_chunk(good, delta("fine"))
+        await a.emit_done(good, {"final": True})
+        assert texts(await collect(sub)) == ["fine"]

@@ -97,6 +97,10 @@ class _Reply(Generic[T]):
         await self._done.wait()
         return self.result()
 
+    @property
+    def answered(self) -> bool:
+        return self._done.is_set()
+
     def result(self) -> T:
         """The answer, once it has been given."""
         if not self._done.is_set():
@@ -110,7 +114,7 @@ def _refuse(command: object, stream_id: str) -> None:
     """Answer a request the stopped actor will never run (commands without a reply
     need no answer)."""
     reply = getattr(command, "reply", None)
-    if isinstance(reply, _Reply):
+    if isinstance(reply, _Reply) and not reply.answered:
         reply.fail(StreamActorStopped(stream_id))
 
 
@@ -529,6 +533,12 @@ class StreamActor:
                     await self._fire_timers(trio.current_time())
                 else:
                     await self._handle(command)
+            except Exception:
+                # The request in hand must not wait for ever on an actor that is
+                # about to stop (see ``run``): it is refused like the queued ones.
+                if command is not None:
+                    _refuse(command, self.stream_id)
+                raise
             finally:
                 self._turn.release()
 

@@ -385,9 +385,17 @@ class ReorderBuffer:
 
     def _lost_writes(self, row: LostWrites, step: Step) -> None:
         """Seqs up to ``row.last_seq`` will never be in the log. Those heard live
-        before Redis lost them are still delivered; the rest become gaps."""
+        before Redis lost them are still delivered if a replica saw them (the row's
+        witnessed part, ``first_seq`` up to ``possibly_from``); the rest become gaps.
+        A live message elsewhere in the range was heard on the channel only, which
+        anyone may publish on: the server's skip after a failover spans millions of
+        seqs nobody handed out, so it is dropped like any unconfirmed hint (rule 2b)."""
+        witnessed_to = row.last_seq if row.possibly_from is None else row.possibly_from - 1
         for seq in sorted(s for s in self._pending if s <= row.last_seq):
             event = self._pending.pop(seq)
+            if not row.first_seq <= seq <= witnessed_to:
+                self._foreign_hints += 1
+                continue
             if seq > self.next_seq:
                 self._gap_before(seq, row, step)
             self._accept_in_order(event, step)

@@ -70,6 +70,10 @@ class AnomalyKind(enum.StrEnum):
     GAP_OVER_DELIVERED = "gap_over_delivered"
     #: A bounded resource (an early buffer) grew past its limit.
     BOUND_EXCEEDED = "bound_exceeded"
+    #: A reader was ended "superseded" although no newer turn of its stream was ever
+    #: started (judged by the simulation, which knows every turn asked for: a channel
+    #: message of another generation is no proof of a newer turn).
+    FALSE_SUPERSEDED = "false_superseded"
 
 
 @final

@@ -238,6 +238,9 @@ class SessionJudge:
     def _synthetic_terminal(self, i: int, event: SequencedEvent) -> bool:
         self.tally.synthetic_terminals += 1
         self.terminal_index = i
+        closed = self.facts.closed
+        if closed is not None and closed.reason is SessionEnd.STREAM_FAILED:
+            return False  # the session broke off here; its turn goes on elsewhere
         gen = self.gen
         hidden: list[int] = []
         if gen is not None:
@@ -351,6 +354,7 @@ class SessionJudge:
         judged = self.index.healed_index is not None and reason not in (
             SessionEnd.DETACHED,
             SessionEnd.REPLICA_CRASHED,
+            SessionEnd.STREAM_FAILED,
         )
         self.tally.judged_for_liveness += judged
         if self.terminal_index is not None:

@@ -29,6 +29,7 @@ from hypothesis.stateful import (
 )
 
 from streamcheck.model import CheckReport
+from streamcheck.properties._hostile import ABORT_REACTIONS, FORGERIES, channel_figures
 from streamcheck.properties._replay import write_crash_replay_file, write_replay_file
 from streamcheck.properties._run_limits import DEFAULT_REPLICAS, MAX_REPLICAS, MIN_REPLICAS
 from streamcheck.properties._simulation import Decision, Simulation, SimulationCrashed
@@ -58,6 +59,9 @@ class Fault(enum.Enum):
     CLOCK = "clock"
     #: Not a fault but a topology: Redis Cluster's relayed pub/sub (SimRedis.relay_pubsub).
     RELAYED_PUBSUB = "relayed-pubsub"
+    #: Hostile inputs (properties/_hostile.py): a foreign client on the channels, a
+    #: generator that obeys an abort with its own error, a failing actor.
+    HOSTILE = "hostile"
 
 
 class StreamMachine(RuleBasedStateMachine):
@@ -72,6 +76,8 @@ class StreamMachine(RuleBasedStateMachine):
     last_failure: ClassVar[CheckReport | None] = None
     #: How many examples reached each rare path (see World.coverage_labels).
     labels_seen: ClassVar[Counter[str]]
+    #: Channel messages the replicas dropped, summed over examples (channel_figures).
+    channel_seen: ClassVar[Counter[str]]
 
     #: Pub/sub messages in flight, named by ``messages_in_flight`` so that a rule can
     #: deliver or lose one of them by name (shrinks to "that message", not "the k-th").
@@ -319,6 +325,26 @@ class StreamMachine(RuleBasedStateMachine):
     def crash(self, replica: int, restart: bool) -> None:
         self._do("restart" if restart else "crash", replica=replica)
 
+    # -- hostile inputs (properties/_hostile.py) ---------------------------------------
+
+    @precondition(lambda self: Fault.HOSTILE in self.faults)
+    @rule(stream=STREAMS, form=st.sampled_from(FORGERIES), which=st.integers(0, 11))
+    def forge(self, stream: str, form: str, which: int) -> None:
+        """A foreign client publishes on the stream's channel."""
+        self._do("forge", stream=stream, form=form, which=which)
+
+    @precondition(lambda self: Fault.HOSTILE in self.faults)
+    @rule(how=st.sampled_from(ABORT_REACTIONS))
+    def abort_reaction(self, how: str) -> None:
+        """Generators stopped by an abort end their turn with their own done or error."""
+        self._do("abort_reaction", how=how)
+
+    @precondition(lambda self: Fault.HOSTILE in self.faults)
+    @rule(replica=REPLICAS, stream=STREAMS)
+    def actor_fault(self, replica: int, stream: str) -> None:
+        """An unexpected error inside one stream's actor on one replica."""
+        self._do("actor_fault", replica=replica, stream=stream)
+
     def _judge(self, report: CheckReport) -> None:
         if report.ok:
             return
@@ -354,6 +380,7 @@ class StreamMachine(RuleBasedStateMachine):
             for label in sorted(self.sim.world.coverage_labels()):
                 event(label)
                 self.labels_seen[label] += 1
+            self.channel_seen.update(channel_figures(self.sim.world))
             self._judge(report)
         finally:
             self.sim.close()
@@ -379,5 +406,6 @@ def machine_for(
             "failure_path": failure_path,
             "last_failure": None,
             "labels_seen": Counter(),
+            "channel_seen": Counter(),
         },
     )

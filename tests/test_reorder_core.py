@@ -376,3 +376,24 @@ def test_a_lost_row_splits_into_missing_lost_and_possibly_lost() -> None:
         (2, 3, GapReason.WRITES_LOST),
         (4, 9, GapReason.POSSIBLY_LOST),
     ]
+
+
+def test_a_live_message_in_the_unwitnessed_part_of_a_lost_row_is_dropped() -> None:
+    # A forged seq that the failover's skip later swept into a lost range: no replica
+    # saw it, so it is no content; the range is a possibly-lost gap.
+    buf = live()
+    buf.offer(chunk(1), 0.0)  # witnessed lost range: delivered
+    buf.offer(chunk(6), 0.0)  # in the skipped range: heard on the channel only
+    assert buf.on_timer(0.5).fetch_from == 0
+    row = LostWrites(first_seq=1, last_seq=9, possibly_from=4)
+    step = buf.apply_log([row], exhausted=True, now=0.6)
+    assert [
+        (e.seq if not isinstance(e, Gap) else (e.first_seq, e.last_seq, e.reason))
+        for e in step.deliver
+    ] == [
+        (0, 0, GapReason.NOT_IN_LOG),
+        1,
+        (2, 3, GapReason.WRITES_LOST),
+        (4, 9, GapReason.POSSIBLY_LOST),
+    ]
+    assert buf.statistics().foreign_hints == 1

@@ -482,6 +482,7 @@ def _draw(
             "terminal": "after its terminal",
             "detached": "the client left on purpose",
             "replica_crashed": "its replica crashed",
+            "stream_failed": "the stream failed on its replica (resume elsewhere)",
             "closed": "the stream ended without a terminal",
         }.get(reason, reason)
         return _Drawn(

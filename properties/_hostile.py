@@ -66,8 +66,8 @@ class Forgery(enum.StrEnum):
     #: JSON objects with fields of the wrong types (a string seq, a float seq, a
     #: numeric generation, a list body, an unknown type).
     WRONG_TYPES = "wrong-types"
-    #: A well-formed chunk, done or error of a generation nobody started, at a seq
-    #: near the stream's counter.
+    #: A well-formed chunk, done or error of a generation nobody started, at the two
+    #: seqs the stream's counter hands out next.
     OTHER_GENERATION = "other-generation"
     #: Seqs far past any counter: 1e14 (Lua's float notation), 2^53 - 1, 2^53, 1e300.
     ABSURD_SEQ = "absurd-seq"
@@ -147,9 +147,10 @@ async def _payloads(
                 )[which % 5]
             ]
         case Forgery.OTHER_GENERATION:
-            # At the next seq the counter hands out, or the one after.
-            seq = await _counter(client, stream_id) + 1 + which % 2
-            return [_envelope(kind, other, seq, body)]
+            # At the next seq the counter hands out and the one after: where a reader
+            # that is up to date waits, and just past it.
+            nxt = await _next_seq(client, stream_id)
+            return [_envelope(kind, other, nxt + ahead, body) for ahead in (0, 1)]
         case Forgery.ABSURD_SEQ:
             absurd: int | float = (10**14 + which, MAX_SEQ, MAX_SEQ + 1, 1e300)[which % 4]
             return [_envelope(kind, (own, other)[which % 2], absurd, body)]
@@ -157,13 +158,14 @@ async def _payloads(
             return [_envelope(kind, (own, other)[which % 2], -1 - which, body)]
         case Forgery.OWN_GENERATION_AHEAD:
             ahead = (1_000 + which, 10**12 + which, MAX_SEQ - which)[which % 3]
-            seq = min(await _counter(client, stream_id) + ahead, MAX_SEQ)
+            seq = min(await _next_seq(client, stream_id) + ahead, MAX_SEQ)
             return [_envelope(kind, own, seq, body)]
         case Forgery.REPLAY:
             return await _replayed(client, stream_id, which)
 
 
-async def _counter(client: RedisLike, stream_id: str) -> int:
+async def _next_seq(client: RedisLike, stream_id: str) -> int:
+    """The seq the stream's counter hands out next (it holds that number)."""
     value = await client.get(Keys().seq(stream_id))
     return int(value) if value is not None else 0
 
@@ -277,6 +279,16 @@ def channel_figures(world: World) -> dict[str, int]:
     return {"foreign_hints": foreign, "malformed_dropped": malformed}
 
 
+def hostile_labels(world: World) -> set[str]:
+    """Rare paths of the hostile rules this run reached (see World.coverage_labels)."""
+    labels: set[str] = set()
+    if any(channel_figures(world).values()):
+        labels.add("untrusted channel message dropped")
+    if world.hostile.faulted:
+        labels.add("actor failed, replica went on")
+    return labels
+
+
 # -- judging ---------------------------------------------------------------------------
 
 
@@ -355,6 +367,7 @@ __all__ = [
     "fail_actor",
     "false_supersedes",
     "forge",
+    "hostile_labels",
     "judged",
     "with_fault_injection",
 ]

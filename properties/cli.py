@@ -164,6 +164,11 @@ def _run(args: argparse.Namespace) -> int:
             timeline = write_timeline(
                 result.replay_file, result.replay_file.parent / TIMELINE_FILENAME
             )
+    if result.channel:
+        print(
+            f"channel: {result.channel.get('foreign_hints', 0):,} untrusted messages the log "
+            f"did not confirm, {result.channel.get('malformed_dropped', 0):,} malformed, dropped"
+        )
     if args.allow_unreached:
         result = dataclasses.replace(result, required_labels=frozenset())
     if not (result.found or result.crashed):

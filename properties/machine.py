@@ -29,7 +29,13 @@ from hypothesis.stateful import (
 )
 
 from streamcheck.model import CheckReport
-from streamcheck.properties._hostile import ABORT_REACTIONS, FORGERIES, channel_figures
+from streamcheck.properties._hostile import (
+    ABORT_REACTIONS,
+    FORGERIES,
+    Forgery,
+    channel_figures,
+    hostile_labels,
+)
 from streamcheck.properties._replay import write_crash_replay_file, write_replay_file
 from streamcheck.properties._run_limits import DEFAULT_REPLICAS, MAX_REPLICAS, MIN_REPLICAS
 from streamcheck.properties._simulation import Decision, Simulation, SimulationCrashed
@@ -328,9 +334,21 @@ class StreamMachine(RuleBasedStateMachine):
     # -- hostile inputs (properties/_hostile.py) ---------------------------------------
 
     @precondition(lambda self: Fault.HOSTILE in self.faults)
-    @rule(stream=STREAMS, form=st.sampled_from(FORGERIES), which=st.integers(0, 11))
+    @rule(
+        stream=STREAMS,
+        # Another generation's events, which readers once took as a newer turn, half
+        # the time; every form the other half.
+        form=st.one_of(st.just(Forgery.OTHER_GENERATION.value), st.sampled_from(FORGERIES)),
+        which=st.integers(0, 11),
+    )
     def forge(self, stream: str, form: str, which: int) -> None:
-        """A foreign client publishes on the stream's channel."""
+        """A foreign client publishes on a stream's channel: the drawn one if someone
+        reads it, else one that someone reads (a forgery nobody hears tests nothing)."""
+        world = self.sim.world
+        assert world is not None
+        read = {s.stream_id for s in world.sessions if s.open}
+        if stream not in read:
+            stream = next((s for s in STREAM_IDS if s in read), stream)
         self._do("forge", stream=stream, form=form, which=which)
 
     @precondition(lambda self: Fault.HOSTILE in self.faults)
@@ -377,7 +395,8 @@ class StreamMachine(RuleBasedStateMachine):
                 return
             report = self.sim.heal()
             assert self.sim.world is not None
-            for label in sorted(self.sim.world.coverage_labels()):
+            labels = self.sim.world.coverage_labels() | hostile_labels(self.sim.world)
+            for label in sorted(labels):
                 event(label)
                 self.labels_seen[label] += 1
             self.channel_seen.update(channel_figures(self.sim.world))

@@ -53,11 +53,13 @@ EXPECTED: dict[Canary, set[AnomalyKind]] = {
     },
     Canary.SEQUENCED_ON_ABORT_ONLY: {AnomalyKind.BOUND_EXCEEDED},
     Canary.UNBOUNDED_EARLY_BUFFER: {AnomalyKind.BOUND_EXCEEDED},
-    # Seqs reused: twice in one turn, out of order, or inside an earlier turn's range.
+    # Seqs reused: twice in one turn, out of order, or inside an earlier turn's range
+    # (an earlier turn's event at a reused seq ends a reader as falsely superseded).
     Canary.PER_PROCESS_COUNTERS: {
         AnomalyKind.DUPLICATE,
         AnomalyKind.REORDERED,
         AnomalyKind.CROSS_GENERATION_LEAK,
+        AnomalyKind.FALSE_SUPERSEDED,
     },
     # Skipped chunks, or (when the reader's terminal is a synthetic one) chunks lost.
     Canary.FORCE_FLUSH_SKIPS_GAP: {
@@ -86,6 +88,7 @@ EXPECTED: dict[Canary, set[AnomalyKind]] = {
     Canary.NO_DEFERRED_DELIVERY: {AnomalyKind.DUPLICATE},
     Canary.UNAWAITED_PUBLISHES: {AnomalyKind.REORDERED, AnomalyKind.TERMINAL_BEFORE_CHUNKS},
     Canary.ABORT_SIGNALLED_BEFORE_FENCE: {AnomalyKind.TERMINAL_AFTER_STOP},
+    Canary.FORGED_GENERATION_SUPERSEDES: {AnomalyKind.FALSE_SUPERSEDED},
 }
 
 

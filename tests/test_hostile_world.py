@@ -23,7 +23,7 @@ def decisions(*steps: tuple[str, dict[str, Any]]) -> list[Decision]:
     return [Decision(name, args) for name, args in steps]
 
 
-CONVERSATION = (
+CONVERSATION: tuple[tuple[str, dict[str, Any]], ...] = (
     ("create", {"stream": "s0", "replica": 0}),
     ("settle", {}),
     ("subscribe", {"stream": "s0", "replica": 1}),

@@ -45,6 +45,7 @@ from streamcheck.model import (
     Failure,
     History,
     SessionOpened,
+    WritesLost,
 )
 
 if TYPE_CHECKING:
@@ -92,6 +93,10 @@ class HostileState:
     #: (replica, stream) pairs whose actor was made to fail: readers served there may
     #: end with the actor's typed failure, which ends their session like a crash.
     faulted: set[tuple[str, str]] = field(default_factory=set)
+    #: Streams a forgery was published on: the only ones :func:`false_supersedes`
+    #: judges (elsewhere a real turn, e.g. one a failover gave the stream back to, may
+    #: end readers; the checker in model/ judges those).
+    forged_streams: set[str] = field(default_factory=set)
     #: The foreign client (one per world, made at its first forgery).
     foreign: RedisLike | None = None
 
@@ -101,6 +106,7 @@ class HostileState:
 
 def forge(world: World, stream_id: str, form: Forgery, which: int) -> None:
     """Start the foreign client's publish (it runs when the simulated Redis steps it)."""
+    world.hostile.forged_streams.add(stream_id)
     world.start_task(_forge, world, stream_id, form, which)
 
 
@@ -294,7 +300,9 @@ def hostile_labels(world: World) -> set[str]:
 
 def judged(report: CheckReport, world: World) -> CheckReport:
     """``report`` with :func:`false_supersedes`'s findings added."""
-    extra = false_supersedes(world.history, _superseded_generations(world))
+    extra = false_supersedes(
+        world.history, _superseded_generations(world), world.hostile.forged_streams
+    )
     if not extra:
         return report
     anomalies = tuple(sorted((*report.anomalies, *extra), key=lambda a: a.first_bad))
@@ -321,13 +329,20 @@ def _superseded_generations(world: World) -> set[str]:
     return superseded
 
 
-def false_supersedes(history: History, superseded: set[str]) -> list[Anomaly]:
+def false_supersedes(
+    history: History, superseded: set[str], forged_streams: set[str]
+) -> list[Anomaly]:
     """Readers ended "superseded" although no newer turn of their stream was ever
     started: only a generation the job confirms as newer may end a reader so.
-    ``superseded``: the generations a newer turn may have replaced."""
+    ``superseded``: the generations a newer turn may have replaced; only streams in
+    ``forged_streams`` (a foreign client published there) are judged. Once Redis lost
+    writes nothing is judged: a failover that lost a new turn's job gives the stream
+    back to the turn before it, whose events then rightly end the new turn's readers."""
     opened: dict[str, SessionOpened] = {}
     found: list[Anomaly] = []
     for record in history.records:
+        if isinstance(record, WritesLost):
+            break
         if isinstance(record, SessionOpened):
             opened[record.session] = record
         elif (
@@ -335,6 +350,7 @@ def false_supersedes(history: History, superseded: set[str]) -> list[Anomaly]:
             and isinstance(record.event, Failure)
             and record.event.message == SUPERSEDED
             and (session := opened.get(record.session)) is not None
+            and session.stream_id in forged_streams
             and session.generation not in superseded
         ):
             found.append(

@@ -13,6 +13,10 @@ sequence one subscriber must see. Rules:
    channel can send a message of any generation, so a live message of another
    generation is a hint that makes the buffer read the log, and is then dropped
    (counted in ``foreign_hints``).
+2b. A live message of this generation is a hint too, until the log confirms it: one
+   that an exhausted log read, issued after it was heard, does not show is dropped
+   (counted in ``foreign_hints``) without moving the frontier; a forged seq far
+   ahead opens no gap and holds nothing back.
 3. A gap is never skipped silently. When it does not fill within ``timeout`` of the
    first parked message (or ``capacity`` messages park) the core asks for the chunk
    log from the frontier (:attr:`Step.fetch_from`). Only a seq that the log proves
@@ -71,7 +75,8 @@ class ReorderStats:
     repaired_events: int
     #: Events an idle probe found in the log: pub/sub never brought them.
     probe_repaired_events: int
-    #: Live messages of another generation, checked against the log and dropped.
+    #: Live messages checked against the log and dropped: another generation's, and
+    #: this generation's that the log did not hold (rules 2 and 2b).
     foreign_hints: int
     deferred: bool
     finished: bool
@@ -207,12 +212,7 @@ class ReorderBuffer:
             self._request_fetch(step)
             return self._finish(step, now)
         if self._pending and proven_upto is not None:
-            lowest = min(self._pending)
-            if self.next_seq < lowest <= proven_upto:
-                # The log was read after `lowest` had been published, so the seqs in
-                # between would be in the log unless they are lost for good.
-                self._emit_gap(self.next_seq, lowest - 1, step)
-                self._drain(step)
+            self._drop_unconfirmed(proven_upto)
         if self._deferred:
             self._deferred = False
             self._drain(step)
@@ -373,11 +373,35 @@ class ReorderBuffer:
             del self._pending[seq]
             self._duplicates += 1
 
+    def _drop_unconfirmed(self, proven_upto: int) -> None:
+        """Drop parked live messages an exhausted log read has disproved (rule 2b).
+
+        Every parked seq up to ``proven_upto`` was heard before the read started, and
+        the publish script logs an event before it publishes it, so the log would hold
+        each of them. It does not: the message was never published by the script (a
+        forged seq the counter never handed out), or Redis lost it, which a
+        ``LostWrites`` row will say. Either way the channel alone is no proof: it may
+        neither become content nor open a gap. Dropping never moves the frontier, so
+        a seq the log shows later is still delivered from there."""
+        for seq in [s for s in self._pending if s <= proven_upto]:
+            del self._pending[seq]
+            self._foreign_hints += 1
+        if not self._pending:
+            self._first_parked_at = None
+
     def _lost_writes(self, row: LostWrites, step: Step) -> None:
         """Seqs up to ``row.last_seq`` will never be in the log. Those heard live
-        before Redis lost them are still delivered; the rest become gaps."""
+        before Redis lost them are still delivered if a replica saw them (the row's
+        witnessed part, ``first_seq`` up to ``possibly_from``); the rest become gaps.
+        A live message elsewhere in the range was heard on the channel only, which
+        anyone may publish on: the server's skip after a failover spans millions of
+        seqs nobody handed out, so it is dropped like any unconfirmed hint (rule 2b)."""
+        witnessed_to = row.last_seq if row.possibly_from is None else row.possibly_from - 1
         for seq in sorted(s for s in self._pending if s <= row.last_seq):
             event = self._pending.pop(seq)
+            if not row.first_seq <= seq <= witnessed_to:
+                self._foreign_hints += 1
+                continue
             if seq > self.next_seq:
                 self._gap_before(seq, row, step)
             self._accept_in_order(event, step)

@@ -33,7 +33,7 @@ Anything else with an underscore may change without notice.
 from streamcheck.impl._early_buffer import EarlyBuffer
 from streamcheck.impl._log import LostWrites
 from streamcheck.impl._manager import GenerationJobManager
-from streamcheck.impl._reorder import ReorderBuffer, Step
+from streamcheck.impl._reorder import SUPERSEDED, ReorderBuffer, Step
 from streamcheck.impl._seams import IdSource, WallClock
 from streamcheck.impl._service import ReplicaParts
 from streamcheck.impl.transport._actor import (
@@ -76,6 +76,7 @@ __all__ = [
     "FENCE_LUA",
     "LOG_AND_PUBLISH_LUA",
     "RAISE_TO_FLOOR_LUA",
+    "SUPERSEDED",
     "AbortCallback",
     "AbortSignal",
     "ActorStats",

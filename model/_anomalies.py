@@ -95,6 +95,10 @@ class AnomalyKind(enum.StrEnum):
     #: After the heal, the shared store broke an invariant of its layout: a key without
     #: a TTL, a job that does not decode, a running job missing from an index.
     KEYSPACE_INVALID = "keyspace_invalid"
+    #: A reader was ended "superseded" although no newer turn of its stream was ever
+    #: started (judged by the simulation, which knows every turn asked for: a channel
+    #: message of another generation is no proof of a newer turn).
+    FALSE_SUPERSEDED = "false_superseded"
 
 
 @final

@@ -60,6 +60,10 @@ class SessionEnd(enum.StrEnum):
     DETACHED = "detached"  # the client left on purpose
     REPLICA_CRASHED = "replica_crashed"  # the serving replica died
     CLOSED = "closed"  # the stream ended without a terminal (channel closed)
+    #: The serving replica's actor for the stream failed: the session got the typed
+    #: failure that tells its client to resume elsewhere. Like a crash of the serving
+    #: replica, it claims neither completeness nor liveness for the session.
+    STREAM_FAILED = "stream_failed"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -22,9 +22,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from streamcheck.model._anomalies import Anomaly, AnomalyKind
-from streamcheck.model._events import Chunk, Done, Failure, Gap, SequencedEvent, StreamEvent
+from streamcheck.model._events import (
+    Chunk,
+    Done,
+    Failure,
+    Gap,
+    GapReason,
+    SequencedEvent,
+    StreamEvent,
+)
 from streamcheck.model._history import Delivered, SessionEnd
-from streamcheck.model._identify import Verdict, identify, seq_list, snapshot_problem, what
+from streamcheck.model._identify import (
+    Identity,
+    Verdict,
+    identify,
+    seq_list,
+    snapshot_problem,
+    what,
+)
 from streamcheck.model._reference import GenerationFacts, HistoryIndex, SessionFacts
 
 _FAR = 1 << 62
@@ -57,6 +72,8 @@ class SessionJudge:
         self.frontier = opened.first_seq - 1
         self.snapshot = frozenset(opened.snapshot_seqs)
         self.delivered: dict[int, int] = {}
+        #: Seq ranges this session was told Redis lost (writes_lost, possibly_lost gaps).
+        self.lost_ranges: list[tuple[int, int]] = []
         #: owed seq -> (index of the delivery that jumped over it, its seq, last good).
         self.skipped: dict[int, tuple[int, int, int | None]] = {}
         self.terminal_index: int | None = None
@@ -133,6 +150,10 @@ class SessionJudge:
             )
             return True
         identity = identify(self.index, self.gen, self.facts.opened, event, record.payload_digest)
+        if identity.verdict is Verdict.BAD_SYNTHETIC and self._real_terminal_signalled_lost():
+            # Redis lost the turn's terminal, and the session was told so: the job's
+            # copy (what the synthetic terminal is rebuilt from) may have been lost too.
+            identity = Identity(Verdict.SYNTHETIC)
         if identity.kind is not None:
             self.report(identity.kind, i, event.seq, identity.text)
         verdict = identity.verdict
@@ -242,6 +263,9 @@ class SessionJudge:
     def _synthetic_terminal(self, i: int, event: SequencedEvent) -> bool:
         self.tally.synthetic_terminals += 1
         self.terminal_index = i
+        closed = self.facts.closed
+        if closed is not None and closed.reason is SessionEnd.STREAM_FAILED:
+            return False  # the session broke off here; its turn goes on elsewhere
         gen = self.gen
         hidden: list[int] = []
         if gen is not None:
@@ -262,7 +286,15 @@ class SessionJudge:
         )
         return True
 
+    def _real_terminal_signalled_lost(self) -> bool:
+        """The generation's emitted terminal lies in a gap this session was told Redis
+        lost (``writes_lost`` or ``possibly_lost``)."""
+        seq = self.gen.terminal_seq if self.gen is not None else None
+        return seq is not None and any(a <= seq <= b for a, b in self.lost_ranges)
+
     def _gap(self, i: int, gap: Gap) -> bool:
+        if gap.reason in (GapReason.WRITES_LOST, GapReason.POSSIBLY_LOST):
+            self.lost_ranges.append((gap.first_seq, gap.last_seq))
         self.tally.gaps_signalled += 1
         self.tally.seqs_signalled_lost += gap.last_seq - gap.first_seq + 1
         a, b = gap.first_seq, gap.last_seq
@@ -414,6 +446,7 @@ class SessionJudge:
         judged = self.index.healed_index is not None and reason not in (
             SessionEnd.DETACHED,
             SessionEnd.REPLICA_CRASHED,
+            SessionEnd.STREAM_FAILED,
         )
         self.tally.judged_for_liveness += judged
         if self.terminal_index is not None:

@@ -50,6 +50,7 @@ REQUIRED_LABELS = frozenset(
         "new turn on a reused stream id",
         "resume after a crash",
         "subscribe acknowledged after emits",
+        "untrusted channel message dropped",
     }
 )
 
@@ -71,6 +72,10 @@ class CampaignResult:
     crashed: str | None = None
     #: Rare paths reached, with how many examples reached each.
     labels: dict[str, int] = field(default_factory=dict)
+    #: Channel messages the replicas dropped, summed over the examples that ran to
+    #: their heal phase: ``foreign_hints`` and ``malformed_dropped`` (see
+    #: :func:`streamcheck.properties._hostile.channel_figures`).
+    channel: dict[str, int] = field(default_factory=dict)
     #: The example budget (``max_examples``) the campaign ran with.
     budget: int | None = None
     #: The seed of the search: the one passed in, or the one Hypothesis drew (None when
@@ -366,6 +371,7 @@ def run_one_campaign(
         replay_file=replay_file if wrote else None,
         crashed=crashed,
         labels=dict(machine.labels_seen),
+        channel=dict(machine.channel_seen),
         budget=chosen.max_examples,
         seed=seed,
         rule_steps=counter.rule_steps,
@@ -472,8 +478,10 @@ def _merged(
     offset, before, last = results[-1]
     first = results[0][2]
     labels: Counter[str] = Counter()
+    channel: Counter[str] = Counter()
     for _, _, result in results:
         labels.update(result.labels)
+        channel.update(result.channel)
     return dataclasses.replace(
         last,
         examples=sum(r.examples for _, _, r in results),
@@ -485,6 +493,7 @@ def _merged(
             offset + last.first_failure_seconds if last.first_failure_seconds is not None else None
         ),
         labels=dict(labels),
+        channel=dict(channel),
         budget=budget,
         seed=first.seed,
         rule_steps=sum(r.rule_steps or 0 for _, _, r in results),

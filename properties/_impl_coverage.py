@@ -44,6 +44,12 @@ BRANCH_CLASSES: Mapping[str, tuple[str, ...]] = {
         "transport/_actor.py:StreamActor._handle::callback()",
         "_manager.py:GenerationJobManager.abort_job",
     ),
+    "untrusted channel": (
+        'transport/_envelope.py:decode::raise MalformedPayload(f"seq is not an integer',
+        "_reorder.py:ReorderBuffer.offer::self._foreign_hints += 1",
+        "_reorder.py:ReorderBuffer._drop_unconfirmed",
+        "transport/_actor.py:StreamActor._fail_readers",
+    ),
     "job-store transitions": (
         "jobstore/_redis.py:RedisJobStore.create_job",
         "jobstore/_redis.py:RedisJobStore.update_job::await self._unindex(self._keys.running",

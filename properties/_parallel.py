@@ -263,8 +263,10 @@ class _Collector:
         if self._crashes:
             crash = "\n".join([*self._crashes, *([crash] if crash else [])])
         labels: Counter[str] = Counter()
+        channel: Counter[str] = Counter()
         for result in results:
             labels.update(result.labels)
+            channel.update(result.channel)
         base = chosen if chosen is not None else _empty(plan)
         failed = chosen is not None and chosen.found
         merged = dataclasses.replace(
@@ -276,6 +278,7 @@ class _Collector:
             replay_file=replay,
             crashed=crash,
             labels=dict(labels),
+            channel=dict(channel),
             budget=plan.examples,
             seed=plan.seed,
             rule_steps=sum(r.rule_steps or 0 for r in results),

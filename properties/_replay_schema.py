@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from streamcheck.impl import validate_stream_id
+from streamcheck.properties._hostile import ABORT_REACTIONS, FORGERIES
 from streamcheck.properties._run_limits import MAX_REPLICAS, MIN_REPLICAS
 from streamcheck.properties._simulation import Decision, Simulation
 
@@ -32,6 +33,8 @@ FORMAT_VERSION: Final = 1
 #: Arguments whose value is one of a few words (any other would silently mean the last).
 _CHOICES: Final[Mapping[tuple[str, str], tuple[str, ...]]] = {
     ("reconnect", "mode"): ("resume", "subscribe"),
+    ("forge", "form"): FORGERIES,
+    ("abort_reaction", "how"): ABORT_REACTIONS,
 }
 #: Integer arguments with a least value (a PCT scheduler's depth; see the docstring
 #: for ``replica``).

@@ -276,6 +276,10 @@ def results_json(
             "rules": result.rules,
         },
         "coverage_labels": dict(sorted(result.labels.items())),
+        "channel_messages_dropped": {
+            "foreign_hints": result.channel.get("foreign_hints", 0),
+            "malformed_dropped": result.channel.get("malformed_dropped", 0),
+        },
         "unreached_labels": list(result.unreached_labels),
         "impl_coverage": info.impl_coverage.to_json() if info.impl_coverage else None,
         "anomalies": {
@@ -423,6 +427,11 @@ def render_summary(data: dict[str, Any]) -> str:
         rules, steps = figures.get("shrunk_rules"), figures.get("hypothesis_shrunk_steps")
         if rules is not None and steps is not None:
             lines.append(f"| Hypothesis's shrunk example | {rules} rules, {steps} decisions |")
+    dropped = data["channel_messages_dropped"]
+    lines.append(
+        f"| channel messages dropped (untrusted) | {dropped['foreign_hints']:,} hints the "
+        f"log did not confirm, {dropped['malformed_dropped']:,} malformed |"
+    )
     lines += ["", "## Coverage labels reached", ""]
     labels: dict[str, int] = data["coverage_labels"]
     if labels:

@@ -28,6 +28,7 @@ from streamcheck.model import (
     WritesLost,
     check,
 )
+from streamcheck.properties._hostile import Forgery, fail_actor, forge, judged
 from streamcheck.properties._pct import PctScheduler
 from streamcheck.properties._stepped_loop import LoopFinished, SteppedLoop
 from streamcheck.properties._store_audit import (
@@ -410,13 +411,27 @@ class Simulation:
             sim.step(scheduler.choose(pending).id)
             await trio.testing.wait_all_tasks_blocked()
 
+    # -- hostile decisions (properties/_hostile.py) -------------------------------------
+
+    def _do_forge(self, stream: str, form: str, which: int) -> None:
+        """A foreign client publishes on the stream's channel (see ``Forgery``)."""
+        forge(self._w(), stream, Forgery(form), which)
+
+    def _do_abort_reaction(self, how: str) -> None:
+        """From now on a generator stopped by an abort ends its turn with ``how``."""
+        self._w().hostile.abort_reaction = how
+
+    def _do_actor_fault(self, replica: int, stream: str) -> None:
+        """An unexpected error inside the stream's actor on ``replica``."""
+        fail_actor(self._w(), replica, stream)
+
     # -- judging ----------------------------------------------------------------------
 
     def history_length(self) -> int:
         return len(self._w().history)
 
     def safety_report(self) -> CheckReport:
-        return check(self._w().history)
+        return judged(check(self._w().history), self._w())
 
     def heal(self) -> CheckReport:
         """Stop faults, let everything finish, pass every timeout, then judge liveness."""
@@ -454,7 +469,7 @@ class Simulation:
         self._call(list_every_users_jobs)
         audit_keyspace(sim, world.history, self.clock.current_time(), listings=world.listings)
         world.history.append(Healed(time=self.clock.current_time()))
-        return check(world.history)
+        return judged(check(world.history), world)
 
 
 async def _settle(sim: SimRedis, rounds: int = 50) -> None:

@@ -28,12 +28,13 @@ from streamcheck.impl import (
     ReplicaSettings,
     StopReason,
     StreamAccessDenied,
+    StreamActorStopped,
     Subscription,
     WallClock,
     open_replica,
 )
 from streamcheck.impl.redis import RedisConnectionError, RedisLike
-from streamcheck.impl.transport import ActorStats, DeliveryTotals, Published
+from streamcheck.impl.transport import ACTOR_FAILED, ActorStats, DeliveryTotals, Published
 from streamcheck.model import (
     AbortRequested,
     BoundExceeded,
@@ -56,9 +57,11 @@ from streamcheck.model import (
     SessionMode,
     SessionOpened,
     SlowPath,
+    StreamEvent,
     digest,
     event_digest,
 )
+from streamcheck.properties._hostile import HostileState, with_fault_injection
 from streamcheck.properties.canaries import CORRECT, ReplicaBuild, ResourceBound
 from streamcheck.properties.canaries.unawaited_publishes import Dispatched
 from streamcheck.properties.sim import SimRedis
@@ -197,6 +200,8 @@ class World:
         self._slow_path_seen: dict[str, tuple[int, int]] = {}
         #: Answers of ``list_jobs``: (user, the stream ids listed).
         self.listings: list[tuple[str, tuple[str, ...]]] = []
+        #: What the hostile decisions (properties/_hostile.py) set in this world.
+        self.hostile = HostileState()
 
     # -- replicas ---------------------------------------------------------------
 
@@ -220,7 +225,7 @@ class World:
                     keys=Keys(),
                     wall_clock=self._wall_clock,
                     ids=CountingIds(f"{replica.name}.{replica.incarnation}-g"),
-                    parts=self._build.parts,
+                    parts=with_fault_injection(self._build.parts),
                 ) as manager,
                 trio.open_nursery() as ops,
             ):
@@ -237,6 +242,10 @@ class World:
             if replica.name == replica_name and replica.ops is not None:
                 replica.ops.start_soon(fn, *args)
                 return
+
+    def start_task(self, fn: Callable[..., Awaitable[None]], *args: object) -> None:
+        """Run ``fn`` in the world, outside every replica (a foreign client's work)."""
+        self._nursery.start_soon(fn, *args)
 
     def crash_replica(self, index: int) -> None:
         """Cancel every task of the replica and drop its connections (a process death)."""
@@ -322,7 +331,11 @@ class World:
         # must already hold the turn, so the fence, not the generator's manners, keeps
         # this done from winning over the abort's terminal.
         manager = self._manager_named(gen.replica)
-        if manager is not None and _serves(manager, gen.stream_id, gen.live_job.generation):
+        if manager is None or not _serves(manager, gen.stream_id, gen.live_job.generation):
+            return
+        if self.hostile.abort_reaction == "error":
+            await self._emit(manager, gen, EmitKind.ERROR, f"stopped {gen.live_job.generation}")
+        else:
             stopped: JSONValue = {"final": gen.live_job.generation, "stopped": True}
             await self._emit(manager, gen, EmitKind.DONE, stopped)
 
@@ -420,7 +433,8 @@ class World:
                     stream_id, error=payload if isinstance(payload, str) else None
                 )
                 gen.finished = True
-        except RedisConnectionError:
+        except (RedisConnectionError, StreamActorStopped):
+            # (The actor failed with the emit in hand: it may have been published.)
             outcome = OpOutcome.INDETERMINATE
         finally:
             gen.busy = False
@@ -468,7 +482,7 @@ class World:
             result = await manager.abort_job(stream_id, owner_of(stream_id))
         except StreamAccessDenied:
             return
-        except RedisConnectionError:
+        except (RedisConnectionError, StreamActorStopped):
             self._record_abort(name, stream_id, None, False, OpOutcome.INDETERMINATE)
             return
         generation = result.job.generation_id if result.job is not None else None
@@ -538,7 +552,7 @@ class World:
                 subscription = await manager.subscribe(stream_id, user)
         except StreamAccessDenied:
             return
-        except RedisConnectionError:
+        except (RedisConnectionError, StreamActorStopped):
             return
         self._session_counter += 1
         session = Session(
@@ -576,6 +590,8 @@ class World:
                     )
                     if isinstance(event, Done | Failure):
                         reason = SessionEnd.TERMINAL
+                    if self._stream_failed(session, event):
+                        reason = SessionEnd.STREAM_FAILED
             if session.scope.cancelled_caught:
                 reason = SessionEnd.DETACHED
             elif reason is SessionEnd.CLOSED and not self._replica_alive(session.replica):
@@ -589,6 +605,14 @@ class World:
                 self.history.append(
                     SessionClosed(time=trio.current_time(), session=session.name, reason=reason)
                 )
+
+    def _stream_failed(self, session: Session, event: StreamEvent) -> bool:
+        """The session got its actor's typed failure after a fault injected there."""
+        return (
+            isinstance(event, Failure)
+            and event.message == ACTOR_FAILED
+            and (session.replica, session.stream_id) in self.hostile.faulted
+        )
 
     def detach(self, which: int) -> None:
         open_sessions = [s for s in self.sessions if s.open]

@@ -162,6 +162,12 @@ def _run(args: argparse.Namespace) -> int:
                 f"ANOMALY: {kinds} (first failing example #{result.first_failure_example} "
                 f"after {result.first_failure_seconds:.1f} s; {result.shrink_summary()})"
             )
+        if result.channel:
+            print(
+                f"channel: {result.channel.get('foreign_hints', 0):,} untrusted messages the "
+                f"log did not confirm, {result.channel.get('malformed_dropped', 0):,} "
+                "malformed, dropped"
+            )
         if not (result.found or result.crashed):
             _say_unreached(result, impl_coverage)
 

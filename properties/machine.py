@@ -29,6 +29,13 @@ from hypothesis.stateful import (
 )
 
 from streamcheck.model import CheckReport
+from streamcheck.properties._hostile import (
+    ABORT_REACTIONS,
+    FORGERIES,
+    Forgery,
+    channel_figures,
+    hostile_labels,
+)
 from streamcheck.properties._replay import write_crash_replay_file, write_replay_file
 from streamcheck.properties._run_limits import DEFAULT_REPLICAS, MAX_REPLICAS, MIN_REPLICAS
 from streamcheck.properties._simulation import Decision, Simulation, SimulationCrashed
@@ -64,6 +71,9 @@ class Fault(enum.Enum):
     #: Not a fault of the system but of its user: generators that emit after they were
     #: told to stop, after their own done, or from a replaced turn (``rude_emit``).
     RUDE_GENERATORS = "rude-generators"
+    #: Hostile inputs (properties/_hostile.py): a foreign client on the channels, a
+    #: generator that obeys an abort with its own error, a failing actor.
+    HOSTILE = "hostile"
 
 
 class StreamMachine(RuleBasedStateMachine):
@@ -78,6 +88,8 @@ class StreamMachine(RuleBasedStateMachine):
     last_failure: ClassVar[CheckReport | None] = None
     #: How many examples reached each rare path (see World.coverage_labels).
     labels_seen: ClassVar[Counter[str]]
+    #: Channel messages the replicas dropped, summed over examples (channel_figures).
+    channel_seen: ClassVar[Counter[str]]
 
     #: Pub/sub messages in flight, named by ``messages_in_flight`` so that a rule can
     #: deliver or lose one of them by name (shrinks to "that message", not "the k-th").
@@ -378,6 +390,38 @@ class StreamMachine(RuleBasedStateMachine):
     def crash(self, replica: int, restart: bool) -> None:
         self._do("restart" if restart else "crash", replica=replica)
 
+    # -- hostile inputs (properties/_hostile.py) ---------------------------------------
+
+    @precondition(lambda self: Fault.HOSTILE in self.faults)
+    @rule(
+        stream=STREAMS,
+        # Another generation's events, which readers once took as a newer turn, half
+        # the time; every form the other half.
+        form=st.one_of(st.just(Forgery.OTHER_GENERATION.value), st.sampled_from(FORGERIES)),
+        which=st.integers(0, 11),
+    )
+    def forge(self, stream: str, form: str, which: int) -> None:
+        """A foreign client publishes on a stream's channel: the drawn one if someone
+        reads it, else one that someone reads (a forgery nobody hears tests nothing)."""
+        world = self.sim.world
+        assert world is not None
+        read = {s.stream_id for s in world.sessions if s.open}
+        if stream not in read:
+            stream = next((s for s in STREAM_IDS if s in read), stream)
+        self._do("forge", stream=stream, form=form, which=which)
+
+    @precondition(lambda self: Fault.HOSTILE in self.faults)
+    @rule(how=st.sampled_from(ABORT_REACTIONS))
+    def abort_reaction(self, how: str) -> None:
+        """Generators stopped by an abort end their turn with their own done or error."""
+        self._do("abort_reaction", how=how)
+
+    @precondition(lambda self: Fault.HOSTILE in self.faults)
+    @rule(replica=REPLICAS, stream=STREAMS)
+    def actor_fault(self, replica: int, stream: str) -> None:
+        """An unexpected error inside one stream's actor on one replica."""
+        self._do("actor_fault", replica=replica, stream=stream)
+
     def _judge(self, report: CheckReport) -> None:
         if report.ok:
             return
@@ -410,9 +454,11 @@ class StreamMachine(RuleBasedStateMachine):
                 return
             report = self.sim.heal()
             assert self.sim.world is not None
-            for label in sorted(self.sim.world.coverage_labels()):
+            labels = self.sim.world.coverage_labels() | hostile_labels(self.sim.world)
+            for label in sorted(labels):
                 event(label)
                 self.labels_seen[label] += 1
+            self.channel_seen.update(channel_figures(self.sim.world))
             self._judge(report)
         finally:
             self.sim.close()
@@ -438,5 +484,6 @@ def machine_for(
             "failure_path": failure_path,
             "last_failure": None,
             "labels_seen": Counter(),
+            "channel_seen": Counter(),
         },
     )

@@ -13,10 +13,11 @@ import uuid
 import pytest
 import trio
 
-from streamcheck.impl import Keys, ReplicaParts
+from streamcheck.impl import Keys, ReplicaParts, StreamActorStopped
 from streamcheck.impl.jobstore._lua import SET_EX
 from streamcheck.impl.transport import Published
 from streamcheck.impl.transport._actor import ACTOR_FAILED, LocalSubscriber, StreamActor
+from streamcheck.impl.transport._commands import Attach, Command
 from streamcheck.model import Chunk, Done, Failure
 from tests.backends import collect, delta, replicas, texts
 from tests.redis_support import open_redis
@@ -117,3 +118,61 @@ async def test_an_error_in_one_actor_ends_that_stream_only(
         await a.emit_done(bad, {"final": True})
         resumed = await b.get_job(bad)
         assert resumed is not None
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("ahead", [1_000, 10**12, 2**53 - 1])
+async def test_a_forged_seq_of_the_turns_own_generation_changes_nothing(
+    redis_url: str, key_prefix: str, ahead: int
+) -> None:
+    # Same generation as the turn, a seq the counter never handed out: the log and the
+    # counter disprove it, so readers get neither a gap nor the forged content.
+    stream = f"hostile-{uuid.uuid4().hex}"
+    async with (
+        replicas("redis", 2, url=redis_url, prefix=key_prefix) as (a, b),
+        open_redis(redis_url) as foreign,
+    ):
+        job = await a.create_job(stream, "u1")
+        sub = await b.subscribe(stream, "u1")
+        first = await a.emit_chunk(stream, delta("one "))
+        assert isinstance(first, Published)
+        forged_seq = min(first.seq + ahead, 2**53 - 1)
+        forged = {
+            "type": "chunk",
+            "seq": forged_seq,
+            "generationId": job.generation,
+            "data": delta("forged"),
+        }
+        await foreign.publish(Keys.channel(stream), json.dumps(forged))
+        await trio.sleep(0.5)  # past the reorder timeout: the hint has been checked
+        second = await a.emit_chunk(stream, delta("two"))
+        assert isinstance(second, Published) and second.seq == first.seq + 1
+        await a.emit_done(stream, {"final": True})
+        with trio.fail_after(3):  # no wait on a seq that will never come
+            events = await collect(sub)
+        assert texts(events) == ["one ", "two"]
+        assert [type(e) for e in events] == [Chunk, Chunk, Done]
+        assert b.transport.statistics().delivery.foreign_hints >= 1
+
+
+class _FailsHandlingAnAttach(StreamActor):
+    """An unexpected error while the actor's task handles a request someone waits on."""
+
+    async def _handle(self, command: Command) -> None:
+        if isinstance(command, Attach) and self.stream_id.endswith("-bad"):
+            raise RuntimeError("injected")
+        await super()._handle(command)
+
+
+async def test_a_request_in_hand_when_the_actor_fails_is_refused_not_left_waiting() -> None:
+    good, bad = f"iso-{uuid.uuid4().hex}", f"iso-{uuid.uuid4().hex}-bad"
+    parts = [ReplicaParts(actor=_FailsHandlingAnAttach)]
+    async with replicas("memory", 1, parts=parts) as (a,):
+        await a.create_job(good, "u1")
+        await a.create_job(bad, "u1")
+        with trio.fail_after(5), pytest.raises(StreamActorStopped):
+            await a.subscribe(bad, "u1")
+        sub = await a.subscribe(good, "u1")
+        await a.emit_chunk(good, delta("fine"))
+        await a.emit_done(good, {"final": True})
+        assert texts(await collect(sub)) == ["fine"]

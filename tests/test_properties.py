@@ -53,13 +53,15 @@ EXPECTED: dict[Canary, set[AnomalyKind]] = {
     },
     Canary.SEQUENCED_ON_ABORT_ONLY: {AnomalyKind.BOUND_EXCEEDED},
     Canary.UNBOUNDED_EARLY_BUFFER: {AnomalyKind.BOUND_EXCEEDED},
-    # Seqs reused: twice in one turn, out of order, or inside an earlier turn's range;
-    # or a reader drops one replica's event as a duplicate of the other's seq (lost).
+    # Seqs reused: twice in one turn, out of order, or inside an earlier turn's range
+    # (an earlier turn's event at a reused seq ends a reader as falsely superseded); or a
+    # reader drops one replica's event as a duplicate of the other's seq (lost).
     Canary.PER_PROCESS_COUNTERS: {
         AnomalyKind.DUPLICATE,
         AnomalyKind.REORDERED,
         AnomalyKind.CROSS_GENERATION_LEAK,
         AnomalyKind.LOST,
+        AnomalyKind.FALSE_SUPERSEDED,
     },
     # Skipped chunks, or (when the reader's terminal is a synthetic one) chunks lost.
     Canary.FORCE_FLUSH_SKIPS_GAP: {
@@ -88,6 +90,7 @@ EXPECTED: dict[Canary, set[AnomalyKind]] = {
     Canary.NO_DEFERRED_DELIVERY: {AnomalyKind.DUPLICATE},
     Canary.UNAWAITED_PUBLISHES: {AnomalyKind.REORDERED, AnomalyKind.TERMINAL_BEFORE_CHUNKS},
     Canary.ABORT_SIGNALLED_BEFORE_FENCE: {AnomalyKind.TERMINAL_AFTER_STOP},
+    Canary.FORGED_GENERATION_SUPERSEDES: {AnomalyKind.FALSE_SUPERSEDED},
 }
 
 

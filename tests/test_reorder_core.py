@@ -99,14 +99,33 @@ def test_gap_missing_from_the_log_becomes_a_typed_gap_event() -> None:
     ]
 
 
-def test_gap_proven_by_a_message_parked_before_the_read() -> None:
+def test_a_parked_message_the_log_does_not_hold_is_dropped_without_a_gap() -> None:
+    # Heard live before the read, absent from the log: the script logs before it
+    # publishes, so the channel alone proves nothing (a forged seq far ahead).
     buf = live()
     buf.offer(chunk(3), 1.0)
-    buf.on_timer(1.5)
-    step = buf.apply_log([], exhausted=True, now=1.6)  # log trimmed entirely
-    assert isinstance(step.deliver[0], Gap)
-    assert (step.deliver[0].first_seq, step.deliver[0].last_seq) == (0, 2)
-    assert seqs(step.deliver) == [3]
+    assert buf.on_timer(1.5).fetch_from == 0
+    step = buf.apply_log([], exhausted=True, now=1.6)
+    assert step.deliver == []
+    assert buf.next_seq == 0 and buf.statistics().pending == 0
+    assert buf.statistics().foreign_hints == 1
+    # The frontier did not move: the real seqs are delivered as they come.
+    assert seqs(buf.offer(chunk(0), 1.7).deliver) == [0]
+    # A seq the log shows later is still delivered from the log.
+    buf.offer(chunk(3), 1.8)
+    assert buf.on_timer(2.3).fetch_from == 1
+    step = buf.apply_log([chunk(1), chunk(2), chunk(3)], exhausted=True, now=2.4)
+    assert seqs(step.deliver) == [1, 2, 3]
+
+
+def test_a_message_parked_after_the_read_began_is_kept() -> None:
+    buf = live()
+    buf.offer(chunk(3), 1.0)
+    assert buf.on_timer(1.5).fetch_from == 0
+    buf.offer(chunk(5), 1.55)  # heard while the read was in flight: not yet disproved
+    buf.apply_log([], exhausted=True, now=1.6)
+    stats = buf.statistics()
+    assert (stats.pending, stats.foreign_hints) == (1, 1)
 
 
 def test_capacity_triggers_an_immediate_log_read() -> None:
@@ -357,3 +376,24 @@ def test_a_lost_row_splits_into_missing_lost_and_possibly_lost() -> None:
         (2, 3, GapReason.WRITES_LOST),
         (4, 9, GapReason.POSSIBLY_LOST),
     ]
+
+
+def test_a_live_message_in_the_unwitnessed_part_of_a_lost_row_is_dropped() -> None:
+    # A forged seq that the failover's skip later swept into a lost range: no replica
+    # saw it, so it is no content; the range is a possibly-lost gap.
+    buf = live()
+    buf.offer(chunk(1), 0.0)  # witnessed lost range: delivered
+    buf.offer(chunk(6), 0.0)  # in the skipped range: heard on the channel only
+    assert buf.on_timer(0.5).fetch_from == 0
+    row = LostWrites(first_seq=1, last_seq=9, possibly_from=4)
+    step = buf.apply_log([row], exhausted=True, now=0.6)
+    assert [
+        (e.seq if not isinstance(e, Gap) else (e.first_seq, e.last_seq, e.reason))
+        for e in step.deliver
+    ] == [
+        (0, 0, GapReason.NOT_IN_LOG),
+        1,
+        (2, 3, GapReason.WRITES_LOST),
+        (4, 9, GapReason.POSSIBLY_LOST),
+    ]
+    assert buf.statistics().foreign_hints == 1

@@ -18,7 +18,10 @@ from streamcheck.properties._simulation import Decision
 from streamcheck.properties.cli import EXIT_USAGE, main
 
 SAMPLES = Path(__file__).parent.parent / "reports" / "sample"
-SAMPLE_FILES = [SAMPLES / "run" / "run.json", SAMPLES / "canary-per-process-counters.json"]
+#: Committed replay files of version 1 (``format``), kept as they were written. (The
+#: sample run's own ``run.json`` is written again whenever the run is, as the current
+#: version.)
+SAMPLE_FILES = [SAMPLES / "canary-per-process-counters.json"]
 
 
 def _sample() -> dict[str, Any]:

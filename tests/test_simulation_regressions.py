@@ -30,6 +30,19 @@ LOST_TAIL_THEN_NEW_TURN: list[tuple[str, dict[str, Any]]] = [
 ]
 
 REGRESSIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    # A failover lost an abort's Done (and the job's copy of its final event); the reader
+    # was told by a possibly-lost gap over its seq, then got a Done rebuilt from what the
+    # job held. The checker called the rebuilt payload a content mismatch although the
+    # real one was signalled lost (found by test_properties' seed 0 once the hostile
+    # rules changed what the search draws; the same on the commit before them).
+    "abort-done-lost-by-failover": [
+        ("failover_after_emit", {"stream": "s0"}),
+        ("create", {"replica": 1, "stream": "s0"}),
+        ("pump", {}),
+        ("subscribe", {"replica": 0, "stream": "s0"}),
+        ("abort", {"replica": 1, "stream": "s0"}),
+        ("failover_after_emit", {"stream": "s0"}),
+    ],
     # complete_job raised IllegalTransition when the generator's done lost to an abort.
     "done-after-remote-abort": [
         ("create", {"stream": "s0", "replica": 0}),

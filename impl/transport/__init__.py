@@ -1,6 +1,6 @@
 """Event transport: per-stream actors over a bus (memory or Redis)."""
 
-from streamcheck.impl.transport._actor import ActorStats, DeliveryTotals
+from streamcheck.impl.transport._actor import ACTOR_FAILED, ActorStats, DeliveryTotals
 from streamcheck.impl.transport._bus import (
     Bus,
     EventKind,
@@ -8,12 +8,14 @@ from streamcheck.impl.transport._bus import (
     PublishOutcome,
     PublishRefused,
 )
-from streamcheck.impl.transport._envelope import AbortSignal, SequencedEvent, encode_split
+from streamcheck.impl.transport._envelope import MAX_SEQ, AbortSignal, SequencedEvent, encode_split
 from streamcheck.impl.transport._memory_bus import MemoryBus, MemoryHub
 from streamcheck.impl.transport._redis_bus import RedisBus
 from streamcheck.impl.transport._transport import EventTransport, Subscription
 
 __all__ = [
+    "ACTOR_FAILED",
+    "MAX_SEQ",
     "AbortSignal",
     "ActorStats",
     "Bus",

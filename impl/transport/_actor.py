@@ -441,6 +441,12 @@ class StreamActor:
                     await self._fire_timers(trio.current_time())
                 else:
                     await self._handle(command)
+            except Exception:
+                # The request in hand must not wait for ever on an actor that is
+                # about to stop (see ``run``): it is refused like the queued ones.
+                if command is not None:
+                    refuse(command, self.stream_id)
+                raise
             finally:
                 self._turn.release()
 

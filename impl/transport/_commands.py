@@ -48,6 +48,10 @@ class Reply(Generic[T]):
         await self._done.wait()
         return self.result()
 
+    @property
+    def answered(self) -> bool:
+        return self._done.is_set()
+
     def result(self) -> T:
         """The answer, once it has been given."""
         if not self._done.is_set():
@@ -61,7 +65,7 @@ def refuse(command: object, stream_id: str) -> None:
     """Answer a request the stopped actor will never run (commands without a reply
     need no answer)."""
     reply = getattr(command, "reply", None)
-    if isinstance(reply, Reply):
+    if isinstance(reply, Reply) and not reply.answered:
         reply.fail(StreamActorStopped(stream_id))
 
 

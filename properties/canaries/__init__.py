@@ -27,6 +27,7 @@ from streamcheck.properties.canaries import (
     early_buffer_on_resume,
     error_not_kept,
     force_flush_skips_gap,
+    forged_generation_supersedes,
     no_cross_replica_abort,
     no_deferred_delivery,
     per_process_counters,
@@ -81,6 +82,8 @@ class Canary(enum.StrEnum):
     NO_DEFERRED_DELIVERY = "no-deferred-delivery"
     #: Issue 17: the generator, told of an abort, publishes its own terminal first.
     ABORT_SIGNALLED_BEFORE_FENCE = "abort-signalled-before-fence"
+    #: Issue 17: a channel message of another generation ends readers as superseded.
+    FORGED_GENERATION_SUPERSEDES = "forged-generation-supersedes"
 
 
 #: The canaries the seed commit (LibreChat e646a3615e, 2026-02-10) still had that
@@ -136,6 +139,7 @@ BUGS: dict[Canary, Bug] = {
     Canary.STALE_FRONTIER_ACROSS_TURNS: stale_frontier_across_turns.BUG,
     Canary.COUNTER_DELETED_ON_CLEANUP: counter_deleted_on_cleanup.BUG,
     Canary.ABORT_SIGNALLED_BEFORE_FENCE: abort_signalled_before_fence.BUG,
+    Canary.FORGED_GENERATION_SUPERSEDES: forged_generation_supersedes.BUG,
 }
 
 

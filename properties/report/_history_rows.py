@@ -188,6 +188,7 @@ def _draw(
             "terminal": "after its terminal",
             "detached": "the client left on purpose",
             "replica_crashed": "its replica crashed",
+            "stream_failed": "the stream failed on its replica (resume elsewhere)",
             "closed": "the stream ended without a terminal",
         }.get(reason, reason)
         return Mark(session, f"closed: {reason}", "close"), f"session {session} ends: {why}"

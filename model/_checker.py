@@ -45,6 +45,7 @@ from streamcheck.model._history import (
     OpOutcome,
     Record,
     SessionClosed,
+    SessionEnd,
     SessionOpened,
     SlowPath,
 )
@@ -322,11 +323,17 @@ def _judge_stop(index: HistoryIndex, gen: GenerationFacts, out: list[Anomaly]) -
 
 
 def _judge_emits_after_end(index: HistoryIndex, gen: GenerationFacts, out: list[Anomaly]) -> None:
-    """Once the turn's end was acknowledged to someone (a terminal emit returned OK, or an
-    abort reported ABORTED), an emit invoked later must be refused: whoever heard "it
+    """Once the turn's end was acknowledged to someone (a terminal emit returned OK, an
+    abort reported ABORTED, or a reader got a terminal other than its replica's actor
+    failing), an emit invoked later must be refused: whoever heard "it
     ended" must never see the turn go on. Unless Redis lost writes in between (the
     fence cannot remember what Redis forgot)."""
     ended = gen.end_acknowledged_index
+    for i, session in gen.reader_terminals:
+        closed = index.sessions[session].closed
+        if closed is None or closed.reason is not SessionEnd.STREAM_FAILED:
+            ended = i if ended is None else min(ended, i)
+            break
     if ended is None:
         return
     for i in gen.ok_emits:
@@ -412,7 +419,8 @@ def _judge_slow_paths(index: HistoryIndex, out: list[Anomaly]) -> None:
                     f"readers on replica {record.replica} needed the slow path "
                     f"({record.reorder_timeouts} reorder timeouts, {record.log_repaired} "
                     "events repaired from the chunk log) although no message had been "
-                    "dropped, no connection cut, no failover, crash or delay had happened; "
+                    "dropped, no connection cut, no failover, crash, delay or forgery had "
+                    "happened; "
                     "without a fault, pub/sub must deliver every event on the fast path"
                 ),
             )

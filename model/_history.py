@@ -240,6 +240,11 @@ class FaultKind(enum.StrEnum):
     CRASH = "crash"
     #: The clock jumped while messages were still on their way (they arrive late).
     DELAY = "delay"
+    #: A foreign client published on a stream's channel (``detail`` says what): a
+    #: parked forgery may cost readers a reorder timeout before the log disproves it.
+    FORGERY = "forgery"
+    #: An unexpected error was raised inside one stream's actor on one replica.
+    ACTOR_FAULT = "actor_fault"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -104,8 +104,12 @@ class GenerationFacts:
     #: from then on the generator had stopped by itself.
     own_terminal_invoked_index: int | None = None
     #: Record index of the first acknowledgement that the turn ended: an OK terminal
-    #: emit returned, an abort reported it aborted, or a reader received a terminal.
+    #: emit returned, or an abort reported it aborted.
     end_acknowledged_index: int | None = None
+    #: (record index, session) of every terminal a reader received, in order: an end
+    #: acknowledged to that reader unless its session ended as ``STREAM_FAILED`` (a
+    #: failure of its replica's actor, which ends the session there, not the turn).
+    reader_terminals: list[tuple[int, str]] = field(default_factory=list)
 
     def note_end_acknowledged(self, i: int) -> None:
         if self.end_acknowledged_index is None:
@@ -216,10 +220,11 @@ def index_history(history: History | Sequence[Record]) -> HistoryIndex:
                 event = record.event
                 if isinstance(event, Done | Failure):
                     # A reader was told the turn ended (its real terminal, or one the
-                    # reader concluded after fencing the turn): the end is acknowledged.
+                    # reader concluded after fencing the turn); whether that ended the
+                    # turn depends on how its session closed (see ``reader_terminals``).
                     index.generation(
                         facts.opened.stream_id, event.generation
-                    ).note_end_acknowledged(i)
+                    ).reader_terminals.append((i, record.session))
         elif kind is Emitted:
             assert isinstance(record, Emitted)
             _index_emit(index, record, i)

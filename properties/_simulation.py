@@ -415,6 +415,7 @@ class Simulation:
 
     def _do_forge(self, stream: str, form: str, which: int) -> None:
         """A foreign client publishes on the stream's channel (see ``Forgery``)."""
+        self._w().record_fault(FaultKind.FORGERY, f"{form} #{which} on {stream}")
         forge(self._w(), stream, Forgery(form), which)
 
     def _do_abort_reaction(self, how: str) -> None:
@@ -423,6 +424,7 @@ class Simulation:
 
     def _do_actor_fault(self, replica: int, stream: str) -> None:
         """An unexpected error inside the stream's actor on ``replica``."""
+        self._w().record_fault(FaultKind.ACTOR_FAULT, f"{stream} on r{replica}")
         fail_actor(self._w(), replica, stream)
 
     # -- judging ----------------------------------------------------------------------

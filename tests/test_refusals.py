@@ -159,6 +159,7 @@ def test_the_transcript_times_a_refusal_from_the_plan(tmp_path: Path) -> None:
             Action(id="c", op=Op.CREATE, stream="s0", at=0.0, user="u", turn="s0.t1"),
             Action(id="sub", op=Op.SUBSCRIBE, stream="s0", at=0.5, user="u", session="c1"),
             Action(id="late", op=Op.SUBSCRIBE, stream="s0", at=0.01, user="u", session="c2"),
+            Action(id="leave", op=Op.DETACH, stream="s0", at=0.6, session="c9"),
         )
     }
     hello = json.loads(hello_line("refuser", "0", Capabilities()))
@@ -171,12 +172,16 @@ def test_the_transcript_times_a_refusal_from_the_plan(tmp_path: Path) -> None:
          "reason": "absent"},
         {"type": "result", "t": 100.6, "action": "sub", "outcome": "refused",
          "reason": "absent"},
+        {"type": "result", "t": 100.7, "action": "leave", "outcome": "refused",
+         "reason": "absent"},
     ]  # fmt: skip
     path = tmp_path / "r0.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     records = read_transcript(path, "r0", actions, plan_start=100.0).records
     refusals = [r for r in records if isinstance(r, CallRefused)]
-    assert [r.invoked for r in refusals] == pytest.approx([100.0, 100.49])
+    assert [r.invoked for r in refusals] == pytest.approx([100.0, 100.49, 100.59])
+    # A detach's "absent" names the agent's own session, not the stream: not judged.
+    assert refusals[-1].reason is RefusalReason.OTHER
     report = check(records)
     assert [(a.kind, a.first_bad) for a in report.anomalies] == [(AnomalyKind.FALSE_REFUSAL, 2)]
     # Without the plan's start nothing says when the subscribe began: not judged.

@@ -241,6 +241,10 @@ class _Reader:
             reason = RefusalReason(word)
         except ValueError:
             reason = RefusalReason.OTHER
+        if action.op is Op.DETACH:
+            # "absent" names the agent's own session (already closed, or never opened
+            # because its subscribe failed), not the stream: nothing to judge.
+            reason = RefusalReason.OTHER
         is_emit = action.op in _EMIT_KINDS
         return CallRefused(
             time=t,

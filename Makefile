@@ -38,5 +38,8 @@ package: $(STAMP)
 node:
 	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then cd ports/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null && npm run --silent typecheck; else echo "node or npm is not on PATH: the Node port (ports/node) is skipped"; fi
 
+# Two pytest-xdist workers (the machines have 2 cores; much of the suite waits on real
+# time: Redis faults, subprocesses). `make test PYTEST_WORKERS=0` runs it in one process.
+PYTEST_WORKERS ?= 2
 test: lint browser package node
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup

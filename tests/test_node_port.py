@@ -42,6 +42,11 @@ NPM = shutil.which("npm")
 NODE_AGENT = [NODE or "node", str(PORT / "agent.js")]
 PYTHON = list(PYTHON_AGENT)
 
+# Under pytest-xdist every worker is a session of its own, and ``npm ci`` first deletes
+# node_modules: one worker's install would pull the modules from under the other's
+# agents. These tests therefore all run in one worker.
+pytestmark = pytest.mark.xdist_group("ports-node")
+
 needs_node = pytest.mark.skipif(NODE is None, reason="node is not on PATH")
 needs_node_and_redis = pytest.mark.skipif(
     NODE is None or NPM is None or not have_redis_binaries(),

@@ -38,6 +38,10 @@ RESUMABLE_STREAM = ["node", str(PEERS / "resumable-stream-agent.mjs")]
 DURABLE_STREAMS = ["node", str(PEERS / "durable-streams-agent.mjs")]
 NPM_CI_TIMEOUT_S = 300
 
+# One worker under pytest-xdist: ``npm ci`` (the fixture below, once per module and so
+# once per worker) deletes ports/peers/node_modules while another worker's agents run.
+pytestmark = pytest.mark.xdist_group("ports-peers")
+
 needs_node = pytest.mark.skipif(
     shutil.which("node") is None or shutil.which("npm") is None,
     reason="node/npm not installed: the peers' agents in ports/peers are not run",

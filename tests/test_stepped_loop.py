@@ -169,3 +169,39 @@ def test_work_that_waits_for_nothing_is_answered_as_stalled_and_the_loop_goes_on
         assert world.seen == [5]
     finally:
         loop.close()
+
+
+def test_a_world_task_that_raises_lets_shielded_clean_ups_finish_through_on_close() -> None:
+    # A clean-up that awaits, shielded, what only on_close releases (as the simulated
+    # Redis answers by itself once told to): when another task raises, the run ends
+    # with that task's error, the clean-up done, not with a stall.
+    released = trio.Event()
+    cleaned: list[bool] = []
+    world = _World()
+
+    async def setup(nursery: trio.Nursery) -> None:
+        await world.setup(nursery)
+        nursery.start_soon(clean_up_when_cancelled)
+
+    async def clean_up_when_cancelled() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await released.wait()
+                cleaned.append(True)
+
+    loop = SteppedLoop(
+        setup,
+        clock=world.clock,
+        after_each=world.after_each,
+        on_close=released.set,
+        stall_seconds=0.5,
+    )
+    with pytest.raises(LoopFinished):
+        loop.run(lambda: _send(world, -1))
+    assert loop.finished and cleaned == [True]
+    assert isinstance(loop.crash, BaseExceptionGroup)
+    assert loop.crash.subgroup(WorldStalled) is None
+    assert loop.crash.subgroup(ValueError) is not None
+    loop.close()

@@ -269,6 +269,15 @@ class ReorderBuffer:
             self._deliver(replace(terminal, seq=max(terminal.seq, self.next_seq)), step)
         return self._finish(step, now)
 
+    def end_here(self, failure: Failure, now: float) -> Step:
+        """End the reader with ``failure`` because this replica can no longer serve it,
+        not because the generation ended: nothing is claimed about the seqs not yet
+        delivered (no gap), since the client may resume them on another replica."""
+        step = Step()
+        if not self._finished:
+            self._deliver(replace(failure, seq=max(failure.seq, self.next_seq)), step)
+        return self._finish(step, now)
+
     def close(self) -> None:
         self._finished = True
         self._pending.clear()

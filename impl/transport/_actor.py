@@ -415,7 +415,7 @@ class StreamActor:
             failure = Failure(
                 seq=sub.buffer.next_seq, generation=sub.buffer.generation, message=ACTOR_FAILED
             )
-            self._carry_out(sub, sub.buffer.end_with(failure, now))
+            self._carry_out(sub, sub.buffer.end_here(failure, now))
 
     async def _loop(self) -> None:
         while True:

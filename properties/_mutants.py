@@ -250,14 +250,15 @@ def run_mutants(
     budget: float | None = None,
     timeout: float | None = None,
     exclude: tuple[str, ...] = NOT_SIMULATED,
+    include: tuple[str, ...] = ("*",),
     on_mutant: Callable[[int, int, MutantResult], None] | None = None,
 ) -> MutationRun:
     """Sample ``sample`` of impl/'s mutations and run the campaign against each.
 
     ``timeout`` (default: three times the unmutated campaign's time plus 10 s) bounds
     one mutant; ``budget`` stops starting mutants after that many seconds (the rest
-    are reported ``not run``). Modules matching a pattern of ``exclude`` (paths under
-    impl/, fnmatch) are not mutated.
+    are reported ``not run``). Only modules matching a pattern of ``include`` and none
+    of ``exclude`` (paths under impl/, fnmatch) are mutated.
     """
     if sample < 1:
         raise ValueError(f"the sample must be at least 1 mutant, not {sample}")
@@ -280,6 +281,7 @@ def run_mutants(
                 path
                 for path in sorted(impl.rglob("*.py"))
                 if not any(fnmatch.fnmatch(path.relative_to(impl).as_posix(), p) for p in exclude)
+                and any(fnmatch.fnmatch(path.relative_to(impl).as_posix(), p) for p in include)
             ]
             init(modules, db, {})
             items: list[WorkItem] = sorted(

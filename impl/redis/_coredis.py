@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, suppress
-from dataclasses import dataclass
 from typing import Any, final
 from urllib.parse import urlsplit
 
@@ -63,6 +62,7 @@ from streamcheck.impl.redis._coredis_support import (
     leaves,
     unwrap_exit_error,
 )
+from streamcheck.impl.redis._counters import ClientCounters, ClientStatistics
 from streamcheck.impl.redis._protocol import LuaScript, RedisConnectionError, ScriptArg
 
 # LibreChat's Redis client connect timeout, 10 000 ms (docs/design.md). Used
@@ -82,31 +82,8 @@ _SUBSCRIBER_RETRY = ReconnectPolicy(
 RedisClient = coredis.Redis[str] | coredis.RedisCluster[str]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CoredisStatistics:
-    commands: int
-    connection_errors: int
-    script_loads: int
-    subscribers_opened: int
-    restorations: int
-
-
-@final
-class _Counters:
-    """The adapter's counters; subscribers report into it (it is their RestorationSink)."""
-
-    def __init__(self) -> None:
-        self.commands = 0
-        self.connection_errors = 0
-        self.script_loads = 0
-        self.subscribers_opened = 0
-        self.restorations = 0
-
-    def restoration_seen(self) -> None:
-        self.restorations += 1
-
-    def connection_error_seen(self) -> None:
-        self.connection_errors += 1
+#: The figures of :meth:`statistics` (one type for every adapter).
+CoredisStatistics = ClientStatistics
 
 
 @final
@@ -117,7 +94,7 @@ class CoredisRedis:
     def __init__(self, client: RedisClient, *, url: str) -> None:
         self._client = client
         self._url = redact_uri_list(url)
-        self._counters = _Counters()
+        self._counters = ClientCounters()
         self._batcher = ScriptBatcher(self._send_scripts)
 
     def __repr__(self) -> str:
@@ -138,14 +115,7 @@ class CoredisRedis:
         return self._client
 
     def statistics(self) -> CoredisStatistics:
-        c = self._counters
-        return CoredisStatistics(
-            commands=c.commands,
-            connection_errors=c.connection_errors,
-            script_loads=c.script_loads,
-            subscribers_opened=c.subscribers_opened,
-            restorations=c.restorations,
-        )
+        return self._counters.snapshot()
 
     @contextmanager
     def _command(self, count: int = 1) -> Iterator[None]:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
-from dataclasses import dataclass
 from typing import final
 
 import trio
@@ -61,6 +60,7 @@ from glide import (
 from streamcheck.impl._config import redact_uri_list
 from streamcheck.impl._errors import BackendUnavailable
 from streamcheck.impl.redis._batching import BatcherStats, Outcome, ScriptBatcher, ScriptCall
+from streamcheck.impl.redis._counters import ClientCounters, ClientStatistics
 from streamcheck.impl.redis._glide_subscriber import GlideSubscriber, open_glide_subscriber
 from streamcheck.impl.redis._glide_support import (
     ConnectionSettings,
@@ -97,31 +97,8 @@ PUBSUB_RECONCILIATION_MS = 100
 GlideAnyClient = GlideClient | GlideClusterClient
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GlideStatistics:
-    commands: int
-    connection_errors: int
-    script_loads: int
-    subscribers_opened: int
-    restorations: int
-
-
-@final
-class _Counters:
-    """The adapter's counters; subscribers report into it (it is their RestorationSink)."""
-
-    def __init__(self) -> None:
-        self.commands = 0
-        self.connection_errors = 0
-        self.script_loads = 0
-        self.subscribers_opened = 0
-        self.restorations = 0
-
-    def restoration_seen(self) -> None:
-        self.restorations += 1
-
-    def connection_error_seen(self) -> None:
-        self.connection_errors += 1
+#: The figures of :meth:`statistics` (one type for every adapter).
+GlideStatistics = ClientStatistics
 
 
 @final
@@ -136,7 +113,7 @@ class GlideRedis:
         self._url = redact_uri_list(url)
         self._settings = settings
         self._cluster = cluster
-        self._counters = _Counters()
+        self._counters = ClientCounters()
         self._batcher = ScriptBatcher(self._send_scripts)
 
     def __repr__(self) -> str:
@@ -156,14 +133,7 @@ class GlideRedis:
         return self._client
 
     def statistics(self) -> GlideStatistics:
-        c = self._counters
-        return GlideStatistics(
-            commands=c.commands,
-            connection_errors=c.connection_errors,
-            script_loads=c.script_loads,
-            subscribers_opened=c.subscribers_opened,
-            restorations=c.restorations,
-        )
+        return self._counters.snapshot()
 
     def batching(self) -> BatcherStats:
         return self._batcher.statistics()

@@ -3,7 +3,8 @@ adapters: coredis (the default) and valkey-glide (opt-in, the ``glide`` extra; i
 when chosen)."""
 
 from streamcheck.impl.redis._coredis import CoredisRedis, CoredisStatistics, open_coredis
-from streamcheck.impl.redis._coredis_subscriber import CoredisSubscriber, SubscriberStatistics
+from streamcheck.impl.redis._coredis_subscriber import CoredisSubscriber
+from streamcheck.impl.redis._counters import SubscriberStatistics
 from streamcheck.impl.redis._keys import Keys
 from streamcheck.impl.redis._open import (
     DEFAULT_REDIS_CLIENT,

@@ -35,13 +35,13 @@ Edge cases:
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any, Protocol, final
 
 from coredis.patterns.pubsub import BasePubSub
 from coredis.response.types import PubSubMessage as CoredisMessage
 
 from streamcheck.impl.redis._coredis_support import describe, is_connection_error
+from streamcheck.impl.redis._counters import RestorationSink, SubscriberStatistics
 from streamcheck.impl.redis._protocol import (
     PubSubEvent,
     PubSubMessage,
@@ -58,22 +58,6 @@ class _MessageStream(Protocol):
 
 _SUBSCRIBE_ACK = "subscribe"
 _MESSAGE = "message"
-
-
-class RestorationSink(Protocol):
-    """Where a subscriber reports what the owning client counts (its statistics)."""
-
-    def restoration_seen(self) -> None: ...
-
-    def connection_error_seen(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SubscriberStatistics:
-    channels: int
-    messages: int
-    restorations: int
-    dropped: int
 
 
 @final

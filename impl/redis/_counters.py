@@ -1,9 +1,9 @@
-"""What every Redis adapter counts, and the figures it reports from them."""
+"""What every Redis adapter and its subscribers count, and the figures reported from them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import final
+from typing import Protocol, final
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -13,6 +13,22 @@ class ClientStatistics:
     script_loads: int
     subscribers_opened: int
     restorations: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriberStatistics:
+    channels: int
+    messages: int
+    restorations: int
+    dropped: int
+
+
+class RestorationSink(Protocol):
+    """Where a subscriber reports what the owning client counts (its statistics)."""
+
+    def restoration_seen(self) -> None: ...
+
+    def connection_error_seen(self) -> None: ...
 
 
 @final

@@ -48,7 +48,7 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from typing import Protocol, final
+from typing import final
 
 import trio
 from glide import (
@@ -59,6 +59,7 @@ from glide import (
     PubSubMsg,
 )
 
+from streamcheck.impl.redis._counters import RestorationSink, SubscriberStatistics
 from streamcheck.impl.redis._glide_support import describe, is_connection_error, text
 from streamcheck.impl.redis._protocol import (
     PubSubEvent,
@@ -88,22 +89,6 @@ _EXACT = GlideClientConfiguration.PubSubChannelModes.Exact
 
 GlideAnyClient = GlideClient | GlideClusterClient
 CreateClient = Callable[[bool], Awaitable[GlideAnyClient]]
-
-
-class RestorationSink(Protocol):
-    """Where a subscriber reports what the owning client counts (its statistics)."""
-
-    def restoration_seen(self) -> None: ...
-
-    def connection_error_seen(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GlideSubscriberStatistics:
-    channels: int
-    messages: int
-    restorations: int
-    dropped: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +127,8 @@ class GlideSubscriber:
             f"restorations={self._restorations} dropped={self._dropped}>"
         )
 
-    def statistics(self) -> GlideSubscriberStatistics:
-        return GlideSubscriberStatistics(
+    def statistics(self) -> SubscriberStatistics:
+        return SubscriberStatistics(
             channels=len(self._confirmed),
             messages=self._messages,
             restorations=self._restorations,

@@ -216,31 +216,25 @@ class _SimCore:
             return
         assert isinstance(conn, _SubConnection)
         channel = cmd.channel
-        if cmd.kind == _SUBSCRIBE:
+        subscribing = cmd.kind == _SUBSCRIBE
+        if subscribing:
             self._subscriptions.setdefault(channel, {})[conn] = None
             conn.server_channels.add(channel)
-            self._record(
-                partial(
-                    SubscribeExecuted,
-                    item=cmd.id,
-                    connection=conn.name,
-                    client=conn.client.name,
-                    channel=channel,
-                )
+        else:
+            self._unsubscribe_server_side(conn, channel)
+        self._record(
+            partial(
+                SubscribeExecuted if subscribing else UnsubscribeExecuted,
+                item=cmd.id,
+                connection=conn.name,
+                client=conn.client.name,
+                channel=channel,
             )
+        )
+        if subscribing:
             # subscribe() returns when this ack is delivered.
             self._enqueue_delivery(conn, channel, "", cmd)
         else:
-            self._unsubscribe_server_side(conn, channel)
-            self._record(
-                partial(
-                    UnsubscribeExecuted,
-                    item=cmd.id,
-                    connection=conn.name,
-                    client=conn.client.name,
-                    channel=channel,
-                )
-            )
             self._complete(cmd)
 
     def _executed(self, cmd: _Command, error: str | None) -> None:

@@ -28,6 +28,11 @@ def _rows(reports: Path) -> list[dict[str, object]]:
     # The same holds for what shrinking ends on (seen in a full suite under xdist: the same
     # first failure at example 7, shrunk to "duplicate" in one process and to
     # "terminal_twice" in the workers): rows are compared up to the first failure.
+    # Ruled out on 2026-12-05 (each gave 456 and 224 examples and the same shrunk traces
+    # as a fresh process): PYTHONHASHSEED 0-3; the heap perturbed before the campaign
+    # (object addresses); the garbage collector off, at other thresholds, or with 200,000
+    # cycles alive; three campaigns in one process; `--workers 2` against one process
+    # outside pytest; and 40 other test files run before it in one pytest process.
     shrunk = ("anomaly_classes", "shrunk_trace_steps", "shrunk_trace_rules")
     for row in rows:
         for key in ("seconds_to_first_failure", "wall_seconds", "replay_file", "examples_run"):

@@ -80,8 +80,8 @@ REAL_SETTINGS = {
 }
 
 #: How long past its heal window a run waits for an implementation still carrying out its
-#: plan. The Durable Streams file store, which syncs every append to disk, took 30 s for a
-#: plan of 1.75 s on the loaded two-core development machine.
+#: plan. The Durable Streams file store, which syncs every append to disk, answered a plan
+#: of 1.75 s about 40 s late on the loaded two-core development machine.
 PLAN_LATE_LIMIT_S = 120.0
 
 
@@ -184,8 +184,8 @@ class RunResult:
     implementation: str = ""
     #: The promises it does not make (judged as not made, listed in the report).
     not_exercised: list[str] = field(default_factory=list)
-    #: How much later than planned the implementation answered its plan's last action,
-    #: and so how much later the heal window ended (see :func:`_heal`).
+    #: How much later than planned the heal window ended: as late as the plan's last
+    #: action was answered, or when the harness stopped waiting for it (see :func:`_heal`).
     plan_late_s: float = 0.0
 
 

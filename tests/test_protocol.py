@@ -37,6 +37,7 @@ from streamcheck.properties.protocol import (
     ProtocolError,
     ResumeBy,
     agent_command,
+    finish_plan,
     read_transcript,
     start_agent,
     stop_agents,
@@ -196,6 +197,34 @@ async def test_an_agent_that_does_not_speak_the_protocol_is_explained(
             await start_agent(nursery, [sys.executable, "-c", program], _init(), tmp_path)
         nursery.cancel_scope.cancel()
     assert "s after it was started" in str(failed.value)
+
+
+# Says hello and ready, answers a1 and a2, and then nothing until it is stopped.
+ANSWERS_TWO_OF_THREE = (
+    "import json, sys\n"
+    f"print({json.dumps(HELLO)!r}, flush=True)\n"
+    "sys.stdin.readline()\n"
+    "print(json.dumps({'type': 'ready'}), flush=True)\n"
+    "for action in ('a1', 'a2'):\n"
+    "    line = {'type': 'result', 't': 0.0, 'action': action, 'outcome': 'ok'}\n"
+    "    print(json.dumps(line), flush=True)\n"
+    "sys.stdin.readline()\n"
+)
+
+
+async def test_a_plan_is_finished_once_every_action_is_answered_and_a_stuck_one_is_given_up(
+    tmp_path: Path,
+) -> None:
+    command = [sys.executable, "-c", ANSWERS_TWO_OF_THREE]
+    async with trio.open_nursery() as nursery:
+        agent = await start_agent(nursery, command, _init(), tmp_path)
+        await agent.wait_ready()
+        await agent.wait_line(lambda line: line.get("action") == "a2")
+        assert await finish_plan([(agent, ["a1", "a2"])], quiet_s=60.0, limit_s=60.0) is not None
+        # a3 is never answered: the wait ends after quiet_s without an answer, not limit_s.
+        with trio.fail_after(30):
+            assert await finish_plan([(agent, ["a1", "a3"])], quiet_s=0.2, limit_s=60.0) is None
+        assert not await stop_agents([agent])
 
 
 async def test_streamchecks_agent_in_interactive_mode_streams_a_turn(

@@ -195,3 +195,28 @@ def test_an_implementation_without_seqs_is_judged_by_the_harness_payload_ids(
         assert AnomalyKind.SKIPPED_WITHOUT_GAP in result.report.kinds(), result.report.summary()
     else:
         assert result.report.ok, result.report.summary()
+
+
+LATE_AGENT = [sys.executable, str(Path(__file__).parent / "agents" / "late.py")]
+
+
+@pytest.mark.redis
+@needs_redis
+def test_a_plan_carried_out_late_is_judged_after_it_ends(tmp_path: Path) -> None:
+    import trio
+
+    # Every action 6.5 s late: three of the four turns end after the planned heal window
+    # (7.5 s after t=0), so readers judged then still wait for terminals nobody has written
+    # (as with Durable Streams' file store on a loaded machine). The heal window must
+    # follow the plan's last answer instead.
+    late_s = 6.5
+    profile = PROFILES["short"]
+    command = [*LATE_AGENT, "--late", str(late_s)]
+    result = trio.run(
+        lambda: run_once(Backend.REDIS, FaultKind.NONE, profile, 1, tmp_path, commands=[command])
+    )
+    assert not result.agent_failures, result.agent_failures
+    assert result.report.ok, result.report.summary()
+    assert result.events > 0
+    # The last planned action cannot be answered before its time plus the delay.
+    assert result.plan_late_s >= late_s - 0.05, result.plan_late_s

@@ -9,11 +9,12 @@ and what the agent wrote on stderr.
 from __future__ import annotations
 
 import contextlib
+import math
 import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -68,6 +69,11 @@ class Agent:
     _lines_seen: int = 0
     _problem: str | None = None
     _results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: When (trio's clock) each action's result was read.
+    _answered_at: dict[str, float] = field(default_factory=dict)
+    #: Set and replaced at each result, and set for good when stdout closes.
+    _answer_came: trio.Event = field(default_factory=trio.Event)
+    _stdout_closed: bool = False
     _waiting: dict[str, trio.Event] = field(default_factory=dict)
     #: Every line after ready, parsed (a run's agent writes thousands at most).
     _said: list[dict[str, Any]] = field(default_factory=list)
@@ -111,6 +117,8 @@ class Agent:
                     line, buffer = buffer.split(b"\n", 1)
                     self._line(line.decode(errors="replace"))
         # stdout closed: the agent is exiting; its status explains a missing hello.
+        self._stdout_closed = True
+        self._answer_came.set()
         with trio.move_on_after(5):
             await self.process.wait()
         self._said_hello.set()
@@ -142,6 +150,9 @@ class Agent:
                 seen.set()
         if raw["type"] == "result" and isinstance(raw.get("action"), str):
             self._results[raw["action"]] = raw
+            self._answered_at[raw["action"]] = trio.current_time()
+            self._answer_came.set()
+            self._answer_came = trio.Event()
             waiting = self._waiting.pop(raw["action"], None)
             if waiting is not None:
                 waiting.set()
@@ -168,6 +179,22 @@ class Agent:
             await seen.wait()
         if not seen.is_set():
             raise AgentFailed(self.explain(f"wrote no awaited line in {timeout_s} s"))
+
+    def unanswered(self, action_ids: Iterable[str]) -> list[str]:
+        return [action for action in action_ids if action not in self._results]
+
+    def last_answer_at(self, action_ids: Iterable[str]) -> float:
+        """When the latest result among ``action_ids`` came (trio's clock; -inf if none)."""
+        return max((self._answered_at.get(a, -math.inf) for a in action_ids), default=-math.inf)
+
+    @property
+    def stdout_closed(self) -> bool:
+        return self._stdout_closed
+
+    async def next_answer(self) -> None:
+        """Until the agent's next result line, or at once if its stdout has closed."""
+        if not self._stdout_closed:
+            await self._answer_came.wait()
 
     async def wait_hello(self) -> Hello:
         with trio.move_on_after(HELLO_TIMEOUT_S):
@@ -235,6 +262,41 @@ async def start_plan(agents: list[Agent], lead_s: float = 0.2) -> float:
     for agent in agents:
         await agent.send(start_line(_monotonic(at)))
     return _monotonic(at)
+
+
+async def finish_plan(
+    planned: Sequence[tuple[Agent, Sequence[str]]], *, quiet_s: float, limit_s: float
+) -> float | None:
+    """Wait until every agent has answered each of its planned actions (the action ids
+    paired with it); returns when the last answer came (monotonic). An agent whose stdout
+    has closed answers nothing more and is not waited for.
+
+    Gives up, returning ``None``, once no planned action has been answered for ``quiet_s``
+    (a call stuck for good, which waiting longer would not change) or ``limit_s`` after
+    the call (an implementation still crawling through its plan)."""
+
+    def waiting() -> list[Agent]:
+        return [a for a, ids in planned if a.unanswered(ids) and not a.stdout_closed]
+
+    def last_answer_at() -> float:
+        return max((agent.last_answer_at(ids) for agent, ids in planned), default=-math.inf)
+
+    with trio.move_on_after(limit_s):
+        while agents := waiting():
+            quiet_until = last_answer_at() + quiet_s
+            if trio.current_time() >= quiet_until:
+                return None
+            with trio.move_on_at(quiet_until):
+                async with trio.open_nursery() as nursery:
+                    for agent in agents:
+                        nursery.start_soon(_first_answer, agent, nursery.cancel_scope)
+        return _monotonic(last_answer_at())
+    return None
+
+
+async def _first_answer(agent: Agent, race: trio.CancelScope) -> None:
+    await agent.next_answer()
+    race.cancel()
 
 
 async def stop_agents(agents: list[Agent], grace_s: float = 10.0) -> list[str]:

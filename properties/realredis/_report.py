@@ -31,9 +31,11 @@ def run_line(result: RunResult) -> str:
     extra = f" ({kinds})" if kinds else ""
     failed = f"; agents: {'; '.join(result.agent_failures)}" if result.agent_failures else ""
     kept = f"\n      evidence: {result.kept}" if result.kept is not None else ""
+    # A plan answered late moved the heal window by as much (a slow server, a loaded machine).
+    late = f", plan {result.plan_late_s:.1f} s late" if result.plan_late_s >= 1.0 else ""
     return (
         f"  {result.fault.value:<20} seed {result.seed:<4} {result.events:>6} events "
-        f"{result.seconds:5.1f} s  {verdict}{extra}{failed}{kept}"
+        f"{result.seconds:5.1f} s{late}  {verdict}{extra}{failed}{kept}"
     )
 
 

@@ -4,6 +4,7 @@ from streamcheck.impl.transport._actor import ACTOR_FAILED, ActorStats, Delivery
 from streamcheck.impl.transport._bus import (
     Bus,
     EventKind,
+    OutgoingEvent,
     Published,
     PublishOutcome,
     PublishRefused,
@@ -24,6 +25,7 @@ __all__ = [
     "EventTransport",
     "MemoryBus",
     "MemoryHub",
+    "OutgoingEvent",
     "PublishOutcome",
     "PublishRefused",
     "Published",

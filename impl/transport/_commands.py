@@ -8,9 +8,9 @@ records are plain data: the actor decides what each one means.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import trio
 
@@ -61,6 +61,45 @@ class Reply(Generic[T]):
         return self._value  # type: ignore[return-value]
 
 
+class Acknowledgement(Reply[PublishOutcome]):
+    """The answer to a queued emit (``StreamActor.submit``), which its caller may await
+    later, or never: the listeners run when the actor answers, awaited or not."""
+
+    __slots__ = ("_listeners",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._listeners: list[Callable[[Acknowledgement], None]] = []
+
+    def add_listener(self, listener: Callable[[Acknowledgement], None]) -> None:
+        """Run ``listener`` once answered (at once if answered already)."""
+        if self.answered:
+            listener(self)
+        else:
+            self._listeners.append(listener)
+
+    @property
+    def outcome(self) -> PublishOutcome | None:
+        """The answer once given; ``None`` if the publish failed (``result`` raises)."""
+        return None if self._error is not None else self._value
+
+    def set(self, value: PublishOutcome) -> None:
+        super().set(value)
+        self._notify()
+
+    def fail(self, error: BaseException) -> None:
+        super().fail(error)
+        self._notify()
+
+    def _notify(self) -> None:
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            listener(self)
+
+    def __await__(self) -> Generator[Any, None, PublishOutcome]:
+        return self.wait().__await__()
+
+
 def refuse(command: object, stream_id: str) -> None:
     """Answer a request the stopped actor will never run (commands without a reply
     need no answer)."""
@@ -79,6 +118,13 @@ class Emit:
     reply: Reply[PublishOutcome]
     #: The terminal of an abort (the only event a turn an abort claimed accepts).
     by_abort: bool = False
+    #: Queued by ``submit`` (not awaited): holds one of the actor's in-flight places.
+    submitted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """Publish the emits queued since (see ``StreamActor.submit``), in order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +192,7 @@ class OnAbort:
 
 Command = (
     Emit
+    | Flush
     | Attach
     | Detach
     | Incoming

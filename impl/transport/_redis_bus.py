@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import trio
@@ -29,6 +30,7 @@ from streamcheck.impl.redis._chunklog import entry_id
 from streamcheck.impl.redis._protocol import ScriptArg
 from streamcheck.impl.transport._bus import (
     EventKind,
+    OutgoingEvent,
     Published,
     PublishOutcome,
     PublishRefused,
@@ -42,7 +44,7 @@ from streamcheck.impl.transport._envelope import (
     encode_body,
     encode_split,
 )
-from streamcheck.impl.transport._lua import CLAIM_ABORT, MARK_LOST, PUBLISH
+from streamcheck.impl.transport._lua import CLAIM_ABORT, MARK_LOST, PUBLISH, PUBLISH_BATCH
 from streamcheck.model import Chunk, Done, Failure, JSONValue
 
 logger = logging.getLogger(__name__)
@@ -140,6 +142,36 @@ class RedisBus:
             ),
         )
         return self._publish_outcome(stream_id, reply)
+
+    async def publish_batch(
+        self, stream_id: str, *, generation: str, events: Sequence[OutgoingEvent], floor: int
+    ) -> list[PublishOutcome]:
+        args: list[ScriptArg] = [
+            generation,
+            Keys.channel(stream_id),
+            floor,
+            self._log_ttl_s,
+            COUNTER_TTL_S,
+            self._failover_skip,
+        ]
+        for event in events:
+            kind = event.kind.value
+            prefix, suffix = encode_split(kind, generation, None, encoded_body=event.encoded)
+            payload = str(event.body) if event.kind is EventKind.ERROR else event.encoded
+            args += [kind, "1" if event.by_abort else "0", payload, prefix, suffix]
+        reply = await self._redis.run_script(
+            PUBLISH_BATCH, keys=self._publish_keys(stream_id), args=args
+        )
+        if not isinstance(reply, list) or len(reply) != len(events) + 1:
+            raise RedisConnectionError(f"unexpected publish_batch script reply {reply!r}")
+        regressed = int(reply[0])
+        outcomes: list[PublishOutcome] = []
+        for code in reply[1:]:
+            # The counter moved (if at all) before the first event that went out.
+            outcomes.append(self._publish_outcome(stream_id, [code, regressed]))
+            if int(code) >= 0:
+                regressed = 0
+        return outcomes
 
     async def claim_abort(self, stream_id: str, generation: str) -> PublishRefused | None:
         reply = await self._redis.run_script(
@@ -355,7 +387,11 @@ class RedisBus:
         except MalformedPayload as exc:
             sink.malformed(stream_id, exc.reason)
             return
-        sink.deliver(stream_id, incoming)
+        if isinstance(incoming, tuple):  # a coalesced publish's batch, decoded once
+            for event in incoming:
+                sink.deliver(stream_id, event)
+        else:
+            sink.deliver(stream_id, incoming)
 
     def _notify_restored(self, stream_ids: list[str]) -> None:
         if self._sink is None:

@@ -40,6 +40,7 @@ from streamcheck.impl.transport._actor import (
     StreamActor,
 )
 from streamcheck.impl.transport._bus import Bus, EventKind, PublishOutcome, PublishRefused
+from streamcheck.impl.transport._commands import Acknowledgement
 from streamcheck.impl.transport._envelope import AbortSignal, SequencedEvent, encode_body
 from streamcheck.model import JSONValue, StreamEvent
 
@@ -216,10 +217,7 @@ class EventTransport:
         *,
         by_abort: bool = False,
     ) -> PublishOutcome:
-        encoded = encode_body(body)
-        size = len(encoded)  # ASCII: characters are bytes
-        if size > self._max_event_bytes:
-            raise EventTooLarge(stream_id=stream_id, size=size, limit=self._max_event_bytes)
+        encoded = self._checked_encoding(stream_id, body)
         # Held while in flight, so that cleanup never stops the actor under it: an
         # abort on a replica that is not producing emits its Done through an actor
         # that is idle there. (``_holding`` inlined: this is every event's path, and
@@ -232,6 +230,32 @@ class EventTransport:
             )
         finally:
             self._release_hold(stream_id)
+
+    async def submit_chunk(
+        self, stream_id: str, generation: str, event: JSONValue, acknowledgement: Acknowledgement
+    ) -> None:
+        """Queue a chunk without waiting for its publish (a coalesced emit, see
+        ``StreamActor.submit``): the stream's actor answers ``acknowledgement``. Waits
+        only while the actor has its most submitted emits in flight."""
+        encoded = self._checked_encoding(stream_id, event)
+        # Held until answered, as an awaited emit is held while in flight.
+        self._in_progress[stream_id] = self._in_progress.get(stream_id, 0) + 1
+        try:
+            await self._actor(stream_id).submit(
+                generation, EventKind.CHUNK, event, encoded, acknowledgement
+            )
+        except BaseException:
+            self._release_hold(stream_id)  # never queued: it will not be answered
+            raise
+        acknowledgement.add_listener(lambda _: self._release_hold(stream_id))
+
+    def _checked_encoding(self, stream_id: str, body: JSONValue) -> str:
+        """``body`` as JSON, refused if larger than an event may be."""
+        encoded = encode_body(body)
+        size = len(encoded)  # ASCII: characters are bytes
+        if size > self._max_event_bytes:
+            raise EventTooLarge(stream_id=stream_id, size=size, limit=self._max_event_bytes)
+        return encoded
 
     async def claim_abort(self, stream_id: str, generation: str) -> PublishRefused | None:
         """Fence ``generation`` as aborted (see :meth:`Bus.claim_abort`)."""

@@ -122,11 +122,19 @@ class QueuedChunk:
     publish failed (a lost connection), awaiting it raises that error: the chunk may or
     may not have been published."""
 
-    __slots__ = ("_acknowledgement",)
+    __slots__ = ("_acknowledgement", "_job", "_manager", "_on_answer")
 
-    def __init__(self, acknowledgement: Acknowledgement | None) -> None:
+    def __init__(
+        self,
+        manager: GenerationJobManager,
+        job: GenerationJob | None,
+        on_answer: Callable[[QueuedChunk], None] | None,
+    ) -> None:
+        self._manager = manager
         #: ``None``: dropped before it was queued.
-        self._acknowledgement = acknowledgement
+        self._job = job
+        self._on_answer = on_answer
+        self._acknowledgement = Acknowledgement(self) if job is not None else None
 
     @property
     def answered(self) -> bool:
@@ -146,6 +154,13 @@ class QueuedChunk:
 
     def __await__(self) -> Generator[Any, None, Published | None]:
         return self.wait().__await__()
+
+    def acknowledged(self, acknowledgement: Acknowledgement) -> None:
+        """The actor answered: a refusal stops the generator, as ``emit_chunk``'s does."""
+        if self._job is not None and (outcome := acknowledgement.outcome) is not None:
+            self._manager._published(self._job, outcome)
+        if self._on_answer is not None:
+            self._on_answer(self)
 
 
 class GenerationJobManager:
@@ -245,23 +260,15 @@ class GenerationJobManager:
         as ``emit_chunk``'s does."""
         job = self._runtimes.get(stream_id)
         if job is None or job.is_aborted:
-            queued = QueuedChunk(None)
+            dropped = QueuedChunk(self, None, on_answer)
             if on_answer is not None:
-                on_answer(queued)
-            return queued
+                on_answer(dropped)
+            return dropped
         if (type(event) is dict or isinstance(event, Mapping)) and event.get("created") is True:
             await self._record_created(job, event)
-        acknowledgement = Acknowledgement()
-        queued = QueuedChunk(acknowledgement)
-
-        def settle(answered: Acknowledgement) -> None:
-            if (outcome := answered.outcome) is not None:
-                self._published(job, outcome)
-            if on_answer is not None:
-                on_answer(queued)
-
-        acknowledgement.add_listener(settle)
-        await self.transport.submit_chunk(stream_id, job.generation, event, acknowledgement)
+        queued = QueuedChunk(self, job, on_answer)
+        assert queued._acknowledgement is not None
+        await self.transport.submit_chunk(stream_id, job.generation, event, queued._acknowledgement)
         return queued
 
     async def emit_done(self, stream_id: str, final_event: JSONValue) -> Published | None:

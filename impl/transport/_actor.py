@@ -224,6 +224,9 @@ class StreamActor:
         #: Commands told but not yet taken by the actor's task (queued, or handed to it
         #: while it waited and not yet seen by it).
         self._untaken = 0
+        #: Of those, :class:`Flush` commands (at most one): a reader-less actor's
+        #: incoming events need no turn behind them (see ``incoming``).
+        self._untaken_flushes = 0
         #: Held while a command is handled: by the actor's task, or by an emitting task
         #: that found the actor with nothing to do (see ``emit``).
         self._turn = trio.Lock()
@@ -316,10 +319,9 @@ class StreamActor:
     def incoming(self, message: SequencedEvent | AbortSignal) -> None:
         if isinstance(message, AbortSignal):
             self._tell(Incoming(message))
-        elif not self._subscribers and self._untaken == 0 and not self._stopped:
-            # Nobody reads here (a producer hears its own chunks on the channel it holds
-            # for aborts). The high-water mark moves only on seqs the log or this
-            # replica's own publishes confirm: anyone can publish on the channel.
+        elif not self.reads_events and not self._stopped:
+            # The high-water mark moves only on seqs the log or this replica's own
+            # publishes confirm: anyone can publish on the channel.
             pass
         elif self._take_turn_now():
             self._offer_in_callers_task(message)
@@ -349,12 +351,24 @@ class StreamActor:
         self._counts.malformed += 1
 
     @property
+    def reads_events(self) -> bool:
+        """Whether incoming sequenced events matter here: a reader is attached, or a
+        command that may attach one is waiting (a producer with no reader here hears
+        its own events on the channel it holds for aborts, and drops them)."""
+        return bool(self._subscribers) or self._untaken != self._untaken_flushes
+
+    @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
     @property
     def has_abort_callbacks(self) -> bool:
         return bool(self._abort_callbacks)
+
+    @property
+    def has_submitted_emits(self) -> bool:
+        """Submitted emits are queued or being published here, or wait for room."""
+        return self._room.value < self._timings.max_in_flight
 
     def statistics(self) -> ActorStats:
         return ActorStats(
@@ -389,8 +403,12 @@ class StreamActor:
             return
         self._queued.append(command)
         if not self._flush_told:
-            self._flush_told = True
-            self._tell(Flush())
+            self._tell_flush()
+
+    def _tell_flush(self) -> None:
+        self._flush_told = True
+        self._untaken_flushes += 1
+        self._tell(Flush())
 
     def _refuse_emit(self, command: Emit) -> None:
         refuse(command, self.stream_id)
@@ -501,6 +519,8 @@ class StreamActor:
             self._waiting_until = -math.inf
             if command is not None:
                 self._untaken -= 1
+                if isinstance(command, Flush):
+                    self._untaken_flushes -= 1
             await self._take_turn(command)
             try:
                 if command is None:
@@ -573,9 +593,9 @@ class StreamActor:
         queued = self._queued
         while queued and len(batch) < MAX_BATCH_EVENTS and queued[0].generation == first.generation:
             batch.append(queued.popleft())
-        self._flush_told = bool(queued)
+        self._flush_told = False
         if queued:
-            self._tell(Flush())
+            self._tell_flush()
         await self._publish_batch(batch)
 
     async def _publish_batch(self, batch: list[Emit]) -> None:

@@ -72,6 +72,11 @@ class OutgoingEvent(Protocol):
 class Sink(Protocol):
     def deliver(self, stream_id: str, message: SequencedEvent | AbortSignal) -> None: ...
 
+    def reads(self, stream_id: str) -> bool:
+        """Whether the stream's sequenced events are read here (a local reader, or a
+        request that may attach one, is there): a bus need not decode a batch of them
+        for a stream that answers no."""
+
     def restored(self, stream_id: str) -> None: ...
 
     def malformed(self, stream_id: str | None, reason: str) -> None: ...

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import trio
+import trio.lowlevel
 
 from streamcheck.impl._early_buffer import EarlyBuffer
 from streamcheck.impl._errors import StreamActorStopped
@@ -27,74 +28,76 @@ AbortCallback = Callable[[], None]
 
 
 class Reply(Generic[T]):
-    """A one-shot answer from the actor to a waiting caller."""
+    """A one-shot answer from the actor to a caller, who may wait for it."""
 
-    __slots__ = ("_done", "_error", "_value")
+    __slots__ = ("_answered", "_error", "_value", "_waiter")
 
     def __init__(self) -> None:
-        self._done = trio.Event()
+        self._answered = False
+        #: Made only when someone waits before the answer: most replies are read after.
+        self._waiter: trio.Event | None = None
         self._value: T | None = None
         self._error: BaseException | None = None
 
     def set(self, value: T) -> None:
         self._value = value
-        self._done.set()
+        self._answer()
 
     def fail(self, error: BaseException) -> None:
         self._error = error
-        self._done.set()
+        self._answer()
+
+    def _answer(self) -> None:
+        self._answered = True
+        if self._waiter is not None:
+            self._waiter.set()
 
     async def wait(self) -> T:
-        await self._done.wait()
+        if self._answered:
+            await trio.lowlevel.checkpoint()
+        else:
+            if self._waiter is None:
+                self._waiter = trio.Event()
+            await self._waiter.wait()
         return self.result()
 
     @property
     def answered(self) -> bool:
-        return self._done.is_set()
+        return self._answered
 
     def result(self) -> T:
         """The answer, once it has been given."""
-        if not self._done.is_set():
+        if not self._answered:
             raise RuntimeError("the actor has not answered yet")
         if self._error is not None:
             raise self._error
         return self._value  # type: ignore[return-value]
 
 
+class AcknowledgementListener(Protocol):
+    def acknowledged(self, acknowledgement: Acknowledgement) -> None:
+        """The actor answered ``acknowledgement`` (published, refused or failed)."""
+
+
 class Acknowledgement(Reply[PublishOutcome]):
     """The answer to a queued emit (``StreamActor.submit``), which its caller may await
-    later, or never: the listeners run when the actor answers, awaited or not."""
+    later, or never: its listener hears of the answer at once, awaited or not."""
 
-    __slots__ = ("_listeners",)
+    __slots__ = ("_listener",)
 
-    def __init__(self) -> None:
+    def __init__(self, listener: AcknowledgementListener | None = None) -> None:
         super().__init__()
-        self._listeners: list[Callable[[Acknowledgement], None]] = []
-
-    def add_listener(self, listener: Callable[[Acknowledgement], None]) -> None:
-        """Run ``listener`` once answered (at once if answered already)."""
-        if self.answered:
-            listener(self)
-        else:
-            self._listeners.append(listener)
+        self._listener = listener
 
     @property
     def outcome(self) -> PublishOutcome | None:
         """The answer once given; ``None`` if the publish failed (``result`` raises)."""
         return None if self._error is not None else self._value
 
-    def set(self, value: PublishOutcome) -> None:
-        super().set(value)
-        self._notify()
-
-    def fail(self, error: BaseException) -> None:
-        super().fail(error)
-        self._notify()
-
-    def _notify(self) -> None:
-        listeners, self._listeners = self._listeners, []
-        for listener in listeners:
-            listener(self)
+    def _answer(self) -> None:
+        super()._answer()
+        if self._listener is not None:
+            self._listener.acknowledged(self)
 
     def __await__(self) -> Generator[Any, None, PublishOutcome]:
         return self.wait().__await__()

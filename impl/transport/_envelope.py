@@ -60,12 +60,19 @@ def encode_split(
     with cjson (which would turn ``[]`` into ``{}`` and alter floats). Pass
     ``encoded_body`` (from :func:`encode_body`) when the caller has it already.
     """
-    key = "error" if event_type == "error" else "data"
     if encoded_body is None:
         encoded_body = encode_body(body)
+    prefix, suffix_head = envelope_parts(event_type, generation)
+    return prefix, f"{suffix_head}{encoded_body}}}"
+
+
+def envelope_parts(event_type: str, generation: str) -> tuple[str, str]:
+    """The envelope's text before the seq, and after it up to the body (which then
+    closes it with ``}``): the same for every event of one kind of a generation."""
+    key = "error" if event_type == "error" else "data"
     return (
         f'{{"type":{json.dumps(event_type)},"seq":',
-        f',"generationId":{json.dumps(generation)},"{key}":{encoded_body}}}',
+        f',"generationId":{json.dumps(generation)},"{key}":',
     )
 
 

@@ -43,6 +43,7 @@ from streamcheck.impl.transport._envelope import (
     encode_abort,
     encode_body,
     encode_split,
+    envelope_parts,
 )
 from streamcheck.impl.transport._lua import CLAIM_ABORT, MARK_LOST, PUBLISH, PUBLISH_BATCH
 from streamcheck.model import Chunk, Done, Failure, JSONValue
@@ -154,11 +155,20 @@ class RedisBus:
             COUNTER_TTL_S,
             self._failover_skip,
         ]
+        parts: dict[EventKind, tuple[str, str]] = {}
         for event in events:
-            kind = event.kind.value
-            prefix, suffix = encode_split(kind, generation, None, encoded_body=event.encoded)
-            payload = str(event.body) if event.kind is EventKind.ERROR else event.encoded
-            args += [kind, "1" if event.by_abort else "0", payload, prefix, suffix]
+            kind = event.kind
+            if (envelope := parts.get(kind)) is None:
+                envelope = parts[kind] = envelope_parts(kind.value, generation)
+            prefix, suffix_head = envelope
+            payload = str(event.body) if kind is EventKind.ERROR else event.encoded
+            args += [
+                kind.value,
+                "1" if event.by_abort else "0",
+                payload,
+                prefix,
+                f"{suffix_head}{event.encoded}}}",
+            ]
         reply = await self._redis.run_script(
             PUBLISH_BATCH, keys=self._publish_keys(stream_id), args=args
         )
@@ -381,6 +391,10 @@ class RedisBus:
         stream_id = Keys.stream_id_of_channel(message.channel)
         if stream_id is None:
             sink.malformed(None, f"message on foreign channel {message.channel!r}")
+            return
+        if message.data.startswith("[") and not sink.reads(stream_id):
+            # A batch holds sequenced events only, and nobody reads them here (the
+            # producer's replica hears its own): not worth decoding.
             return
         try:
             incoming = decode(message.data)

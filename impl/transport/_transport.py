@@ -156,6 +156,11 @@ class EventTransport:
             return
         entry[0].incoming(message)
 
+    def reads(self, stream_id: str) -> bool:
+        entry = self._actors.get(stream_id)
+        # (No actor: delivered anyway, to be counted as untracked.)
+        return entry is None or entry[0].reads_events
+
     def restored(self, stream_id: str) -> None:
         entry = self._actors.get(stream_id)
         if entry is not None:
@@ -238,16 +243,11 @@ class EventTransport:
         ``StreamActor.submit``): the stream's actor answers ``acknowledgement``. Waits
         only while the actor has its most submitted emits in flight."""
         encoded = self._checked_encoding(stream_id, event)
-        # Held until answered, as an awaited emit is held while in flight.
-        self._in_progress[stream_id] = self._in_progress.get(stream_id, 0) + 1
-        try:
-            await self._actor(stream_id).submit(
-                generation, EventKind.CHUNK, event, encoded, acknowledgement
-            )
-        except BaseException:
-            self._release_hold(stream_id)  # never queued: it will not be answered
-            raise
-        acknowledgement.add_listener(lambda _: self._release_hold(stream_id))
+        # (Not held as an awaited emit is: the actor counts its submitted emits, see
+        # ``is_idle``.)
+        await self._actor(stream_id).submit(
+            generation, EventKind.CHUNK, event, encoded, acknowledgement
+        )
 
     def _checked_encoding(self, stream_id: str, body: JSONValue) -> str:
         """``body`` as JSON, refused if larger than an event may be."""
@@ -422,7 +422,9 @@ class EventTransport:
             return False
         entry = self._actors.get(stream_id)
         return entry is None or (
-            entry[0].subscriber_count == 0 and not entry[0].has_abort_callbacks
+            entry[0].subscriber_count == 0
+            and not entry[0].has_abort_callbacks
+            and not entry[0].has_submitted_emits
         )
 
     def cleanup(self, stream_id: str) -> None:

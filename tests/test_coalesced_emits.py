@@ -8,7 +8,7 @@ next ``submit_chunk`` wait; readers receive a batch's events one by one, in orde
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import pytest
 import trio
@@ -16,7 +16,8 @@ import trio.testing
 
 from streamcheck.impl import JobStatus, QueuedChunk, StopReason
 from streamcheck.impl._types import JobUpdate
-from streamcheck.impl.transport import OutgoingEvent, Published, PublishOutcome
+from streamcheck.impl.seams import LostWrites
+from streamcheck.impl.transport import EventKind, OutgoingEvent, Published, PublishOutcome
 from streamcheck.impl.transport._envelope import MalformedPayload, decode
 from streamcheck.model import Chunk, Done, JSONValue
 from tests.backends import FAST, NEEDS_GLIDE, collect, delta, replicas, texts
@@ -41,6 +42,16 @@ def backend(request: pytest.FixtureRequest) -> Backend:
         url = request.getfixturevalue("redis_cluster_url")
     prefix = request.getfixturevalue("key_prefix") if kind != "memory" else ""
     return kind, url, prefix
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """An event as a bus publishes it (the actor's queued emits are these)."""
+
+    kind: EventKind = EventKind.CHUNK
+    body: JSONValue = "x"
+    encoded: str = '"x"'
+    by_abort: bool = False
 
 
 async def test_queued_chunks_arrive_in_order_each_with_its_seq_and_log_entry(
@@ -156,3 +167,45 @@ def test_a_batch_message_decodes_to_its_events_and_a_malformed_one_is_refused() 
     ):
         with pytest.raises(MalformedPayload):
             decode(bad)
+
+
+async def test_a_claimed_turn_refuses_its_queued_chunks_and_publishes_the_aborts_done(
+    backend: Backend,
+) -> None:
+    kind, url, prefix = backend
+    async with replicas(kind, 1, url=url, prefix=prefix) as (a,):
+        job = await a.create_job("s1", "u1")
+        transport = a.transport
+        first = await a.submit_chunk("s1", delta("before the claim"))
+        assert isinstance(await first, Published)
+        # The claim only (no signal): the generator still queues, the fence refuses.
+        assert await transport.claim_abort("s1", job.generation) is None
+        refused = [await a.submit_chunk("s1", delta(f"late {i}")) for i in range(3)]
+        final: JSONValue = {"final": True, "aborted": True}
+        done = await transport.emit_done("s1", job.generation, final, by_abort=True)
+        assert [await q for q in refused] == [None] * 3
+        assert job.stop_reason is StopReason.ABORTED
+        assert isinstance(done, Published)
+        rows = await transport.bus.read_log("s1", from_seq=job.start_seq, count=10)
+    assert [type(row) for row in rows] == [Chunk, Done]
+
+
+async def test_a_batch_publishes_at_the_floor_and_logs_the_seqs_below_it_as_lost(
+    backend: Backend,
+) -> None:
+    kind, url, prefix = backend
+    async with replicas(kind, 1, url=url, prefix=prefix) as (a,):
+        job = await a.create_job("s1", "u1")
+        bus = a.transport.bus
+        floor = job.start_seq + 10  # as if this replica had seen seqs Redis lost
+        outcomes = await bus.publish_batch(
+            "s1", generation=job.generation, events=[_Chunk(), _Chunk(), _Chunk()], floor=floor
+        )
+        rows = await bus.read_log("s1", from_seq=job.start_seq, count=10)
+    assert outcomes == [
+        Published(seq=floor, counter_regressed=True),
+        Published(seq=floor + 1),
+        Published(seq=floor + 2),
+    ]
+    assert isinstance(rows[0], LostWrites) and rows[0].first_seq == job.start_seq
+    assert [row.seq for row in rows[1:]] == [floor, floor + 1, floor + 2]

@@ -160,7 +160,12 @@ class QueuedChunk:
         if self._job is not None and (outcome := acknowledgement.outcome) is not None:
             self._manager._published(self._job, outcome)
         if self._on_answer is not None:
-            self._on_answer(self)
+            try:
+                self._on_answer(self)
+            except Exception:
+                # The caller's callback runs in the stream's actor: its failure must not
+                # be the stream's.
+                logger.exception("on_answer callback of a queued chunk failed")
 
 
 class GenerationJobManager:

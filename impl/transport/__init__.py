@@ -1,6 +1,11 @@
 """Event transport: per-stream actors over a bus (memory or Redis)."""
 
-from streamcheck.impl.transport._actor import ACTOR_FAILED, ActorStats, DeliveryTotals
+from streamcheck.impl.transport._actor import (
+    ACTOR_FAILED,
+    MAX_BATCH_EVENTS,
+    ActorStats,
+    DeliveryTotals,
+)
 from streamcheck.impl.transport._bus import (
     Bus,
     EventKind,
@@ -9,13 +14,20 @@ from streamcheck.impl.transport._bus import (
     PublishOutcome,
     PublishRefused,
 )
-from streamcheck.impl.transport._envelope import MAX_SEQ, AbortSignal, SequencedEvent, encode_split
+from streamcheck.impl.transport._envelope import (
+    MAX_SEQ,
+    AbortSignal,
+    SequencedEvent,
+    encode_body,
+    encode_split,
+)
 from streamcheck.impl.transport._memory_bus import MemoryBus, MemoryHub
 from streamcheck.impl.transport._redis_bus import RedisBus
 from streamcheck.impl.transport._transport import EventTransport, Subscription
 
 __all__ = [
     "ACTOR_FAILED",
+    "MAX_BATCH_EVENTS",
     "MAX_SEQ",
     "AbortSignal",
     "ActorStats",
@@ -32,5 +44,6 @@ __all__ = [
     "RedisBus",
     "SequencedEvent",
     "Subscription",
+    "encode_body",
     "encode_split",
 ]

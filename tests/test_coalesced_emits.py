@@ -27,6 +27,7 @@ BACKENDS = [
     pytest.param("redis", id="redis", marks=pytest.mark.redis),
     pytest.param("redis-glide", id="redis-glide", marks=[pytest.mark.redis, NEEDS_GLIDE]),
     pytest.param("cluster", id="cluster", marks=pytest.mark.cluster),
+    pytest.param("cluster-glide", id="cluster-glide", marks=[pytest.mark.cluster, NEEDS_GLIDE]),
 ]
 
 Backend = tuple[str, str, str]

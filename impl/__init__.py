@@ -20,6 +20,7 @@ from streamcheck.impl._manager import (
     GenerationJob,
     GenerationJobManager,
     ManagerSettings,
+    QueuedChunk,
     StopReason,
 )
 from streamcheck.impl._seams import CountingIds, IdSource, RandomIds, SystemWallClock, WallClock
@@ -60,6 +61,7 @@ __all__ = [
     "Keys",
     "ManagerSettings",
     "MemoryBackend",
+    "QueuedChunk",
     "RandomIds",
     "RedisLike",
     "ReplicaParts",

@@ -1,7 +1,12 @@
 """``GenerationJobManager``: the public face of one replica (LibreChat's manager).
 
 A generator calls ``create_job``, then ``emit_chunk`` ... and one of ``emit_done`` /
-``emit_error``, then ``complete_job``. Clients call ``subscribe`` or ``resume`` on any
+``emit_error``, then ``complete_job``. A generator that need not wait for each chunk's
+durability (tokens arrive in bursts) calls ``submit_chunk`` instead, which queues the
+chunk and returns a :class:`QueuedChunk` to await later, or never: queued chunks are
+published together (one script call, one message), each with its own seq and log
+entry, and ``emit_done`` / ``emit_error`` are published after every chunk queued
+before them. Clients call ``subscribe`` or ``resume`` on any
 replica and ``abort_job`` on any replica. Example::
 
     job = await manager.create_job("conv-1", "user-1")
@@ -26,9 +31,9 @@ import contextlib
 import enum
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import trio
 
@@ -50,6 +55,7 @@ from streamcheck.impl._types import (
 from streamcheck.impl.jobstore._protocol import JobStore
 from streamcheck.impl.transport._actor import LOG_PAGE
 from streamcheck.impl.transport._bus import Bus, Published, PublishRefused
+from streamcheck.impl.transport._commands import Acknowledgement
 from streamcheck.impl.transport._transport import EventTransport, Subscription
 from streamcheck.model import Chunk, JSONValue
 
@@ -107,6 +113,59 @@ class GenerationJob:
 
     def stop_by_abort(self) -> None:
         self.stop(StopReason.ABORTED)
+
+
+class QueuedChunk:
+    """A chunk queued by :meth:`GenerationJobManager.submit_chunk`. Awaiting it gives
+    what ``emit_chunk`` returns: the receipt (with the seq), or ``None`` if the chunk
+    was dropped because the turn was aborted, had ended or was superseded. If the
+    publish failed (a lost connection), awaiting it raises that error: the chunk may or
+    may not have been published."""
+
+    __slots__ = ("_acknowledgement", "_job", "_manager", "_on_answer")
+
+    def __init__(
+        self,
+        manager: GenerationJobManager,
+        job: GenerationJob | None,
+        on_answer: Callable[[QueuedChunk], None] | None,
+    ) -> None:
+        self._manager = manager
+        #: ``None``: dropped before it was queued.
+        self._job = job
+        self._on_answer = on_answer
+        self._acknowledgement = Acknowledgement(self) if job is not None else None
+
+    @property
+    def answered(self) -> bool:
+        return self._acknowledgement is None or self._acknowledgement.answered
+
+    def result(self) -> Published | None:
+        """The answer, once given (see :attr:`answered`)."""
+        if self._acknowledgement is None:
+            return None
+        outcome = self._acknowledgement.result()
+        return outcome if isinstance(outcome, Published) else None
+
+    async def wait(self) -> Published | None:
+        if self._acknowledgement is not None:
+            await self._acknowledgement.wait()
+        return self.result()
+
+    def __await__(self) -> Generator[Any, None, Published | None]:
+        return self.wait().__await__()
+
+    def acknowledged(self, acknowledgement: Acknowledgement) -> None:
+        """The actor answered: a refusal stops the generator, as ``emit_chunk``'s does."""
+        if self._job is not None and (outcome := acknowledgement.outcome) is not None:
+            self._manager._published(self._job, outcome)
+        if self._on_answer is not None:
+            try:
+                self._on_answer(self)
+            except Exception:
+                # The caller's callback runs in the stream's actor: its failure must not
+                # be the stream's.
+                logger.exception("on_answer callback of a queued chunk failed")
 
 
 class GenerationJobManager:
@@ -190,6 +249,32 @@ class GenerationJobManager:
             await self._record_created(job, event)
         outcome = await self.transport.emit_chunk(stream_id, job.generation, event)
         return self._published(job, outcome)
+
+    async def submit_chunk(
+        self,
+        stream_id: str,
+        event: JSONValue,
+        *,
+        on_answer: Callable[[QueuedChunk], None] | None = None,
+    ) -> QueuedChunk:
+        """Queue one chunk for publishing and return without waiting for it (a coalesced
+        emit); await the :class:`QueuedChunk` for what ``emit_chunk`` would have
+        returned. Waits only while the stream has the most chunks in flight that it
+        holds (``ActorTimings.max_in_flight``). ``on_answer`` runs as soon as the
+        chunk is published or dropped, awaited or not. A refusal stops the generator
+        as ``emit_chunk``'s does."""
+        job = self._runtimes.get(stream_id)
+        if job is None or job.is_aborted:
+            dropped = QueuedChunk(self, None, on_answer)
+            if on_answer is not None:
+                on_answer(dropped)
+            return dropped
+        if (type(event) is dict or isinstance(event, Mapping)) and event.get("created") is True:
+            await self._record_created(job, event)
+        queued = QueuedChunk(self, job, on_answer)
+        assert queued._acknowledgement is not None
+        await self.transport.submit_chunk(stream_id, job.generation, event, queued._acknowledgement)
+        return queued
 
     async def emit_done(self, stream_id: str, final_event: JSONValue) -> Published | None:
         job = self._runtimes.get(stream_id)

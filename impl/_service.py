@@ -20,7 +20,7 @@ from streamcheck.impl._seams import IdSource, RandomIds, SystemWallClock, WallCl
 from streamcheck.impl.jobstore._memory import MemoryJobStore
 from streamcheck.impl.jobstore._redis import RedisJobStore
 from streamcheck.impl.redis import Keys, RedisLike
-from streamcheck.impl.transport._actor import ActorTimings, StreamActor
+from streamcheck.impl.transport._actor import MAX_IN_FLIGHT, ActorTimings, StreamActor
 from streamcheck.impl.transport._bus import Bus
 from streamcheck.impl.transport._memory_bus import JobFacts, MemoryBus, MemoryHub
 from streamcheck.impl.transport._redis_bus import RedisBus
@@ -49,6 +49,9 @@ class ReplicaSettings:
     #: Largest encoded event accepted by emit (1 MiB); larger raises EventTooLarge.
     max_event_bytes: int = 1024 * 1024
     max_jobs: int = 1000
+    #: Chunks a stream may have queued by ``submit_chunk`` and not yet published; the
+    #: next ``submit_chunk`` waits for room (back-pressure on a fast generator).
+    max_in_flight_emits: int = MAX_IN_FLIGHT
     #: Once the replica has started, ``gc.freeze()`` everything alive in the process
     #: (imports, clients, the replica itself): later collections no longer walk it, so
     #: a full collection stops the process for a few milliseconds instead of tens. It is
@@ -64,6 +67,7 @@ class ReplicaSettings:
             reorder_capacity=self.reorder_capacity,
             idle_probe=self.idle_probe_s,
             producer_timeout_ms=int(self.producer_timeout_s * 1000),
+            max_in_flight=self.max_in_flight_emits,
         )
 
     def manager_settings(self) -> ManagerSettings:

@@ -12,14 +12,15 @@ never for callers; the state they read, such as ``StreamActor._subscribers`` and
 
 * :class:`StreamActor` (one stream on one replica): ``emit``, ``incoming`` and
   ``statistics``; ``_handle`` (one :data:`Command`), ``_loop``, ``_tell``;
-  publishing: ``_publish``, ``_publish_on_bus``, ``_refused_here``, ``_floor``,
-  ``_mark_lost``; readers: ``_attach``, ``_reorder_buffer``, ``_catch_up``,
+  publishing: ``_publish``, ``_publish_batch_on_bus`` (a coalesced batch),
+  ``_publish_on_bus`` (one event), ``_refused_here``, ``_floor``, ``_mark_lost``;
+  readers: ``_attach``, ``_reorder_buffer``, ``_catch_up``,
   ``_catch_up_from_log``, ``_remove``.
 * :class:`EventTransport`: ``start_producing``, ``emit_abort``, ``remove_abort``,
   ``cleanup``; ``_subscribe_channel``, ``_attach_reader``, ``_last_reader_left``.
 * :class:`GenerationJobManager`: ``abort_job``; ``_accept_abort``, ``_early_buffer``,
   ``_keep_error``, ``_record_end``, ``_forget_idle_stream``.
-* :class:`RedisBus`: ``publish``, with the publish script's three steps
+* :class:`RedisBus`: ``publish`` (and ``publish_batch``), with the publish script's three steps
   (:data:`FENCE_LUA`, :data:`RAISE_TO_FLOOR_LUA`, :data:`LOG_AND_PUBLISH_LUA`) to
   build another script from.
 * :class:`ReorderBuffer`: ``_gap_timed_out``; :class:`EarlyBuffer`: ``record``, ``take``.
@@ -53,12 +54,14 @@ from streamcheck.impl.transport._bus import (
 )
 from streamcheck.impl.transport._commands import (
     AbortCallback,
+    Acknowledgement,
     Attach,
     Audit,
     Command,
     Continue,
     Detach,
     Emit,
+    Flush,
     Incoming,
     OnAbort,
     Produce,
@@ -79,6 +82,7 @@ __all__ = [
     "SUPERSEDED",
     "AbortCallback",
     "AbortSignal",
+    "Acknowledgement",
     "ActorStats",
     "ActorTimings",
     "Attach",
@@ -92,6 +96,7 @@ __all__ = [
     "Emit",
     "EventKind",
     "EventTransport",
+    "Flush",
     "GenerationJobManager",
     "IdSource",
     "Incoming",

@@ -42,6 +42,7 @@ from streamcheck.properties.machine import StreamMachine, machine_for
 REQUIRED_LABELS = frozenset(
     {
         "abort during a reconnect",
+        "coalesced batch published",
         "duplicate dropped",
         "failover lost writes",
         "gap repaired from the log",

@@ -45,7 +45,7 @@ BRANCH_CLASSES: Mapping[str, tuple[str, ...]] = {
         "_manager.py:GenerationJobManager.abort_job",
     ),
     "untrusted channel": (
-        'transport/_envelope.py:decode::raise MalformedPayload(f"seq is not an integer',
+        'transport/_envelope.py:_decode_object::raise MalformedPayload(f"seq is not an integer',
         "_reorder.py:ReorderBuffer.offer::self._foreign_hints += 1",
         "_reorder.py:ReorderBuffer._drop_unconfirmed",
         "transport/_actor.py:StreamActor._fail_readers",

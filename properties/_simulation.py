@@ -231,6 +231,9 @@ class Simulation:
     def _do_generate(self, stream: str, n: int) -> None:
         self._w().emit(stream, count=n)
 
+    def _do_submit(self, stream: str, n: int) -> None:
+        self._w().submit(stream, n)
+
     def _do_emit_after_end(self, stream: str) -> None:
         self._w().emit_after_end(stream)
 

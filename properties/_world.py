@@ -12,6 +12,7 @@ replica per process, over a real server (:class:`RedisSource` is the seam).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from streamcheck.impl import (
     GenerationJob,
     GenerationJobManager,
     Keys,
+    QueuedChunk,
     ReplicaSettings,
     StopReason,
     StreamAccessDenied,
@@ -64,7 +66,7 @@ from streamcheck.model import (
 from streamcheck.properties._hostile import HostileState, with_fault_injection
 from streamcheck.properties.canaries import CORRECT, ReplicaBuild, ResourceBound
 from streamcheck.properties.canaries.unawaited_publishes import Dispatched
-from streamcheck.properties.sim import SimRedis
+from streamcheck.properties.sim import CommandExecuted, SimRedis
 
 logger = logging.getLogger(__name__)
 
@@ -359,6 +361,48 @@ class World:
                 gen.busy = True
             await self._emit(manager, gen, EmitKind.CHUNK, self._next_chunk(gen))
 
+    def submit(self, stream_id: str, count: int) -> None:
+        """The generator queues ``count`` chunks without awaiting them (coalesced emits;
+        tokens arriving in a burst): the stream's actor publishes them in batches. Each
+        chunk is recorded when the actor answers it, so the history holds one
+        generator's emits in the order they were answered, which is seq order."""
+        gen = self._ready_generator(stream_id)
+        if gen is None:
+            return
+        manager = self._manager_named(gen.replica)
+        if manager is None:
+            return
+        gen.busy = True
+        self._spawn(gen.replica, self._submit_chunks, manager, gen, count)
+
+    async def _submit_chunks(
+        self, manager: GenerationJobManager, gen: Generator, count: int
+    ) -> None:
+        try:
+            for _ in range(count):
+                if gen.finished or gen.live_job.aborted.is_set():
+                    return
+                payload = self._next_chunk(gen)
+                invoked_index = self._emit_invoked(gen, EmitKind.CHUNK, payload)
+                answered = functools.partial(self._chunk_answered, gen, payload, invoked_index)
+                await manager.submit_chunk(gen.stream_id, payload, on_answer=answered)
+        finally:
+            # Queued, not answered: the generator may go on (and end its turn, behind
+            # the queued chunks) while the actor publishes them.
+            gen.busy = False
+
+    def _chunk_answered(
+        self, gen: Generator, payload: JSONValue, invoked_index: int, queued: QueuedChunk
+    ) -> None:
+        try:
+            receipt = queued.result()
+        except BaseException:  # failed, refused by a stopped actor, or cancelled
+            outcome, seq = OpOutcome.INDETERMINATE, None  # it may have been published
+        else:
+            outcome = OpOutcome.OK if receipt is not None else OpOutcome.FAIL
+            seq = receipt.seq if receipt is not None else None
+        self._record_emitted(gen, EmitKind.CHUNK, payload, outcome, seq, invoked_index)
+
     def _next_chunk(self, gen: Generator) -> JSONValue:
         payload: JSONValue = {
             "event": "on_message_delta",
@@ -402,20 +446,7 @@ class World:
         stream_id = gen.stream_id
         outcome = OpOutcome.FAIL
         seq: int | None = None
-        invoked_index = len(self.history)
-        if self._on_emit_invoked is not None:
-            self._on_emit_invoked(
-                Emitted(
-                    time=trio.current_time(),
-                    stream_id=stream_id,
-                    generation=gen.live_job.generation,
-                    replica=gen.replica,
-                    kind=kind,
-                    payload_digest=digest(payload),
-                    outcome=OpOutcome.INDETERMINATE,
-                    seq=None,
-                )
-            )
+        invoked_index = self._emit_invoked(gen, kind, payload)
         try:
             if kind is EmitKind.CHUNK:
                 receipt = await manager.emit_chunk(stream_id, payload)
@@ -438,10 +469,38 @@ class World:
             outcome = OpOutcome.INDETERMINATE
         finally:
             gen.busy = False
+        self._record_emitted(gen, kind, payload, outcome, seq, invoked_index)
+
+    def _emit_invoked(self, gen: Generator, kind: EmitKind, payload: JSONValue) -> int:
+        """Note that an emit starts; returns the history's length at its start."""
+        if self._on_emit_invoked is not None:
+            self._on_emit_invoked(
+                Emitted(
+                    time=trio.current_time(),
+                    stream_id=gen.stream_id,
+                    generation=gen.live_job.generation,
+                    replica=gen.replica,
+                    kind=kind,
+                    payload_digest=digest(payload),
+                    outcome=OpOutcome.INDETERMINATE,
+                    seq=None,
+                )
+            )
+        return len(self.history)
+
+    def _record_emitted(
+        self,
+        gen: Generator,
+        kind: EmitKind,
+        payload: JSONValue,
+        outcome: OpOutcome,
+        seq: int | None,
+        invoked_index: int,
+    ) -> None:
         self.history.append(
             Emitted(
                 time=trio.current_time(),
-                stream_id=stream_id,
+                stream_id=gen.stream_id,
                 generation=gen.live_job.generation,
                 replica=gen.replica,
                 kind=kind,
@@ -795,8 +854,11 @@ class World:
         if any(t.gaps for t in totals):
             labels.add("gap signalled")
         labels |= _history_labels(self.history, self.crash_marks)
-        if isinstance(self.sim, SimRedis) and self.sim.statistics().writes_lost:
-            labels.add("failover lost writes")
+        if isinstance(self.sim, SimRedis):
+            if self.sim.statistics().writes_lost:
+                labels.add("failover lost writes")
+            if _published_a_batch(self.sim):
+                labels.add("coalesced batch published")
         return labels
 
 
@@ -807,6 +869,15 @@ def _serves(
     replica still runs it (or, with ``absent``, runs no turn of the stream at all)."""
     local = manager.local_job(stream_id)
     return absent if local is None else local.generation == generation
+
+
+def _published_a_batch(sim: SimRedis) -> bool:
+    """Whether a script published several events in one message (coalesced emits)."""
+    return any(
+        isinstance(record, CommandExecuted)
+        and any(p.message.startswith("[") for p in record.published)
+        for record in sim.records
+    )
 
 
 def _early_buffer_events(stats: ActorStats) -> int:

@@ -178,6 +178,13 @@ class StreamMachine(RuleBasedStateMachine):
         later decisions step it along, interleaved with everything else."""
         self._do("generate", stream=stream, n=n)
 
+    @rule(stream=STREAMS, n=st.integers(1, 12))
+    def submit(self, stream: str, n: int) -> None:
+        """The generator queues ``n`` chunks without awaiting them (coalesced emits):
+        its replica publishes them in batches, each chunk with its own seq, while later
+        decisions go on (an ``end`` queues the terminal behind them)."""
+        self._do("submit", stream=stream, n=n)
+
     @rule(stream=STREAMS, how=st.sampled_from(["done", "error", "abort-r0", "abort-r1"]))
     def end(self, stream: str, how: str) -> None:
         """End a turn: the generator finishes (done or error) or a client aborts it

@@ -37,13 +37,14 @@ def test_workers_share_the_example_budget(tmp_path: Path) -> None:
 def test_the_first_failure_stops_the_workers_and_replays(tmp_path: Path) -> None:
     replay = tmp_path / "run.json"
     canary = frozenset({Canary.UNBOUNDED_EARLY_BUFFER})
-    result = run_in_workers(2, examples=4000, chunk=20, canaries=canary, seed=0, replay_file=replay)
+    result = run_in_workers(2, examples=8000, chunk=20, canaries=canary, seed=0, replay_file=replay)
     assert result.found and result.crashed is None
     assert result.first_failure_example is not None and result.first_failure_seconds is not None
     assert result.first_failure_example <= result.examples
     # Stopped long before the budget: each worker finished the campaign it was in (the
     # count includes the failing one's shrink attempts, a few hundred examples at most).
-    assert result.examples < 2000
+    # (Since the machine gained the submit rule, seed 0 finds it after about 2,600.)
+    assert result.examples < 4000
     assert result.replay_file == replay and replay.exists()
     assert not worker_replay_file(replay, 0).exists() and not worker_replay_file(replay, 1).exists()
     decisions, canaries, replicas, _ = load_replay(replay)

@@ -21,6 +21,9 @@ class RecordingSink:
     def deliver(self, stream_id: str, message: SequencedEvent | AbortSignal) -> None:
         pass
 
+    def reads(self, stream_id: str) -> bool:
+        return True
+
     def restored(self, stream_id: str) -> None:
         self.restored_ids.append(stream_id)
 

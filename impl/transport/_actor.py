@@ -25,6 +25,19 @@ actor's state from outside its task, and it lives in one section of
 :class:`StreamActor` (``_take_turn_now``, ``_emit_in_callers_task``,
 ``_offer_in_callers_task``). A subclass that overrides ``emit`` or ``incoming`` to
 always go through the inbox gives up only speed.
+
+Coalesced emits
+---------------
+A generator that need not wait for each event's durability submits it: the emit
+joins the actor's queue of emits and the caller gets an
+:class:`~streamcheck.impl.transport._commands.Acknowledgement` to await later, or
+never. One :class:`~streamcheck.impl.transport._commands.Flush` command per burst tells
+the actor to publish everything queued by then in one bus call (one script call and one
+message on Redis), each event still fenced, sequenced and logged on its own. An awaited
+``emit`` that finds emits queued joins the queue behind them, so a turn's ``done`` or
+``error`` is published after, and answered after, every event its generator queued
+before it. At most ``ActorTimings.max_in_flight`` submitted emits are queued or being
+published; the next ``submit`` waits for room.
 """
 
 from __future__ import annotations
@@ -32,6 +45,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol, assert_never
 
@@ -54,12 +69,14 @@ from streamcheck.impl.transport._bus import (
 )
 from streamcheck.impl.transport._commands import (
     AbortCallback,
+    Acknowledgement,
     Attach,
     Audit,
     Command,
     Continue,
     Detach,
     Emit,
+    Flush,
     Incoming,
     OnAbort,
     Produce,
@@ -95,6 +112,10 @@ ACTOR_FAILED: Final = "stream failed on this replica: internal error (logged)"
 #: Generations whose last published seq an actor remembers (the current turn and a
 #: few before it are enough: older turns have no readers left to warn).
 REMEMBERED_GENERATIONS = 8
+#: Queued emits published in one bus call at most (a longer queue takes several).
+MAX_BATCH_EVENTS = 128
+#: Submitted emits an actor holds at most, queued or being published, by default.
+MAX_IN_FLIGHT = 512
 
 
 class JobRecords(Protocol):
@@ -113,6 +134,8 @@ class ActorTimings:
     reorder_capacity: int
     idle_probe: float
     producer_timeout_ms: int
+    #: Submitted emits queued or being published at most (back-pressure on ``submit``).
+    max_in_flight: int = MAX_IN_FLIGHT
 
 
 @dataclass(slots=True)
@@ -201,6 +224,9 @@ class StreamActor:
         #: Commands told but not yet taken by the actor's task (queued, or handed to it
         #: while it waited and not yet seen by it).
         self._untaken = 0
+        #: Of those, :class:`Flush` commands (at most one): a reader-less actor's
+        #: incoming events need no turn behind them (see ``incoming``).
+        self._untaken_flushes = 0
         #: Held while a command is handled: by the actor's task, or by an emitting task
         #: that found the actor with nothing to do (see ``emit``).
         self._turn = trio.Lock()
@@ -221,6 +247,12 @@ class StreamActor:
         #: Recent generations that published their terminal from this replica.
         self._ended: dict[str, None] = {}
         self._counts = _Counts()
+        #: Emits waiting for the next :class:`Flush` (see "Coalesced emits").
+        self._queued: deque[Emit] = deque()
+        #: A Flush is told and not yet handled: later emits join its batch.
+        self._flush_told = False
+        #: Places for submitted emits, queued or being published.
+        self._room = trio.Semaphore(timings.max_in_flight)
 
     # -- API used by the transport (each call is one command) --------------------
 
@@ -235,10 +267,30 @@ class StreamActor:
     ) -> PublishOutcome:
         reply: Reply[PublishOutcome] = Reply()
         command = Emit(generation, kind, body, encoded, reply, by_abort)
-        if self._take_turn_now():
+        if self._queued:
+            self._queue(command)  # behind the emits queued before it
+        elif self._take_turn_now():
             return await self._emit_in_callers_task(command)
-        self._tell(command)
+        else:
+            self._tell(command)
         return await reply.wait()
+
+    async def submit(
+        self,
+        generation: str,
+        kind: EventKind,
+        body: JSONValue,
+        encoded: str,
+        acknowledgement: Acknowledgement,
+    ) -> None:
+        """Queue an emit and return without waiting for its publish: the actor answers
+        ``acknowledgement`` once it is published or refused (see "Coalesced emits").
+        Waits only for room, while ``max_in_flight`` submitted emits are in flight."""
+        try:
+            self._room.acquire_nowait()
+        except trio.WouldBlock:
+            await self._room.acquire()
+        self._queue(Emit(generation, kind, body, encoded, acknowledgement, submitted=True))
 
     async def attach(
         self,
@@ -267,10 +319,9 @@ class StreamActor:
     def incoming(self, message: SequencedEvent | AbortSignal) -> None:
         if isinstance(message, AbortSignal):
             self._tell(Incoming(message))
-        elif not self._subscribers and self._untaken == 0 and not self._stopped:
-            # Nobody reads here (a producer hears its own chunks on the channel it holds
-            # for aborts). The high-water mark moves only on seqs the log or this
-            # replica's own publishes confirm: anyone can publish on the channel.
+        elif not self.reads_events and not self._stopped:
+            # The high-water mark moves only on seqs the log or this replica's own
+            # publishes confirm: anyone can publish on the channel.
             pass
         elif self._take_turn_now():
             self._offer_in_callers_task(message)
@@ -300,12 +351,24 @@ class StreamActor:
         self._counts.malformed += 1
 
     @property
+    def reads_events(self) -> bool:
+        """Whether incoming sequenced events matter here: a reader is attached, or a
+        command that may attach one is waiting (a producer with no reader here hears
+        its own events on the channel it holds for aborts, and drops them)."""
+        return bool(self._subscribers) or self._untaken != self._untaken_flushes
+
+    @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
     @property
     def has_abort_callbacks(self) -> bool:
         return bool(self._abort_callbacks)
+
+    @property
+    def has_submitted_emits(self) -> bool:
+        """Submitted emits are queued or being published here, or wait for room."""
+        return self._room.value < self._timings.max_in_flight
 
     def statistics(self) -> ActorStats:
         return ActorStats(
@@ -332,6 +395,25 @@ class StreamActor:
         else:
             self._untaken += 1
             self._send.send_nowait(command)
+
+    def _queue(self, command: Emit) -> None:
+        """Add an emit to the next batch, telling the actor to flush if nobody has."""
+        if self._stopped:
+            self._refuse_emit(command)
+            return
+        self._queued.append(command)
+        if not self._flush_told:
+            self._tell_flush()
+
+    def _tell_flush(self) -> None:
+        self._flush_told = True
+        self._untaken_flushes += 1
+        self._tell(Flush())
+
+    def _refuse_emit(self, command: Emit) -> None:
+        refuse(command, self.stream_id)
+        if command.submitted:
+            self._room.release()
 
     # -- the one deviation: the caller takes the turn (see the module docstring) ----
 
@@ -403,6 +485,8 @@ class StreamActor:
             self._stopped = True
             for sub_id in list(self._subscribers):
                 self._remove(sub_id)
+            while self._queued:
+                self._refuse_emit(self._queued.popleft())
             while True:
                 try:
                     refuse(self._inbox.receive_nowait(), self.stream_id)
@@ -435,6 +519,8 @@ class StreamActor:
             self._waiting_until = -math.inf
             if command is not None:
                 self._untaken -= 1
+                if isinstance(command, Flush):
+                    self._untaken_flushes -= 1
             await self._take_turn(command)
             try:
                 if command is None:
@@ -455,6 +541,8 @@ class StreamActor:
         match command:
             case Emit():
                 await self._publish(command)
+            case Flush():
+                await self._flush()
             case Attach():
                 await self._attach(command, now)
             case Detach(sub_id=sub_id, reply=reply):
@@ -495,30 +583,66 @@ class StreamActor:
                     self._abort_callbacks[generation] = callback
 
     async def _publish(self, command: Emit) -> None:
-        refusal = self._refused_here(command)
-        if refusal is not None:
-            command.reply.set(refusal)
-            return
+        await self._publish_batch([command])
+
+    async def _flush(self) -> None:
+        """Publish the longest run of queued emits of one generation (at most
+        :data:`MAX_BATCH_EVENTS`) in one bus call; another Flush takes the rest."""
+        first = self._queued.popleft()
+        batch = [first]
+        queued = self._queued
+        while queued and len(batch) < MAX_BATCH_EVENTS and queued[0].generation == first.generation:
+            batch.append(queued.popleft())
+        self._flush_told = False
+        if queued:
+            self._tell_flush()
+        await self._publish_batch(batch)
+
+    async def _publish_batch(self, batch: list[Emit]) -> None:
+        """Publish ``batch`` (emits of one generation, in order) in one bus call and
+        answer each emit; refused here, an emit is answered without publishing."""
         try:
-            outcome = await self._publish_on_bus(command)
-        except (RedisConnectionError, OSError) as exc:
-            command.reply.fail(exc)
-            return
-        except BaseException as exc:
-            command.reply.fail(exc)
-            raise
-        if isinstance(outcome, Published):
-            self._high_water = max(self._high_water, outcome.seq)
-            self._remember_published(command.generation, outcome.seq)
-            if command.kind is not EventKind.CHUNK:
-                self._ended[command.generation] = None
-                while len(self._ended) > REMEMBERED_GENERATIONS:
-                    del self._ended[next(iter(self._ended))]
-            producer = self._producer
-            if producer is not None and producer.generation == command.generation:
-                # ASCII JSON: its length in characters is its size in bytes.
-                producer.early.record(_as_event(command, outcome.seq), len(command.encoded))
-        command.reply.set(outcome)
+            sending: list[Emit] = []
+            for command in batch:
+                refusal = self._refused_here(command)
+                if refusal is None:
+                    sending.append(command)
+                else:
+                    command.reply.set(refusal)
+            if not sending:
+                return
+            try:
+                outcomes = await self._publish_batch_on_bus(sending)
+            except (RedisConnectionError, OSError) as exc:
+                for command in sending:
+                    command.reply.fail(exc)
+                return
+            except BaseException as exc:
+                for command in sending:
+                    command.reply.fail(exc)
+                raise
+            for command, outcome in zip(sending, outcomes, strict=True):
+                if isinstance(outcome, Published):
+                    self._note_published(command, outcome)
+                command.reply.set(outcome)
+        finally:
+            for command in batch:
+                if command.submitted:
+                    self._room.release()
+
+    def _note_published(self, command: Emit, outcome: Published) -> None:
+        """What this replica remembers of an event it published: the floor, what its
+        readers are owed, whether the turn ended, the producer's early buffer."""
+        self._high_water = max(self._high_water, outcome.seq)
+        self._remember_published(command.generation, outcome.seq)
+        if command.kind is not EventKind.CHUNK:
+            self._ended[command.generation] = None
+            while len(self._ended) > REMEMBERED_GENERATIONS:
+                del self._ended[next(iter(self._ended))]
+        producer = self._producer
+        if producer is not None and producer.generation == command.generation:
+            # ASCII JSON: its length in characters is its size in bytes.
+            producer.early.record(_as_event(command, outcome.seq), len(command.encoded))
 
     def _refused_here(self, command: Emit) -> PublishRefused | None:
         """The publish fence as this replica remembers it: a turn that published its
@@ -529,6 +653,14 @@ class StreamActor:
         if command.kind is EventKind.CHUNK:
             return PublishRefused.JOB_ENDED
         return PublishRefused.TERMINAL_ALREADY_SENT
+
+    async def _publish_batch_on_bus(self, batch: Sequence[Emit]) -> Sequence[PublishOutcome]:
+        """Publish emits of one generation in one bus call (one event: ``publish``)."""
+        if len(batch) == 1:
+            return [await self._publish_on_bus(batch[0])]
+        return await self._bus.publish_batch(
+            self.stream_id, generation=batch[0].generation, events=batch, floor=self._floor()
+        )
 
     async def _publish_on_bus(self, command: Emit) -> PublishOutcome:
         """Publish one event through the bus (fence, seq, log and fan-out in one step)."""

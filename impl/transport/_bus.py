@@ -5,7 +5,9 @@ Two implementations share every line above them (actors, manager):
 :class:`~streamcheck.impl.transport._redis_bus.RedisBus` (LibreChat's Redis layout). A bus
 
 * publishes one event atomically: allocates the next stream-wide seq, appends it to
-  the chunk log and fans it out (``publish``);
+  the chunk log and fans it out (``publish``); or several events of one generation in
+  one atomic step, each fenced, sequenced and logged on its own, fanned out together
+  (``publish_batch``, for coalesced emits);
 * reads the chunk log by seq (``read_log``), the source of truth for catch-up and
   gap repair;
 * repairs the counter after Redis lost writes (``mark_lost``), leaving a marker row;
@@ -17,6 +19,7 @@ Two implementations share every line above them (actors, manager):
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,8 +52,30 @@ class Published:
 PublishOutcome = Published | PublishRefused
 
 
+class OutgoingEvent(Protocol):
+    """One event of a :meth:`Bus.publish_batch` (the actor's queued emits are these)."""
+
+    @property
+    def kind(self) -> EventKind: ...
+
+    @property
+    def body(self) -> JSONValue: ...
+
+    @property
+    def encoded(self) -> str:
+        """``body`` as :func:`~streamcheck.impl.transport._envelope.encode_body` writes it."""
+
+    @property
+    def by_abort(self) -> bool: ...
+
+
 class Sink(Protocol):
     def deliver(self, stream_id: str, message: SequencedEvent | AbortSignal) -> None: ...
+
+    def reads(self, stream_id: str) -> bool:
+        """Whether the stream's sequenced events are read here (a local reader, or a
+        request that may attach one, is there): a bus need not decode a batch of them
+        for a stream that answers no."""
 
     def restored(self, stream_id: str) -> None: ...
 
@@ -75,6 +100,14 @@ class Bus(Protocol):
         writes it, when the caller has it already (saves encoding it twice).
         ``by_abort`` marks an abort's terminal, the only event a claimed turn accepts.
         """
+
+    async def publish_batch(
+        self, stream_id: str, *, generation: str, events: Sequence[OutgoingEvent], floor: int
+    ) -> list[PublishOutcome]:
+        """Publish ``events`` of ``generation`` in order, in one atomic step: each is
+        fenced, gets its own seq (the first ``>= floor``) and log entry as ``publish``
+        would give it one after the other, and those that pass go out in one message.
+        Returns each event's outcome."""
 
     async def claim_abort(self, stream_id: str, generation: str) -> PublishRefused | None:
         """Fence ``generation`` as aborted: from now on the publish fence refuses

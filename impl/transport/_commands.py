@@ -8,11 +8,12 @@ records are plain data: the actor decides what each one means.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import trio
+import trio.lowlevel
 
 from streamcheck.impl._early_buffer import EarlyBuffer
 from streamcheck.impl._errors import StreamActorStopped
@@ -27,38 +28,79 @@ AbortCallback = Callable[[], None]
 
 
 class Reply(Generic[T]):
-    """A one-shot answer from the actor to a waiting caller."""
+    """A one-shot answer from the actor to a caller, who may wait for it."""
 
-    __slots__ = ("_done", "_error", "_value")
+    __slots__ = ("_answered", "_error", "_value", "_waiter")
 
     def __init__(self) -> None:
-        self._done = trio.Event()
+        self._answered = False
+        #: Made only when someone waits before the answer: most replies are read after.
+        self._waiter: trio.Event | None = None
         self._value: T | None = None
         self._error: BaseException | None = None
 
     def set(self, value: T) -> None:
         self._value = value
-        self._done.set()
+        self._answer()
 
     def fail(self, error: BaseException) -> None:
         self._error = error
-        self._done.set()
+        self._answer()
+
+    def _answer(self) -> None:
+        self._answered = True
+        if self._waiter is not None:
+            self._waiter.set()
 
     async def wait(self) -> T:
-        await self._done.wait()
+        if self._answered:
+            await trio.lowlevel.checkpoint()
+        else:
+            if self._waiter is None:
+                self._waiter = trio.Event()
+            await self._waiter.wait()
         return self.result()
 
     @property
     def answered(self) -> bool:
-        return self._done.is_set()
+        return self._answered
 
     def result(self) -> T:
         """The answer, once it has been given."""
-        if not self._done.is_set():
+        if not self._answered:
             raise RuntimeError("the actor has not answered yet")
         if self._error is not None:
             raise self._error
         return self._value  # type: ignore[return-value]
+
+
+class AcknowledgementListener(Protocol):
+    def acknowledged(self, acknowledgement: Acknowledgement) -> None:
+        """The actor answered ``acknowledgement`` (published, refused or failed)."""
+
+
+class Acknowledgement(Reply[PublishOutcome]):
+    """The answer to a queued emit (``StreamActor.submit``), which its caller may await
+    later, or never: its listener hears of the answer at once, awaited or not."""
+
+    __slots__ = ("_listener",)
+
+    def __init__(self, listener: AcknowledgementListener | None = None) -> None:
+        super().__init__()
+        self._listener = listener
+
+    @property
+    def outcome(self) -> PublishOutcome | None:
+        """The answer once given; ``None`` if the publish failed (``result`` raises)."""
+        return None if self._error is not None else self._value
+
+    def _answer(self) -> None:
+        super()._answer()
+        if self._listener is not None:
+            self._listener.acknowledged(self)
+
+    def __await__(self) -> Generator[Any, None, PublishOutcome]:
+        return self.wait().__await__()
 
 
 def refuse(command: object, stream_id: str) -> None:
@@ -79,6 +121,13 @@ class Emit:
     reply: Reply[PublishOutcome]
     #: The terminal of an abort (the only event a turn an abort claimed accepts).
     by_abort: bool = False
+    #: Queued by ``submit`` (not awaited): holds one of the actor's in-flight places.
+    submitted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """Publish the emits queued since (see ``StreamActor.submit``), in order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +195,7 @@ class OnAbort:
 
 Command = (
     Emit
+    | Flush
     | Attach
     | Detach
     | Incoming

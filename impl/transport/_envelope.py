@@ -1,5 +1,8 @@
 """The pub/sub envelope: LibreChat's ``{type, seq, data | error}`` plus ``generationId``.
 
+A coalesced publish sends a JSON array of such envelopes in one message (a batch, of
+one generation, in seq order); a single event is always sent as a plain envelope.
+
 Decoding is strict: anything that is not a well-formed envelope for the expected
 stream raises :class:`MalformedPayload`, which the receiver counts and drops without
 disturbing the stream.
@@ -57,12 +60,19 @@ def encode_split(
     with cjson (which would turn ``[]`` into ``{}`` and alter floats). Pass
     ``encoded_body`` (from :func:`encode_body`) when the caller has it already.
     """
-    key = "error" if event_type == "error" else "data"
     if encoded_body is None:
         encoded_body = encode_body(body)
+    prefix, suffix_head = envelope_parts(event_type, generation)
+    return prefix, f"{suffix_head}{encoded_body}}}"
+
+
+def envelope_parts(event_type: str, generation: str) -> tuple[str, str]:
+    """The envelope's text before the seq, and after it up to the body (which then
+    closes it with ``}``): the same for every event of one kind of a generation."""
+    key = "error" if event_type == "error" else "data"
     return (
         f'{{"type":{json.dumps(event_type)},"seq":',
-        f',"generationId":{json.dumps(generation)},"{key}":{encoded_body}}}',
+        f',"generationId":{json.dumps(generation)},"{key}":',
     )
 
 
@@ -70,11 +80,37 @@ def encode_abort(generation: str) -> str:
     return json.dumps({"type": "abort", "generationId": generation}, separators=(",", ":"))
 
 
-def decode(payload: str) -> Incoming:
+#: The most events one batch message may carry (a publish batch is far smaller).
+MAX_BATCH_EVENTS = 10_000
+
+
+def decode(payload: str) -> Incoming | tuple[SequencedEvent, ...]:
+    """One envelope, or a batch's events (a JSON array of envelopes, in seq order, all
+    of one generation), parsed once."""
     try:
         raw = json.loads(payload)
     except (ValueError, TypeError):
         raise MalformedPayload("not JSON") from None
+    if isinstance(raw, list):
+        return _decode_batch(raw)
+    return _decode_object(raw)
+
+
+def _decode_batch(raw: list[Any]) -> tuple[SequencedEvent, ...]:
+    if not raw or len(raw) > MAX_BATCH_EVENTS:
+        raise MalformedPayload(f"a batch of {len(raw)} envelopes")
+    events: list[SequencedEvent] = []
+    for item in raw:
+        event = _decode_object(item)
+        if isinstance(event, AbortSignal):
+            raise MalformedPayload("an abort signal inside a batch")
+        if events and (event.generation != events[0].generation or event.seq <= events[-1].seq):
+            raise MalformedPayload("a batch mixing generations or out of seq order")
+        events.append(event)
+    return tuple(events)
+
+
+def _decode_object(raw: Any) -> Incoming:
     if not isinstance(raw, dict):
         raise MalformedPayload("not a JSON object")
     kind = raw.get("type")

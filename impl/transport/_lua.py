@@ -25,7 +25,8 @@ reconnect or starts a new turn.
 
 The script is three Lua functions, one step each (:data:`FENCE_LUA`,
 :data:`RAISE_TO_FLOOR_LUA`, :data:`LOG_AND_PUBLISH_LUA`), and the few lines that run
-them in order.
+them in order. :data:`PUBLISH_BATCH` runs the same steps for several events of one
+generation in one call (coalesced emits), atomically like a single publish.
 """
 
 from __future__ import annotations
@@ -95,8 +96,12 @@ end
 FENCE_LUA = """
 -- The publish fence: nil if generation `gen` may publish an event of `kind` now, else
 -- the refusal code (see the module docstring). `by_abort` is '1' for an abort's terminal.
-local function refusal(job_key, gen, kind, by_abort)
-  local job = redis.call('HMGET', job_key, 'generationId', 'status', 'terminalSeq', 'abortClaimed')
+-- `job` is the job's fields as `job_fields` reads them (a batch reads them once and
+-- notes its own terminal in them).
+local function job_fields(job_key)
+  return redis.call('HMGET', job_key, 'generationId', 'status', 'terminalSeq', 'abortClaimed')
+end
+local function refusal_of(job, gen, kind, by_abort)
   if not job[1] then return -1 end
   if job[1] ~= gen then return -2 end
   if job[4] and by_abort ~= '1' then return -5 end
@@ -111,6 +116,9 @@ local function refusal(job_key, gen, kind, by_abort)
   end
   return nil
 end
+local function refusal(job_key, gen, kind, by_abort)
+  return refusal_of(job_fields(job_key), gen, kind, by_abort)
+end
 """
 
 LOG_AND_PUBLISH_LUA = """
@@ -122,20 +130,27 @@ LOG_AND_PUBLISH_LUA = """
 -- EXPIRE: the counter (and its epoch) once less than half of its TTL is left; the log,
 -- whenever less than its TTL is left, by a tenth more than its TTL (so it still
 -- outlives its last event by at least the TTL, and is extended once every tenth of it).
-local function log_and_publish(seq, entry)
-  local kind = ARGV[2]
-  local counter_ttl = tonumber(ARGV[9])
+local function keep_counter_ttl(counter_ttl)
   if redis.call('TTL', KEYS[1]) < counter_ttl / 2 then
     redis.call('EXPIRE', KEYS[1], counter_ttl)
     redis.call('EXPIRE', KEYS[4], counter_ttl)
   end
-  local field = 'event'
-  if kind == 'error' then field = 'error' end
-  redis.call('XADD', KEYS[2], entry, 'seq', seq, 'type', kind, 'gen', ARGV[1], field, ARGV[7])
-  local log_ttl = tonumber(ARGV[8])
+end
+local function keep_log_ttl(log_ttl)
   if redis.call('TTL', KEYS[2]) < log_ttl then
     redis.call('EXPIRE', KEYS[2], log_ttl + math.ceil(log_ttl / 10))
   end
+end
+local function append_to_log(entry, seq, kind, gen, payload)
+  local field = 'event'
+  if kind == 'error' then field = 'error' end
+  redis.call('XADD', KEYS[2], entry, 'seq', seq, 'type', kind, 'gen', gen, field, payload)
+end
+local function log_and_publish(seq, entry)
+  local kind = ARGV[2]
+  keep_counter_ttl(tonumber(ARGV[9]))
+  append_to_log(entry, seq, kind, ARGV[1], ARGV[7])
+  keep_log_ttl(tonumber(ARGV[8]))
   if kind ~= 'chunk' then
     redis.call('HSET', KEYS[3], 'terminalSeq', seq)
   end
@@ -157,6 +172,73 @@ local regressed = raise_to_floor(  -- the first of its two results
 local seq = string.format('%d', redis.call('INCR', KEYS[1]) - 1)
 log_and_publish(seq, seq .. '-1')  -- the log is readable by seq
 return {tonumber(seq), regressed}
+""",
+)
+
+#: Fields per event in :data:`PUBLISH_BATCH`'s ARGV, after :data:`BATCH_HEADER_ARGS`.
+BATCH_EVENT_ARGS = 5
+#: ARGV of :data:`PUBLISH_BATCH` before its first event.
+BATCH_HEADER_ARGS = 6
+
+#: Several events of one generation in one call, each fenced, sequenced and logged as
+#: :data:`PUBLISH` would, in order, and fanned out in one message.
+#: KEYS: as :data:`PUBLISH`.
+#: ARGV: 1 generation  2 channel  3 floor  4 chunk-log TTL seconds  5 counter TTL
+#: seconds  6 seqs to skip after a failover or restart; then five per event: kind,
+#: "1" if an abort's terminal else "0", log payload, envelope prefix, envelope suffix.
+#: Returns ``{regressed, r1, r2, ...}``: per event its seq, or its refusal code (as
+#: :data:`PUBLISH`'s). The fence reads the job once; a terminal in the batch is noted
+#: in what it read, so the events after it are refused as they would be one call
+#: later. The counter is raised to the floor (and checked for a failover) once, before
+#: the first event that passes the fence, and moved once, by the events published.
+#: The message is the one envelope when one event passed, else a JSON array of the
+#: envelopes in seq order: readers of single envelopes still read every single event.
+PUBLISH_BATCH = LuaScript(
+    "publish_batch",
+    FENCE_LUA
+    + RAISE_TO_FLOOR_LUA
+    + LOG_AND_PUBLISH_LUA
+    + """
+local gen = ARGV[1]
+local log_ttl = tonumber(ARGV[4])
+local counter_ttl = tonumber(ARGV[5])
+local job = job_fields(KEYS[3])
+local results = {0}
+local envelopes = {}
+local next_seq = nil
+for i = 7, #ARGV, 5 do
+  local kind = ARGV[i]
+  local refused = refusal_of(job, gen, kind, ARGV[i + 1])
+  if refused then
+    results[#results + 1] = refused
+  else
+    if not next_seq then
+      results[1] = raise_to_floor(  -- the first of its two results
+        KEYS[1], KEYS[2], KEYS[4], tonumber(ARGV[3]), tonumber(ARGV[6]), log_ttl, counter_ttl)
+      next_seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+    end
+    local seq = string.format('%d', next_seq)
+    next_seq = next_seq + 1
+    append_to_log(seq .. '-1', seq, kind, gen, ARGV[i + 2])
+    if kind ~= 'chunk' then
+      redis.call('HSET', KEYS[3], 'terminalSeq', seq)
+      job[3] = seq
+    end
+    envelopes[#envelopes + 1] = ARGV[i + 3] .. seq .. ARGV[i + 4]
+    results[#results + 1] = tonumber(seq)
+  end
+end
+if next_seq then
+  redis.call('INCRBY', KEYS[1], #envelopes)
+  keep_counter_ttl(counter_ttl)
+  keep_log_ttl(log_ttl)
+  if #envelopes == 1 then
+    redis.call('PUBLISH', ARGV[2], envelopes[1])
+  else
+    redis.call('PUBLISH', ARGV[2], '[' .. table.concat(envelopes, ',') .. ']')
+  end
+end
+return results
 """,
 )
 

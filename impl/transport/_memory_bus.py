@@ -8,13 +8,14 @@ the Redis script, so replicas in one process behave exactly like replicas on Red
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from streamcheck.impl._log import LogRow, LostWrites
 from streamcheck.impl._status import JobStatus
 from streamcheck.impl.transport._bus import (
     EventKind,
+    OutgoingEvent,
     Published,
     PublishOutcome,
     PublishRefused,
@@ -208,6 +209,15 @@ class MemoryBus:
     ) -> PublishOutcome:
         # Events stay Python objects here: ``encoded_body`` is not needed.
         return self._hub._publish(stream_id, generation, kind, body, floor, by_abort)
+
+    async def publish_batch(
+        self, stream_id: str, *, generation: str, events: Sequence[OutgoingEvent], floor: int
+    ) -> list[PublishOutcome]:
+        # One after the other with no checkpoint between them: atomic, as in Redis.
+        return [
+            self._hub._publish(stream_id, generation, e.kind, e.body, floor, e.by_abort)
+            for e in events
+        ]
 
     async def claim_abort(self, stream_id: str, generation: str) -> PublishRefused | None:
         return self._hub._claim_abort(stream_id, generation)

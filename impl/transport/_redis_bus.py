@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import trio
@@ -29,6 +30,7 @@ from streamcheck.impl.redis._chunklog import entry_id
 from streamcheck.impl.redis._protocol import ScriptArg
 from streamcheck.impl.transport._bus import (
     EventKind,
+    OutgoingEvent,
     Published,
     PublishOutcome,
     PublishRefused,
@@ -41,8 +43,9 @@ from streamcheck.impl.transport._envelope import (
     encode_abort,
     encode_body,
     encode_split,
+    envelope_parts,
 )
-from streamcheck.impl.transport._lua import CLAIM_ABORT, MARK_LOST, PUBLISH
+from streamcheck.impl.transport._lua import CLAIM_ABORT, MARK_LOST, PUBLISH, PUBLISH_BATCH
 from streamcheck.model import Chunk, Done, Failure, JSONValue
 
 logger = logging.getLogger(__name__)
@@ -140,6 +143,45 @@ class RedisBus:
             ),
         )
         return self._publish_outcome(stream_id, reply)
+
+    async def publish_batch(
+        self, stream_id: str, *, generation: str, events: Sequence[OutgoingEvent], floor: int
+    ) -> list[PublishOutcome]:
+        args: list[ScriptArg] = [
+            generation,
+            Keys.channel(stream_id),
+            floor,
+            self._log_ttl_s,
+            COUNTER_TTL_S,
+            self._failover_skip,
+        ]
+        parts: dict[EventKind, tuple[str, str]] = {}
+        for event in events:
+            kind = event.kind
+            if (envelope := parts.get(kind)) is None:
+                envelope = parts[kind] = envelope_parts(kind.value, generation)
+            prefix, suffix_head = envelope
+            payload = str(event.body) if kind is EventKind.ERROR else event.encoded
+            args += [
+                kind.value,
+                "1" if event.by_abort else "0",
+                payload,
+                prefix,
+                f"{suffix_head}{event.encoded}}}",
+            ]
+        reply = await self._redis.run_script(
+            PUBLISH_BATCH, keys=self._publish_keys(stream_id), args=args
+        )
+        if not isinstance(reply, list) or len(reply) != len(events) + 1:
+            raise RedisConnectionError(f"unexpected publish_batch script reply {reply!r}")
+        regressed = int(reply[0])
+        outcomes: list[PublishOutcome] = []
+        for code in reply[1:]:
+            # The counter moved (if at all) before the first event that went out.
+            outcomes.append(self._publish_outcome(stream_id, [code, regressed]))
+            if int(code) >= 0:
+                regressed = 0
+        return outcomes
 
     async def claim_abort(self, stream_id: str, generation: str) -> PublishRefused | None:
         reply = await self._redis.run_script(
@@ -350,12 +392,20 @@ class RedisBus:
         if stream_id is None:
             sink.malformed(None, f"message on foreign channel {message.channel!r}")
             return
+        if message.data.startswith("[") and not sink.reads(stream_id):
+            # A batch holds sequenced events only, and nobody reads them here (the
+            # producer's replica hears its own): not worth decoding.
+            return
         try:
             incoming = decode(message.data)
         except MalformedPayload as exc:
             sink.malformed(stream_id, exc.reason)
             return
-        sink.deliver(stream_id, incoming)
+        if isinstance(incoming, tuple):  # a coalesced publish's batch, decoded once
+            for event in incoming:
+                sink.deliver(stream_id, event)
+        else:
+            sink.deliver(stream_id, incoming)
 
     def _notify_restored(self, stream_ids: list[str]) -> None:
         if self._sink is None:

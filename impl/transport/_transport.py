@@ -40,6 +40,7 @@ from streamcheck.impl.transport._actor import (
     StreamActor,
 )
 from streamcheck.impl.transport._bus import Bus, EventKind, PublishOutcome, PublishRefused
+from streamcheck.impl.transport._commands import Acknowledgement
 from streamcheck.impl.transport._envelope import AbortSignal, SequencedEvent, encode_body
 from streamcheck.model import JSONValue, StreamEvent
 
@@ -155,6 +156,11 @@ class EventTransport:
             return
         entry[0].incoming(message)
 
+    def reads(self, stream_id: str) -> bool:
+        entry = self._actors.get(stream_id)
+        # (No actor: delivered anyway, to be counted as untracked.)
+        return entry is None or entry[0].reads_events
+
     def restored(self, stream_id: str) -> None:
         entry = self._actors.get(stream_id)
         if entry is not None:
@@ -216,10 +222,7 @@ class EventTransport:
         *,
         by_abort: bool = False,
     ) -> PublishOutcome:
-        encoded = encode_body(body)
-        size = len(encoded)  # ASCII: characters are bytes
-        if size > self._max_event_bytes:
-            raise EventTooLarge(stream_id=stream_id, size=size, limit=self._max_event_bytes)
+        encoded = self._checked_encoding(stream_id, body)
         # Held while in flight, so that cleanup never stops the actor under it: an
         # abort on a replica that is not producing emits its Done through an actor
         # that is idle there. (``_holding`` inlined: this is every event's path, and
@@ -232,6 +235,27 @@ class EventTransport:
             )
         finally:
             self._release_hold(stream_id)
+
+    async def submit_chunk(
+        self, stream_id: str, generation: str, event: JSONValue, acknowledgement: Acknowledgement
+    ) -> None:
+        """Queue a chunk without waiting for its publish (a coalesced emit, see
+        ``StreamActor.submit``): the stream's actor answers ``acknowledgement``. Waits
+        only while the actor has its most submitted emits in flight."""
+        encoded = self._checked_encoding(stream_id, event)
+        # (Not held as an awaited emit is: the actor counts its submitted emits, see
+        # ``is_idle``.)
+        await self._actor(stream_id).submit(
+            generation, EventKind.CHUNK, event, encoded, acknowledgement
+        )
+
+    def _checked_encoding(self, stream_id: str, body: JSONValue) -> str:
+        """``body`` as JSON, refused if larger than an event may be."""
+        encoded = encode_body(body)
+        size = len(encoded)  # ASCII: characters are bytes
+        if size > self._max_event_bytes:
+            raise EventTooLarge(stream_id=stream_id, size=size, limit=self._max_event_bytes)
+        return encoded
 
     async def claim_abort(self, stream_id: str, generation: str) -> PublishRefused | None:
         """Fence ``generation`` as aborted (see :meth:`Bus.claim_abort`)."""
@@ -398,7 +422,9 @@ class EventTransport:
             return False
         entry = self._actors.get(stream_id)
         return entry is None or (
-            entry[0].subscriber_count == 0 and not entry[0].has_abort_callbacks
+            entry[0].subscriber_count == 0
+            and not entry[0].has_abort_callbacks
+            and not entry[0].has_submitted_emits
         )
 
     def cleanup(self, stream_id: str) -> None:

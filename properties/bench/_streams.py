@@ -6,6 +6,10 @@ its index; the generator notes the time just before it calls ``emit_chunk`` and 
 seq the call returned, and the client notes the time each chunk arrives and its seq.
 From that: emit→deliver latency, and the chunks lost or duplicated, by seq.
 
+With ``coalesced`` the generator queues its chunks with ``submit_chunk`` instead,
+without awaiting each (the seq comes from the chunk's acknowledgement, read once its
+``done`` returned, which the actor answers after every chunk queued before it).
+
 Pacing (``period``) is load generation: each generator sleeps until its next slot on
 a fixed schedule. Nothing here sleeps to wait for something to happen.
 """
@@ -17,7 +21,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from streamcheck.impl import GenerationJobManager, Subscription
+from streamcheck.impl import GenerationJobManager, QueuedChunk, Subscription
 from streamcheck.impl.transport import Published
 from streamcheck.model import Chunk, Done, Failure, Gap, JSONValue
 
@@ -98,11 +102,13 @@ async def drive(
     events: int,
     period: float | None,
     drain_timeout: float,
+    coalesced: bool = False,
 ) -> Tally:
     """Emit ``events`` chunks and a terminal per stream, all streams at once.
 
     With ``period`` each stream emits on its own fixed schedule (slots staggered across
-    one period); without, each emits back to back, awaiting every emit. Clients still
+    one period); without, each emits back to back, awaiting every emit (with
+    ``coalesced``, queuing every emit without awaiting it). Clients still
     missing events ``drain_timeout`` seconds after the last emit are stopped, and what
     they miss counts as lost.
     """
@@ -120,7 +126,9 @@ async def drive(
         async with trio.open_nursery() as generators:
             for index, stream in enumerate(streams):
                 offset = (index * period / len(streams)) if period is not None else 0.0
-                generators.start_soon(_produce, producer, stream, events, period, start + offset)
+                generators.start_soon(
+                    _produce, producer, stream, events, period, start + offset, coalesced
+                )
         clients_scope.deadline = trio.current_time() + drain_timeout
     return _tally(streams)
 
@@ -131,7 +139,9 @@ async def _produce(
     events: int,
     period: float | None,
     first_slot: float,
+    coalesced: bool,
 ) -> None:
+    queued: list[QueuedChunk] = []
     for index in range(events):
         if period is not None:
             slot = first_slot + index * period
@@ -141,14 +151,22 @@ async def _produce(
         stream.sent_at.append(sent)
         if stream.first_emit_at is None:
             stream.first_emit_at = sent
-        published = await manager.emit_chunk(stream.stream_id, delta(index, sent))
-        stream.last_emit_done_at = time.perf_counter()
-        if isinstance(published, Published):
-            stream.emitted.add(published.seq)
+        if coalesced:
+            queued.append(await manager.submit_chunk(stream.stream_id, delta(index, sent)))
         else:
-            stream.refused += 1
+            _note(stream, await manager.emit_chunk(stream.stream_id, delta(index, sent)))
+        stream.last_emit_done_at = time.perf_counter()
     await manager.emit_done(stream.stream_id, {"final": True})
+    for chunk in queued:  # every one answered before the done was
+        _note(stream, chunk.result())
     await manager.complete_job(stream.stream_id)
+
+
+def _note(stream: _Stream, published: Published | None) -> None:
+    if isinstance(published, Published):
+        stream.emitted.add(published.seq)
+    else:
+        stream.refused += 1
 
 
 async def _consume(stream: _Stream) -> None:

@@ -11,6 +11,7 @@ ARGV 1-11 are impl's (impl/transport/_lua.py), then:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +98,10 @@ class PublishesWithOptions(StreamActor):
 
     def _publish_options(self) -> PublishOptions:
         return PublishOptions()
+
+    async def _publish_batch_on_bus(self, batch: Sequence[Emit]) -> Sequence[PublishOutcome]:
+        # LibreChat published one event per call: a batch goes out event by event.
+        return [await self._publish_on_bus(command) for command in batch]
 
     async def _publish_on_bus(self, command: Emit) -> PublishOutcome:
         assert isinstance(self._bus, PublishesLikeLibreChat)

@@ -8,7 +8,11 @@ lines into the history the checker judges.
 
 A generator performs its stream's creates, emits and ends one at a time, in the order
 they were asked for (an LLM's token loop), on a task of its own per stream: a slow emit
-delays the next, it never reorders or skips it. Clients and aborts run concurrently.
+delays the next, it never reorders or skips it. Chunks are queued without awaiting them
+(``submit_chunk``: coalesced emits), so chunks asked for while earlier ones are still in
+flight go out together in one batch; each chunk's result line is written when the
+replica answers it, in order, and a done or error is answered after every chunk before
+it. Clients and aborts run concurrently.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from streamcheck.impl import (
     CountingIds,
     GenerationJob,
     GenerationJobManager,
+    QueuedChunk,
     ReplicaSettings,
     StreamAccessDenied,
     Subscription,
@@ -186,16 +191,18 @@ class PythonReplica:
 
     async def _emit(self, action: Action, job: GenerationJob) -> None:
         manager, stream = self._manager, action.stream
+        if action.op is Op.EMIT:
+            await manager.submit_chunk(
+                stream, action.data, on_answer=lambda queued: self._chunk_answered(action, queued)
+            )
+            return
         try:
-            if action.op is Op.EMIT:
-                receipt = await manager.emit_chunk(stream, action.data)
-            elif action.op is Op.DONE:
+            if action.op is Op.DONE:
                 receipt = await manager.emit_done(stream, action.data)
             else:
                 receipt = await manager.emit_error(stream, action.message)
-            if action.op is not Op.EMIT:
-                error = action.message if action.op is Op.ERROR else None
-                await manager.complete_job(stream, error=error)
+            error = action.message if action.op is Op.ERROR else None
+            await manager.complete_job(stream, error=error)
         except RedisConnectionError as exc:
             self._lines.result(action, Outcome.INDETERMINATE, reason=str(exc))
             return
@@ -205,6 +212,17 @@ class PythonReplica:
             self._lines.result(action, Outcome.REFUSED, reason="finished")
         else:
             self._lines.result(action, Outcome.INDETERMINATE, reason="not awaited")
+
+    def _chunk_answered(self, action: Action, queued: QueuedChunk) -> None:
+        try:
+            receipt = queued.result()
+        except BaseException as exc:  # lost connection, stopped actor, shutdown
+            self._lines.result(action, Outcome.INDETERMINATE, reason=str(exc) or repr(exc))
+            return
+        if receipt is None:
+            self._lines.result(action, Outcome.REFUSED, reason="finished")
+        else:
+            self._lines.result(action, Outcome.OK, seq=receipt.seq)
 
     async def _abort(self, action: Action) -> None:
         try:

@@ -296,7 +296,7 @@ def _mechanism(
         if isinstance(record, CommandExecuted):
             for candidate in record.published:
                 message = _message(candidate.message)
-                if (message.generation, message.seq) == (generation, seq):
+                if message.carries(generation, seq):
                     publish_at, publication = place, candidate
                     break
         if publication is not None:
@@ -371,8 +371,7 @@ def _mechanism(
                 for number, record in records
                 if isinstance(record, MessageDropped)
                 and record.connection in reached
-                and (_message(record.message).generation, _message(record.message).seq)
-                == (generation, seq)
+                and _message(record.message).carries(generation, seq)
             ),
             None,
         )

@@ -63,16 +63,32 @@ def stream_of_key(key: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class _Message:
-    """What a pub/sub payload says about itself (an event envelope, or not)."""
+    """What a pub/sub payload says about itself (an event envelope, a batch of them
+    from a coalesced publish, or neither)."""
 
     type: str | None
     seq: int | None
     generation: str | None
+    #: A batch's last seq (``seq`` is its first); ``None`` for one envelope.
+    last_seq: int | None = None
+    events: int = 1
 
     def words(self) -> str:
         if self.type is None:
             return "a message that is not an event"
+        if self.last_seq is not None:
+            return (
+                f"a batch of {self.events} events, seqs {_text(self.seq)}\u2013"
+                f"{self.last_seq} of {_text(self.generation)}"
+            )
         return f"{self.type} seq {_text(self.seq)} of {_text(self.generation)}"
+
+    def carries(self, generation: str, seq: int) -> bool:
+        """Whether the message carries ``seq`` of ``generation`` (alone or in a batch)."""
+        if self.generation != generation or self.seq is None:
+            return False
+        last = self.last_seq if self.last_seq is not None else self.seq
+        return self.seq <= seq <= last
 
 
 def _message(payload: str) -> _Message:
@@ -80,6 +96,15 @@ def _message(payload: str) -> _Message:
         data = json.loads(payload)
     except ValueError:
         return _Message(None, None, None)
+    if isinstance(data, list) and data and all(isinstance(d, Mapping) for d in data):
+        first, last = _envelope(data[0]), _envelope(data[-1])
+        if first.type is None or first.seq is None or last.seq is None:
+            return _Message(None, None, None)
+        return _Message("batch", first.seq, first.generation, last.seq, len(data))
+    return _envelope(data)
+
+
+def _envelope(data: object) -> _Message:
     if not isinstance(data, Mapping):
         return _Message(None, None, None)
     return _Message(

@@ -313,7 +313,12 @@ export class RedisBus {
       sink.malformed(streamId, error.reason);
       return;
     }
-    sink.deliver(streamId, incoming);
+    if (Array.isArray(incoming)) {
+      // A coalesced publish's batch (from a Python replica), decoded once.
+      for (const event of incoming) sink.deliver(streamId, event);
+    } else {
+      sink.deliver(streamId, incoming);
+    }
   }
 }
 

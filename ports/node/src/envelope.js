@@ -3,6 +3,8 @@
 //
 // Both ports write byte-identical envelopes: compact JSON with every non-ASCII character
 // escaped (Python's json default), so an encoded body's length is its size in bytes.
+// A coalesced publish sends a JSON array of envelopes in one message (a batch of one
+// generation, in seq order); a single event is always a plain envelope.
 // Decoding is strict: anything that is not a well-formed envelope raises MalformedPayload,
 // which the receiver counts and drops without disturbing the stream.
 
@@ -62,8 +64,13 @@ export function encodeSplit(kind, generation, encodedBody) {
 /** @param {string} generation */
 export const encodeAbort = (generation) => asciiJson({ type: "abort", generationId: generation });
 
-/** @param {string} payload
- * @returns {Incoming} */
+/** The most events one batch message may carry (a publish batch is far smaller). */
+export const MAX_BATCH_EVENTS = 10_000;
+
+/** One envelope, or a coalesced publish's batch: a JSON array of envelopes of one
+ * generation in seq order (impl's PUBLISH_BATCH script), parsed once.
+ * @param {string} payload
+ * @returns {Incoming | SequencedEvent[]} */
 export function decode(payload) {
   let raw;
   try {
@@ -71,6 +78,33 @@ export function decode(payload) {
   } catch {
     throw new MalformedPayload("not JSON");
   }
+  return Array.isArray(raw) ? decodeBatch(raw) : decodeObject(raw);
+}
+
+/** @param {any[]} raw
+ * @returns {SequencedEvent[]} */
+function decodeBatch(raw) {
+  if (raw.length === 0 || raw.length > MAX_BATCH_EVENTS) {
+    throw new MalformedPayload(`a batch of ${raw.length} envelopes`);
+  }
+  /** @type {SequencedEvent[]} */
+  const events = [];
+  for (const item of raw) {
+    const event = decodeObject(item);
+    if (event.kind === "abort") throw new MalformedPayload("an abort signal inside a batch");
+    const first = events[0];
+    const last = events[events.length - 1];
+    if (first !== undefined && last !== undefined && (event.generation !== first.generation || event.seq <= last.seq)) {
+      throw new MalformedPayload("a batch mixing generations or out of seq order");
+    }
+    events.push(event);
+  }
+  return events;
+}
+
+/** @param {any} raw a value JSON.parse returned
+ * @returns {Incoming} */
+function decodeObject(raw) {
   if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
     throw new MalformedPayload("not a JSON object");
   }

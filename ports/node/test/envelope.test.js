@@ -40,6 +40,26 @@ test("what the publish script sends decodes back to the event", () => {
   assert.deepEqual(decode(encodeAbort("g-1")), { kind: "abort", generation: "g-1" });
 });
 
+test("a coalesced publish's batch decodes to its events, in order", () => {
+  const [prefix, suffix] = encodeSplit("chunk", "g-1", encodeBody({ n: 1 }));
+  const [p, s] = encodeSplit("done", "g-1", encodeBody({ final: true }));
+  assert.deepEqual(decode(`[${prefix}7${suffix},${prefix}8${suffix},${p}9${s}]`), [
+    chunk(7, "g-1", { n: 1 }),
+    chunk(8, "g-1", { n: 1 }),
+    done(9, "g-1", { final: true }),
+  ]);
+  const one = (/** @type {number} */ seq, gen = "g") => `{"type":"chunk","seq":${seq},"generationId":"${gen}","data":1}`;
+  for (const [payload, reason] of [
+    ["[]", "a batch of 0 envelopes"],
+    [`[${one(5)},${one(4)}]`, "a batch mixing generations or out of seq order"],
+    [`[${one(4)},${one(5, "h")}]`, "a batch mixing generations or out of seq order"],
+    ['[{"type":"abort","generationId":"g"}]', "an abort signal inside a batch"],
+    [`[[${one(4)}]]`, "not a JSON object"],
+  ]) {
+    assert.throws(() => decode(payload), (error) => error instanceof MalformedPayload && error.reason === reason);
+  }
+});
+
 test("a malformed envelope raises MalformedPayload naming why", () => {
   for (const [payload, reason] of [
     ["{", "not JSON"],

@@ -1,8 +1,12 @@
 
 -- The publish fence: nil if generation `gen` may publish an event of `kind` now, else
 -- the refusal code (see the module docstring). `by_abort` is '1' for an abort's terminal.
-local function refusal(job_key, gen, kind, by_abort)
-  local job = redis.call('HMGET', job_key, 'generationId', 'status', 'terminalSeq', 'abortClaimed')
+-- `job` is the job's fields as `job_fields` reads them (a batch reads them once and
+-- notes its own terminal in them).
+local function job_fields(job_key)
+  return redis.call('HMGET', job_key, 'generationId', 'status', 'terminalSeq', 'abortClaimed')
+end
+local function refusal_of(job, gen, kind, by_abort)
   if not job[1] then return -1 end
   if job[1] ~= gen then return -2 end
   if job[4] and by_abort ~= '1' then return -5 end
@@ -16,4 +20,7 @@ local function refusal(job_key, gen, kind, by_abort)
     return -3
   end
   return nil
+end
+local function refusal(job_key, gen, kind, by_abort)
+  return refusal_of(job_fields(job_key), gen, kind, by_abort)
 end

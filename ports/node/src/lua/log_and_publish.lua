@@ -7,20 +7,27 @@
 -- EXPIRE: the counter (and its epoch) once less than half of its TTL is left; the log,
 -- whenever less than its TTL is left, by a tenth more than its TTL (so it still
 -- outlives its last event by at least the TTL, and is extended once every tenth of it).
-local function log_and_publish(seq, entry)
-  local kind = ARGV[2]
-  local counter_ttl = tonumber(ARGV[9])
+local function keep_counter_ttl(counter_ttl)
   if redis.call('TTL', KEYS[1]) < counter_ttl / 2 then
     redis.call('EXPIRE', KEYS[1], counter_ttl)
     redis.call('EXPIRE', KEYS[4], counter_ttl)
   end
-  local field = 'event'
-  if kind == 'error' then field = 'error' end
-  redis.call('XADD', KEYS[2], entry, 'seq', seq, 'type', kind, 'gen', ARGV[1], field, ARGV[7])
-  local log_ttl = tonumber(ARGV[8])
+end
+local function keep_log_ttl(log_ttl)
   if redis.call('TTL', KEYS[2]) < log_ttl then
     redis.call('EXPIRE', KEYS[2], log_ttl + math.ceil(log_ttl / 10))
   end
+end
+local function append_to_log(entry, seq, kind, gen, payload)
+  local field = 'event'
+  if kind == 'error' then field = 'error' end
+  redis.call('XADD', KEYS[2], entry, 'seq', seq, 'type', kind, 'gen', gen, field, payload)
+end
+local function log_and_publish(seq, entry)
+  local kind = ARGV[2]
+  keep_counter_ttl(tonumber(ARGV[9]))
+  append_to_log(entry, seq, kind, ARGV[1], ARGV[7])
+  keep_log_ttl(tonumber(ARGV[8]))
   if kind ~= 'chunk' then
     redis.call('HSET', KEYS[3], 'terminalSeq', seq)
   end

@@ -42,6 +42,7 @@ from streamcheck.model import (
 )
 from streamcheck.properties._replay import record_to_json
 from streamcheck.properties.protocol import (
+    PROTOCOL_VERSION,
     PYTHON_AGENT,
     Action,
     Agent,
@@ -263,6 +264,7 @@ async def run_once(
                     await agent.send(
                         _init(
                             f"r{i}",
+                            agent.hello,
                             actions,
                             backend,
                             server,
@@ -412,6 +414,7 @@ def _storage(hellos: list[Hello]) -> str:
 
 def _init(
     replica: str,
+    hello: Hello | None,
     actions: list[Action],
     backend: Backend,
     server: Upstream | None,
@@ -434,6 +437,8 @@ def _init(
         mode="plan",
         actions=tuple(actions),
         settings=REAL_SETTINGS,
+        # Answered in the version the agent's hello said it speaks.
+        protocol=PROTOCOL_VERSION if hello is None else hello.protocol,
     ).to_line()
 
 

@@ -19,7 +19,7 @@ import pytest
 import trio
 from redis.exceptions import NoScriptError, ResponseError
 
-from streamcheck.model import AnomalyKind
+from streamcheck.model import AnomalyKind, FaultInjected, WritesLost
 from streamcheck.properties._simulation import Decision
 from streamcheck.properties.cli import main
 from streamcheck.properties.protocol import PYTHON_AGENT
@@ -163,6 +163,70 @@ def test_the_subscribe_race_finds_the_node_ports_historical_behaviour(node_port:
     publish = next(i for i, line in enumerate(judged.trace) if "exec r0/c0 EVAL " in line)
     subscribe = next(i for i, line in enumerate(judged.trace) if "exec r1/s0 SUBSCRIBE" in line)
     assert publish < subscribe
+
+
+#: A reader whose second chunk is lost in flight; then time passes for its timers.
+LOST_THEN_TIMERS = [
+    Decision("create", {"stream": "s0", "replica": 0}),
+    Decision("settle"),
+    Decision("subscribe", {"stream": "s0", "replica": 1}),
+    Decision("settle"),
+    Decision("emit", {"stream": "s0"}),
+    Decision("settle"),
+    Decision("lossy_emit", {"stream": "s0", "k": 0}),
+    Decision("settle"),
+    Decision("wait", {"timer": "reorder_timeout"}),
+    Decision("wait", {"timer": "idle_probe"}),
+]
+
+#: A chunk acknowledged to its generator is lost by a failover; the turn goes on.
+FAILOVER_LOSES_A_CHUNK = [
+    Decision("create", {"stream": "s0", "replica": 0}),
+    Decision("settle"),
+    Decision("subscribe", {"stream": "s0", "replica": 1}),
+    Decision("settle"),
+    Decision("emit", {"stream": "s0"}),
+    Decision("settle"),
+    Decision("failover_after_emit", {"stream": "s0"}),
+    Decision("settle"),
+    Decision("emit", {"stream": "s0"}),
+    Decision("settle"),
+]
+
+
+def test_clock_jumps_reach_agents_on_the_harness_clock_without_real_waits(
+    python_agents: list[list[str]],
+) -> None:
+    sim = ForeignSimulation(python_agents)
+    sim.start()
+    try:
+        for decision in LOST_THEN_TIMERS:
+            sim.apply(decision)
+        timings = sim.world.timings
+        assert sim.world.harness_clock
+        assert timings.waited_s == 0 and timings.advanced_s > 0.85, timings
+        # The lost chunk came from the chunk log once the reader's timers fired.
+        assert sim.judge_now().report.statistics.events_delivered == 2
+        assert sim.heal().report.ok
+    finally:
+        assert sim.close() == []
+
+
+@needs_node
+def test_a_failover_that_loses_a_write_is_a_decision_for_foreign_replicas(
+    node_port: Path,
+) -> None:
+    """Python and Node replicas on one stream: a chunk acknowledged to the generator is
+    lost by the failover; the history says so (as the in-process world's does) and the
+    readers are told with a typed gap, which the checker accepts for lost writes."""
+    node = [str(NODE), str(node_port / "agent.js")]
+    judged = _run([list(PYTHON_AGENT), node], FAILOVER_LOSES_A_CHUNK)
+    assert judged.report.ok, judged.report.summary()
+    lost = [r for r in judged.history.records if isinstance(r, WritesLost)]
+    assert lost and lost[0].writes >= 1
+    assert any(isinstance(r, FaultInjected) for r in judged.history.records)
+    assert judged.report.statistics.gaps_signalled >= 1
+    assert any("failover primary" in line for line in judged.trace)
 
 
 # -- the command line ------------------------------------------------------------------------

@@ -67,6 +67,8 @@ class ForeignFault(enum.Enum):
     #: Real time passes for the replicas' timers mid-example (``wait``); every example's
     #: heal phase lets them fire anyway.
     CLOCK = "clock"
+    #: The primary fails over to a replica that may lack acknowledged writes.
+    FAILOVER = "failover"
 
 
 @dataclass
@@ -92,6 +94,7 @@ class ForeignMachine(RuleBasedStateMachine):
     late_activity: ClassVar[int] = 0
     quiet_total_s: ClassVar[float] = 0.0
     waited_s: ClassVar[float] = 0.0
+    advanced_s: ClassVar[float] = 0.0
 
     #: Called with the number of examples started so far, before each example.
     on_example: ClassVar[Callable[[int], None] | None] = None
@@ -227,6 +230,18 @@ class ForeignMachine(RuleBasedStateMachine):
     def disconnect(self, k: int) -> None:
         self._do("disconnect", k=k)
 
+    @precondition(lambda self: ForeignFault.FAILOVER in self.faults)
+    @rule()
+    def failover(self) -> None:
+        """The primary fails over; whatever it had not replicated is lost."""
+        self._do("failover")
+
+    @precondition(lambda self: ForeignFault.FAILOVER in self.faults)
+    @rule(stream=STREAMS)
+    def failover_after_emit(self, stream: str) -> None:
+        """A chunk is acknowledged to its generator and lost by the failover."""
+        self._do("failover_after_emit", stream=stream)
+
     def teardown(self) -> None:
         cls = type(self)
         cls.rule_steps += self.sim.rule_steps
@@ -236,6 +251,7 @@ class ForeignMachine(RuleBasedStateMachine):
         timings = self.sim.world.timings
         cls.quiet_total_s += timings.quiet_s
         cls.waited_s += timings.waited_s
+        cls.advanced_s += timings.advanced_s
         cls.late_activity += timings.late_activity
         healing = time.monotonic()
         try:
@@ -292,6 +308,7 @@ def foreign_machine_for(
             "late_activity": 0,
             "quiet_total_s": 0.0,
             "waited_s": 0.0,
+            "advanced_s": 0.0,
         },
     )
 
@@ -306,10 +323,12 @@ class ForeignCampaign:
     busy_s: float
     heal_s: float
     start_s: float
-    #: Within the rules: seconds of quiet waits, and of real time let pass on purpose
-    #: by ``wait`` decisions (heal phases not included in either).
+    #: Within the rules: seconds of quiet waits, of real time let pass on purpose by
+    #: ``wait`` decisions, and of harness-clock jumps that replaced such waits (heal
+    #: phases not included in any).
     quiet_s: float
     waited_s: float
+    advanced_s: float
     late_activity: int
     report: CheckReport | None = None
     crash: str | None = None
@@ -369,6 +388,7 @@ def run_foreign_campaign(
         quiet_s=machine.quiet_total_s,
         late_activity=machine.late_activity,
         waited_s=machine.waited_s,
+        advanced_s=machine.advanced_s,
     )
     failure = machine.failure
     if failure is None:

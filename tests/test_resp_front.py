@@ -9,10 +9,11 @@ race, shows the Node port's historical behaviour while the correct port passes i
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,16 @@ from streamcheck.properties.sim.resp._codec import RequestParser, encode, error_
 PORT = Path(__file__).resolve().parent.parent / "ports" / "node"
 NODE = shutil.which("node")
 NPM = shutil.which("npm")
-needs_node = pytest.mark.skipif(NODE is None or NPM is None, reason="node or npm is not on PATH")
+_without_node = pytest.mark.skipif(NODE is None or NPM is None, reason="node or npm is not on PATH")
+# tests/test_node_port.py's ``npm ci`` deletes node_modules first: the Node tests of both
+# modules run in one pytest-xdist worker, never while the other module installs.
+_with_the_node_port_tests = pytest.mark.xdist_group("ports-node")
+
+
+def needs_node(test: Callable[..., None]) -> Callable[..., None]:
+    marked: Callable[..., None] = _with_the_node_port_tests(_without_node(test))
+    return marked
+
 
 #: A turn, a reader on the other replica, two chunks, the end: everything settled.
 CONVERSATION = [
@@ -69,7 +79,7 @@ SUBSCRIBE_RACE = [
 @pytest.fixture(scope="module")
 def node_port() -> Path:
     """ports/node with its locked dependencies (``npm ci`` if they are missing)."""
-    if not (PORT / "node_modules" / "ioredis").exists():
+    if not all((PORT / "node_modules" / name).exists() for name in ("ioredis", "redis")):
         done = subprocess.run(
             [str(NPM), "ci", "--no-audit", "--no-fund", "--loglevel=error"],
             cwd=PORT,
@@ -250,6 +260,55 @@ def test_options_of_the_in_process_simulation_are_refused(
     code = main(["run", "--backend", "sim", "--impl", "python", "--workers", "2"])
     assert code == 2
     assert "--workers does not apply to --backend sim --impl" in capsys.readouterr().err
+
+
+# -- node-redis: another client's connect and commands ----------------------------------------
+
+NODE_REDIS_CLIENT = Path(__file__).resolve().parent / "node" / "node_redis_client.mjs"
+
+
+@needs_node
+def test_node_redis_speaks_resp3_to_the_front(node_port: Path) -> None:
+    """node-redis connects with HELLO 3 (SETNAME) and CLIENT SETINFO, then runs what a
+    replica runs; every data command is a step, released here lowest id first."""
+
+    async def scenario() -> tuple[subprocess.CompletedProcess[bytes], list[str]]:
+        sim = SimRedis(clock=time.time)
+        front = RespFront(sim, lambda: None)
+        async with trio.open_nursery() as nursery:
+            port = await front.listen(nursery, "r0")
+
+            async def release_steps() -> None:
+                while True:
+                    sim.run_until_quiet()
+                    await trio.sleep(0.002)
+
+            nursery.start_soon(release_steps)
+            command = [str(NODE), str(NODE_REDIS_CLIENT), str(node_port), str(port)]
+            with trio.fail_after(120):
+                done = await trio.run_process(
+                    command, capture_stdout=True, capture_stderr=True, check=False
+                )
+            nursery.cancel_scope.cancel()
+        return done, list(sim.trace)
+
+    with sim_time(time.time):
+        done, trace = trio.run(scenario)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    said = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert said == {
+        "evalsha": 1,
+        "evaluated": ["nr:{s}:k", "v"],
+        "hash": {"status": "running", "generationId": "g1"},
+        "rawHashIsMap": True,
+        "set": ["s"],
+        "log": [{"id": "1-1", "message": {"e": "x"}}],
+        "receivers": 1,
+        "delivered": "hello",
+    }
+    # The subscribe resolved on its acknowledgement, a step of its own.
+    assert any("SUBSCRIBE nr:{s}:events" in line for line in trace)
+    assert any("ack subscribe nr:{s}:events" in line for line in trace)
 
 
 # -- the outbox: Redis's order on one socket, nothing before its step ------------------------

@@ -124,6 +124,8 @@ def _summarize(campaign: ForeignCampaign) -> None:
         f"late activity {campaign.late_activity}; replica timers "
         f"{', '.join(f'{k}={v:g}' for k, v in FOREIGN_SETTINGS.items())}"
     )
+    made = ", ".join(f"{name} {n}" for name, n in sorted(campaign.faults_made.items()))
+    print(f"fault decisions: {made or 'none'}")
     print("anomalies: none" if not campaign.failed else "anomalies: FOUND", flush=True)
 
 

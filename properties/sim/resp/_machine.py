@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,12 @@ PICK = st.integers(0, 15)
 SEEDS = st.integers(0, 2**16 - 1)
 
 
+#: The decisions that are faults (the rest ask replicas to act or release steps in order).
+FAULT_DECISIONS: Final = frozenset(
+    {"drop", "lossy_emit", "disconnect", "wait", "failover", "failover_after_emit"}
+)
+
+
 class ForeignFault(enum.Enum):
     DROP = "drop"
     CUT = "cut"
@@ -87,6 +94,8 @@ class ForeignMachine(RuleBasedStateMachine):
     examples: ClassVar[int] = 0
     rule_steps: ClassVar[int] = 0
     decisions_made: ClassVar[int] = 0
+    #: The fault decisions the rules made, by name (what a campaign exercised).
+    faults_made: ClassVar[Counter[str]]
     #: Seconds in the rules (decisions), in healing and judging, and starting agents.
     busy_s: ClassVar[float] = 0.0
     heal_s: ClassVar[float] = 0.0
@@ -247,6 +256,7 @@ class ForeignMachine(RuleBasedStateMachine):
         cls.rule_steps += self.sim.rule_steps
         cls.busy_s += time.monotonic() - self._rules_started
         cls.decisions_made += len(self.sim.decisions)
+        cls.faults_made.update(d.name for d in self.sim.decisions if d.name in FAULT_DECISIONS)
         # The world is idle between decisions: its figures so far are the rules'.
         timings = self.sim.world.timings
         cls.quiet_total_s += timings.quiet_s
@@ -302,6 +312,7 @@ def foreign_machine_for(
             "examples": 0,
             "rule_steps": 0,
             "decisions_made": 0,
+            "faults_made": Counter(),
             "busy_s": 0.0,
             "heal_s": 0.0,
             "start_s": 0.0,
@@ -330,6 +341,8 @@ class ForeignCampaign:
     waited_s: float
     advanced_s: float
     late_activity: int
+    #: Fault decisions made by the rules, by name.
+    faults_made: dict[str, int] = field(default_factory=dict)
     report: CheckReport | None = None
     crash: str | None = None
     #: Decisions of the failing example, as Hypothesis found it and after minimizing.
@@ -382,6 +395,7 @@ def run_foreign_campaign(
         seconds=time.monotonic() - started,
         rule_steps=machine.rule_steps,
         decisions=machine.decisions_made,
+        faults_made=dict(machine.faults_made),
         busy_s=machine.busy_s,
         heal_s=machine.heal_s,
         start_s=machine.start_s,

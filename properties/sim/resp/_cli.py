@@ -121,7 +121,8 @@ def _summarize(campaign: ForeignCampaign) -> None:
         f"{campaign.advanced_s:.1f} s; "
         f"{campaign.rule_steps / unwaited_s:.1f}/s without those waits); agents started in "
         f"{campaign.start_s:.1f} s, heal phases {campaign.heal_s:.1f} s; "
-        f"late activity {campaign.late_activity}; replica timers "
+        f"late activity {campaign.late_activity}, quiet waits cut off at their limit "
+        f"{campaign.never_quiet}; replica timers "
         f"{', '.join(f'{k}={v:g}' for k, v in FOREIGN_SETTINGS.items())}"
     )
     made = ", ".join(f"{name} {n}" for name, n in sorted(campaign.faults_made.items()))

@@ -101,6 +101,7 @@ class ForeignMachine(RuleBasedStateMachine):
     heal_s: ClassVar[float] = 0.0
     start_s: ClassVar[float] = 0.0
     late_activity: ClassVar[int] = 0
+    never_quiet: ClassVar[int] = 0
     quiet_total_s: ClassVar[float] = 0.0
     waited_s: ClassVar[float] = 0.0
     advanced_s: ClassVar[float] = 0.0
@@ -263,6 +264,7 @@ class ForeignMachine(RuleBasedStateMachine):
         cls.waited_s += timings.waited_s
         cls.advanced_s += timings.advanced_s
         cls.late_activity += timings.late_activity
+        cls.never_quiet += timings.never_quiet
         healing = time.monotonic()
         try:
             judged = self.sim.heal()
@@ -317,6 +319,7 @@ def foreign_machine_for(
             "heal_s": 0.0,
             "start_s": 0.0,
             "late_activity": 0,
+            "never_quiet": 0,
             "quiet_total_s": 0.0,
             "waited_s": 0.0,
             "advanced_s": 0.0,
@@ -341,6 +344,8 @@ class ForeignCampaign:
     waited_s: float
     advanced_s: float
     late_activity: int
+    #: Quiet waits that ended at their limit (an agent kept running or talking).
+    never_quiet: int = 0
     #: Fault decisions made by the rules, by name.
     faults_made: dict[str, int] = field(default_factory=dict)
     report: CheckReport | None = None
@@ -401,6 +406,7 @@ def run_foreign_campaign(
         start_s=machine.start_s,
         quiet_s=machine.quiet_total_s,
         late_activity=machine.late_activity,
+        never_quiet=machine.never_quiet,
         waited_s=machine.waited_s,
         advanced_s=machine.advanced_s,
     )

@@ -26,6 +26,7 @@ from streamcheck.properties.cli import main
 from streamcheck.properties.protocol import PYTHON_AGENT
 from streamcheck.properties.sim import SimRedis, sim_time
 from streamcheck.properties.sim.resp import (
+    FOREIGN_SETTINGS,
     ForeignSimulation,
     Judged,
     RespFront,
@@ -202,6 +203,30 @@ FAILOVER_LOSES_A_CHUNK = [
     Decision("emit", {"stream": "s0"}),
     Decision("settle"),
 ]
+
+
+#: A turn ends and its end is lost by a failover (the standby had not received it): only
+#: the producer timeout can tell the reader (found by a campaign of the failover family).
+FAILOVER_LOSES_THE_END = [
+    Decision("create", {"stream": "s0", "replica": 0}),
+    Decision("create", {"stream": "s1", "replica": 0}),
+    Decision("settle"),
+    Decision("subscribe", {"stream": "s1", "replica": 1}),
+    Decision("settle"),
+    Decision("finish", {"stream": "s1"}),
+    Decision("failover_after_emit", {"stream": "s0"}),
+]
+
+
+def test_a_reader_whose_turns_end_a_failover_lost_gets_its_terminal(
+    python_agents: list[list[str]],
+) -> None:
+    """The heal phase moves the harness clocks past the producer timeout after a
+    failover, as the in-process heal does; without that the reader waits forever."""
+    judged = _run(python_agents, FAILOVER_LOSES_THE_END)
+    assert judged.report.ok, judged.report.summary()
+    assert judged.report.statistics.sessions_judged_for_liveness == 1
+    assert judged.timings.advanced_s > FOREIGN_SETTINGS["producer_timeout_s"]
 
 
 def test_clock_jumps_reach_agents_on_the_harness_clock_without_real_waits(

@@ -33,7 +33,6 @@ from streamcheck.impl import (
     ReplicaSettings,
     StreamAccessDenied,
     Subscription,
-    SystemWallClock,
     content_text,
     open_replica,
     redis_client_from_env,
@@ -63,7 +62,9 @@ class HarnessClock(trio.abc.Clock):
     line for every process here; trio's default clock adds a random offset per run),
     plus however far the harness moved it ahead with ``clock`` lines. A jump wakes the
     run loop (the line arrived on stdin), which then fires every deadline now past.
-    Reported times stay on the machine's monotonic clock, whatever the jumps."""
+    Reported times stay on the machine's monotonic clock, whatever the jumps. It is the
+    replica's wall clock too (what job hashes store and a silent reader's producer timeout
+    compares), with the same jumps."""
 
     def __init__(self) -> None:
         self.ahead_s = 0.0
@@ -81,6 +82,9 @@ class HarnessClock(trio.abc.Clock):
 
     def deadline_to_sleep_time(self, deadline: float) -> float:
         return deadline - self.current_time()
+
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000 + round(self.ahead_s * 1000)
 
 
 class Lines:
@@ -334,7 +338,7 @@ async def run_agent(out: IO[str], clock: HarnessClock) -> None:
             client,
             settings=replica_settings(init),
             keys=Keys(),
-            wall_clock=SystemWallClock(),
+            wall_clock=clock,
             ids=CountingIds(f"{init.replica}.{init.incarnation}-g"),
         ) as manager,
         trio.open_nursery() as nursery,

@@ -17,6 +17,10 @@ let aheadS = 0;
 /** Seconds on the replica's clock: the machine's monotonic clock plus the harness's jumps. */
 export const monotonic = () => machineMonotonic() + aheadS;
 
+/** Wall-clock milliseconds plus the harness's jumps: what the job hash stores and a silent
+ * reader's producer timeout compares (a jump past it makes a turn's producer count as lost). */
+export const wallMs = () => Date.now() + Math.round(aheadS * 1000);
+
 /**
  * A timer at a deadline on the replica's clock.
  * @typedef {object} ClockTimer

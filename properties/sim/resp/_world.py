@@ -323,6 +323,12 @@ class ForeignWorld:
         raise ValueError(f"unknown decision {name!r}")
 
     @property
+    def failed_over(self) -> bool:
+        return any(
+            isinstance(f, FaultInjected) and f.fault is FaultKind.FAILOVER for f in self._faults
+        )
+
+    @property
     def harness_clock(self) -> bool:
         """Every agent takes its timers' clock from the harness (its hello said so)."""
         return all(a.hello is not None and a.hello.capabilities.harness_clock for a in self.agents)

@@ -530,7 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--faults",
         default="",
         help="redis|cluster: comma-separated fault kinds (default all); sim with --impl: "
-        "the fault families examples may switch on, of drop, cut, clock (default all)",
+        "the fault families examples may switch on, of drop, cut, clock, failover (default all)",
     )
     run.add_argument(
         "--replicas",

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import re
 import sys
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from streamcheck.model import (
     CallRefused,
@@ -37,6 +39,7 @@ from streamcheck.properties.protocol import (
     ProtocolError,
     ResumeBy,
     agent_command,
+    clock_line,
     finish_plan,
     read_transcript,
     start_agent,
@@ -49,6 +52,7 @@ from streamcheck.properties.protocol._messages import (
     parse_hello,
     parse_init,
 )
+from streamcheck.properties.protocol._python_agent import HarnessClock
 from streamcheck.properties.realredis._plan import chunk_payload
 
 HELLO = json.loads(hello_line("test-impl", "1.0", Capabilities()))
@@ -57,8 +61,8 @@ HELLO = json.loads(hello_line("test-impl", "1.0", Capabilities()))
 def test_a_hello_round_trips_and_a_bad_one_names_its_field() -> None:
     hello = parse_hello(HELLO)
     assert (hello.name, hello.version, hello.capabilities) == ("test-impl", "1.0", Capabilities())
-    with pytest.raises(ProtocolError, match="version 2 is not supported"):
-        parse_hello({**HELLO, "protocol": 2})
+    with pytest.raises(ProtocolError, match="version 3 is not supported"):
+        parse_hello({**HELLO, "protocol": 3})
     broken = {**HELLO, "capabilities": {**HELLO["capabilities"], "seqs": "yes"}}
     with pytest.raises(ProtocolError, match=r"hello.capabilities: field 'seqs' must be bool"):
         parse_hello(broken)
@@ -95,6 +99,49 @@ def test_init_round_trips_with_its_plan() -> None:
         settings={"reorder_timeout_s": 0.5},
     )
     assert parse_init(json.loads(init.to_line())) == init
+
+
+def test_protocol_1_agents_are_answered_in_version_1_and_only_2_has_the_harness_clock() -> None:
+    old = {**HELLO, "protocol": 1}
+    old["capabilities"] = {k: v for k, v in HELLO["capabilities"].items() if k != "harness_clock"}
+    assert parse_hello(old).protocol == 1 and not parse_hello(old).capabilities.harness_clock
+    with pytest.raises(ProtocolError, match="'harness_clock' needs protocol 2"):
+        parse_hello({**old, "capabilities": {**old["capabilities"], "harness_clock": True}})
+    clocked = {**HELLO, "capabilities": {**HELLO["capabilities"], "harness_clock": True}}
+    assert parse_hello(clocked).capabilities.harness_clock
+    init = Init(replica="r0", redis_url="redis://x", cluster=False, mode="interactive", protocol=1)
+    assert json.loads(init.to_line())["protocol"] == 1
+    assert parse_init(json.loads(init.to_line())) == init
+    assert json.loads(clock_line(0.65)) == {"type": "clock", "advance": 0.65}
+
+
+def test_the_python_agents_clock_fires_what_a_jump_made_due() -> None:
+    """trio's run loop reads the agent's clock: a sleep of an hour ends once the harness
+    moves the clock an hour ahead, with no real hour passing (a clock that ignored the
+    jump leaves the run asleep: the thread is then still alive after its join)."""
+    clock = HarnessClock()
+    woke: list[float] = []
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+
+            async def sleeper() -> None:
+                await trio.sleep(3600)
+                woke.append(trio.current_time())
+
+            nursery.start_soon(sleeper)
+            await trio.testing.wait_all_tasks_blocked()  # the sleeper's deadline is set
+            clock.advance(3600)
+
+    runner = threading.Thread(
+        target=trio.run, args=(scenario,), kwargs={"clock": clock}, daemon=True
+    )
+    runner.start()
+    runner.join(timeout=30)
+    assert not runner.is_alive(), "the sleeper never woke: the jump did not reach trio"
+    assert clock.ahead_s == 3600 and len(woke) == 1
+    with pytest.raises(ProtocolError, match="never goes back"):
+        clock.advance(-1)
 
 
 def test_capabilities_say_which_promises_go_unexercised() -> None:

@@ -9,22 +9,24 @@ race, shows the Node port's historical behaviour while the correct port passes i
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import trio
 from redis.exceptions import NoScriptError, ResponseError
 
-from streamcheck.model import AnomalyKind
+from streamcheck.model import AnomalyKind, FaultInjected, WritesLost
 from streamcheck.properties._simulation import Decision
 from streamcheck.properties.cli import main
 from streamcheck.properties.protocol import PYTHON_AGENT
 from streamcheck.properties.sim import SimRedis, sim_time
 from streamcheck.properties.sim.resp import (
+    FOREIGN_SETTINGS,
     ForeignSimulation,
     Judged,
     RespFront,
@@ -35,7 +37,16 @@ from streamcheck.properties.sim.resp._codec import RequestParser, encode, error_
 PORT = Path(__file__).resolve().parent.parent / "ports" / "node"
 NODE = shutil.which("node")
 NPM = shutil.which("npm")
-needs_node = pytest.mark.skipif(NODE is None or NPM is None, reason="node or npm is not on PATH")
+_without_node = pytest.mark.skipif(NODE is None or NPM is None, reason="node or npm is not on PATH")
+# tests/test_node_port.py's ``npm ci`` deletes node_modules first: the Node tests of both
+# modules run in one pytest-xdist worker, never while the other module installs.
+_with_the_node_port_tests = pytest.mark.xdist_group("ports-node")
+
+
+def needs_node(test: Callable[..., None]) -> Callable[..., None]:
+    marked: Callable[..., None] = _with_the_node_port_tests(_without_node(test))
+    return marked
+
 
 #: A turn, a reader on the other replica, two chunks, the end: everything settled.
 CONVERSATION = [
@@ -69,7 +80,7 @@ SUBSCRIBE_RACE = [
 @pytest.fixture(scope="module")
 def node_port() -> Path:
     """ports/node with its locked dependencies (``npm ci`` if they are missing)."""
-    if not (PORT / "node_modules" / "ioredis").exists():
+    if not all((PORT / "node_modules" / name).exists() for name in ("ioredis", "redis")):
         done = subprocess.run(
             [str(NPM), "ci", "--no-audit", "--no-fund", "--loglevel=error"],
             cwd=PORT,
@@ -165,6 +176,94 @@ def test_the_subscribe_race_finds_the_node_ports_historical_behaviour(node_port:
     assert publish < subscribe
 
 
+#: A reader whose second chunk is lost in flight; then time passes for its timers.
+LOST_THEN_TIMERS = [
+    Decision("create", {"stream": "s0", "replica": 0}),
+    Decision("settle"),
+    Decision("subscribe", {"stream": "s0", "replica": 1}),
+    Decision("settle"),
+    Decision("emit", {"stream": "s0"}),
+    Decision("settle"),
+    Decision("lossy_emit", {"stream": "s0", "k": 0}),
+    Decision("settle"),
+    Decision("wait", {"timer": "reorder_timeout"}),
+    Decision("wait", {"timer": "idle_probe"}),
+]
+
+#: A chunk acknowledged to its generator is lost by a failover; the turn goes on.
+FAILOVER_LOSES_A_CHUNK = [
+    Decision("create", {"stream": "s0", "replica": 0}),
+    Decision("settle"),
+    Decision("subscribe", {"stream": "s0", "replica": 1}),
+    Decision("settle"),
+    Decision("emit", {"stream": "s0"}),
+    Decision("settle"),
+    Decision("failover_after_emit", {"stream": "s0"}),
+    Decision("settle"),
+    Decision("emit", {"stream": "s0"}),
+    Decision("settle"),
+]
+
+
+#: A turn ends and its end is lost by a failover (the standby had not received it): only
+#: the producer timeout can tell the reader (found by a campaign of the failover family).
+FAILOVER_LOSES_THE_END = [
+    Decision("create", {"stream": "s0", "replica": 0}),
+    Decision("create", {"stream": "s1", "replica": 0}),
+    Decision("settle"),
+    Decision("subscribe", {"stream": "s1", "replica": 1}),
+    Decision("settle"),
+    Decision("finish", {"stream": "s1"}),
+    Decision("failover_after_emit", {"stream": "s0"}),
+]
+
+
+def test_a_reader_whose_turns_end_a_failover_lost_gets_its_terminal(
+    python_agents: list[list[str]],
+) -> None:
+    """The heal phase moves the harness clocks past the producer timeout after a
+    failover, as the in-process heal does; without that the reader waits forever."""
+    judged = _run(python_agents, FAILOVER_LOSES_THE_END)
+    assert judged.report.ok, judged.report.summary()
+    assert judged.report.statistics.sessions_judged_for_liveness == 1
+    assert judged.timings.advanced_s > FOREIGN_SETTINGS["producer_timeout_s"]
+
+
+def test_clock_jumps_reach_agents_on_the_harness_clock_without_real_waits(
+    python_agents: list[list[str]],
+) -> None:
+    sim = ForeignSimulation(python_agents)
+    sim.start()
+    try:
+        for decision in LOST_THEN_TIMERS:
+            sim.apply(decision)
+        timings = sim.world.timings
+        assert sim.world.harness_clock
+        assert timings.waited_s == 0 and timings.advanced_s > 0.85, timings
+        # The lost chunk came from the chunk log once the reader's timers fired.
+        assert sim.judge_now().report.statistics.events_delivered == 2
+        assert sim.heal().report.ok
+    finally:
+        assert sim.close() == []
+
+
+@needs_node
+def test_a_failover_that_loses_a_write_is_a_decision_for_foreign_replicas(
+    node_port: Path,
+) -> None:
+    """Python and Node replicas on one stream: a chunk acknowledged to the generator is
+    lost by the failover; the history says so (as the in-process world's does) and the
+    readers are told with a typed gap, which the checker accepts for lost writes."""
+    node = [str(NODE), str(node_port / "agent.js")]
+    judged = _run([list(PYTHON_AGENT), node], FAILOVER_LOSES_A_CHUNK)
+    assert judged.report.ok, judged.report.summary()
+    lost = [r for r in judged.history.records if isinstance(r, WritesLost)]
+    assert lost and lost[0].writes >= 1
+    assert any(isinstance(r, FaultInjected) for r in judged.history.records)
+    assert judged.report.statistics.gaps_signalled >= 1
+    assert any("failover primary" in line for line in judged.trace)
+
+
 # -- the command line ------------------------------------------------------------------------
 
 
@@ -186,6 +285,55 @@ def test_options_of_the_in_process_simulation_are_refused(
     code = main(["run", "--backend", "sim", "--impl", "python", "--workers", "2"])
     assert code == 2
     assert "--workers does not apply to --backend sim --impl" in capsys.readouterr().err
+
+
+# -- node-redis: another client's connect and commands ----------------------------------------
+
+NODE_REDIS_CLIENT = Path(__file__).resolve().parent / "node" / "node_redis_client.mjs"
+
+
+@needs_node
+def test_node_redis_speaks_resp3_to_the_front(node_port: Path) -> None:
+    """node-redis connects with HELLO 3 (SETNAME) and CLIENT SETINFO, then runs what a
+    replica runs; every data command is a step, released here lowest id first."""
+
+    async def scenario() -> tuple[subprocess.CompletedProcess[bytes], list[str]]:
+        sim = SimRedis(clock=time.time)
+        front = RespFront(sim, lambda: None)
+        async with trio.open_nursery() as nursery:
+            port = await front.listen(nursery, "r0")
+
+            async def release_steps() -> None:
+                while True:
+                    sim.run_until_quiet()
+                    await trio.sleep(0.002)
+
+            nursery.start_soon(release_steps)
+            command = [str(NODE), str(NODE_REDIS_CLIENT), str(node_port), str(port)]
+            with trio.fail_after(120):
+                done = await trio.run_process(
+                    command, capture_stdout=True, capture_stderr=True, check=False
+                )
+            nursery.cancel_scope.cancel()
+        return done, list(sim.trace)
+
+    with sim_time(time.time):
+        done, trace = trio.run(scenario)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    said = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert said == {
+        "evalsha": 1,
+        "evaluated": ["nr:{s}:k", "v"],
+        "hash": {"status": "running", "generationId": "g1"},
+        "rawHashIsMap": True,
+        "set": ["s"],
+        "log": [{"id": "1-1", "message": {"e": "x"}}],
+        "receivers": 1,
+        "delivered": "hello",
+    }
+    # The subscribe resolved on its acknowledgement, a step of its own.
+    assert any("SUBSCRIBE nr:{s}:events" in line for line in trace)
+    assert any("ack subscribe nr:{s}:events" in line for line in trace)
 
 
 # -- the outbox: Redis's order on one socket, nothing before its step ------------------------

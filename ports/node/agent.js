@@ -14,7 +14,7 @@
 import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { pathToFileURL } from "node:url";
-import { monotonic } from "./src/clock.js";
+import { advanceClock, machineMonotonic } from "./src/clock.js";
 import { asciiJson } from "./src/envelope.js";
 import { StreamAccessDenied } from "./src/manager.js";
 import { RedisConnectionError } from "./src/redis.js";
@@ -41,7 +41,8 @@ import { openReplica } from "./src/replica.js";
  * @property {string} session
  */
 
-const PROTOCOL = 1;
+/** Protocol 2: the harness may move this replica's clock ahead (`clock` lines). */
+const PROTOCOL = 2;
 const VERSION = JSON.parse(readFileSync(new URL("./package.json", import.meta.url), "utf8")).version;
 const CAPABILITIES = {
   seqs: true,
@@ -51,6 +52,7 @@ const CAPABILITIES = {
   error_terminals: true,
   turns_per_stream: null,
   storage: "redis",
+  harness_clock: true,
 };
 const OPS = new Set(["create", "emit", "done", "error", "abort", "subscribe", "resume", "detach"]);
 const GENERATOR_OPS = new Set(["create", "emit", "done", "error"]);
@@ -83,7 +85,7 @@ class Lines {
 
   /** @param {string} type @param {Record<string, unknown>} values */
   timed(type, values) {
-    this.write(type, { t: monotonic(), ...values });
+    this.write(type, { t: machineMonotonic(), ...values });
   }
 
   /** @param {Action} action @param {"ok" | "refused" | "indeterminate"} outcome @param {Record<string, unknown>} [values] */
@@ -304,9 +306,9 @@ function replicaSettings(init) {
   return settings;
 }
 
-/** @param {number} at seconds on the monotonic clock */
+/** @param {number} at seconds on the machine's monotonic clock (plan mode: no clock lines) */
 function sleepUntil(at) {
-  return new Promise((resolve) => setTimeout(resolve, Math.max(0, (at - monotonic()) * 1000)));
+  return new Promise((resolve) => setTimeout(resolve, Math.max(0, (at - machineMonotonic()) * 1000)));
 }
 
 /** @param {NodeReplica} replica @param {Action[]} actions @param {number} startAt */
@@ -350,6 +352,9 @@ export async function main(name) {
       void runPlan(node, actions, message.at);
     } else if (message.type === "do") {
       node.perform(parseAction(message.action, "do.action"));
+    } else if (message.type === "clock") {
+      if (typeof message.advance !== "number" || message.advance < 0) throw new ProtocolError("clock: field 'advance' must be a number of seconds, 0 or more");
+      advanceClock(message.advance);
     } else if (message.type === "stop") {
       break;
     } else {

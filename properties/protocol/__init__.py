@@ -1,7 +1,7 @@
 """The replica protocol: how the harness drives an implementation in any language.
 
 An agent process hosts one replica; the harness sends it JSON lines (init, start, do,
-stop) and reads its JSON lines (hello, ready, invoked, result, event, closed, stopped,
+clock, stop) and reads its JSON lines (hello, ready, invoked, result, event, closed, stopped,
 error). ``docs/port-protocol.md`` is the contract; ``python -m
 streamcheck.properties.protocol.python_agent`` is streamcheck's own agent.
 """
@@ -29,6 +29,7 @@ from streamcheck.properties.protocol._messages import (
     ProtocolError,
     ResumeBy,
     Storage,
+    clock_line,
     do_line,
 )
 from streamcheck.properties.protocol._transcript import Transcript, read_transcript
@@ -49,6 +50,7 @@ __all__ = [
     "Storage",
     "Transcript",
     "agent_command",
+    "clock_line",
     "do_line",
     "finish_plan",
     "read_hello",

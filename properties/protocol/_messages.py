@@ -1,4 +1,4 @@
-"""The replica protocol's messages (version 1; ``docs/port-protocol.md`` is the contract).
+"""The replica protocol's messages (version 2; ``docs/port-protocol.md`` is the contract).
 
 An agent is a process that hosts one replica of an implementation under test. The harness
 writes JSON lines to its stdin; the agent writes JSON lines to its stdout (anything for
@@ -17,7 +17,10 @@ from typing import Any, Final
 
 from streamcheck.model import JSONValue
 
-PROTOCOL_VERSION: Final = 1
+#: The version this harness speaks; an agent says which one it speaks in its hello, and
+#: the harness answers in that one (version 2 added the harness clock, ``clock_line``).
+PROTOCOL_VERSION: Final = 2
+SUPPORTED_PROTOCOLS: Final = frozenset({1, 2})
 
 
 class ProtocolError(ValueError):
@@ -81,6 +84,10 @@ class Capabilities:
     #: A stream id may carry several turns, one after another.
     turns_per_stream: int | None = None
     storage: Storage = Storage.REDIS
+    #: Not a promise but a way in (protocol 2): the replica's timers run on a clock the
+    #: harness may move ahead (``clock`` lines), so the simulation's clock jumps cost no
+    #: real time.
+    harness_clock: bool = False
 
     def not_exercised(self) -> list[str]:
         """The promises this implementation does not make, in words, for reports."""
@@ -154,6 +161,8 @@ class Init:
     incarnation: int = 1
     #: ``storage: own``: where the implementation's server answers (maybe a fault proxy).
     server_url: str | None = None
+    #: The protocol version of this conversation: the one the agent's hello said.
+    protocol: int = PROTOCOL_VERSION
 
     def to_line(self) -> str:
         redis = None if self.redis_url is None else {"url": self.redis_url, "cluster": self.cluster}
@@ -161,7 +170,7 @@ class Init:
         return json.dumps(
             {
                 "type": "init",
-                "protocol": PROTOCOL_VERSION,
+                "protocol": self.protocol,
                 "replica": self.replica,
                 "incarnation": self.incarnation,
                 "redis": redis,
@@ -183,6 +192,12 @@ def do_line(action: Action) -> str:
 
 
 STOP_LINE: Final = json.dumps({"type": "stop"})
+
+
+def clock_line(advance_s: float) -> str:
+    """Protocol 2, to an agent whose hello declared ``harness_clock``: move the
+    replica's clock ``advance_s`` seconds ahead; timers due by then fire at once."""
+    return json.dumps({"type": "clock", "advance": advance_s})
 
 
 # -- parsing -------------------------------------------------------------------------------
@@ -236,12 +251,7 @@ def parse_hello(raw: Mapping[str, Any]) -> Hello:
     where = "hello"
     if raw.get("type") != "hello":
         raise ProtocolError(f"the first line must be a hello, not a {raw.get('type')!r}")
-    protocol = field_of(raw, "protocol", int, where)
-    if protocol != PROTOCOL_VERSION:
-        raise ProtocolError(
-            f"{where}: protocol version {protocol} is not supported (this harness speaks "
-            f"{PROTOCOL_VERSION})"
-        )
+    protocol = _protocol(raw, where)
     implementation = field_of(raw, "implementation", dict, where)
     caps = field_of(raw, "capabilities", dict, where)
     w = f"{where}.capabilities"
@@ -249,6 +259,9 @@ def parse_hello(raw: Mapping[str, Any]) -> Hello:
     if turns is not None and turns < 1:
         raise ProtocolError(f"{w}: field 'turns_per_stream' must be 1 or more (or null)")
     storage = _enum(Storage, optional(caps, "storage", str, w, "redis"), f"{w}.storage")
+    harness_clock = optional(caps, "harness_clock", bool, w, False)
+    if harness_clock and protocol < 2:
+        raise ProtocolError(f"{w}: 'harness_clock' needs protocol 2 (the hello says {protocol})")
     command: tuple[str, ...] = ()
     if storage is Storage.OWN:
         server = field_of(raw, "server", dict, where)
@@ -268,9 +281,20 @@ def parse_hello(raw: Mapping[str, Any]) -> Hello:
             error_terminals=field_of(caps, "error_terminals", bool, w),
             turns_per_stream=turns,
             storage=storage,
+            harness_clock=harness_clock,
         ),
         server_command=command,
     )
+
+
+def _protocol(raw: Mapping[str, Any], where: str) -> int:
+    protocol: int = field_of(raw, "protocol", int, where)
+    if protocol not in SUPPORTED_PROTOCOLS:
+        raise ProtocolError(
+            f"{where}: protocol version {protocol} is not supported (this harness speaks "
+            f"{', '.join(map(str, sorted(SUPPORTED_PROTOCOLS)))})"
+        )
+    return protocol
 
 
 def hello_line(name: str, version: str, capabilities: Capabilities) -> str:
@@ -322,6 +346,7 @@ def parse_init(raw: Mapping[str, Any]) -> Init:
     settings = optional(raw, "settings", dict, where, {})
     return Init(
         replica=field_of(raw, "replica", str, where),
+        protocol=_protocol(raw, where) if "protocol" in raw else 1,
         incarnation=optional(raw, "incarnation", int, where, 1),
         redis_url=None if redis is None else field_of(redis, "url", str, f"{where}.redis"),
         cluster=redis is not None and field_of(redis, "cluster", bool, f"{where}.redis"),

@@ -38,7 +38,6 @@ from streamcheck.impl import (
     ReplicaSettings,
     StreamAccessDenied,
     Subscription,
-    SystemWallClock,
     content_text,
     open_replica,
     redis_client_from_env,
@@ -60,21 +59,37 @@ from streamcheck.properties.protocol._messages import (
     parse_line,
 )
 
-CAPABILITIES = Capabilities()
+CAPABILITIES = Capabilities(harness_clock=True)
 
 
-class MonotonicClock(trio.abc.Clock):
-    """trio's clock as ``time.monotonic()``: one time line for every process here
-    (trio's default clock adds a random offset per run)."""
+class HarnessClock(trio.abc.Clock):
+    """trio's clock, which every timer of impl/ reads: ``time.monotonic()`` (one time
+    line for every process here; trio's default clock adds a random offset per run),
+    plus however far the harness moved it ahead with ``clock`` lines. A jump wakes the
+    run loop (the line arrived on stdin), which then fires every deadline now past.
+    Reported times stay on the machine's monotonic clock, whatever the jumps. It is the
+    replica's wall clock too (what job hashes store and a silent reader's producer timeout
+    compares), with the same jumps."""
+
+    def __init__(self) -> None:
+        self.ahead_s = 0.0
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ProtocolError(f"clock: the harness clock never goes back ({seconds} s)")
+        self.ahead_s += seconds
 
     def start_clock(self) -> None:
         pass
 
     def current_time(self) -> float:
-        return time.monotonic()
+        return time.monotonic() + self.ahead_s
 
     def deadline_to_sleep_time(self, deadline: float) -> float:
-        return deadline - time.monotonic()
+        return deadline - self.current_time()
+
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000 + round(self.ahead_s * 1000)
 
 
 class Lines:
@@ -91,7 +106,7 @@ class Lines:
         self._out.flush()
 
     def timed(self, kind: str, **values: Any) -> None:
-        self.write(kind, t=trio.current_time(), **values)
+        self.write(kind, t=time.monotonic(), **values)
 
     def result(self, action: Action, outcome: Outcome, **values: Any) -> None:
         self.timed("result", action=action.id, outcome=outcome.value, **values)
@@ -324,7 +339,7 @@ def replica_settings(init: Init) -> ReplicaSettings:
     return ReplicaSettings(**chosen)
 
 
-async def run_agent(out: IO[str]) -> None:
+async def run_agent(out: IO[str], clock: HarnessClock) -> None:
     lines = Lines(out)
     lines.raw(hello_line("streamcheck-python", streamcheck.__version__, CAPABILITIES))
     incoming = _input_lines()
@@ -341,7 +356,7 @@ async def run_agent(out: IO[str]) -> None:
             client,
             settings=replica_settings(init),
             keys=Keys(),
-            wall_clock=SystemWallClock(),
+            wall_clock=clock,
             ids=CountingIds(f"{init.replica}.{init.incarnation}-g"),
         ) as manager,
         trio.open_nursery() as nursery,
@@ -355,6 +370,11 @@ async def run_agent(out: IO[str]) -> None:
                     nursery.start_soon(_run_plan, replica, init.actions, float(message["at"]))
                 case "do":
                     replica.perform(parse_action(message.get("action") or {}, "do.action"))
+                case "clock":
+                    advance = message.get("advance")
+                    if not isinstance(advance, int | float) or isinstance(advance, bool):
+                        raise ProtocolError(f"clock: 'advance' must be a number, not {advance!r}")
+                    clock.advance(float(advance))
                 case "stop":
                     break
                 case other:
@@ -363,6 +383,7 @@ async def run_agent(out: IO[str]) -> None:
 
 
 async def _run_plan(replica: PythonReplica, actions: tuple[Action, ...], start_at: float) -> None:
+    # trio's clock is the machine's here: the harness sends no clock line in plan mode.
     for action in sorted(actions, key=lambda a: a.at):
         await trio.sleep_until(start_at + action.at)
         replica.perform(action)
@@ -383,7 +404,8 @@ def _private_stdout() -> IO[str]:
 
 def main() -> int:
     try:
-        trio.run(run_agent, _private_stdout(), clock=MonotonicClock())
+        clock = HarnessClock()
+        trio.run(run_agent, _private_stdout(), clock, clock=clock)
     except ProtocolError as exc:
         print(f"streamcheck-python agent: {exc}", file=sys.stderr)
         return 2

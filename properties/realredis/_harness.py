@@ -42,6 +42,7 @@ from streamcheck.model import (
 )
 from streamcheck.properties._replay import record_to_json
 from streamcheck.properties.protocol import (
+    PROTOCOL_VERSION,
     PYTHON_AGENT,
     Action,
     Agent,
@@ -273,6 +274,7 @@ async def run_once(
                     await agent.send(
                         _init(
                             f"r{i}",
+                            agent.hello,
                             actions,
                             backend,
                             server,
@@ -458,6 +460,7 @@ def _storage(hellos: list[Hello]) -> str:
 
 def _init(
     replica: str,
+    hello: Hello | None,
     actions: list[Action],
     backend: Backend,
     server: Upstream | None,
@@ -480,6 +483,8 @@ def _init(
         mode="plan",
         actions=tuple(actions),
         settings=REAL_SETTINGS,
+        # Answered in the version the agent's hello said it speaks.
+        protocol=PROTOCOL_VERSION if hello is None else hello.protocol,
     ).to_line()
 
 

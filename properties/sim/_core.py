@@ -298,8 +298,11 @@ class _SimCore:
     def _queue_replication(self, cmd: _Command, now: float) -> None:
         fields = cmd.fields
         if fields[0] == b"EVALSHA":
-            script = self._scripts[fields[1]]
-            fields = [b"EVAL", script.source.encode(), *fields[2:]]
+            script = self._scripts.get(fields[1])
+            source = (
+                self._engine.script_source(fields[1]) if script is None else script.source.encode()
+            )
+            fields = [b"EVAL", source, *fields[2:]]
         entry = _Replication(self._new_id(), fields, now, cmd.description)
         self._replication.append(entry)
         self._added(entry)

@@ -288,6 +288,12 @@ class Engine:
             target.time = db.time
         return Engine(hook, server, number=self.number + 1, lua_from=self)
 
+    def script_source(self, sha: bytes) -> bytes:
+        """The body of a script this server ran or loaded, by its SHA1 (a foreign
+        client's script, which no :class:`SimClient` registered)."""
+        source: bytes = self.server.script_cache[sha]
+        return source
+
     def forget_scripts(self) -> None:
         """SCRIPT FLUSH: a promoted replica has no scripts (Redis replicates effects)."""
         self.server.script_cache = {}

@@ -8,7 +8,7 @@
 // performs the I/O they ask for (publish, log reads, job lookups) and reports failures
 // back to them.
 
-import { monotonic } from "./clock.js";
+import { atDeadline, monotonic } from "./clock.js";
 import { Deferred } from "./defer.js";
 import { IllegalTransition } from "./jobstore.js";
 import { RedisConnectionError } from "./redis.js";
@@ -99,7 +99,7 @@ export class StreamActor {
     this._inbox = [];
     this._busy = false;
     this._stopped = false;
-    /** @type {NodeJS.Timeout | null} */
+    /** @type {import("./clock.js").ClockTimer | null} */
     this._timer = null;
     this._timerAt = Infinity;
     /** @type {Map<number, Subscriber>} */
@@ -206,7 +206,7 @@ export class StreamActor {
    * or made from now on are refused rather than left waiting. */
   stop() {
     this._stopped = true;
-    if (this._timer !== null) clearTimeout(this._timer);
+    this._timer?.cancel();
     this._timer = null;
     for (const subId of [...this._subscribers.keys()]) this._remove(subId);
     for (const command of this._inbox.splice(0)) this._refuse(command);
@@ -251,17 +251,15 @@ export class StreamActor {
       if (sub.wakeAt !== null && sub.wakeAt < deadline) deadline = sub.wakeAt;
     }
     if (deadline === this._timerAt) return;
-    if (this._timer !== null) clearTimeout(this._timer);
+    this._timer?.cancel();
     this._timer = null;
     this._timerAt = deadline;
     if (deadline === Infinity || this._stopped) return;
-    // Rounded up, so the timer never fires before the deadline it is for.
-    const delayMs = Math.max(0, Math.ceil((deadline - monotonic()) * 1000) + 1);
-    this._timer = setTimeout(() => {
+    this._timer = atDeadline(deadline, () => {
       this._timer = null;
       this._timerAt = Infinity;
       this._tell({ type: "timers" });
-    }, delayMs);
+    });
   }
 
   /** @param {Command} command */

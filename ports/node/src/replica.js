@@ -2,6 +2,7 @@
 // for commands, one for pub/sub), the bus, the job store, the transport and the manager.
 
 import { RedisBus } from "./bus.js";
+import { wallMs } from "./clock.js";
 import { RedisJobStore } from "./jobstore.js";
 import { Keys } from "./keys.js";
 import { GenerationJobManager } from "./manager.js";
@@ -63,7 +64,7 @@ export async function openReplica(url, { cluster = false, settings = {}, keys = 
   const subscriber = new Redis(url, { ...CLIENT_OPTIONS });
   const bus = new RedisBus(redis, subscriber, { keys, logTtlS: s.runningTtlS });
   await bus.start();
-  const nowMs = Date.now;
+  const nowMs = wallMs;
   const jobs = new RedisJobStore(redis, { keys, nowMs, runningTtlS: s.runningTtlS, completedTtlS: s.completedTtlS });
   const transport = new EventTransport(bus, jobs, {
     timings: {

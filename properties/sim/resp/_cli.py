@@ -117,12 +117,16 @@ def _summarize(campaign: ForeignCampaign) -> None:
         f"{campaign.examples} examples in {campaign.seconds:.1f} s: {campaign.rule_steps} rule "
         f"steps, {campaign.decisions} decisions; {campaign.rule_steps / rules_s:.1f} rule "
         f"steps/s in the rules' {rules_s:.1f} s ({campaign.quiet_s:.1f} s waiting for quiet, "
-        f"{campaign.waited_s:.1f} s of timer waits; "
+        f"{campaign.waited_s:.1f} s of timer waits, harness clocks moved "
+        f"{campaign.advanced_s:.1f} s; "
         f"{campaign.rule_steps / unwaited_s:.1f}/s without those waits); agents started in "
         f"{campaign.start_s:.1f} s, heal phases {campaign.heal_s:.1f} s; "
-        f"late activity {campaign.late_activity}; replica timers "
+        f"late activity {campaign.late_activity}, quiet waits cut off at their limit "
+        f"{campaign.never_quiet}; replica timers "
         f"{', '.join(f'{k}={v:g}' for k, v in FOREIGN_SETTINGS.items())}"
     )
+    made = ", ".join(f"{name} {n}" for name, n in sorted(campaign.faults_made.items()))
+    print(f"fault decisions: {made or 'none'}")
     print("anomalies: none" if not campaign.failed else "anomalies: FOUND", flush=True)
 
 

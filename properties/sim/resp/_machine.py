@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,12 +62,20 @@ PICK = st.integers(0, 15)
 SEEDS = st.integers(0, 2**16 - 1)
 
 
+#: The decisions that are faults (the rest ask replicas to act or release steps in order).
+FAULT_DECISIONS: Final = frozenset(
+    {"drop", "lossy_emit", "disconnect", "wait", "failover", "failover_after_emit"}
+)
+
+
 class ForeignFault(enum.Enum):
     DROP = "drop"
     CUT = "cut"
     #: Real time passes for the replicas' timers mid-example (``wait``); every example's
     #: heal phase lets them fire anyway.
     CLOCK = "clock"
+    #: The primary fails over to a replica that may lack acknowledged writes.
+    FAILOVER = "failover"
 
 
 @dataclass
@@ -85,13 +94,17 @@ class ForeignMachine(RuleBasedStateMachine):
     examples: ClassVar[int] = 0
     rule_steps: ClassVar[int] = 0
     decisions_made: ClassVar[int] = 0
+    #: The fault decisions the rules made, by name (what a campaign exercised).
+    faults_made: ClassVar[Counter[str]]
     #: Seconds in the rules (decisions), in healing and judging, and starting agents.
     busy_s: ClassVar[float] = 0.0
     heal_s: ClassVar[float] = 0.0
     start_s: ClassVar[float] = 0.0
     late_activity: ClassVar[int] = 0
+    never_quiet: ClassVar[int] = 0
     quiet_total_s: ClassVar[float] = 0.0
     waited_s: ClassVar[float] = 0.0
+    advanced_s: ClassVar[float] = 0.0
 
     #: Called with the number of examples started so far, before each example.
     on_example: ClassVar[Callable[[int], None] | None] = None
@@ -227,16 +240,37 @@ class ForeignMachine(RuleBasedStateMachine):
     def disconnect(self, k: int) -> None:
         self._do("disconnect", k=k)
 
+    def _may_fail_over(self) -> bool:
+        """The failover family, for agents on the harness clock: a failover may lose the
+        write that ended a turn, and only a producer timeout (600 s in an example's
+        settings, passed by the heal phase's clock jump) then ends its readers' wait."""
+        return ForeignFault.FAILOVER in self.faults and self.sim.world.harness_clock
+
+    @precondition(lambda self: self._may_fail_over())
+    @rule()
+    def failover(self) -> None:
+        """The primary fails over; whatever it had not replicated is lost."""
+        self._do("failover")
+
+    @precondition(lambda self: self._may_fail_over())
+    @rule(stream=STREAMS)
+    def failover_after_emit(self, stream: str) -> None:
+        """A chunk is acknowledged to its generator and lost by the failover."""
+        self._do("failover_after_emit", stream=stream)
+
     def teardown(self) -> None:
         cls = type(self)
         cls.rule_steps += self.sim.rule_steps
         cls.busy_s += time.monotonic() - self._rules_started
         cls.decisions_made += len(self.sim.decisions)
+        cls.faults_made.update(d.name for d in self.sim.decisions if d.name in FAULT_DECISIONS)
         # The world is idle between decisions: its figures so far are the rules'.
         timings = self.sim.world.timings
         cls.quiet_total_s += timings.quiet_s
         cls.waited_s += timings.waited_s
+        cls.advanced_s += timings.advanced_s
         cls.late_activity += timings.late_activity
+        cls.never_quiet += timings.never_quiet
         healing = time.monotonic()
         try:
             judged = self.sim.heal()
@@ -286,12 +320,15 @@ def foreign_machine_for(
             "examples": 0,
             "rule_steps": 0,
             "decisions_made": 0,
+            "faults_made": Counter(),
             "busy_s": 0.0,
             "heal_s": 0.0,
             "start_s": 0.0,
             "late_activity": 0,
+            "never_quiet": 0,
             "quiet_total_s": 0.0,
             "waited_s": 0.0,
+            "advanced_s": 0.0,
         },
     )
 
@@ -306,11 +343,17 @@ class ForeignCampaign:
     busy_s: float
     heal_s: float
     start_s: float
-    #: Within the rules: seconds of quiet waits, and of real time let pass on purpose
-    #: by ``wait`` decisions (heal phases not included in either).
+    #: Within the rules: seconds of quiet waits, of real time let pass on purpose by
+    #: ``wait`` decisions, and of harness-clock jumps that replaced such waits (heal
+    #: phases not included in any).
     quiet_s: float
     waited_s: float
+    advanced_s: float
     late_activity: int
+    #: Quiet waits that ended at their limit (an agent kept running or talking).
+    never_quiet: int = 0
+    #: Fault decisions made by the rules, by name.
+    faults_made: dict[str, int] = field(default_factory=dict)
     report: CheckReport | None = None
     crash: str | None = None
     #: Decisions of the failing example, as Hypothesis found it and after minimizing.
@@ -363,12 +406,15 @@ def run_foreign_campaign(
         seconds=time.monotonic() - started,
         rule_steps=machine.rule_steps,
         decisions=machine.decisions_made,
+        faults_made=dict(machine.faults_made),
         busy_s=machine.busy_s,
         heal_s=machine.heal_s,
         start_s=machine.start_s,
         quiet_s=machine.quiet_total_s,
         late_activity=machine.late_activity,
+        never_quiet=machine.never_quiet,
         waited_s=machine.waited_s,
+        advanced_s=machine.advanced_s,
     )
     failure = machine.failure
     if failure is None:

@@ -115,6 +115,12 @@ class ForeignSimulation:
         for stream in world.live_turns():
             await world.apply("finish", {"stream": stream})
         await world.settle()
+        if world.failed_over and world.harness_clock:
+            # A failover may have lost the write that ended a turn: its readers learn
+            # that only from the producer timeout, which the clock passes here (as the
+            # in-process heal's jumps do). The failover family needs the harness clock.
+            await world.apply("wait", {"timer": "producer_timeout"})
+            await world.settle()
         # Readers still waiting get their timers (idle probe, reorder timeout) and
         # reconnections (a client's back-off reaches 1 s) until each has its terminal or
         # HEAL_S have passed: a reader still waiting then is a liveness finding.

@@ -11,15 +11,19 @@ socket and no agent wrote a line for ``quiet_s`` (and the front has nothing left
 write). What arrives after that window is counted (``late_activity``): it is what the
 window missed.
 
-Time: the simulated Redis reads the real clock, and the replicas run their own real
-timers (reorder timeout, idle probe) with the short settings given in their init; a
-``wait`` decision lets real time pass (a setting's length and a margin). Heartbeats,
-cleanup and the producer timeout are set long enough never to fire in an example.
+Time: the simulated Redis reads the real clock, and the replicas run their own timers
+(reorder timeout, idle probe) with the short settings given in their init. A ``wait``
+decision moves time past a setting's length (and a margin): with ``clock`` lines when
+every agent's hello declared the harness clock (protocol 2: its timers run on a clock the
+harness moves ahead, so the jump costs no real time), otherwise by letting that much real
+time pass. Heartbeats, cleanup and the producer timeout are set long enough never to
+fire in an example.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -28,8 +32,26 @@ from typing import Any, Final, TypeVar
 
 import trio
 
-from streamcheck.model import CheckReport, Healed, History, JSONValue, check
-from streamcheck.properties.protocol import Action, Agent, AgentFailed, Init, Op, read_transcript
+from streamcheck.model import (
+    CheckReport,
+    FaultInjected,
+    FaultKind,
+    Healed,
+    History,
+    JSONValue,
+    Record,
+    WritesLost,
+    check,
+)
+from streamcheck.properties.protocol import (
+    Action,
+    Agent,
+    AgentFailed,
+    Init,
+    Op,
+    clock_line,
+    read_transcript,
+)
 from streamcheck.properties.protocol._messages import ProtocolError
 from streamcheck.properties.realredis._merge import merge_histories
 from streamcheck.properties.realredis._plan import chunk_payload, owner_of
@@ -73,6 +95,8 @@ class WorldTimings:
     quiet_s: float = 0.0
     #: Seconds spent in ``wait`` decisions (real time let pass on purpose).
     waited_s: float = 0.0
+    #: Seconds the agents' harness clocks were moved ahead instead (no real time).
+    advanced_s: float = 0.0
     #: Bytes or lines that arrived between decisions, after a window had closed.
     late_activity: int = 0
     #: Quiet waits that ended before ``quiet_s`` of silence (every agent asleep).
@@ -118,11 +142,15 @@ class ForeignWorld:
     _deciding: bool = False
     _ids: int = 0
     _session_count: int = 0
+    #: What the world did that the agents cannot report (failovers, the writes they
+    #: lost), merged into the history by time.
+    _faults: list[Record] = field(default_factory=list)
 
     # -- set-up -------------------------------------------------------------------------
 
     async def start(self, nursery: trio.Nursery) -> None:
-        self.sim = SimRedis(clock=time.time)
+        # A replica behind the primary, so that a failover may lose acknowledged writes.
+        self.sim = SimRedis(clock=time.time, with_replica=True)
         self.front = RespFront(self.sim, self._activity)
         self.timings.start_s = trio.current_time()
         for index, command in enumerate(self.commands):
@@ -134,12 +162,14 @@ class ForeignWorld:
                 raise WorldFailed(str(exc)) from None
             agent.name = replica
             agent.on_line = self._activity
+            assert agent.hello is not None  # host.agent waited for it
             init = Init(
                 replica=replica,
                 redis_url=f"redis://127.0.0.1:{port}",
                 cluster=False,
                 mode="interactive",
                 settings=FOREIGN_SETTINGS,
+                protocol=agent.hello.protocol,
             )
             await agent.send(init.to_line())
             self.agents.append(agent)
@@ -275,6 +305,11 @@ class ForeignWorld:
                 self._activity()
                 await self.quiet(self.reconnect_grace_s)
                 return True
+            case "failover":
+                await self.failover()
+                return True
+            case "failover_after_emit":
+                return await self._failover_after_emit(str(args["stream"]))
             case "settle":
                 await self.settle()
                 return True
@@ -282,12 +317,34 @@ class ForeignWorld:
                 await self.pct(int(args["seed"]), int(args["depth"]))
                 return True
             case "wait":
-                seconds = FOREIGN_SETTINGS[f"{args['timer']}_s"] + WAIT_MARGIN_S
-                self.timings.waited_s += seconds
-                await trio.sleep(seconds)
+                await self.pass_time(FOREIGN_SETTINGS[f"{args['timer']}_s"] + WAIT_MARGIN_S)
                 await self.quiet()
                 return True
         raise ValueError(f"unknown decision {name!r}")
+
+    @property
+    def failed_over(self) -> bool:
+        return any(
+            isinstance(f, FaultInjected) and f.fault is FaultKind.FAILOVER for f in self._faults
+        )
+
+    @property
+    def harness_clock(self) -> bool:
+        """Every agent takes its timers' clock from the harness (its hello said so)."""
+        return all(a.hello is not None and a.hello.capabilities.harness_clock for a in self.agents)
+
+    async def pass_time(self, seconds: float) -> None:
+        """Time passes for the replicas' timers: their clocks jump ``seconds`` ahead, or,
+        unless every agent takes its clock from the harness, that much real time passes
+        (a clock line to some agents only would leave the others' timers behind)."""
+        if self.harness_clock:
+            self.timings.advanced_s += seconds
+            self._activity()
+            for agent in self.agents:
+                await agent.send(clock_line(seconds))
+        else:
+            self.timings.waited_s += seconds
+            await trio.sleep(seconds)
 
     def _choices(self, name: str) -> list[int]:
         """The items a step, deliver or drop may pick, in an order that does not depend
@@ -346,6 +403,39 @@ class ForeignWorld:
             await self.quiet()
         return True
 
+    async def failover(self) -> None:
+        """The primary fails over to its replica: writes not yet replicated are lost,
+        scripts forgotten, every connection dropped (the simulated Redis for impl/ does
+        the same, :meth:`SimRedis.failover`). The history says so, as the in-process
+        world's does, so that the checker accepts what lost writes excuse (a gap typed
+        ``writes_lost`` or ``possibly_lost``, a turn ended twice) and nothing else."""
+        lost_before = self.sim.statistics().writes_lost
+        self.sim.failover()
+        at = time.monotonic()
+        self._faults.append(FaultInjected(time=at, fault=FaultKind.FAILOVER))
+        lost = self.sim.statistics().writes_lost - lost_before
+        if lost:
+            self._faults.append(WritesLost(time=at, writes=lost))
+        self._activity()
+        await self.quiet(self.reconnect_grace_s)
+
+    async def _failover_after_emit(self, stream: str, limit: int = 20) -> bool:
+        """The generator emits; pending commands run (lowest id first, one per quiet
+        window) until none is left, with nothing replicated; then the primary fails
+        over, so the chunk acknowledged to its generator is lost with its counter
+        increment and log entry."""
+        if not await self._apply("emit", {"stream": stream}):
+            return False
+        for _ in range(limit):
+            commands = [item for item in self.sim.runnable() if item.kind == "command"]
+            if not commands:
+                break
+            self.sim.step(commands[0].id)
+            self._activity()
+            await self.quiet()
+        await self.failover()
+        return True
+
     async def settle(self, limit: int = 2000) -> int:
         """Release every pending step, lowest id first, then wait for quiet; again until
         nothing is pending once the world is quiet."""
@@ -388,8 +478,9 @@ class ForeignWorld:
                 priority[best.connection] = min(priority.values()) - 1.0
                 continue
             self.sim.step(best.id)
-            self._activity()
-            await self.quiet()
+            if best.kind != "replication":  # applied to the replica: no agent sees it
+                self._activity()
+                await self.quiet()
         return steps
 
     # -- actions ------------------------------------------------------------------------------
@@ -475,15 +566,25 @@ class ForeignWorld:
 
     def judge(self, *, healed: bool) -> tuple[CheckReport, History]:
         transcripts = []
+        # After a failover a refusal ("absent", "finished") proves nothing: the turn may
+        # be among the lost writes.
+        forgets_after = min((f.time for f in self._faults), default=math.inf)
         for agent in self.agents:
             try:
-                transcripts.append(read_transcript(agent.transcript, agent.name, self.actions))
+                transcripts.append(
+                    read_transcript(
+                        agent.transcript,
+                        agent.name,
+                        self.actions,
+                        storage_forgets_after=forgets_after,
+                    )
+                )
             except ProtocolError as exc:
                 raise WorldFailed(f"agent {agent.name} broke the protocol: {exc}") from None
         errors = [f"agent {t.replica}: {e}" for t in transcripts for e in t.agent_errors]
         if errors:
             raise WorldFailed("; ".join(errors))
-        history = merge_histories([t.records for t in transcripts])
+        history = merge_histories([t.records for t in transcripts] + [self._faults])
         if healed:
             history.append(Healed(time=time.monotonic()))
         return check(history), history

@@ -28,6 +28,11 @@ class EarlyBuffer:
     overflowed: bool = False
     closed: bool = False
 
+    @property
+    def accepting(self) -> bool:
+        """Whether ``record`` keeps what it is given (callers may skip building it)."""
+        return not (self.closed or self.overflowed)
+
     def record(self, event: SequencedEvent, size_bytes: int) -> None:
         if self.closed or self.overflowed:
             return

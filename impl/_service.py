@@ -22,7 +22,7 @@ from streamcheck.impl.jobstore._redis import RedisJobStore
 from streamcheck.impl.redis import Keys, RedisLike
 from streamcheck.impl.transport._actor import MAX_IN_FLIGHT, ActorTimings, StreamActor
 from streamcheck.impl.transport._bus import Bus
-from streamcheck.impl.transport._memory_bus import JobFacts, MemoryBus, MemoryHub
+from streamcheck.impl.transport._memory_bus import MemoryBus, MemoryHub
 from streamcheck.impl.transport._redis_bus import RedisBus
 from streamcheck.impl.transport._transport import EventTransport
 
@@ -111,11 +111,7 @@ class MemoryBackend:
             start_seq_for=self.hub.counter_now,
             on_forget=self.hub.forget,
         )
-        self.hub.bind_jobs(self._facts)
-
-    def _facts(self, stream_id: str) -> JobFacts | None:
-        job = self.jobs.peek(stream_id)
-        return JobFacts(job.generation_id, job.status) if job is not None else None
+        self.hub.bind_jobs(self.jobs.peek)
 
 
 @asynccontextmanager

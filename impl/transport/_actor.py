@@ -640,7 +640,11 @@ class StreamActor:
             while len(self._ended) > REMEMBERED_GENERATIONS:
                 del self._ended[next(iter(self._ended))]
         producer = self._producer
-        if producer is not None and producer.generation == command.generation:
+        if (
+            producer is not None
+            and producer.generation == command.generation
+            and producer.early.accepting  # closed once a reader attached here
+        ):
             # ASCII JSON: its length in characters is its size in bytes.
             producer.early.record(_as_event(command, outcome.seq), len(command.encoded))
 

@@ -111,7 +111,10 @@ def refuse(command: object, stream_id: str) -> None:
         reply.fail(StreamActorStopped(stream_id))
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made per event, and a frozen dataclass's ``__init__`` sets each
+# field through ``object.__setattr__``, several times the cost of plain assignments.
+# Nothing changes an Emit once made.
+@dataclass(slots=True)
 class Emit:
     generation: str
     kind: EventKind

@@ -11,6 +11,8 @@ disturbing the stream.
 from __future__ import annotations
 
 import json
+import json.encoder
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,12 +45,33 @@ class MalformedPayload(ValueError):
 
 #: json.dumps with options builds an encoder per call; this one is built once.
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
+#: The C encoder that ``_COMPACT.encode`` makes on each call, after Python-level
+#: set-up (a closure per call, a type check, the join of an iterator) that costs a
+#: third of encoding an event; None where the C accelerator is missing.
+_C_MAKE_ENCODER: Callable[..., Callable[[Any, int], list[str]]] | None = getattr(
+    json.encoder, "c_make_encoder", None
+)
 
 
 def encode_body(body: Any) -> str:
     """The event's JSON as the envelope and the chunk log carry it (compact, ASCII, so
     its length is its size in bytes)."""
-    return _COMPACT.encode(body)
+    if _C_MAKE_ENCODER is None:
+        return _COMPACT.encode(body)
+    # The same arguments ``JSONEncoder.iterencode`` passes, with a fresh dict of the
+    # containers being encoded (circular references are still refused).
+    encode = _C_MAKE_ENCODER(
+        {},
+        _COMPACT.default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        ":",
+        ",",
+        False,
+        False,
+        True,
+    )
+    return "".join(encode(body, 0))
 
 
 def encode_split(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from streamcheck.impl._log import LogRow, LostWrites
 from streamcheck.impl._status import JobStatus
@@ -25,12 +26,15 @@ from streamcheck.impl.transport._envelope import AbortSignal, SequencedEvent
 from streamcheck.model import Chunk, Done, Failure, JSONValue
 
 
-@dataclass(frozen=True, slots=True)
-class JobFacts:
-    """What the publish fence needs to know about a stream's current job."""
+class JobFacts(Protocol):
+    """What the publish fence needs to know about a stream's current job: the job
+    record itself (the fence reads it on every event, so nothing is copied)."""
 
-    generation: str
-    status: JobStatus
+    @property
+    def generation_id(self) -> str: ...
+
+    @property
+    def status(self) -> JobStatus: ...
 
 
 JobLookup = Callable[[str], JobFacts | None]
@@ -81,7 +85,9 @@ class MemoryHub:
         floor: int,
         by_abort: bool,
     ) -> PublishOutcome:
-        log = self._streams.setdefault(stream_id, _StreamLog())
+        log = self._streams.get(stream_id)
+        if log is None:  # (not ``setdefault``: that would build a log per event)
+            log = self._streams[stream_id] = _StreamLog()
         refusal = self._fence(stream_id, generation, kind, log, by_abort=by_abort)
         if refusal is not None:
             return refusal
@@ -147,7 +153,7 @@ class MemoryHub:
         facts = self._job_lookup(stream_id) if self._job_lookup is not None else None
         if facts is None:
             return PublishRefused.NO_JOB
-        if facts.generation != generation:
+        if facts.generation_id != generation:
             return PublishRefused.OTHER_GENERATION
         if generation in log.aborted_generations and not by_abort:
             return PublishRefused.ABORTED

@@ -99,6 +99,7 @@ from streamcheck.impl.transport._silence import (
     SilenceOutcome,
     SilenceRequest,
 )
+from streamcheck.impl.transport._turn import Turn
 from streamcheck.impl.transport._verdict import PRODUCER_LOST
 from streamcheck.model import Chunk, Done, Failure, JSONValue, StreamEvent
 
@@ -229,7 +230,7 @@ class StreamActor:
         self._untaken_flushes = 0
         #: Held while a command is handled: by the actor's task, or by an emitting task
         #: that found the actor with nothing to do (see ``emit``).
-        self._turn = trio.Lock()
+        self._turn = Turn()
         #: The deadline the actor's task waits for a command until (``-inf`` while it
         #: is not waiting): a timer set earlier must wake it.
         self._waiting_until = -math.inf

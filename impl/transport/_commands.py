@@ -96,8 +96,11 @@ class Acknowledgement(Reply[PublishOutcome]):
 
     def _answer(self) -> None:
         super()._answer()
-        if self._listener is not None:
-            self._listener.acknowledged(self)
+        # Heard once, then let go: a listener usually holds its acknowledgement, and
+        # the pair, left a cycle, would wait for the garbage collector (one per event).
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.acknowledged(self)
 
     def __await__(self) -> Generator[Any, None, PublishOutcome]:
         return self.wait().__await__()

@@ -162,9 +162,9 @@ class ReorderBuffer:
             waiting = len(self._pending)
             self._drain(step)
             if (
-                event.seq == step_first_seq(step)
-                and waiting > 1
+                waiting > 1  # (first: the in-order case, every event's, ends here)
                 and len(self._pending) < waiting - 1
+                and event.seq == step_first_seq(step)
             ):
                 self._late_fills += 1
             if self._pending and len(self._pending) >= self._capacity and not self._fetch_in_flight:

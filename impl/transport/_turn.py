@@ -42,6 +42,7 @@ class Turn:
     def release(self) -> None:
         if not self._held:
             raise RuntimeError("the turn is not held")
-        # Handed over: it stays held, by the waiter woken.
-        if not self._waiters.unpark(count=1):
+        if self._waiters:  # (``unpark`` costs much even with nobody parked)
+            self._waiters.unpark(count=1)  # handed over: it stays held, by the waiter
+        else:
             self._held = False

@@ -25,6 +25,7 @@ from streamcheck.impl import (
     GenerationJob,
     GenerationJobManager,
     Keys,
+    MemoryBackend,
     ReplicaSettings,
     StopReason,
     StreamAccessDenied,
@@ -62,6 +63,7 @@ from streamcheck.model import (
     event_digest,
 )
 from streamcheck.properties._hostile import HostileState, with_fault_injection
+from streamcheck.properties._memory_sim import SteppedMemory
 from streamcheck.properties.canaries import CORRECT, ReplicaBuild, ResourceBound
 from streamcheck.properties.canaries.unawaited_publishes import Dispatched
 from streamcheck.properties.sim import SimRedis
@@ -154,7 +156,7 @@ class Session:
 class World:
     def __init__(
         self,
-        sim: RedisSource,
+        sim: RedisSource | SteppedMemory,
         nursery: trio.Nursery,
         *,
         replicas: int,
@@ -217,15 +219,22 @@ class World:
     ) -> None:
         with trio.CancelScope() as scope:
             replica.scope = scope
-            client = self.sim.client(f"{replica.name}.{replica.incarnation}")
+            name = f"{replica.name}.{replica.incarnation}"
+            parts = with_fault_injection(self._build.parts)
+            backend: RedisLike | MemoryBackend
+            if isinstance(self.sim, SteppedMemory):
+                # One in-process hub for all replicas, each through its own stepped bus.
+                backend, parts = self.sim.backend, self.sim.replica_parts(parts, name)
+            else:
+                backend = self.sim.client(name)
             async with (
                 open_replica(
-                    client,
+                    backend,
                     settings=self.settings,
                     keys=Keys(),
                     wall_clock=self._wall_clock,
-                    ids=CountingIds(f"{replica.name}.{replica.incarnation}-g"),
-                    parts=with_fault_injection(self._build.parts),
+                    ids=CountingIds(f"{name}-g"),
+                    parts=parts,
                 ) as manager,
                 trio.open_nursery() as ops,
             ):
@@ -259,9 +268,10 @@ class World:
         replica.scope.cancel()
         replica.manager = None
         replica.ops = None
-        for connection in self.sim.connections():
-            if connection.startswith(f"{replica.name}.{replica.incarnation}"):
-                self.sim.disconnect(connection)
+        if not isinstance(self.sim, SteppedMemory):
+            for connection in self.sim.connections():
+                if connection.startswith(f"{replica.name}.{replica.incarnation}"):
+                    self.sim.disconnect(connection)
         for gen in self.generators.values():
             if gen.replica == replica.name:
                 gen.finished = True  # its generator died with it
@@ -451,6 +461,10 @@ class World:
                 invoked_index=invoked_index,
             )
         )
+
+    def streams(self) -> set[str]:
+        """Every stream id a turn was started on."""
+        return {gen.stream_id for gen in self.all_generators}
 
     def in_progress(self, stream_id: str) -> bool:
         """A turn of the stream has started and its generator can act now."""

@@ -1,0 +1,122 @@
+"""The state machine over impl/'s memory backend (properties/_memory_sim.py), as CI runs it.
+
+* The correct implementation survives a memory campaign and reaches the rare paths the
+  memory backend has.
+* The memory bus's calls and deliveries are the driver's steps: nothing reaches a
+  reader until a decision hands it over.
+* A memory run's replay file names its backend and replays deterministically; decisions
+  that need Redis are refused on the memory backend, in a run and in a replay file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from streamcheck.model import Chunk, Delivered
+from streamcheck.properties._campaign import MEMORY_REQUIRED_LABELS, run_campaign
+from streamcheck.properties._replay import (
+    load_replay,
+    replay_twice,
+    run_decisions,
+    write_replay_file,
+)
+from streamcheck.properties._replay_schema import ReplayFileError, check_replay, replay_backend
+from streamcheck.properties._run_limits import SimBackend
+from streamcheck.properties._simulation import Decision, Simulation
+
+#: CI budget on the memory backend, derandomized; STREAMCHECK_MEMORY_EXAMPLES raises it.
+MEMORY_EXAMPLES = int(os.environ.get("STREAMCHECK_MEMORY_EXAMPLES", "300"))
+
+A_TURN_READ_ON_ANOTHER_REPLICA = [
+    Decision("create", {"stream": "s0", "replica": 0}),
+    Decision("settle"),
+    Decision("subscribe", {"stream": "s0", "replica": 1}),
+    Decision("settle"),
+    Decision("emit", {"stream": "s0"}),
+    Decision("pump"),
+]
+
+
+def test_correct_implementation_survives_the_memory_backend(tmp_path: Path) -> None:
+    replay = tmp_path / "memory.json"
+    result = run_campaign(
+        examples=MEMORY_EXAMPLES, seed=0, replay_file=replay, backend=SimBackend.MEMORY
+    )
+    assert result.crashed is None, result.crashed
+    assert not result.found, f"{result.anomaly_kinds}; replay with: streamcheck replay {replay}"
+    assert result.required_labels == MEMORY_REQUIRED_LABELS
+    missing = result.unreached_labels
+    assert not missing, f"rare paths never reached: {missing}; reached: {result.labels}"
+
+
+def test_memory_deliveries_wait_for_the_driver() -> None:
+    simulation = Simulation(backend=SimBackend.MEMORY)
+    try:
+        for decision in A_TURN_READ_ON_ANOTHER_REPLICA:
+            simulation.apply(decision)
+        # The hub published the chunk (the emit's command ran) and fanned it out, but
+        # each replica's copy waits: the reader on r1 has nothing yet.
+        in_flight = simulation.in_flight_messages()
+        assert in_flight, "the fanned-out chunk is not a pending delivery"
+        assert not _delivered_chunks(simulation)
+        for item in in_flight:
+            simulation.apply(Decision("deliver_item", {"item": item}))
+        assert _delivered_chunks(simulation) == 1
+        assert simulation.safety_report().ok
+    finally:
+        simulation.close()
+
+
+def _delivered_chunks(simulation: Simulation) -> int:
+    assert simulation.world is not None
+    return sum(
+        1
+        for record in simulation.world.history.records
+        if isinstance(record, Delivered) and isinstance(record.event, Chunk)
+    )
+
+
+def test_a_memory_replay_file_names_its_backend_and_replays(tmp_path: Path) -> None:
+    path = tmp_path / "memory.json"
+    decisions = [
+        *A_TURN_READ_ON_ANOTHER_REPLICA,
+        Decision("finish", {"stream": "s0", "error": False}),
+    ]
+    with run_decisions(decisions, canaries=frozenset(), replicas=2, backend=SimBackend.MEMORY) as (
+        simulation,
+        report,
+    ):
+        write_replay_file(path, name="memory", simulation=simulation, report=report)
+    assert report.ok, report.summary()
+    loaded, canaries, replicas, data = load_replay(path)
+    assert data["backend"] == "memory" and replay_backend(data) is SimBackend.MEMORY
+    rerun, deterministic = replay_twice(
+        loaded, canaries=canaries, replicas=replicas, backend=SimBackend.MEMORY
+    )
+    assert deterministic
+    assert rerun.history == data["history"]
+
+
+@pytest.mark.parametrize("name", ["failover", "disconnect"])
+def test_redis_decisions_are_refused_on_the_memory_backend(name: str) -> None:
+    simulation = Simulation(backend=SimBackend.MEMORY)
+    try:
+        with pytest.raises(ValueError, match="needs the simulated Redis"):
+            simulation.apply(Decision(name, {} if name == "failover" else {"k": 0}))
+    finally:
+        simulation.close()
+    document = {
+        "version": 2,
+        "replicas": 2,
+        "canaries": [],
+        "backend": "memory",
+        "decisions": [[name, {} if name == "failover" else {"k": 0}]],
+    }
+    with pytest.raises(ReplayFileError, match="needs the simulated Redis"):
+        check_replay(json.loads(json.dumps(document)))
+    with pytest.raises(ReplayFileError, match="backend"):
+        check_replay({**document, "backend": "etcd", "decisions": []})

@@ -4,12 +4,14 @@
   memory backend has.
 * The memory bus's calls and deliveries are the driver's steps: nothing reaches a
   reader until a decision hands it over.
+* Mutants of the memory bus, hub and job store are judged by the memory campaign.
 * A memory run's replay file names its backend and replays deterministically; decisions
   that need Redis are refused on the memory backend, in a run and in a replay file.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 from pathlib import Path
@@ -18,6 +20,12 @@ import pytest
 
 from streamcheck.model import Chunk, Delivered
 from streamcheck.properties._campaign import MEMORY_REQUIRED_LABELS, run_campaign
+from streamcheck.properties._mutants import (
+    MEMORY_BACKEND_MODULES,
+    NOT_SIMULATED,
+    campaign_backend,
+    mutation_command,
+)
 from streamcheck.properties._replay import (
     load_replay,
     replay_twice,
@@ -120,3 +128,12 @@ def test_redis_decisions_are_refused_on_the_memory_backend(name: str) -> None:
         check_replay(json.loads(json.dumps(document)))
     with pytest.raises(ReplayFileError, match="backend"):
         check_replay({**document, "backend": "etcd", "decisions": []})
+
+
+def test_mutants_of_the_memory_modules_meet_the_memory_campaign(tmp_path: Path) -> None:
+    for module in MEMORY_BACKEND_MODULES:
+        assert campaign_backend(module) is SimBackend.MEMORY
+        assert not any(fnmatch.fnmatch(module, p) for p in NOT_SIMULATED)
+    assert campaign_backend("transport/_actor.py") is SimBackend.REDIS
+    command = mutation_command(tmp_path, examples=5, seed=0, backend=SimBackend.MEMORY)
+    assert command.endswith("--backend memory")

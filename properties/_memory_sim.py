@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import trio
 
@@ -54,7 +54,7 @@ from streamcheck.impl.seams import (
     PublishRefused,
     SequencedEvent,
 )
-from streamcheck.model import History, JobObserved, JSONValue, KeyspaceProblem
+from streamcheck.model import History, JSONValue, KeyspaceProblem
 from streamcheck.properties.sim import PendingItem
 
 __all__ = ["SteppedMemory", "SteppedMemoryBus"]
@@ -86,7 +86,6 @@ class SteppedMemory:
         #: Each bus's undelivered copies, in the order the hub made them.
         self._inbound: dict[str, deque[_Delivery]] = {}
         self._auto = False
-        self.deliveries = 0
 
     def replica_parts(self, parts: ReplicaParts, replica: str) -> ReplicaParts:
         """``parts`` whose memory bus is ``replica``'s, stepped by this world."""
@@ -122,7 +121,6 @@ class SteppedMemory:
         for queue in self._inbound.values():
             if queue and queue[0].item.id == item_id:
                 queue.popleft().hand_over()
-                self.deliveries += 1
                 return
         raise ValueError(f"item {item_id} is not runnable")
 
@@ -164,15 +162,11 @@ class SteppedMemory:
         item = self._item("delivery", bus, description)
         self._inbound.setdefault(bus, deque()).append(_Delivery(item, hand_over))
 
-    def _item(self, kind: str, lane: str, description: str) -> PendingItem:
+    def _item(
+        self, kind: Literal["command", "delivery"], lane: str, description: str
+    ) -> PendingItem:
         self._next_id += 1
-        assert kind in ("command", "delivery")
-        return PendingItem(
-            id=self._next_id,
-            kind="command" if kind == "command" else "delivery",
-            connection=lane,
-            description=description,
-        )
+        return PendingItem(id=self._next_id, kind=kind, connection=lane, description=description)
 
     # -- the job store, read outside the simulation ---------------------------------------
 
@@ -259,25 +253,16 @@ def _item_id(item: PendingItem) -> int:
 # -- judging the job store (the memory twin of properties/_store_audit.py) ---------------
 
 
-class MemoryJobWatcher:
-    """Records each stream's job whenever it changed, as ``JobObserved`` (the checker
-    judges the sequence: a terminal status never changes, a job that left never comes
-    back)."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, tuple[str | None, str | None]] = {}
-
-    def sample(
-        self, memory: SteppedMemory, streams: set[str], history: History, now: float
-    ) -> None:
-        for stream in sorted(streams | set(self._seen)):
-            job = memory.job(stream)
-            state = (None, None) if job is None else (job.generation_id, job.status.value)
-            if self._seen.get(stream, (None, None)) != state:
-                self._seen[stream] = state
-                history.append(
-                    JobObserved(time=now, stream_id=stream, generation=state[0], status=state[1])
-                )
+def job_states(
+    memory: SteppedMemory, streams: set[str]
+) -> dict[str, tuple[str | None, str | None]]:
+    """Each of ``streams``' job as (generation, status), for ``JobStoreWatcher.observe``."""
+    states: dict[str, tuple[str | None, str | None]] = {}
+    for stream in streams:
+        job = memory.job(stream)
+        if job is not None:
+            states[stream] = (job.generation_id, job.status.value)
+    return states
 
 
 def audit_listings(

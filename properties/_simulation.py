@@ -29,7 +29,7 @@ from streamcheck.model import (
     check,
 )
 from streamcheck.properties._hostile import Forgery, fail_actor, forge, judged
-from streamcheck.properties._memory_sim import MemoryJobWatcher, SteppedMemory, audit_listings
+from streamcheck.properties._memory_sim import SteppedMemory, audit_listings, job_states
 from streamcheck.properties._pct import PctScheduler
 from streamcheck.properties._run_limits import SimBackend
 from streamcheck.properties._stepped_loop import LoopFinished, SteppedLoop
@@ -156,7 +156,6 @@ class Simulation:
         self.memory: SteppedMemory | None = None
         #: Records the shared job store's states between decisions (model: JobObserved).
         self._jobs = JobStoreWatcher()
-        self._memory_jobs = MemoryJobWatcher()
         # fakeredis's clock is patched process-wide, for as long as this run lives.
         self._sim_time = contextlib.ExitStack()
         self._sim_time.enter_context(sim_time(self._now))
@@ -212,7 +211,8 @@ class Simulation:
             if self.sim is not None:
                 self._jobs.sample(self.sim, self.world.history, now)
             elif self.memory is not None:
-                self._memory_jobs.sample(self.memory, self.world.streams(), self.world.history, now)
+                states = job_states(self.memory, self.world.streams())
+                self._jobs.observe(states, self.world.history, now)
 
     def _before_stop(self) -> None:
         # Shielded clean-ups (unsubscribe, status writes) still await simulated

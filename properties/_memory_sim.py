@@ -265,20 +265,37 @@ def job_states(
     return states
 
 
-def audit_listings(
+def audit_memory_store(
     memory: SteppedMemory,
     streams: set[str],
     history: History,
     now: float,
     listings: list[tuple[str, tuple[str, ...]]],
 ) -> None:
-    """Each user's job listing, made once all was quiet, must name exactly that user's
-    running jobs (a ``KeyspaceProblem`` otherwise, keyed by the user's index)."""
+    """After the heal, append a ``KeyspaceProblem`` for every broken invariant of the
+    memory job store:
+
+    * each user's job listing, made once all was quiet, names exactly that user's
+      running jobs;
+    * no job is still running: the heal finished every turn and passed the producer
+      timeout, and in one process nothing can lose a status write (no crash, no cut
+      connection), so a running job is one whose end was never recorded.
+    """
     running_of: dict[str, set[str]] = {}
-    for stream in streams:
+    for stream in sorted(streams):
         job = memory.job(stream)
         if job is not None and not job.status.is_terminal:
             running_of.setdefault(job.user_id, set()).add(stream)
+            history.append(
+                KeyspaceProblem(
+                    time=now,
+                    key=f"memory job {stream}",
+                    problem=(
+                        f"is still {job.status.value} (generation {job.generation_id}) after "
+                        "every turn ended and every timeout passed: its end was never recorded"
+                    ),
+                )
+            )
     for user, listed in listings:
         expected = running_of.get(user, set())
         if set(listed) != expected:

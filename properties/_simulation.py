@@ -29,7 +29,7 @@ from streamcheck.model import (
     check,
 )
 from streamcheck.properties._hostile import Forgery, fail_actor, forge, judged
-from streamcheck.properties._memory_sim import SteppedMemory, audit_listings, job_states
+from streamcheck.properties._memory_sim import SteppedMemory, audit_memory_store, job_states
 from streamcheck.properties._pct import PctScheduler
 from streamcheck.properties._run_limits import SimBackend
 from streamcheck.properties._stepped_loop import LoopFinished, SteppedLoop
@@ -529,7 +529,7 @@ class Simulation:
         if self.sim is not None:
             audit_keyspace(self.sim, world.history, now, listings=world.listings)
         elif self.memory is not None:
-            audit_listings(self.memory, world.streams(), world.history, now, world.listings)
+            audit_memory_store(self.memory, world.streams(), world.history, now, world.listings)
         world.history.append(Healed(time=self.clock.current_time()))
         return judged(check(world.history), world)
 

@@ -265,12 +265,57 @@ def job_states(
     return states
 
 
+class EarlyExpiryWatch:
+    """A finished job stays for its TTL, so that a late client still replays the turn;
+    in the memory job store only the cleanup's TTL rule removes a finished job (the
+    manager deletes none). After every decision: a finished job gone before its TTL
+    passed is a ``KeyspaceProblem``."""
+
+    def __init__(self, ttl_ms: int) -> None:
+        self._ttl_ms = ttl_ms
+        #: Each stream's finished job when last seen: (generation, completed at, ms).
+        self._finished: dict[str, tuple[str, int]] = {}
+
+    def sample(
+        self,
+        memory: SteppedMemory,
+        streams: set[str],
+        history: History,
+        now: float,
+        *,
+        wall_now_ms: int,
+    ) -> None:
+        for stream in sorted(streams):
+            job = memory.job(stream)
+            before = self._finished.pop(stream, None)
+            if job is None and before is not None:
+                generation, completed_at = before
+                age = wall_now_ms - completed_at
+                if age < self._ttl_ms:
+                    history.append(
+                        KeyspaceProblem(
+                            time=now,
+                            key=f"memory job {stream}",
+                            problem=(
+                                f"of finished generation {generation} was removed at most "
+                                f"{age / 1000:g} s after it finished, before its TTL of "
+                                f"{self._ttl_ms / 1000:g} s"
+                            ),
+                        )
+                    )
+            if job is not None and job.status.is_terminal and job.completed_at is not None:
+                self._finished[stream] = (job.generation_id, job.completed_at)
+
+
 def audit_memory_store(
     memory: SteppedMemory,
     streams: set[str],
     history: History,
     now: float,
     listings: list[tuple[str, tuple[str, ...]]],
+    *,
+    wall_now_ms: int,
+    expired_after_ms: int,
 ) -> None:
     """After the heal, append a ``KeyspaceProblem`` for every broken invariant of the
     memory job store:
@@ -279,11 +324,26 @@ def audit_memory_store(
       running jobs;
     * no job is still running: the heal finished every turn and passed the producer
       timeout, and in one process nothing can lose a status write (no crash, no cut
-      connection), so a running job is one whose end was never recorded.
+      connection), so a running job is one whose end was never recorded;
+    * no finished job is older than ``expired_after_ms`` (its TTL plus one cleanup
+      interval: a cleanup pass has run since it expired).
     """
     running_of: dict[str, set[str]] = {}
     for stream in sorted(streams):
         job = memory.job(stream)
+        if job is not None and job.status.is_terminal and job.completed_at is not None:
+            age = wall_now_ms - job.completed_at
+            if age > expired_after_ms:
+                history.append(
+                    KeyspaceProblem(
+                        time=now,
+                        key=f"memory job {stream}",
+                        problem=(
+                            f"finished {age / 1000:g} s ago and is still stored: it outlived "
+                            f"its TTL and the cleanup pass after it"
+                        ),
+                    )
+                )
         if job is not None and not job.status.is_terminal:
             running_of.setdefault(job.user_id, set()).add(stream)
             history.append(

@@ -29,7 +29,12 @@ from streamcheck.model import (
     check,
 )
 from streamcheck.properties._hostile import Forgery, fail_actor, forge, judged
-from streamcheck.properties._memory_sim import SteppedMemory, audit_memory_store, job_states
+from streamcheck.properties._memory_sim import (
+    EarlyExpiryWatch,
+    SteppedMemory,
+    audit_memory_store,
+    job_states,
+)
 from streamcheck.properties._pct import PctScheduler
 from streamcheck.properties._run_limits import SimBackend
 from streamcheck.properties._stepped_loop import LoopFinished, SteppedLoop
@@ -156,6 +161,7 @@ class Simulation:
         self.memory: SteppedMemory | None = None
         #: Records the shared job store's states between decisions (model: JobObserved).
         self._jobs = JobStoreWatcher()
+        self._early_expiry = EarlyExpiryWatch(SIM_SETTINGS.completed_ttl_s * 1000)
         # fakeredis's clock is patched process-wide, for as long as this run lives.
         self._sim_time = contextlib.ExitStack()
         self._sim_time.enter_context(sim_time(self._now))
@@ -211,8 +217,11 @@ class Simulation:
             if self.sim is not None:
                 self._jobs.sample(self.sim, self.world.history, now)
             elif self.memory is not None:
-                states = job_states(self.memory, self.world.streams())
-                self._jobs.observe(states, self.world.history, now)
+                streams, history = self.world.streams(), self.world.history
+                self._jobs.observe(job_states(self.memory, streams), history, now)
+                self._early_expiry.sample(
+                    self.memory, streams, history, now, wall_now_ms=int(self._now() * 1000)
+                )
 
     def _before_stop(self) -> None:
         # Shielded clean-ups (unsubscribe, status writes) still await simulated
@@ -529,7 +538,17 @@ class Simulation:
         if self.sim is not None:
             audit_keyspace(self.sim, world.history, now, listings=world.listings)
         elif self.memory is not None:
-            audit_memory_store(self.memory, world.streams(), world.history, now, world.listings)
+            audit_memory_store(
+                self.memory,
+                world.streams(),
+                world.history,
+                now,
+                world.listings,
+                wall_now_ms=int(self._now() * 1000),
+                expired_after_ms=int(
+                    (SIM_SETTINGS.completed_ttl_s + SIM_SETTINGS.cleanup_interval_s) * 1000
+                ),
+            )
         world.history.append(Healed(time=self.clock.current_time()))
         return judged(check(world.history), world)
 

@@ -113,6 +113,11 @@ def _run(args: argparse.Namespace) -> int:
             "streamcheck run: --soak, --faults and --plan apply to --backend redis|cluster"
         )
     backend = SimBackend(args.backend)
+    if args.coverage and args.backend == SimBackend.MEMORY.value:
+        raise UsageError(
+            "streamcheck run: --coverage judges the branch classes of the Redis backend: "
+            "use --backend sim"
+        )
     if args.coverage and args.workers > 1:
         raise UsageError("streamcheck run: --coverage measures one process: use --workers 1")
     if args.coverage and importlib.util.find_spec("coverage") is None:

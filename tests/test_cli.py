@@ -63,6 +63,11 @@ HOSTILE = [
     ),
     pytest.param(["mutants", "--modules", ","], "name at least one pattern", id="no-modules"),
     pytest.param(
+        ["run", "--backend", "memory", "--coverage"],
+        "--coverage judges the branch classes of the Redis backend",
+        id="memory-coverage",
+    ),
+    pytest.param(
         ["run", "--backend", "redis", "--canary", "per-process-counters"],
         "canaries run in the simulation only",
         id="real-canary",

@@ -88,7 +88,6 @@ class ReplicaParts:
     transport: type[EventTransport] = EventTransport
     actor: type[StreamActor] = StreamActor
     redis_bus: type[RedisBus] = RedisBus
-    memory_bus: type[MemoryBus] = MemoryBus
 
 
 class MemoryBackend:
@@ -132,7 +131,7 @@ async def open_replica(
         bus: Bus
         if isinstance(backend, MemoryBackend):
             wall = wall_clock if wall_clock is not None else backend.wall_clock
-            memory_bus = parts.memory_bus(backend.hub)
+            memory_bus = MemoryBus(backend.hub)
             bus, store = memory_bus, backend.jobs
             job_store: MemoryJobStore | RedisJobStore = store
         else:

@@ -22,8 +22,6 @@ never for callers; the state they read, such as ``StreamActor._subscribers`` and
 * :class:`RedisBus`: ``publish``, with the publish script's three steps
   (:data:`FENCE_LUA`, :data:`RAISE_TO_FLOOR_LUA`, :data:`LOG_AND_PUBLISH_LUA`) to
   build another script from.
-* :class:`MemoryBus` (one replica's view of a :class:`MemoryHub`): its bus methods
-  and ``_receive`` (the hub hands it each message fanned out to the replica).
 * :class:`ReorderBuffer`: ``_gap_timed_out``; :class:`EarlyBuffer`: ``record``, ``take``.
 * The replica's parts (:class:`~streamcheck.impl.ReplicaParts`) name the classes a
   replica is built from, and :class:`WallClock` / :class:`IdSource` its sources of
@@ -71,7 +69,6 @@ from streamcheck.impl.transport._commands import (
 )
 from streamcheck.impl.transport._envelope import AbortSignal, SequencedEvent
 from streamcheck.impl.transport._lua import FENCE_LUA, LOG_AND_PUBLISH_LUA, RAISE_TO_FLOOR_LUA
-from streamcheck.impl.transport._memory_bus import MemoryBus, MemoryHub
 from streamcheck.impl.transport._redis_bus import RedisBus
 from streamcheck.impl.transport._transport import EventTransport
 
@@ -101,8 +98,6 @@ __all__ = [
     "JobRecords",
     "LocalSubscriber",
     "LostWrites",
-    "MemoryBus",
-    "MemoryHub",
     "OnAbort",
     "Produce",
     "PublishOutcome",

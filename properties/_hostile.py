@@ -45,7 +45,7 @@ from streamcheck.model import (
     SessionOpened,
     WritesLost,
 )
-from streamcheck.properties._memory_sim import SteppedMemory
+from streamcheck.properties._memory_sim import SharedMemory
 
 if TYPE_CHECKING:
     from streamcheck.properties._world import World
@@ -111,7 +111,7 @@ def forge(world: World, stream_id: str, form: Forgery, which: int) -> None:
 
 async def _forge(world: World, stream_id: str, form: Forgery, which: int) -> None:
     if world.hostile.foreign is None:
-        if isinstance(world.sim, SteppedMemory):
+        if isinstance(world.sim, SharedMemory):
             return  # an in-process hub has no channel a foreign client could reach
         world.hostile.foreign = world.sim.client(FOREIGN_CLIENT)
     client = world.hostile.foreign

@@ -1,261 +1,61 @@
-"""The memory backend under the simulation's control: replicas of impl/ sharing one
-:class:`~streamcheck.impl.MemoryBackend` (its :class:`~streamcheck.impl.seams.MemoryHub`
-and job store), with every bus call and every delivery a step a decision chooses.
+"""The memory backend in the simulation: replicas of impl/ sharing one
+:class:`~streamcheck.impl.MemoryBackend` (its hub, which plays Redis for replicas in one
+process, and its job store), exactly as an application runs them.
 
-The problem: the memory hub has no network, so nothing in it is drawn the way the
-simulated Redis draws commands and deliveries; run as it is, the only choices left are
-trio's task order and the clock, and the memory bus and hub would be judged on one
-interleaving per decision list. Its delivery model, made of drawn steps:
+Its delivery model: the hub fences, allocates the seq, appends to the log and fans the
+message out to every subscribed replica in one synchronous call, and no call of the
+memory bus or job store awaits anything. So nothing in the backend is a step to draw:
+what varies is the order of the world's decisions, the order in which trio runs the
+tasks woken together (``shuffle_tasks`` seeds it before every decision) and the mock
+clock (the job store's wall clock included), which only clock decisions move.
 
-* **Bus calls.** Each call a replica makes on its :class:`SteppedMemoryBus` (publish,
-  claim an abort, signal it, read the log, repair the counter, take or release a
-  channel) parks as a pending ``command`` until a decision runs it; the hub then
-  carries it out atomically, as the in-process hub always does (fence, seq, log and
-  fan-out in one step). Calls are independent: each is its own lane, since one process
-  has no connection to queue them on. A call cancelled while it waits never happens,
-  as a cancelled task never reaches the hub.
-* **Deliveries.** The hub fans a message out to every subscribed bus at once; each
-  bus's copy waits as a pending ``delivery`` until a decision hands it to the replica.
-  A bus's copies are handed over in the order the hub made them (one FIFO per bus, as
-  the hub calls each bus in publish order); different buses' copies in any order. The
-  hub never loses a message: nothing here drops one.
-* **Time** is the world's mock clock (the job store's wall clock included), which only
-  clock decisions move.
-
-Only the timing is the simulation's: which messages are fanned out, with which seqs,
-and what the fence refuses are the hub's own code, unchanged (the bus subclass calls
-it). With ``auto`` on (the world's shutdown), calls and deliveries happen at once.
+Drawing the hub's calls or deliveries as steps (a bus subclass parking each call, or
+each replica's copy of a message, until a decision runs it) was tried and dropped: it
+reaches states the hub cannot, such as an idle probe reading a chunk from the log while
+that chunk's fan-out to the reader's replica is still held back, which the checker
+rightly reports as a slow path without cause (docs/simulation.md).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
-from functools import partial
-from typing import ClassVar, Literal
-
-import trio
-
-from streamcheck.impl import (
-    MemoryBackend,
-    ReplicaParts,
-    ReplicaSettings,
-    SerializableJobData,
-    WallClock,
-)
-from streamcheck.impl.seams import (
-    AbortSignal,
-    EventKind,
-    LostWrites,
-    MemoryBus,
-    PublishOutcome,
-    PublishRefused,
-    SequencedEvent,
-)
-from streamcheck.model import History, JSONValue, KeyspaceProblem
+from streamcheck.impl import MemoryBackend, ReplicaSettings, SerializableJobData, WallClock
+from streamcheck.model import History, KeyspaceProblem
 from streamcheck.properties.sim import PendingItem
 
-__all__ = ["SteppedMemory", "SteppedMemoryBus"]
+__all__ = ["EarlyExpiryWatch", "SharedMemory", "audit_memory_store", "job_states"]
 
 
-@dataclass(slots=True)
-class _Call:
-    """A bus call waiting for its step."""
-
-    item: PendingItem
-    go: trio.Event
-
-
-@dataclass(slots=True)
-class _Delivery:
-    """One bus's copy of a fanned-out message, waiting for its step."""
-
-    item: PendingItem
-    hand_over: Callable[[], None]
-
-
-class SteppedMemory:
-    """One memory backend, its replicas' buses, and their pending steps."""
+class SharedMemory:
+    """The memory backend the world's replicas share, with the driver's view of it: no
+    step is ever pending (see the module docstring)."""
 
     def __init__(self, *, wall_clock: WallClock, settings: ReplicaSettings) -> None:
         self.backend = MemoryBackend(wall_clock=wall_clock, settings=settings)
-        self._next_id = 0
-        self._calls: dict[int, _Call] = {}
-        #: Each bus's undelivered copies, in the order the hub made them.
-        self._inbound: dict[str, deque[_Delivery]] = {}
-        self._auto = False
-
-    def replica_parts(self, parts: ReplicaParts, replica: str) -> ReplicaParts:
-        """``parts`` whose memory bus is ``replica``'s, stepped by this world."""
-        stepper = self
-
-        class ReplicaBus(SteppedMemoryBus):
-            _stepper = stepper
-            _name = replica
-
-        return dataclasses.replace(parts, memory_bus=ReplicaBus)
-
-    # -- what the driver sees ------------------------------------------------------------
 
     def runnable(self) -> list[PendingItem]:
-        """Every call, and the oldest copy waiting for each bus, by id."""
-        heads = [call.item for call in self._calls.values()]
-        heads += [queue[0].item for queue in self._inbound.values() if queue]
-        return sorted(heads, key=_item_id)
+        return []
 
     def pending(self) -> list[PendingItem]:
-        """Every waiting call and copy, by id."""
-        items = [call.item for call in self._calls.values()]
-        items += [delivery.item for queue in self._inbound.values() for delivery in queue]
-        return sorted(items, key=_item_id)
+        return []
 
     def step(self, item_id: int) -> None:
-        """Let call ``item_id`` reach the hub (when its task next runs), or hand copy
-        ``item_id`` to its replica; it must be runnable."""
-        call = self._calls.pop(item_id, None)
-        if call is not None:
-            call.go.set()
-            return
-        for queue in self._inbound.values():
-            if queue and queue[0].item.id == item_id:
-                queue.popleft().hand_over()
-                return
-        raise ValueError(f"item {item_id} is not runnable")
+        raise ValueError(f"item {item_id} is not runnable: the memory backend has no steps")
 
     def run_until_quiet(self) -> int:
-        """Step every runnable item, oldest first, until none is left; returns how many.
-        Released calls reach the hub once their tasks run, so they queue nothing yet."""
-        steps = 0
-        while True:
-            items = self.runnable()
-            if not items:
-                return steps
-            self.step(items[0].id)
-            steps += 1
+        return 0
 
     def set_auto(self, auto: bool) -> None:
-        """Switch mode; switching to auto first runs everything pending."""
-        if auto and not self._auto:
-            self.run_until_quiet()
-        self._auto = auto
-
-    # -- what the buses call -------------------------------------------------------------
-
-    async def turn(self, bus: str, description: str) -> None:
-        """Wait until a decision runs this call (at once in auto mode)."""
-        if self._auto:
-            return
-        item = self._item("command", f"{bus}#{self._next_id}", description)
-        call = _Call(item, trio.Event())
-        self._calls[item.id] = call
-        try:
-            await call.go.wait()
-        finally:
-            self._calls.pop(item.id, None)
-
-    def queue_delivery(self, bus: str, description: str, hand_over: Callable[[], None]) -> None:
-        if self._auto:
-            hand_over()
-            return
-        item = self._item("delivery", bus, description)
-        self._inbound.setdefault(bus, deque()).append(_Delivery(item, hand_over))
-
-    def _item(
-        self, kind: Literal["command", "delivery"], lane: str, description: str
-    ) -> PendingItem:
-        self._next_id += 1
-        return PendingItem(id=self._next_id, kind=kind, connection=lane, description=description)
-
-    # -- the job store, read outside the simulation ---------------------------------------
+        """Nothing waits for a step, in either mode."""
 
     def job(self, stream_id: str) -> SerializableJobData | None:
+        """The stream's job, read outside the simulation (no await, no effect)."""
         return self.backend.jobs.peek(stream_id)
-
-
-class SteppedMemoryBus(MemoryBus):
-    """A replica's memory bus whose calls and deliveries are the world's steps (see the
-    module docstring); what each does is the base class's."""
-
-    _stepper: ClassVar[SteppedMemory]
-    _name: ClassVar[str]
-
-    async def publish(
-        self,
-        stream_id: str,
-        *,
-        generation: str,
-        kind: EventKind,
-        body: JSONValue,
-        floor: int,
-        encoded_body: str | None = None,
-        by_abort: bool = False,
-    ) -> PublishOutcome:
-        abort = " (abort)" if by_abort else ""
-        await self._stepper.turn(
-            self._name, f"publish {kind.value} {stream_id} {generation}{abort}"
-        )
-        return await super().publish(
-            stream_id,
-            generation=generation,
-            kind=kind,
-            body=body,
-            floor=floor,
-            encoded_body=encoded_body,
-            by_abort=by_abort,
-        )
-
-    async def claim_abort(self, stream_id: str, generation: str) -> PublishRefused | None:
-        await self._stepper.turn(self._name, f"claim abort {stream_id} {generation}")
-        return await super().claim_abort(stream_id, generation)
-
-    async def publish_abort(self, stream_id: str, generation: str) -> None:
-        await self._stepper.turn(self._name, f"signal abort {stream_id} {generation}")
-        await super().publish_abort(stream_id, generation)
-
-    async def read_log(
-        self, stream_id: str, *, from_seq: int, count: int
-    ) -> list[SequencedEvent | LostWrites]:
-        await self._stepper.turn(self._name, f"read log {stream_id} from {from_seq}")
-        return await super().read_log(stream_id, from_seq=from_seq, count=count)
-
-    async def mark_lost(self, stream_id: str, *, floor: int) -> LostWrites | None:
-        await self._stepper.turn(self._name, f"raise counter {stream_id} to {floor}")
-        return await super().mark_lost(stream_id, floor=floor)
-
-    async def acquire_channel(self, stream_id: str) -> None:
-        await self._stepper.turn(self._name, f"acquire channel {stream_id}")
-        await super().acquire_channel(stream_id)
-
-    async def release_channel(self, stream_id: str) -> None:
-        await self._stepper.turn(self._name, f"release channel {stream_id}")
-        await super().release_channel(stream_id)
-
-    def _receive(self, stream_id: str, message: SequencedEvent | AbortSignal) -> None:
-        self._stepper.queue_delivery(
-            self._name,
-            f"message {stream_id} {_describe(message)} to {self._name}",
-            partial(super()._receive, stream_id, message),
-        )
-
-
-def _describe(message: SequencedEvent | AbortSignal) -> str:
-    if isinstance(message, AbortSignal):
-        return f"abort {message.generation}"
-    return f"{type(message).__name__.lower()} {message.generation} #{message.seq}"
-
-
-def _item_id(item: PendingItem) -> int:
-    return item.id
 
 
 # -- judging the job store (the memory twin of properties/_store_audit.py) ---------------
 
 
-def job_states(
-    memory: SteppedMemory, streams: set[str]
-) -> dict[str, tuple[str | None, str | None]]:
+def job_states(memory: SharedMemory, streams: set[str]) -> dict[str, tuple[str | None, str | None]]:
     """Each of ``streams``' job as (generation, status), for ``JobStoreWatcher.observe``."""
     states: dict[str, tuple[str | None, str | None]] = {}
     for stream in streams:
@@ -278,7 +78,7 @@ class EarlyExpiryWatch:
 
     def sample(
         self,
-        memory: SteppedMemory,
+        memory: SharedMemory,
         streams: set[str],
         history: History,
         now: float,
@@ -308,7 +108,7 @@ class EarlyExpiryWatch:
 
 
 def audit_memory_store(
-    memory: SteppedMemory,
+    memory: SharedMemory,
     streams: set[str],
     history: History,
     now: float,

@@ -31,7 +31,7 @@ from streamcheck.model import (
 from streamcheck.properties._hostile import Forgery, fail_actor, forge, judged
 from streamcheck.properties._memory_sim import (
     EarlyExpiryWatch,
-    SteppedMemory,
+    SharedMemory,
     audit_memory_store,
     job_states,
 )
@@ -158,7 +158,7 @@ class Simulation:
         self.world: World | None = None
         self.sim: SimRedis | None = None
         #: The memory backend the replicas share instead (``backend`` MEMORY).
-        self.memory: SteppedMemory | None = None
+        self.memory: SharedMemory | None = None
         #: Records the shared job store's states between decisions (model: JobObserved).
         self._jobs = JobStoreWatcher()
         self._early_expiry = EarlyExpiryWatch(SIM_SETTINGS.completed_ttl_s * 1000)
@@ -181,9 +181,9 @@ class Simulation:
         return EPOCH_S + self.clock.current_time()
 
     async def _build_world(self, nursery: trio.Nursery) -> None:
-        source: SimRedis | SteppedMemory
+        source: SimRedis | SharedMemory
         if self.backend is SimBackend.MEMORY:
-            source = self.memory = SteppedMemory(wall_clock=SimWallClock(), settings=SIM_SETTINGS)
+            source = self.memory = SharedMemory(wall_clock=SimWallClock(), settings=SIM_SETTINGS)
         else:
             source = self.sim = SimRedis(clock=self._now, with_replica=self._with_replica)
         self.world = World(

@@ -63,7 +63,7 @@ from streamcheck.model import (
     event_digest,
 )
 from streamcheck.properties._hostile import HostileState, with_fault_injection
-from streamcheck.properties._memory_sim import SteppedMemory
+from streamcheck.properties._memory_sim import SharedMemory
 from streamcheck.properties.canaries import CORRECT, ReplicaBuild, ResourceBound
 from streamcheck.properties.canaries.unawaited_publishes import Dispatched
 from streamcheck.properties.sim import SimRedis
@@ -156,7 +156,7 @@ class Session:
 class World:
     def __init__(
         self,
-        sim: RedisSource | SteppedMemory,
+        sim: RedisSource | SharedMemory,
         nursery: trio.Nursery,
         *,
         replicas: int,
@@ -222,9 +222,8 @@ class World:
             name = f"{replica.name}.{replica.incarnation}"
             parts = with_fault_injection(self._build.parts)
             backend: RedisLike | MemoryBackend
-            if isinstance(self.sim, SteppedMemory):
-                # One in-process hub for all replicas, each through its own stepped bus.
-                backend, parts = self.sim.backend, self.sim.replica_parts(parts, name)
+            if isinstance(self.sim, SharedMemory):
+                backend = self.sim.backend  # one in-process hub and job store for all
             else:
                 backend = self.sim.client(name)
             async with (
@@ -268,7 +267,7 @@ class World:
         replica.scope.cancel()
         replica.manager = None
         replica.ops = None
-        if not isinstance(self.sim, SteppedMemory):
+        if not isinstance(self.sim, SharedMemory):
             for connection in self.sim.connections():
                 if connection.startswith(f"{replica.name}.{replica.incarnation}"):
                     self.sim.disconnect(connection)

@@ -20,6 +20,5 @@ class SimBackend(enum.Enum):
 
     #: The simulated Redis (properties/sim/), with its faults.
     REDIS = "sim"
-    #: impl's in-process memory backend, its bus calls and deliveries drawn
-    #: (properties/_memory_sim.py).
+    #: impl's in-process memory backend (properties/_memory_sim.py).
     MEMORY = "memory"

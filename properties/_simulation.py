@@ -80,8 +80,8 @@ REDIS_ONLY_DECISIONS = frozenset(
 
 
 class Stepped(Protocol):
-    """What the replicas share, as the driver steps it: the simulated Redis or the
-    stepped memory backend (properties/_memory_sim.py)."""
+    """What the replicas share, as the driver steps it: the simulated Redis, or the
+    memory backend, which never has a step pending (properties/_memory_sim.py)."""
 
     def runnable(self) -> list[PendingItem]: ...
 

@@ -541,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["sim", "memory", "redis", "cluster"],
         default="sim",
         help="sim: the simulated Redis (default); memory: the same state machine over "
-        "impl/'s in-process memory backend, its bus calls and deliveries drawn; "
+        "impl/'s in-process memory backend; "
         "redis|cluster: real redis-server processes",
     )
     run.add_argument(

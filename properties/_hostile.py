@@ -45,6 +45,7 @@ from streamcheck.model import (
     SessionOpened,
     WritesLost,
 )
+from streamcheck.properties._memory_sim import SharedMemory
 
 if TYPE_CHECKING:
     from streamcheck.properties._world import World
@@ -110,6 +111,8 @@ def forge(world: World, stream_id: str, form: Forgery, which: int) -> None:
 
 async def _forge(world: World, stream_id: str, form: Forgery, which: int) -> None:
     if world.hostile.foreign is None:
+        if isinstance(world.sim, SharedMemory):
+            return  # an in-process hub has no channel a foreign client could reach
         world.hostile.foreign = world.sim.client(FOREIGN_CLIENT)
     client = world.hostile.foreign
     try:
@@ -232,12 +235,7 @@ class FaultInjectingActor(StreamActor):
 
 def with_fault_injection(parts: ReplicaParts) -> ReplicaParts:
     """``parts`` with an actor that can be made to fail (the fault mixin in front)."""
-    return ReplicaParts(
-        manager=parts.manager,
-        transport=parts.transport,
-        actor=_faulting(parts.actor),
-        redis_bus=parts.redis_bus,
-    )
+    return dataclasses.replace(parts, actor=_faulting(parts.actor))
 
 
 _FAULTING: dict[type[StreamActor], type[StreamActor]] = {}

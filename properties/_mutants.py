@@ -40,6 +40,7 @@ from cosmic_ray.work_db import use_db
 from cosmic_ray.work_item import TestOutcome, WorkerOutcome, WorkItem
 
 import streamcheck
+from streamcheck.properties._run_limits import SimBackend
 
 VERDICTS = ("killed", "timeout", "survived", "equivalent", "incompetent", "not run")
 
@@ -75,18 +76,25 @@ EQUIVALENT: tuple[Equivalent, ...] = (
 
 #: impl/ modules the simulation does not drive, by design: the coredis and glide adapters,
 #: the client choice and the batching (the simulation stands in for Redis at the RedisLike
-#: seam), the in-memory
-#: bus and job store (the simulation runs the Redis ones) and the configuration loader.
-#: tests/ covers them with contract tests; here their mutants could only die at import.
+#: seam) and the configuration loader. tests/ covers them with contract tests; here their
+#: mutants could only die at import.
 NOT_SIMULATED = (
     "_config.py",
     "redis/_batching.py",
     "redis/_coredis*.py",
     "redis/_glide*.py",
     "redis/_open.py",
-    "jobstore/_memory.py",
-    "transport/_memory_bus.py",
 )
+#: impl/ modules only the memory backend runs: their mutants meet a campaign over it
+#: (``streamcheck run --backend memory``); every other module's, the simulated Redis.
+MEMORY_BACKEND_MODULES = ("jobstore/_memory.py", "transport/_memory_bus.py")
+
+
+def campaign_backend(module: str) -> SimBackend:
+    """The backend whose campaign judges a mutant of ``module`` (a path under impl/)."""
+    if any(fnmatch.fnmatch(module, pattern) for pattern in MEMORY_BACKEND_MODULES):
+        return SimBackend.MEMORY
+    return SimBackend.REDIS
 
 
 class MutantsError(Exception):
@@ -145,8 +153,11 @@ class MutationRun:
         return sorted({m.module for m in self.mutants})
 
 
-def mutation_command(root: Path, *, examples: int, seed: int) -> str:
-    """The test command for a mutant in the copy at ``root``."""
+def mutation_command(
+    root: Path, *, examples: int, seed: int, backend: SimBackend = SimBackend.REDIS
+) -> str:
+    """The test command for a mutant in the copy at ``root``, judged by a campaign
+    over ``backend``."""
     return shlex.join(
         [
             "env",
@@ -159,6 +170,8 @@ def mutation_command(root: Path, *, examples: int, seed: int) -> str:
             str(examples),
             "--seed",
             str(seed),
+            "--backend",
+            backend.value,
         ]
     )
 
@@ -255,34 +268,43 @@ def run_mutants(
 ) -> MutationRun:
     """Sample ``sample`` of impl/'s mutations and run the campaign against each.
 
-    ``timeout`` (default: three times the unmutated campaign's time plus 10 s) bounds
-    one mutant; ``budget`` stops starting mutants after that many seconds (the rest
-    are reported ``not run``). Only modules matching a pattern of ``include`` and none
-    of ``exclude`` (paths under impl/, fnmatch) are mutated.
+    ``timeout`` (default: three times the unmutated campaign's time plus 10 s, per
+    backend) bounds one mutant; ``budget`` stops starting mutants after that many
+    seconds (the rest are reported ``not run``). Only modules matching a pattern of
+    ``include`` and none of ``exclude`` (paths under impl/, fnmatch) are mutated. A
+    mutant's campaign runs on the backend that runs its module (:func:`campaign_backend`).
     """
     if sample < 1:
         raise ValueError(f"the sample must be at least 1 mutant, not {sample}")
     started = time.perf_counter()
     with package_copy() as root:
         _check_imports_copy(root)
-        command = mutation_command(root, examples=examples, seed=campaign_seed)
-        before = time.perf_counter()
-        outcome, output = run_tests(command, timeout or 600)
-        baseline = time.perf_counter() - before
-        if outcome is not TestOutcome.SURVIVED:
-            raise MutantsError(
-                f"the campaign fails on unmutated impl/ ({examples} examples, seed "
-                f"{campaign_seed}): {output.strip()[-1000:]}"
-            )
-        limit = timeout if timeout is not None else 3 * baseline + 10
         impl = root / "streamcheck" / "impl"
+        modules = [
+            path
+            for path in sorted(impl.rglob("*.py"))
+            if not any(fnmatch.fnmatch(path.relative_to(impl).as_posix(), p) for p in exclude)
+            and any(fnmatch.fnmatch(path.relative_to(impl).as_posix(), p) for p in include)
+        ]
+        commands: dict[SimBackend, str] = {}
+        limits: dict[SimBackend, float] = {}
+        baselines: dict[SimBackend, float] = {}
+        for backend in sorted(
+            {campaign_backend(path.relative_to(impl).as_posix()) for path in modules},
+            key=lambda b: b.value,
+        ):
+            command = mutation_command(root, examples=examples, seed=campaign_seed, backend=backend)
+            before = time.perf_counter()
+            outcome, output = run_tests(command, timeout or 600)
+            baselines[backend] = time.perf_counter() - before
+            if outcome is not TestOutcome.SURVIVED:
+                raise MutantsError(
+                    f"the campaign fails on unmutated impl/ ({examples} examples, seed "
+                    f"{campaign_seed}, backend {backend.value}): {output.strip()[-1000:]}"
+                )
+            commands[backend] = command
+            limits[backend] = timeout if timeout is not None else 3 * baselines[backend] + 10
         with use_db(str(root / "session.sqlite")) as db:
-            modules = [
-                path
-                for path in sorted(impl.rglob("*.py"))
-                if not any(fnmatch.fnmatch(path.relative_to(impl).as_posix(), p) for p in exclude)
-                and any(fnmatch.fnmatch(path.relative_to(impl).as_posix(), p) for p in include)
-            ]
             init(modules, db, {})
             items: list[WorkItem] = sorted(
                 db.work_items,
@@ -310,7 +332,8 @@ def run_mutants(
             elif out_of_time:
                 verdict, diff = "not run", ""
             else:
-                work = mutate_and_test(item.mutations, command, limit)
+                backend = campaign_backend(module)
+                work = mutate_and_test(item.mutations, commands[backend], limits[backend])
                 verdict, diff = _verdict(module, operator, work), work.diff or ""
             result = MutantResult(
                 module=module,
@@ -331,8 +354,8 @@ def run_mutants(
         sample_seed=sample_seed,
         examples=examples,
         campaign_seed=campaign_seed,
-        timeout=limit,
-        baseline_seconds=baseline,
+        timeout=max(limits.values(), default=0.0),
+        baseline_seconds=max(baselines.values(), default=0.0),
         seconds=time.perf_counter() - started,
     )
 

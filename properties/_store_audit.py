@@ -58,6 +58,13 @@ class JobStoreWatcher:
         for key in _job_keys(sim):
             fields = _hash(sim, key)
             current[_stream_of(key)] = (fields.get("generationId"), fields.get("status"))
+        self.observe(current, history, now)
+
+    def observe(
+        self, current: dict[str, tuple[str | None, str | None]], history: History, now: float
+    ) -> None:
+        """Record what changed, given each stream's (generation, status) now (a stream
+        missing from ``current`` has no job)."""
         for stream in sorted(set(current) | set(self._seen)):
             state = current.get(stream, (None, None))
             if self._seen.get(stream, (None, None)) != state:

@@ -26,6 +26,7 @@ from streamcheck.impl import (
     GenerationJob,
     GenerationJobManager,
     Keys,
+    MemoryBackend,
     QueuedChunk,
     ReplicaSettings,
     StopReason,
@@ -64,6 +65,7 @@ from streamcheck.model import (
     event_digest,
 )
 from streamcheck.properties._hostile import HostileState, with_fault_injection
+from streamcheck.properties._memory_sim import SharedMemory
 from streamcheck.properties.canaries import CORRECT, ReplicaBuild, ResourceBound
 from streamcheck.properties.canaries.unawaited_publishes import Dispatched
 from streamcheck.properties.sim import CommandExecuted, SimRedis
@@ -156,7 +158,7 @@ class Session:
 class World:
     def __init__(
         self,
-        sim: RedisSource,
+        sim: RedisSource | SharedMemory,
         nursery: trio.Nursery,
         *,
         replicas: int,
@@ -219,15 +221,21 @@ class World:
     ) -> None:
         with trio.CancelScope() as scope:
             replica.scope = scope
-            client = self.sim.client(f"{replica.name}.{replica.incarnation}")
+            name = f"{replica.name}.{replica.incarnation}"
+            parts = with_fault_injection(self._build.parts)
+            backend: RedisLike | MemoryBackend
+            if isinstance(self.sim, SharedMemory):
+                backend = self.sim.backend  # one in-process hub and job store for all
+            else:
+                backend = self.sim.client(name)
             async with (
                 open_replica(
-                    client,
+                    backend,
                     settings=self.settings,
                     keys=Keys(),
                     wall_clock=self._wall_clock,
-                    ids=CountingIds(f"{replica.name}.{replica.incarnation}-g"),
-                    parts=with_fault_injection(self._build.parts),
+                    ids=CountingIds(f"{name}-g"),
+                    parts=parts,
                 ) as manager,
                 trio.open_nursery() as ops,
             ):
@@ -261,9 +269,10 @@ class World:
         replica.scope.cancel()
         replica.manager = None
         replica.ops = None
-        for connection in self.sim.connections():
-            if connection.startswith(f"{replica.name}.{replica.incarnation}"):
-                self.sim.disconnect(connection)
+        if not isinstance(self.sim, SharedMemory):
+            for connection in self.sim.connections():
+                if connection.startswith(f"{replica.name}.{replica.incarnation}"):
+                    self.sim.disconnect(connection)
         for gen in self.generators.values():
             if gen.replica == replica.name:
                 gen.finished = True  # its generator died with it
@@ -510,6 +519,10 @@ class World:
                 invoked_index=invoked_index,
             )
         )
+
+    def streams(self) -> set[str]:
+        """Every stream id a turn was started on."""
+        return {gen.stream_id for gen in self.all_generators}
 
     def in_progress(self, stream_id: str) -> bool:
         """A turn of the stream has started and its generator can act now."""

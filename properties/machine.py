@@ -37,7 +37,12 @@ from streamcheck.properties._hostile import (
     hostile_labels,
 )
 from streamcheck.properties._replay import write_crash_replay_file, write_replay_file
-from streamcheck.properties._run_limits import DEFAULT_REPLICAS, MAX_REPLICAS, MIN_REPLICAS
+from streamcheck.properties._run_limits import (
+    DEFAULT_REPLICAS,
+    MAX_REPLICAS,
+    MIN_REPLICAS,
+    SimBackend,
+)
 from streamcheck.properties._simulation import Decision, Simulation, SimulationCrashed
 from streamcheck.properties.canaries import Canary
 
@@ -76,11 +81,22 @@ class Fault(enum.Enum):
     HOSTILE = "hostile"
 
 
+#: The fault families each backend draws from. The memory backend is one process's
+#: memory: no message is lost, no connection cut, no failover, no replica restarted on
+#: its own, no foreign client on its channels (docs/simulation.md).
+FAULTS: dict[SimBackend, tuple[Fault, ...]] = {
+    SimBackend.REDIS: tuple(Fault),
+    SimBackend.MEMORY: (Fault.CLOCK, Fault.RUDE_GENERATORS, Fault.HOSTILE),
+}
+
+
 class StreamMachine(RuleBasedStateMachine):
     #: Canaries switched on in every replica (see :func:`machine_for`).
     canaries: ClassVar[frozenset[Canary]] = frozenset()
     #: Replicas in each example's world.
     replica_count: ClassVar[int] = DEFAULT_REPLICAS
+    #: What the replicas share: the simulated Redis or the memory backend.
+    backend: ClassVar[SimBackend] = SimBackend.REDIS
     #: Where a failing example writes its replay file (the last one written is the
     #: shrunk example, because Hypothesis replays it last).
     failure_path: ClassVar[Path | None] = None
@@ -99,7 +115,9 @@ class StreamMachine(RuleBasedStateMachine):
         super().__init__()
         #: Message ids already put in the bundle.
         self._named: set[int] = set()
-        self.sim = Simulation(replicas=self.replica_count, canaries=self.canaries)
+        self.sim = Simulation(
+            replicas=self.replica_count, canaries=self.canaries, backend=self.backend
+        )
         self.faults: frozenset[Fault] = frozenset()
         #: Set when a safety check failed: teardown then skips the heal, so the replay
         #: file keeps the history exactly as it was at the failure.
@@ -126,6 +144,9 @@ class StreamMachine(RuleBasedStateMachine):
 
     @initialize(faults=st.frozensets(st.sampled_from(Fault)))
     def choose_faults(self, faults: frozenset[Fault]) -> None:
+        # Drawn from every family and then cut to the backend's, so that the simulated
+        # Redis's examples stay exactly what a seed always drew.
+        faults &= frozenset(FAULTS[self.backend])
         self.faults = faults
         note(f"faults: {sorted(f.value for f in faults)}")
         if Fault.RELAYED_PUBSUB in faults:
@@ -399,7 +420,7 @@ class StreamMachine(RuleBasedStateMachine):
 
     # -- hostile inputs (properties/_hostile.py) ---------------------------------------
 
-    @precondition(lambda self: Fault.HOSTILE in self.faults)
+    @precondition(lambda self: Fault.HOSTILE in self.faults and self.backend is SimBackend.REDIS)
     @rule(
         stream=STREAMS,
         # Another generation's events, which readers once took as a newer turn, half
@@ -476,18 +497,20 @@ def machine_for(
     *,
     failure_path: Path | None = None,
     replicas: int = DEFAULT_REPLICAS,
+    backend: SimBackend = SimBackend.REDIS,
 ) -> type[StreamMachine]:
     """A state machine class with the given canaries on, ``replicas`` replicas in each
-    example's world, and replay files written."""
+    example's world sharing ``backend``, and replay files written."""
     if not MIN_REPLICAS <= replicas <= MAX_REPLICAS:
         raise ValueError(f"replicas must be {MIN_REPLICAS} to {MAX_REPLICAS}, not {replicas}")
     label = "_".join(sorted(c.name for c in canaries)) or "correct"
     return type(
-        f"StreamMachine_{label}_{replicas}",
+        f"StreamMachine_{label}_{replicas}_{backend.name.lower()}",
         (StreamMachine,),
         {
             "canaries": canaries,
             "replica_count": replicas,
+            "backend": backend,
             "failure_path": failure_path,
             "last_failure": None,
             "labels_seen": Counter(),

@@ -94,5 +94,9 @@ SequencedEvent: TypeAlias = Chunk | Done | Failure
 StreamEvent: TypeAlias = Chunk | Done | Failure | Gap
 
 
+#: A tuple, not ``Done | Failure``: that builds a union on every call (every event).
+_TERMINAL_TYPES = (Done, Failure)
+
+
 def is_terminal(event: StreamEvent) -> TypeGuard[Terminal]:
-    return isinstance(event, Done | Failure)
+    return isinstance(event, _TERMINAL_TYPES)

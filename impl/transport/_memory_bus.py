@@ -92,7 +92,8 @@ class MemoryHub:
         if refusal is not None:
             return refusal
         regressed = log.next_seq < floor
-        self._raise_to_floor(log, floor)
+        if regressed:
+            self._raise_to_floor(log, floor)
         seq = log.next_seq
         log.next_seq = seq + 1
         event: SequencedEvent

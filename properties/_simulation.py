@@ -51,7 +51,10 @@ LOSE_ALL_COPIES = 3
 FAILOVER_SECONDS = 1.0
 #: Most steps one ``pct`` decision runs (a settle's bound).
 PCT_STEP_LIMIT = 500
-HEAL_JUMPS = (0.6, 2.5, 2.5, 11.0, 31.0, 2.5, 61.0, 2.5, 2.5)
+#: The heal's clock jumps: past every reorder, probe and producer timeout, then twice
+#: 100 s (each short of the stale-job timeout, so a live producer's heartbeat keeps its
+#: job) until the job of every producer that is gone is past it and reaped.
+HEAL_JUMPS = (0.6, 2.5, 2.5, 11.0, 31.0, 2.5, 61.0, 2.5, 2.5, 100.0, 2.5, 100.0, 2.5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,7 +472,13 @@ class Simulation:
 
         self._call(heal_all_at_once)
         self._call(list_every_users_jobs)
-        audit_keyspace(sim, world.history, self.clock.current_time(), listings=world.listings)
+        audit_keyspace(
+            sim,
+            world.history,
+            self.clock.current_time(),
+            listings=world.listings,
+            reaped=any(replica.alive for replica in world.replicas),
+        )
         world.history.append(Healed(time=self.clock.current_time()))
         return judged(check(world.history), world)
 

@@ -296,9 +296,10 @@ class World:
     ) -> None:
         try:
             job = await manager.create_job(stream_id, owner_of(stream_id))
-        except RedisConnectionError:
-            # The create may or may not have reached Redis; either way this generator
-            # will never emit (a job left behind is ended by the producer timeout).
+        except (RedisConnectionError, StreamActorStopped):
+            # The create may or may not have reached Redis (or met the stream's actor
+            # failing on this replica); either way this generator will never emit (a job
+            # left behind is ended by the producer timeout, or reaped).
             gen.finished = True
             gen.busy = False
             return

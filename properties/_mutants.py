@@ -77,9 +77,69 @@ EQUIVALENT: tuple[Equivalent, ...] = (
         "self._repaired_events += sum( 2 for e in step.deliver if not isinstance(e, Gap))",
         _STATISTIC + " (and twice a count is zero exactly when the count is)",
     ),
-    Equivalent("_reorder.py", "", "self._duplicates += 1", _STATISTIC, any_change=True),
-    Equivalent("_reorder.py", "", "self._repairs += 1", _STATISTIC, any_change=True),
-    Equivalent("_reorder.py", "", "self._late_fills += 1", _STATISTIC, any_change=True),
+    # Every line that only counts for statistics(), whatever the mutation.
+    *(
+        Equivalent(module, "", line, _STATISTIC, any_change=True)
+        for module, lines in (
+            (
+                "_reorder.py",
+                (
+                    *(
+                        f"self._{name} = 0"
+                        for name in (
+                            "delivered",
+                            "duplicates",
+                            "foreign",
+                            "repairs",
+                            "gaps",
+                            "late_fills",
+                            "repaired_events",
+                            "probe_repaired_events",
+                            "foreign_hints",
+                        )
+                    ),
+                    "self._delivered += 1",
+                    "self._duplicates += 1",
+                    "self._foreign += 1",
+                    "self._repairs += 1",
+                    "self._gaps += 1",
+                    "self._late_fills += 1",
+                    "self._foreign_hints += 1",
+                    *(
+                        f"self._{name} += sum(1 for e in step.deliver if not isinstance(e, Gap))"
+                        for name in ("repaired_events", "probe_repaired_events")
+                    ),
+                ),
+            ),
+            (
+                "transport/_redis_bus.py",
+                (
+                    *(
+                        f"{name}: int = 0"
+                        for name in ("published", "refused", "regressions", "reconnects")
+                    ),
+                    *(
+                        f"self._counters.{name} += 1"
+                        for name in ("published", "refused", "regressions", "reconnects")
+                    ),
+                ),
+            ),
+            (
+                "transport/_actor.py",
+                (
+                    "malformed: int = 0",
+                    "abort_signals: int = 0",
+                    "self._counts.malformed += 1",
+                    "self._counts.abort_signals += 1",
+                ),
+            ),
+            (
+                "transport/_transport.py",
+                ("self._untracked = 0", "self._untracked += 1", "self._malformed += 1"),
+            ),
+        )
+        for line in lines
+    ),
     *(
         Equivalent("_reorder.py", "", line, _LATE_FILL, any_change=True)
         for line in (

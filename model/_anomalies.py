@@ -93,7 +93,8 @@ class AnomalyKind(enum.StrEnum):
     #: changed, a terminal job running again) or brought back a job that was gone.
     JOB_STATUS_ILLEGAL = "job_status_illegal"
     #: After the heal, the shared store broke an invariant of its layout: a key without
-    #: a TTL, a job that does not decode, a running job missing from an index.
+    #: a TTL, a job that does not decode, a running job missing from an index, a job
+    #: still running although a replica was up to reap it.
     KEYSPACE_INVALID = "keyspace_invalid"
     #: A reader was ended "superseded" although no newer turn of its stream was ever
     #: started (judged by the simulation, which knows every turn asked for: a channel

@@ -292,12 +292,14 @@ def _judge_generation(
 def _judge_stop(index: HistoryIndex, gen: GenerationFacts, out: list[Anomaly]) -> None:
     """Once its generator was told to stop, a turn ends with the abort's terminal: a done
     or error of the generator's own that completes later means the stop came before the
-    abort held the turn. Unless Redis lost writes during the turn: a failover may forget
-    the abort's claim, written before the stop."""
+    abort held the turn. Unless Redis lost writes during the turn (from the first sighting
+    of its job: the turn may be aborted before its ``create_job`` call returns): a failover
+    may forget the abort's claim, written before the stop."""
     stopped = gen.stopped_index
     if stopped is None:
         return
-    since = gen.started_index if gen.started_index is not None else -1
+    began = [x for x in (gen.started_index, gen.job_seen_index) if x is not None]
+    since = min(began, default=-1)
     for i in gen.ok_emits:
         record = _emitted(index, i)
         if (

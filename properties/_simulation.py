@@ -58,7 +58,10 @@ LOSE_ALL_COPIES = 3
 FAILOVER_SECONDS = 1.0
 #: Most steps one ``pct`` decision runs (a settle's bound).
 PCT_STEP_LIMIT = 500
-HEAL_JUMPS = (0.6, 2.5, 2.5, 11.0, 31.0, 2.5, 61.0, 2.5, 2.5)
+#: The heal's clock jumps: past every reorder, probe and producer timeout, then twice
+#: 100 s (each short of the stale-job timeout, so a live producer's heartbeat keeps its
+#: job) until the job of every producer that is gone is past it and reaped.
+HEAL_JUMPS = (0.6, 2.5, 2.5, 11.0, 31.0, 2.5, 61.0, 2.5, 2.5, 100.0, 2.5, 100.0, 2.5)
 
 
 #: Decisions that act on Redis itself (its messages, connections, failover): the
@@ -539,7 +542,13 @@ class Simulation:
         self._call(list_every_users_jobs)
         now = self.clock.current_time()
         if self.sim is not None:
-            audit_keyspace(self.sim, world.history, now, listings=world.listings)
+            audit_keyspace(
+                self.sim,
+                world.history,
+                now,
+                listings=world.listings,
+                reaped=any(replica.alive for replica in world.replicas),
+            )
         elif self.memory is not None:
             audit_memory_store(
                 self.memory,

@@ -88,6 +88,10 @@ SIM_SETTINGS = ReplicaSettings(
     # LibreChat's is 60 s: here every heartbeat tick also cleans up, so runs reach
     # cleanup passes (and their races with new turns) without long clock jumps.
     cleanup_interval_s=10.0,
+    # LibreChat's is 1200 s, which no run reaches: the reaper would never be judged.
+    # Longer than any clock jump a decision makes (151 s) plus a heartbeat, so only a
+    # job whose producer is gone goes stale; the heal passes it.
+    stale_job_timeout_s=180,
 )
 
 
@@ -303,9 +307,10 @@ class World:
     ) -> None:
         try:
             job = await manager.create_job(stream_id, owner_of(stream_id))
-        except RedisConnectionError:
-            # The create may or may not have reached Redis; either way this generator
-            # will never emit (a job left behind is ended by the producer timeout).
+        except (RedisConnectionError, StreamActorStopped):
+            # The create may or may not have reached Redis (or met the stream's actor
+            # failing on this replica); either way this generator will never emit (a job
+            # left behind is ended by the producer timeout, or reaped).
             gen.finished = True
             gen.busy = False
             return

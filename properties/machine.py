@@ -170,6 +170,27 @@ class StreamMachine(RuleBasedStateMachine):
         self._do("subscribe", stream=stream, replica=reader)
         self._do("settle")
 
+    @rule(
+        stream=STREAMS,
+        producer=REPLICAS,
+        n=st.integers(4, 12),
+        mode=st.sampled_from(["subscribe", "resume"]),
+    )
+    def unread_turn(self, stream: str, producer: int, n: int, mode: str) -> None:
+        """A macro step: a turn starts and emits ``n`` chunks before anyone reads it on
+        its replica, then its first local reader attaches there.
+
+        That reader takes the producer's early buffer (or, past the buffer's bound,
+        catches up from the log): the buffer's bound and its hand-over are only reached
+        when a turn runs unread for a while, which decisions drawn one at a time seldom
+        arranged.
+        """
+        self._do("create", stream=stream, replica=producer)
+        self._do("settle")
+        self._do("burst", stream=stream, n=n)
+        self._do(mode, stream=stream, replica=producer)
+        self._do("settle")
+
     @rule(stream=STREAMS, producer=REPLICAS, reader=REPLICAS)
     def next_turn(self, stream: str, producer: int, reader: int) -> None:
         """A macro step: the turn in progress (if any) ends, the user reads for a while

@@ -371,6 +371,27 @@ def _verdict(module: str, operator: str, outcome: Any) -> str:
     return "timeout" if outcome.output == "timeout" else "killed"
 
 
+#: The unmutated campaign's bound: it sets every mutant's timeout, so it gets its own.
+BASELINE_LIMIT_S = 900.0
+
+
+def mutant_timeout(asked: float | None, baseline: float, backend: SimBackend) -> float:
+    """One mutant's time limit: ``asked``, or three times the unmutated campaign plus 10 s.
+
+    A limit under 1.5 times the unmutated campaign is refused: every mutant would time
+    out, and a timeout counts as killed, so the score would measure the machine's load.
+    """
+    if asked is None:
+        return 3 * baseline + 10
+    if asked < 1.5 * baseline:
+        raise MutantsError(
+            f"--timeout {asked:g} s is too short: the unmutated campaign took {baseline:.0f} s "
+            f"on backend {backend.value} (a loaded machine?); give at least 1.5 times that, "
+            "or leave the default"
+        )
+    return asked
+
+
 def run_mutants(
     *,
     sample: int,
@@ -386,8 +407,9 @@ def run_mutants(
     """Sample ``sample`` of impl/'s mutations and run the campaign against each.
 
     ``timeout`` (default: three times the unmutated campaign's time plus 10 s, per
-    backend) bounds one mutant; ``budget`` stops starting mutants after that many
-    seconds (the rest are reported ``not run``). Only modules matching a pattern of
+    backend; refused when under 1.5 times that time) bounds one mutant; ``budget`` stops
+    starting mutants after that many seconds of mutants, the unmutated campaigns not
+    counted (the rest are reported ``not run``). Only modules matching a pattern of
     ``include`` and none of ``exclude`` (paths under impl/, fnmatch) are mutated. A
     mutant's campaign runs on the backend that runs its module (:func:`campaign_backend`).
     """
@@ -412,7 +434,7 @@ def run_mutants(
         ):
             command = mutation_command(root, examples=examples, seed=campaign_seed, backend=backend)
             before = time.perf_counter()
-            outcome, output = run_tests(command, timeout or 600)
+            outcome, output = run_tests(command, BASELINE_LIMIT_S)
             baselines[backend] = time.perf_counter() - before
             if outcome is not TestOutcome.SURVIVED:
                 raise MutantsError(
@@ -420,7 +442,11 @@ def run_mutants(
                     f"{campaign_seed}, backend {backend.value}): {output.strip()[-1000:]}"
                 )
             commands[backend] = command
-            limits[backend] = timeout if timeout is not None else 3 * baselines[backend] + 10
+            limits[backend] = mutant_timeout(timeout, baselines[backend], backend)
+        # The budget is for mutants: the unmutated campaigns above take what the machine's
+        # load makes them take, and must not eat it (on a loaded machine they once did,
+        # and no mutant ran).
+        mutants_started = time.perf_counter()
         with use_db(str(root / "session.sqlite")) as db:
             init(modules, db, {})
             items: list[WorkItem] = sorted(
@@ -439,7 +465,7 @@ def run_mutants(
             spec = item.mutations[0]
             module = Path(spec.module_path).relative_to(impl).as_posix()
             operator = spec.operator_name.removeprefix("core/")
-            out_of_time = budget is not None and time.perf_counter() - started >= budget
+            out_of_time = budget is not None and time.perf_counter() - mutants_started >= budget
             mutant_started = time.perf_counter()
             path = Path(spec.module_path)
             if path not in spans:

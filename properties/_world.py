@@ -62,6 +62,7 @@ from streamcheck.model import (
     event_digest,
 )
 from streamcheck.properties._hostile import HostileState, with_fault_injection
+from streamcheck.properties._raced_reads import raced_log_entries
 from streamcheck.properties.canaries import CORRECT, ReplicaBuild, ResourceBound
 from streamcheck.properties.canaries.unawaited_publishes import Dispatched
 from streamcheck.properties.sim import SimRedis
@@ -198,6 +199,10 @@ class World:
         #: Slow-path counts already recorded, per replica incarnation (see
         #: ``sample_slow_path``).
         self._slow_path_seen: dict[str, tuple[int, int]] = {}
+        #: The simulated Redis's trace length at the last ``sample_slow_path``.
+        self._trace_sampled = 0
+        #: Whether a fault was recorded yet (from then on every slow path has a cause).
+        self._faulted = False
         #: Answers of ``list_jobs``: (user, the stream ids listed).
         self.listings: list[tuple[str, tuple[str, ...]]] = []
         #: What the hostile decisions (properties/_hostile.py) set in this world.
@@ -681,11 +686,17 @@ class World:
     def record_fault(self, fault: FaultKind, detail: str = "") -> None:
         """Say in the history what the world did, so the checker can tell a gap or a slow
         path with a cause from one without."""
+        self._faulted = True
         self.history.append(FaultInjected(time=trio.current_time(), fault=fault, detail=detail))
 
     def sample_slow_path(self) -> None:
         """Record any new slow-path delivery (a reorder timeout, events repaired from the
-        log by a repair or an idle probe) per replica, from the transport's totals."""
+        log by a repair or an idle probe) per replica, from the transport's totals; over
+        the simulated Redis, with how many of those events' live copies were still on
+        their way when the log was read (``SlowPath.raced``), until a fault is recorded
+        (from then on the fault is the cause, and the trace need not be read)."""
+        sim = self.sim if isinstance(self.sim, SimRedis) else None
+        since, self._trace_sampled = self._trace_sampled, sim.record_count() if sim else 0
         for replica in self.replicas:
             if replica.manager is None:
                 continue
@@ -695,12 +706,17 @@ class World:
             before = self._slow_path_seen.get(key, (0, 0))
             if now != before:
                 self._slow_path_seen[key] = now
+                repaired = now[1] - before[1]
+                raced = 0
+                if sim is not None and repaired and not self._faulted:
+                    raced = raced_log_entries(sim.records, since=since, client=key)
                 self.history.append(
                     SlowPath(
                         time=trio.current_time(),
                         replica=replica.name,
                         reorder_timeouts=now[0] - before[0],
-                        log_repaired=now[1] - before[1],
+                        log_repaired=repaired,
+                        raced=min(raced, repaired),
                     )
                 )
 

@@ -1141,6 +1141,30 @@ def test_a_slow_path_needs_a_fault_before_it(cause: FaultKind | str | None) -> N
         passes(b)
 
 
+@pytest.mark.parametrize(
+    ("timeouts", "repaired", "raced", "anomaly"),
+    [(0, 2, 2, False), (0, 2, 1, True), (1, 2, 2, True), (0, 0, 0, False)],
+)
+def test_a_log_read_that_only_raced_the_live_copies_needs_no_cause(
+    timeouts: int, repaired: int, raced: int, anomaly: bool
+) -> None:
+    b = _recorded_turn()
+    deliver_in_order(b, [0, 1, 2, 3])
+    slow = b.history.append(
+        SlowPath(
+            time=b._now(),
+            replica="r2",
+            reorder_timeouts=timeouts,
+            log_repaired=repaired,
+            raced=raced,
+        )
+    ).index
+    if anomaly:
+        only(check(b.history), AnomalyKind.SLOW_PATH_WITHOUT_CAUSE, slow)
+    else:
+        passes(b)
+
+
 def _abort(b: Builder, acknowledged: bool = True) -> int:
     return b.history.append(
         AbortRequested(

@@ -33,6 +33,7 @@ import typing
 from collections.abc import Sequence
 
 from streamcheck.model._anomalies import Anomaly, AnomalyKind, CheckReport, CheckStatistics
+from streamcheck.model._events import Chunk
 from streamcheck.model._history import (
     AbortRequested,
     BoundExceeded,
@@ -82,8 +83,9 @@ def check(
         _judge_generation(index, gen, anomalies, abort_grace, reused)
     _judge_reused_seqs(index, anomalies)
     tally = SessionTally()
+    published = _published_unacknowledged(index)
     for facts in index.sessions.values():
-        SessionJudge(index, facts, anomalies, tally).run()
+        SessionJudge(index, facts, anomalies, tally, published=published).run()
     _judge_bounds(index, anomalies)
     judge_refusals(index.records, anomalies)
     _judge_slow_paths(index, anomalies)
@@ -137,6 +139,31 @@ def _unjudged(records: Sequence[Record]) -> CheckStatistics:
         synthetic_terminals=0,
         healed=False,
     )
+
+
+def _published_unacknowledged(index: HistoryIndex) -> dict[tuple[str, str], dict[int, int]]:
+    """Chunks whose emit's outcome was unknown to its caller (``INDETERMINATE``) but
+    which some reader received, so they were published: per (stream, generation), the
+    seq each was received at, and the first record that shows it."""
+    shown: dict[tuple[str, str], dict[int, int]] = {}
+    for facts in index.sessions.values():
+        opened = facts.opened
+        gen = index.generations.get((opened.stream_id, opened.generation))
+        if gen is None or not gen.indeterminate:
+            continue
+        for i in facts.deliveries:
+            record = index.records[i]
+            assert isinstance(record, Delivered)
+            event = record.event
+            if (
+                isinstance(event, Chunk)
+                and event.generation == opened.generation
+                and (EmitKind.CHUNK, record.payload_digest or "") in gen.indeterminate
+                and (opened.stream_id, event.seq) not in index.ok_by_seq
+            ):
+                seen = shown.setdefault((opened.stream_id, opened.generation), {})
+                seen[event.seq] = min(i, seen.get(event.seq, i))
+    return shown
 
 
 def _judge_bounds(index: HistoryIndex, anomalies: list[Anomaly]) -> None:

@@ -53,6 +53,9 @@ class OpOutcome(enum.StrEnum):
 class SessionMode(enum.StrEnum):
     SUBSCRIBE = "subscribe"
     RESUME = "resume"
+    #: The client reattaches from a cursor it holds (a generation and the last seq it
+    #: has): owed that generation's events after the cursor, with no snapshot.
+    CURSOR = "cursor"
 
 
 class SessionEnd(enum.StrEnum):

@@ -1407,3 +1407,40 @@ def test_a_rebuilt_done_whose_made_up_seq_a_later_turn_allocated_is_no_leak(payl
             a for a in check(b.history).anomalies if a.kind is AnomalyKind.CROSS_GENERATION_LEAK
         ]
         assert [a.first_bad for a in leaks] == [got], check(b.history).summary()
+
+
+@pytest.mark.parametrize("second", ["skips", "receives", "gap", "stops-before", "writes-lost"])
+def test_an_unacknowledged_emit_one_reader_received_reaches_every_reader(second: str) -> None:
+    """A chunk whose emit's reply was lost (INDETERMINATE) and then retried: the first
+    attempt was published at seq 1 (s1 received it), the retry at seq 2."""
+    b = Builder()
+    b.start()
+    b.chunks([0])
+    b.emit(EmitKind.CHUNK, chunk_data("g1", 1), None, outcome=OpOutcome.INDETERMINATE)
+    b.emit(EmitKind.CHUNK, chunk_data("g1", 1), 2)
+    b.done(3)
+    b.open("s1")
+    b.open("s2")
+    for seq in (0, 1):
+        b.c("s1", seq)
+    b.deliver("s1", Chunk(seq=2, generation="g1", data=chunk_data("g1", 1)))
+    b.d("s1", 3)
+    b.close("s1")
+    b.c("s2", 0)
+    if second == "writes-lost":
+        b.history.append(WritesLost(time=b._now(), writes=1))
+    if second == "receives":
+        b.c("s2", 1)
+    elif second == "gap":
+        b.deliver("s2", Gap(first_seq=1, last_seq=1, generation="g1", reason=GapReason.NOT_IN_LOG))
+    if second != "stops-before":
+        jumped = b.deliver("s2", Chunk(seq=2, generation="g1", data=chunk_data("g1", 1)))
+        b.d("s2", 3)
+        b.close("s2")
+    if second in ("skips", "writes-lost"):
+        report = check(b.history)
+        kinds = [(a.kind, a.first_bad) for a in report.anomalies]
+        expected = (AnomalyKind.EMIT_SEEN_INCONSISTENTLY, jumped)
+        assert (expected in kinds) == (second == "skips"), report.summary()
+    else:
+        passes(b)

@@ -10,10 +10,15 @@ from typing import Any
 
 import pytest
 
-from streamcheck.impl.seams import ReorderBuffer, SequencedEvent, Step
+from streamcheck.impl.seams import ReorderBuffer, SequencedEvent, Step, StreamActor
 from streamcheck.impl.transport._redis_bus import FAILOVER_SKIP
 from streamcheck.model import AnomalyKind, GapReason
-from streamcheck.properties._replay import ReplayResult, replay_twice
+from streamcheck.properties._replay import (
+    ReplayResult,
+    apply_and_judge,
+    replay_simulation,
+    replay_twice,
+)
 from streamcheck.properties._simulation import Decision
 
 LOST_TAIL_THEN_NEW_TURN: list[tuple[str, dict[str, Any]]] = [
@@ -317,6 +322,26 @@ REGRESSIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     # Their live copies arrive after it as duplicates: the probe won a race, pub/sub
     # failed nobody.
     "probe-raced-the-live-copies": PROBE_RACED_THE_LIVE_COPIES,
+    # A client came back with a cursor after its turn's job had expired, and with it
+    # the log: the world's server attached it anyway, and the reader ended with a
+    # made-up terminal over chunks no log held any more. A server asks for the job
+    # first, as the manager's subscribe and resume do (found by `run --examples 300
+    # --seed 1` once cursors were drawn).
+    "cursor-after-the-turn-expired": [
+        ("create", {"replica": 0, "stream": "s0"}),
+        ("settle", {}),
+        ("emit", {"stream": "s0"}),
+        ("subscribe", {"replica": 0, "stream": "s0"}),
+        ("settle", {}),
+        ("jump", {"dt": 31.0}),
+        ("settle", {}),
+        ("jump", {"dt": 150.0}),
+        ("jump", {"dt": 151.0}),
+        ("settle", {}),
+        ("jump", {"dt": 151.0}),
+        ("settle", {}),
+        ("resume_at_cursor", {"replica": 0, "stale": True, "stream": "s0", "which": 0}),
+    ],
 }
 
 
@@ -402,3 +427,87 @@ def test_a_stranded_live_copy_is_still_a_slow_path_without_cause(
     _strand_the_live_copy_at_the_frontier(monkeypatch)
     report = _replayed(decisions).report
     assert AnomalyKind.SLOW_PATH_WITHOUT_CAUSE in report.kinds(), report.summary()
+
+
+def _settled(*decisions: tuple[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [step for decision in decisions for step in (decision, ("settle", {}))]
+
+
+_TURN = _settled(
+    ("create", {"stream": "s0", "replica": 0}),
+    ("subscribe", {"stream": "s0", "replica": 1}),
+    ("emit", {"stream": "s0"}),
+    ("emit", {"stream": "s0"}),
+)
+
+#: The adversarial clients' and generators' decisions, each with the label it reaches.
+ADVERSARIAL: dict[str, tuple[list[tuple[str, dict[str, Any]]], str]] = {
+    "stale-cursor": (
+        _TURN
+        + _settled(
+            ("resume_at_cursor", {"stream": "s0", "replica": 0, "which": 1, "stale": True}),
+            ("emit", {"stream": "s0"}),
+        ),
+        "resume from a stale cursor",
+    ),
+    "cursor-of-an-ended-earlier-turn": (
+        _TURN
+        + _settled(
+            ("finish", {"stream": "s0", "error": False}),
+            ("jump", {"dt": 11.0}),
+            ("create", {"stream": "s0", "replica": 1}),
+            ("emit", {"stream": "s0"}),
+            ("resume_at_cursor", {"stream": "s0", "replica": 0, "which": 1, "stale": False}),
+        ),
+        "resume from an earlier turn's cursor",
+    ),
+    "cursor-of-a-replaced-turn": (
+        _TURN
+        + _settled(
+            ("create", {"stream": "s0", "replica": 1}),
+            ("emit", {"stream": "s0"}),
+            ("resume_at_cursor", {"stream": "s0", "replica": 0, "which": 0, "stale": False}),
+        ),
+        "resume from an earlier turn's cursor",
+    ),
+    "detach-during-a-catch-up": (
+        _TURN
+        + _settled(
+            ("detach_catching_up", {"stream": "s0", "replica": 1, "mode": "resume"}),
+            ("emit", {"stream": "s0"}),
+        ),
+        "detach during a catch-up",
+    ),
+    "emit-retried-after-a-lost-reply": (
+        _TURN + _settled(("lost_reply_emit", {"stream": "s0"}), ("emit", {"stream": "s0"})),
+        "retried emit delivered twice",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ADVERSARIAL))
+def test_adversarial_clients_are_served_and_judged(name: str) -> None:
+    decisions, label = ADVERSARIAL[name]
+    logging.disable(logging.WARNING)
+    try:
+        with replay_simulation(canaries=frozenset(), replicas=2) as simulation:
+            report = apply_and_judge(simulation, [Decision(n, dict(a)) for n, a in decisions])
+            assert simulation.world is not None
+            labels = simulation.world.coverage_labels()
+    finally:
+        logging.disable(logging.NOTSET)
+    assert report.ok, report.summary()
+    assert label in labels, labels
+
+
+def test_a_reader_left_attached_after_its_client_detached_is_a_bound_exceeded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A planted mutation: readers are never removed from their stream's actor."""
+
+    def keep(actor: StreamActor, sub_id: int) -> None:
+        del actor, sub_id
+
+    monkeypatch.setattr(StreamActor, "_remove", keep)
+    report = _replayed(ADVERSARIAL["detach-during-a-catch-up"][0]).report
+    assert AnomalyKind.BOUND_EXCEEDED in report.kinds(), report.summary()

@@ -288,7 +288,7 @@ class SessionJudge:
                     hidden.append(s)
                 else:
                     break
-        if not hidden:
+        if not hidden or self._log_may_have_expired(i):
             return False
         self.hidden_by_terminal = frozenset(hidden)
         self.report(
@@ -299,6 +299,23 @@ class SessionJudge:
             f"{seq_list(hidden)} were emitted and never delivered or signalled as a gap",
         )
         return True
+
+    def _log_may_have_expired(self, at: int) -> bool:
+        """In histories that record their faults: the stream's chunk log may have
+        expired by record ``at``, no event of the stream having been published (each
+        publish refreshes its TTL) for the log's TTL. A reader that attaches only then,
+        from a cursor of a turn long over, can learn no more than that its turn ended."""
+        index, ttl = self.index, self.index.log_ttl_s
+        if ttl is None:
+            return False
+        published = [
+            index.records[j].time
+            for gen in index.generations.values()
+            if gen.stream_id == self.stream
+            for j in gen.ok_emits
+            if j < at
+        ]
+        return not published or index.records[at].time - max(published) >= ttl
 
     def _real_terminal_signalled_lost(self) -> bool:
         """The generation's emitted terminal lies in a gap this session was told Redis

@@ -1444,3 +1444,23 @@ def test_an_unacknowledged_emit_one_reader_received_reaches_every_reader(second:
         assert (expected in kinds) == (second == "skips"), report.summary()
     else:
         passes(b)
+
+
+@pytest.mark.parametrize(("silent_for", "lost"), [(299.0, True), (300.0, False)])
+def test_a_turn_ended_for_a_reader_after_its_log_may_have_expired_owes_no_chunks(
+    silent_for: float, lost: bool
+) -> None:
+    """A reader attaches (from an old cursor) once nothing was published on the stream
+    for the log's TTL: a made-up end without the turn's chunks is all it can get."""
+    b = Builder()
+    b.history.append(FaultsRecorded(time=b._now(), log_ttl_s=300.0))
+    b.start()
+    b.chunks([0, 1])
+    b.clock += silent_for - 2.0  # the reader opens, then ends, a second apart
+    b.open("s1")
+    end = b.deliver("s1", Failure(seq=0, generation="g1", message="producer lost"))
+    b.close("s1")
+    if lost:
+        only(check(b.history), AnomalyKind.LOST, end)
+    else:
+        passes(b)

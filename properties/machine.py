@@ -254,6 +254,63 @@ class StreamMachine(RuleBasedStateMachine):
         self._do("detach", which=which)
 
     @rule(
+        stream=STREAMS,
+        producer=REPLICAS,
+        replica=REPLICAS,
+        which=st.integers(0, 7),
+        stale=st.booleans(),
+        settled=st.booleans(),
+    )
+    def resume_at_cursor(
+        self, stream: str, producer: int, replica: int, which: int, stale: bool, settled: bool
+    ) -> None:
+        """A client reattaches from a cursor it holds: one older than a seq it already
+        got (``stale``), or one from an earlier turn of the same stream id. If no client
+        holds such a cursor yet, one is made first: a reader gets a chunk of the turn in
+        progress (started on ``producer`` if none is), and, for an earlier turn's
+        cursor, a newer turn then replaces it."""
+        world = self.sim.world
+        assert world is not None
+        if not world.cursors(stream, stale=stale):
+            if not world.in_progress(stream):
+                self._do("create", stream=stream, replica=producer)
+                self._do("settle")
+            self._do("subscribe", stream=stream, replica=replica)
+            self._do("settle")
+            self._do("emit", stream=stream)
+            self._do("settle")
+            if not stale:
+                self._do("create", stream=stream, replica=producer)
+                self._do("settle")
+        self._do("resume_at_cursor", stream=stream, replica=replica, which=which, stale=stale)
+        if settled:
+            self._do("settle")
+
+    @rule(stream=STREAMS, producer=REPLICAS, reader=REPLICAS, aborter=REPLICAS)
+    def abort_while_away(self, stream: str, producer: int, reader: int, aborter: int) -> None:
+        """A macro step: a client reading a turn drops, the turn is aborted (from
+        another tab, on any replica) while it is away, and it resumes. What it finds on
+        return must be the abort's end, however the abort and its leaving interleaved."""
+        world = self.sim.world
+        assert world is not None
+        if not world.in_progress(stream):
+            self._do("create", stream=stream, replica=producer)
+            self._do("settle")
+        self._do("subscribe", stream=stream, replica=reader)
+        self._do("settle")
+        self._do("detach", which=-1)  # the newest open session: the one just made
+        self._do("abort", stream=stream, replica=aborter)
+        self._do("settle")
+        self._do("resume", stream=stream, replica=reader)
+        self._do("settle")
+
+    @rule(stream=STREAMS, replica=REPLICAS, mode=st.sampled_from(["subscribe", "resume"]))
+    def detach_catching_up(self, stream: str, replica: int, mode: str) -> None:
+        """A client attaches and leaves while its replica still reads the log for it."""
+        self._do("detach_catching_up", stream=stream, replica=replica, mode=mode)
+        self._do("settle")
+
+    @rule(
         which=st.integers(0, 7),
         replica=REPLICAS,
         mode=st.sampled_from(["resume", "subscribe"]),
@@ -404,6 +461,14 @@ class StreamMachine(RuleBasedStateMachine):
     def disconnect(self, k: int) -> None:
         self._do("disconnect", k=k)
 
+    @precondition(lambda self: Fault.DISCONNECT in self.faults)
+    @rule(stream=STREAMS)
+    def lost_reply_emit(self, stream: str) -> None:
+        """Redis runs a chunk's publish and the connection drops before the reply: the
+        generator cannot know whether it was published and emits the chunk again."""
+        self._do("lost_reply_emit", stream=stream)
+        self._do("settle")
+
     @precondition(lambda self: Fault.FAILOVER in self.faults)
     @rule()
     def failover(self) -> None:
@@ -438,6 +503,28 @@ class StreamMachine(RuleBasedStateMachine):
     @rule(replica=REPLICAS, restart=st.booleans())
     def crash(self, replica: int, restart: bool) -> None:
         self._do("restart" if restart else "crash", replica=replica)
+
+    @precondition(lambda self: Fault.CRASH in self.faults)
+    @rule(stream=STREAMS, producer=REPLICAS, reader=REPLICAS, restart=st.booleans())
+    def crash_then_resume(self, stream: str, producer: int, reader: int, restart: bool) -> None:
+        """A macro step: a client reads a turn (the drawn stream's, started on
+        ``producer`` if none is running) on ``reader``; that replica dies, perhaps
+        restarting at once, and the client resumes on the next replica. Resuming after
+        the serving replica died is what resumable streams are for; a crash and then a
+        resume of a live turn, one decision at a time, were rare enough that no run of
+        300 examples reached them."""
+        world = self.sim.world
+        assert world is not None
+        if not world.in_progress(stream):
+            self._do("create", stream=stream, replica=producer)
+            self._do("settle")
+        self._do("subscribe", stream=stream, replica=reader)
+        self._do("settle")
+        self._do("crash", replica=reader)
+        if restart:
+            self._do("restart", replica=reader)
+        self._do("resume", stream=stream, replica=(reader + 1) % self.replica_count)
+        self._do("settle")
 
     # -- hostile inputs (properties/_hostile.py) ---------------------------------------
 

@@ -177,7 +177,8 @@ class _Counts:
 
 @dataclass(slots=True)
 class DeliveryTotals:
-    """Reorder-buffer statistics summed over every subscriber a replica has served."""
+    """Reorder-buffer statistics summed over every subscriber a replica has served (the
+    transport's statistics include the readers still attached)."""
 
     subscribers: int = 0
     delivered: int = 0
@@ -380,6 +381,12 @@ class StreamActor:
             abort_signals=self._counts.abort_signals,
             early_buffer_events=len(self._producer.early.events) if self._producer else 0,
         )
+
+    def add_attached_delivery(self, totals: DeliveryTotals) -> None:
+        """Add the reorder-buffer statistics of the readers attached now to ``totals``
+        (those of readers gone are in it already)."""
+        for sub in self._subscribers.values():
+            totals.add(sub.buffer.statistics())
 
     def __repr__(self) -> str:
         return (

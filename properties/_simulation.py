@@ -79,8 +79,10 @@ REDIS_ONLY_DECISIONS = frozenset(
         "failover",
         "failover_after_emit",
         "crash",
+        "crash_then_resume",
         "restart",
         "forge",
+        "lost_reply_emit",
     }
 )
 
@@ -343,7 +345,7 @@ class Simulation:
         """A client attaches and leaves again while its replica still reads the log for
         it: the attachment's own steps run until the session is open with its catch-up
         read waiting, then the client detaches (nothing if the moment never comes)."""
-        world, sim = self._w(), self._s()
+        world, sim = self._w(), self._steps()
         before = {s.name for s in world.sessions}
         world.attach(stream, replica, resume=mode == "resume")
         await trio.testing.wait_all_tasks_blocked()

@@ -8,7 +8,13 @@ from streamcheck.impl.transport._bus import (
     PublishOutcome,
     PublishRefused,
 )
-from streamcheck.impl.transport._envelope import MAX_SEQ, AbortSignal, SequencedEvent, encode_split
+from streamcheck.impl.transport._envelope import (
+    MAX_SEQ,
+    AbortSignal,
+    SequencedEvent,
+    encode_abort,
+    encode_split,
+)
 from streamcheck.impl.transport._memory_bus import MemoryBus, MemoryHub
 from streamcheck.impl.transport._redis_bus import RedisBus
 from streamcheck.impl.transport._transport import EventTransport, Subscription
@@ -30,5 +36,6 @@ __all__ = [
     "RedisBus",
     "SequencedEvent",
     "Subscription",
+    "encode_abort",
     "encode_split",
 ]

@@ -39,11 +39,17 @@ EXPECTED: dict[Canary, set[AnomalyKind]] = {
         AnomalyKind.ABORT_NOT_HONOURED,
         AnomalyKind.TERMINAL_TWICE,
         AnomalyKind.EVENT_AFTER_TERMINAL,
+        # The generator, never told, ends the turn with its own done after the abort's
+        # end was acknowledged (seed 0's first failure since the forged-abort rule).
+        AnomalyKind.EMIT_AFTER_END,
     },
     Canary.NO_CROSS_REPLICA_ABORT: {
         AnomalyKind.ABORT_NOT_HONOURED,
         AnomalyKind.TERMINAL_TWICE,
         AnomalyKind.EVENT_AFTER_TERMINAL,
+        # The generator, never told, ends the turn with its own done after the abort's
+        # end was acknowledged (seed 0's first failure since the forged-abort rule).
+        AnomalyKind.EMIT_AFTER_END,
     },
     Canary.EARLY_BUFFER_ON_RESUME: {AnomalyKind.DUPLICATE},
     # Its precondition, the counter deleted on cleanup, shows first as a reused seq; the

@@ -538,13 +538,25 @@ class StreamMachine(RuleBasedStateMachine):
     )
     def forge(self, stream: str, form: str, which: int) -> None:
         """A foreign client publishes on a stream's channel: the drawn one if someone
-        reads it, else one that someone reads (a forgery nobody hears tests nothing)."""
+        hears it, else one that someone hears (a forgery nobody hears tests nothing): a
+        reader for events, a live generator for an abort signal."""
         world = self.sim.world
         assert world is not None
-        read = {s.stream_id for s in world.sessions if s.open}
-        if stream not in read:
-            stream = next((s for s in STREAM_IDS if s in read), stream)
+        if form == Forgery.ABORT.value:
+            heard = {s for s, g in world.generators.items() if g.job and not g.finished}
+        else:
+            heard = {s.stream_id for s in world.sessions if s.open}
+        if stream not in heard:
+            stream = next((s for s in STREAM_IDS if s in heard), stream)
         self._do("forge", stream=stream, form=form, which=which)
+
+    @precondition(lambda self: Fault.HOSTILE in self.faults)
+    @rule(stream=STREAMS)
+    def forge_abort(self, stream: str) -> None:
+        """A foreign client sends an abort signal for a live generation, which no abort
+        claimed (a rule of its own: as one form among the others, it was drawn in 3
+        examples of 549)."""
+        self.forge(stream, Forgery.ABORT.value, 0)
 
     @precondition(lambda self: Fault.HOSTILE in self.faults)
     @rule(how=st.sampled_from(ABORT_REACTIONS))

@@ -89,7 +89,8 @@ class CampaignResult:
     #: Rare paths reached, with how many examples reached each.
     labels: dict[str, int] = field(default_factory=dict)
     #: Channel messages the replicas dropped, summed over the examples that ran to
-    #: their heal phase: ``foreign_hints`` and ``malformed_dropped`` (see
+    #: their heal phase: ``foreign_hints``, ``malformed_dropped`` and
+    #: ``unconfirmed_aborts`` (see
     #: :func:`streamcheck.properties._hostile.channel_figures`).
     channel: dict[str, int] = field(default_factory=dict)
     #: The example budget (``max_examples``) the campaign ran with.

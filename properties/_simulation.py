@@ -51,6 +51,9 @@ from streamcheck.properties.sim import PendingItem, SimRedis, sim_time
 #: producer timeout and the cleanup interval, with settling in between.
 #: ``lossy_emit(k=LOSE_ALL_COPIES)`` loses the message on every connection.
 LOSE_ALL_COPIES = 3
+#: Steps an attachment may take before ``detach_catching_up`` gives up waiting for its
+#: catch-up (a SUBSCRIBE, its acknowledgement, a snapshot's reads: a handful).
+ATTACH_STEP_LIMIT = 30
 
 #: How long a failover keeps the stream's Redis away. Sentinel and Cluster first wait
 #: for the primary to be judged down (seconds), then elect a replica: one second is a
@@ -58,7 +61,10 @@ LOSE_ALL_COPIES = 3
 FAILOVER_SECONDS = 1.0
 #: Most steps one ``pct`` decision runs (a settle's bound).
 PCT_STEP_LIMIT = 500
-HEAL_JUMPS = (0.6, 2.5, 2.5, 11.0, 31.0, 2.5, 61.0, 2.5, 2.5)
+#: The heal's clock jumps: past every reorder, probe and producer timeout, then twice
+#: 100 s (each short of the stale-job timeout, so a live producer's heartbeat keeps its
+#: job) until the job of every producer that is gone is past it and reaped.
+HEAL_JUMPS = (0.6, 2.5, 2.5, 11.0, 31.0, 2.5, 61.0, 2.5, 2.5, 100.0, 2.5, 100.0, 2.5)
 
 
 #: Decisions that act on Redis itself (its messages, connections, failover): the
@@ -73,8 +79,10 @@ REDIS_ONLY_DECISIONS = frozenset(
         "failover",
         "failover_after_emit",
         "crash",
+        "crash_then_resume",
         "restart",
         "forge",
+        "lost_reply_emit",
     }
 )
 
@@ -328,6 +336,61 @@ class Simulation:
     def _do_detach(self, which: int) -> None:
         self._w().detach(which)
 
+    # -- adversarial clients and generators -------------------------------------------
+
+    def _do_resume_at_cursor(self, stream: str, replica: int, which: int, stale: bool) -> None:
+        self._w().resume_at_cursor(stream, replica, which, stale=stale)
+
+    async def _do_detach_catching_up(self, stream: str, replica: int, mode: str) -> None:
+        """A client attaches and leaves again while its replica still reads the log for
+        it: the attachment's own steps run until the session is open with its catch-up
+        read waiting, then the client detaches (nothing if the moment never comes)."""
+        world, sim = self._w(), self._steps()
+        before = {s.name for s in world.sessions}
+        world.attach(stream, replica, resume=mode == "resume")
+        await trio.testing.wait_all_tasks_blocked()
+        client = f"r{replica % self._replica_count}."
+        for _ in range(ATTACH_STEP_LIMIT):
+            ready = [s for s in world.catching_up() if s.name not in before]
+            if ready:
+                world.detached_catching_up += 1
+                world.detach_session(ready[0])
+                return
+            steps = [
+                item
+                for item in sim.runnable()
+                if item.connection.startswith(client)
+                and (item.kind == "command" or item.description.startswith("ack"))
+            ]
+            if not steps:
+                return
+            sim.step(steps[0].id)
+            await trio.testing.wait_all_tasks_blocked()
+
+    async def _do_lost_reply_emit(self, stream: str) -> None:
+        """The generator emits a chunk; Redis runs the publish and the connection drops
+        before the reply (a fault), so the generator does not know whether it was
+        published, and emits it again."""
+        world, sim = self._w(), self._s()
+        gen = world.generators.get(stream)
+        world.emit_retrying(stream)
+        await trio.testing.wait_all_tasks_blocked()
+        if gen is None:
+            return
+        client = f"{gen.replica}.{world.replica_incarnation(gen.replica)}/"
+        publishes = [
+            item
+            for item in sim.runnable()
+            if item.kind == "command"
+            and item.connection.startswith(client)
+            and " publish " in f" {item.description} "
+            and f"{{{stream}}}" in item.description
+        ]
+        if publishes:
+            world.record_fault(FaultKind.DISCONNECT, f"reply lost: {publishes[0].description}")
+            sim.step(publishes[0].id, lose_reply=True)
+            await trio.testing.wait_all_tasks_blocked()
+
     def _do_reconnect(self, which: int, replica: int, mode: str) -> None:
         self._w().reconnect(which, replica, resume=mode == "resume")
 
@@ -537,9 +600,16 @@ class Simulation:
 
         self._call(heal_all_at_once)
         self._call(list_every_users_jobs)
+        self._call(world.audit_attached_readers)
         now = self.clock.current_time()
         if self.sim is not None:
-            audit_keyspace(self.sim, world.history, now, listings=world.listings)
+            audit_keyspace(
+                self.sim,
+                world.history,
+                now,
+                listings=world.listings,
+                reaped=any(replica.alive for replica in world.replicas),
+            )
         elif self.memory is not None:
             audit_memory_store(
                 self.memory,

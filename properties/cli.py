@@ -189,7 +189,8 @@ def _run(args: argparse.Namespace) -> int:
             print(
                 f"channel: {result.channel.get('foreign_hints', 0):,} untrusted messages the "
                 f"log did not confirm, {result.channel.get('malformed_dropped', 0):,} "
-                "malformed, dropped"
+                f"malformed, {result.channel.get('unconfirmed_aborts', 0):,} abort signals "
+                "no abort claimed, dropped"
             )
         if not (result.found or result.crashed):
             _say_unreached(result, impl_coverage)

@@ -170,6 +170,27 @@ class StreamMachine(RuleBasedStateMachine):
         self._do("subscribe", stream=stream, replica=reader)
         self._do("settle")
 
+    @rule(
+        stream=STREAMS,
+        producer=REPLICAS,
+        n=st.integers(4, 12),
+        mode=st.sampled_from(["subscribe", "resume"]),
+    )
+    def unread_turn(self, stream: str, producer: int, n: int, mode: str) -> None:
+        """A macro step: a turn starts and emits ``n`` chunks before anyone reads it on
+        its replica, then its first local reader attaches there.
+
+        That reader takes the producer's early buffer (or, past the buffer's bound,
+        catches up from the log): the buffer's bound and its hand-over are only reached
+        when a turn runs unread for a while, which decisions drawn one at a time seldom
+        arranged.
+        """
+        self._do("create", stream=stream, replica=producer)
+        self._do("settle")
+        self._do("burst", stream=stream, n=n)
+        self._do(mode, stream=stream, replica=producer)
+        self._do("settle")
+
     @rule(stream=STREAMS, producer=REPLICAS, reader=REPLICAS)
     def next_turn(self, stream: str, producer: int, reader: int) -> None:
         """A macro step: the turn in progress (if any) ends, the user reads for a while
@@ -231,6 +252,63 @@ class StreamMachine(RuleBasedStateMachine):
     @rule(which=st.integers(0, 7))
     def detach(self, which: int) -> None:
         self._do("detach", which=which)
+
+    @rule(
+        stream=STREAMS,
+        producer=REPLICAS,
+        replica=REPLICAS,
+        which=st.integers(0, 7),
+        stale=st.booleans(),
+        settled=st.booleans(),
+    )
+    def resume_at_cursor(
+        self, stream: str, producer: int, replica: int, which: int, stale: bool, settled: bool
+    ) -> None:
+        """A client reattaches from a cursor it holds: one older than a seq it already
+        got (``stale``), or one from an earlier turn of the same stream id. If no client
+        holds such a cursor yet, one is made first: a reader gets a chunk of the turn in
+        progress (started on ``producer`` if none is), and, for an earlier turn's
+        cursor, a newer turn then replaces it."""
+        world = self.sim.world
+        assert world is not None
+        if not world.cursors(stream, stale=stale):
+            if not world.in_progress(stream):
+                self._do("create", stream=stream, replica=producer)
+                self._do("settle")
+            self._do("subscribe", stream=stream, replica=replica)
+            self._do("settle")
+            self._do("emit", stream=stream)
+            self._do("settle")
+            if not stale:
+                self._do("create", stream=stream, replica=producer)
+                self._do("settle")
+        self._do("resume_at_cursor", stream=stream, replica=replica, which=which, stale=stale)
+        if settled:
+            self._do("settle")
+
+    @rule(stream=STREAMS, producer=REPLICAS, reader=REPLICAS, aborter=REPLICAS)
+    def abort_while_away(self, stream: str, producer: int, reader: int, aborter: int) -> None:
+        """A macro step: a client reading a turn drops, the turn is aborted (from
+        another tab, on any replica) while it is away, and it resumes. What it finds on
+        return must be the abort's end, however the abort and its leaving interleaved."""
+        world = self.sim.world
+        assert world is not None
+        if not world.in_progress(stream):
+            self._do("create", stream=stream, replica=producer)
+            self._do("settle")
+        self._do("subscribe", stream=stream, replica=reader)
+        self._do("settle")
+        self._do("detach", which=-1)  # the newest open session: the one just made
+        self._do("abort", stream=stream, replica=aborter)
+        self._do("settle")
+        self._do("resume", stream=stream, replica=reader)
+        self._do("settle")
+
+    @rule(stream=STREAMS, replica=REPLICAS, mode=st.sampled_from(["subscribe", "resume"]))
+    def detach_catching_up(self, stream: str, replica: int, mode: str) -> None:
+        """A client attaches and leaves while its replica still reads the log for it."""
+        self._do("detach_catching_up", stream=stream, replica=replica, mode=mode)
+        self._do("settle")
 
     @rule(
         which=st.integers(0, 7),
@@ -383,6 +461,14 @@ class StreamMachine(RuleBasedStateMachine):
     def disconnect(self, k: int) -> None:
         self._do("disconnect", k=k)
 
+    @precondition(lambda self: Fault.DISCONNECT in self.faults)
+    @rule(stream=STREAMS)
+    def lost_reply_emit(self, stream: str) -> None:
+        """Redis runs a chunk's publish and the connection drops before the reply: the
+        generator cannot know whether it was published and emits the chunk again."""
+        self._do("lost_reply_emit", stream=stream)
+        self._do("settle")
+
     @precondition(lambda self: Fault.FAILOVER in self.faults)
     @rule()
     def failover(self) -> None:
@@ -418,6 +504,28 @@ class StreamMachine(RuleBasedStateMachine):
     def crash(self, replica: int, restart: bool) -> None:
         self._do("restart" if restart else "crash", replica=replica)
 
+    @precondition(lambda self: Fault.CRASH in self.faults)
+    @rule(stream=STREAMS, producer=REPLICAS, reader=REPLICAS, restart=st.booleans())
+    def crash_then_resume(self, stream: str, producer: int, reader: int, restart: bool) -> None:
+        """A macro step: a client reads a turn (the drawn stream's, started on
+        ``producer`` if none is running) on ``reader``; that replica dies, perhaps
+        restarting at once, and the client resumes on the next replica. Resuming after
+        the serving replica died is what resumable streams are for; a crash and then a
+        resume of a live turn, one decision at a time, were rare enough that no run of
+        300 examples reached them."""
+        world = self.sim.world
+        assert world is not None
+        if not world.in_progress(stream):
+            self._do("create", stream=stream, replica=producer)
+            self._do("settle")
+        self._do("subscribe", stream=stream, replica=reader)
+        self._do("settle")
+        self._do("crash", replica=reader)
+        if restart:
+            self._do("restart", replica=reader)
+        self._do("resume", stream=stream, replica=(reader + 1) % self.replica_count)
+        self._do("settle")
+
     # -- hostile inputs (properties/_hostile.py) ---------------------------------------
 
     @precondition(lambda self: Fault.HOSTILE in self.faults and self.backend is SimBackend.REDIS)
@@ -430,13 +538,25 @@ class StreamMachine(RuleBasedStateMachine):
     )
     def forge(self, stream: str, form: str, which: int) -> None:
         """A foreign client publishes on a stream's channel: the drawn one if someone
-        reads it, else one that someone reads (a forgery nobody hears tests nothing)."""
+        hears it, else one that someone hears (a forgery nobody hears tests nothing): a
+        reader for events, a live generator for an abort signal."""
         world = self.sim.world
         assert world is not None
-        read = {s.stream_id for s in world.sessions if s.open}
-        if stream not in read:
-            stream = next((s for s in STREAM_IDS if s in read), stream)
+        if form == Forgery.ABORT.value:
+            heard = {s for s, g in world.generators.items() if g.job and not g.finished}
+        else:
+            heard = {s.stream_id for s in world.sessions if s.open}
+        if stream not in heard:
+            stream = next((s for s in STREAM_IDS if s in heard), stream)
         self._do("forge", stream=stream, form=form, which=which)
+
+    @precondition(lambda self: Fault.HOSTILE in self.faults)
+    @rule(stream=STREAMS)
+    def forge_abort(self, stream: str) -> None:
+        """A foreign client sends an abort signal for a live generation, which no abort
+        claimed (a rule of its own: as one form among the others, it was drawn in 3
+        examples of 549)."""
+        self.forge(stream, Forgery.ABORT.value, 0)
 
     @precondition(lambda self: Fault.HOSTILE in self.faults)
     @rule(how=st.sampled_from(ABORT_REACTIONS))

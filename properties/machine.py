@@ -550,7 +550,7 @@ class StreamMachine(RuleBasedStateMachine):
             stream = next((s for s in STREAM_IDS if s in heard), stream)
         self._do("forge", stream=stream, form=form, which=which)
 
-    @precondition(lambda self: Fault.HOSTILE in self.faults)
+    @precondition(lambda self: Fault.HOSTILE in self.faults and self.backend is SimBackend.REDIS)
     @rule(stream=STREAMS)
     def forge_abort(self, stream: str) -> None:
         """A foreign client sends an abort signal for a live generation, which no abort

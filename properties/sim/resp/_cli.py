@@ -106,7 +106,8 @@ def run_foreign(args: argparse.Namespace) -> int:
         f"failing example: {campaign.found_decisions} decisions, minimized to "
         f"{len(campaign.minimized)} ({campaign.minimize_candidates} candidates in "
         f"{campaign.minimize_replays} replays, each kept only when it reproduced "
-        f"{reproduction} replays):"
+        f"{reproduction} replays"
+        f"{'; stopped by its deadline' if campaign.minimize_out_of_time else ''}):"
     )
     for decision in campaign.minimized:
         print(f"  {decision}")

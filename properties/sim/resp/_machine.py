@@ -364,6 +364,8 @@ class ForeignCampaign:
     #: Candidate lists the minimizer tried, and the replays they cost.
     minimize_candidates: int = 0
     minimize_replays: int = 0
+    #: The minimizer's deadline stopped it before no deletion was left to try.
+    minimize_out_of_time: bool = False
     replay_file: Path | None = None
 
     @property
@@ -418,7 +420,8 @@ def run_foreign_campaign(
     reproduction: ReproductionRule = DEFAULT_REPRODUCTION,
 ) -> ForeignCampaign:
     """Run up to ``examples`` examples; stop at the first failure, minimize it (a
-    candidate kept when it reproduces by ``reproduction``), and write its replay file."""
+    candidate kept when it reproduces by ``reproduction``; ``minimize_s`` seconds for
+    each replay a candidate needs), and write its replay file."""
     machine = foreign_machine_for(commands, quiet_s=quiet_s, faults=faults)
     machine.on_example = on_example
     chosen = settings(
@@ -473,10 +476,14 @@ def run_foreign_campaign(
             return reproduction.holds(replay_shows)
 
         shorter = minimize_decisions(
-            failure.decisions, still_fails, deadline=time.monotonic() + minimize_s
+            # A candidate costs ``needed`` replays or more: the budget grows with them.
+            failure.decisions,
+            still_fails,
+            deadline=time.monotonic() + minimize_s * reproduction.needed,
         )
         campaign.minimized = shorter.decisions
         campaign.minimize_candidates = shorter.replays
+        campaign.minimize_out_of_time = shorter.out_of_time
         if len(shorter.decisions) < len(failure.decisions):
             # The file shows the minimized example: its trace and history, from a replay
             # that showed the anomaly (the example as found, if none of N did).

@@ -15,7 +15,8 @@ never for callers; the state they read, such as ``StreamActor._subscribers`` and
   publishing: ``_publish``, ``_publish_batch_on_bus`` (a coalesced batch),
   ``_publish_on_bus`` (one event), ``_refused_here``, ``_floor``, ``_mark_lost``;
   readers: ``_attach``, ``_reorder_buffer``, ``_catch_up``,
-  ``_catch_up_from_log``, ``_remove``.
+  ``_catch_up_from_log``, ``_remove``; aborts: ``_obey_abort``,
+  ``_abort_confirmed``.
 * :class:`EventTransport`: ``start_producing``, ``emit_abort``, ``remove_abort``,
   ``cleanup``; ``_subscribe_channel``, ``_attach_reader``, ``_last_reader_left``.
 * :class:`GenerationJobManager`: ``abort_job``; ``_accept_abort``, ``_early_buffer``,

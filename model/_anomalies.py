@@ -93,8 +93,14 @@ class AnomalyKind(enum.StrEnum):
     #: changed, a terminal job running again) or brought back a job that was gone.
     JOB_STATUS_ILLEGAL = "job_status_illegal"
     #: After the heal, the shared store broke an invariant of its layout: a key without
-    #: a TTL, a job that does not decode, a running job missing from an index.
+    #: a TTL, a job that does not decode, a running job missing from an index, a job
+    #: still running although a replica was up to reap it.
     KEYSPACE_INVALID = "keyspace_invalid"
+    #: An emit whose caller never learned its outcome (its reply was lost) was
+    #: published: some reader received it, yet another reader of its turn received
+    #: later events without it (and without a gap over it). Without an idempotency
+    #: promise a retried emit is a second event, and the first must reach every reader.
+    EMIT_SEEN_INCONSISTENTLY = "emit_seen_inconsistently"
     #: A reader was ended "superseded" although no newer turn of its stream was ever
     #: started (judged by the simulation, which knows every turn asked for: a channel
     #: message of another generation is no proof of a newer turn).

@@ -33,6 +33,7 @@ import typing
 from collections.abc import Sequence
 
 from streamcheck.model._anomalies import Anomaly, AnomalyKind, CheckReport, CheckStatistics
+from streamcheck.model._events import Chunk
 from streamcheck.model._history import (
     AbortRequested,
     BoundExceeded,
@@ -82,8 +83,9 @@ def check(
         _judge_generation(index, gen, anomalies, abort_grace, reused)
     _judge_reused_seqs(index, anomalies)
     tally = SessionTally()
+    published = _published_unacknowledged(index)
     for facts in index.sessions.values():
-        SessionJudge(index, facts, anomalies, tally).run()
+        SessionJudge(index, facts, anomalies, tally, published=published).run()
     _judge_bounds(index, anomalies)
     judge_refusals(index.records, anomalies)
     _judge_slow_paths(index, anomalies)
@@ -137,6 +139,31 @@ def _unjudged(records: Sequence[Record]) -> CheckStatistics:
         synthetic_terminals=0,
         healed=False,
     )
+
+
+def _published_unacknowledged(index: HistoryIndex) -> dict[tuple[str, str], dict[int, int]]:
+    """Chunks whose emit's outcome was unknown to its caller (``INDETERMINATE``) but
+    which some reader received, so they were published: per (stream, generation), the
+    seq each was received at, and the first record that shows it."""
+    shown: dict[tuple[str, str], dict[int, int]] = {}
+    for facts in index.sessions.values():
+        opened = facts.opened
+        gen = index.generations.get((opened.stream_id, opened.generation))
+        if gen is None or not gen.indeterminate:
+            continue
+        for i in facts.deliveries:
+            record = index.records[i]
+            assert isinstance(record, Delivered)
+            event = record.event
+            if (
+                isinstance(event, Chunk)
+                and event.generation == opened.generation
+                and (EmitKind.CHUNK, record.payload_digest or "") in gen.indeterminate
+                and (opened.stream_id, event.seq) not in index.ok_by_seq
+            ):
+                seen = shown.setdefault((opened.stream_id, opened.generation), {})
+                seen[event.seq] = min(i, seen.get(event.seq, i))
+    return shown
 
 
 def _judge_bounds(index: HistoryIndex, anomalies: list[Anomaly]) -> None:
@@ -292,12 +319,14 @@ def _judge_generation(
 def _judge_stop(index: HistoryIndex, gen: GenerationFacts, out: list[Anomaly]) -> None:
     """Once its generator was told to stop, a turn ends with the abort's terminal: a done
     or error of the generator's own that completes later means the stop came before the
-    abort held the turn. Unless Redis lost writes during the turn: a failover may forget
-    the abort's claim, written before the stop."""
+    abort held the turn. Unless Redis lost writes during the turn (from the first sighting
+    of its job: the turn may be aborted before its ``create_job`` call returns): a failover
+    may forget the abort's claim, written before the stop."""
     stopped = gen.stopped_index
     if stopped is None:
         return
-    since = gen.started_index if gen.started_index is not None else -1
+    began = [x for x in (gen.started_index, gen.job_seen_index) if x is not None]
+    since = min(began, default=-1)
     for i in gen.ok_emits:
         record = _emitted(index, i)
         if (
@@ -397,7 +426,9 @@ def _judge_abort_reached(index: HistoryIndex, gen: GenerationFacts, out: list[An
 
 def _judge_slow_paths(index: HistoryIndex, out: list[Anomaly]) -> None:
     """In histories that record their faults, the slow path (a reorder timeout, events
-    repaired from the chunk log) needs a cause: a fault injected before it."""
+    repaired from the chunk log) needs a cause: a fault injected before it. A log read
+    that merely went before the live copies of what it found (``SlowPath.raced``) is no
+    slow path: pub/sub was bringing them."""
     if not index.faults_recorded:
         return
     first_fault = index.faults[0] if index.faults else None
@@ -406,6 +437,8 @@ def _judge_slow_paths(index: HistoryIndex, out: list[Anomaly]) -> None:
             return
         record = index.records[i]
         assert isinstance(record, SlowPath)
+        if not record.needs_cause:
+            continue
         out.append(
             Anomaly(
                 kind=AnomalyKind.SLOW_PATH_WITHOUT_CAUSE,
@@ -418,7 +451,8 @@ def _judge_slow_paths(index: HistoryIndex, out: list[Anomaly]) -> None:
                 explanation=(
                     f"readers on replica {record.replica} needed the slow path "
                     f"({record.reorder_timeouts} reorder timeouts, {record.log_repaired} "
-                    "events repaired from the chunk log) although no message had been "
+                    f"events repaired from the chunk log, of which at most {record.raced} "
+                    "had a live copy on its way) although no message had been "
                     "dropped, no connection cut, no failover, crash, delay or forgery had "
                     "happened; "
                     "without a fault, pub/sub must deliver every event on the fast path"

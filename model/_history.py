@@ -53,6 +53,9 @@ class OpOutcome(enum.StrEnum):
 class SessionMode(enum.StrEnum):
     SUBSCRIBE = "subscribe"
     RESUME = "resume"
+    #: The client reattaches from a cursor it holds (a generation and the last seq it
+    #: has): owed that generation's events after the cursor, with no snapshot.
+    CURSOR = "cursor"
 
 
 class SessionEnd(enum.StrEnum):
@@ -274,13 +277,22 @@ class FaultInjected:
 class SlowPath:
     """Readers on ``replica`` took the slow path since the previous such record: a reorder
     timeout fired ``reorder_timeouts`` times, and ``log_repaired`` events were delivered
-    from the chunk log by a repair or an idle probe instead of by pub/sub."""
+    from the chunk log by a repair or an idle probe instead of by pub/sub. Of those, up
+    to ``raced`` may only have won a race with their own live copy: it was published,
+    or still on its way to the replica, when the log read was sent."""
 
     index: int = -1
     time: float
     replica: str
     reorder_timeouts: int
     log_repaired: int
+    raced: int = 0
+
+    @property
+    def needs_cause(self) -> bool:
+        """Pub/sub failed these readers (a timeout, an event it never brought), rather
+        than a log read going first."""
+        return self.reorder_timeouts > 0 or self.log_repaired > self.raced
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

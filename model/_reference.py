@@ -39,6 +39,7 @@ from streamcheck.model._history import (
     GeneratorStopped,
     Healed,
     History,
+    JobObserved,
     OpOutcome,
     Record,
     SessionClosed,
@@ -69,6 +70,10 @@ class GenerationFacts:
     generation: str
     started: GenerationStarted | None = None
     started_index: int | None = None
+    #: Record index of the first sighting of the turn's job in the store (``JobObserved``):
+    #: the turn existed from then on, though ``GenerationStarted`` is recorded only when
+    #: its ``create_job`` call returned, which may be many decisions later.
+    job_seen_index: int | None = None
     #: OK-emitted chunk seqs, sorted ascending (after :func:`index_history`).
     chunk_seqs: list[int] = field(default_factory=list)
     #: seq -> record index of the OK ``Emitted`` chunk.
@@ -244,6 +249,12 @@ def index_history(history: History | Sequence[Record]) -> HistoryIndex:
                 (record.start_seq, record.generation)
             )
             latest_generation[record.stream_id] = record.generation
+        elif kind is JobObserved:
+            assert isinstance(record, JobObserved)
+            if record.generation is not None:
+                seen = index.generation(record.stream_id, record.generation)
+                if seen.job_seen_index is None:
+                    seen.job_seen_index = i
         elif kind is AbortRequested:
             assert isinstance(record, AbortRequested)
             target = record.generation or latest_generation.get(record.stream_id)

@@ -19,6 +19,7 @@ swapped pair is one reorder, a duplicated chunk is one duplicate.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from streamcheck.model._anomalies import Anomaly, AnomalyKind
@@ -60,9 +61,22 @@ class SessionJudge:
     """Judges one session; appends its anomalies to ``out``."""
 
     def __init__(
-        self, index: HistoryIndex, facts: SessionFacts, out: list[Anomaly], tally: SessionTally
+        self,
+        index: HistoryIndex,
+        facts: SessionFacts,
+        out: list[Anomaly],
+        tally: SessionTally,
+        *,
+        published: Mapping[tuple[str, str], Mapping[int, int]] | None = None,
     ) -> None:
         opened = facts.opened
+        #: Seqs of this generation's unacknowledged emits that some reader received
+        #: (seq -> the first record showing it): they are owed like any other.
+        self.published_unacknowledged: Mapping[int, int] = (published or {}).get(
+            (opened.stream_id, opened.generation), {}
+        )
+        #: Every seq range a gap covered here, whatever its reason.
+        self.gap_ranges: list[tuple[int, int]] = []
         self.index, self.facts, self.out, self.tally = index, facts, out, tally
         self.name = opened.session
         self.stream = opened.stream_id
@@ -274,7 +288,7 @@ class SessionJudge:
                     hidden.append(s)
                 else:
                     break
-        if not hidden:
+        if not hidden or self._log_may_have_expired(i):
             return False
         self.hidden_by_terminal = frozenset(hidden)
         self.report(
@@ -286,6 +300,23 @@ class SessionJudge:
         )
         return True
 
+    def _log_may_have_expired(self, at: int) -> bool:
+        """In histories that record their faults: the stream's chunk log may have
+        expired by record ``at``, no event of the stream having been published (each
+        publish refreshes its TTL) for the log's TTL. A reader that attaches only then,
+        from a cursor of a turn long over, can learn no more than that its turn ended."""
+        index, ttl = self.index, self.index.log_ttl_s
+        if ttl is None:
+            return False
+        published = [
+            index.records[j].time
+            for gen in index.generations.values()
+            if gen.stream_id == self.stream
+            for j in gen.ok_emits
+            if j < at
+        ]
+        return not published or index.records[at].time - max(published) >= ttl
+
     def _real_terminal_signalled_lost(self) -> bool:
         """The generation's emitted terminal lies in a gap this session was told Redis
         lost (``writes_lost`` or ``possibly_lost``)."""
@@ -293,6 +324,7 @@ class SessionJudge:
         return seq is not None and any(a <= seq <= b for a, b in self.lost_ranges)
 
     def _gap(self, i: int, gap: Gap) -> bool:
+        self.gap_ranges.append((gap.first_seq, gap.last_seq))
         if gap.reason in (GapReason.WRITES_LOST, GapReason.POSSIBLY_LOST):
             self.lost_ranges.append((gap.first_seq, gap.last_seq))
         self.tally.gaps_signalled += 1
@@ -438,7 +470,42 @@ class SessionJudge:
                 "arrived nor been signalled as a gap, and they never were",
             )
             self.last_good = saved
+        self._judge_published_unacknowledged()
         self._judge_liveness()
+
+    def _judge_published_unacknowledged(self) -> None:
+        """An emit whose outcome its caller never learned, and that another reader
+        received, happened: this session must get it too if it got anything after it
+        (no idempotency key makes a retry of it the same event). Not judged once Redis
+        lost writes, nor past the log's TTL (the log may then lack it)."""
+        index = self.index
+        if not self.published_unacknowledged or not self.delivered or index.writes_lost:
+            return
+        ttl, started = index.log_ttl_s, self.gen.started if self.gen is not None else None
+        for seq, shown_at in sorted(self.published_unacknowledged.items()):
+            after = [i for s, i in self.delivered.items() if s > seq]
+            if (
+                seq < self.first_seq
+                or seq in self.delivered
+                or not after
+                or any(a <= seq <= b for a, b in self.gap_ranges)
+            ):
+                continue
+            jumped = min(after)
+            if ttl is not None and (
+                started is None or index.records[jumped].time - started.time >= ttl
+            ):
+                continue
+            self.report(
+                AnomalyKind.EMIT_SEEN_INCONSISTENTLY,
+                jumped,
+                seq,
+                f"never received seq {seq}, an emit whose outcome its generator never "
+                f"learned but which another reader received (record {shown_at}), although "
+                "it received later events and no gap over it; an event that was published "
+                "reaches every reader",
+            )
+            return
 
     def _judge_liveness(self) -> None:
         facts = self.facts

@@ -28,7 +28,7 @@ from hypothesis.stateful import get_state_machine_test
 
 from streamcheck.model import AnomalyKind, CheckReport
 from streamcheck.properties._minimize import minimize_replay_file
-from streamcheck.properties._run_limits import DEFAULT_REPLICAS
+from streamcheck.properties._run_limits import DEFAULT_REPLICAS, SimBackend
 from streamcheck.properties._simulation import describe_crash
 from streamcheck.properties.canaries import Canary
 from streamcheck.properties.machine import StreamMachine, machine_for
@@ -54,6 +54,21 @@ REQUIRED_LABELS = frozenset(
         "untrusted channel message dropped",
     }
 )
+#: The rare paths a campaign over the memory backend must reach: the ones that need
+#: no lost message, failover or crash, which the memory backend never has.
+MEMORY_REQUIRED_LABELS = frozenset(
+    {
+        "duplicate dropped",
+        "new turn on a reused stream id",
+        "subscribe acknowledged after emits",
+    }
+)
+
+
+def required_labels(backend: SimBackend) -> frozenset[str]:
+    """The rare paths a clean run of the correct implementation on ``backend`` must
+    reach."""
+    return MEMORY_REQUIRED_LABELS if backend is SimBackend.MEMORY else REQUIRED_LABELS
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +89,8 @@ class CampaignResult:
     #: Rare paths reached, with how many examples reached each.
     labels: dict[str, int] = field(default_factory=dict)
     #: Channel messages the replicas dropped, summed over the examples that ran to
-    #: their heal phase: ``foreign_hints`` and ``malformed_dropped`` (see
+    #: their heal phase: ``foreign_hints``, ``malformed_dropped`` and
+    #: ``unconfirmed_aborts`` (see
     #: :func:`streamcheck.properties._hostile.channel_figures`).
     channel: dict[str, int] = field(default_factory=dict)
     #: The example budget (``max_examples``) the campaign ran with.
@@ -98,6 +114,8 @@ class CampaignResult:
     report: CheckReport | None = None
     #: Replicas in each example's world.
     replicas: int = DEFAULT_REPLICAS
+    #: What the replicas shared.
+    backend: SimBackend = SimBackend.REDIS
     #: The wall-clock budget of a :func:`run_within` run (None: examples only).
     budget_seconds: float | None = None
     #: Processes the campaigns ran in (see :mod:`streamcheck.properties._parallel`).
@@ -162,8 +180,11 @@ class CampaignSpec:
     hypothesis_settings: settings | None = None
     #: Examples per campaign of a run bounded by time or shared among workers.
     chunk: int = CHUNK_EXAMPLES
-    #: The rare paths a clean run of the correct implementation must reach.
+    #: The rare paths a clean run of the correct implementation must reach (see
+    #: :func:`required_labels` for a backend's).
     required_labels: frozenset[str] = REQUIRED_LABELS
+    #: What the replicas share: the simulated Redis or the memory backend.
+    backend: SimBackend = SimBackend.REDIS
 
     @property
     def in_campaigns(self) -> bool:
@@ -288,6 +309,7 @@ def run_campaign(
     hypothesis_settings: settings | None = None,
     on_progress: ProgressCallback | None = None,
     replicas: int = DEFAULT_REPLICAS,
+    backend: SimBackend = SimBackend.REDIS,
 ) -> CampaignResult:
     """Run the machine until ``examples`` pass or one fails (then shrink it): one
     campaign of a :class:`CampaignSpec` with these fields (see there)."""
@@ -299,6 +321,8 @@ def run_campaign(
         shrink=shrink,
         hypothesis_settings=hypothesis_settings,
         replicas=replicas,
+        required_labels=required_labels(backend),
+        backend=backend,
     )
     return run_one_campaign(spec, on_progress=on_progress)
 
@@ -313,7 +337,9 @@ def run_one_campaign(
     canaries, replicas = spec.canaries, spec.replicas
     seed, replay_file = spec.seed, spec.replay_file
     chosen = spec.settings()
-    machine = machine_for(canaries, failure_path=replay_file, replicas=replicas)
+    machine = machine_for(
+        canaries, failure_path=replay_file, replicas=replicas, backend=spec.backend
+    )
     started = time.perf_counter()
     counter = _Counter(
         machine,
@@ -382,6 +408,8 @@ def run_one_campaign(
         failing_examples=counter.failing_examples,
         report=report,
         replicas=replicas,
+        backend=spec.backend,
+        required_labels=spec.required_labels,
     )
 
 

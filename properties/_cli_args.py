@@ -103,6 +103,14 @@ def redis_url(text: str) -> str:
     return text
 
 
+def patterns(text: str) -> tuple[str, ...]:
+    """Comma-separated fnmatch patterns, at least one."""
+    found = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not found:
+        raise argparse.ArgumentTypeError("name at least one pattern")
+    return found
+
+
 def names(parse: Callable[[str], T]) -> Callable[[str], T]:
     """A comma-separated list checked by ``parse``, whose ``ValueError`` (naming the
     unknown name) becomes the argument's error."""

@@ -8,8 +8,9 @@ so that they compose with any rule set:
   channel (:class:`Forgery` lists the forms: malformed bytes, wrong types, another
   generation's events, absurd and negative seqs, the turn's own generation at a seq
   the counter never handed out, and verbatim replays of messages the log holds, of this
-  turn and earlier ones). Anyone who can PUBLISH on the Redis can do this; the replicas
-  must treat the channel as hints and the log as the truth.
+  turn and earlier ones), and an abort signal for the live generation that no abort
+  claimed. Anyone who can PUBLISH on the Redis can do this; the replicas must treat the
+  channel as hints and the log and the job as the truth.
 * ``abort_reaction``: how a generator told to stop by an abort ends its turn at once,
   with its own done or its own error (the abort must already hold the turn).
 * ``actor_fault``: an unexpected error inside one stream's actor on one replica, through
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 from streamcheck.impl import Keys, ReplicaParts
 from streamcheck.impl.redis import RedisConnectionError, RedisLike
 from streamcheck.impl.seams import SUPERSEDED, Command, Rearm, StreamActor
-from streamcheck.impl.transport import MAX_SEQ, encode_split
+from streamcheck.impl.transport import MAX_SEQ, encode_abort, encode_split
 from streamcheck.model import (
     Anomaly,
     AnomalyKind,
@@ -45,6 +46,7 @@ from streamcheck.model import (
     SessionOpened,
     WritesLost,
 )
+from streamcheck.properties._memory_sim import SharedMemory
 
 if TYPE_CHECKING:
     from streamcheck.properties._world import World
@@ -76,6 +78,9 @@ class Forgery(enum.StrEnum):
     OWN_GENERATION_AHEAD = "own-generation-ahead"
     #: A verbatim copy of a message the chunk log holds (this turn's or an earlier one's).
     REPLAY = "replay"
+    #: An abort signal for the live generation, which no abort claimed: obeyed, its
+    #: generator would stop and end the turn with its own terminal, which nobody asked for.
+    ABORT = "abort"
 
 
 FORGERIES: Final = tuple(f.value for f in Forgery)
@@ -110,6 +115,8 @@ def forge(world: World, stream_id: str, form: Forgery, which: int) -> None:
 
 async def _forge(world: World, stream_id: str, form: Forgery, which: int) -> None:
     if world.hostile.foreign is None:
+        if isinstance(world.sim, SharedMemory):
+            return  # an in-process hub has no channel a foreign client could reach
         world.hostile.foreign = world.sim.client(FOREIGN_CLIENT)
     client = world.hostile.foreign
     try:
@@ -166,6 +173,8 @@ async def _payloads(
             return [_envelope(kind, own, seq, body)]
         case Forgery.REPLAY:
             return await _replayed(client, stream_id, which)
+        case Forgery.ABORT:
+            return [encode_abort(own)]
 
 
 async def _next_seq(client: RedisLike, stream_id: str) -> int:
@@ -232,12 +241,7 @@ class FaultInjectingActor(StreamActor):
 
 def with_fault_injection(parts: ReplicaParts) -> ReplicaParts:
     """``parts`` with an actor that can be made to fail (the fault mixin in front)."""
-    return ReplicaParts(
-        manager=parts.manager,
-        transport=parts.transport,
-        actor=_faulting(parts.actor),
-        redis_bus=parts.redis_bus,
-    )
+    return dataclasses.replace(parts, actor=_faulting(parts.actor))
 
 
 _FAULTING: dict[type[StreamActor], type[StreamActor]] = {}
@@ -271,23 +275,29 @@ def fail_actor(world: World, replica: int, stream_id: str) -> bool:
 
 def channel_figures(world: World) -> dict[str, int]:
     """Channel messages the world's replicas dropped: ``foreign_hints`` (live messages
-    the log did not confirm, counted per reader that heard one) and
-    ``malformed_dropped`` (payloads no envelope, on replicas alive at the end)."""
+    the log did not confirm, counted per reader that heard one), ``malformed_dropped``
+    (payloads no envelope, on replicas alive at the end) and ``unconfirmed_aborts``
+    (abort signals for a generator running there that no abort had claimed)."""
     foreign = sum(totals.foreign_hints for totals in world.crashed_delivery)
+    aborts = sum(totals.unconfirmed_aborts for totals in world.crashed_delivery)
     malformed = 0
     for replica in world.replicas:
         if replica.manager is not None:
             stats = replica.manager.transport.statistics()
             foreign += stats.delivery.foreign_hints
+            aborts += stats.delivery.unconfirmed_aborts
             malformed += stats.malformed_dropped
-    return {"foreign_hints": foreign, "malformed_dropped": malformed}
+    return {"foreign_hints": foreign, "malformed_dropped": malformed, "unconfirmed_aborts": aborts}
 
 
 def hostile_labels(world: World) -> set[str]:
     """Rare paths of the hostile rules this run reached (see World.coverage_labels)."""
     labels: set[str] = set()
-    if any(channel_figures(world).values()):
+    figures = channel_figures(world)
+    if any(figures.values()):
         labels.add("untrusted channel message dropped")
+    if figures["unconfirmed_aborts"]:
+        labels.add("unclaimed abort signal dropped")
     if world.hostile.faulted:
         labels.add("actor failed, replica went on")
     return labels

@@ -41,7 +41,7 @@ BRANCH_CLASSES: Mapping[str, tuple[str, ...]] = {
     ),
     "abort delivery across replicas": (
         "transport/_redis_bus.py:RedisBus.publish_abort",
-        "transport/_actor.py:StreamActor._handle::callback()",
+        "transport/_actor.py:StreamActor._obey_abort::callback()",
         "_manager.py:GenerationJobManager.abort_job",
     ),
     "untrusted channel": (
@@ -49,6 +49,7 @@ BRANCH_CLASSES: Mapping[str, tuple[str, ...]] = {
         "_reorder.py:ReorderBuffer.offer::self._foreign_hints += 1",
         "_reorder.py:ReorderBuffer._drop_unconfirmed",
         "transport/_actor.py:StreamActor._fail_readers",
+        "transport/_actor.py:StreamActor._obey_abort::self._totals.unconfirmed_aborts += 1",
     ),
     "job-store transitions": (
         "jobstore/_redis.py:RedisJobStore.create_job",

@@ -33,6 +33,8 @@ from streamcheck.properties._replay import (
     write_crash_replay_file,
     write_replay_file,
 )
+from streamcheck.properties._replay_schema import replay_backend
+from streamcheck.properties._run_limits import SimBackend
 from streamcheck.properties._simulation import Decision, SimulationCrashed
 from streamcheck.properties.canaries import Canary
 
@@ -92,13 +94,21 @@ def _chunk_sizes(length: int) -> list[int]:
     return sorted(sizes, reverse=True)
 
 
-def shows_anomaly(kind: AnomalyKind, *, canaries: frozenset[Canary], replicas: int) -> StillFails:
+def shows_anomaly(
+    kind: AnomalyKind,
+    *,
+    canaries: frozenset[Canary],
+    replicas: int,
+    backend: SimBackend = SimBackend.REDIS,
+) -> StillFails:
     """A ``still_fails`` for replays: the run (decisions, then heal if still safe)
     reports an anomaly of class ``kind``. A replay that crashes does not count."""
 
     def still_fails(decisions: list[Decision]) -> bool:
         try:
-            result = replay_decisions(decisions, canaries=canaries, replicas=replicas)
+            result = replay_decisions(
+                decisions, canaries=canaries, replicas=replicas, backend=backend
+            )
         except SimulationCrashed:  # the world failed to start
             return False
         if result.crashed is not None:
@@ -108,13 +118,21 @@ def shows_anomaly(kind: AnomalyKind, *, canaries: frozenset[Canary], replicas: i
     return still_fails
 
 
-def crashes_like(signature: str, *, canaries: frozenset[Canary], replicas: int) -> StillFails:
+def crashes_like(
+    signature: str,
+    *,
+    canaries: frozenset[Canary],
+    replicas: int,
+    backend: SimBackend = SimBackend.REDIS,
+) -> StillFails:
     """A ``still_fails`` for replays: the world crashes with the same innermost error,
     raised at the same place (:func:`~streamcheck.properties._replay.crash_signature`)."""
 
     def still_fails(decisions: list[Decision]) -> bool:
         try:
-            result = replay_decisions(decisions, canaries=canaries, replicas=replicas)
+            result = replay_decisions(
+                decisions, canaries=canaries, replicas=replicas, backend=backend
+            )
         except SimulationCrashed:
             return False
         return result.crashed is not None and crash_signature(result.crashed) == signature
@@ -142,14 +160,19 @@ def minimize_replay_file(
     left as is). The rewritten file says, under ``minimized``, how long the list was
     before."""
     decisions, canaries, replicas, data = load_replay(path)
+    backend = replay_backend(data)
     crashed = data.get("crashed")
     anomalies = data["report"]["anomalies"]
     if crashed:
         kept = "crash"
-        still_fails = crashes_like(crash_signature(crashed), canaries=canaries, replicas=replicas)
+        still_fails = crashes_like(
+            crash_signature(crashed), canaries=canaries, replicas=replicas, backend=backend
+        )
     elif anomalies:
         kept = anomalies[0]["kind"]
-        still_fails = shows_anomaly(AnomalyKind(kept), canaries=canaries, replicas=replicas)
+        still_fails = shows_anomaly(
+            AnomalyKind(kept), canaries=canaries, replicas=replicas, backend=backend
+        )
     else:
         return None
     if not still_fails(decisions):
@@ -167,7 +190,7 @@ def minimize_replay_file(
         },
     }
     rewrite = len(result.decisions) < len(decisions)
-    with replay_simulation(canaries=canaries, replicas=replicas) as simulation:
+    with replay_simulation(canaries=canaries, replicas=replicas, backend=backend) as simulation:
         try:
             report = apply_and_judge(simulation, result.decisions)
         except SimulationCrashed as crash:

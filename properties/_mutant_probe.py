@@ -14,14 +14,23 @@ import argparse
 import sys
 
 from streamcheck.properties._campaign import run_campaign
+from streamcheck.properties._run_limits import SimBackend
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m streamcheck.properties._mutant_probe")
     parser.add_argument("--examples", type=int, required=True)
     parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument(
+        "--backend",
+        choices=[b.value for b in SimBackend],
+        default=SimBackend.REDIS.value,
+        help="what the replicas share: the mutated module's backend",
+    )
     args = parser.parse_args(argv)
-    result = run_campaign(examples=args.examples, seed=args.seed, shrink=False)
+    result = run_campaign(
+        examples=args.examples, seed=args.seed, shrink=False, backend=SimBackend(args.backend)
+    )
     if result.crashed:
         print(f"crashed: {result.crashed}")
         return 1

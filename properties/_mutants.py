@@ -40,6 +40,7 @@ from cosmic_ray.work_db import use_db
 from cosmic_ray.work_item import TestOutcome, WorkerOutcome, WorkItem
 
 import streamcheck
+from streamcheck.properties._run_limits import SimBackend
 
 VERDICTS = ("killed", "timeout", "survived", "equivalent", "incompetent", "not run")
 
@@ -50,13 +51,20 @@ class Equivalent:
     occurrence numbers, which move when the module is edited)."""
 
     module: str
+    #: Cosmic Ray's operator (``""``: any).
     operator: str
-    #: The mutated line, stripped, as the mutant reads.
+    #: The mutated line, stripped, as the mutant reads (with ``any_change``: the
+    #: original line, every mutation of which is equivalent).
     line: str
     why: str
+    any_change: bool = False
 
 
 _STATISTIC = "a statistic: only statistics() reports it, nothing in impl/ reads it"
+_LATE_FILL = (
+    "decides only whether a late fill is counted (the late_fills statistic): the line "
+    "or the helper it calls chooses nothing the reader gets; " + _STATISTIC
+)
 
 #: Mutants judged equivalent by reading them (docs/mutation.md says how to add one).
 EQUIVALENT: tuple[Equivalent, ...] = (
@@ -70,23 +78,135 @@ EQUIVALENT: tuple[Equivalent, ...] = (
         "self._repaired_events += sum( 2 for e in step.deliver if not isinstance(e, Gap))",
         _STATISTIC + " (and twice a count is zero exactly when the count is)",
     ),
+    # Every line that only counts for statistics(), whatever the mutation.
+    *(
+        Equivalent(module, "", line, _STATISTIC, any_change=True)
+        for module, lines in (
+            (
+                "_reorder.py",
+                (
+                    *(
+                        f"self._{name} = 0"
+                        for name in (
+                            "delivered",
+                            "duplicates",
+                            "foreign",
+                            "repairs",
+                            "gaps",
+                            "late_fills",
+                            "repaired_events",
+                            "probe_repaired_events",
+                            "foreign_hints",
+                        )
+                    ),
+                    "self._delivered += 1",
+                    "self._duplicates += 1",
+                    "self._foreign += 1",
+                    "self._repairs += 1",
+                    "self._gaps += 1",
+                    "self._late_fills += 1",
+                    "self._foreign_hints += 1",
+                    *(
+                        f"self._{name} += sum(1 for e in step.deliver if not isinstance(e, Gap))"
+                        for name in ("repaired_events", "probe_repaired_events")
+                    ),
+                ),
+            ),
+            (
+                "transport/_redis_bus.py",
+                (
+                    *(
+                        f"{name}: int = 0"
+                        for name in ("published", "refused", "regressions", "reconnects")
+                    ),
+                    *(
+                        f"self._counters.{name} += 1"
+                        for name in ("published", "refused", "regressions", "reconnects")
+                    ),
+                ),
+            ),
+            (
+                "transport/_actor.py",
+                (
+                    "malformed: int = 0",
+                    "abort_signals: int = 0",
+                    "self._counts.malformed += 1",
+                    "self._counts.abort_signals += 1",
+                ),
+            ),
+            (
+                "transport/_transport.py",
+                ("self._untracked = 0", "self._untracked += 1", "self._malformed += 1"),
+            ),
+        )
+        for line in lines
+    ),
+    *(
+        Equivalent("_reorder.py", "", line, _LATE_FILL, any_change=True)
+        for line in (
+            "event.seq == step_first_seq(step)",
+            "and waiting > 1",
+            "and len(self._pending) < waiting - 1",
+            "if not isinstance(event, Gap):",
+        )
+    ),
+    Equivalent("transport/_transport.py", "", "self._malformed = 0", _STATISTIC, any_change=True),
+    Equivalent(
+        "_early_buffer.py",
+        "",
+        "MAX_BYTES = 8 * 1024 * 1024",
+        "the default of EarlyBuffer.max_bytes, which impl/ never uses: its one maker "
+        "(GenerationJobManager._early_buffer) always passes the manager's setting, and "
+        "EarlyBuffer is not public",
+        any_change=True,
+    ),
+    Equivalent(
+        "_early_buffer.py",
+        "",
+        "MAX_EVENTS = 5_000",
+        "the default of EarlyBuffer.max_events, which impl/ never uses: its one maker "
+        "(GenerationJobManager._early_buffer) always passes the manager's setting, and "
+        "EarlyBuffer is not public",
+        any_change=True,
+    ),
+    Equivalent(
+        "transport/_transport.py",
+        "ReplaceComparisonOperator_Is_Eq",
+        "if (entry := self._actors.get(stream_id)) is not None and entry[0] == actor:",
+        "StreamActor defines no __eq__, so == falls back to the identity test is makes",
+    ),
+    Equivalent(
+        "transport/_commands.py",
+        "ReplaceTrueWithFalse",
+        "@dataclass(frozen=True, slots=False)",
+        "__slots__ only saves memory here: the actor's commands are frozen either way, "
+        "internal to the transport, and never pickled, weak-referenced or given new "
+        "attributes",
+    ),
 )
 
 
 #: impl/ modules the simulation does not drive, by design: the coredis and glide adapters,
 #: the client choice and the batching (the simulation stands in for Redis at the RedisLike
-#: seam), the in-memory
-#: bus and job store (the simulation runs the Redis ones) and the configuration loader.
-#: tests/ covers them with contract tests; here their mutants could only die at import.
+#: seam) and the configuration loader. tests/ covers them with contract tests; here their
+#: mutants could only die at import.
 NOT_SIMULATED = (
     "_config.py",
     "redis/_batching.py",
     "redis/_coredis*.py",
     "redis/_glide*.py",
     "redis/_open.py",
-    "jobstore/_memory.py",
-    "transport/_memory_bus.py",
 )
+#: impl/ modules only the memory backend runs: their mutants meet a campaign over it
+#: (``streamcheck run --backend memory``); every other module's, the simulated Redis.
+MEMORY_BACKEND_MODULES = ("jobstore/_memory.py", "transport/_memory_bus.py")
+
+
+def campaign_backend(module: str) -> SimBackend:
+    """The backend whose campaign judges a mutant of ``module`` (a path under impl/)."""
+    if any(fnmatch.fnmatch(module, pattern) for pattern in MEMORY_BACKEND_MODULES):
+        return SimBackend.MEMORY
+    return SimBackend.REDIS
 
 
 class MutantsError(Exception):
@@ -145,8 +265,11 @@ class MutationRun:
         return sorted({m.module for m in self.mutants})
 
 
-def mutation_command(root: Path, *, examples: int, seed: int) -> str:
-    """The test command for a mutant in the copy at ``root``."""
+def mutation_command(
+    root: Path, *, examples: int, seed: int, backend: SimBackend = SimBackend.REDIS
+) -> str:
+    """The test command for a mutant in the copy at ``root``, judged by a campaign
+    over ``backend``."""
     return shlex.join(
         [
             "env",
@@ -159,6 +282,8 @@ def mutation_command(root: Path, *, examples: int, seed: int) -> str:
             str(examples),
             "--seed",
             str(seed),
+            "--backend",
+            backend.value,
         ]
     )
 
@@ -197,9 +322,14 @@ def _check_imports_copy(root: Path) -> None:
 
 
 def _is_equivalent(module: str, operator: str, diff: str) -> bool:
-    added = [line[1:].strip() for line in diff.splitlines() if line.startswith("+ ")]
+    lines = diff.splitlines()
+    added = [line[1:].strip() for line in lines if line[:1] == "+" and line[:3] != "+++"]
+    removed = [line[1:].strip() for line in lines if line[:1] == "-" and line[:3] != "---"]
     return any(
-        e.module == module and operator.endswith(e.operator) and e.line in added for e in EQUIVALENT
+        e.module == module
+        and operator.endswith(e.operator)
+        and e.line in (removed if e.any_change else added)
+        for e in EQUIVALENT
     )
 
 
@@ -241,6 +371,27 @@ def _verdict(module: str, operator: str, outcome: Any) -> str:
     return "timeout" if outcome.output == "timeout" else "killed"
 
 
+#: The unmutated campaign's bound: it sets every mutant's timeout, so it gets its own.
+BASELINE_LIMIT_S = 900.0
+
+
+def mutant_timeout(asked: float | None, baseline: float, backend: SimBackend) -> float:
+    """One mutant's time limit: ``asked``, or three times the unmutated campaign plus 10 s.
+
+    A limit under 1.5 times the unmutated campaign is refused: every mutant would time
+    out, and a timeout counts as killed, so the score would measure the machine's load.
+    """
+    if asked is None:
+        return 3 * baseline + 10
+    if asked < 1.5 * baseline:
+        raise MutantsError(
+            f"--timeout {asked:g} s is too short: the unmutated campaign took {baseline:.0f} s "
+            f"on backend {backend.value} (a loaded machine?); give at least 1.5 times that, "
+            "or leave the default"
+        )
+    return asked
+
+
 def run_mutants(
     *,
     sample: int,
@@ -255,34 +406,48 @@ def run_mutants(
 ) -> MutationRun:
     """Sample ``sample`` of impl/'s mutations and run the campaign against each.
 
-    ``timeout`` (default: three times the unmutated campaign's time plus 10 s) bounds
-    one mutant; ``budget`` stops starting mutants after that many seconds (the rest
-    are reported ``not run``). Only modules matching a pattern of ``include`` and none
-    of ``exclude`` (paths under impl/, fnmatch) are mutated.
+    ``timeout`` (default: three times the unmutated campaign's time plus 10 s, per
+    backend; refused when under 1.5 times that time) bounds one mutant; ``budget`` stops
+    starting mutants after that many seconds of mutants, the unmutated campaigns not
+    counted (the rest are reported ``not run``). Only modules matching a pattern of
+    ``include`` and none of ``exclude`` (paths under impl/, fnmatch) are mutated. A
+    mutant's campaign runs on the backend that runs its module (:func:`campaign_backend`).
     """
     if sample < 1:
         raise ValueError(f"the sample must be at least 1 mutant, not {sample}")
     started = time.perf_counter()
     with package_copy() as root:
         _check_imports_copy(root)
-        command = mutation_command(root, examples=examples, seed=campaign_seed)
-        before = time.perf_counter()
-        outcome, output = run_tests(command, timeout or 600)
-        baseline = time.perf_counter() - before
-        if outcome is not TestOutcome.SURVIVED:
-            raise MutantsError(
-                f"the campaign fails on unmutated impl/ ({examples} examples, seed "
-                f"{campaign_seed}): {output.strip()[-1000:]}"
-            )
-        limit = timeout if timeout is not None else 3 * baseline + 10
         impl = root / "streamcheck" / "impl"
+        modules = [
+            path
+            for path in sorted(impl.rglob("*.py"))
+            if not any(fnmatch.fnmatch(path.relative_to(impl).as_posix(), p) for p in exclude)
+            and any(fnmatch.fnmatch(path.relative_to(impl).as_posix(), p) for p in include)
+        ]
+        commands: dict[SimBackend, str] = {}
+        limits: dict[SimBackend, float] = {}
+        baselines: dict[SimBackend, float] = {}
+        for backend in sorted(
+            {campaign_backend(path.relative_to(impl).as_posix()) for path in modules},
+            key=lambda b: b.value,
+        ):
+            command = mutation_command(root, examples=examples, seed=campaign_seed, backend=backend)
+            before = time.perf_counter()
+            outcome, output = run_tests(command, BASELINE_LIMIT_S)
+            baselines[backend] = time.perf_counter() - before
+            if outcome is not TestOutcome.SURVIVED:
+                raise MutantsError(
+                    f"the campaign fails on unmutated impl/ ({examples} examples, seed "
+                    f"{campaign_seed}, backend {backend.value}): {output.strip()[-1000:]}"
+                )
+            commands[backend] = command
+            limits[backend] = mutant_timeout(timeout, baselines[backend], backend)
+        # The budget is for mutants: the unmutated campaigns above take what the machine's
+        # load makes them take, and must not eat it (on a loaded machine they once did,
+        # and no mutant ran).
+        mutants_started = time.perf_counter()
         with use_db(str(root / "session.sqlite")) as db:
-            modules = [
-                path
-                for path in sorted(impl.rglob("*.py"))
-                if not any(fnmatch.fnmatch(path.relative_to(impl).as_posix(), p) for p in exclude)
-                and any(fnmatch.fnmatch(path.relative_to(impl).as_posix(), p) for p in include)
-            ]
             init(modules, db, {})
             items: list[WorkItem] = sorted(
                 db.work_items,
@@ -300,7 +465,7 @@ def run_mutants(
             spec = item.mutations[0]
             module = Path(spec.module_path).relative_to(impl).as_posix()
             operator = spec.operator_name.removeprefix("core/")
-            out_of_time = budget is not None and time.perf_counter() - started >= budget
+            out_of_time = budget is not None and time.perf_counter() - mutants_started >= budget
             mutant_started = time.perf_counter()
             path = Path(spec.module_path)
             if path not in spans:
@@ -310,7 +475,8 @@ def run_mutants(
             elif out_of_time:
                 verdict, diff = "not run", ""
             else:
-                work = mutate_and_test(item.mutations, command, limit)
+                backend = campaign_backend(module)
+                work = mutate_and_test(item.mutations, commands[backend], limits[backend])
                 verdict, diff = _verdict(module, operator, work), work.diff or ""
             result = MutantResult(
                 module=module,
@@ -331,8 +497,8 @@ def run_mutants(
         sample_seed=sample_seed,
         examples=examples,
         campaign_seed=campaign_seed,
-        timeout=limit,
-        baseline_seconds=baseline,
+        timeout=max(limits.values(), default=0.0),
+        baseline_seconds=max(baselines.values(), default=0.0),
         seconds=time.perf_counter() - started,
     )
 

@@ -318,6 +318,7 @@ def _empty(plan: _Plan) -> CampaignResult:
         shrunk_steps=None,
         replay_file=None,
         replicas=plan.spec.replicas,
+        backend=plan.spec.backend,
     )
 
 

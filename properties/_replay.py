@@ -20,7 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from streamcheck.model import CheckReport, History, Record
-from streamcheck.properties._replay_schema import REPLAY_VERSION, ReplayFileError, check_replay
+from streamcheck.properties._replay_schema import (
+    REPLAY_VERSION,
+    ReplayFileError,
+    check_replay,
+)
+from streamcheck.properties._run_limits import SimBackend
 from streamcheck.properties._simulation import (
     Decision,
     Simulation,
@@ -71,6 +76,7 @@ def write_replay_file(
         "name": name,
         "canaries": sorted(c.value for c in simulation.canaries),
         "replicas": len(simulation.world.replicas),
+        "backend": simulation.backend.value,
         "hypothesis_seed": hypothesis_seed,
         "decisions": [d.to_json() for d in simulation.decisions],
         "rule_steps": simulation.rule_steps,
@@ -128,11 +134,15 @@ class ReplayResult:
 
 
 def replay_decisions(
-    decisions: list[Decision], *, canaries: frozenset[Canary], replicas: int
+    decisions: list[Decision],
+    *,
+    canaries: frozenset[Canary],
+    replicas: int,
+    backend: SimBackend = SimBackend.REDIS,
 ) -> ReplayResult:
     """Run the decisions in a fresh simulation, then heal and judge; a crash of the
     simulated world is reported in ``crashed``, with the history up to it."""
-    with replay_simulation(canaries=canaries, replicas=replicas) as simulation:
+    with replay_simulation(canaries=canaries, replicas=replicas, backend=backend) as simulation:
         crashed: str | None = None
         try:
             report = apply_and_judge(simulation, decisions)
@@ -144,12 +154,14 @@ def replay_decisions(
 
 
 @contextlib.contextmanager
-def replay_simulation(*, canaries: frozenset[Canary], replicas: int) -> Iterator[Simulation]:
+def replay_simulation(
+    *, canaries: frozenset[Canary], replicas: int, backend: SimBackend = SimBackend.REDIS
+) -> Iterator[Simulation]:
     """A fresh simulation as a replay runs it (trio's scheduler seeded as Hypothesis
     seeds it, impl's warnings off), closed when the block ends."""
     seed_scheduler()
     logging.disable(logging.WARNING)
-    simulation = Simulation(replicas=replicas, canaries=canaries)
+    simulation = Simulation(replicas=replicas, canaries=canaries, backend=backend)
     try:
         yield simulation
     finally:
@@ -168,12 +180,16 @@ def apply_and_judge(simulation: Simulation, decisions: list[Decision]) -> CheckR
 
 @contextlib.contextmanager
 def run_decisions(
-    decisions: list[Decision], *, canaries: frozenset[Canary], replicas: int
+    decisions: list[Decision],
+    *,
+    canaries: frozenset[Canary],
+    replicas: int,
+    backend: SimBackend = SimBackend.REDIS,
 ) -> Iterator[tuple[Simulation, CheckReport]]:
     """:func:`replay_decisions` as a block that gets the simulation itself (for
     :func:`write_replay_file`); it is closed when the block ends, which adds the
     records of its shutdown to the history."""
-    with replay_simulation(canaries=canaries, replicas=replicas) as simulation:
+    with replay_simulation(canaries=canaries, replicas=replicas, backend=backend) as simulation:
         yield simulation, apply_and_judge(simulation, decisions)
 
 
@@ -199,12 +215,16 @@ def load_replay(path: Path) -> tuple[list[Decision], frozenset[Canary], int, dic
 
 
 def replay_twice(
-    decisions: list[Decision], *, canaries: frozenset[Canary], replicas: int
+    decisions: list[Decision],
+    *,
+    canaries: frozenset[Canary],
+    replicas: int,
+    backend: SimBackend = SimBackend.REDIS,
 ) -> tuple[ReplayResult, bool]:
     """Run twice; the bool says whether both runs were identical (histories, and
     crashes if any)."""
-    first = replay_decisions(decisions, canaries=canaries, replicas=replicas)
-    second = replay_decisions(decisions, canaries=canaries, replicas=replicas)
+    first = replay_decisions(decisions, canaries=canaries, replicas=replicas, backend=backend)
+    second = replay_decisions(decisions, canaries=canaries, replicas=replicas, backend=backend)
     same = first.history == second.history and first.crashed == second.crashed
     return first, same
 

@@ -23,8 +23,8 @@ from typing import Any, Final
 
 from streamcheck.impl import validate_stream_id
 from streamcheck.properties._hostile import ABORT_REACTIONS, FORGERIES
-from streamcheck.properties._run_limits import MAX_REPLICAS, MIN_REPLICAS
-from streamcheck.properties._simulation import Decision, Simulation
+from streamcheck.properties._run_limits import MAX_REPLICAS, MIN_REPLICAS, SimBackend
+from streamcheck.properties._simulation import REDIS_ONLY_DECISIONS, Decision, Simulation
 
 #: The version this streamcheck writes.
 REPLAY_VERSION: Final = 2
@@ -71,6 +71,14 @@ def check_replay(data: object) -> tuple[int, list[Decision], list[str], int]:
         _decision(entry, f"decisions[{index}]", replicas)
         for index, entry in enumerate(_list(data, "decisions"))
     ]
+    if replay_backend(data) is SimBackend.MEMORY:
+        for index, decision in enumerate(decisions):
+            if decision.name in REDIS_ONLY_DECISIONS:
+                raise ReplayFileError(
+                    f"decisions[{index}].name",
+                    f"{decision.name!r} needs the simulated Redis, and this run was on "
+                    "the memory backend",
+                )
     if "history" in data:
         for index, record in enumerate(_list(data, "history")):
             if not isinstance(record, dict):
@@ -82,6 +90,17 @@ def check_replay(data: object) -> tuple[int, list[Decision], list[str], int]:
         if name in data and not isinstance(data[name], dict):
             raise ReplayFileError(name, _wanted("an object", data[name]))
     return version, decisions, canaries, replicas
+
+
+def replay_backend(data: dict[str, Any]) -> SimBackend:
+    """What the run's replicas shared (``backend``; files without one ran on the
+    simulated Redis). Raises :class:`ReplayFileError`."""
+    name = data.get("backend", SimBackend.REDIS.value)
+    try:
+        return SimBackend(name)
+    except ValueError:
+        known = ", ".join(repr(b.value) for b in SimBackend)
+        raise ReplayFileError("backend", f"must be one of {known}, not {name!r}") from None
 
 
 def _version(data: dict[str, Any]) -> int:

@@ -3,6 +3,8 @@ imports: the CLI reads these before it loads the simulation)."""
 
 from __future__ import annotations
 
+import enum
+
 #: Replicas in a simulated world unless told otherwise.
 DEFAULT_REPLICAS = 2
 #: A stream read on another replica than its producer's needs two; more than eight
@@ -11,3 +13,12 @@ MIN_REPLICAS = 2
 MAX_REPLICAS = 8
 #: Most worker processes of one simulation run (each holds a simulation, ~100 MB).
 MAX_WORKERS = 32
+
+
+class SimBackend(enum.Enum):
+    """What the simulated replicas share (``streamcheck run --backend``)."""
+
+    #: The simulated Redis (properties/sim/), with its faults.
+    REDIS = "sim"
+    #: impl's in-process memory backend (properties/_memory_sim.py).
+    MEMORY = "memory"

@@ -279,6 +279,7 @@ def results_json(
         "channel_messages_dropped": {
             "foreign_hints": result.channel.get("foreign_hints", 0),
             "malformed_dropped": result.channel.get("malformed_dropped", 0),
+            "unconfirmed_aborts": result.channel.get("unconfirmed_aborts", 0),
         },
         "unreached_labels": list(result.unreached_labels),
         "impl_coverage": info.impl_coverage.to_json() if info.impl_coverage else None,
@@ -430,7 +431,8 @@ def render_summary(data: dict[str, Any]) -> str:
     dropped = data["channel_messages_dropped"]
     lines.append(
         f"| channel messages dropped (untrusted) | {dropped['foreign_hints']:,} hints the "
-        f"log did not confirm, {dropped['malformed_dropped']:,} malformed |"
+        f"log did not confirm, {dropped['malformed_dropped']:,} malformed, "
+        f"{dropped.get('unconfirmed_aborts', 0):,} abort signals no abort claimed |"
     )
     lines += ["", "## Coverage labels reached", ""]
     labels: dict[str, int] = data["coverage_labels"]

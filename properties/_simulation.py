@@ -14,7 +14,7 @@ import contextlib
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 import trio.testing
@@ -29,21 +29,31 @@ from streamcheck.model import (
     check,
 )
 from streamcheck.properties._hostile import Forgery, fail_actor, forge, judged
+from streamcheck.properties._memory_sim import (
+    EarlyExpiryWatch,
+    SharedMemory,
+    audit_memory_store,
+    job_states,
+)
 from streamcheck.properties._pct import PctScheduler
+from streamcheck.properties._run_limits import SimBackend
 from streamcheck.properties._stepped_loop import LoopFinished, SteppedLoop
 from streamcheck.properties._store_audit import (
     JobStoreWatcher,
     audit_keyspace,
     users_in_store,
 )
-from streamcheck.properties._world import EPOCH_S, SIM_SETTINGS, World
+from streamcheck.properties._world import EPOCH_S, SIM_SETTINGS, SimWallClock, World, owner_of
 from streamcheck.properties.canaries import Canary, replica_build
-from streamcheck.properties.sim import SimRedis, sim_time
+from streamcheck.properties.sim import PendingItem, SimRedis, sim_time
 
 #: Clock jumps of the heal phase: past the reorder timeout, the idle probe, the
 #: producer timeout and the cleanup interval, with settling in between.
 #: ``lossy_emit(k=LOSE_ALL_COPIES)`` loses the message on every connection.
 LOSE_ALL_COPIES = 3
+#: Steps an attachment may take before ``detach_catching_up`` gives up waiting for its
+#: catch-up (a SUBSCRIBE, its acknowledgement, a snapshot's reads: a handful).
+ATTACH_STEP_LIMIT = 30
 
 #: How long a failover keeps the stream's Redis away. Sentinel and Cluster first wait
 #: for the primary to be judged down (seconds), then elect a replica: one second is a
@@ -51,7 +61,45 @@ LOSE_ALL_COPIES = 3
 FAILOVER_SECONDS = 1.0
 #: Most steps one ``pct`` decision runs (a settle's bound).
 PCT_STEP_LIMIT = 500
-HEAL_JUMPS = (0.6, 2.5, 2.5, 11.0, 31.0, 2.5, 61.0, 2.5, 2.5)
+#: The heal's clock jumps: past every reorder, probe and producer timeout, then twice
+#: 100 s (each short of the stale-job timeout, so a live producer's heartbeat keeps its
+#: job) until the job of every producer that is gone is past it and reaped.
+HEAL_JUMPS = (0.6, 2.5, 2.5, 11.0, 31.0, 2.5, 61.0, 2.5, 2.5, 100.0, 2.5, 100.0, 2.5)
+
+
+#: Decisions that act on Redis itself (its messages, connections, failover): the
+#: memory backend has none of these (docs/simulation.md).
+REDIS_ONLY_DECISIONS = frozenset(
+    {
+        "drop",
+        "drop_item",
+        "lossy_emit",
+        "disconnect",
+        "relay_pubsub",
+        "failover",
+        "failover_after_emit",
+        "crash",
+        "crash_then_resume",
+        "restart",
+        "forge",
+        "lost_reply_emit",
+    }
+)
+
+
+class Stepped(Protocol):
+    """What the replicas share, as the driver steps it: the simulated Redis, or the
+    memory backend, which never has a step pending (properties/_memory_sim.py)."""
+
+    def runnable(self) -> list[PendingItem]: ...
+
+    def pending(self) -> list[PendingItem]: ...
+
+    def step(self, item_id: int) -> None: ...
+
+    def run_until_quiet(self) -> int: ...
+
+    def set_auto(self, auto: bool) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +150,10 @@ class Simulation:
         replicas: int = 2,
         with_replica: bool = True,
         canaries: frozenset[Canary] = frozenset(),
+        backend: SimBackend = SimBackend.REDIS,
     ) -> None:
         self.canaries = canaries
+        self.backend = backend
         self.decisions: list[Decision] = []
         #: State-machine rules that made at least one decision (a macro rule makes
         #: several): the length of the trace as Hypothesis prints it.
@@ -115,8 +165,11 @@ class Simulation:
         self.scheduler_seed = 0
         self.world: World | None = None
         self.sim: SimRedis | None = None
+        #: The memory backend the replicas share instead (``backend`` MEMORY).
+        self.memory: SharedMemory | None = None
         #: Records the shared job store's states between decisions (model: JobObserved).
         self._jobs = JobStoreWatcher()
+        self._early_expiry = EarlyExpiryWatch(SIM_SETTINGS.completed_ttl_s * 1000)
         # fakeredis's clock is patched process-wide, for as long as this run lives.
         self._sim_time = contextlib.ExitStack()
         self._sim_time.enter_context(sim_time(self._now))
@@ -136,19 +189,23 @@ class Simulation:
         return EPOCH_S + self.clock.current_time()
 
     async def _build_world(self, nursery: trio.Nursery) -> None:
-        sim = SimRedis(clock=self._now, with_replica=self._with_replica)
-        self.sim = sim
+        source: SimRedis | SharedMemory
+        if self.backend is SimBackend.MEMORY:
+            source = self.memory = SharedMemory(wall_clock=SimWallClock(), settings=SIM_SETTINGS)
+        else:
+            source = self.sim = SimRedis(clock=self._now, with_replica=self._with_replica)
         self.world = World(
-            sim,
+            source,
             nursery,
             replicas=self._replica_count,
             settings=SIM_SETTINGS,
             build=replica_build(self.canaries),
         )
-        # Each trace record says how many history records came before it, so a report
-        # places Redis's steps among the history exactly.
         world = self.world
-        sim.set_position_source(lambda: len(world.history))
+        if self.sim is not None:
+            # Each trace record says how many history records came before it, so a
+            # report places Redis's steps among the history exactly.
+            self.sim.set_position_source(lambda: len(world.history))
         # This world says what it does to the system, so gaps and slow paths are
         # judged against it (model: FaultsRecorded).
         self.world.history.append(
@@ -164,15 +221,22 @@ class Simulation:
         if self.world is not None:
             self.world.sample_bounds()
             self.world.sample_slow_path()
+            now = self.clock.current_time()
             if self.sim is not None:
-                self._jobs.sample(self.sim, self.world.history, self.clock.current_time())
+                self._jobs.sample(self.sim, self.world.history, now)
+            elif self.memory is not None:
+                streams, history = self.world.streams(), self.world.history
+                self._jobs.observe(job_states(self.memory, streams), history, now)
+                self._early_expiry.sample(
+                    self.memory, streams, history, now, wall_now_ms=int(self._now() * 1000)
+                )
 
     def _before_stop(self) -> None:
         # Shielded clean-ups (unsubscribe, status writes) still await simulated
         # commands while the world is cancelled; nobody will step them any more, so
         # let the simulated Redis answer by itself from here on.
-        if self.sim is not None:
-            self.sim.set_auto(True)
+        if self.sim is not None or self.memory is not None:
+            self._steps().set_auto(True)
 
     def _call(self, fn: Callable[[], Awaitable[None] | None]) -> None:
         def reseeded() -> Awaitable[None] | None:
@@ -207,6 +271,8 @@ class Simulation:
         handler = getattr(self, f"_do_{decision.name}", None)
         if handler is None:
             raise ValueError(f"unknown decision {decision.name!r}")
+        if self.backend is SimBackend.MEMORY and decision.name in REDIS_ONLY_DECISIONS:
+            raise ValueError(f"decision {decision.name!r} needs the simulated Redis")
         self._call(lambda: handler(**decision.args))
 
     def _w(self) -> World:
@@ -214,8 +280,14 @@ class Simulation:
         return self.world
 
     def _s(self) -> SimRedis:
-        assert self.sim is not None
+        assert self.sim is not None, "this decision needs the simulated Redis"
         return self.sim
+
+    def _steps(self) -> Stepped:
+        """What the replicas share, as the driver steps it (either backend)."""
+        stepped: Stepped | None = self.sim if self.sim is not None else self.memory
+        assert stepped is not None
+        return stepped
 
     def _do_shuffle_tasks(self, seed: int) -> None:
         """From the next decision on, trio orders each batch of runnable tasks by
@@ -264,17 +336,72 @@ class Simulation:
     def _do_detach(self, which: int) -> None:
         self._w().detach(which)
 
+    # -- adversarial clients and generators -------------------------------------------
+
+    def _do_resume_at_cursor(self, stream: str, replica: int, which: int, stale: bool) -> None:
+        self._w().resume_at_cursor(stream, replica, which, stale=stale)
+
+    async def _do_detach_catching_up(self, stream: str, replica: int, mode: str) -> None:
+        """A client attaches and leaves again while its replica still reads the log for
+        it: the attachment's own steps run until the session is open with its catch-up
+        read waiting, then the client detaches (nothing if the moment never comes)."""
+        world, sim = self._w(), self._steps()
+        before = {s.name for s in world.sessions}
+        world.attach(stream, replica, resume=mode == "resume")
+        await trio.testing.wait_all_tasks_blocked()
+        client = f"r{replica % self._replica_count}."
+        for _ in range(ATTACH_STEP_LIMIT):
+            ready = [s for s in world.catching_up() if s.name not in before]
+            if ready:
+                world.detached_catching_up += 1
+                world.detach_session(ready[0])
+                return
+            steps = [
+                item
+                for item in sim.runnable()
+                if item.connection.startswith(client)
+                and (item.kind == "command" or item.description.startswith("ack"))
+            ]
+            if not steps:
+                return
+            sim.step(steps[0].id)
+            await trio.testing.wait_all_tasks_blocked()
+
+    async def _do_lost_reply_emit(self, stream: str) -> None:
+        """The generator emits a chunk; Redis runs the publish and the connection drops
+        before the reply (a fault), so the generator does not know whether it was
+        published, and emits it again."""
+        world, sim = self._w(), self._s()
+        gen = world.generators.get(stream)
+        world.emit_retrying(stream)
+        await trio.testing.wait_all_tasks_blocked()
+        if gen is None:
+            return
+        client = f"{gen.replica}.{world.replica_incarnation(gen.replica)}/"
+        publishes = [
+            item
+            for item in sim.runnable()
+            if item.kind == "command"
+            and item.connection.startswith(client)
+            and " publish " in f" {item.description} "
+            and f"{{{stream}}}" in item.description
+        ]
+        if publishes:
+            world.record_fault(FaultKind.DISCONNECT, f"reply lost: {publishes[0].description}")
+            sim.step(publishes[0].id, lose_reply=True)
+            await trio.testing.wait_all_tasks_blocked()
+
     def _do_reconnect(self, which: int, replica: int, mode: str) -> None:
         self._w().reconnect(which, replica, resume=mode == "resume")
 
     def _do_step(self, k: int) -> None:
-        items = self._s().runnable()
+        items = self._steps().runnable()
         if items:
-            self._s().step(items[k % len(items)].id)
+            self._steps().step(items[k % len(items)].id)
 
     async def _do_pump(self) -> None:
         """Run every pending command (not deliveries) until only deliveries remain."""
-        sim = self._s()
+        sim = self._steps()
         for _ in range(200):
             commands = [i for i in sim.runnable() if i.kind != "delivery"]
             if not commands:
@@ -286,13 +413,13 @@ class Simulation:
         """Ids of the pub/sub messages queued for delivery now (acks excepted)."""
         return [
             item.id
-            for item in self._s().pending()
+            for item in self._steps().pending()
             if item.kind == "delivery" and item.description.startswith("message ")
         ]
 
     def _do_deliver_item(self, item: int) -> None:
         """Deliver that message if it is next on its connection (else nothing)."""
-        sim = self._s()
+        sim = self._steps()
         if any(pending.id == item for pending in sim.runnable()):
             sim.step(item)
 
@@ -303,9 +430,9 @@ class Simulation:
             self._s().drop(item)
 
     def _do_deliver(self, k: int) -> None:
-        items = [i for i in self._s().runnable() if i.kind == "delivery"]
+        items = [i for i in self._steps().runnable() if i.kind == "delivery"]
         if items:
-            self._s().step(items[k % len(items)].id)
+            self._steps().step(items[k % len(items)].id)
 
     async def _do_burst(self, stream: str, n: int) -> None:
         """A macro step: the generator emits ``n`` chunks back to back (commands run,
@@ -390,7 +517,7 @@ class Simulation:
         self._failover()
 
     async def _do_jump(self, dt: float) -> None:
-        if any(item.kind != "replication" for item in self._s().pending()):
+        if any(item.kind != "replication" for item in self._steps().pending()):
             # Whatever is on its way to a client arrives late: a reorder timeout may fire.
             self._w().record_fault(FaultKind.DELAY, f"{dt}s")
         self.clock.jump(dt)
@@ -402,11 +529,11 @@ class Simulation:
         await self._w().start_replica(replica % self._replica_count)
 
     async def _do_settle(self) -> None:
-        await _settle(self._s())
+        await _settle(self._steps())
 
     async def _do_pct(self, seed: int, depth: int) -> None:
         """Run every pending step in the order a PCT scheduler picks (see _pct)."""
-        sim, scheduler = self._s(), PctScheduler(seed, depth)
+        sim, scheduler = self._steps(), PctScheduler(seed, depth)
         for _ in range(PCT_STEP_LIMIT):
             pending = sim.runnable()
             if not pending:
@@ -440,7 +567,7 @@ class Simulation:
 
     def heal(self) -> CheckReport:
         """Stop faults, let everything finish, pass every timeout, then judge liveness."""
-        world, sim = self._w(), self._s()
+        world, sim = self._w(), self._steps()
 
         async def step(action: Callable[[], Awaitable[None] | None]) -> None:
             # What one _call does, in one piece of work: the heal is about forty
@@ -463,7 +590,8 @@ class Simulation:
             # The index audit through the API: each user's listing, once all is quiet,
             # must be exactly that user's running jobs (the listing heals the index).
             world.listings.clear()
-            for user in users_in_store(sim):
+            users = users_in_store(self.sim) if self.sim is not None else self._memory_users()
+            for user in users:
                 for index in range(self._replica_count):
                     if world.replicas[index].alive:
                         world.list_jobs_of(user, index)
@@ -472,12 +600,37 @@ class Simulation:
 
         self._call(heal_all_at_once)
         self._call(list_every_users_jobs)
-        audit_keyspace(sim, world.history, self.clock.current_time(), listings=world.listings)
+        self._call(world.audit_attached_readers)
+        now = self.clock.current_time()
+        if self.sim is not None:
+            audit_keyspace(
+                self.sim,
+                world.history,
+                now,
+                listings=world.listings,
+                reaped=any(replica.alive for replica in world.replicas),
+            )
+        elif self.memory is not None:
+            audit_memory_store(
+                self.memory,
+                world.streams(),
+                world.history,
+                now,
+                world.listings,
+                wall_now_ms=int(self._now() * 1000),
+                expired_after_ms=int(
+                    (SIM_SETTINGS.completed_ttl_s + SIM_SETTINGS.cleanup_interval_s) * 1000
+                ),
+            )
         world.history.append(Healed(time=self.clock.current_time()))
         return judged(check(world.history), world)
 
+    def _memory_users(self) -> list[str]:
+        """The owners of every stream a turn ran on (the memory store's users)."""
+        return sorted({owner_of(stream) for stream in self._w().streams()})
 
-async def _settle(sim: SimRedis, rounds: int = 50) -> None:
+
+async def _settle(sim: Stepped, rounds: int = 50) -> None:
     """Run every pending Redis step until nothing is runnable and every task waits."""
     for _ in range(rounds):
         if not sim.runnable():

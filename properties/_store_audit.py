@@ -8,10 +8,12 @@ Two views, both read outside the simulation (``SimRedis.peek``: no step, no trac
   back), so a store that rewrites a finished turn or resurrects a deleted one is seen
   even when no reader happens to notice.
 * :func:`audit_keyspace`, once the heal is over: every key has a TTL (the running index
-  excepted: it empties itself as jobs end), every job hash decodes, every running job
-  is in the running index and in its user's index, and each user's job listing (made
-  through a replica once all is quiet) names exactly that user's running jobs. Each
-  problem becomes a ``KeyspaceProblem`` record.
+  excepted: it empties itself as jobs end), every job hash decodes, no job is still
+  running if a replica was up to reap (the heal ended every live generator and passed
+  the stale-job timeout, so the job of a producer that is gone was reaped), every
+  running job is in the running index and in its user's index, and each user's job
+  listing (made through a replica once all is quiet) names exactly that user's running
+  jobs. Each problem becomes a ``KeyspaceProblem`` record.
 """
 
 from __future__ import annotations
@@ -58,6 +60,13 @@ class JobStoreWatcher:
         for key in _job_keys(sim):
             fields = _hash(sim, key)
             current[_stream_of(key)] = (fields.get("generationId"), fields.get("status"))
+        self.observe(current, history, now)
+
+    def observe(
+        self, current: dict[str, tuple[str | None, str | None]], history: History, now: float
+    ) -> None:
+        """Record what changed, given each stream's (generation, status) now (a stream
+        missing from ``current`` has no job)."""
         for stream in sorted(set(current) | set(self._seen)):
             state = current.get(stream, (None, None))
             if self._seen.get(stream, (None, None)) != state:
@@ -95,10 +104,12 @@ def audit_keyspace(
     now: float,
     *,
     listings: Sequence[tuple[str, tuple[str, ...]]] = (),
+    reaped: bool = False,
 ) -> None:
     """Append a ``KeyspaceProblem`` for every broken invariant (module docstring).
     ``listings`` are users' job listings made once all was quiet: each must name exactly
-    that user's running jobs."""
+    that user's running jobs. ``reaped``: a replica ran cleanup passes all through the
+    heal, so no job may still be running."""
     problems: list[tuple[str, str]] = []
     running_of: dict[str, set[str]] = {}
     for key, job in _jobs(sim):
@@ -131,7 +142,14 @@ def audit_keyspace(
         if job is None:
             problems.append((key, "does not decode as a job"))
             continue
-        if not job.status.is_terminal:
+        if reaped and not job.status.is_terminal:
+            problems.append(
+                (
+                    key,
+                    "is still running after the heal: its generator ended or is gone, and "
+                    "a job whose producer falls silent is reaped past the stale-job timeout",
+                )
+            )
             if stream not in running:
                 problems.append((key, f"is running but missing from {_KEYS.running}"))
             user_index = _KEYS.user_jobs(job.user_id)

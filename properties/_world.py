@@ -26,6 +26,7 @@ from streamcheck.impl import (
     GenerationJob,
     GenerationJobManager,
     Keys,
+    MemoryBackend,
     QueuedChunk,
     ReplicaSettings,
     StopReason,
@@ -40,6 +41,7 @@ from streamcheck.impl.transport import ACTOR_FAILED, ActorStats, DeliveryTotals,
 from streamcheck.model import (
     AbortRequested,
     BoundExceeded,
+    Chunk,
     Delivered,
     Done,
     EmitKind,
@@ -64,6 +66,8 @@ from streamcheck.model import (
     event_digest,
 )
 from streamcheck.properties._hostile import HostileState, with_fault_injection
+from streamcheck.properties._memory_sim import SharedMemory
+from streamcheck.properties._raced_reads import raced_log_entries
 from streamcheck.properties.canaries import CORRECT, ReplicaBuild, ResourceBound
 from streamcheck.properties.canaries.unawaited_publishes import Dispatched
 from streamcheck.properties.sim import CommandExecuted, SimRedis
@@ -86,6 +90,10 @@ SIM_SETTINGS = ReplicaSettings(
     # LibreChat's is 60 s: here every heartbeat tick also cleans up, so runs reach
     # cleanup passes (and their races with new turns) without long clock jumps.
     cleanup_interval_s=10.0,
+    # LibreChat's is 1200 s, which no run reaches: the reaper would never be judged.
+    # Longer than any clock jump a decision makes (151 s) plus a heartbeat, so only a
+    # job whose producer is gone goes stale; the heal passes it.
+    stale_job_timeout_s=180,
 )
 
 
@@ -151,12 +159,15 @@ class Session:
     subscription: Subscription
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     open: bool = True
+    #: The chunk seqs delivered so far: the cursors this client holds.
+    received: list[int] = field(default_factory=list)
+    generation: str = ""
 
 
 class World:
     def __init__(
         self,
-        sim: RedisSource,
+        sim: RedisSource | SharedMemory,
         nursery: trio.Nursery,
         *,
         replicas: int,
@@ -200,10 +211,18 @@ class World:
         #: Slow-path counts already recorded, per replica incarnation (see
         #: ``sample_slow_path``).
         self._slow_path_seen: dict[str, tuple[int, int]] = {}
+        #: The simulated Redis's trace length at the last ``sample_slow_path``.
+        self._trace_sampled = 0
+        #: Whether a fault was recorded yet (from then on every slow path has a cause).
+        self._faulted = False
         #: Answers of ``list_jobs``: (user, the stream ids listed).
         self.listings: list[tuple[str, tuple[str, ...]]] = []
         #: What the hostile decisions (properties/_hostile.py) set in this world.
         self.hostile = HostileState()
+        #: Sessions detached while their catch-up's log read was on its way.
+        self.detached_catching_up = 0
+        #: Emits made again after their first attempt's outcome was unknown.
+        self.retried_emits = 0
 
     # -- replicas ---------------------------------------------------------------
 
@@ -219,15 +238,21 @@ class World:
     ) -> None:
         with trio.CancelScope() as scope:
             replica.scope = scope
-            client = self.sim.client(f"{replica.name}.{replica.incarnation}")
+            name = f"{replica.name}.{replica.incarnation}"
+            parts = with_fault_injection(self._build.parts)
+            backend: RedisLike | MemoryBackend
+            if isinstance(self.sim, SharedMemory):
+                backend = self.sim.backend  # one in-process hub and job store for all
+            else:
+                backend = self.sim.client(name)
             async with (
                 open_replica(
-                    client,
+                    backend,
                     settings=self.settings,
                     keys=Keys(),
                     wall_clock=self._wall_clock,
-                    ids=CountingIds(f"{replica.name}.{replica.incarnation}-g"),
-                    parts=with_fault_injection(self._build.parts),
+                    ids=CountingIds(f"{name}-g"),
+                    parts=parts,
                 ) as manager,
                 trio.open_nursery() as ops,
             ):
@@ -239,7 +264,9 @@ class World:
         replica.scope = None
         replica.ops = None
 
-    def _spawn(self, replica_name: str, fn: Callable[..., Awaitable[None]], *args: object) -> None:
+    def _spawn(
+        self, replica_name: str, fn: Callable[..., Awaitable[object]], *args: object
+    ) -> None:
         for replica in self.replicas:
             if replica.name == replica_name and replica.ops is not None:
                 replica.ops.start_soon(fn, *args)
@@ -261,9 +288,10 @@ class World:
         replica.scope.cancel()
         replica.manager = None
         replica.ops = None
-        for connection in self.sim.connections():
-            if connection.startswith(f"{replica.name}.{replica.incarnation}"):
-                self.sim.disconnect(connection)
+        if not isinstance(self.sim, SharedMemory):
+            for connection in self.sim.connections():
+                if connection.startswith(f"{replica.name}.{replica.incarnation}"):
+                    self.sim.disconnect(connection)
         for gen in self.generators.values():
             if gen.replica == replica.name:
                 gen.finished = True  # its generator died with it
@@ -294,9 +322,10 @@ class World:
     ) -> None:
         try:
             job = await manager.create_job(stream_id, owner_of(stream_id))
-        except RedisConnectionError:
-            # The create may or may not have reached Redis; either way this generator
-            # will never emit (a job left behind is ended by the producer timeout).
+        except (RedisConnectionError, StreamActorStopped):
+            # The create may or may not have reached Redis (or met the stream's actor
+            # failing on this replica); either way this generator will never emit (a job
+            # left behind is ended by the producer timeout, or reaped).
             gen.finished = True
             gen.busy = False
             return
@@ -442,7 +471,7 @@ class World:
         payload: JSONValue,
         *,
         complete: bool = True,
-    ) -> None:
+    ) -> OpOutcome:
         stream_id = gen.stream_id
         outcome = OpOutcome.FAIL
         seq: int | None = None
@@ -470,6 +499,7 @@ class World:
         finally:
             gen.busy = False
         self._record_emitted(gen, kind, payload, outcome, seq, invoked_index)
+        return outcome
 
     def _emit_invoked(self, gen: Generator, kind: EmitKind, payload: JSONValue) -> int:
         """Note that an emit starts; returns the history's length at its start."""
@@ -510,6 +540,10 @@ class World:
                 invoked_index=invoked_index,
             )
         )
+
+    def streams(self) -> set[str]:
+        """Every stream id a turn was started on."""
+        return {gen.stream_id for gen in self.all_generators}
 
     def in_progress(self, stream_id: str) -> bool:
         """A turn of the stream has started and its generator can act now."""
@@ -613,9 +647,25 @@ class World:
             return
         except (RedisConnectionError, StreamActorStopped):
             return
+        mode = SessionMode.RESUME if resume else SessionMode.SUBSCRIBE
+        await self._open_session(replica, stream_id, subscription, user, mode, snapshot)
+
+    async def _open_session(
+        self,
+        replica: str,
+        stream_id: str,
+        subscription: Subscription,
+        user: str,
+        mode: SessionMode,
+        snapshot: tuple[int, ...] = (),
+    ) -> None:
         self._session_counter += 1
         session = Session(
-            f"{self._session_prefix}s{self._session_counter}", stream_id, replica, subscription
+            f"{self._session_prefix}s{self._session_counter}",
+            stream_id,
+            replica,
+            subscription,
+            generation=subscription.generation,
         )
         self.sessions.append(session)
         self.history.append(
@@ -627,18 +677,130 @@ class World:
                 user_id=user,
                 owner_id=owner_of(stream_id),
                 replica=replica,
-                mode=SessionMode.RESUME if resume else SessionMode.SUBSCRIBE,
+                mode=mode,
                 first_seq=subscription.start_seq,
                 snapshot_seqs=snapshot,
             )
         )
         await self._consume(session)
 
+    # -- adversarial clients ---------------------------------------------------------
+
+    def resume_at_cursor(self, stream_id: str, replica: int, which: int, *, stale: bool) -> None:
+        """A client reattaches from a cursor it holds instead of asking for a snapshot:
+        with ``stale``, a cursor older than a seq that client already got (it lost
+        track of what it had); otherwise a cursor from an earlier turn of the same
+        stream id (it never heard that a newer turn started). Either way it is owed the
+        cursor's generation from the cursor on, and nothing of another turn."""
+        manager = self._manager(replica)
+        cursors = self.cursors(stream_id, stale=stale)
+        if manager is None or not cursors:
+            return
+        generation, seq = cursors[which % len(cursors)]
+        name = self.replicas[replica % len(self.replicas)].name
+        self._spawn(name, self._attach_at, manager, name, stream_id, generation, seq + 1)
+
+    def cursors(self, stream_id: str, *, stale: bool) -> list[tuple[str, int]]:
+        """The cursors (generation, last seq held) clients of the stream hold that are
+        stale (older than the latest chunk that client got, of the latest turn), or
+        else of an earlier turn than the latest."""
+        latest = self.generators.get(stream_id)
+        if latest is None or latest.job is None:
+            return []
+        current = latest.job.generation
+        cursors: list[tuple[str, int]] = []
+        for session in self.sessions:
+            if session.stream_id != stream_id or not session.received:
+                continue
+            if (session.generation == current) != stale:
+                continue
+            held = [session.subscription.start_seq - 1, *session.received]
+            cursors += [(session.generation, seq) for seq in (held[:-1] if stale else held)]
+        return cursors
+
+    async def _attach_at(
+        self,
+        manager: GenerationJobManager,
+        replica: str,
+        stream_id: str,
+        generation: str,
+        start_seq: int,
+    ) -> None:
+        try:
+            # As a server answering the cursor would, and as the manager's subscribe
+            # and resume do: no job (expired, with its log), no stream. A job replaced
+            # or ended means the reader must also ask, once caught up, whether its turn
+            # is over.
+            job = await manager.get_job(stream_id)
+            if job is None or job.user_id != owner_of(stream_id):
+                return
+            ended = job.generation_id != generation or job.status.is_terminal
+            subscription = await manager.transport.subscribe(
+                stream_id, generation=generation, start_seq=start_seq, job_ended=ended
+            )
+        except (RedisConnectionError, StreamActorStopped):
+            return
+        await self._open_session(
+            replica, stream_id, subscription, owner_of(stream_id), SessionMode.CURSOR
+        )
+
+    def catching_up(self) -> list[Session]:
+        """Open sessions whose replica has not yet answered their catch-up's log read:
+        nothing delivered yet, and a read of their stream's log waiting on their
+        replica's connections (``RedisSource`` is the simulated Redis)."""
+        if not isinstance(self.sim, SimRedis):
+            return []
+        reads = [
+            (item.connection, item.description)
+            for item in self.sim.pending()
+            if item.kind == "command" and item.description.startswith("XRANGE ")
+        ]
+        found: list[Session] = []
+        for session in self.sessions:
+            if not session.open or session.received:
+                continue
+            client = f"{session.replica}.{self.replica_incarnation(session.replica)}/"
+            log = Keys().chunks(session.stream_id)
+            if any(c.startswith(client) and f" {log} " in d for c, d in reads):
+                found.append(session)
+        return found
+
+    def detach_session(self, session: Session) -> None:
+        session.scope.cancel()
+        self._spawn(session.replica, self._detach, session)
+
+    def replica_incarnation(self, name: str) -> int:
+        return next(r.incarnation for r in self.replicas if r.name == name)
+
+    def emit_retrying(self, stream_id: str) -> None:
+        """The generator emits a chunk and, if the emit's outcome is unknown (its reply
+        was lost with the connection), emits the same chunk once more: the
+        implementation makes no idempotency promise, so a retry after a publish that
+        did happen is a second event, which every reader must then see."""
+        gen = self._ready_generator(stream_id)
+        manager = None if gen is None else self._manager_named(gen.replica)
+        if gen is None or manager is None:
+            return
+        gen.busy = True
+        self._spawn(gen.replica, self._emit_retrying, manager, gen, self._next_chunk(gen))
+
+    async def _emit_retrying(
+        self, manager: GenerationJobManager, gen: Generator, payload: JSONValue
+    ) -> None:
+        outcome = await self._emit(manager, gen, EmitKind.CHUNK, payload)
+        if outcome is not OpOutcome.INDETERMINATE or gen.finished or gen.live_job.aborted.is_set():
+            return
+        self.retried_emits += 1
+        gen.busy = True
+        await self._emit(manager, gen, EmitKind.CHUNK, payload)
+
     async def _consume(self, session: Session) -> None:
         reason = SessionEnd.CLOSED
         try:
             with session.scope:
                 async for event in session.subscription:
+                    if isinstance(event, Chunk):
+                        session.received.append(event.seq)
                     self.history.append(
                         Delivered(
                             time=trio.current_time(),
@@ -737,14 +899,41 @@ class World:
                             )
                         )
 
+    def audit_attached_readers(self) -> None:
+        """Once all is quiet, a replica holds a reader only for a session still open
+        there: a client that left (mid-catch-up too) or got its terminal leaves nothing
+        behind. Recorded as a bound exceeded, the bound being the open sessions."""
+        for replica in self.replicas:
+            if replica.manager is None:
+                continue
+            attached = replica.manager.transport.statistics().subscribers
+            open_here = sum(1 for s in self.sessions if s.open and s.replica == replica.name)
+            if attached > open_here:
+                self.history.append(
+                    BoundExceeded(
+                        time=trio.current_time(),
+                        replica=replica.name,
+                        stream_id="*",
+                        resource="readers attached without an open session",
+                        value=attached,
+                        limit=open_here,
+                    )
+                )
+
     def record_fault(self, fault: FaultKind, detail: str = "") -> None:
         """Say in the history what the world did, so the checker can tell a gap or a slow
         path with a cause from one without."""
+        self._faulted = True
         self.history.append(FaultInjected(time=trio.current_time(), fault=fault, detail=detail))
 
     def sample_slow_path(self) -> None:
         """Record any new slow-path delivery (a reorder timeout, events repaired from the
-        log by a repair or an idle probe) per replica, from the transport's totals."""
+        log by a repair or an idle probe) per replica, from the transport's totals; over
+        the simulated Redis, with how many of those events' live copies were still on
+        their way when the log was read (``SlowPath.raced``), until a fault is recorded
+        (from then on the fault is the cause, and the trace need not be read)."""
+        sim = self.sim if isinstance(self.sim, SimRedis) else None
+        since, self._trace_sampled = self._trace_sampled, sim.record_count() if sim else 0
         for replica in self.replicas:
             if replica.manager is None:
                 continue
@@ -754,12 +943,17 @@ class World:
             before = self._slow_path_seen.get(key, (0, 0))
             if now != before:
                 self._slow_path_seen[key] = now
+                repaired = now[1] - before[1]
+                raced = 0
+                if sim is not None and repaired and not self._faulted:
+                    raced = raced_log_entries(sim.records, since=since, client=key)
                 self.history.append(
                     SlowPath(
                         time=trio.current_time(),
                         replica=replica.name,
                         reorder_timeouts=now[0] - before[0],
-                        log_repaired=now[1] - before[1],
+                        log_repaired=repaired,
+                        raced=min(raced, repaired),
                     )
                 )
 
@@ -854,6 +1048,10 @@ class World:
         if any(t.gaps for t in totals):
             labels.add("gap signalled")
         labels |= _history_labels(self.history, self.crash_marks)
+        if self.detached_catching_up:
+            labels.add("detach during a catch-up")
+        if self.retried_emits:
+            labels.add("emit retried after a lost reply")
         if isinstance(self.sim, SimRedis):
             if self.sim.statistics().writes_lost:
                 labels.add("failover lost writes")
@@ -891,14 +1089,23 @@ def _history_labels(history: History, crash_marks: list[int]) -> set[str]:
     open_sessions: dict[str, set[str]] = {}
     stream_of: dict[str, str] = {}
     detached_streams: set[str] = set()
+    latest_turn: dict[str, str] = {}
+    #: (session, payload digest) of every chunk delivered, for retries seen twice.
+    chunks_seen: set[tuple[str, str | None]] = set()
     for record in history.records:
         if isinstance(record, GenerationStarted):
             turns[record.stream_id] = turns.get(record.stream_id, 0) + 1
+            latest_turn[record.stream_id] = record.generation
             if turns[record.stream_id] > 1:
                 labels.add("new turn on a reused stream id")
         elif isinstance(record, Emitted):
             if record.kind is EmitKind.CHUNK and record.outcome is OpOutcome.OK:
                 emitted_chunk_before[record.generation] = record.index
+        elif isinstance(record, Delivered) and isinstance(record.event, Chunk):
+            seen = (record.session, record.payload_digest)
+            if seen in chunks_seen:
+                labels.add("retried emit delivered twice")
+            chunks_seen.add(seen)
         elif (
             isinstance(record, Delivered)
             and isinstance(record.event, Gap)
@@ -912,6 +1119,11 @@ def _history_labels(history: History, crash_marks: list[int]) -> set[str]:
                 labels.add("subscribe acknowledged after emits")
             if record.mode is SessionMode.RESUME and any(m < record.index for m in crash_marks):
                 labels.add("resume after a crash")
+            if record.mode is SessionMode.CURSOR:
+                if latest_turn.get(record.stream_id) == record.generation:
+                    labels.add("resume from a stale cursor")
+                else:
+                    labels.add("resume from an earlier turn's cursor")
         elif isinstance(record, SessionClosed):
             stream = stream_of.get(record.session)
             if stream is not None:

@@ -21,6 +21,7 @@ from streamcheck.properties._cli_args import (
     integer,
     k_of_n,
     names,
+    patterns,
     redis_url,
     seconds,
 )
@@ -29,6 +30,7 @@ from streamcheck.properties._run_limits import (
     MAX_REPLICAS,
     MAX_WORKERS,
     MIN_REPLICAS,
+    SimBackend,
 )
 from streamcheck.properties.canaries import PROFILES, parse_canaries
 
@@ -79,7 +81,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from streamcheck.properties._campaign import REQUIRED_LABELS, CampaignSpec
+    from streamcheck.properties._campaign import CampaignSpec, required_labels
     from streamcheck.properties._progress import ProgressBar
     from streamcheck.properties._run_report import (
         ReportSpec,
@@ -89,6 +91,11 @@ def _run(args: argparse.Namespace) -> int:
         run_and_report,
     )
 
+    if args.backend == SimBackend.MEMORY.value and args.impl:
+        raise UsageError(
+            "streamcheck run: --impl applies to --backend sim|redis|cluster (the memory "
+            "backend is impl/'s own, in the simulation's process)"
+        )
     if args.backend == "sim" and args.impl:
         from streamcheck.properties.sim.resp._cli import ForeignUsageError, run_foreign
 
@@ -98,14 +105,21 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
     if args.reproduce is not None:
         raise UsageError("streamcheck run: --reproduce applies to --backend sim --impl")
-    if args.backend != "sim":
+    simulated = {b.value for b in SimBackend}
+    if args.backend not in simulated:
         for given, name in ((args.run_dir, "--run-dir"), (args.workers != 1, "--workers")):
             if given:
-                raise UsageError(f"streamcheck run: {name} applies to --backend sim")
+                raise UsageError(f"streamcheck run: {name} applies to --backend sim|memory")
         return _run_real(args)
     if args.soak or args.faults or args.plan:
         raise UsageError(
             "streamcheck run: --soak, --faults and --plan apply to --backend redis|cluster"
+        )
+    backend = SimBackend(args.backend)
+    if args.coverage and args.backend == SimBackend.MEMORY.value:
+        raise UsageError(
+            "streamcheck run: --coverage judges the branch classes of the Redis backend: "
+            "use --backend sim"
         )
     if args.coverage and args.workers > 1:
         raise UsageError("streamcheck run: --coverage measures one process: use --workers 1")
@@ -133,24 +147,27 @@ def _run(args: argparse.Namespace) -> int:
         replay_file=replay,
         replicas=replicas,
         workers=args.workers,
-        required_labels=frozenset() if args.allow_unreached else REQUIRED_LABELS,
+        required_labels=frozenset() if args.allow_unreached else required_labels(backend),
+        backend=backend,
     )
+    over = " on the memory backend" if backend is SimBackend.MEMORY else ""
     if spec.seconds is not None:
         cap = f"at most {spec.examples} examples" if spec.examples else "examples"
         print(
-            f"simulation: {cap} within {spec.seconds:g} s{in_workers}, {replicas} replicas, "
-            f"canaries: {label}",
+            f"simulation: {cap} within {spec.seconds:g} s{in_workers}, {replicas} replicas"
+            f"{over}, canaries: {label}",
             flush=True,
         )
     else:
         print(
-            f"simulation: {spec.examples} examples{in_workers}, {replicas} replicas, "
+            f"simulation: {spec.examples} examples{in_workers}, {replicas} replicas{over}, "
             f"canaries: {label}",
             flush=True,
         )
     reporting = ReportSpec(
         command=command_line("streamcheck", args.argv),
         run_dir=lambda started: args.run_dir or new_run_dir(reports, started),
+        backend=backend.value,
         clean_runs=True,
         timeline_on_crash=False,
         impl_coverage=args.coverage,
@@ -175,7 +192,8 @@ def _run(args: argparse.Namespace) -> int:
             print(
                 f"channel: {result.channel.get('foreign_hints', 0):,} untrusted messages the "
                 f"log did not confirm, {result.channel.get('malformed_dropped', 0):,} "
-                "malformed, dropped"
+                f"malformed, {result.channel.get('unconfirmed_aborts', 0):,} abort signals "
+                "no abort claimed, dropped"
             )
         if not (result.found or result.crashed):
             _say_unreached(result, impl_coverage)
@@ -320,7 +338,7 @@ def _run_real(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from streamcheck.properties._replay import load_replay, replay_twice
-    from streamcheck.properties._replay_schema import ReplayFileError
+    from streamcheck.properties._replay_schema import ReplayFileError, replay_backend
     from streamcheck.properties.sim.resp._cli import is_foreign_replay, replay_foreign_file
 
     path: Path = args.file
@@ -328,13 +346,16 @@ def _replay(args: argparse.Namespace) -> int:
         return replay_foreign_file(path)
     try:
         decisions, canaries, replicas, data = load_replay(path)
+        backend = replay_backend(data)
     except (OSError, ReplayFileError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise UsageError(f"streamcheck replay: {path}: {reason}") from exc
     print(f"replaying {len(decisions)} decisions from {path}:")
     for decision in decisions:
         print(f"  {decision}")
-    result, deterministic = replay_twice(decisions, canaries=canaries, replicas=replicas)
+    result, deterministic = replay_twice(
+        decisions, canaries=canaries, replicas=replicas, backend=backend
+    )
     if result.crashed:
         print(f"the simulated world CRASHED (a bug in impl/ or the harness):\n{result.crashed}")
     print(result.report.summary())
@@ -415,6 +436,7 @@ def _mutants(args: argparse.Namespace) -> int:
             budget=args.budget,
             timeout=args.timeout,
             exclude=() if args.all_modules else NOT_SIMULATED,
+            include=args.modules,
             on_mutant=lambda i, n, m: print(
                 f"  {i}/{n} {m.module}:{m.line} {m.operator}: {m.verdict} ({m.seconds:.1f} s)",
                 flush=True,
@@ -507,6 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  streamcheck run --canary force-flush-skips-gap --examples 500\n"
             "  streamcheck run --profile librechat-2026-02-10\n"
             "  streamcheck run --replicas 3 --examples 500\n"
+            "  streamcheck run --backend memory --examples 500  # the memory bus and hub\n"
             "  streamcheck run --coverage                   # and which impl/ code ran\n"
             "  streamcheck run --budget 600                 # as many examples as 10 min allow\n"
             "  streamcheck run --budget 600 --workers 2     # the same on two cores\n"
@@ -517,7 +540,14 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("--backend", choices=["sim", "redis", "cluster"], default="sim")
+    run.add_argument(
+        "--backend",
+        choices=["sim", "memory", "redis", "cluster"],
+        default="sim",
+        help="sim: the simulated Redis (default); memory: the same state machine over "
+        "impl/'s in-process memory backend; "
+        "redis|cluster: real redis-server processes",
+    )
     run.add_argument(
         "--examples",
         type=integer(1),
@@ -676,7 +706,8 @@ def build_parser() -> argparse.ArgumentParser:
             "exit codes: 0 the report was written (whatever the score),\n"
             f"{_USAGE_AND_INTERNAL} (a campaign that fails on unmutated code is 2)\n\n"
             "examples:\n  streamcheck mutants --sample 40\n"
-            "  streamcheck mutants --sample 200 --budget 1800   # the nightly figure"
+            "  streamcheck mutants --sample 200 --budget 1800   # the nightly figure\n"
+            "  streamcheck mutants --modules 'transport/_memory_bus.py,jobstore/_memory.py'"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -703,6 +734,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--all-modules",
         action="store_true",
         help="also mutate the modules the simulation does not drive (NOT_SIMULATED)",
+    )
+    mutants.add_argument(
+        "--modules",
+        type=patterns,
+        default=("*",),
+        metavar="PATTERNS",
+        help="mutate only impl/ modules matching one of these comma-separated patterns "
+        "(paths under impl/, fnmatch: 'transport/_memory_bus.py,jobstore/_memory.py'; "
+        "default all)",
     )
     mutants.add_argument("--reports", default="reports")
     mutants.set_defaults(handler=_mutants)

@@ -37,7 +37,12 @@ from streamcheck.properties._hostile import (
     hostile_labels,
 )
 from streamcheck.properties._replay import write_crash_replay_file, write_replay_file
-from streamcheck.properties._run_limits import DEFAULT_REPLICAS, MAX_REPLICAS, MIN_REPLICAS
+from streamcheck.properties._run_limits import (
+    DEFAULT_REPLICAS,
+    MAX_REPLICAS,
+    MIN_REPLICAS,
+    SimBackend,
+)
 from streamcheck.properties._simulation import Decision, Simulation, SimulationCrashed
 from streamcheck.properties.canaries import Canary
 
@@ -76,11 +81,22 @@ class Fault(enum.Enum):
     HOSTILE = "hostile"
 
 
+#: The fault families each backend draws from. The memory backend is one process's
+#: memory: no message is lost, no connection cut, no failover, no replica restarted on
+#: its own, no foreign client on its channels (docs/simulation.md).
+FAULTS: dict[SimBackend, tuple[Fault, ...]] = {
+    SimBackend.REDIS: tuple(Fault),
+    SimBackend.MEMORY: (Fault.CLOCK, Fault.RUDE_GENERATORS, Fault.HOSTILE),
+}
+
+
 class StreamMachine(RuleBasedStateMachine):
     #: Canaries switched on in every replica (see :func:`machine_for`).
     canaries: ClassVar[frozenset[Canary]] = frozenset()
     #: Replicas in each example's world.
     replica_count: ClassVar[int] = DEFAULT_REPLICAS
+    #: What the replicas share: the simulated Redis or the memory backend.
+    backend: ClassVar[SimBackend] = SimBackend.REDIS
     #: Where a failing example writes its replay file (the last one written is the
     #: shrunk example, because Hypothesis replays it last).
     failure_path: ClassVar[Path | None] = None
@@ -99,7 +115,9 @@ class StreamMachine(RuleBasedStateMachine):
         super().__init__()
         #: Message ids already put in the bundle.
         self._named: set[int] = set()
-        self.sim = Simulation(replicas=self.replica_count, canaries=self.canaries)
+        self.sim = Simulation(
+            replicas=self.replica_count, canaries=self.canaries, backend=self.backend
+        )
         self.faults: frozenset[Fault] = frozenset()
         #: Set when a safety check failed: teardown then skips the heal, so the replay
         #: file keeps the history exactly as it was at the failure.
@@ -126,6 +144,9 @@ class StreamMachine(RuleBasedStateMachine):
 
     @initialize(faults=st.frozensets(st.sampled_from(Fault)))
     def choose_faults(self, faults: frozenset[Fault]) -> None:
+        # Drawn from every family and then cut to the backend's, so that the simulated
+        # Redis's examples stay exactly what a seed always drew.
+        faults &= frozenset(FAULTS[self.backend])
         self.faults = faults
         note(f"faults: {sorted(f.value for f in faults)}")
         if Fault.RELAYED_PUBSUB in faults:
@@ -147,6 +168,27 @@ class StreamMachine(RuleBasedStateMachine):
         self._do("create", stream=stream, replica=producer)
         self._do("settle")
         self._do("subscribe", stream=stream, replica=reader)
+        self._do("settle")
+
+    @rule(
+        stream=STREAMS,
+        producer=REPLICAS,
+        n=st.integers(4, 12),
+        mode=st.sampled_from(["subscribe", "resume"]),
+    )
+    def unread_turn(self, stream: str, producer: int, n: int, mode: str) -> None:
+        """A macro step: a turn starts and emits ``n`` chunks before anyone reads it on
+        its replica, then its first local reader attaches there.
+
+        That reader takes the producer's early buffer (or, past the buffer's bound,
+        catches up from the log): the buffer's bound and its hand-over are only reached
+        when a turn runs unread for a while, which decisions drawn one at a time seldom
+        arranged.
+        """
+        self._do("create", stream=stream, replica=producer)
+        self._do("settle")
+        self._do("burst", stream=stream, n=n)
+        self._do(mode, stream=stream, replica=producer)
         self._do("settle")
 
     @rule(stream=STREAMS, producer=REPLICAS, reader=REPLICAS)
@@ -210,6 +252,63 @@ class StreamMachine(RuleBasedStateMachine):
     @rule(which=st.integers(0, 7))
     def detach(self, which: int) -> None:
         self._do("detach", which=which)
+
+    @rule(
+        stream=STREAMS,
+        producer=REPLICAS,
+        replica=REPLICAS,
+        which=st.integers(0, 7),
+        stale=st.booleans(),
+        settled=st.booleans(),
+    )
+    def resume_at_cursor(
+        self, stream: str, producer: int, replica: int, which: int, stale: bool, settled: bool
+    ) -> None:
+        """A client reattaches from a cursor it holds: one older than a seq it already
+        got (``stale``), or one from an earlier turn of the same stream id. If no client
+        holds such a cursor yet, one is made first: a reader gets a chunk of the turn in
+        progress (started on ``producer`` if none is), and, for an earlier turn's
+        cursor, a newer turn then replaces it."""
+        world = self.sim.world
+        assert world is not None
+        if not world.cursors(stream, stale=stale):
+            if not world.in_progress(stream):
+                self._do("create", stream=stream, replica=producer)
+                self._do("settle")
+            self._do("subscribe", stream=stream, replica=replica)
+            self._do("settle")
+            self._do("emit", stream=stream)
+            self._do("settle")
+            if not stale:
+                self._do("create", stream=stream, replica=producer)
+                self._do("settle")
+        self._do("resume_at_cursor", stream=stream, replica=replica, which=which, stale=stale)
+        if settled:
+            self._do("settle")
+
+    @rule(stream=STREAMS, producer=REPLICAS, reader=REPLICAS, aborter=REPLICAS)
+    def abort_while_away(self, stream: str, producer: int, reader: int, aborter: int) -> None:
+        """A macro step: a client reading a turn drops, the turn is aborted (from
+        another tab, on any replica) while it is away, and it resumes. What it finds on
+        return must be the abort's end, however the abort and its leaving interleaved."""
+        world = self.sim.world
+        assert world is not None
+        if not world.in_progress(stream):
+            self._do("create", stream=stream, replica=producer)
+            self._do("settle")
+        self._do("subscribe", stream=stream, replica=reader)
+        self._do("settle")
+        self._do("detach", which=-1)  # the newest open session: the one just made
+        self._do("abort", stream=stream, replica=aborter)
+        self._do("settle")
+        self._do("resume", stream=stream, replica=reader)
+        self._do("settle")
+
+    @rule(stream=STREAMS, replica=REPLICAS, mode=st.sampled_from(["subscribe", "resume"]))
+    def detach_catching_up(self, stream: str, replica: int, mode: str) -> None:
+        """A client attaches and leaves while its replica still reads the log for it."""
+        self._do("detach_catching_up", stream=stream, replica=replica, mode=mode)
+        self._do("settle")
 
     @rule(
         which=st.integers(0, 7),
@@ -362,6 +461,14 @@ class StreamMachine(RuleBasedStateMachine):
     def disconnect(self, k: int) -> None:
         self._do("disconnect", k=k)
 
+    @precondition(lambda self: Fault.DISCONNECT in self.faults)
+    @rule(stream=STREAMS)
+    def lost_reply_emit(self, stream: str) -> None:
+        """Redis runs a chunk's publish and the connection drops before the reply: the
+        generator cannot know whether it was published and emits the chunk again."""
+        self._do("lost_reply_emit", stream=stream)
+        self._do("settle")
+
     @precondition(lambda self: Fault.FAILOVER in self.faults)
     @rule()
     def failover(self) -> None:
@@ -397,9 +504,31 @@ class StreamMachine(RuleBasedStateMachine):
     def crash(self, replica: int, restart: bool) -> None:
         self._do("restart" if restart else "crash", replica=replica)
 
+    @precondition(lambda self: Fault.CRASH in self.faults)
+    @rule(stream=STREAMS, producer=REPLICAS, reader=REPLICAS, restart=st.booleans())
+    def crash_then_resume(self, stream: str, producer: int, reader: int, restart: bool) -> None:
+        """A macro step: a client reads a turn (the drawn stream's, started on
+        ``producer`` if none is running) on ``reader``; that replica dies, perhaps
+        restarting at once, and the client resumes on the next replica. Resuming after
+        the serving replica died is what resumable streams are for; a crash and then a
+        resume of a live turn, one decision at a time, were rare enough that no run of
+        300 examples reached them."""
+        world = self.sim.world
+        assert world is not None
+        if not world.in_progress(stream):
+            self._do("create", stream=stream, replica=producer)
+            self._do("settle")
+        self._do("subscribe", stream=stream, replica=reader)
+        self._do("settle")
+        self._do("crash", replica=reader)
+        if restart:
+            self._do("restart", replica=reader)
+        self._do("resume", stream=stream, replica=(reader + 1) % self.replica_count)
+        self._do("settle")
+
     # -- hostile inputs (properties/_hostile.py) ---------------------------------------
 
-    @precondition(lambda self: Fault.HOSTILE in self.faults)
+    @precondition(lambda self: Fault.HOSTILE in self.faults and self.backend is SimBackend.REDIS)
     @rule(
         stream=STREAMS,
         # Another generation's events, which readers once took as a newer turn, half
@@ -409,13 +538,25 @@ class StreamMachine(RuleBasedStateMachine):
     )
     def forge(self, stream: str, form: str, which: int) -> None:
         """A foreign client publishes on a stream's channel: the drawn one if someone
-        reads it, else one that someone reads (a forgery nobody hears tests nothing)."""
+        hears it, else one that someone hears (a forgery nobody hears tests nothing): a
+        reader for events, a live generator for an abort signal."""
         world = self.sim.world
         assert world is not None
-        read = {s.stream_id for s in world.sessions if s.open}
-        if stream not in read:
-            stream = next((s for s in STREAM_IDS if s in read), stream)
+        if form == Forgery.ABORT.value:
+            heard = {s for s, g in world.generators.items() if g.job and not g.finished}
+        else:
+            heard = {s.stream_id for s in world.sessions if s.open}
+        if stream not in heard:
+            stream = next((s for s in STREAM_IDS if s in heard), stream)
         self._do("forge", stream=stream, form=form, which=which)
+
+    @precondition(lambda self: Fault.HOSTILE in self.faults and self.backend is SimBackend.REDIS)
+    @rule(stream=STREAMS)
+    def forge_abort(self, stream: str) -> None:
+        """A foreign client sends an abort signal for a live generation, which no abort
+        claimed (a rule of its own: as one form among the others, it was drawn in 3
+        examples of 549)."""
+        self.forge(stream, Forgery.ABORT.value, 0)
 
     @precondition(lambda self: Fault.HOSTILE in self.faults)
     @rule(how=st.sampled_from(ABORT_REACTIONS))
@@ -476,18 +617,20 @@ def machine_for(
     *,
     failure_path: Path | None = None,
     replicas: int = DEFAULT_REPLICAS,
+    backend: SimBackend = SimBackend.REDIS,
 ) -> type[StreamMachine]:
     """A state machine class with the given canaries on, ``replicas`` replicas in each
-    example's world, and replay files written."""
+    example's world sharing ``backend``, and replay files written."""
     if not MIN_REPLICAS <= replicas <= MAX_REPLICAS:
         raise ValueError(f"replicas must be {MIN_REPLICAS} to {MAX_REPLICAS}, not {replicas}")
     label = "_".join(sorted(c.name for c in canaries)) or "correct"
     return type(
-        f"StreamMachine_{label}_{replicas}",
+        f"StreamMachine_{label}_{replicas}_{backend.name.lower()}",
         (StreamMachine,),
         {
             "canaries": canaries,
             "replica_count": replicas,
+            "backend": backend,
             "failure_path": failure_path,
             "last_failure": None,
             "labels_seen": Counter(),

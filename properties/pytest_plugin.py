@@ -18,7 +18,8 @@ It provides
   at ``--streamcheck-db``, so a failure found one night is replayed first the next),
   registered once a collected test uses the fixture;
 * the marker ``@pytest.mark.streamcheck(canaries=..., backend="sim")``: the fixture's
-  defaults for that test (canaries: a comma-separated string or an iterable of names);
+  defaults for that test (canaries: a comma-separated string or an iterable of names;
+  backend: ``"sim"``, the simulated Redis, or ``"memory"``, impl/'s memory backend);
 * the fixture ``streamcheck_campaign``: a callable that runs the state machine with the
   selected profile and returns the :class:`~streamcheck.properties._campaign.CampaignResult`. When
   an example fails it writes the replay file, ``timeline.html``, ``summary.md`` and
@@ -61,7 +62,8 @@ NIGHTLY_EXAMPLES = 5_000
 DEFAULT_PROFILE = "ci"
 DEFAULT_DB = ".hypothesis/streamcheck"
 DEFAULT_REPORTS = "reports/streamcheck"
-BACKENDS = ("sim",)
+#: What the simulated replicas may share (``streamcheck run --backend sim|memory``).
+BACKENDS = ("sim", "memory")
 FIXTURE = "streamcheck_campaign"
 MARKER = "streamcheck"
 
@@ -114,7 +116,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{MARKER}(canaries=..., backend='sim'): defaults for the {FIXTURE} fixture: "
-        "the canaries (historical bugs) to switch on and the backend (only 'sim' so far)",
+        "the canaries (historical bugs) to switch on and the backend ('sim' or 'memory')",
     )
     config.stash[_STATE] = _State(options=_read_options(config))
 
@@ -301,13 +303,14 @@ class StreamcheckCampaign:
         crashed. Failing runs leave their files in ``<reports>/<test id>/``.
         """
         __tracebackhide__ = True
-        from streamcheck.properties._campaign import CampaignSpec
+        from streamcheck.properties._campaign import CampaignSpec, required_labels
+        from streamcheck.properties._run_limits import SimBackend
         from streamcheck.properties._run_report import ReportSpec, run_and_report
 
         if self.backend not in BACKENDS:
             pytest.fail(
                 f"@pytest.mark.{MARKER}(backend={self.backend!r}): the plugin runs the "
-                f"simulation only (backend='sim'); for real Redis use "
+                f"simulation only (backend='sim' or 'memory'); for real Redis use "
                 f"`streamcheck run --backend {self.backend}`",
                 pytrace=False,
             )
@@ -327,8 +330,14 @@ class StreamcheckCampaign:
         )
         replay = folder / "run.json"
         replay.unlink(missing_ok=True)
+        backend = SimBackend(self.backend)
         spec = CampaignSpec(
-            canaries=chosen_canaries, seed=seed, replay_file=replay, hypothesis_settings=chosen
+            canaries=chosen_canaries,
+            seed=seed,
+            replay_file=replay,
+            hypothesis_settings=chosen,
+            backend=backend,
+            required_labels=required_labels(backend),
         )
         reporting = ReportSpec(
             command=self._command(f"--streamcheck-seed {seed}" if option_seed else ""),

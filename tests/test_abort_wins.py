@@ -38,14 +38,13 @@ async def _race(
     kind: str,
     request: pytest.FixtureRequest,
     *,
-    abort_parts: ReplicaParts,
+    parts: ReplicaParts,
     error: bool,
     abort_delay_s: float = 0.2,
 ) -> tuple[AbortOutcome, object, list[object], JobStatus | None]:
     url = request.getfixturevalue("redis_url") if kind == "redis" else ""
     prefix = request.getfixturevalue("key_prefix") if kind == "redis" else ""
-    parts = [ReplicaParts(), ReplicaParts(), abort_parts]
-    async with replicas(kind, 3, url=url, prefix=prefix, parts=parts) as (a, b, c):
+    async with replicas(kind, 3, url=url, prefix=prefix, parts=[parts] * 3) as (a, b, c):
         _slow_content_reads(c, abort_delay_s)
         job = await a.create_job("s1", "u1")
         sub = await b.subscribe("s1", "u1")
@@ -61,9 +60,10 @@ async def _race(
                 reaction.append(await a.emit_done("s1", {"final": True}))
                 await a.complete_job("s1")
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(generator_reacts)
-            with trio.fail_after(10):
+        # Bounded as a whole: a generator never told to stop would wait for ever.
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(generator_reacts)
                 result = await c.abort_job("s1", "u1")
         events = await collect(sub)
         stored = await b.get_job("s1")
@@ -75,9 +75,7 @@ async def _race(
 async def test_an_accepted_abort_beats_the_generators_reaction(
     kind: str, error: bool, request: pytest.FixtureRequest
 ) -> None:
-    outcome, last, reaction, status = await _race(
-        kind, request, abort_parts=ReplicaParts(), error=error
-    )
+    outcome, last, reaction, status = await _race(kind, request, parts=ReplicaParts(), error=error)
     assert outcome is AbortOutcome.ABORTED
     assert isinstance(last, Done) and isinstance(last.data, dict)
     assert last.data["aborted"] is True
@@ -100,7 +98,7 @@ async def test_a_silent_reader_waits_for_the_aborts_terminal(
     # (FAST: 0.3 s), now records the end itself, after its terminal is on the log.
     delay_s = 4 * FAST.idle_probe_s
     outcome, last, reaction, status = await _race(
-        kind, request, abort_parts=ReplicaParts(), error=error, abort_delay_s=delay_s
+        kind, request, parts=ReplicaParts(), error=error, abort_delay_s=delay_s
     )
     assert outcome is AbortOutcome.ABORTED
     assert reaction == [None]
@@ -113,9 +111,10 @@ async def test_a_silent_reader_waits_for_the_aborts_terminal(
 async def test_the_old_order_lets_the_generators_done_win(
     kind: str, request: pytest.FixtureRequest
 ) -> None:
-    # The canary restores the old order; this is the bug the test above guards against.
+    # The canary restores the old order (and the old actor, which obeyed every signal);
+    # this is the bug the test above guards against.
     parts = replica_build(frozenset({Canary.ABORT_SIGNALLED_BEFORE_FENCE})).parts
-    outcome, last, reaction, _ = await _race(kind, request, abort_parts=parts, error=False)
+    outcome, last, reaction, _ = await _race(kind, request, parts=parts, error=False)
     assert outcome is AbortOutcome.ALREADY_TERMINAL
     assert isinstance(last, Done) and last.data == {"final": True}
     assert reaction != [None]

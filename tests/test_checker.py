@@ -1141,6 +1141,30 @@ def test_a_slow_path_needs_a_fault_before_it(cause: FaultKind | str | None) -> N
         passes(b)
 
 
+@pytest.mark.parametrize(
+    ("timeouts", "repaired", "raced", "anomaly"),
+    [(0, 2, 2, False), (0, 2, 1, True), (1, 2, 2, True), (0, 0, 0, False)],
+)
+def test_a_log_read_that_only_raced_the_live_copies_needs_no_cause(
+    timeouts: int, repaired: int, raced: int, anomaly: bool
+) -> None:
+    b = _recorded_turn()
+    deliver_in_order(b, [0, 1, 2, 3])
+    slow = b.history.append(
+        SlowPath(
+            time=b._now(),
+            replica="r2",
+            reorder_timeouts=timeouts,
+            log_repaired=repaired,
+            raced=raced,
+        )
+    ).index
+    if anomaly:
+        only(check(b.history), AnomalyKind.SLOW_PATH_WITHOUT_CAUSE, slow)
+    else:
+        passes(b)
+
+
 def _abort(b: Builder, acknowledged: bool = True) -> int:
     return b.history.append(
         AbortRequested(
@@ -1383,3 +1407,60 @@ def test_a_rebuilt_done_whose_made_up_seq_a_later_turn_allocated_is_no_leak(payl
             a for a in check(b.history).anomalies if a.kind is AnomalyKind.CROSS_GENERATION_LEAK
         ]
         assert [a.first_bad for a in leaks] == [got], check(b.history).summary()
+
+
+@pytest.mark.parametrize("second", ["skips", "receives", "gap", "stops-before", "writes-lost"])
+def test_an_unacknowledged_emit_one_reader_received_reaches_every_reader(second: str) -> None:
+    """A chunk whose emit's reply was lost (INDETERMINATE) and then retried: the first
+    attempt was published at seq 1 (s1 received it), the retry at seq 2."""
+    b = Builder()
+    b.start()
+    b.chunks([0])
+    b.emit(EmitKind.CHUNK, chunk_data("g1", 1), None, outcome=OpOutcome.INDETERMINATE)
+    b.emit(EmitKind.CHUNK, chunk_data("g1", 1), 2)
+    b.done(3)
+    b.open("s1")
+    b.open("s2")
+    for seq in (0, 1):
+        b.c("s1", seq)
+    b.deliver("s1", Chunk(seq=2, generation="g1", data=chunk_data("g1", 1)))
+    b.d("s1", 3)
+    b.close("s1")
+    b.c("s2", 0)
+    if second == "writes-lost":
+        b.history.append(WritesLost(time=b._now(), writes=1))
+    if second == "receives":
+        b.c("s2", 1)
+    elif second == "gap":
+        b.deliver("s2", Gap(first_seq=1, last_seq=1, generation="g1", reason=GapReason.NOT_IN_LOG))
+    if second != "stops-before":
+        jumped = b.deliver("s2", Chunk(seq=2, generation="g1", data=chunk_data("g1", 1)))
+        b.d("s2", 3)
+        b.close("s2")
+    if second in ("skips", "writes-lost"):
+        report = check(b.history)
+        kinds = [(a.kind, a.first_bad) for a in report.anomalies]
+        expected = (AnomalyKind.EMIT_SEEN_INCONSISTENTLY, jumped)
+        assert (expected in kinds) == (second == "skips"), report.summary()
+    else:
+        passes(b)
+
+
+@pytest.mark.parametrize(("silent_for", "lost"), [(299.0, True), (300.0, False)])
+def test_a_turn_ended_for_a_reader_after_its_log_may_have_expired_owes_no_chunks(
+    silent_for: float, lost: bool
+) -> None:
+    """A reader attaches (from an old cursor) once nothing was published on the stream
+    for the log's TTL: a made-up end without the turn's chunks is all it can get."""
+    b = Builder()
+    b.history.append(FaultsRecorded(time=b._now(), log_ttl_s=300.0))
+    b.start()
+    b.chunks([0, 1])
+    b.clock += silent_for - 2.0  # the reader opens, then ends, a second apart
+    b.open("s1")
+    end = b.deliver("s1", Failure(seq=0, generation="g1", message="producer lost"))
+    b.close("s1")
+    if lost:
+        only(check(b.history), AnomalyKind.LOST, end)
+    else:
+        passes(b)

@@ -54,6 +54,20 @@ HOSTILE = [
     pytest.param(["run", "--reports", __file__], "is a file, not a directory", id="reports"),
     pytest.param(["run", "--soak"], "--soak, --faults and --plan apply to", id="soak"),
     pytest.param(
+        ["run", "--backend", "memory", "--soak"], "--soak, --faults and --plan", id="memory-soak"
+    ),
+    pytest.param(
+        ["run", "--backend", "memory", "--impl", "python"],
+        "--impl applies to --backend sim|redis|cluster",
+        id="memory-impl",
+    ),
+    pytest.param(["mutants", "--modules", ","], "name at least one pattern", id="no-modules"),
+    pytest.param(
+        ["run", "--backend", "memory", "--coverage"],
+        "--coverage judges the branch classes of the Redis backend",
+        id="memory-coverage",
+    ),
+    pytest.param(
         ["run", "--backend", "redis", "--canary", "per-process-counters"],
         "canaries run in the simulation only",
         id="real-canary",

@@ -149,3 +149,20 @@ def test_a_generator_that_obeys_an_abort_at_once_is_refused(how: str) -> None:
         "Chunk",
         "Done",
     ]
+
+
+def test_the_forged_abort_canary_is_named_and_the_correct_replicas_check_the_claim() -> None:
+    # The canary campaign's shrunk example (seed 0): a forged abort signal for the live
+    # generation; obeyed, the generator stops and ends the turn with its own done.
+    steps = decisions(
+        ("create", {"stream": "s0", "replica": 0}),
+        ("settle", {}),
+        ("forge", {"stream": "s0", "form": Forgery.ABORT.value, "which": 0}),
+    )
+    canary = frozenset({Canary.FORGED_ABORT_OBEYED})
+    bad, deterministic = replay_twice(steps, canaries=canary, replicas=2)
+    assert deterministic
+    assert set(bad.report.by_kind()) == {AnomalyKind.TERMINAL_AFTER_STOP}
+    good, _ = replay_twice(steps, canaries=NONE, replicas=2)
+    assert good.report.ok, good.report.summary()
+    assert not records(good.history, "GeneratorStopped")

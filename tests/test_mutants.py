@@ -12,7 +12,15 @@ import json
 import pytest
 
 from streamcheck.properties._impl_coverage import IMPL_DIR
-from streamcheck.properties._mutants import VERDICTS, render, run_mutants, to_json
+from streamcheck.properties._mutants import (
+    VERDICTS,
+    MutantsError,
+    mutant_timeout,
+    render,
+    run_mutants,
+    to_json,
+)
+from streamcheck.properties._run_limits import SimBackend
 
 #: Small enough for CI (about 2 minutes on 2 cores): the copy, Cosmic Ray's enumeration,
 #: one unmutated campaign and then mutants until the budget is spent. The sample is
@@ -38,7 +46,6 @@ def test_a_small_mutation_sample_runs_in_a_copy_and_reports_every_survivor() -> 
         sample=CI_SAMPLE,
         sample_seed=CI_SAMPLE_SEED,
         budget=CI_BUDGET,
-        timeout=40,
         include=CI_MODULES,
     )
     assert _impl_digest() == before, "the working tree's impl/ was mutated"
@@ -63,3 +70,11 @@ def test_a_small_mutation_sample_runs_in_a_copy_and_reports_every_survivor() -> 
 def test_a_sample_of_nothing_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         run_mutants(sample=0)
+
+
+def test_a_timeout_shorter_than_the_unmutated_campaign_is_refused() -> None:
+    # Every mutant would time out and count as killed: a score made of the machine's load.
+    with pytest.raises(MutantsError, match="too short: the unmutated campaign took 90 s"):
+        mutant_timeout(40.0, 90.0, SimBackend.REDIS)
+    assert mutant_timeout(140.0, 90.0, SimBackend.REDIS) == 140.0
+    assert mutant_timeout(None, 90.0, SimBackend.REDIS) == 280.0

@@ -72,6 +72,7 @@ SCRIPTS: dict[str, LuaScript] = {
     "publish": transport_lua.PUBLISH,
     "mark_lost": transport_lua.MARK_LOST,
     "claim_abort": transport_lua.CLAIM_ABORT,
+    "abort_claimed": transport_lua.ABORT_CLAIMED,
     "job_create": job_lua.CREATE,
     "job_update": job_lua.UPDATE,
     "job_delete": job_lua.DELETE,
@@ -135,9 +136,9 @@ def node_port() -> Path:
 def test_the_port_runs_impls_lua_scripts_byte_for_byte(node_port: Path) -> None:
     # One text and one SHA on the wire: the port keeps copies, and must follow every change.
     script = (
-        "import { PUBLISH, MARK_LOST, CLAIM_ABORT } from './src/bus.js';"
+        "import { PUBLISH, MARK_LOST, CLAIM_ABORT, ABORT_CLAIMED } from './src/bus.js';"
         "import { SCRIPTS } from './src/jobstore.js';"
-        "const all = [PUBLISH, MARK_LOST, CLAIM_ABORT, ...Object.values(SCRIPTS)];"
+        "const all = [PUBLISH, MARK_LOST, CLAIM_ABORT, ABORT_CLAIMED, ...Object.values(SCRIPTS)];"
         "const pairs = all.map((s) => [s.name, [s.source, s.sha1]]);"
         "console.log(JSON.stringify(Object.fromEntries(pairs)));"
     )

@@ -39,11 +39,17 @@ EXPECTED: dict[Canary, set[AnomalyKind]] = {
         AnomalyKind.ABORT_NOT_HONOURED,
         AnomalyKind.TERMINAL_TWICE,
         AnomalyKind.EVENT_AFTER_TERMINAL,
+        # The generator, never told, ends the turn with its own done after the abort's
+        # end was acknowledged (seed 0's first failure since the forged-abort rule).
+        AnomalyKind.EMIT_AFTER_END,
     },
     Canary.NO_CROSS_REPLICA_ABORT: {
         AnomalyKind.ABORT_NOT_HONOURED,
         AnomalyKind.TERMINAL_TWICE,
         AnomalyKind.EVENT_AFTER_TERMINAL,
+        # The generator, never told, ends the turn with its own done after the abort's
+        # end was acknowledged (seed 0's first failure since the forged-abort rule).
+        AnomalyKind.EMIT_AFTER_END,
     },
     Canary.EARLY_BUFFER_ON_RESUME: {AnomalyKind.DUPLICATE},
     # Its precondition, the counter deleted on cleanup, shows first as a reused seq; the
@@ -93,8 +99,16 @@ EXPECTED: dict[Canary, set[AnomalyKind]] = {
     Canary.NO_DEFERRED_DELIVERY: {AnomalyKind.DUPLICATE},
     Canary.UNAWAITED_PUBLISHES: {AnomalyKind.REORDERED, AnomalyKind.TERMINAL_BEFORE_CHUNKS},
     Canary.ABORT_SIGNALLED_BEFORE_FENCE: {AnomalyKind.TERMINAL_AFTER_STOP},
-    # The reader ends "superseded" (and so never gets the turn's events it was owed).
-    Canary.FORGED_GENERATION_SUPERSEDES: {AnomalyKind.FALSE_SUPERSEDED, AnomalyKind.LOST},
+    # The reader ends "superseded" (and so never gets the turn's events it was owed);
+    # where a newer turn was asked for later, only the reader's false terminal shows: the
+    # generator's later emits look acknowledged after the turn's end.
+    Canary.FORGED_GENERATION_SUPERSEDES: {
+        AnomalyKind.FALSE_SUPERSEDED,
+        AnomalyKind.LOST,
+        AnomalyKind.EMIT_AFTER_END,
+    },
+    # The generator, stopped by a signal no abort claimed, ends the turn with its own done.
+    Canary.FORGED_ABORT_OBEYED: {AnomalyKind.TERMINAL_AFTER_STOP},
 }
 
 

@@ -46,6 +46,16 @@ def test_correct_implementation_through_the_plugin(
     assert not result.found
 
 
+@pytest.mark.streamcheck(backend="memory")
+def test_the_marker_runs_the_memory_backend(
+    streamcheck_campaign: plugin.StreamcheckCampaign,
+) -> None:
+    result = streamcheck_campaign(examples=20, require_labels=("new turn on a reused stream id",))
+    assert result.backend.value == "memory"
+    assert result.crashed is None
+    assert not result.found
+
+
 def test_the_entry_point_registers_the_plugin_once(pytestconfig: pytest.Config) -> None:
     manager = pytestconfig.pluginmanager
     assert manager.get_plugin("streamcheck") is plugin
@@ -171,7 +181,7 @@ def test_marker_errors_fail_the_test_with_a_reason(pytester: pytest.Pytester) ->
     result = _run(pytester)
     result.assert_outcomes(failed=2, errors=1)
     output = result.stdout.str()
-    assert "the plugin runs the simulation only (backend='sim')" in output
+    assert "the plugin runs the simulation only (backend='sim' or 'memory')" in output
     assert "unknown canary 'no-such-bug'" in output
     assert "takes canaries= and backend= only" in output
 

@@ -10,9 +10,15 @@ from typing import Any
 
 import pytest
 
+from streamcheck.impl.seams import ReorderBuffer, SequencedEvent, Step, StreamActor
 from streamcheck.impl.transport._redis_bus import FAILOVER_SKIP
-from streamcheck.model import GapReason
-from streamcheck.properties._replay import replay_twice
+from streamcheck.model import AnomalyKind, GapReason
+from streamcheck.properties._replay import (
+    ReplayResult,
+    apply_and_judge,
+    replay_simulation,
+    replay_twice,
+)
 from streamcheck.properties._simulation import Decision
 
 LOST_TAIL_THEN_NEW_TURN: list[tuple[str, dict[str, Any]]] = [
@@ -27,6 +33,29 @@ LOST_TAIL_THEN_NEW_TURN: list[tuple[str, dict[str, Any]]] = [
     ("settle", {}),
     ("jump", {"dt": 2.5}),
     ("pump", {}),
+]
+
+PROBE_RACED_THE_LIVE_COPIES: list[tuple[str, dict[str, Any]]] = [
+    ("create", {"stream": "s0", "replica": 1}),
+    ("settle", {}),
+    ("subscribe", {"stream": "s0", "replica": 0}),
+    ("subscribe", {"stream": "s0", "replica": 0}),
+    ("settle", {}),
+    ("jump", {"dt": 2.5}),
+    ("generate", {"stream": "s0", "n": 2}),
+]
+
+#: A reader idle past the probe interval after a chunk whose live copy reached its
+#: replica long before: an idle probe that finds the chunk in the log is a repair.
+PROBE_AFTER_A_DELIVERED_CHUNK: list[tuple[str, dict[str, Any]]] = [
+    ("create", {"stream": "s0", "replica": 1}),
+    ("settle", {}),
+    ("subscribe", {"stream": "s0", "replica": 0}),
+    ("settle", {}),
+    ("emit", {"stream": "s0"}),
+    ("settle", {}),
+    ("jump", {"dt": 2.5}),
+    ("settle", {}),
 ]
 
 REGRESSIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
@@ -285,6 +314,54 @@ REGRESSIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("abort", {"replica": 0, "stream": "s0"}),
         ("settle", {}),
     ],
+    # The checker's false alarm on the correct implementation (`run --budget 420
+    # --workers 2 --seed 11`, slow_path_without_cause): two readers on r0 idle past the
+    # probe interval; the first's probe finds nothing and reads the job, and meanwhile
+    # the generator publishes two chunks, whose messages wait in r0's actor behind that
+    # probe; the second reader's probe, sent in the same turn, reads both from the log.
+    # Their live copies arrive after it as duplicates: the probe won a race, pub/sub
+    # failed nobody.
+    "probe-raced-the-live-copies": PROBE_RACED_THE_LIVE_COPIES,
+    # A client came back with a cursor after its turn's job had expired, and with it
+    # the log: the world's server attached it anyway, and the reader ended with a
+    # made-up terminal over chunks no log held any more. A server asks for the job
+    # first, as the manager's subscribe and resume do (found by `run --examples 300
+    # --seed 1` once cursors were drawn).
+    "cursor-after-the-turn-expired": [
+        ("create", {"replica": 0, "stream": "s0"}),
+        ("settle", {}),
+        ("emit", {"stream": "s0"}),
+        ("subscribe", {"replica": 0, "stream": "s0"}),
+        ("settle", {}),
+        ("jump", {"dt": 31.0}),
+        ("settle", {}),
+        ("jump", {"dt": 150.0}),
+        ("jump", {"dt": 151.0}),
+        ("settle", {}),
+        ("jump", {"dt": 151.0}),
+        ("settle", {}),
+        ("resume_at_cursor", {"replica": 0, "stale": True, "stream": "s0", "which": 0}),
+    ],
+    # The same for a cursor of an earlier turn after a newer one started: the job is
+    # there, the earlier turn's log entries expired long before. The reader learns its
+    # turn ended, and no more: the checker no longer calls the expired chunks lost once
+    # nothing was published on the stream for the log's TTL (found by `run --examples
+    # 1000 --seed 0`).
+    "cursor-of-an-earlier-turn-whose-log-expired": [
+        ("create", {"replica": 0, "stream": "s0"}),
+        ("settle", {}),
+        ("subscribe", {"replica": 0, "stream": "s0"}),
+        ("emit", {"stream": "s0"}),
+        ("settle", {}),
+        ("jump", {"dt": 31.0}),
+        ("settle", {}),
+        ("jump", {"dt": 150.0}),
+        ("settle", {}),
+        ("jump", {"dt": 151.0}),
+        ("create", {"replica": 0, "stream": "s0"}),
+        ("settle", {}),
+        ("resume_at_cursor", {"replica": 0, "stale": False, "stream": "s0", "which": 0}),
+    ],
 }
 
 
@@ -327,3 +404,130 @@ def test_a_chunk_lost_by_failover_reaches_its_reader_as_a_writes_lost_gap() -> N
     ]
     assert [(g["first_seq"], g["reason"]) for g in gaps[1:]] == [(1, GapReason.POSSIBLY_LOST.value)]
     assert gaps[1]["last_seq"] >= FAILOVER_SKIP - 1
+
+
+def _replayed(decisions: list[tuple[str, dict[str, Any]]]) -> ReplayResult:
+    logging.disable(logging.WARNING)
+    try:
+        result, _ = replay_twice(
+            [Decision(n, dict(a)) for n, a in decisions], canaries=frozenset(), replicas=2
+        )
+    finally:
+        logging.disable(logging.NOTSET)
+    return result
+
+
+def test_a_probe_that_raced_the_live_copies_is_recorded_as_such() -> None:
+    slow = [r for r in _replayed(PROBE_RACED_THE_LIVE_COPIES).history if r["type"] == "SlowPath"]
+    assert [(r["log_repaired"], r["raced"]) for r in slow] == [(2, 2)]
+
+
+def _strand_the_live_copy_at_the_frontier(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A planted mutation (the live duplicate check off by one): a live message at the
+    reader's frontier is dropped as a duplicate, so only the log brings it."""
+    offer = ReorderBuffer.offer
+
+    def stranding_offer(buffer: ReorderBuffer, event: SequencedEvent, now: float) -> Step:
+        if not buffer.deferred and event.seq == buffer.next_seq:
+            return buffer.on_timer(now)  # nothing delivered; the timers stay armed
+        return offer(buffer, event, now)
+
+    monkeypatch.setattr(ReorderBuffer, "offer", stranding_offer)
+
+
+@pytest.mark.parametrize(
+    "decisions",
+    [PROBE_AFTER_A_DELIVERED_CHUNK, PROBE_RACED_THE_LIVE_COPIES],
+    ids=["probe-after-a-delivered-chunk", "probe-raced-the-live-copies"],
+)
+def test_a_stranded_live_copy_is_still_a_slow_path_without_cause(
+    monkeypatch: pytest.MonkeyPatch, decisions: list[tuple[str, dict[str, Any]]]
+) -> None:
+    assert _replayed(decisions).report.ok
+    _strand_the_live_copy_at_the_frontier(monkeypatch)
+    report = _replayed(decisions).report
+    assert AnomalyKind.SLOW_PATH_WITHOUT_CAUSE in report.kinds(), report.summary()
+
+
+def _settled(*decisions: tuple[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [step for decision in decisions for step in (decision, ("settle", {}))]
+
+
+_TURN = _settled(
+    ("create", {"stream": "s0", "replica": 0}),
+    ("subscribe", {"stream": "s0", "replica": 1}),
+    ("emit", {"stream": "s0"}),
+    ("emit", {"stream": "s0"}),
+)
+
+#: The adversarial clients' and generators' decisions, each with the label it reaches.
+ADVERSARIAL: dict[str, tuple[list[tuple[str, dict[str, Any]]], str]] = {
+    "stale-cursor": (
+        _TURN
+        + _settled(
+            ("resume_at_cursor", {"stream": "s0", "replica": 0, "which": 1, "stale": True}),
+            ("emit", {"stream": "s0"}),
+        ),
+        "resume from a stale cursor",
+    ),
+    "cursor-of-an-ended-earlier-turn": (
+        _TURN
+        + _settled(
+            ("finish", {"stream": "s0", "error": False}),
+            ("jump", {"dt": 11.0}),
+            ("create", {"stream": "s0", "replica": 1}),
+            ("emit", {"stream": "s0"}),
+            ("resume_at_cursor", {"stream": "s0", "replica": 0, "which": 1, "stale": False}),
+        ),
+        "resume from an earlier turn's cursor",
+    ),
+    "cursor-of-a-replaced-turn": (
+        _TURN
+        + _settled(
+            ("create", {"stream": "s0", "replica": 1}),
+            ("emit", {"stream": "s0"}),
+            ("resume_at_cursor", {"stream": "s0", "replica": 0, "which": 0, "stale": False}),
+        ),
+        "resume from an earlier turn's cursor",
+    ),
+    "detach-during-a-catch-up": (
+        _TURN
+        + _settled(
+            ("detach_catching_up", {"stream": "s0", "replica": 1, "mode": "resume"}),
+            ("emit", {"stream": "s0"}),
+        ),
+        "detach during a catch-up",
+    ),
+    "emit-retried-after-a-lost-reply": (
+        _TURN + _settled(("lost_reply_emit", {"stream": "s0"}), ("emit", {"stream": "s0"})),
+        "retried emit delivered twice",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ADVERSARIAL))
+def test_adversarial_clients_are_served_and_judged(name: str) -> None:
+    decisions, label = ADVERSARIAL[name]
+    logging.disable(logging.WARNING)
+    try:
+        with replay_simulation(canaries=frozenset(), replicas=2) as simulation:
+            report = apply_and_judge(simulation, [Decision(n, dict(a)) for n, a in decisions])
+            assert simulation.world is not None
+            labels = simulation.world.coverage_labels()
+    finally:
+        logging.disable(logging.NOTSET)
+    assert report.ok, report.summary()
+    assert label in labels, labels
+
+
+def test_a_reader_left_attached_after_its_client_detached_is_a_bound_exceeded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A planted mutation: readers are never removed from their stream's actor."""
+
+    def keep(actor: StreamActor, sub_id: int) -> None:
+        del actor, sub_id
+
+    monkeypatch.setattr(StreamActor, "_remove", keep)
+    report = _replayed(ADVERSARIAL["detach-during-a-catch-up"][0]).report
+    assert AnomalyKind.BOUND_EXCEEDED in report.kinds(), report.summary()

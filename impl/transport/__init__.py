@@ -18,6 +18,7 @@ from streamcheck.impl.transport._envelope import (
     MAX_SEQ,
     AbortSignal,
     SequencedEvent,
+    encode_abort,
     encode_body,
     encode_split,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "RedisBus",
     "SequencedEvent",
     "Subscription",
+    "encode_abort",
     "encode_body",
     "encode_split",
 ]

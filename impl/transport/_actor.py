@@ -116,6 +116,9 @@ REMEMBERED_GENERATIONS = 8
 MAX_BATCH_EVENTS = 128
 #: Submitted emits an actor holds at most, queued or being published, by default.
 MAX_IN_FLIGHT = 512
+#: When Redis did not answer whether an abort claimed a turn, the actor asks again
+#: after this long (see ``_obey_abort``).
+ABORT_CHECK_RETRY_S = 0.25
 
 
 class JobRecords(Protocol):
@@ -177,7 +180,8 @@ class _Counts:
 
 @dataclass(slots=True)
 class DeliveryTotals:
-    """Reorder-buffer statistics summed over every subscriber a replica has served."""
+    """Reorder-buffer statistics summed over every subscriber a replica has served (the
+    transport's statistics include the readers still attached)."""
 
     subscribers: int = 0
     delivered: int = 0
@@ -189,6 +193,9 @@ class DeliveryTotals:
     late_fills: int = 0
     gaps: int = 0
     foreign_hints: int = 0
+    #: Abort signals for a generator running here that no abort had claimed (forged),
+    #: dropped by the replica's actors (not a reader statistic: counted directly).
+    unconfirmed_aborts: int = 0
 
     def add(self, stats: ReorderStats) -> None:
         self.subscribers += 1
@@ -236,6 +243,9 @@ class StreamActor:
         self._subscribers: dict[int, LocalSubscriber] = {}
         self._producer: _Producer | None = None
         self._abort_callbacks: dict[str, AbortCallback] = {}
+        #: Abort signals whose claim Redis did not confirm nor deny yet: generation ->
+        #: when to ask again.
+        self._abort_checks: dict[str, float] = {}
         #: Highest seq this replica has seen in the log or published itself (never one
         #: only heard on the channel, which anyone may publish on): the publish floor.
         self._high_water = -1
@@ -381,6 +391,12 @@ class StreamActor:
             early_buffer_events=len(self._producer.early.events) if self._producer else 0,
         )
 
+    def add_attached_delivery(self, totals: DeliveryTotals) -> None:
+        """Add the reorder-buffer statistics of the readers attached now to ``totals``
+        (those of readers gone are in it already)."""
+        for sub in self._subscribers.values():
+            totals.add(sub.buffer.statistics())
+
     def __repr__(self) -> str:
         return (
             f"<StreamActor {self.stream_id!r} subscribers={len(self._subscribers)} "
@@ -507,6 +523,7 @@ class StreamActor:
                 (s.wake_at for s in self._subscribers.values() if s.wake_at is not None),
                 default=math.inf,
             )
+            deadline = min(deadline, min(self._abort_checks.values(), default=math.inf))
             command: Command | None = None
             self._waiting_until = deadline
             if deadline == math.inf:
@@ -550,9 +567,7 @@ class StreamActor:
                 reply.set(len(self._subscribers))
             case Incoming(message=AbortSignal(generation=generation)):
                 self._counts.abort_signals += 1
-                callback = self._abort_callbacks.get(generation)
-                if callback is not None:
-                    callback()
+                await self._obey_abort(generation)
             case Incoming(message=message):
                 assert not isinstance(message, AbortSignal)
                 for sub in list(self._subscribers.values()):
@@ -579,8 +594,57 @@ class StreamActor:
             case OnAbort(generation=generation, callback=callback):
                 if callback is None:
                     self._abort_callbacks.pop(generation, None)
+                    self._abort_checks.pop(generation, None)
                 else:
                     self._abort_callbacks[generation] = callback
+
+    async def _obey_abort(self, generation: str) -> None:
+        """Stop ``generation``'s generator, if it runs here, once Redis confirms that an
+        abort claimed its turn; otherwise drop the signal, count and log it.
+
+        The signal on the channel is a hint anyone who can PUBLISH may forge; the claim
+        in the publish fence is the truth. A real signal always finds its claim:
+        ``abort_job`` writes the claim (``claim_abort``) and only then publishes the
+        signal, so the claim is on the server before any replica can hear the signal.
+        (Unless a failover lost the claim with the writes it lost: the abort's terminal
+        then ends the turn through the fence, and the generator's next emit is refused,
+        which stops it.)
+
+        A check that Redis did not answer decides nothing: the signal is neither obeyed
+        (a forgery would win whenever a read fails) nor dropped (a real abort's stop
+        would wait for the generator's next emit, which may never come). The actor asks
+        again every ``ABORT_CHECK_RETRY_S`` (from its timers, so its readers are served
+        meanwhile) until Redis answers or the generator leaves: the abort wins as soon
+        as Redis is reachable again."""
+        if generation not in self._abort_callbacks:
+            self._abort_checks.pop(generation, None)
+            return
+        try:
+            claimed = await self._abort_confirmed(generation)
+        except (RedisConnectionError, OSError) as exc:
+            logger.warning(
+                "stream %s: could not check the abort of %s (%s); asking again",
+                self.stream_id,
+                generation,
+                exc,
+            )
+            self._abort_checks[generation] = trio.current_time() + ABORT_CHECK_RETRY_S
+            return
+        self._abort_checks.pop(generation, None)
+        if not claimed:
+            self._totals.unconfirmed_aborts += 1
+            logger.warning(
+                "stream %s: dropped an abort signal for %s that no abort claimed",
+                self.stream_id,
+                generation,
+            )
+            return
+        if (callback := self._abort_callbacks.get(generation)) is not None:
+            callback()
+
+    async def _abort_confirmed(self, generation: str) -> bool:
+        """Whether an abort claimed ``generation``'s turn (asked of Redis)."""
+        return await self._bus.abort_claimed(self.stream_id, generation)
 
     async def _publish(self, command: Emit) -> None:
         await self._publish_batch([command])
@@ -747,6 +811,9 @@ class StreamActor:
         await self._apply(sub, sub.buffer.begin(now))
 
     async def _fire_timers(self, now: float) -> None:
+        for generation, due in list(self._abort_checks.items()):
+            if due <= now:
+                await self._obey_abort(generation)
         for sub in list(self._subscribers.values()):
             if sub.wake_at is not None and sub.wake_at <= now:
                 sub.wake_at = None

@@ -11,6 +11,8 @@ Two implementations share every line above them (actors, manager):
 * reads the chunk log by seq (``read_log``), the source of truth for catch-up and
   gap repair;
 * repairs the counter after Redis lost writes (``mark_lost``), leaving a marker row;
+* claims a turn for an abort (``claim_abort``), signals its generator
+  (``publish_abort``) and tells whether a turn was claimed (``abort_claimed``);
 * holds channel subscriptions by reference count, returning from ``acquire_channel``
   only once the subscription is acknowledged;
 * hands every incoming message to the replica's :class:`Sink`.
@@ -114,7 +116,13 @@ class Bus(Protocol):
         everything of it but the abort's terminal. ``None`` if claimed (now or by an
         earlier abort), else why not (the turn ended, sent its terminal, or is gone)."""
 
-    async def publish_abort(self, stream_id: str, generation: str) -> None: ...
+    async def publish_abort(self, stream_id: str, generation: str) -> None:
+        """Tell ``generation``'s generator, on whichever replica, to stop (after
+        :meth:`claim_abort`). Anyone who can publish on the channel can send this too."""
+
+    async def abort_claimed(self, stream_id: str, generation: str) -> bool:
+        """Whether an abort claimed ``generation``'s turn (:meth:`claim_abort`): what a
+        replica asks before it obeys an abort signal, which may be forged."""
 
     async def read_log(self, stream_id: str, *, from_seq: int, count: int) -> list[LogRow]:
         """Log rows with ``seq >= from_seq``, ascending, at most ``count``."""

@@ -273,3 +273,17 @@ redis.call('HSET', KEYS[1], 'abortClaimed', '1')
 return 0
 """,
 )
+
+#: KEYS: 1 ``stream:{id}:job``  ARGV: 1 generation
+#: Has an abort claimed ``generation``'s turn (:data:`CLAIM_ABORT`)? Read-only: the claim
+#: exactly as the publish fence sees it (the fence refuses the generation's chunks with
+#: -5 then). A replica asks before it obeys an abort signal from the channel, which
+#: anyone who can PUBLISH may forge. Returns 1 or 0.
+ABORT_CLAIMED = LuaScript(
+    "abort_claimed",
+    FENCE_LUA
+    + """
+if refusal(KEYS[1], ARGV[1], 'chunk', '0') == -5 then return 1 end
+return 0
+""",
+)

@@ -134,6 +134,15 @@ class MemoryHub:
         log.aborted_generations.add(generation)
         return None
 
+    def _abort_claimed(self, stream_id: str, generation: str) -> bool:
+        """The Redis ``abort_claimed`` script (impl/transport/_lua.py): the claim as
+        the publish fence sees it."""
+        log = self._streams.get(stream_id)
+        if log is None:
+            return False
+        refusal = self._fence(stream_id, generation, EventKind.CHUNK, log, by_abort=False)
+        return refusal is PublishRefused.ABORTED
+
     def _fence(
         self,
         stream_id: str,
@@ -224,6 +233,9 @@ class MemoryBus:
 
     async def publish_abort(self, stream_id: str, generation: str) -> None:
         self._hub._fan_out(stream_id, AbortSignal(generation=generation))
+
+    async def abort_claimed(self, stream_id: str, generation: str) -> bool:
+        return self._hub._abort_claimed(stream_id, generation)
 
     async def read_log(self, stream_id: str, *, from_seq: int, count: int) -> list[LogRow]:
         return self._hub._read(stream_id, from_seq, count)

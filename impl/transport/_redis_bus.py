@@ -45,7 +45,13 @@ from streamcheck.impl.transport._envelope import (
     encode_split,
     envelope_parts,
 )
-from streamcheck.impl.transport._lua import CLAIM_ABORT, MARK_LOST, PUBLISH, PUBLISH_BATCH
+from streamcheck.impl.transport._lua import (
+    ABORT_CLAIMED,
+    CLAIM_ABORT,
+    MARK_LOST,
+    PUBLISH,
+    PUBLISH_BATCH,
+)
 from streamcheck.model import Chunk, Done, Failure, JSONValue
 
 logger = logging.getLogger(__name__)
@@ -244,6 +250,12 @@ class RedisBus:
 
     async def publish_abort(self, stream_id: str, generation: str) -> None:
         await self._redis.publish(Keys.channel(stream_id), encode_abort(generation))
+
+    async def abort_claimed(self, stream_id: str, generation: str) -> bool:
+        reply = await self._redis.run_script(
+            ABORT_CLAIMED, keys=[self._keys.job(stream_id)], args=[generation]
+        )
+        return _script_int(reply, "abort_claimed") == 1
 
     async def mark_lost(self, stream_id: str, *, floor: int) -> LostWrites | None:
         reply = await self._redis.run_script(

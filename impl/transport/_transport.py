@@ -55,7 +55,7 @@ class TransportStats:
     subscribers: int
     malformed_dropped: int
     untracked_dropped: int
-    #: Reorder statistics of every subscriber that has finished or left.
+    #: Reorder statistics of every subscriber served, those still attached included.
     delivery: DeliveryTotals
 
 
@@ -450,5 +450,14 @@ class EventTransport:
             subscribers=sum(a.subscriber_count for a, _ in self._actors.values()),
             malformed_dropped=self._malformed,
             untracked_dropped=self._untracked,
-            delivery=dataclasses.replace(self._delivery_totals),
+            delivery=self._delivery(),
         )
+
+    def _delivery(self) -> DeliveryTotals:
+        """Delivery statistics of every reader served here, those still attached
+        included: a repair counts from the moment it is made, not from its reader's
+        departure."""
+        totals = dataclasses.replace(self._delivery_totals)
+        for actor, _ in self._actors.values():
+            actor.add_attached_delivery(totals)
+        return totals

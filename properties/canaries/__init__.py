@@ -27,6 +27,7 @@ from streamcheck.properties.canaries import (
     early_buffer_on_resume,
     error_not_kept,
     force_flush_skips_gap,
+    forged_abort_obeyed,
     forged_generation_supersedes,
     no_cross_replica_abort,
     no_deferred_delivery,
@@ -84,6 +85,8 @@ class Canary(enum.StrEnum):
     ABORT_SIGNALLED_BEFORE_FENCE = "abort-signalled-before-fence"
     #: Issue 17: a channel message of another generation ends readers as superseded.
     FORGED_GENERATION_SUPERSEDES = "forged-generation-supersedes"
+    #: Issue 17: an abort signal nobody claimed stops the generator.
+    FORGED_ABORT_OBEYED = "forged-abort-obeyed"
 
 
 #: The canaries the seed commit (LibreChat e646a3615e, 2026-02-10) still had that
@@ -140,6 +143,7 @@ BUGS: dict[Canary, Bug] = {
     Canary.COUNTER_DELETED_ON_CLEANUP: counter_deleted_on_cleanup.BUG,
     Canary.ABORT_SIGNALLED_BEFORE_FENCE: abort_signalled_before_fence.BUG,
     Canary.FORGED_GENERATION_SUPERSEDES: forged_generation_supersedes.BUG,
+    Canary.FORGED_ABORT_OBEYED: forged_abort_obeyed.BUG,
 }
 
 

@@ -8,6 +8,11 @@ at once, published its plain terminal first in about half the runs: readers saw 
 normal completion, the abort's final event with its unfinished content was lost, and
 ``abort_job`` answered "already terminal" for an abort the generator had obeyed.
 The fix claims the turn for the abort in the publish fence before the signal goes out.
+
+Since the fix, the actor also obeys a signal only once Redis confirms the claim; without a
+claim (the old order made none) it would drop the signal as forged, which masks this
+canary. So the canary also restores the actor of its time, which obeyed every signal
+(the ``forged-abort-obeyed`` mechanism).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 from streamcheck.impl import GenerationJobManager, SerializableJobData
 from streamcheck.impl.transport import PublishRefused
 from streamcheck.properties.canaries._build import Bug
+from streamcheck.properties.canaries.forged_abort_obeyed import ObeysEveryAbortSignal
 
 
 class SignalsBeforeFencing(GenerationJobManager):
@@ -24,4 +30,4 @@ class SignalsBeforeFencing(GenerationJobManager):
         return None
 
 
-BUG = Bug(manager=(SignalsBeforeFencing,))
+BUG = Bug(manager=(SignalsBeforeFencing,), actor=(ObeysEveryAbortSignal,))

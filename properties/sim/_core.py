@@ -159,6 +159,7 @@ class _SimCore:
             channel,
             None if auto else trio.Event(),
         )
+        cmd.sent = self._clock()
         conn.commands.append(cmd)
         self._added(cmd)
         if auto:
@@ -255,6 +256,7 @@ class _SimCore:
                     end=fields[3].decode(),
                     count=count,
                     ids=tuple(entry_id for entry_id, _fields in cmd.result),
+                    sent=self._trace_time(cmd.sent),
                 )
             )
             return
@@ -473,6 +475,15 @@ class _SimCore:
             )
             self._unbuilt.clear()
         return self._records
+
+    def record_count(self) -> int:
+        """How many trace records exist (without building them): the index in
+        :attr:`records` the next one gets."""
+        return len(self._records) + len(self._unbuilt)
+
+    def _trace_time(self, at: float | None) -> float | None:
+        """Simulated time ``at`` as a trace record states times (see :meth:`_record`)."""
+        return None if at is None or self._t0 is None else round(at - self._t0, 6)
 
     def _record(self, make: Callable[..., TraceRecord]) -> None:
         """Record a step: ``make`` builds its record when it is first read, given the

@@ -111,6 +111,7 @@ class _Command:
         "kind",
         "public",
         "result",
+        "sent",
         "shape",
     )
 
@@ -137,6 +138,9 @@ class _Command:
         self.error: BaseException | None = None
         self.done = False
         self.public: PendingItem | None = None
+        #: The simulated time at which the client sent the command (``None``: not
+        #: known), so a log read's record can say what arrived while it was on its way.
+        self.sent: float | None = None
 
 
 class _Delivery:

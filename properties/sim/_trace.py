@@ -151,7 +151,9 @@ class CommandExecuted(_OnConnection):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LogRead(_OnConnection):
-    """An XRANGE on a log (a stream key) and the entry ids it returned, in order."""
+    """An XRANGE on a log (a stream key) and the entry ids it returned, in order.
+    ``sent`` is the time at which the client sent the read (``None``: not known), on
+    the records' scale."""
 
     verb: ClassVar[str] = "exec"
     key: str
@@ -159,6 +161,7 @@ class LogRead(_OnConnection):
     end: str
     count: int | None = None
     ids: tuple[str, ...] = ()
+    sent: float | None = None
 
     def text(self) -> str:
         count = "" if self.count is None else f" COUNT {self.count}"
@@ -304,6 +307,7 @@ _FIELD_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
     "item": (int, type(None)),
     "position": (int, type(None)),
     "count": (int, type(None)),
+    "sent": (int, float, type(None)),
     "script": (str, type(None)),
     "error": (str, type(None)),
     "pubsub": (bool,),

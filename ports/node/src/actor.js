@@ -34,6 +34,9 @@ import { chunk, done, failure } from "./events.js";
 export const LOG_PAGE = 500;
 /** Generations whose last published seq (and whether they ended) an actor remembers. */
 const REMEMBERED_GENERATIONS = 8;
+/** When Redis did not answer whether an abort claimed a turn, ask again after this many
+ * seconds (see `_obeyAbort`). */
+export const ABORT_CHECK_RETRY_S = 0.25;
 
 /**
  * @typedef {object} ActorTimings
@@ -85,16 +88,18 @@ function remember(map, key, value) {
 export class StreamActor {
   /**
    * @param {string} streamId
-   * @param {{ bus: RedisBus, jobs: RedisJobStore, timings: ActorTimings, nowMs: () => number, crashed: (error: unknown) => void }} parts
-   *   `crashed` is told of an unexpected error (a bug): the replica must not go on
+   * @param {{ bus: RedisBus, jobs: RedisJobStore, timings: ActorTimings, nowMs: () => number, crashed: (error: unknown) => void, droppedAbort: () => void }} parts
+   *   `crashed` is told of an unexpected error (a bug): the replica must not go on;
+   *   `droppedAbort` of an abort signal no abort claimed (it is counted)
    */
-  constructor(streamId, { bus, jobs, timings, nowMs, crashed }) {
+  constructor(streamId, { bus, jobs, timings, nowMs, crashed, droppedAbort }) {
     this.streamId = streamId;
     this._bus = bus;
     this._jobs = jobs;
     this._timings = timings;
     this._nowMs = nowMs;
     this._crashed = crashed;
+    this._droppedAbort = droppedAbort;
     /** @type {Command[]} */
     this._inbox = [];
     this._busy = false;
@@ -108,6 +113,9 @@ export class StreamActor {
     this._producer = null;
     /** @type {Map<string, () => void>} */
     this._abortCallbacks = new Map();
+    /** Abort signals whose claim Redis did not confirm nor deny yet: generation -> when
+     * to ask again (monotonic seconds). @type {Map<string, number>} */
+    this._abortChecks = new Map();
     /** Highest seq this replica has seen on the stream: the publish floor. */
     this._highWater = -1;
     /** Last seq each recent generation published from this replica: what readers here are
@@ -250,6 +258,7 @@ export class StreamActor {
     for (const sub of this._subscribers.values()) {
       if (sub.wakeAt !== null && sub.wakeAt < deadline) deadline = sub.wakeAt;
     }
+    for (const due of this._abortChecks.values()) deadline = Math.min(deadline, due);
     if (deadline === this._timerAt) return;
     this._timer?.cancel();
     this._timer = null;
@@ -279,7 +288,7 @@ export class StreamActor {
       case "incoming": {
         const message = command.message;
         if (message.kind === "abort") {
-          this._abortCallbacks.get(message.generation)?.();
+          await this._obeyAbort(message.generation);
           break;
         }
         this._highWater = Math.max(this._highWater, message.seq);
@@ -287,6 +296,9 @@ export class StreamActor {
         break;
       }
       case "timers":
+        for (const [generation, due] of [...this._abortChecks]) {
+          if (due <= now) await this._obeyAbort(generation);
+        }
         for (const sub of [...this._subscribers.values()]) {
           if (sub.wakeAt !== null && sub.wakeAt <= now) {
             sub.wakeAt = null;
@@ -312,10 +324,51 @@ export class StreamActor {
         if (this._producer?.generation === command.generation) this._producer = null;
         break;
       case "onAbort":
-        if (command.callback === null) this._abortCallbacks.delete(command.generation);
-        else this._abortCallbacks.set(command.generation, command.callback);
+        if (command.callback === null) {
+          this._abortCallbacks.delete(command.generation);
+          this._abortChecks.delete(command.generation);
+        } else this._abortCallbacks.set(command.generation, command.callback);
         break;
     }
+  }
+
+  // -- aborts ----------------------------------------------------------------------
+
+  /** Stop `generation`'s generator, if it runs here, once Redis confirms that an abort
+   * claimed its turn; otherwise drop the signal, count and log it.
+   *
+   * The signal on the channel is a hint anyone who can PUBLISH may forge; the claim in the
+   * publish fence is the truth. A real signal always finds its claim: `abortJob` writes the
+   * claim (`claimAbort`) and only then publishes the signal. (Unless a failover lost the
+   * claim: the abort's terminal then ends the turn through the fence, and the generator's
+   * next emit is refused, which stops it.)
+   *
+   * A check Redis did not answer decides nothing: obeying would let a forgery win whenever
+   * a read fails, dropping would leave a real abort's stop to the generator's next emit.
+   * The actor asks again every ABORT_CHECK_RETRY_S (from its timer, so its readers are
+   * served meanwhile) until Redis answers or the generator leaves.
+   * @param {string} generation */
+  async _obeyAbort(generation) {
+    if (!this._abortCallbacks.has(generation)) {
+      this._abortChecks.delete(generation);
+      return;
+    }
+    let claimed;
+    try {
+      claimed = await this._bus.abortClaimed(this.streamId, generation);
+    } catch (error) {
+      if (!(error instanceof RedisConnectionError)) throw error;
+      console.error(`stream ${this.streamId}: could not check the abort of ${generation} (${error.message}); asking again`);
+      this._abortChecks.set(generation, monotonic() + ABORT_CHECK_RETRY_S);
+      return;
+    }
+    this._abortChecks.delete(generation);
+    if (!claimed) {
+      this._droppedAbort();
+      console.error(`stream ${this.streamId}: dropped an abort signal for ${generation} that no abort claimed`);
+      return;
+    }
+    this._abortCallbacks.get(generation)?.();
   }
 
   // -- publishing ------------------------------------------------------------------

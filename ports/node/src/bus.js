@@ -46,6 +46,7 @@ export const FAILOVER_SKIP = 10_000;
 export const PUBLISH = new LuaScript("publish", ["fence", "raise_to_floor", "log_and_publish", "publish"]);
 export const MARK_LOST = new LuaScript("mark_lost", ["raise_to_floor", "mark_lost"]);
 export const CLAIM_ABORT = new LuaScript("claim_abort", ["fence", "claim_abort"]);
+export const ABORT_CLAIMED = new LuaScript("abort_claimed", ["fence", "abort_claimed"]);
 
 /** @type {Record<number, Refusal>} */
 const REFUSALS = {
@@ -147,7 +148,18 @@ export class RedisBus {
     return code === 0 ? null : refusalOf(code);
   }
 
-  /** @param {string} streamId @param {string} generation */
+  /** Whether an abort claimed `generation`'s turn (the claim as the publish fence sees
+   * it): what a replica asks before it obeys an abort signal, which anyone who can
+   * PUBLISH may forge.
+   * @param {string} streamId @param {string} generation
+   * @returns {Promise<boolean>} */
+  async abortClaimed(streamId, generation) {
+    const reply = await runScript(this._redis, ABORT_CLAIMED, [this._keys.job(streamId)], [generation]);
+    return Number(reply) === 1;
+  }
+
+  /** Tell `generation`'s generator, on whichever replica, to stop (after `claimAbort`).
+   * @param {string} streamId @param {string} generation */
   async publishAbort(streamId, generation) {
     await call(this._redis.publish(Keys.channel(streamId), encodeAbort(generation)), "PUBLISH");
   }

@@ -83,6 +83,8 @@ export class EventTransport {
     this._inProgress = new Map();
     this._nextSubId = 0;
     this.malformedDropped = 0;
+    /** Abort signals for a generator running here that no abort had claimed (forged). */
+    this.unconfirmedAbortsDropped = 0;
     bus.attachSink(this);
   }
 
@@ -110,7 +112,10 @@ export class EventTransport {
   _actor(streamId) {
     let actor = this._actors.get(streamId);
     if (actor === undefined) {
-      actor = new StreamActor(streamId, { bus: this._bus, jobs: this._jobs, timings: this._timings, nowMs: this._nowMs, crashed: this._crashed });
+      const droppedAbort = () => {
+        this.unconfirmedAbortsDropped += 1;
+      };
+      actor = new StreamActor(streamId, { bus: this._bus, jobs: this._jobs, timings: this._timings, nowMs: this._nowMs, crashed: this._crashed, droppedAbort });
       this._actors.set(streamId, actor);
     }
     return actor;

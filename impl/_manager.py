@@ -100,6 +100,8 @@ class GenerationJob:
     final_event: JSONValue = None
     error: str | None = None
     stop_reason: StopReason | None = None
+    #: This generator's own done or error was published (the fence let it end the turn).
+    published_terminal: bool = False
 
     @property
     def is_aborted(self) -> bool:
@@ -287,7 +289,7 @@ class GenerationJobManager:
             expected_generation=job.generation,
         )
         outcome = await self.transport.emit_done(stream_id, job.generation, final_event)
-        return self._published(job, outcome)
+        return self._published_terminal(job, outcome)
 
     async def emit_error(self, stream_id: str, message: str) -> Published | None:
         job = self._runtimes.get(stream_id)
@@ -296,12 +298,18 @@ class GenerationJobManager:
         job.error = message
         await self._keep_error(job, message)
         outcome = await self.transport.emit_error(stream_id, job.generation, message)
-        return self._published(job, outcome)
+        return self._published_terminal(job, outcome)
 
     async def complete_job(self, stream_id: str, error: str | None = None) -> None:
         """Record the end of the turn. The job stays until its TTL for late subscribers."""
         job = self._runtimes.pop(stream_id, None)
         if job is None:
+            return
+        if job.stop_reason is StopReason.ABORTED and not job.published_terminal:
+            # An abort holds the turn: it records the end itself, after its terminal is on
+            # the log. A terminal status written here first would let a silent reader take
+            # the job for the turn's end and make up a terminal the abort's then contradicts.
+            await self._retire(job)
             return
         status = JobStatus.ERROR if (error or job.error) else JobStatus.COMPLETE
         if job.is_aborted:
@@ -338,6 +346,13 @@ class GenerationJobManager:
             # An abort from another replica ended the turn first (its terminal won the
             # publish fence), or the job was judged lost; the job already holds that outcome.
             job.stop(StopReason.TURN_ENDED)
+
+    def _published_terminal(
+        self, job: GenerationJob, outcome: Published | PublishRefused
+    ) -> Published | None:
+        if isinstance(outcome, Published):
+            job.published_terminal = True
+        return self._published(job, outcome)
 
     def _published(
         self, job: GenerationJob, outcome: Published | PublishRefused

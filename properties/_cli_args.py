@@ -33,6 +33,18 @@ def integer(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+def k_of_n(text: str) -> tuple[int, int]:
+    """``K/N``: at least K of N, with 1 <= K <= N <= 20."""
+    k_text, slash, n_text = text.partition("/")
+    try:
+        k, n = int(k_text), int(n_text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be K/N such as 2/3, not {text!r}") from None
+    if not slash or not 1 <= k <= n <= 20:
+        raise argparse.ArgumentTypeError(f"must be K/N with 1 <= K <= N <= 20, not {text!r}")
+    return k, n
+
+
 def seconds(text: str) -> float:
     """A finite, positive number of seconds."""
     try:

@@ -19,6 +19,7 @@ import trio
 from streamcheck.properties._cli_args import (
     directory,
     integer,
+    k_of_n,
     names,
     patterns,
     redis_url,
@@ -102,6 +103,8 @@ def _run(args: argparse.Namespace) -> int:
             return run_foreign(args)
         except ForeignUsageError as exc:
             raise UsageError(str(exc)) from None
+    if args.reproduce is not None:
+        raise UsageError("streamcheck run: --reproduce applies to --backend sim --impl")
     simulated = {b.value for b in SimBackend}
     if args.backend not in simulated:
         for given, name in ((args.run_dir, "--run-dir"), (args.workers != 1, "--workers")):
@@ -567,6 +570,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="redis|cluster: comma-separated fault kinds (default all); sim with --impl: "
         "the fault families examples may switch on, of drop, cut, clock, failover (default all)",
+    )
+    run.add_argument(
+        "--reproduce",
+        type=k_of_n,
+        default=None,
+        metavar="K/N",
+        help="sim with --impl: the minimizer keeps a shorter decision list only when at "
+        "least K of N replays show the anomaly (default 2/3); the final list is then "
+        "replayed N times",
     )
     run.add_argument(
         "--replicas",

@@ -15,7 +15,7 @@ import trio
 from streamcheck.impl import AbortOutcome, GenerationJobManager, JobStatus, ReplicaParts
 from streamcheck.model import Done, JSONValue
 from streamcheck.properties.canaries import Canary, replica_build
-from tests.backends import collect, delta, replicas
+from tests.backends import FAST, collect, delta, replicas
 
 BACKENDS = [
     pytest.param("memory", id="memory"),
@@ -23,24 +23,29 @@ BACKENDS = [
 ]
 
 
-def _slow_content_reads(manager: GenerationJobManager) -> None:
+def _slow_content_reads(manager: GenerationJobManager, delay_s: float = 0.2) -> None:
     """Delay the abort between its signal and its final event's publish."""
     read = manager.job_store.get_content_parts
 
     async def slow(stream_id: str) -> list[JSONValue] | None:
-        await trio.sleep(0.2)
+        await trio.sleep(delay_s)
         return await read(stream_id)
 
     manager.job_store.get_content_parts = slow  # type: ignore[method-assign]
 
 
 async def _race(
-    kind: str, request: pytest.FixtureRequest, *, parts: ReplicaParts, error: bool
+    kind: str,
+    request: pytest.FixtureRequest,
+    *,
+    parts: ReplicaParts,
+    error: bool,
+    abort_delay_s: float = 0.2,
 ) -> tuple[AbortOutcome, object, list[object], JobStatus | None]:
     url = request.getfixturevalue("redis_url") if kind == "redis" else ""
     prefix = request.getfixturevalue("key_prefix") if kind == "redis" else ""
     async with replicas(kind, 3, url=url, prefix=prefix, parts=[parts] * 3) as (a, b, c):
-        _slow_content_reads(c)
+        _slow_content_reads(c, abort_delay_s)
         job = await a.create_job("s1", "u1")
         sub = await b.subscribe("s1", "u1")
         await a.emit_chunk("s1", delta("partial "))
@@ -76,6 +81,29 @@ async def test_an_accepted_abort_beats_the_generators_reaction(
     assert last.data["aborted"] is True
     assert last.data["responseMessage"]["unfinished"] is True  # type: ignore[index,call-overload]
     assert reaction == [None]  # the generator's own terminal was refused
+    assert status is JobStatus.ABORTED
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+@pytest.mark.parametrize("error", [False, True], ids=["done", "error"])
+async def test_a_silent_reader_waits_for_the_aborts_terminal(
+    kind: str, error: bool, request: pytest.FixtureRequest
+) -> None:
+    # Found by a mixed foreign run (Python abort, Node generator and reader): the
+    # generator, refused by the abort's claim, completed its job as aborted before the
+    # abort had published its final event; the reader, silent past its idle probe, found
+    # the job ended and nothing on the log, and made up a done from the job (the refused
+    # done's stored payload, or none after a refused error). The abort's Done then came
+    # at the same seq. The abort, slowed here for longer than the reader's idle probe
+    # (FAST: 0.3 s), now records the end itself, after its terminal is on the log.
+    delay_s = 4 * FAST.idle_probe_s
+    outcome, last, reaction, status = await _race(
+        kind, request, parts=ReplicaParts(), error=error, abort_delay_s=delay_s
+    )
+    assert outcome is AbortOutcome.ABORTED
+    assert reaction == [None]
+    assert isinstance(last, Done) and isinstance(last.data, dict), last
+    assert last.data["aborted"] is True, last
     assert status is JobStatus.ABORTED
 
 

@@ -23,6 +23,7 @@ from streamcheck.properties._replay import (
 )
 from streamcheck.properties._simulation import Decision, SimulationCrashed
 from streamcheck.properties.canaries import Canary
+from streamcheck.properties.sim.resp import DEFAULT_REPRODUCTION, ReproductionRule
 
 FAR = 3600.0
 
@@ -156,3 +157,55 @@ def test_a_crash_replay_file_is_shortened_and_still_crashes_the_same_way(
     replayed, deterministic = replay_twice(shorter, canaries=frozenset(), replicas=2)
     assert deterministic and replayed.crashed is not None
     assert crash_signature(replayed.crashed) == crash_signature(data["crashed"])
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "kept", "runs"),
+    [
+        ([True, True], True, 2),  # decided after two: the third replay is not made
+        ([True, False, True], True, 3),
+        ([False, True, True], True, 3),
+        ([True, False, False], False, 3),
+        ([False, False], False, 2),  # one replay left cannot make two of three
+    ],
+)
+def test_a_foreign_candidate_is_kept_only_when_two_of_three_replays_show_it(
+    outcomes: list[bool], kept: bool, runs: int
+) -> None:
+    # Foreign agents' timing is not the harness's: one replay that shows the anomaly
+    # kept races the decisions do not hold, and the list shrank to one that seldom fails.
+    replays = iter(outcomes)
+    made: list[bool] = []
+
+    def replay_shows() -> bool:
+        made.append(next(replays))
+        return made[-1]
+
+    assert DEFAULT_REPRODUCTION.holds(replay_shows) is kept
+    assert len(made) == runs
+
+
+def test_a_reproduction_rule_needs_k_between_one_and_n() -> None:
+    assert str(ReproductionRule(3, 5)) == "3 of 5"
+    for needed, runs in ((0, 3), (4, 3)):
+        with pytest.raises(ValueError, match="1 <= K <= N"):
+            ReproductionRule(needed, runs)
+
+
+def test_a_flaky_failure_minimizes_to_what_reproduces_by_the_rule() -> None:
+    # "a" fails on its own one replay in three (a race); "a" and "b" together always do.
+    # One showing replay would keep ["a"]; the rule keeps both.
+    rolls = iter(range(10_000))
+
+    def replay_shows(decisions: list[Decision]) -> bool:
+        names = _names(decisions)
+        if "a" in names and "b" in names:
+            return True
+        return "a" in names and next(rolls) % 3 == 0
+
+    def still_fails(decisions: list[Decision]) -> bool:
+        return DEFAULT_REPRODUCTION.holds(lambda: replay_shows(decisions))
+
+    found = [Decision(n, {}) for n in ["x", "a", "y", "b", "z"]]
+    shorter = minimize_decisions(found, still_fails, deadline=time.monotonic() + FAR)
+    assert _names(shorter.decisions) == ["a", "b"]

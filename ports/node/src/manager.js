@@ -67,6 +67,8 @@ export class GenerationJob {
     this.error = null;
     /** @type {StopReason | null} */
     this.stopReason = null;
+    /** This generator's own done or error was published (the fence let it end the turn). */
+    this.publishedTerminal = false;
   }
 
   get isAborted() {
@@ -173,7 +175,7 @@ export class GenerationJobManager {
     if (job === undefined) return null;
     // Kept in the job first, so a reader that finds the job ended gets this payload.
     await this.jobs.updateJob(streamId, { finalEvent: JSON.stringify(finalEvent) }, job.generation);
-    return this._published(job, await this.transport.emit(streamId, job.generation, "done", finalEvent));
+    return this._publishedTerminal(job, await this.transport.emit(streamId, job.generation, "done", finalEvent));
   }
 
   /** @param {string} streamId @param {string} message @returns {Promise<Published | null>} */
@@ -182,7 +184,7 @@ export class GenerationJobManager {
     if (job === undefined) return null;
     job.error = message;
     await this.jobs.updateJob(streamId, { error: message }, job.generation);
-    return this._published(job, await this.transport.emit(streamId, job.generation, "error", message));
+    return this._publishedTerminal(job, await this.transport.emit(streamId, job.generation, "error", message));
   }
 
   /** Record the end of the turn; the job stays until its TTL for late readers.
@@ -191,6 +193,13 @@ export class GenerationJobManager {
     const job = this._runtimes.get(streamId);
     if (job === undefined) return;
     this._runtimes.delete(streamId);
+    if (job.stopReason === "aborted" && !job.publishedTerminal) {
+      // An abort holds the turn: it records the end itself, after its terminal is on the
+      // log. A terminal status written here first would let a silent reader take the job
+      // for the turn's end and make up a terminal the abort's then contradicts.
+      await this._retire(job);
+      return;
+    }
     const status = job.isAborted ? "aborted" : error || job.error ? "error" : "complete";
     try {
       await this.jobs.updateJob(streamId, { status, completedAt: this._nowMs(), error }, job.generation);
@@ -202,6 +211,12 @@ export class GenerationJobManager {
     } finally {
       await this._retire(job);
     }
+  }
+
+  /** @param {GenerationJob} job @param {Published | Refusal} outcome */
+  _publishedTerminal(job, outcome) {
+    if (typeof outcome !== "string") job.publishedTerminal = true;
+    return this._published(job, outcome);
   }
 
   /** @param {GenerationJob} job @param {Published | Refusal} outcome */

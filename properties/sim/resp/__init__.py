@@ -9,8 +9,10 @@ SUBSCRIBE acknowledgement and pub/sub message a step the state machine draws.
 
 from streamcheck.properties.sim.resp._front import FrontStatistics, RespFront
 from streamcheck.properties.sim.resp._machine import (
+    DEFAULT_REPRODUCTION,
     ForeignCampaign,
     ReplayVerdict,
+    ReproductionRule,
     replay_foreign,
     run_foreign_campaign,
 )
@@ -18,12 +20,14 @@ from streamcheck.properties.sim.resp._simulation import ForeignSimulation, Judge
 from streamcheck.properties.sim.resp._world import FOREIGN_SETTINGS, WorldFailed
 
 __all__ = [
+    "DEFAULT_REPRODUCTION",
     "FOREIGN_SETTINGS",
     "ForeignCampaign",
     "ForeignSimulation",
     "FrontStatistics",
     "Judged",
     "ReplayVerdict",
+    "ReproductionRule",
     "RespFront",
     "WorldFailed",
     "replay_foreign",

@@ -11,9 +11,11 @@ from pathlib import Path
 from streamcheck.properties.protocol import agent_command
 from streamcheck.properties.report import TIMELINE_FILENAME
 from streamcheck.properties.sim.resp._machine import (
+    DEFAULT_REPRODUCTION,
     REPLAY_SCHEMA,
     ForeignCampaign,
     ForeignFault,
+    ReproductionRule,
     replay_foreign,
     run_foreign_campaign,
 )
@@ -58,6 +60,9 @@ def run_foreign(args: argparse.Namespace) -> int:
                 f"not {', '.join(unknown)}"
             )
         faults = frozenset(known[word] for word in words)
+    reproduction = DEFAULT_REPRODUCTION
+    if args.reproduce is not None:
+        reproduction = ReproductionRule(*args.reproduce)
     replicas = args.replicas if args.replicas is not None else 2
     commands = [impls[i % len(impls)] for i in range(replicas)]
     examples = args.examples if args.examples is not None else DEFAULT_EXAMPLES
@@ -86,6 +91,7 @@ def run_foreign(args: argparse.Namespace) -> int:
             replay_file=replay_file,
             on_example=progress,
             faults=faults,
+            reproduction=reproduction,
         )
     except WorldFailed as exc:
         raise ForeignUsageError(f"streamcheck run: the agents did not start: {exc}") from None
@@ -98,7 +104,10 @@ def run_foreign(args: argparse.Namespace) -> int:
         print(f"the foreign world failed: {campaign.crash}")
     print(
         f"failing example: {campaign.found_decisions} decisions, minimized to "
-        f"{len(campaign.minimized)} ({campaign.minimize_replays} replays):"
+        f"{len(campaign.minimized)} ({campaign.minimize_candidates} candidates in "
+        f"{campaign.minimize_replays} replays, each kept only when it reproduced "
+        f"{reproduction} replays"
+        f"{'; stopped by its deadline' if campaign.minimize_out_of_time else ''}):"
     )
     for decision in campaign.minimized:
         print(f"  {decision}")
@@ -106,7 +115,7 @@ def run_foreign(args: argparse.Namespace) -> int:
     timeline = replay_file.parent / TIMELINE_FILENAME
     if timeline.exists():
         print(f"timeline: {timeline}")
-    print(replay_foreign(replay_file, REPLAYS).describe())
+    print("minimized list: " + replay_foreign(replay_file, reproduction.runs).describe())
     return EXIT_ANOMALY
 
 

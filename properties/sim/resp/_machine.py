@@ -9,11 +9,13 @@ liveness) with the model's checker.
 
 Hypothesis does not shrink here: an example costs a second or more of real time, and the
 decision list is shortened afterwards by deletion replays
-(:func:`~streamcheck.properties._minimize.minimize_decisions`), each candidate kept when a
-replay still shows the first anomaly's class. Agents are real processes whose timing the
-harness does not control, so a replay is judged by how often it reproduces:
-``deterministic: yes`` when every replay's history is the same, otherwise "reproduced K of
-N replays".
+(:func:`~streamcheck.properties._minimize.minimize_decisions`). Agents are real processes
+whose timing the harness does not control, so one replay that shows the first anomaly's
+class proves little: a candidate is kept only when it reproduces by the
+:class:`ReproductionRule` (by default at least 2 of 3 replays), otherwise a race that the
+decisions do not hold shrinks to a list that seldom fails. A replay file is judged by how
+often it reproduces: ``deterministic: yes`` when every replay's history is the same,
+otherwise "reproduced K of N replays".
 """
 
 from __future__ import annotations
@@ -359,12 +361,49 @@ class ForeignCampaign:
     #: Decisions of the failing example, as Hypothesis found it and after minimizing.
     found_decisions: int | None = None
     minimized: list[Decision] = field(default_factory=list)
+    #: Candidate lists the minimizer tried, and the replays they cost.
+    minimize_candidates: int = 0
     minimize_replays: int = 0
+    #: The minimizer's deadline stopped it before no deletion was left to try.
+    minimize_out_of_time: bool = False
     replay_file: Path | None = None
 
     @property
     def failed(self) -> bool:
         return self.report is not None or self.crash is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ReproductionRule:
+    """When a candidate decision list counts as failing while minimizing: at least
+    ``needed`` of ``runs`` replays show the anomaly's class."""
+
+    needed: int = 2
+    runs: int = 3
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.needed <= self.runs:
+            raise ValueError(
+                f"a reproduction rule needs 1 <= K <= N, not {self.needed} of {self.runs}"
+            )
+
+    def holds(self, replay_shows: Callable[[], bool]) -> bool:
+        """Replay until the verdict is certain: ``needed`` replays showed the class, or
+        too few are left for them to (a list that never fails costs N - K + 1 runs)."""
+        shown = missed = 0
+        while shown < self.needed and missed <= self.runs - self.needed:
+            if replay_shows():
+                shown += 1
+            else:
+                missed += 1
+        return shown >= self.needed
+
+    def __str__(self) -> str:
+        return f"{self.needed} of {self.runs}"
+
+
+#: The minimizer's default: a majority of three replays.
+DEFAULT_REPRODUCTION: Final = ReproductionRule(needed=2, runs=3)
 
 
 def run_foreign_campaign(
@@ -378,9 +417,11 @@ def run_foreign_campaign(
     minimize_s: float = 120.0,
     on_example: Callable[[int], None] | None = None,
     faults: frozenset[ForeignFault] = frozenset(ForeignFault),
+    reproduction: ReproductionRule = DEFAULT_REPRODUCTION,
 ) -> ForeignCampaign:
-    """Run up to ``examples`` examples; stop at the first failure, minimize it and
-    write its replay file."""
+    """Run up to ``examples`` examples; stop at the first failure, minimize it (a
+    candidate kept when it reproduces by ``reproduction``; ``minimize_s`` seconds for
+    each replay a candidate needs), and write its replay file."""
     machine = foreign_machine_for(commands, quiet_s=quiet_s, faults=faults)
     machine.on_example = on_example
     chosen = settings(
@@ -427,21 +468,31 @@ def run_foreign_campaign(
     if kind is not None:
 
         def still_fails(candidate: list[Decision]) -> bool:
-            judged = _run_once(commands, candidate, quiet_s)
-            return judged is not None and _first_kind(judged.report) == kind
+            def replay_shows() -> bool:
+                campaign.minimize_replays += 1
+                judged = _run_once(commands, candidate, quiet_s)
+                return judged is not None and _first_kind(judged.report) == kind
+
+            return reproduction.holds(replay_shows)
 
         shorter = minimize_decisions(
-            failure.decisions, still_fails, deadline=time.monotonic() + minimize_s
+            # A candidate costs ``needed`` replays or more: the budget grows with them.
+            failure.decisions,
+            still_fails,
+            deadline=time.monotonic() + minimize_s * reproduction.needed,
         )
         campaign.minimized = shorter.decisions
-        campaign.minimize_replays = shorter.replays
+        campaign.minimize_candidates = shorter.replays
+        campaign.minimize_out_of_time = shorter.out_of_time
         if len(shorter.decisions) < len(failure.decisions):
             # The file shows the minimized example: its trace and history, from a replay
-            # that showed the anomaly (the example as found, if none did).
-            judged = _run_once(commands, shorter.decisions, quiet_s)
-            if judged is not None and _first_kind(judged.report) == kind:
-                failure = _Failure(failure.decisions, judged.report, judged, failure.crash)
-                campaign.report = judged.report
+            # that showed the anomaly (the example as found, if none of N did).
+            for _ in range(reproduction.runs):
+                judged = _run_once(commands, shorter.decisions, quiet_s)
+                if judged is not None and _first_kind(judged.report) == kind:
+                    failure = _Failure(failure.decisions, judged.report, judged, failure.crash)
+                    campaign.report = judged.report
+                    break
     if replay_file is not None:
         write_foreign_replay(replay_file, commands, campaign.minimized, failure, quiet_s)
         campaign.replay_file = replay_file
@@ -476,8 +527,6 @@ def write_foreign_replay(
     failure: _Failure,
     quiet_s: float,
 ) -> None:
-    judged = failure.judged
-    report = failure.report
     """The replay file, and ``timeline.html`` beside it (the fields the timeline reads
     carry the in-process replay file's names: ``history``, ``report``, ``redis_trace``)."""
     judged = failure.judged

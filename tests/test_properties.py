@@ -64,12 +64,16 @@ EXPECTED: dict[Canary, set[AnomalyKind]] = {
     # Seqs reused: twice in one turn, out of order, or inside an earlier turn's range
     # (an earlier turn's event at a reused seq ends a reader as falsely superseded); or a
     # reader drops one replica's event as a duplicate of the other's seq (lost).
+    # (Or a turn's seqs restarting under the last one's: a gap over seqs the log holds,
+    # readers ended as superseded, and the turn's done acknowledged after that end.)
     Canary.PER_PROCESS_COUNTERS: {
         AnomalyKind.DUPLICATE,
         AnomalyKind.REORDERED,
         AnomalyKind.CROSS_GENERATION_LEAK,
         AnomalyKind.LOST,
         AnomalyKind.FALSE_SUPERSEDED,
+        AnomalyKind.GAP_WITHOUT_LOSS,
+        AnomalyKind.EMIT_AFTER_END,
     },
     # Skipped chunks, or (when the reader's terminal is a synthetic one) chunks lost.
     Canary.FORCE_FLUSH_SKIPS_GAP: {

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import typing
 from collections.abc import Sequence
+from itertools import pairwise
 
 from streamcheck.model._anomalies import Anomaly, AnomalyKind, CheckReport, CheckStatistics
 from streamcheck.model._events import Chunk
@@ -439,6 +440,9 @@ def _judge_slow_paths(index: HistoryIndex, out: list[Anomaly]) -> None:
         assert isinstance(record, SlowPath)
         if not record.needs_cause:
             continue
+        if _a_log_may_have_expired(index, i):
+            # Readers then wait for seqs no log holds any more: the expiry is the cause.
+            return
         out.append(
             Anomaly(
                 kind=AnomalyKind.SLOW_PATH_WITHOUT_CAUSE,
@@ -460,6 +464,27 @@ def _judge_slow_paths(index: HistoryIndex, out: list[Anomaly]) -> None:
             )
         )
         return
+
+
+def _a_log_may_have_expired(index: HistoryIndex, at: int) -> bool:
+    """Some stream's chunk log may have expired, with the entries it held, by record
+    ``at``: it was published on, and then not for the log's TTL (each publish refreshes
+    it; a later one starts a new log without the expired entries)."""
+    ttl = index.log_ttl_s
+    if ttl is None:
+        return False
+    published: dict[str, list[float]] = {}
+    for gen in index.generations.values():
+        times = published.setdefault(gen.stream_id, [])
+        times.extend(index.records[j].time for j in gen.ok_emits if j < at)
+    now = index.records[at].time
+    for times in published.values():
+        if not times:
+            continue
+        moments = [*sorted(times), now]
+        if any(later - earlier >= ttl for earlier, later in pairwise(moments)):
+            return True
+    return False
 
 
 #: Job statuses from which the store may move on (any other is terminal for good).

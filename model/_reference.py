@@ -308,7 +308,12 @@ def _index_emit(index: HistoryIndex, record: Emitted, i: int) -> None:
     elif record.by_abort and record.outcome is not OpOutcome.FAIL:
         gen.abort_terminal_digests.add(record.payload_digest)
     if record.outcome is not OpOutcome.FAIL:
-        if record.payload_digest in gen.made:
+        if record.payload_digest in gen.made or (
+            record.outcome is OpOutcome.INDETERMINATE and record.kind is not EmitKind.CHUNK
+        ):
+            # (A terminal whose publish went unanswered reaches readers whenever its
+            # payload does: also later, rebuilt from the job that stored it, after chunks
+            # a rude generator emitted once the call failed. Its order cannot be told.)
             gen.made_twice.add(record.payload_digest)
         else:
             gen.made[record.payload_digest] = (record.replica, i)

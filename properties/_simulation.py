@@ -61,10 +61,13 @@ ATTACH_STEP_LIMIT = 30
 FAILOVER_SECONDS = 1.0
 #: Most steps one ``pct`` decision runs (a settle's bound).
 PCT_STEP_LIMIT = 500
-#: The heal's clock jumps: past every reorder, probe and producer timeout, then twice
-#: 100 s (each short of the stale-job timeout, so a live producer's heartbeat keeps its
-#: job) until the job of every producer that is gone is past it and reaped.
-HEAL_JUMPS = (0.6, 2.5, 2.5, 11.0, 31.0, 2.5, 61.0, 2.5, 2.5, 100.0, 2.5, 100.0, 2.5)
+#: The heal's clock jumps: past every reorder, probe and producer timeout (116 s), then
+#: 100 s (short of the stale-job timeout, so a live producer's heartbeat keeps its job):
+#: 216 s in all, past the stale-job timeout (180 s), so the job of every producer that
+#: is gone is reaped, and short of a finished job's TTL (300 s), whose expiry would end
+#: a hanging reader with a made-up end and hide it (the stale-frontier canary's reader
+#: did, with a second 100 s jump).
+HEAL_JUMPS = (0.6, 2.5, 2.5, 11.0, 31.0, 2.5, 61.0, 2.5, 2.5, 100.0, 2.5)
 
 
 #: Decisions that act on Redis itself (its messages, connections, failover): the

@@ -473,16 +473,10 @@ def _a_log_may_have_expired(index: HistoryIndex, at: int) -> bool:
     ttl = index.log_ttl_s
     if ttl is None:
         return False
-    published: dict[str, list[float]] = {}
-    for gen in index.generations.values():
-        times = published.setdefault(gen.stream_id, [])
-        times.extend(index.records[j].time for j in gen.ok_emits if j < at)
     now = index.records[at].time
-    for times in published.values():
-        if not times:
-            continue
-        moments = [*sorted(times), now]
-        if any(later - earlier >= ttl for earlier, later in pairwise(moments)):
+    for stream_id in {gen.stream_id for gen in index.generations.values()}:
+        times = index.publish_times(stream_id, at)
+        if times and any(later - earlier >= ttl for earlier, later in pairwise([*times, now])):
             return True
     return False
 

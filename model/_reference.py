@@ -190,6 +190,17 @@ class HistoryIndex:
         i = bisect.bisect_right(marks, low)
         return i < len(marks) and marks[i] < before
 
+    def publish_times(self, stream_id: str, before: int) -> list[float]:
+        """When the stream's events were published (OK emits), before record ``before``,
+        in time order: each publish refreshes the stream's chunk-log TTL."""
+        return sorted(
+            self.records[j].time
+            for gen in self.generations.values()
+            if gen.stream_id == stream_id
+            for j in gen.ok_emits
+            if j < before
+        )
+
     def generation(self, stream_id: str, generation: str) -> GenerationFacts:
         key = (stream_id, generation)
         facts = self.generations.get(key)

@@ -308,14 +308,8 @@ class SessionJudge:
         index, ttl = self.index, self.index.log_ttl_s
         if ttl is None:
             return False
-        published = [
-            index.records[j].time
-            for gen in index.generations.values()
-            if gen.stream_id == self.stream
-            for j in gen.ok_emits
-            if j < at
-        ]
-        return not published or index.records[at].time - max(published) >= ttl
+        published = index.publish_times(self.stream, at)
+        return not published or index.records[at].time - published[-1] >= ttl
 
     def _real_terminal_signalled_lost(self) -> bool:
         """The generation's emitted terminal lies in a gap this session was told Redis
